@@ -1,0 +1,25 @@
+"""One registry of adapters, by technology. Imports are lazy so a missing driver (pymongo,
+elasticsearch) only matters when that technology is used."""
+
+from __future__ import annotations
+
+import importlib
+
+from polymigrate.adapters.base import Adapter, Applied, Capabilities, RepairReport
+
+REGISTRY: dict[str, str] = {
+    "postgresql": "polymigrate.adapters.postgres:PostgresAdapter",
+    "redis": "polymigrate.adapters.redis:RedisAdapter",
+}
+
+
+def adapter_class(technology: str) -> type[Adapter]:
+    try:
+        path = REGISTRY[technology]
+    except KeyError:
+        raise KeyError(f"no adapter for {technology!r} yet; known: {sorted(REGISTRY)}") from None
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+__all__ = ["Adapter", "Applied", "Capabilities", "RepairReport", "REGISTRY", "adapter_class"]

@@ -1,0 +1,97 @@
+"""The adapter protocol every technology implements, all in the same shape.
+
+An adapter is given a ready client (built by the Airflow layer through a provider hook, or by the
+CLI from a URL) and never reads Airflow connections itself. It offers exactly:
+
+* ``lock(owner, wait_seconds)``: the target's migration lock, as a context manager; raises
+  ``LockNotAcquired`` naming the holder when it cannot be had in time;
+* ``read_ledger()``: the ledger rows for this domain, creating the ledger if absent;
+* ``apply(migration, body, ctx, resume)``: run one migration and record it in the ledger, atomically
+  where the engine allows, otherwise ``started`` before and ``success`` after with ``progress`` in
+  between so a retry resumes (``resume`` is the incomplete row, if any);
+* ``undo``, ``baseline``, ``repair``: the maintenance verbs (raise ``PermanentError`` when not
+  supported, as ``capabilities`` says);
+* ``snapshot()``: a JSON-able picture of the live schema, for drift detection;
+* ``target``: a description of the target without credentials.
+
+Errors are classified by the adapter: ``TransientError`` for what a retry may fix, otherwise
+``PermanentError`` naming the file and statement.
+"""
+
+from __future__ import annotations
+
+import abc
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from polymigrate.catalog import Migration
+from polymigrate.ledger import LedgerEntry, RunContext
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    transactional: bool  # a migration and its ledger row commit together
+    reversible: bool     # undo files are supported
+    resumable: bool      # a long migration records progress and a retry continues from it
+
+
+@dataclass
+class Applied:
+    """What ``apply`` reports back to the executor."""
+
+    execution_time_ms: int
+    statements: int = 0
+    details: dict[str, Any] | None = None
+
+
+@dataclass
+class RepairReport:
+    realigned: list[str]
+    removed: list[str]
+
+
+class Adapter(abc.ABC):
+    technology: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, client: Any, *, domain: str, settings: Any = None):
+        self.client = client
+        self.domain = domain
+        self.settings = settings
+
+    @classmethod
+    def from_url(cls, url: str, *, domain: str, settings: Any = None) -> "Adapter":
+        """An adapter owning a client built from a URL (the CLI's way in); ``close`` releases it."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a URL")
+
+    @property
+    @abc.abstractmethod
+    def target(self) -> str: ...
+
+    @abc.abstractmethod
+    def lock(self, owner: str, wait_seconds: float) -> AbstractContextManager[None]: ...
+
+    @abc.abstractmethod
+    def read_ledger(self) -> list[LedgerEntry]: ...
+
+    @abc.abstractmethod
+    def apply(self, migration: Migration, body: str, ctx: RunContext, resume: LedgerEntry | None = None) -> Applied: ...
+
+    @abc.abstractmethod
+    def snapshot(self) -> dict[str, Any]: ...
+
+    def undo(self, undo_migration: Migration, body: str, ctx: RunContext) -> Applied:
+        from polymigrate.errors import PermanentError
+        raise PermanentError(f"{self.technology} migrations cannot be undone", hint="write a new forward migration")
+
+    def baseline(self, version: str, description: str, ctx: RunContext) -> None:
+        from polymigrate.errors import PermanentError
+        raise PermanentError(f"baseline is not supported for {self.technology}")
+
+    def repair(self, migrations: list[Migration], ctx: RunContext) -> RepairReport:
+        from polymigrate.errors import PermanentError
+        raise PermanentError(f"repair is not supported for {self.technology}")
+
+    def close(self) -> None:
+        """Release what the adapter opened itself (not the client it was given)."""

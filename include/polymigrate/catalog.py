@@ -1,0 +1,274 @@
+"""Discover migration files per domain and technology, checksum them, render placeholders.
+
+Naming (DESIGN.md):
+
+=============  ===========================================  ==============================
+technology     versioned                                    other
+=============  ===========================================  ==============================
+postgresql     ``V{version}__{description}.sql``            ``R__{description}.sql`` (repeatable),
+                                                            ``U{version}__{description}.sql`` (undo)
+mongodb        ``{version}-{description}.json|.py|.js``
+redis          ``{version}-{description}.lua``
+elasticsearch  ``{version}-{description}.json``
+=============  ===========================================  ==============================
+
+Files may sit in sub-folders; order comes from versions only. A header comment
+``-- polymigrate: transactional=false, lock_timeout=5s`` (``#`` or ``//`` work too) sets options.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from polymigrate.checksums import flyway_checksum, sha256
+from polymigrate.errors import Problem, SpecError
+from polymigrate.versions import Version
+
+EXTENSIONS = {
+    "postgresql": (".sql",),
+    "mongodb": (".json", ".py", ".js"),
+    "redis": (".lua",),
+    "elasticsearch": (".json",),
+}
+_PG_NAME = re.compile(r"^(?P<prefix>[VUR])(?P<version>[^_]*(?:_[^_]+)*?)__(?P<desc>.+)\.sql$")
+_DASH_NAME = re.compile(r"^(?P<version>\d+(?:[._]\d+)*)-(?P<desc>.+)\.(?P<ext>json|py|js|lua)$")
+_DIRECTIVE = re.compile(r"^\s*(?:--|#|//)\s*polymigrate:\s+(?P<body>.*)$")
+_COMMENT = re.compile(r"^\s*(?:--|#|//)")
+_PLACEHOLDER = re.compile(r"\$\{(?P<name>[A-Za-z_][\w.:-]*)\}")
+_DURATION = re.compile(r"^\d+(\.\d+)?\s*(ms|s|min|h)?$")
+
+
+class Kind(str, enum.Enum):
+    VERSIONED = "versioned"
+    REPEATABLE = "repeatable"
+    UNDO = "undo"
+
+
+@dataclass(frozen=True)
+class Directives:
+    """Per-file options from the header comment."""
+
+    transactional: bool | None = None  # None: let the adapter decide (e.g. by parsing the SQL)
+    lock_timeout: str | None = None
+    statement_timeout: str | None = None
+    batch_size: int | None = None
+    pause_ms: int | None = None
+
+    KEYS = ("transactional", "lock_timeout", "statement_timeout", "batch_size", "pause_ms")
+
+
+@dataclass(frozen=True)
+class Migration:
+    domain: str
+    technology: str
+    kind: Kind
+    version: Version | None
+    description: str
+    script: str  # path relative to the technology folder, with '/' separators
+    path: Path
+    checksum: int  # Flyway's CRC32 (for every technology, so one ledger column serves all)
+    sha256: str
+    text: str = field(repr=False, compare=False)
+    directives: Directives = Directives()
+
+    @property
+    def id(self) -> str:
+        """Version for versioned/undo migrations, the description for repeatables."""
+        return str(self.version) if self.version is not None else f"R:{self.description}"
+
+    @property
+    def ledger_type(self) -> str:
+        """The ``type`` column value; ``SQL`` matches Flyway's so its history validates."""
+        if self.technology == "postgresql":
+            return "UNDO_SQL" if self.kind is Kind.UNDO else "SQL"
+        return {"mongodb": "MONGO", "redis": "LUA", "elasticsearch": "ES"}[self.technology] + \
+            ("_" + self.path.suffix[1:].upper() if self.technology == "mongodb" else "")
+
+    def render(self, placeholders: dict[str, str]) -> str:
+        """The text with ``${name}`` replaced; an unknown placeholder is a SpecError naming the line."""
+        problems: list[Problem] = []
+
+        def sub(m: re.Match) -> str:
+            name = m.group("name")
+            if name in placeholders:
+                return str(placeholders[name])
+            line = self.text.count("\n", 0, m.start()) + 1
+            problems.append(Problem(str(self.path), f"placeholder ${{{name}}} has no value", line=line,
+                                    hint="define it under 'placeholders:' in the environment or region spec",
+                                    domain=self.domain))
+            return m.group(0)
+
+        out = _PLACEHOLDER.sub(sub, self.text)
+        if problems:
+            raise SpecError(problems)
+        return out
+
+
+@dataclass
+class DomainCatalog:
+    domain: str
+    migrations: dict[str, list[Migration]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
+
+    def versioned(self, technology: str) -> list[Migration]:
+        return [m for m in self.migrations.get(technology, []) if m.kind is Kind.VERSIONED]
+
+    def undo(self, technology: str) -> list[Migration]:
+        return [m for m in self.migrations.get(technology, []) if m.kind is Kind.UNDO]
+
+    def applicable(self, technology: str) -> list[Migration]:
+        """Versioned (by version) then repeatable (by description): the order they apply in."""
+        return [m for m in self.migrations.get(technology, []) if m.kind is not Kind.UNDO]
+
+
+def parse_name(technology: str, filename: str) -> tuple[Kind, Version | None, str] | None:
+    """(kind, version, description) for a migration file name, or None if it is not one.
+
+    Raises ValueError with a fix hint when the extension matches but the name does not.
+    """
+    ext = os.path.splitext(filename)[1].lower()
+    if ext not in EXTENSIONS[technology]:
+        return None
+    if technology == "postgresql":
+        m = _PG_NAME.match(filename)
+        if not m:
+            raise ValueError("expected V<version>__<description>.sql, R__<description>.sql or U<version>__<description>.sql")
+        prefix, version, desc = m.group("prefix"), m.group("version"), m.group("desc")
+        if prefix == "R":
+            if version:
+                raise ValueError("a repeatable migration has no version: R__<description>.sql")
+            return Kind.REPEATABLE, None, desc.replace("_", " ")
+        if not version:
+            raise ValueError(f"missing version after '{prefix}': {prefix}<version>__<description>.sql")
+        return (Kind.UNDO if prefix == "U" else Kind.VERSIONED), Version(version), desc.replace("_", " ")
+    m = _DASH_NAME.match(filename)
+    if not m:
+        raise ValueError(f"expected <version>-<description>{ext} (e.g. 1.2-add-index{ext})")
+    return Kind.VERSIONED, Version(m.group("version")), m.group("desc").replace("_", " ").replace("-", " ")
+
+
+def parse_directives(text: str, file: str, domain: str | None = None) -> tuple[Directives, list[Problem]]:
+    values: dict = {}
+    problems: list[Problem] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if not _COMMENT.match(line):
+            break  # directives live in the header only
+        m = _DIRECTIVE.match(line)
+        if not m:
+            continue
+        for item in filter(None, re.split(r"[,\s]+", m.group("body").strip())):
+            key, sep, value = item.partition("=")
+            key = key.strip().replace("-", "_")
+            if key not in Directives.KEYS or not sep:
+                problems.append(Problem(file, f"unknown directive '{item}'", line=lineno, domain=domain,
+                                        hint=f"use key=value with one of {', '.join(Directives.KEYS)}"))
+                continue
+            if key == "transactional":
+                if value.lower() not in ("true", "false"):
+                    problems.append(Problem(file, f"transactional={value}", line=lineno, domain=domain, hint="use true or false"))
+                    continue
+                values[key] = value.lower() == "true"
+            elif key in ("batch_size", "pause_ms"):
+                if not value.isdigit():
+                    problems.append(Problem(file, f"{key}={value} is not a whole number", line=lineno, domain=domain))
+                    continue
+                values[key] = int(value)
+            else:
+                if not _DURATION.match(value):
+                    problems.append(Problem(file, f"{key}={value} is not a duration", line=lineno, domain=domain,
+                                            hint="e.g. 500ms, 5s, 10min, 1h"))
+                    continue
+                values[key] = value
+    return Directives(**values), problems
+
+
+def load_file(domain: str, technology: str, root: Path, path: Path) -> tuple[Migration | None, list[Problem], list[Problem]]:
+    """One file → (migration or None, problems, notes)."""
+    rel = path.relative_to(root).as_posix()
+    try:
+        parsed = parse_name(technology, path.name)
+    except ValueError as exc:
+        return None, [Problem(str(path), f"cannot parse migration name: {exc}", domain=domain,
+                              hint="rename the file")], []
+    if parsed is None:
+        return None, [], [Problem(str(path), f"not a {technology} migration (extension); ignored", domain=domain)]
+    kind, version, desc = parsed
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, [Problem(str(path), f"not UTF-8 (byte {exc.start})", domain=domain, hint="save the file as UTF-8")], []
+    body = text.lstrip("\ufeff")
+    if not body.strip():
+        return None, [Problem(str(path), "empty migration file", domain=domain,
+                              hint="add the change, or delete the file if it was created by mistake")], []
+    directives, problems = parse_directives(body, str(path), domain)
+    mig = Migration(domain=domain, technology=technology, kind=kind, version=version, description=desc,
+                    script=rel, path=path, checksum=flyway_checksum(text), sha256=sha256(raw),
+                    text=body, directives=directives)
+    return mig, problems, []
+
+
+def discover(domain: str, technology: str, folder: Path) -> DomainCatalog:
+    """Every migration of one technology folder (recursively), sorted, with problems collected."""
+    cat = DomainCatalog(domain)
+    found: list[Migration] = []
+    if folder.is_dir():
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith("."):
+                    continue
+                mig, problems, notes = load_file(domain, technology, folder, Path(dirpath) / name)
+                cat.problems += problems
+                cat.notes += notes
+                if mig is not None:
+                    found.append(mig)
+    seen: dict[tuple, Migration] = {}
+    for m in found:
+        key = (m.kind, m.version if m.version is not None else m.description.lower())
+        if key in seen:
+            other = seen[key]
+            what = f"version {m.version}" if m.version is not None else f"repeatable '{m.description}'"
+            cat.problems.append(Problem(str(m.path), f"duplicate {what} (also {other.path})", domain=domain,
+                                        hint="renumber one of them (`polymigrate new` picks the next free version)"))
+        else:
+            seen[key] = m
+    unique = list(seen.values())
+    versioned = sorted((m for m in unique if m.kind is Kind.VERSIONED), key=lambda m: m.version)
+    repeatable = sorted((m for m in unique if m.kind is Kind.REPEATABLE), key=lambda m: m.description.lower())
+    undo = sorted((m for m in unique if m.kind is Kind.UNDO), key=lambda m: m.version)
+    versions = {m.version for m in versioned}
+    for u in undo:
+        if u.version not in versions:
+            cat.problems.append(Problem(str(u.path), f"undo for version {u.version}, which has no V file",
+                                        domain=domain, hint="rename it to match a versioned migration"))
+    cat.migrations[technology] = versioned + repeatable + undo
+    return cat
+
+
+def discover_domain(domain) -> DomainCatalog:
+    """Every technology of a ``spec.Domain``."""
+    cat = DomainCatalog(domain.name)
+    for tech in domain.technology_order():
+        part = discover(domain.name, tech, domain.technology_dir(tech))
+        cat.migrations[tech] = part.migrations.get(tech, [])
+        cat.problems += part.problems
+        cat.notes += part.notes
+    return cat
+
+
+def next_version(migrations: list[Migration]) -> str:
+    """The next free major version, keeping the style (timestamps stay timestamps)."""
+    versions = [m.version for m in migrations if m.version is not None]
+    if not versions:
+        return "1"
+    top = max(versions)
+    return str(top.parts[0] + 1)

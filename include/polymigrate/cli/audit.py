@@ -1,0 +1,1 @@
+"""CLI verbs: audit (filled by its issue)."""

@@ -1,0 +1,192 @@
+"""CLI verbs over the spec tree: validate, plan, info, new."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from polymigrate.adapters import adapter_class
+from polymigrate.catalog import EXTENSIONS, Kind, discover_domain, next_version
+from polymigrate.cli.app import DEFAULT_SPECS, app, console, err_console
+from polymigrate.commands import plan_domain, validate_project
+from polymigrate.connections import url_for
+from polymigrate.reconcile import reconcile
+
+SpecsArg = typer.Option(DEFAULT_SPECS, "--specs", "-s", help="folder holding environments/ and the domains")
+
+
+def _print_problems(problems, title: str) -> None:
+    err_console.print(f"[bold red]{title}[/]")
+    for p in problems:
+        where = p.file if p.line is None else f"{p.file}:{p.line}"
+        err_console.print(f"  [red]✗[/] [bold]{where}[/]: {p.message}", highlight=False)
+        if p.hint:
+            err_console.print(f"      fix: {p.hint}", highlight=False, style="dim")
+
+
+def cli_connect(project, domain, environment):
+    """(region, technology) -> adapter built from AIRFLOW_CONN_<ID> in the environment, or None."""
+    def connect(region: str, tech: str):
+        url = url_for(environment.connection_id(region, tech))
+        if not url:
+            return None
+        return adapter_class(tech).from_url(url, domain=domain.name, settings=domain.technologies.get(tech))
+    return connect
+
+
+@app.command()
+def validate(specs: Path = typer.Argument(Path(DEFAULT_SPECS), help="spec folder"),
+             domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="only these domains"),
+             as_json: bool = typer.Option(False, "--json")) -> None:
+    """Check every spec and migration file; list every problem and exit 1 if there is one."""
+    v = validate_project(specs, domain)
+    problems = v.problems
+    if as_json:
+        console.print_json(json.dumps({"ok": not problems, "problems": [p.__dict__ for p in problems],
+                                       "domains": sorted(v.catalogs), "broken": sorted(v.project.broken_domains)}))
+        raise typer.Exit(1 if problems else 0)
+    total = sum(len(ms) for c in v.catalogs.values() for ms in c.migrations.values())
+    for n in v.notes:
+        console.print(f"  [dim]note: {n}[/]", highlight=False)
+    if problems:
+        _print_problems(problems, f"{len(problems)} problem(s) in {specs}:")
+        good = [d for d in v.good_domains()]
+        console.print(f"domains still usable: {', '.join(good) or 'none'}")
+        raise typer.Exit(1)
+    console.print(f"[green]✓[/] {len(v.project.environments)} environments, {len(v.catalogs)} domains, "
+                  f"{total} migrations: valid")
+
+
+@app.command()
+def plan(environment: str = typer.Option(..., "--environment", "-e"),
+         domain: Optional[list[str]] = typer.Option(None, "--domain", "-d"),
+         region: Optional[list[str]] = typer.Option(None, "--region", "-r"),
+         target: Optional[str] = typer.Option(None, "--target", help="stop at this version"),
+         out_of_order: bool = typer.Option(False, "--out-of-order"),
+         specs: Path = SpecsArg,
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """What would run in ENVIRONMENT, per domain, region and technology. Broken domains are listed, not fatal."""
+    v = validate_project(specs, domain)
+    env = v.project.environments.get(environment)
+    if env is None:
+        _print_problems([p for p in v.project.problems if "environments" in p.file] or [],
+                        f"environment '{environment}' is not usable; known: {sorted(v.project.environments)}")
+        raise typer.Exit(2)
+    plans = []
+    for name in v.good_domains():
+        d = v.project.domains[name]
+        if env not in v.project.environments_of(d):
+            continue
+        plans.append(plan_domain(v.project, d, v.catalogs[name], env, cli_connect(v.project, d, env),
+                                 regions=region, target=target, out_of_order=out_of_order))
+    broken = {n: [str(p) for p in v.domain_problems(n)] for n in sorted(set(v.project.broken_domains) |
+              {n for n, c in v.catalogs.items() if c.problems})}
+    if as_json:
+        print(json.dumps({"environment": environment, "plans": [p.to_dict() for p in plans], "broken": broken}, indent=2))
+    else:
+        for p in plans:
+            table = Table(title=f"{p.domain} @ {environment}  plan {p.hash[:12]}", title_justify="left")
+            for col in ("region", "technology", "current", "pending", "next", "notes"):
+                table.add_column(col)
+            for t in p.targets:
+                nxt = ", ".join(s.version or f"R:{s.description}" for s in t.steps[:4]) + (" …" if len(t.steps) > 4 else "")
+                table.add_row(t.region, t.technology, t.current_version or "-", str(len(t.steps)), nxt,
+                              "; ".join(t.problems + ([t.error] if t.error else [])))
+            console.print(table)
+        if broken:
+            for name, probs in broken.items():
+                err_console.print(f"[red]domain '{name}' skipped:[/]", highlight=False)
+                for pr in probs:
+                    err_console.print(f"  {pr}", highlight=False)
+    if broken:
+        raise typer.Exit(1)
+
+
+@app.command()
+def info(environment: str = typer.Option(..., "--environment", "-e"),
+         domain: str = typer.Option(..., "--domain", "-d"),
+         region: Optional[str] = typer.Option(None, "--region", "-r"),
+         specs: Path = SpecsArg) -> None:
+    """State of every migration (pending, success, changed, missing, …) per region and technology."""
+    v = validate_project(specs, [domain])
+    if domain not in v.catalogs or v.catalogs[domain].problems:
+        _print_problems(v.domain_problems(domain) or v.project.problems, f"domain '{domain}' is not usable:")
+        raise typer.Exit(1)
+    env = v.project.environments.get(environment)
+    if env is None:
+        err_console.print(f"environment '{environment}' is not usable; known: {sorted(v.project.environments)}")
+        raise typer.Exit(2)
+    d = v.project.domains[domain]
+    connect = cli_connect(v.project, d, env)
+    for r in v.project.regions_of(d, env):
+        if region and r.name != region:
+            continue
+        for tech in d.technology_order():
+            migs = [m for m in v.catalogs[domain].migrations.get(tech, []) if m.kind is not Kind.UNDO]
+            adapter = connect(r.name, tech)
+            entries = []
+            if adapter is not None:
+                try:
+                    entries = adapter.read_ledger()
+                finally:
+                    adapter.close()
+            table = Table(title=f"{domain} · {r.name} · {tech}" + ("" if adapter else "  (ledger not read: no connection)"),
+                          title_justify="left")
+            for col in ("version", "description", "script", "state", "installed on", "ms"):
+                table.add_column(col)
+            for i in reconcile(migs, entries):
+                e = i.entry
+                table.add_row(i.version or "R", i.description, i.script, i.state.value,
+                              e.installed_on.isoformat(timespec="seconds") if e and e.installed_on else "",
+                              str(e.execution_time) if e else "")
+            console.print(table)
+
+
+_TEMPLATES = {
+    "postgresql": "-- {description}\n-- polymigrate: lock_timeout=5s\n\n",
+    "mongodb": '{{\n  "description": "{description}",\n  "commands": [\n  ]\n}}\n',
+    "redis": ("-- {description}\n-- Cursor protocol: ARGV[1] is the SCAN cursor, ARGV[2] the batch size.\n"
+              "-- Return {{next_cursor, processed}}; the executor calls again until the cursor is \"0\".\n"
+              "local cursor = ARGV[1] or \"0\"\nlocal batch = tonumber(ARGV[2] or \"1000\")\n"
+              "local res = redis.call('SCAN', cursor, 'MATCH', 'CHANGE:ME:*', 'COUNT', batch)\nlocal n = 0\n"
+              "for _, key in ipairs(res[2]) do\n  -- per-key change, idempotent\n  n = n + 1\nend\nreturn {{res[1], n}}\n"),
+    "elasticsearch": '{{\n  "description": "{description}",\n  "steps": [\n  ]\n}}\n',
+}
+
+
+@app.command()
+def new(domain: str = typer.Argument(...), technology: str = typer.Argument(..., help="postgresql|mongodb|redis|elasticsearch"),
+        description: str = typer.Argument(..., help="words, e.g. 'add orders index'"),
+        repeatable: bool = typer.Option(False, "--repeatable", help="PostgreSQL R__ file"),
+        undo: Optional[str] = typer.Option(None, "--undo", help="PostgreSQL U file for this version"),
+        subdir: Optional[str] = typer.Option(None, "--dir", help="sub-folder, e.g. tables"),
+        specs: Path = SpecsArg) -> None:
+    """Scaffold a correctly numbered migration file from a template."""
+    v = validate_project(specs, [domain])
+    if domain not in v.project.domains:
+        _print_problems(v.domain_problems(domain) or v.project.problems, f"domain '{domain}' is not usable:")
+        raise typer.Exit(1)
+    d = v.project.domains[domain]
+    if technology not in EXTENSIONS:
+        err_console.print(f"unknown technology '{technology}'; one of {', '.join(EXTENSIONS)}")
+        raise typer.Exit(2)
+    folder = d.technology_dir(technology) / (subdir or "")
+    folder.mkdir(parents=True, exist_ok=True)
+    words = "_".join(description.lower().split())
+    cat = discover_domain(d)
+    version = undo or next_version(cat.versioned(technology))
+    if technology == "postgresql":
+        name = f"R__{words}.sql" if repeatable else f"{'U' if undo else 'V'}{version}__{words}.sql"
+    else:
+        ext = EXTENSIONS[technology][0]
+        name = f"{version}-{words.replace('_', '-')}{ext}"
+    path = folder / name
+    if path.exists():
+        err_console.print(f"{path} already exists")
+        raise typer.Exit(1)
+    path.write_text(_TEMPLATES[technology].format(description=description), encoding="utf-8")
+    console.print(f"[green]created[/] {path}")

@@ -1,0 +1,1 @@
+"""CLI verbs: lint (filled by its issue)."""

@@ -1,0 +1,1 @@
+"""CLI verbs: migrate (filled by its issue)."""

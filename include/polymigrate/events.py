@@ -1,0 +1,92 @@
+"""Audit events and the one sink interface every stage writes through.
+
+The Airflow layer and the CLI both emit through an ``EventSink``; the audit issue adds the
+PostgreSQL append-only, hash-chained store as one more sink.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import socket
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+KINDS = (
+    "validated", "approval_requested", "approved", "rejected", "overridden", "refused",
+    "planned", "migration_started", "migration_succeeded", "migration_failed", "migration_skipped",
+    "lock_waiting", "task_retried", "verified", "baselined", "repaired", "undone",
+)
+
+
+@dataclass
+class AuditEvent:
+    kind: str
+    domain: str
+    environment: str = "adhoc"
+    region: str | None = None
+    technology: str | None = None
+    version: str | None = None
+    script: str | None = None
+    checksum: int | None = None
+    actor: str = ""
+    run_id: str | None = None
+    dag_id: str | None = None
+    task_id: str | None = None
+    try_number: int | None = None
+    duration_ms: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown audit event kind {self.kind!r}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["at"] = self.at.isoformat()
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, default=str)
+
+
+class EventSink(Protocol):
+    def emit(self, event: AuditEvent) -> None: ...
+
+
+class NullSink:
+    """Development default: drops events (staging/production require a real audit store)."""
+
+    def emit(self, event: AuditEvent) -> None:
+        pass
+
+
+class MemorySink:
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    def emit(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
+
+
+class FanoutSink:
+    def __init__(self, *sinks: EventSink) -> None:
+        self.sinks = sinks
+
+    def emit(self, event: AuditEvent) -> None:
+        for s in self.sinks:
+            s.emit(event)
+
+
+def default_actor() -> str:
+    """``user@host`` for CLI runs, so a lock holder or an audit row names a person and a machine."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"

@@ -1,0 +1,96 @@
+"""Run a target's pending migrations through its adapter: lock, read ledger, validate, apply.
+
+The same for every technology. Idempotent by construction: the ledger is re-read under the lock,
+so a retried or concurrent run applies only what is still pending.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from polymigrate.adapters.base import Adapter
+from polymigrate.catalog import Migration
+from polymigrate.errors import PermanentError, TransientError
+from polymigrate.events import AuditEvent, EventSink, NullSink
+from polymigrate.ledger import RunContext
+from polymigrate.plan import TargetPlan
+from polymigrate.reconcile import MigrationInfo, State, current_version, reconcile, to_apply, validate
+
+
+@dataclass
+class RunResult:
+    target: str
+    technology: str
+    applied: list[dict] = field(default_factory=list)  # {version, script, ms, action}
+    skipped: int = 0
+    dry_run: bool = False
+    current_version: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"target": self.target, "technology": self.technology, "applied": self.applied,
+                "dry_run": self.dry_run, "current_version": self.current_version}
+
+
+def placeholders_for(ctx: RunContext) -> dict[str, str]:
+    return {**ctx.placeholders, "polymigrate:domain": ctx.domain, "polymigrate:environment": ctx.environment,
+            "polymigrate:region": ctx.region}
+
+
+def _event(kind: str, adapter: Adapter, ctx: RunContext, info: MigrationInfo | None = None, **kw) -> AuditEvent:
+    m = info.migration if info else None
+    return AuditEvent(kind=kind, domain=ctx.domain, environment=ctx.environment, region=ctx.region,
+                      technology=adapter.technology, version=info.version if info else None,
+                      script=info.script if info else None, checksum=m.checksum if m else None,
+                      actor=ctx.actor, run_id=ctx.run_id, dag_id=ctx.dag_id, task_id=ctx.task_id,
+                      try_number=ctx.try_number, **kw)
+
+
+def plan_target(adapter: Adapter, migrations: list[Migration], region: str, *, target: str | None = None,
+                out_of_order: bool = False) -> TargetPlan:
+    """Read the ledger (no lock: planning is a read) and say what a run would do."""
+    entries = adapter.read_ledger()
+    infos = reconcile(migrations, entries, target=target, out_of_order=out_of_order)
+    return TargetPlan.from_infos(region, adapter.technology, adapter.target, infos, current_version(infos),
+                                 out_of_order=out_of_order)
+
+
+def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, target: str | None = None,
+            out_of_order: bool = False, dry_run: bool = False, sink: EventSink | None = None,
+            on_progress: Callable[[int, int, MigrationInfo], None] | None = None) -> RunResult:
+    """Apply what is pending on one target. Raises TransientError or PermanentError on failure."""
+    sink = sink or NullSink()
+    result = RunResult(adapter.target, adapter.technology, dry_run=dry_run)
+    with adapter.lock(ctx.owner, ctx.lock_wait_seconds):
+        infos = reconcile(migrations, adapter.read_ledger(), target=target, out_of_order=out_of_order)
+        validate(infos, out_of_order=out_of_order)
+        todo = to_apply(infos)
+        result.skipped = sum(1 for i in infos if i.state is State.SUCCESS)
+        values = placeholders_for(ctx)
+        for n, info in enumerate(todo, 1):
+            m = info.migration
+            assert m is not None
+            if on_progress:
+                on_progress(n, len(todo), info)
+            if dry_run:
+                result.applied.append({"version": info.version, "script": info.script, "ms": 0, "action": "would apply"})
+                continue
+            body = m.render(values)
+            sink.emit(_event("migration_started", adapter, ctx, info))
+            started = time.monotonic()
+            resume = info.entry if info.state is State.INCOMPLETE else None
+            try:
+                applied = adapter.apply(m, body, ctx, resume=resume)
+            except (TransientError, PermanentError) as exc:
+                sink.emit(_event("migration_failed", adapter, ctx, info,
+                                 duration_ms=int((time.monotonic() - started) * 1000),
+                                 details={"error": str(exc), "transient": isinstance(exc, TransientError)}))
+                raise
+            sink.emit(_event("migration_succeeded", adapter, ctx, info, duration_ms=applied.execution_time_ms,
+                             details=applied.details or {}))
+            result.applied.append({"version": info.version, "script": info.script,
+                                   "ms": applied.execution_time_ms, "action": "resume" if resume else "apply"})
+        result.current_version = current_version(reconcile(migrations, adapter.read_ledger())) if not dry_run \
+            else current_version(infos)
+    return result

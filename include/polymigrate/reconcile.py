@@ -1,0 +1,154 @@
+"""Join discovered migrations with a target's ledger into one state per migration (like Flyway's).
+
+Pure: no I/O. ``to_apply`` says what a run would do; ``validation_problems`` says what must stop a
+run before it touches anything.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from polymigrate.catalog import Kind, Migration
+from polymigrate.errors import ValidationFailed
+from polymigrate.ledger import LedgerEntry, Status
+from polymigrate.versions import Version
+
+
+class State(str, enum.Enum):
+    PENDING = "pending"              # not applied yet
+    ABOVE_TARGET = "above_target"    # pending, but above the requested target version
+    SUCCESS = "success"
+    BASELINE = "baseline"
+    BELOW_BASELINE = "below_baseline"
+    INCOMPLETE = "incomplete"        # started/failed non-transactional run: resumable
+    OUTDATED = "outdated"            # repeatable whose checksum changed since it last ran
+    SUPERSEDED = "superseded"        # an older run of a repeatable
+    CHANGED = "changed"              # applied, but the file's checksum differs now
+    MISSING = "missing"              # applied, but the file is gone
+    FUTURE = "future"                # applied version newer than any file (another branch ran ahead)
+    IGNORED = "ignored"              # pending but older than the newest applied version (out of order)
+    OUT_OF_ORDER = "out_of_order"    # applied out of order, successfully
+    UNDONE = "undone"                # reverted; pending again
+
+
+@dataclass(frozen=True)
+class MigrationInfo:
+    version: str | None
+    description: str
+    script: str
+    state: State
+    migration: Migration | None = None
+    entry: LedgerEntry | None = None
+
+    @property
+    def checksum(self) -> int | None:
+        return self.migration.checksum if self.migration else (self.entry.checksum if self.entry else None)
+
+
+_APPLIED = (Status.SUCCESS, Status.BASELINE)
+
+
+def reconcile(migrations: list[Migration], entries: list[LedgerEntry], *,
+              target: str | None = None, out_of_order: bool = False) -> list[MigrationInfo]:
+    """One ``MigrationInfo`` per versioned migration (file or ledger) and per repeatable."""
+    target_v = Version(target) if target else None
+    live = [e for e in entries if e.status is not Status.DELETED and e.type not in ("SCHEMA",)]
+    versioned_entries: dict[Version, LedgerEntry] = {}
+    for e in sorted(live, key=lambda e: e.installed_rank):
+        if e.version is not None and not e.type.startswith("UNDO"):
+            versioned_entries[Version(e.version)] = e  # the latest row per version wins
+    baseline = max((Version(e.version) for e in live if e.status is Status.BASELINE and e.version), default=None)
+    applied_versions = [v for v, e in versioned_entries.items() if e.status is not Status.UNDONE]
+    top_applied = max(applied_versions, default=None)
+
+    infos: list[MigrationInfo] = []
+    files = {m.version: m for m in migrations if m.kind is Kind.VERSIONED}
+    for v in sorted(set(files) | set(versioned_entries)):
+        m, e = files.get(v), versioned_entries.get(v)
+        desc = m.description if m else e.description  # type: ignore[union-attr]
+        script = m.script if m else e.script  # type: ignore[union-attr]
+        if e is None or e.status is Status.UNDONE:
+            if baseline is not None and v <= baseline:
+                state = State.BELOW_BASELINE
+            elif target_v is not None and v > target_v:
+                state = State.ABOVE_TARGET
+            elif top_applied is not None and v < top_applied and not out_of_order:
+                state = State.IGNORED
+            else:
+                state = State.UNDONE if e is not None else State.PENDING
+        elif m is None:
+            state = State.FUTURE if (files and v > max(files)) else State.MISSING
+            if e.status is Status.BASELINE:
+                state = State.BASELINE
+        elif e.status is Status.BASELINE:
+            state = State.BASELINE
+        elif e.status in (Status.STARTED, Status.FAILED):
+            state = State.INCOMPLETE if e.checksum == m.checksum else State.CHANGED
+        elif e.checksum is not None and e.checksum != m.checksum:
+            state = State.CHANGED
+        else:
+            state = State.SUCCESS
+        infos.append(MigrationInfo(str(v), desc, script, state, m, e))
+
+    repeat_entries: dict[str, list[LedgerEntry]] = {}
+    for e in sorted(live, key=lambda e: e.installed_rank):
+        if e.version is None:
+            repeat_entries.setdefault(e.description.lower(), []).append(e)
+    for m in (m for m in migrations if m.kind is Kind.REPEATABLE):
+        runs = repeat_entries.pop(m.description.lower(), [])
+        for old in runs[:-1]:
+            infos.append(MigrationInfo(None, old.description, old.script, State.SUPERSEDED, m, old))
+        last = runs[-1] if runs else None
+        if last is None:
+            state = State.PENDING
+        elif last.status in (Status.STARTED, Status.FAILED):
+            state = State.INCOMPLETE if last.checksum == m.checksum else State.OUTDATED
+        elif last.checksum != m.checksum:
+            state = State.OUTDATED
+        else:
+            state = State.SUCCESS
+        infos.append(MigrationInfo(None, m.description, m.script, state, m, last))
+    for runs in repeat_entries.values():
+        infos.append(MigrationInfo(None, runs[-1].description, runs[-1].script, State.MISSING, None, runs[-1]))
+    return infos
+
+
+def to_apply(infos: list[MigrationInfo]) -> list[MigrationInfo]:
+    """What a migrate run applies, in order: versioned (incomplete first resumed in place), then repeatables."""
+    versioned = [i for i in infos if i.version is not None and i.migration is not None
+                 and i.state in (State.PENDING, State.INCOMPLETE, State.UNDONE)]
+    repeatable = [i for i in infos if i.version is None and i.migration is not None
+                  and i.state in (State.PENDING, State.OUTDATED, State.INCOMPLETE)]
+    return versioned + repeatable
+
+
+def validation_problems(infos: list[MigrationInfo], *, out_of_order: bool = False) -> list[str]:
+    """Everything that must stop a run, each naming the file and the fix."""
+    out = []
+    for i in infos:
+        if i.state is State.CHANGED:
+            out.append(f"{i.script}: version {i.version} was applied with checksum {i.entry.checksum if i.entry else '?'} "
+                       f"but the file now has {i.migration.checksum if i.migration else '?'} "
+                       "(fix: restore the file as applied and add a new version; or, if the change is cosmetic, "
+                       "`polymigrate repair` to realign checksums)")
+        elif i.state is State.MISSING:
+            out.append(f"{i.script}: version {i.version or i.description} is applied but its file is missing "
+                       "(fix: restore the file, or `polymigrate repair` to mark it deleted)")
+        elif i.state is State.IGNORED and not out_of_order:
+            out.append(f"{i.script}: version {i.version} is older than the newest applied version and was never applied "
+                       "(fix: renumber it above the newest version, or run with --out-of-order / allow_out_of_order)")
+    return out
+
+
+def validate(infos: list[MigrationInfo], *, out_of_order: bool = False) -> None:
+    problems = validation_problems(infos, out_of_order=out_of_order)
+    if problems:
+        raise ValidationFailed("validation failed before applying anything:\n  " + "\n  ".join(problems),
+                               hint="see each line")
+
+
+def current_version(infos: list[MigrationInfo]) -> str | None:
+    done = [Version(i.version) for i in infos if i.version and i.state in
+            (State.SUCCESS, State.BASELINE, State.OUT_OF_ORDER, State.CHANGED, State.FUTURE, State.MISSING)]
+    return str(max(done)) if done else None

@@ -1,0 +1,19 @@
+"""Spec model (pydantic) and loader for ``migration_specs/``."""
+
+from polymigrate.spec.loader import load_project
+from polymigrate.spec.models import (
+    ApprovalPolicy,
+    Domain,
+    Environment,
+    Policy,
+    Project,
+    Region,
+    Rollout,
+    TechnologyConfig,
+    Window,
+)
+
+__all__ = [
+    "ApprovalPolicy", "Domain", "Environment", "Policy", "Project", "Region", "Rollout",
+    "TechnologyConfig", "Window", "load_project",
+]

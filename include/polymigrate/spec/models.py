@@ -1,0 +1,209 @@
+"""The spec model: environments (regions, connections, policy) and domains.
+
+Every model forbids unknown keys, so a typo such as ``aprovals:`` is an error naming the file and
+line instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from polymigrate import TECHNOLOGIES
+from polymigrate.errors import Problem
+
+Technology = Literal["postgresql", "mongodb", "redis", "elasticsearch"]
+Severity = Literal["info", "low", "medium", "high", "critical"]
+SEVERITY_ORDER = ("info", "low", "medium", "high", "critical")
+_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_name(value: str, what: str) -> str:
+    if not _NAME.match(value):
+        raise ValueError(f"{what} {value!r} must be lower case letters, digits, '-' or '_', starting with a letter")
+    return value
+
+
+def slug(name: str) -> str:
+    """Identifier-safe form of a name (``social-commerce`` → ``social_commerce``)."""
+    return name.replace("-", "_")
+
+
+class ApprovalPolicy(_Model):
+    required: int = Field(0, ge=0, description="approvals needed; 0 approves automatically")
+    roles: list[str] = Field(default_factory=list, description="roles allowed to approve (empty: any)")
+    users: list[str] = Field(default_factory=list, description="users allowed to approve besides the roles")
+    triggerer_may_approve: bool = True
+    expiry_hours: float | None = Field(None, gt=0)
+    high_risk_required: int | None = Field(None, ge=0, description="approvals needed when risk is high")
+    high_risk_roles: list[str] = Field(default_factory=list)
+
+
+class Window(_Model):
+    days: list[str] = Field(default_factory=lambda: list(_DAYS))
+    start: str = "00:00"
+    end: str = "23:59"
+    timezone: str = "UTC"
+
+    @field_validator("days")
+    @classmethod
+    def _days(cls, v: list[str]) -> list[str]:
+        bad = [d for d in v if d.lower()[:3] not in _DAYS]
+        if bad:
+            raise ValueError(f"unknown day(s) {bad}; use mon, tue, wed, thu, fri, sat, sun")
+        return [d.lower()[:3] for d in v]
+
+    @field_validator("start", "end")
+    @classmethod
+    def _hhmm(cls, v: str) -> str:
+        if not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", v):
+            raise ValueError(f"time {v!r} must be HH:MM (24-hour)")
+        return v
+
+
+class Rollout(_Model):
+    strategy: Literal["sequential", "parallel", "canary"] = "sequential"
+    canary_region: str | None = None
+    halt_on_failure: bool = True
+
+
+class Policy(_Model):
+    approvals: ApprovalPolicy = ApprovalPolicy()
+    window: Window | None = None
+    rollout: Rollout = Rollout()
+    lint_block_at: Severity = "high"
+    destructive_allowed: bool = True
+    schedule: str | None = Field(None, description="cron or preset (e.g. '0 2 * * *', '@daily'); none: manual")
+    promotion_from: str | None = Field(None, description="environment whose ledgers must show success first")
+    lock_timeout: str = "10s"
+    statement_timeout: str | None = None
+    lock_wait_seconds: float = Field(300, ge=0, description="how long to wait for another run's migration lock")
+    retries: int = Field(2, ge=0)
+    retry_delay_seconds: float = Field(30, ge=0)
+
+
+class Region(_Model):
+    name: str
+    display_name: str | None = None
+    connections: dict[Technology, str] = Field(default_factory=dict)
+    placeholders: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "region")
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name.replace("_", " ").replace("-", " ").title()
+
+
+class Environment(_Model):
+    name: str
+    description: str = ""
+    regions: dict[str, Region]
+    policy: Policy = Policy()
+    placeholders: dict[str, str] = Field(default_factory=dict)
+    connection_id_template: str = "polymigrate_{technology}_{environment}_{region}"
+    path: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "environment")
+
+    @model_validator(mode="after")
+    def _canary(self) -> "Environment":
+        r = self.policy.rollout
+        if r.canary_region and r.canary_region not in self.regions:
+            raise ValueError(f"rollout.canary_region {r.canary_region!r} is not one of the regions {sorted(self.regions)}")
+        return self
+
+    def connection_id(self, region: str, technology: str) -> str:
+        explicit = self.regions[region].connections.get(technology)  # type: ignore[call-overload]
+        if explicit:
+            return explicit
+        return self.connection_id_template.format(
+            technology=technology, environment=self.name, region=region
+        )
+
+
+class TechnologyConfig(_Model):
+    path: str | None = Field(None, description="folder of the migrations, relative to the domain (default: the technology name)")
+    schema_: str | None = Field(None, alias="schema", description="PostgreSQL schema the migrations run in (search_path)")
+    ledger: str | None = Field(None, description="ledger table / collection / key / index name override")
+    database: str | None = Field(None, description="MongoDB database")
+    key_prefix: str | None = Field(None, description="Redis key prefix the migrations own")
+    index_prefix: str | None = Field(None, description="Elasticsearch index prefix")
+    batch_size: int | None = Field(None, gt=0)
+    pause_ms: int | None = Field(None, ge=0)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Domain(_Model):
+    name: str
+    description: str = ""
+    owners: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    depends_on: list[str] = Field(default_factory=list)
+    technologies: dict[Technology, TechnologyConfig] = Field(default_factory=dict)
+    order: list[Technology] = Field(default_factory=lambda: list(TECHNOLOGIES))
+    environments: list[str] | None = Field(None, description="subset of environments (default: all)")
+    regions: list[str] | None = Field(None, description="subset of regions (default: all of the environment)")
+    rollout: Rollout | None = None
+    path: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _check_name(v, "domain")
+
+    @property
+    def slug(self) -> str:
+        return slug(self.name)
+
+    def technology_order(self) -> list[str]:
+        used = list(self.technologies)
+        ordered = [t for t in self.order if t in used]
+        return ordered + [t for t in TECHNOLOGIES if t in used and t not in ordered]
+
+    def technology_dir(self, technology: str) -> Path:
+        cfg = self.technologies.get(technology)  # type: ignore[call-overload]
+        return Path(self.path) / ((cfg.path if cfg and cfg.path else None) or technology)
+
+
+@dataclass
+class Project:
+    """What ``load_project`` returns: the good parts plus every problem found."""
+
+    root: Path
+    environments: dict[str, Environment] = field(default_factory=dict)
+    domains: dict[str, Domain] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
+    broken_domains: dict[str, list[Problem]] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def environments_of(self, domain: Domain) -> list[Environment]:
+        names = domain.environments or list(self.environments)
+        return [self.environments[n] for n in names if n in self.environments]
+
+    def regions_of(self, domain: Domain, environment: Environment) -> list[Region]:
+        names = domain.regions or list(environment.regions)
+        return [environment.regions[n] for n in names if n in environment.regions]
+
+    def rollout_of(self, domain: Domain, environment: Environment) -> Rollout:
+        return domain.rollout or environment.policy.rollout

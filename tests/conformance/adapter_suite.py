@@ -1,0 +1,159 @@
+"""The adapter conformance suite: what every technology's adapter must do, on a real server.
+
+Use it from a technology's integration tests by subclassing ``AdapterConformance`` and providing
+the ``kit`` fixture (an ``AdapterKit``); pytest collects the inherited tests:
+
+    class TestPostgresConformance(AdapterConformance):
+        @pytest.fixture
+        def kit(self, fresh_pg_database): return AdapterKit(...)
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from polymigrate.adapters.base import Adapter
+from polymigrate.catalog import discover
+from polymigrate.errors import LockNotAcquired, PermanentError
+from polymigrate.executor import migrate
+from polymigrate.ledger import RunContext, Status
+
+
+@dataclass
+class AdapterKit:
+    technology: str
+    make_adapter: Callable[[], Adapter]          # a new adapter (own client) on the same fresh target
+    good_files: dict[str, str]                   # file name -> text: two or more valid migrations
+    broken_file: tuple[str, str]                 # (file name, text) failing permanently; versioned after good_files
+    tmp_path: Path
+    # how to change a file's content without breaking its syntax (a trailing comment for SQL/Lua)
+    edit: Callable[[str], str] = lambda text: text + "\n-- edited after it ran\n"
+
+    def folder(self, files: dict[str, str]) -> Path:
+        d = self.tmp_path / f"m{len(list(self.tmp_path.iterdir()))}" / self.technology
+        d.mkdir(parents=True)
+        for name, text in files.items():
+            (d / name).write_text(text, encoding="utf-8")
+        return d
+
+    def migrations(self, files: dict[str, str]):
+        cat = discover("conformance", self.technology, self.folder(files))
+        assert not cat.problems, cat.problems
+        return cat.applicable(self.technology)
+
+
+def ctx(**kw) -> RunContext:
+    return RunContext(domain="conformance", environment="testing", region="r1", actor="tester@host",
+                      run_id="run-1", lock_wait_seconds=kw.pop("lock_wait_seconds", 5), **kw)
+
+
+class AdapterConformance:
+    """Inherited by each adapter's integration test class."""
+
+    def test_fresh_target_has_empty_ledger_created_on_read(self, kit: AdapterKit):
+        a = kit.make_adapter()
+        try:
+            assert a.read_ledger() == []
+            assert a.read_ledger() == []  # creating it twice is harmless
+        finally:
+            a.close()
+
+    def test_migrate_records_each_migration_once_with_context(self, kit: AdapterKit):
+        migs = kit.migrations(kit.good_files)
+        a = kit.make_adapter()
+        try:
+            result = migrate(a, migs, ctx())
+            assert [x["script"] for x in result.applied] == [m.script for m in migs]
+            entries = [e for e in a.read_ledger() if e.status is Status.SUCCESS]
+            assert [(e.version, e.checksum) for e in entries] == [(str(m.version) if m.version else None, m.checksum) for m in migs]
+            assert all(e.run_id == "run-1" and e.environment == "testing" and e.region == "r1" for e in entries)
+            assert all(e.success and e.installed_by for e in entries)
+        finally:
+            a.close()
+
+    def test_second_run_is_a_no_op(self, kit: AdapterKit):
+        migs = kit.migrations(kit.good_files)
+        a = kit.make_adapter()
+        try:
+            migrate(a, migs, ctx())
+            before = a.read_ledger()
+            again = migrate(a, migs, ctx(run_id="run-2"))
+            assert again.applied == []
+            assert len(a.read_ledger()) == len(before)
+        finally:
+            a.close()
+
+    def test_snapshot_reflects_applied_changes(self, kit: AdapterKit):
+        a = kit.make_adapter()
+        try:
+            a.read_ledger()
+            before = a.snapshot()
+            migrate(a, kit.migrations(kit.good_files), ctx())
+            assert a.snapshot() != before
+        finally:
+            a.close()
+
+    def test_lock_is_exclusive_and_names_its_holder(self, kit: AdapterKit):
+        a, b = kit.make_adapter(), kit.make_adapter()
+        try:
+            a.read_ledger()
+            with a.lock("alice@host run=1", 1):
+                with pytest.raises(LockNotAcquired) as info:
+                    with b.lock("bob@host run=2", 0.2):
+                        pass
+                assert "alice@host run=1" in str(info.value)
+            with b.lock("bob@host run=2", 1):  # released on exit
+                pass
+        finally:
+            a.close()
+            b.close()
+
+    def test_lock_waits_for_the_holder(self, kit: AdapterKit):
+        a, b = kit.make_adapter(), kit.make_adapter()
+        got = []
+        try:
+            a.read_ledger()
+            with a.lock("alice", 1):
+                t = threading.Thread(target=lambda: got.append(b.lock("bob", 10).__enter__()))
+                t.start()
+                t.join(0.3)
+                assert got == []  # still waiting
+            t.join(10)
+            assert len(got) == 1
+        finally:
+            a.close()
+            b.close()
+
+    def test_broken_migration_fails_permanently_and_is_not_recorded_as_success(self, kit: AdapterKit):
+        files = dict(kit.good_files)
+        files[kit.broken_file[0]] = kit.broken_file[1]
+        migs = kit.migrations(files)
+        a = kit.make_adapter()
+        try:
+            with pytest.raises(PermanentError) as info:
+                migrate(a, migs, ctx())
+            assert kit.broken_file[0] in str(info.value)
+            ok = {e.script for e in a.read_ledger() if e.status is Status.SUCCESS}
+            assert kit.broken_file[0] not in ok
+            assert ok == set(kit.good_files)  # the good ones before it stay applied
+        finally:
+            a.close()
+
+    def test_changed_checksum_stops_the_run_naming_the_file(self, kit: AdapterKit):
+        migs = kit.migrations(kit.good_files)
+        a = kit.make_adapter()
+        try:
+            migrate(a, migs, ctx())
+            first = sorted(kit.good_files)[0]
+            edited = dict(kit.good_files)
+            edited[first] = kit.edit(kit.good_files[first])
+            with pytest.raises(PermanentError) as info:
+                migrate(a, kit.migrations(edited), ctx())
+            assert first in str(info.value) and "repair" in str(info.value)
+        finally:
+            a.close()
