@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 KINDS = (
-    "validated", "approval_requested", "approved", "rejected", "overridden", "refused",
+    "triggered", "validated", "approval_requested", "approved", "rejected", "overridden", "refused",
     "planned", "migration_started", "migration_succeeded", "migration_failed", "migration_skipped",
     "lock_waiting", "task_retried", "verified", "baselined", "repaired", "undone",
 )
