@@ -1,0 +1,423 @@
+"""The audit store: an append-only, hash-chained table of audit events in PostgreSQL.
+
+Each row keeps the event twice: as the canonical JSON text that is hashed (``body``) and as plain
+columns for filtering. ``hash = sha256(prev_hash + body)`` chains every row to the one before, so
+``verify`` finds an edited body, an edited column (it must agree with the body), a removed or
+inserted row (the chain breaks) and removed rows at the end (the chain head disagrees).
+
+Writers serialize on the single ``chain_head`` row (``SELECT … FOR UPDATE``): two processes
+appending at once wait for each other instead of forking the chain, and ids stay gapless.
+
+Prevention is layered on top of detection: a trigger refuses UPDATE, DELETE and TRUNCATE of the
+events table for everybody (the owner included), and the writer role is granted only INSERT and
+SELECT. A superuser can still disable the trigger; that is exactly what the hash chain detects.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timezone
+from typing import Any, Iterable, Iterator
+
+import psycopg
+from psycopg import sql
+
+from polymigrate.audit.links import run_url
+from polymigrate.checksums import sha256
+from polymigrate.connections import redact
+from polymigrate.errors import PermanentError, TransientError
+from polymigrate.events import AuditEvent
+
+SCHEMA = "polymigrate_audit"
+WRITER_ROLE = "polymigrate_audit_writer"
+GENESIS_HASH = "0" * 64
+# Event fields mirrored into columns; verify checks each against the hashed body.
+COLUMNS = ("at", "kind", "domain", "environment", "region", "technology", "version", "script", "checksum",
+           "actor", "run_id", "dag_id", "task_id", "try_number", "duration_ms")
+# Any constant works: it only has to be the same for every process creating the schema.
+_DDL_LOCK_KEY = 0x706D_6175_6469_74  # "pmaudit"
+
+Conninfo = str | dict[str, Any]
+
+
+def canonical_json(event: AuditEvent) -> str:
+    """The exact text that is hashed: sorted keys, no whitespace, UTF-8 kept as is."""
+    return json.dumps(event.to_dict(), sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def chain_hash(prev_hash: str, body: str) -> str:
+    """The hash of one row: sha256 over the previous row's hash followed by the row's body."""
+    return sha256(prev_hash + body)
+
+
+def event_from_body(body: str) -> AuditEvent:
+    """Rebuild an ``AuditEvent`` from its stored canonical JSON."""
+    d = json.loads(body)
+    d["at"] = datetime.fromisoformat(d["at"])
+    return AuditEvent(**d)
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """One stored row: its position in the chain and the event it holds."""
+
+    id: int
+    hash: str
+    event: AuditEvent
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of walking the chain: ``ok``, or the first broken link and what differs there."""
+
+    ok: bool
+    checked: int
+    last_id: int
+    last_hash: str
+    broken_id: int | None = None
+    problem: str | None = None
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"chain intact: {self.checked} rows, last row {self.last_id}, head hash {self.last_hash}"
+        return f"chain broken at row {self.broken_id}: {self.problem} ({self.checked} rows checked before it)"
+
+
+@dataclass(frozen=True)
+class SchemaResult:
+    """What ``ensure_schema`` could set up; ``note`` says what a DBA still has to do, if anything."""
+
+    writer_role: str | None
+    note: str = ""
+
+
+def _as_utc(value: datetime) -> datetime:
+    # A naive timestamp would be read in the session's time zone, so the column and the body
+    # could disagree; events without a zone are taken as UTC, like AuditEvent's default.
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+def _bound(value: date | datetime | str | None) -> datetime | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    return _as_utc(value)
+
+
+class PostgresAuditStore:
+    """The append-only, hash-chained audit store; an ``EventSink``.
+
+    ``conninfo`` is a PostgreSQL URL or a dict of psycopg connect keyword arguments. The connection
+    is opened on first use and reused; one process may share a store between threads.
+    """
+
+    def __init__(self, conninfo: Conninfo, *, connect_timeout: int = 10):
+        if not conninfo:
+            raise ValueError("PostgresAuditStore needs a PostgreSQL URL or psycopg connect arguments")
+        self.conninfo = conninfo
+        self.connect_timeout = connect_timeout
+        self._conn: psycopg.Connection | None = None
+        self._lock = threading.Lock()
+
+    # -- connection -----------------------------------------------------------------------------
+
+    @property
+    def target(self) -> str:
+        """Where the store is, without credentials (for messages and logs)."""
+        if isinstance(self.conninfo, str):
+            return redact(self.conninfo)
+        c = self.conninfo
+        return f"postgresql://{c.get('user', '')}@{c.get('host', '')}:{c.get('port', 5432)}/{c.get('dbname', '')}"
+
+    def _connect(self) -> psycopg.Connection:
+        kwargs = {"autocommit": True, "connect_timeout": self.connect_timeout, "application_name": "polymigrate-audit"}
+        if isinstance(self.conninfo, str):
+            return psycopg.connect(self.conninfo, **kwargs)
+        return psycopg.connect(**{**kwargs, **self.conninfo, "autocommit": True})
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._connect()
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # already broken; closing is best effort
+                pass
+        self._conn = None
+
+    def close(self) -> None:
+        """Release the connection (a later call reconnects)."""
+        with self._lock:
+            self._drop_connection()
+
+    def __enter__(self) -> "PostgresAuditStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _ident(self, *names: str) -> sql.Identifier:
+        return sql.Identifier(SCHEMA, *names)
+
+    # -- schema ---------------------------------------------------------------------------------
+
+    def schema_exists(self) -> bool:
+        """Whether the events table is there (cheap; also proves the store is reachable)."""
+        with self._lock:
+            row = self._connection().execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.events",)).fetchone()
+        return bool(row and row[0])
+
+    def ensure_schema(self, *, grant_to: str | None = None) -> SchemaResult:
+        """Create schema, tables, the append-only triggers and (when allowed) the writer role.
+
+        Idempotent and safe to run from several processes at once. The writer role
+        ``polymigrate_audit_writer`` (NOLOGIN, INSERT and SELECT only) is created when the connecting
+        user is a superuser or has CREATEROLE; otherwise an existing role of that name is granted the
+        privileges, or the result's ``note`` says what a DBA must run. ``grant_to`` makes a login
+        role a member of the writer role (the user Airflow connects as).
+        """
+        events, head = self._ident("events"), self._ident("chain_head")
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK_KEY,))
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+                conn.execute(sql.SQL("""
+                    CREATE TABLE IF NOT EXISTS {} (
+                        id          bigint PRIMARY KEY,
+                        at          timestamptz NOT NULL,
+                        recorded_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                        kind        text NOT NULL,
+                        domain      text NOT NULL,
+                        environment text NOT NULL,
+                        region      text,
+                        technology  text,
+                        version     text,
+                        script      text,
+                        checksum    bigint,
+                        actor       text NOT NULL,
+                        run_id      text,
+                        dag_id      text,
+                        task_id     text,
+                        try_number  integer,
+                        duration_ms bigint,
+                        body        text NOT NULL,
+                        prev_hash   text NOT NULL,
+                        hash        text NOT NULL
+                    )""").format(events))
+                for name, cols in (("events_at_idx", "at"), ("events_scope_idx", "domain, environment, region"),
+                                   ("events_run_idx", "run_id")):
+                    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (" + cols + ")")
+                                 .format(sql.Identifier(name), events))
+                conn.execute(sql.SQL("""
+                    CREATE TABLE IF NOT EXISTS {} (
+                        singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+                        last_id   bigint NOT NULL,
+                        last_hash text NOT NULL
+                    )""").format(head))
+                conn.execute(sql.SQL("INSERT INTO {} VALUES (true, 0, %s) ON CONFLICT DO NOTHING").format(head),
+                             (GENESIS_HASH,))
+                conn.execute(sql.SQL("""
+                    CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $fn$
+                    BEGIN
+                        RAISE EXCEPTION '%.% is append-only: % refused', TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP
+                            USING ERRCODE = 'insufficient_privilege',
+                                  HINT = 'audit rows are never changed; append a correcting event instead';
+                    END
+                    $fn$""").format(self._ident("refuse_change")))
+                refuse = self._ident("refuse_change")
+                for trig, table, when, level in (
+                        ("events_append_only", events, "UPDATE OR DELETE", "ROW"),
+                        ("events_no_truncate", events, "TRUNCATE", "STATEMENT"),
+                        # the head may move forward (UPDATE) but never disappear
+                        ("chain_head_keep", head, "DELETE", "ROW"),
+                        ("chain_head_no_truncate", head, "TRUNCATE", "STATEMENT")):
+                    conn.execute(sql.SQL("CREATE OR REPLACE TRIGGER {} BEFORE " + when + " ON {} FOR EACH "
+                                         + level + " EXECUTE FUNCTION {}()").format(sql.Identifier(trig), table, refuse))
+                conn.execute(sql.SQL("REVOKE ALL ON {}, {} FROM PUBLIC").format(events, head))
+                return self._ensure_writer_role(conn, grant_to)
+
+    def _ensure_writer_role(self, conn: psycopg.Connection, grant_to: str | None) -> SchemaResult:
+        role = sql.Identifier(WRITER_ROLE)
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (WRITER_ROLE,)).fetchone()
+        if not exists:
+            may = conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone()
+            if not (may and may[0]):
+                return SchemaResult(None, (
+                    f"role {WRITER_ROLE} not created: the connecting user may not create roles. The trigger still "
+                    f"refuses UPDATE/DELETE/TRUNCATE and the hash chain still detects tampering; for the "
+                    f"least-privilege writer, a DBA runs: CREATE ROLE {WRITER_ROLE} NOLOGIN; then "
+                    f"'polymigrate audit init' again, and GRANT {WRITER_ROLE} TO <airflow user>."))
+            # Roles are cluster-wide: another database's ensure_schema may create it at the same time.
+            try:
+                with conn.transaction():
+                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(role))
+            except psycopg.errors.DuplicateObject:
+                pass
+            except psycopg.errors.UniqueViolation:
+                pass
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(SCHEMA), role))
+        conn.execute(sql.SQL("GRANT SELECT, INSERT ON {} TO {}").format(self._ident("events"), role))
+        conn.execute(sql.SQL("GRANT SELECT, UPDATE ON {} TO {}").format(self._ident("chain_head"), role))
+        if grant_to:
+            conn.execute(sql.SQL("GRANT {} TO {}").format(role, sql.Identifier(grant_to)))
+        return SchemaResult(WRITER_ROLE)
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def emit(self, event: AuditEvent) -> None:
+        """Append one event to the chain. Never drops it: raises when it could not be written.
+
+        A connection that fails before anything was sent for commit is re-opened and the append
+        retried (three tries); a failure during commit is ambiguous and raised as ``TransientError``
+        rather than risking the event twice.
+        """
+        event = self._prepared(event)
+        body = canonical_json(event)
+        values = [getattr(event, c) for c in COLUMNS]
+        insert = sql.SQL("INSERT INTO {} (id, {}, body, prev_hash, hash) VALUES (%s, {}, %s, %s, %s)").format(
+            self._ident("events"), sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
+            sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)))
+        select_head = sql.SQL("SELECT last_id, last_hash FROM {} FOR UPDATE").format(self._ident("chain_head"))
+        update_head = sql.SQL("UPDATE {} SET last_id = %s, last_hash = %s").format(self._ident("chain_head"))
+        last_error: Exception | None = None
+        with self._lock:
+            for attempt in range(3):
+                committing = False
+                try:
+                    conn = self._connection()
+                    with conn.transaction():
+                        row = conn.execute(select_head).fetchone()
+                        if row is None:
+                            raise PermanentError(f"audit store {self.target} has no chain head row",
+                                                 hint="run 'polymigrate audit init' against it")
+                        last_id, last_hash = row
+                        new_hash = chain_hash(last_hash, body)
+                        conn.execute(insert, (last_id + 1, *values, body, last_hash, new_hash))
+                        conn.execute(update_head, (last_id + 1, new_hash))
+                        committing = True
+                    return
+                except psycopg.OperationalError as exc:
+                    self._drop_connection()
+                    last_error = exc
+                    if committing:
+                        break
+                    time.sleep(0.2 * 2 ** attempt)
+                except psycopg.errors.UndefinedTable as exc:
+                    raise PermanentError(f"audit store {self.target} is not initialised: {exc}".strip(),
+                                         hint="run 'polymigrate audit init --url …' as the schema owner") from exc
+                except psycopg.Error as exc:
+                    raise PermanentError(f"audit store {self.target} refused the event ({event.kind}): {exc}".strip(),
+                                         hint=f"the connecting user needs the role {WRITER_ROLE} "
+                                              f"(GRANT {WRITER_ROLE} TO <user>)") from exc
+        raise TransientError(f"could not write audit event '{event.kind}' to {self.target}: {last_error}".strip(),
+                             hint="the audit store must be reachable; the task retries once it is")
+
+    @staticmethod
+    def _prepared(event: AuditEvent) -> AuditEvent:
+        details = event.details
+        if "run_url" not in details:
+            url = run_url(event.dag_id, event.run_id)
+            if url:
+                details = {**details, "run_url": url}
+        return replace(event, at=_as_utc(event.at), details=details)
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def query(self, from_: date | datetime | str | None = None, to: date | datetime | str | None = None, *,
+              domain: str | None = None, environment: str | None = None, region: str | None = None,
+              kind: str | Iterable[str] | None = None, run_id: str | None = None,
+              limit: int | None = None, newest_first: bool = False) -> list[AuditRecord]:
+        """Events with ``from_ <= at < to`` matching every filter given, in chain order.
+
+        ``newest_first`` with ``limit`` gives the latest N (still returned oldest first).
+        """
+        where: list[sql.Composable] = []
+        params: list[Any] = []
+        for column, value, op in (("at", _bound(from_), ">="), ("at", _bound(to), "<"), ("domain", domain, "="),
+                                  ("environment", environment, "="), ("region", region, "="),
+                                  ("run_id", run_id, "=")):
+            if value is not None and value != "":
+                where.append(sql.SQL("{} " + op + " %s").format(sql.Identifier(column)))
+                params.append(value)
+        if kind:
+            where.append(sql.SQL("kind = ANY(%s)"))
+            params.append([kind] if isinstance(kind, str) else list(kind))
+        query = sql.SQL("SELECT id, hash, body FROM {}").format(self._ident("events"))
+        if where:
+            query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
+        query += sql.SQL(" ORDER BY id DESC" if newest_first else " ORDER BY id")
+        if limit:
+            query += sql.SQL(" LIMIT %s")
+            params.append(limit)
+        with self._lock:
+            rows = self._connection().execute(query, params).fetchall()
+        records = [AuditRecord(i, h, event_from_body(b)) for i, h, b in rows]
+        return records[::-1] if newest_first else records
+
+    def verify(self) -> VerifyResult:
+        """Walk the whole chain in one snapshot and report the first broken link, if any."""
+        cols = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+        with self._lock:
+            conn = self._connection()
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                head = conn.execute(sql.SQL("SELECT last_id, last_hash FROM {}").format(self._ident("chain_head"))).fetchone()
+                with conn.cursor(name="polymigrate_audit_verify") as cur:
+                    cur.itersize = 2000
+                    cur.execute(sql.SQL("SELECT id, body, prev_hash, hash, {} FROM {} ORDER BY id")
+                                .format(cols, self._ident("events")))
+                    return _walk(cur, head)
+
+
+def _walk(rows: Iterator[tuple], head: tuple[int, str] | None) -> VerifyResult:
+    expected_id, running, checked = 1, GENESIS_HASH, 0
+
+    def broken(row_id: int, problem: str) -> VerifyResult:
+        return VerifyResult(False, checked, expected_id - 1, running, row_id, problem)
+
+    for row_id, body, prev_hash, stored_hash, *columns in rows:
+        if row_id != expected_id:
+            gone = f"row {expected_id}" if row_id == expected_id + 1 else f"rows {expected_id}–{row_id - 1}"
+            return broken(row_id, f"{gone} missing before it (deleted)")
+        if prev_hash != running:
+            return broken(row_id, f"prev_hash {prev_hash[:16]}… does not match the hash of row {row_id - 1} "
+                                  f"({running[:16]}…): row {row_id - 1} was rewritten or rows were replaced")
+        recomputed = chain_hash(prev_hash, body)
+        if recomputed != stored_hash:
+            return broken(row_id, f"the recorded event was edited after it was written: stored hash "
+                                  f"{stored_hash[:16]}…, recomputed {recomputed[:16]}…")
+        difference = _column_difference(body, columns)
+        if difference:
+            return broken(row_id, difference)
+        running, expected_id, checked = stored_hash, expected_id + 1, checked + 1
+    if head is None:
+        return broken(expected_id, "the chain head row is missing")
+    if head[0] != expected_id - 1 or head[1] != running:
+        return VerifyResult(False, checked, expected_id - 1, running, expected_id,
+                            f"the chain head says the last row is {head[0]} (hash {head[1][:16]}…) but the table "
+                            f"ends at row {expected_id - 1}: rows at the end were deleted")
+    return VerifyResult(True, checked, expected_id - 1, running)
+
+
+def _column_difference(body: str, columns: list[Any]) -> str | None:
+    try:
+        recorded = json.loads(body)
+    except ValueError:
+        return "the recorded event is not valid JSON"
+    for name, value in zip(COLUMNS, columns):
+        want = recorded.get(name)
+        if name == "at":
+            want = datetime.fromisoformat(want) if want else None
+        if value != want:
+            return f"column {name} is {value!r} but the hashed event says {want!r}"
+    return None
