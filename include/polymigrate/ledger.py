@@ -49,6 +49,16 @@ class LedgerEntry:
         d["installed_on"] = self.installed_on.isoformat() if self.installed_on else None
         return d
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "LedgerEntry":
+        """The inverse of ``to_dict`` (for ledgers stored as documents: Redis, MongoDB, Elasticsearch)."""
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}  # tolerate fields added later
+        d["status"] = Status(d.get("status", Status.SUCCESS.value))
+        if d.get("installed_on"):
+            d["installed_on"] = datetime.fromisoformat(d["installed_on"])
+        d["progress"] = dict(d.get("progress") or {})
+        return cls(**d)
+
 
 @dataclass(frozen=True)
 class RunContext:
