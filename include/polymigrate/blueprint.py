@@ -1,0 +1,329 @@
+"""Compile a ``Project`` into one ``DagBlueprint`` per (domain, environment): plain data, no Airflow.
+
+As astronomer-cosmos does, the shape of every DAG (task ids, operator names, arguments,
+dependencies, region groups, rollout) is decided here and unit-tested without Airflow; a single
+renderer in ``polymigrate_airflow`` turns blueprints into DAG objects.
+
+The shape of a healthy DAG::
+
+    validate >> approve >> plan >> <region groups per rollout>
+    region group: <technology tasks in domain order> >> verify
+
+A broken domain (or a domain in a broken environment file) still gets a DAG, holding only
+``validate``: that task fails naming every problem with file and line, and ``doc_md`` lists them,
+so one bad file never hides the other DAGs nor silently drops its own.
+
+Parse-time budget: this module reads spec YAML only (through ``load_project``) and lists migration
+file *names* for the description; it never opens a migration file nor touches a database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from polymigrate.catalog import parse_name
+from polymigrate.errors import Problem
+from polymigrate.spec.loader import ENVIRONMENTS_DIR, load_project
+from polymigrate.spec.models import Domain, Environment, Project, Rollout, slug
+
+DAG_PREFIX = "migrate"
+START_DATE = "2024-01-01"  # fixed, so a scheduled DAG never backfills from "now" on each parse
+
+OPERATORS = {
+    "validate": "ValidateOperator",
+    "approve": "ApproveOperator",
+    "plan": "PlanOperator",
+    "verify": "VerifyOperator",
+}
+MIGRATION_OPERATORS = {
+    "postgresql": "PostgresMigrationOperator",
+    "mongodb": "MongoMigrationOperator",
+    "redis": "RedisMigrationOperator",
+    "elasticsearch": "ElasticsearchMigrationOperator",
+}
+
+# Trigger rules (Airflow's names, kept as strings so the core stays Airflow-free).
+ALL_SUCCESS = "all_success"
+NONE_FAILED = "none_failed"  # a region skipped by the `regions` param must not skip the next one
+ALL_DONE = "all_done"        # sequential rollout without halt: the next region runs whatever happened
+
+
+@dataclass(frozen=True)
+class TaskBlueprint:
+    """One task: its id inside its group, the operator to render, and its arguments."""
+
+    task_id: str
+    operator: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+    group: str | None = None
+    upstream: tuple[str, ...] = ()  # full task ids
+    trigger_rule: str = ALL_SUCCESS
+    retries: int | None = None  # None: the DAG default
+
+    @property
+    def full_id(self) -> str:
+        """The id Airflow shows (``group.task`` inside a TaskGroup)."""
+        return f"{self.group}.{self.task_id}" if self.group else self.task_id
+
+
+@dataclass(frozen=True)
+class RegionGroup:
+    name: str
+    title: str
+    technologies: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class DagBlueprint:
+    """Everything the renderer needs to build one DAG; JSON-able."""
+
+    dag_id: str
+    domain: str
+    environment: str
+    specs_root: str
+    description: str
+    doc_md: str
+    tags: tuple[str, ...]
+    owners: tuple[str, ...]
+    schedule: str | None
+    params: dict[str, dict[str, Any]]
+    default_args: dict[str, Any]
+    tasks: tuple[TaskBlueprint, ...]
+    groups: tuple[RegionGroup, ...] = ()
+    rollout: dict[str, Any] = field(default_factory=dict)
+    max_active_runs: int = 1
+    start_date: str = START_DATE
+    problems: tuple[str, ...] = ()
+
+    @property
+    def broken(self) -> bool:
+        return bool(self.problems)
+
+    def task(self, full_id: str) -> TaskBlueprint:
+        for t in self.tasks:
+            if t.full_id == full_id:
+                return t
+        raise KeyError(f"{self.dag_id} has no task {full_id!r}; tasks: {[t.full_id for t in self.tasks]}")
+
+    def downstream(self, full_id: str) -> list[str]:
+        return [t.full_id for t in self.tasks if full_id in t.upstream]
+
+
+def dag_id(domain: str, environment: str) -> str:
+    """``migrate__<domain_slug>__<environment>``; any character Airflow refuses becomes ``_``."""
+    clean = lambda s: re.sub(r"[^A-Za-z0-9_.-]", "_", slug(s))  # noqa: E731
+    return f"{DAG_PREFIX}__{clean(domain)}__{clean(environment)}"
+
+
+def compile_project(root: str | Path, project: Project | None = None) -> list[DagBlueprint]:
+    """Every DAG of the project: one per (domain, environment), broken ones included."""
+    root = Path(root).resolve()
+    project = project or load_project(root)
+    out: list[DagBlueprint] = []
+    env_broken = _broken_environment_files(project)
+    for domain in project.domains.values():
+        files = _file_counts(domain)
+        for env in project.environments_of(domain):
+            out.append(compile_dag(project, domain, env, root, files))
+        for env_name, problems in env_broken.items():
+            if domain.environments is None or env_name in domain.environments:
+                out.append(broken_dag(domain.name, env_name, problems, root, owners=domain.owners))
+    for name, problems in project.broken_domains.items():
+        envs = sorted(set(project.environments) | set(env_broken))
+        for env_name in envs:
+            out.append(broken_dag(name, env_name, problems + env_broken.get(env_name, []), root))
+    return sorted(out, key=lambda b: b.dag_id)
+
+
+def _broken_environment_files(project: Project) -> dict[str, list[Problem]]:
+    """Environment files that failed to load, by file stem (the environment's name)."""
+    out: dict[str, list[Problem]] = {}
+    for p in project.problems:
+        path = Path(p.file)
+        if path.parent.name == ENVIRONMENTS_DIR and path.suffix in (".yaml", ".yml") \
+                and not path.name.startswith("_") and path.stem not in project.environments:
+            out.setdefault(path.stem, []).append(p)
+    defaults = [p for p in project.problems if Path(p.file).name.startswith("_") and Path(p.file).parent.name == ENVIRONMENTS_DIR]
+    if defaults:  # a broken _defaults.yaml breaks every environment
+        for name in set(out) | set(project.environments):
+            out.setdefault(name, []).extend(defaults)
+    return out
+
+
+def _params(regions: list[str], technologies: list[str]) -> dict[str, dict[str, Any]]:
+    return {
+        "dry_run": {"default": False, "type": "boolean", "title": "Dry run",
+                    "description": "Plan and report what would run; change nothing."},
+        "target_version": {"default": None, "type": ["null", "string"], "title": "Target version",
+                           "description": "Apply up to this version only (e.g. 1.4); empty: everything pending."},
+        "regions": {"default": list(regions), "type": "array", "title": "Regions",
+                    "items": {"type": "string", "enum": list(regions)}, "examples": list(regions),
+                    "description": "Regions to migrate in this run; the others are skipped."},
+        "technologies": {"default": list(technologies), "type": "array", "title": "Technologies",
+                         "items": {"type": "string", "enum": list(technologies)}, "examples": list(technologies),
+                         "description": "Technologies to migrate in this run; the others are skipped."},
+        "allow_out_of_order": {"default": False, "type": "boolean", "title": "Allow out of order",
+                               "description": "Apply a pending version older than the newest applied one."},
+    }
+
+
+def _default_args(env: Environment, owners: list[str]) -> dict[str, Any]:
+    p = env.policy
+    return {"owner": ", ".join(owners) or "polymigrate", "retries": p.retries,
+            "retry_delay_seconds": p.retry_delay_seconds, "retry_exponential_backoff": True}
+
+
+def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
+                files: dict[str, tuple[int, str | None]] | None = None) -> DagBlueprint:
+    """The blueprint of one healthy (domain, environment) DAG."""
+    regions = project.regions_of(domain, env)
+    techs = domain.technology_order()
+    rollout = project.rollout_of(domain, env)
+    base = {"specs_root": str(root), "domain": domain.name, "environment": env.name}
+    tasks: list[TaskBlueprint] = [
+        TaskBlueprint("validate", OPERATORS["validate"], dict(base), retries=0),
+        TaskBlueprint("approve", OPERATORS["approve"], dict(base), upstream=("validate",), retries=0),
+        TaskBlueprint("plan", OPERATORS["plan"], dict(base), upstream=("approve",)),
+    ]
+    groups = [RegionGroup(r.name, r.title, tuple(techs)) for r in regions]
+    entry_upstream = _region_entries([g.name for g in groups], rollout)
+    for g in groups:
+        previous: tuple[str, ...] = ()
+        for i, tech in enumerate(techs):
+            if i == 0:
+                after, rule = entry_upstream[g.name]
+            else:
+                after, rule = previous, NONE_FAILED
+            t = TaskBlueprint(tech, MIGRATION_OPERATORS[tech], {**base, "region": g.name, "technology": tech},
+                              group=g.name, upstream=after, trigger_rule=rule)
+            tasks.append(t)
+            previous = (t.full_id,)
+        if techs:
+            verify_after, verify_rule = previous, NONE_FAILED
+        else:
+            verify_after, verify_rule = entry_upstream[g.name]
+        tasks.append(TaskBlueprint("verify", OPERATORS["verify"],
+                                   {**base, "region": g.name, "technologies": list(techs)},
+                                   group=g.name, upstream=verify_after, trigger_rule=verify_rule))
+    return DagBlueprint(
+        dag_id=dag_id(domain.name, env.name), domain=domain.name, environment=env.name, specs_root=str(root),
+        description=(domain.description or f"Migrations of {domain.name}")[:200] + f" ({env.name})",
+        doc_md=_doc(domain, env, [g.title for g in groups], techs, rollout, files or {}),
+        tags=tuple(dict.fromkeys(["polymigrate", f"domain:{domain.name}", f"env:{env.name}", *techs, *domain.tags])),
+        owners=tuple(domain.owners), schedule=env.policy.schedule, params=_params([g.name for g in groups], techs),
+        default_args=_default_args(env, domain.owners), tasks=tuple(tasks), groups=tuple(groups),
+        rollout={"strategy": rollout.strategy, "halt_on_failure": rollout.halt_on_failure,
+                 "order": [g.name for g in _rollout_order(groups, rollout)]},
+    )
+
+
+def _rollout_order(groups: list[RegionGroup], rollout: Rollout) -> list[RegionGroup]:
+    if rollout.strategy == "canary" and rollout.canary_region:
+        return sorted(groups, key=lambda g: g.name != rollout.canary_region)
+    return list(groups)
+
+
+def _region_entries(names: list[str], rollout: Rollout) -> dict[str, tuple[tuple[str, ...], str]]:
+    """For each region, what its first task waits for, and with which trigger rule.
+
+    sequential: each region after the previous one's verify; halt_on_failure keeps Airflow's
+    default (a failure upstream stops the rest), otherwise the next region runs regardless.
+    parallel: every region right after plan. canary: the canary region first, the rest in parallel
+    after the canary's verify (a failed canary always halts: that is what a canary is for).
+    """
+    after_failure = NONE_FAILED if rollout.halt_on_failure else ALL_DONE
+    out: dict[str, tuple[tuple[str, ...], str]] = {}
+    if rollout.strategy == "parallel" or len(names) < 2:
+        return {n: (("plan",), NONE_FAILED) for n in names}
+    if rollout.strategy == "canary":
+        first = rollout.canary_region if rollout.canary_region in names else names[0]
+        out[first] = (("plan",), NONE_FAILED)
+        for n in names:
+            if n != first:
+                out[n] = ((f"{first}.verify",), NONE_FAILED)
+        return out
+    previous = None
+    for n in names:
+        out[n] = ((("plan",), NONE_FAILED) if previous is None else ((f"{previous}.verify",), after_failure))
+        previous = n
+    return out
+
+
+def _file_counts(domain: Domain) -> dict[str, tuple[int, str | None]]:
+    """Per technology: how many migration files and the newest version, from names only."""
+    out: dict[str, tuple[int, str | None]] = {}
+    for tech in domain.technology_order():
+        count, top = 0, None
+        for _dirpath, dirnames, filenames in os.walk(domain.technology_dir(tech)):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+            for name in filenames:
+                try:
+                    parsed = parse_name(tech, name)
+                except ValueError:
+                    continue  # validate reports it with the fix
+                if parsed and parsed[1] is not None and parsed[0].value == "versioned":
+                    count += 1
+                    top = parsed[1] if top is None or parsed[1] > top else top
+                elif parsed and parsed[0].value == "repeatable":
+                    count += 1
+        out[tech] = (count, str(top) if top is not None else None)
+    return out
+
+
+def _doc(domain: Domain, env: Environment, regions: list[str], techs: list[str], rollout: Rollout,
+         files: dict[str, tuple[int, str | None]]) -> str:
+    approvals = env.policy.approvals
+    if approvals.required == 0:
+        how = "Approval is automatic in this environment."
+    else:
+        who = ", ".join(approvals.roles + approvals.users) or "any user"
+        how = (f"Needs {approvals.required} approval(s) by {who}: open the `approve` task "
+               "(Browse → Required Actions) and choose **Approve** after reading the summary.")
+        if not approvals.triggerer_may_approve:
+            how += " The person who triggered the run may not approve it."
+    rows = "\n".join(f"| {t} | {files.get(t, (0, None))[0]} | {files.get(t, (0, None))[1] or '-'} |" for t in techs)
+    strategy = rollout.strategy + (f" (canary: {rollout.canary_region})" if rollout.strategy == "canary" else "") + \
+        ("" if rollout.halt_on_failure else ", continues after a failed region")
+    return f"""### {domain.name} in {env.name}
+
+{domain.description}
+
+- **Owners**: {", ".join(domain.owners) or "-"}
+- **Regions**: {", ".join(regions) or "-"}
+- **Technologies** (in execution order): {", ".join(techs) or "-"}
+- **Rollout**: {strategy}
+- **Schedule**: {env.policy.schedule or "manual only"}
+- **Depends on**: {", ".join(domain.depends_on) or "-"} (their DAGs must run first)
+
+| technology | migration files | newest version |
+|---|---|---|
+{rows}
+
+**Pending work** per region is computed by the `plan` task from each target's ledger (see its log).
+
+**Approval**: {how}
+
+**Trigger params**: `dry_run`, `target_version`, `regions`, `technologies`, `allow_out_of_order`.
+"""
+
+
+def broken_dag(domain: str, environment: str, problems: list[Problem], root: Path,
+               owners: list[str] | None = None) -> DagBlueprint:
+    """A DAG whose only task, ``validate``, fails naming every problem of the domain."""
+    listed = tuple(str(p) for p in problems)
+    doc = (f"### {domain} in {environment}: broken specification\n\n"
+           "This domain cannot run until these problems are fixed (the `validate` task fails with the same list):\n\n"
+           + "\n".join(f"- `{p}`" for p in listed))
+    return DagBlueprint(
+        dag_id=dag_id(domain, environment), domain=domain, environment=environment, specs_root=str(root),
+        description=f"BROKEN: {len(listed)} problem(s) in the specs of {domain}", doc_md=doc,
+        tags=("polymigrate", "broken", f"domain:{domain}", f"env:{environment}"), owners=tuple(owners or ()),
+        schedule=None, params={}, default_args={"owner": ", ".join(owners or []) or "polymigrate", "retries": 0},
+        tasks=(TaskBlueprint("validate", OPERATORS["validate"],
+                             {"specs_root": str(root), "domain": domain, "environment": environment}, retries=0),),
+        problems=listed,
+    )

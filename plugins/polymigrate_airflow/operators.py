@@ -1,0 +1,409 @@
+"""The operators of a polymigrate DAG: thin shells that resolve connections and call the core.
+
+Every operator shares ``PolymigrateMixin``: loading the domain, the run's params, the
+``RunContext``, the audit sink, and the mapping of errors onto Airflow's retry semantics
+(``TransientError`` → an ordinary failure that burns a retry with backoff; any other polymigrate
+error → ``AirflowFailException``, failing at once with the file, statement and fix).
+
+Constructors only store strings, so parsing a DAG file never loads a migration or a connection;
+the core modules are imported inside ``execute``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+AUDIT_CONN_ID = "polymigrate_audit"
+AUDIT_REQUIRED_IN = ("staging", "production")  # fail before touching targets when the store is unreachable
+XCOM_VERSIONS_CAP = 50  # keep execute XComs small even for a 500-migration first run
+
+
+@dataclass(frozen=True)
+class RunParams:
+    dry_run: bool
+    target_version: str | None
+    regions: list[str] | None  # None: every region
+    allow_out_of_order: bool
+    technologies: list[str] | None = None  # None: every technology of the domain
+
+    @classmethod
+    def from_context(cls, context) -> "RunParams":
+        p = context.get("params") or {}
+        regions = p.get("regions")
+        target = (p.get("target_version") or "").strip() or None
+        if target:
+            from polymigrate.versions import Version
+            try:
+                Version(target)
+            except ValueError as exc:
+                raise AirflowFailException(f"param target_version: {exc}") from None
+        techs = p.get("technologies")
+        return cls(bool(p.get("dry_run")), target, list(regions) if regions else None,
+                   bool(p.get("allow_out_of_order")), list(techs) if techs else None)
+
+    def selects(self, region: str, technology: str | None = None) -> bool:
+        return (self.regions is None or region in self.regions) and \
+            (technology is None or self.technologies is None or technology in self.technologies)
+
+
+class PolymigrateMixin:
+    """Shared by every polymigrate operator (including the HITL-based approve task)."""
+
+    specs_root: str
+    domain: str
+    environment: str
+
+    # --- loading ----------------------------------------------------------------------------
+    def load_environment(self):
+        """(project, environment); SpecError naming the environment file's problems otherwise."""
+        from polymigrate.errors import Problem, SpecError
+        from polymigrate.spec import load_project
+
+        project = load_project(self.specs_root)
+        env = project.environments.get(self.environment)
+        if env is None:
+            problems = [p for p in project.problems if "environments" in p.file] or [
+                Problem(self.specs_root, f"environment '{self.environment}' is not defined",
+                        hint=f"add environments/{self.environment}.yaml")]
+            raise SpecError(problems)
+        return project, env
+
+    def load(self):
+        """(project, domain, catalog, environment) of this task; SpecError listing every problem."""
+        from polymigrate.commands import load_domain
+
+        project, domain, catalog = load_domain(self.specs_root, self.domain)
+        _, env = self.load_environment()
+        return project, domain, catalog, env
+
+    # --- run context ------------------------------------------------------------------------
+    @staticmethod
+    def actor(context) -> str:
+        run = context.get("dag_run")
+        user = getattr(run, "triggering_user_name", None)
+        return f"{user}@airflow" if user else f"{getattr(run, 'run_type', 'unknown')}@airflow"
+
+    def run_context(self, context, env, region: str):
+        from polymigrate.ledger import RunContext
+
+        ti = context["ti"]
+        reg = env.regions[region]
+        return RunContext(domain=self.domain, environment=env.name, region=region, actor=self.actor(context),
+                          run_id=context.get("run_id"), task_id=ti.task_id, try_number=ti.try_number,
+                          dag_id=ti.dag_id, placeholders={**env.placeholders, **reg.placeholders},
+                          lock_timeout=env.policy.lock_timeout, statement_timeout=env.policy.statement_timeout,
+                          lock_wait_seconds=env.policy.lock_wait_seconds)
+
+    # --- audit ------------------------------------------------------------------------------
+    def sink(self, env=None):
+        """The audit sink for this task, opened once; required in staging/production."""
+        if getattr(self, "_sink", None) is None:
+            self._sink = open_audit_sink(env.name if env is not None else self.environment)
+        return self._sink
+
+    def emit(self, context, kind: str, **kw) -> None:
+        from polymigrate.events import AuditEvent
+
+        ti = context["ti"]
+        self.sink().emit(AuditEvent(kind=kind, domain=self.domain, environment=self.environment,
+                                    actor=self.actor(context), run_id=context.get("run_id"), dag_id=ti.dag_id,
+                                    task_id=ti.task_id, try_number=ti.try_number, **kw))
+
+    # --- errors -----------------------------------------------------------------------------
+    def guarded(self, context, fn: Callable[[Any], Any]) -> Any:
+        """Run ``fn`` mapping polymigrate errors onto Airflow's retry semantics."""
+        from polymigrate.errors import PolymigrateError, SpecError, TransientError
+
+        try:
+            return fn(context)
+        except TransientError as exc:
+            self.log.warning("Transient failure, Airflow will retry with backoff: %s", exc)
+            raise
+        except SpecError as exc:
+            raise AirflowFailException(f"{len(exc.problems)} problem(s) in the specs of '{self.domain}':\n"
+                                       + "\n".join(f"  - {p}" for p in exc.problems)) from None
+        except PolymigrateError as exc:
+            raise AirflowFailException(str(exc)) from None
+        finally:
+            close = getattr(getattr(self, "_sink", None), "close", None)
+            if callable(close):
+                close()
+            self._sink = None
+
+
+def open_audit_sink(environment: str):
+    """The audit store's sink when ``polymigrate.audit`` exists, else a NullSink.
+
+    Where it is required, an unreachable store fails the task before any target is touched: a
+    migration without its audit trail is worse than a migration that waits.
+    """
+    from polymigrate.events import NullSink
+
+    try:
+        from polymigrate.audit import open_sink
+    except ImportError:
+        return NullSink()
+    from polymigrate.errors import PermanentError
+    from polymigrate_airflow.connections import build_client
+
+    required = environment in AUDIT_REQUIRED_IN
+    try:
+        conninfo = build_client("postgresql", AUDIT_CONN_ID)
+    except PermanentError:
+        if required:
+            raise
+        conninfo = None
+    return open_sink(conninfo, required=required)
+
+
+class PolymigrateOperator(PolymigrateMixin, BaseOperator):
+    """Base of the polymigrate task operators: holds only strings until ``execute``."""
+
+    template_fields = ("domain", "environment")
+
+    def __init__(self, *, specs_root: str, domain: str, environment: str, **kwargs):
+        super().__init__(**kwargs)
+        self.specs_root, self.domain, self.environment = specs_root, domain, environment
+
+    def execute(self, context):
+        return self.guarded(context, self.run)
+
+    def run(self, context) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ValidateOperator(PolymigrateOperator):
+    """Loads the domain, checks its catalog and lint findings; fails with the full list."""
+
+    ui_color = "#d8e8f7"
+
+    def run(self, context):
+        from polymigrate.plan import changeset_hash
+
+        project, domain, catalog, env = self.load()
+        migrations = [m for tech in domain.technology_order() for m in catalog.migrations.get(tech, [])]
+        counts = {tech: len(catalog.applicable(tech)) for tech in domain.technology_order()}
+        summary: dict[str, Any] = {"migrations": counts, "risk": None,
+                                   "changeset_hash": changeset_hash(domain.name, env.name, migrations),
+                                   "lint": {"findings": 0, "blocking": 0}}
+        report = lint(catalog)
+        if report is not None:
+            blocking = list(report.blocking(env.policy.lint_block_at))
+            risk = report.risk() if callable(report.risk) else report.risk
+            summary["risk"] = risk
+            summary["lint"] = {"findings": len(getattr(report, "findings", []) or []), "blocking": len(blocking)}
+            for f in getattr(report, "findings", []) or []:
+                self.log.info("lint: %s", f)
+            if blocking:
+                raise AirflowFailException(
+                    f"{len(blocking)} lint finding(s) at or above '{env.policy.lint_block_at}' block {self.environment}:\n"
+                    + "\n".join(f"  - {f}" for f in blocking)
+                    + "\n(fix the migration, or waive the finding in the file as the lint docs describe)")
+        for note in catalog.notes:
+            self.log.info("note: %s", note)
+        self.log.info("Valid: %s", ", ".join(f"{t} {n}" for t, n in counts.items()) or "no technology")
+        self.emit(context, "validated", details=summary)
+        return summary
+
+
+def lint(catalog):
+    """The lint report when the lint package is installed; None keeps validate working without it."""
+    try:
+        from polymigrate.lint import lint_catalog
+    except ImportError:
+        return None
+    return lint_catalog(catalog)
+
+
+class PlanOperator(PolymigrateOperator):
+    """Reads every selected region's ledgers and logs the plan; pushes ``plan.summary()``."""
+
+    ui_color = "#e3d7f5"
+
+    def run(self, context):
+        from polymigrate.commands import plan_domain
+        from polymigrate.errors import PermanentError
+
+        params = RunParams.from_context(context)
+        project, domain, catalog, env = self.load()
+        unknown = [r for r in params.regions or [] if r not in env.regions]
+        if unknown:
+            raise AirflowFailException(f"param regions: {unknown} not in {self.environment} ({sorted(env.regions)})")
+        connect, close = _connector(domain, env, params.technologies)
+        try:
+            plan = plan_domain(project, domain, catalog, env, connect, regions=params.regions,
+                               target=params.target_version, out_of_order=params.allow_out_of_order)
+            plan.targets = [t for t in plan.targets if params.selects(t.region, t.technology)]
+            self.log.info("Plan %s (hash %s)\n%s", f"{self.domain}/{self.environment}", plan.hash[:12], plan_table(plan))
+            if plan.problems:
+                raise PermanentError("the plan cannot run:\n  " + "\n  ".join(plan.problems),
+                                     hint="fix each line, then clear this task")
+            self.check_dependencies(project, domain, env, params, plan)
+        finally:
+            close()
+        self.emit(context, "planned", details=plan.summary())
+        return {**plan.summary(), "dry_run": params.dry_run}
+
+    def check_dependencies(self, project, domain, env, params, plan) -> None:
+        """Refuse while a ``depends_on`` domain has pending migrations on one of our targets."""
+        from polymigrate.blueprint import dag_id
+        from polymigrate.commands import load_domain, plan_domain
+        from polymigrate.errors import PermanentError
+
+        ours = {(t.region, t.technology) for t in plan.targets}
+        for dep in domain.depends_on:
+            dep_project, dep_domain, dep_catalog = load_domain(self.specs_root, dep)
+            connect, close = _connector(dep_domain, env, sorted({tech for _, tech in ours}))
+            try:
+                dep_plan = plan_domain(dep_project, dep_domain, dep_catalog, env, connect, regions=params.regions)
+            finally:
+                close()
+            dep_targets = [t for t in dep_plan.targets if (t.region, t.technology) in ours]
+            waiting = [f"{t.region}/{t.technology}: {len(t.steps)} pending (first {t.steps[0].script})"
+                       for t in dep_targets if t.steps]
+            waiting += [f"{t.region}/{t.technology}: {e}" for t in dep_targets for e in ([t.error] if t.error else []) + t.problems]
+            if waiting:
+                raise PermanentError(f"'{self.domain}' depends on '{dep}', which has pending migrations on the same targets:\n  "
+                                     + "\n  ".join(waiting),
+                                     hint=f"run the DAG {dag_id(dep, env.name)} first, then clear this task")
+
+
+def _connector(domain, env, technologies: list[str] | None = None):
+    """A ``Connect`` for ``plan_domain`` and a function closing the clients it opened.
+
+    Technologies outside ``technologies`` are not connected to (their targets are dropped).
+    """
+    from polymigrate.adapters import adapter_class
+    from polymigrate_airflow.connections import build_client
+
+    clients: list[Any] = []
+
+    def connect(region: str, technology: str):
+        if technologies is not None and technology not in technologies:
+            return None
+        client = build_client(technology, env.connection_id(region, technology))
+        clients.append(client)
+        return adapter_class(technology)(client, domain=domain.name, settings=domain.technologies.get(technology))
+
+    def close() -> None:
+        for c in clients:
+            if callable(getattr(c, "close", None)):
+                c.close()
+
+    return connect, close
+
+
+def plan_table(plan) -> str:
+    """The plan as a fixed-width table for the task log."""
+    rows = [("region", "technology", "current", "pending", "first", "last", "notes")]
+    for t in plan.targets:
+        notes = "; ".join(t.problems + ([t.error] if t.error else []))
+        rows.append((t.region, t.technology, t.current_version or "-", str(len(t.steps)),
+                     t.steps[0].script if t.steps else "-", t.steps[-1].script if t.steps else "-", notes or "ok"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r[:-1], widths)) + "  " + r[-1] for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines) + f"\n{plan.pending} migration(s) pending in total"
+
+
+class MigrationOperator(PolymigrateOperator):
+    """Applies one technology's pending migrations in one region through the core executor.
+
+    Idempotent: the executor re-reads the ledger under the target's lock, so a retry or a cleared
+    task applies only what is still pending.
+    """
+
+    ui_color = "#d4f0d4"
+    template_fields = ("domain", "environment", "region", "technology")
+
+    def __init__(self, *, region: str, technology: str, **kwargs):
+        super().__init__(**kwargs)
+        self.region, self.technology = region, technology
+
+    def run(self, context):
+        from polymigrate.executor import migrate
+        from polymigrate_airflow.connections import open_adapter
+
+        params = RunParams.from_context(context)
+        if not params.selects(self.region, self.technology):
+            raise AirflowSkipException(f"{self.region}/{self.technology} is not selected in this run "
+                                       "(params regions / technologies)")
+        if context["ti"].xcom_pull(task_ids="plan") is None:
+            raise AirflowFailException("no plan in this run: the plan task did not succeed; clear it first")
+        project, domain, catalog, env = self.load()
+        sink = self.sink(env)  # before touching the target: a required audit store must be reachable
+        ctx = self.run_context(context, env, self.region)
+        conn_id = env.connection_id(self.region, self.technology)
+        started = time.monotonic()
+        with open_adapter(self.technology, conn_id, domain=domain.name,
+                          settings=domain.technologies.get(self.technology)) as adapter:
+            self.log.info("%s/%s: %s via connection '%s'%s", self.region, self.technology, adapter.target, conn_id,
+                          " (dry run)" if params.dry_run else "")
+            result = migrate(adapter, catalog.applicable(self.technology), ctx, target=params.target_version,
+                             out_of_order=params.allow_out_of_order, dry_run=params.dry_run, sink=sink,
+                             on_progress=lambda n, total, info: self.log.info("[%d/%d] %s %s", n, total,
+                                                                                 "checking" if params.dry_run else "applying", info.script))
+        for a in result.applied:
+            self.log.info("%s %s (%s ms)", a["action"], a["script"], a["ms"])
+        self.log.info("%s/%s: %d applied, %d already applied, now at version %s", self.region, self.technology,
+                      len(result.applied), result.skipped, result.current_version)
+        versions = [a["version"] or a["script"] for a in result.applied]
+        return {"applied": len(versions), "versions": versions[:XCOM_VERSIONS_CAP],
+                "ms": sum(a["ms"] for a in result.applied), "wall_ms": int((time.monotonic() - started) * 1000),
+                "current_version": result.current_version, "dry_run": params.dry_run}
+
+
+class PostgresMigrationOperator(MigrationOperator):
+    """PostgreSQL migrations of one region (connection through ``PostgresHook``)."""
+
+    ui_color = "#cfe3f3"
+
+
+class RedisMigrationOperator(MigrationOperator):
+    """Redis Lua migrations of one region (connection through ``RedisHook``)."""
+
+    ui_color = "#f6d2cc"
+
+
+class VerifyOperator(PolymigrateOperator):
+    """After a region's execute tasks: every ledger matches the catalog up to the target version."""
+
+    ui_color = "#cdeee6"
+    template_fields = ("domain", "environment", "region")
+
+    def __init__(self, *, region: str, technologies: list[str], **kwargs):
+        super().__init__(**kwargs)
+        self.region, self.technologies = region, list(technologies)
+
+    def run(self, context):
+        from polymigrate.errors import PermanentError
+        from polymigrate.reconcile import current_version, reconcile, to_apply, validation_problems
+        from polymigrate_airflow.connections import open_adapter
+
+        params = RunParams.from_context(context)
+        if not params.selects(self.region):
+            raise AirflowSkipException(f"region {self.region} is not selected in this run (param regions)")
+        project, domain, catalog, env = self.load()
+        versions: dict[str, str | None] = {}
+        failures: list[str] = []
+        for tech in [t for t in self.technologies if params.selects(self.region, t)]:
+            conn_id = env.connection_id(self.region, tech)
+            with open_adapter(tech, conn_id, domain=domain.name, settings=domain.technologies.get(tech)) as adapter:
+                infos = reconcile(catalog.applicable(tech), adapter.read_ledger(), target=params.target_version,
+                                  out_of_order=params.allow_out_of_order)
+            versions[tech] = current_version(infos)
+            failures += [f"{tech}: {p}" for p in validation_problems(infos, out_of_order=params.allow_out_of_order)]
+            pending = to_apply(infos)
+            if pending and not params.dry_run:
+                failures.append(f"{tech}: {len(pending)} migration(s) still pending after execute, first {pending[0].script}")
+            self.log.info("%s/%s: version %s, %d pending", self.region, tech, versions[tech], len(pending))
+        if failures:
+            raise PermanentError(f"verification failed in {self.region}:\n  " + "\n  ".join(failures),
+                                 hint="read the execute task's log for this region, fix, then clear the failed task")
+        self.emit(context, "verified", details={"region": self.region, "versions": versions}, region=self.region)
+        return {"region": self.region, "versions": versions}

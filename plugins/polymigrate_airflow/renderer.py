@@ -1,0 +1,74 @@
+"""The one module that turns ``DagBlueprint``s into Airflow DAGs.
+
+Every decision about a DAG's shape was taken in ``polymigrate.blueprint`` (pure, unit-tested); this
+module only maps names to operator classes and wires the dependencies it was given.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from airflow.sdk import DAG, Param, TaskGroup
+
+from polymigrate.blueprint import DagBlueprint, compile_project
+from polymigrate_airflow import operators as _operators
+
+
+def operator_class(name: str, technology: str | None = None) -> type:
+    """The operator class a blueprint names.
+
+    A technology whose operator has not landed yet (MongoDB, Elasticsearch before their adapters)
+    renders as the generic ``MigrationOperator``, which fails at execute time saying so, instead of
+    breaking the parse of every DAG.
+    """
+    if name == "ApproveOperator":
+        from polymigrate_airflow.approval import ApproveOperator
+        return ApproveOperator
+    cls = getattr(_operators, name, None)
+    if cls is None and technology:
+        return _operators.MigrationOperator
+    if cls is None:
+        raise KeyError(f"blueprint names unknown operator {name!r}")
+    return cls
+
+
+def _default_args(bp: DagBlueprint) -> dict:
+    args = dict(bp.default_args)
+    delay = args.pop("retry_delay_seconds", None)
+    if delay is not None:
+        args["retry_delay"] = timedelta(seconds=delay)
+    return args
+
+
+def render(bp: DagBlueprint) -> DAG:
+    """One DAG from its blueprint."""
+    dag = DAG(
+        dag_id=bp.dag_id,
+        description=bp.description,
+        doc_md=bp.doc_md,
+        tags=set(bp.tags),
+        schedule=bp.schedule,
+        start_date=datetime.fromisoformat(bp.start_date).replace(tzinfo=timezone.utc),
+        catchup=False,
+        max_active_runs=bp.max_active_runs,
+        default_args=_default_args(bp),
+        params={name: Param(**spec) for name, spec in bp.params.items()},
+    )
+    with dag:
+        groups = {g.name: TaskGroup(group_id=g.name, tooltip=g.title) for g in bp.groups}
+        tasks = {}
+        for t in bp.tasks:
+            extra = {} if t.retries is None else {"retries": t.retries}
+            cls = operator_class(t.operator, t.arguments.get("technology"))
+            tasks[t.full_id] = cls(task_id=t.task_id, task_group=groups.get(t.group) if t.group else None,
+                                   trigger_rule=t.trigger_rule, **extra, **t.arguments)
+        for t in bp.tasks:
+            for up in t.upstream:
+                tasks[up] >> tasks[t.full_id]
+    return dag
+
+
+def build_dags(specs_root: str | Path) -> dict[str, DAG]:
+    """Every DAG of a spec tree, by dag_id (what ``dags/polymigrate_dags.py`` exposes)."""
+    return {bp.dag_id: render(bp) for bp in compile_project(specs_root)}

@@ -1,0 +1,222 @@
+"""The shape of every DAG, decided by ``polymigrate.blueprint`` without Airflow."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from polymigrate.blueprint import ALL_DONE, NONE_FAILED, compile_project, dag_id
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SPECS = ROOT / "migration_specs"
+
+
+def write(path: pathlib.Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+
+
+@pytest.fixture
+def tree(tmp_path):
+    """A small spec tree: one environment with three regions, two domains."""
+    write(tmp_path / "environments/dev.yaml", """
+        regions: {r1: {}, r2: {}, r3: {}}
+        policy:
+          rollout: {strategy: sequential, halt_on_failure: true}
+          retries: 3
+          retry_delay_seconds: 7
+    """)
+    write(tmp_path / "shop/domain.yaml", """
+        owners: [team@example.com]
+        tags: [pilot]
+        order: [redis, postgresql]
+        technologies: {postgresql: {}, redis: {}}
+    """)
+    write(tmp_path / "shop/postgresql/V1__a.sql", "select 1;")
+    write(tmp_path / "shop/postgresql/V1.10__b.sql", "select 2;")
+    write(tmp_path / "shop/redis/1-x.lua", "return 1")
+    write(tmp_path / "base/domain.yaml", "technologies: {postgresql: {}}\n")
+    write(tmp_path / "base/postgresql/V1__a.sql", "select 1;")
+    return tmp_path
+
+
+def by_id(bps):
+    return {b.dag_id: b for b in bps}
+
+
+def upstream(bp, task):
+    t = bp.task(task)
+    return set(t.upstream), t.trigger_rule
+
+
+def test_every_sample_domain_and_environment_gets_one_dag():
+    from polymigrate.spec import load_project
+
+    project = load_project(SPECS)
+    bps = compile_project(SPECS, project)
+    expected = {dag_id(d.name, e.name) for d in project.domains.values() for e in project.environments_of(d)}
+    assert expected and {b.dag_id for b in bps} == expected
+    assert all(not b.broken for b in bps)
+    assert "migrate__social_commerce__production" in expected
+
+
+def test_sample_schedules_follow_environment_policy():
+    bps = by_id(compile_project(SPECS))
+    assert bps["migrate__social_commerce__staging"].schedule == "0 2 * * *"
+    assert bps["migrate__social_commerce__production"].schedule is None
+    assert bps["migrate__social_commerce__development"].schedule is None
+
+
+def test_healthy_dag_shape(tree):
+    bp = by_id(compile_project(tree))["migrate__shop__dev"]
+    assert [t.full_id for t in bp.tasks] == [
+        "validate", "approve", "plan",
+        "r1.redis", "r1.postgresql", "r1.verify",
+        "r2.redis", "r2.postgresql", "r2.verify",
+        "r3.redis", "r3.postgresql", "r3.verify",
+    ]
+    assert upstream(bp, "approve")[0] == {"validate"}
+    assert upstream(bp, "plan")[0] == {"approve"}
+    # domain order: redis before postgresql inside each region, then verify
+    assert upstream(bp, "r1.postgresql")[0] == {"r1.redis"}
+    assert upstream(bp, "r1.verify")[0] == {"r1.postgresql"}
+    assert bp.task("r2.postgresql").operator == "PostgresMigrationOperator"
+    assert bp.task("r2.redis").operator == "RedisMigrationOperator"
+    assert bp.task("r2.redis").arguments == {"specs_root": str(tree.resolve()), "domain": "shop",
+                                             "environment": "dev", "region": "r2", "technology": "redis"}
+    assert bp.task("r2.verify").arguments["technologies"] == ["redis", "postgresql"]
+    assert [g.name for g in bp.groups] == ["r1", "r2", "r3"]
+    assert bp.max_active_runs == 1
+    assert bp.owners == ("team@example.com",)
+    assert {"polymigrate", "domain:shop", "env:dev", "pilot", "redis", "postgresql"} <= set(bp.tags)
+    assert bp.default_args == {"owner": "team@example.com", "retries": 3, "retry_delay_seconds": 7,
+                               "retry_exponential_backoff": True}
+    assert bp.task("validate").retries == 0 and bp.task("approve").retries == 0
+
+
+def test_params_offer_every_region_and_technology(tree):
+    bp = by_id(compile_project(tree))["migrate__shop__dev"]
+    assert set(bp.params) == {"dry_run", "target_version", "regions", "technologies", "allow_out_of_order"}
+    assert bp.params["regions"]["default"] == ["r1", "r2", "r3"]
+    assert bp.params["regions"]["items"]["enum"] == ["r1", "r2", "r3"]
+    assert bp.params["technologies"]["default"] == ["redis", "postgresql"]
+    assert bp.params["dry_run"]["default"] is False
+
+
+def test_sequential_rollout_chains_regions_and_halts(tree):
+    bp = by_id(compile_project(tree))["migrate__shop__dev"]
+    assert upstream(bp, "r1.redis") == ({"plan"}, NONE_FAILED)
+    assert upstream(bp, "r2.redis") == ({"r1.verify"}, NONE_FAILED)
+    assert upstream(bp, "r3.redis") == ({"r2.verify"}, NONE_FAILED)
+    assert bp.rollout == {"strategy": "sequential", "halt_on_failure": True, "order": ["r1", "r2", "r3"]}
+
+
+def test_sequential_without_halt_continues_after_a_failed_region(tree):
+    write(tree / "shop/domain.yaml", """
+        technologies: {postgresql: {}}
+        rollout: {strategy: sequential, halt_on_failure: false}
+    """)
+    bp = by_id(compile_project(tree))["migrate__shop__dev"]
+    assert upstream(bp, "r2.postgresql") == ({"r1.verify"}, ALL_DONE)
+    assert upstream(bp, "r1.postgresql") == ({"plan"}, NONE_FAILED)
+
+
+def test_parallel_rollout_starts_every_region_after_plan(tree):
+    write(tree / "shop/domain.yaml", "technologies: {postgresql: {}}\nrollout: {strategy: parallel}\n")
+    bp = by_id(compile_project(tree))["migrate__shop__dev"]
+    for r in ("r1", "r2", "r3"):
+        assert upstream(bp, f"{r}.postgresql") == ({"plan"}, NONE_FAILED)
+
+
+def test_canary_rollout_runs_the_canary_first_then_the_rest_in_parallel(tree):
+    write(tree / "shop/domain.yaml", "technologies: {postgresql: {}}\nrollout: {strategy: canary, canary_region: r2}\n")
+    bp = by_id(compile_project(tree))["migrate__shop__dev"]
+    assert upstream(bp, "r2.postgresql")[0] == {"plan"}
+    assert upstream(bp, "r1.postgresql")[0] == {"r2.verify"}
+    assert upstream(bp, "r3.postgresql")[0] == {"r2.verify"}
+    assert bp.rollout["order"] == ["r2", "r1", "r3"]
+
+
+def test_domain_region_subset_and_environment_subset(tree):
+    write(tree / "environments/prod.yaml", "regions: {r1: {}, r2: {}}\n")
+    write(tree / "shop/domain.yaml", "technologies: {postgresql: {}}\nregions: [r2]\nenvironments: [dev]\n")
+    bps = by_id(compile_project(tree))
+    assert "migrate__shop__prod" not in bps
+    assert [g.name for g in bps["migrate__shop__dev"].groups] == ["r2"]
+    assert "migrate__base__prod" in bps
+
+
+def test_doc_describes_domain_regions_files_and_approval(tree):
+    write(tree / "environments/prod.yaml", """
+        regions: {r1: {}}
+        policy: {approvals: {required: 2, roles: [dba]}}
+    """)
+    bps = by_id(compile_project(tree))
+    doc = bps["migrate__shop__dev"].doc_md
+    assert "| postgresql | 2 | 1.10 |" in doc and "| redis | 1 | 1 |" in doc
+    assert "R1, R2, R3" in doc and "Approval is automatic" in doc
+    prod = bps["migrate__shop__prod"].doc_md
+    assert "Needs 2 approval(s) by dba" in prod and "Required Actions" in prod
+
+
+def test_broken_domain_gets_a_validate_only_dag_naming_its_problems_and_others_stay(tree):
+    write(tree / "shop/domain.yaml", "technologies: {postgresql: {}}\naprovals: 2\n")
+    bps = by_id(compile_project(tree))
+    broken = bps["migrate__shop__dev"]
+    assert broken.broken
+    assert [t.full_id for t in broken.tasks] == ["validate"]
+    assert broken.task("validate").operator == "ValidateOperator"
+    assert any("domain.yaml:2" in p and "aprovals" in p for p in broken.problems), broken.problems
+    assert "aprovals" in broken.doc_md and "broken" in broken.tags
+    assert not bps["migrate__base__dev"].broken
+    assert len(bps["migrate__base__dev"].tasks) > 3
+
+
+def test_broken_environment_file_yields_broken_dags_for_that_environment(tree):
+    write(tree / "environments/prod.yaml", "regions: {r1: {}}\npolicy: {rollout: {strategy: sideways}}\n")
+    bps = by_id(compile_project(tree))
+    assert bps["migrate__base__prod"].broken
+    assert any("prod.yaml" in p and "strategy" in p for p in bps["migrate__base__prod"].problems)
+    assert not bps["migrate__base__dev"].broken
+
+
+def test_blueprints_are_plain_json(tree):
+    for bp in compile_project(tree):
+        json.dumps(dataclasses.asdict(bp))
+
+
+def test_compiling_never_opens_a_migration_file(tree, monkeypatch):
+    opened = []
+    real_read_text, real_read_bytes = pathlib.Path.read_text, pathlib.Path.read_bytes
+
+    def spy_text(self, *a, **kw):
+        opened.append(self.suffix)
+        return real_read_text(self, *a, **kw)
+
+    def spy_bytes(self, *a, **kw):
+        opened.append(self.suffix)
+        return real_read_bytes(self, *a, **kw)
+
+    monkeypatch.setattr(pathlib.Path, "read_text", spy_text)
+    monkeypatch.setattr(pathlib.Path, "read_bytes", spy_bytes)
+    assert compile_project(tree)
+    assert opened and set(opened) <= {".yaml", ".yml"}
+
+
+def test_blueprint_module_does_not_import_airflow():
+    code = ("import sys; from polymigrate.blueprint import compile_project; "
+            f"compile_project({str(SPECS)!r}); print('airflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_dag_id_is_safe_for_airflow():
+    assert dag_id("social-commerce", "production") == "migrate__social_commerce__production"
+    assert dag_id("Bad Name!", "dev") == "migrate__Bad_Name___dev"
