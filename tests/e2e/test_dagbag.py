@@ -1,0 +1,81 @@
+"""The DAG file as Airflow's DagBag sees it: every sample DAG loads with no connection configured;
+a broken domain fails loudly in its own DAG while the others still load."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = ROOT / "migration_specs"
+
+
+def dagbag(monkeypatch, specs: Path):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("POLYMIGRATE_SPECS", str(specs))
+    return DagBag(dag_folder=str(ROOT / "dags" / "polymigrate_dags.py"))
+
+
+def test_every_sample_dag_loads_without_connections(monkeypatch):
+    from polymigrate.blueprint import compile_project
+
+    bag = dagbag(monkeypatch, SPECS)
+    assert bag.import_errors == {}
+    expected = {b.dag_id for b in compile_project(SPECS)}
+    assert set(bag.dags) == expected
+    dag = bag.dags["migrate__social_commerce__production"]
+    assert dag.max_active_runs == 1
+    assert dag.schedule is None  # production: manual only
+    assert set(dag.params.keys()) == {"dry_run", "target_version", "regions", "technologies", "allow_out_of_order"}
+    assert dag.params.get_param("regions").value == ["western_europe", "eastern_europe", "north_africa", "sub_saharan_africa"]
+    assert {"polymigrate", "env:production", "domain:social-commerce"} <= set(dag.tags)
+    assert "social-commerce in production" in dag.doc_md
+    assert "team-social@example.com" in dag.owner
+    assert type(dag.get_task("plan")).__name__ == "PlanOperator"
+    assert type(dag.get_task("approve")).__name__ == "ApproveOperator"
+    assert type(dag.get_task("western_europe.postgresql")).__name__ == "PostgresMigrationOperator"
+    assert dag.get_task("eastern_europe.postgresql").upstream_task_ids == {"western_europe.verify"}
+    assert bag.dags["migrate__social_commerce__staging"].schedule == "0 2 * * *"  # nightly rehearsal
+
+
+def test_broken_domain_is_its_own_failing_dag_while_the_others_load(monkeypatch, tmp_path):
+    specs = tmp_path / "specs"
+    shutil.copytree(SPECS, specs)
+    domain_yaml = specs / "social-commerce" / "domain.yaml"
+    domain_yaml.write_text(domain_yaml.read_text() + "rollout: {strategy: sideways}\n")
+    (specs / "common" / "postgresql" / "V3_bad-name.sql").write_text("select 1;")
+
+    bag = dagbag(monkeypatch, specs)
+    assert bag.import_errors == {}
+    healthy = {d for d in bag.dags if d.startswith(("migrate__warehousing__", "migrate__courier_services__"))}
+    assert len(healthy) == 8 and all(len(bag.dags[d].tasks) > 3 for d in healthy)
+    # a domain depending on the broken one is broken too, saying why
+    assert "social-commerce" in bag.dags["migrate__centralized_dashboard__production"].doc_md
+    broken = bag.dags["migrate__social_commerce__development"]
+    assert [t.task_id for t in broken.tasks] == ["validate"]
+    assert "broken" in broken.tags
+    line = len(domain_yaml.read_text().splitlines())
+    assert f"domain.yaml:{line}" in broken.doc_md and "strategy" in broken.doc_md
+    # a bad migration file name is found by validate at run time (parse time reads no migration file)
+    assert len(bag.dags["migrate__common__development"].tasks) > 3
+
+
+def test_broken_dag_validate_task_fails_naming_every_problem(monkeypatch, tmp_path, airflow_db):
+    from airflow.sdk.exceptions import AirflowFailException
+    from polymigrate_airflow.renderer import build_dags
+
+    specs = tmp_path / "specs"
+    shutil.copytree(SPECS, specs)
+    domain_yaml = specs / "social-commerce" / "domain.yaml"
+    domain_yaml.write_text(domain_yaml.read_text() + "aprovals: 2\nrollout: {strategy: sideways}\n")
+    dag = build_dags(specs)["migrate__social_commerce__development"]
+    task = dag.get_task("validate")
+    with pytest.raises(AirflowFailException) as err:
+        task.execute(context={"ti": None, "params": {}})
+    text = str(err.value)
+    n = len(domain_yaml.read_text().splitlines())
+    assert f"domain.yaml:{n - 1}: unknown key 'aprovals'" in text
+    assert f"domain.yaml:{n}" in text and "strategy" in text
