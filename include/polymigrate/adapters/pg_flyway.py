@@ -1,0 +1,76 @@
+"""Adopt a Flyway-managed database: copy its ``flyway_schema_history`` into polymigrate's ledger.
+
+Rows keep their rank, version, description, script, checksum, author and timestamps, so the next
+``migrate`` sees every Flyway migration as applied (the catalog's checksum is Flyway's CRC32) and
+runs only what is new. Flyway's own markers map onto statuses: ``BASELINE`` rows become baselines,
+a failed row becomes ``failed`` (resumed or repaired like ours), ``DELETE`` rows (Flyway repair)
+and ``UNDO_*`` rows mark the versions they name deleted or undone.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import psycopg
+from psycopg import sql
+
+from polymigrate.adapters.pg_errors import classify
+from polymigrate.errors import PermanentError
+from polymigrate.ledger import RunContext, Status
+
+if TYPE_CHECKING:
+    from polymigrate.adapters.postgres import PostgresAdapter
+
+_FLYWAY_COLUMNS = ("installed_rank", "version", "description", "type", "script", "checksum", "installed_by",
+                   "installed_on", "execution_time", "success")
+
+
+def import_history(adapter: "PostgresAdapter", ctx: RunContext, *, schema: str, table: str) -> int:
+    """See ``PostgresAdapter.import_flyway``."""
+    source = f"{schema}.{table}"
+    conn = adapter.conn
+    existing = adapter.read_ledger()
+    try:
+        if conn.execute("SELECT to_regclass(%s)", (sql.Identifier(schema, table).as_string(conn),)).fetchone()[0] is None:
+            raise PermanentError(f"no Flyway history table {source} in {adapter.target}",
+                                 hint="pass the schema/table Flyway used (flyway.defaultSchema / flyway.table)")
+        rows = conn.execute(sql.SQL("SELECT {} FROM {} ORDER BY installed_rank").format(
+            sql.SQL(", ").join(map(sql.Identifier, _FLYWAY_COLUMNS)), sql.Identifier(schema, table))).fetchall()
+    except psycopg.Error as exc:
+        raise classify(exc, file=source, what="cannot read the Flyway history") from exc
+    imported = {e.installed_rank for e in existing if e.progress.get("imported_from") == source}
+    if existing and {r[0] for r in rows} <= imported:
+        return 0  # already imported
+    if any(e.status is not Status.DELETED for e in existing):
+        raise PermanentError(f"the ledger of {adapter.domain} already has {len(existing)} row(s); "
+                             f"importing {source} would mix two histories", file=adapter.ledger.qualified,
+                             hint="import into a fresh ledger (set a different `ledger:` table), or drop the "
+                                  "polymigrate rows of this domain first")
+    values: list[dict] = []
+    for r in rows:
+        d = dict(zip(_FLYWAY_COLUMNS, r))
+        kind = (d["type"] or "").upper()
+        status = Status.SUCCESS if d["success"] else Status.FAILED
+        if kind == "BASELINE":
+            status = Status.BASELINE
+        elif kind == "DELETE" or (kind.startswith("UNDO") and d["success"]):
+            _mark_previous(values, d["version"], d["description"], Status.DELETED if kind == "DELETE" else Status.UNDONE)
+            status = Status.DELETED if kind == "DELETE" else Status.SUCCESS
+        values.append({**d, "status": status, "domain": adapter.domain, "run_id": ctx.run_id,
+                       "environment": ctx.environment, "region": ctx.region,
+                       "progress": {"imported_from": source}})
+    try:
+        with conn.transaction():
+            for v in values:
+                adapter.ledger.insert_raw(conn, v)
+    except psycopg.Error as exc:
+        raise classify(exc, file=source, what="cannot import the Flyway history") from exc
+    return len(values)
+
+
+def _mark_previous(values: list[dict], version: str | None, description: str, status: Status) -> None:
+    for v in reversed(values):
+        same = v["version"] == version if version is not None else (v["version"] is None and v["description"] == description)
+        if same and not v["type"].upper().startswith(("UNDO", "DELETE")) and v["status"] is not Status.DELETED:
+            v["status"] = status
+            return

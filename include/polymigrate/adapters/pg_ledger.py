@@ -1,0 +1,175 @@
+"""The PostgreSQL ledger table: a superset of Flyway's ``flyway_schema_history``.
+
+Flyway's columns keep their names, types and meaning, so a Flyway history imports row for row and
+tools reading Flyway's table read ours; polymigrate adds status, progress, domain and run context.
+Rows are scoped by ``domain`` so several domains can share one database and one ledger table.
+Every identifier goes through ``psycopg.sql.Identifier``; every value is a bound parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from polymigrate.catalog import Migration
+from polymigrate.ledger import LedgerEntry, RunContext, Status
+
+DEFAULT_SCHEMA = "polymigrate"
+DEFAULT_TABLE = "schema_history"
+
+_COLUMNS = ("installed_rank", "version", "description", "type", "script", "checksum", "installed_by",
+            "installed_on", "execution_time", "success", "status", "domain", "sha256", "run_id",
+            "environment", "region", "plan_hash", "progress")
+# Flyway's own column widths: values are cut to fit rather than failing a migration that already ran
+_WIDTH = {"version": 50, "description": 200, "type": 20, "script": 1000, "installed_by": 100}
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS {table} (
+    installed_rank integer NOT NULL,
+    version varchar(50),
+    description varchar(200) NOT NULL,
+    type varchar(20) NOT NULL,
+    script varchar(1000) NOT NULL,
+    checksum integer,
+    installed_by varchar(100) NOT NULL,
+    installed_on timestamp NOT NULL DEFAULT now(),
+    execution_time integer NOT NULL,
+    success boolean NOT NULL,
+    status text NOT NULL DEFAULT 'success',
+    domain text NOT NULL DEFAULT '',
+    sha256 text,
+    run_id text,
+    environment text,
+    region text,
+    plan_hash text,
+    progress jsonb NOT NULL DEFAULT '{{}}'::jsonb,
+    PRIMARY KEY (domain, installed_rank)
+)"""
+
+_LOCK_DDL = """
+CREATE TABLE IF NOT EXISTS {table} (
+    lock_key bigint PRIMARY KEY,
+    owner text NOT NULL,
+    pid integer NOT NULL,
+    since timestamptz NOT NULL DEFAULT now()
+)"""
+
+
+def parse_ledger_name(name: str | None) -> tuple[str, str]:
+    """``schema.table`` or ``table`` (in the ``polymigrate`` schema) → (schema, table)."""
+    if not name:
+        return DEFAULT_SCHEMA, DEFAULT_TABLE
+    schema, dot, table = name.rpartition(".")
+    return (schema if dot else DEFAULT_SCHEMA), table
+
+
+def _cut(column: str, value: Any) -> Any:
+    width = _WIDTH.get(column)
+    return value[:width] if width and isinstance(value, str) else value
+
+
+@dataclass
+class LedgerTable:
+    """SQL for one ledger table; the adapter supplies the connection."""
+
+    schema: str
+    table: str
+
+    @property
+    def ident(self) -> sql.Composable:
+        return sql.Identifier(self.schema, self.table)
+
+    @property
+    def lock_ident(self) -> sql.Composable:
+        return sql.Identifier(self.schema, self.table + "_lock")
+
+    @property
+    def qualified(self) -> str:
+        return f"{self.schema}.{self.table}"
+
+    def exists(self, conn: psycopg.Connection) -> bool:
+        name = sql.Identifier(self.schema, self.table).as_string(conn)
+        lock = self.lock_ident.as_string(conn)
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL", (name, lock)).fetchone()
+        return bool(row and row[0])
+
+    def create(self, conn: psycopg.Connection, guard_key: int) -> None:
+        """Create schema and tables; a transaction-scoped advisory lock serialises concurrent first runs
+        (two ``CREATE TABLE IF NOT EXISTS`` racing can otherwise fail on pg_type's unique index)."""
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (guard_key,))
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+            conn.execute(sql.SQL(_DDL).format(table=self.ident))
+            conn.execute(sql.SQL(_LOCK_DDL).format(table=self.lock_ident))
+
+    def select(self, conn: psycopg.Connection, domain: str) -> list[LedgerEntry]:
+        q = sql.SQL("SELECT {cols} FROM {t} WHERE domain = %s ORDER BY installed_rank").format(
+            cols=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)), t=self.ident)
+        return [row_to_entry(r) for r in conn.execute(q, (domain,)).fetchall()]
+
+    def insert(self, conn: psycopg.Connection, values: dict[str, Any]) -> int:
+        """Insert one row at the next rank of its domain; returns the rank.
+
+        The rank is computed in the same statement, and runs hold the migration lock, so ranks
+        stay dense per domain. Prepared: it runs once per file on the hot path.
+        """
+        cols = [c for c in _COLUMNS if c in values and c != "installed_rank"]
+        q = sql.SQL("INSERT INTO {t} (installed_rank, {cols}) SELECT coalesce(max(installed_rank), 0) + 1, {vals} "
+                    "FROM {t} WHERE domain = %(domain)s RETURNING installed_rank").format(
+            t=self.ident, cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+            vals=sql.SQL(", ").join(sql.Placeholder(c) for c in cols))
+        params = {c: _param(c, values[c]) for c in cols}
+        row = conn.execute(q, params, prepare=True).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def insert_raw(self, conn: psycopg.Connection, values: dict[str, Any]) -> None:
+        """Insert a row keeping its rank (Flyway import)."""
+        cols = [c for c in _COLUMNS if c in values]
+        q = sql.SQL("INSERT INTO {t} ({cols}) VALUES ({vals})").format(
+            t=self.ident, cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+            vals=sql.SQL(", ").join(sql.Placeholder(c) for c in cols))
+        conn.execute(q, {c: _param(c, values[c]) for c in cols})
+
+    def update(self, conn: psycopg.Connection, domain: str, rank: int, values: dict[str, Any]) -> None:
+        q = sql.SQL("UPDATE {t} SET {sets} WHERE domain = %(domain_)s AND installed_rank = %(rank_)s").format(
+            t=self.ident, sets=sql.SQL(", ").join(
+                sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c)) for c in values))
+        conn.execute(q, {**{c: _param(c, v) for c, v in values.items()}, "domain_": domain, "rank_": rank},
+                     prepare=True)
+
+
+def _param(column: str, value: Any) -> Any:
+    if column == "progress":
+        return psycopg.types.json.Jsonb(value or {})
+    if column == "status" and isinstance(value, Status):
+        return value.value
+    return _cut(column, value)
+
+
+def row_to_entry(row: tuple) -> LedgerEntry:
+    d = dict(zip(_COLUMNS, row))
+    progress = d["progress"]
+    if isinstance(progress, str):
+        progress = json.loads(progress)
+    d["progress"] = progress or {}
+    d["status"] = Status(d["status"])
+    return LedgerEntry(**d)
+
+
+def row_values(migration: Migration, ctx: RunContext, *, status: Status, execution_time: int = 0,
+               progress: dict | None = None, plan_hash: str | None = None) -> dict[str, Any]:
+    """The ledger columns for one migration run by ``ctx``."""
+    return {
+        "version": str(migration.version) if migration.version is not None else None,
+        "description": migration.description, "type": migration.ledger_type, "script": migration.script,
+        "checksum": migration.checksum, "installed_by": ctx.actor or "unknown",
+        "execution_time": execution_time, "success": status in (Status.SUCCESS, Status.BASELINE),
+        "status": status, "domain": ctx.domain, "sha256": migration.sha256, "run_id": ctx.run_id,
+        "environment": ctx.environment, "region": ctx.region, "plan_hash": plan_hash,
+        "progress": progress or {},
+    }
