@@ -48,8 +48,9 @@ class AdapterKit:
 
 
 def ctx(**kw) -> RunContext:
-    return RunContext(domain="conformance", environment="testing", region="r1", actor="tester@host",
-                      run_id="run-1", lock_wait_seconds=kw.pop("lock_wait_seconds", 5), **kw)
+    values = dict(domain="conformance", environment="testing", region="r1", actor="tester@host",
+                  run_id="run-1", lock_wait_seconds=5)
+    return RunContext(**{**values, **kw})
 
 
 class AdapterConformance:
