@@ -1,0 +1,330 @@
+"""Turn a stream of audit events into what people ask about: runs, and the current state matrix.
+
+Pure functions over ``AuditRecord`` lists (chain order), shared by the reports and the UI page.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable
+
+from polymigrate.audit.links import run_url
+from polymigrate.audit.store import AuditRecord
+from polymigrate.events import AuditEvent
+from polymigrate.versions import Version
+
+NO_RUN = "(no run id)"
+
+
+@dataclass
+class MigrationOutcome:
+    """One migration of one run on one target, across its attempts."""
+
+    region: str | None
+    technology: str | None
+    version: str | None
+    script: str | None
+    checksum: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    duration_ms: int | None = None
+    outcome: str = "started"  # started | succeeded | failed | skipped
+    error: str | None = None
+    attempts: int = 0
+
+    @property
+    def label(self) -> str:
+        return self.script or (f"V{self.version}" if self.version else "?")
+
+
+@dataclass
+class RunSummary:
+    """Everything a reviewer asks about one run: who, what, where, when, and how it ended."""
+
+    run_id: str
+    domain: str
+    environment: str
+    dag_id: str | None = None
+    run_url: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    triggered_by: str | None = None
+    approvers: list[str] = field(default_factory=list)
+    rejected_by: list[str] = field(default_factory=list)
+    overridden_by: list[str] = field(default_factory=list)
+    plan_hash: str | None = None
+    migrations: list[MigrationOutcome] = field(default_factory=list)
+    verified_regions: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+
+    @property
+    def regions(self) -> list[str]:
+        seen = {m.region for m in self.migrations if m.region} | set(self.verified_regions)
+        return sorted(seen)
+
+    @property
+    def duration_ms(self) -> int | None:
+        if self.started_at and self.finished_at:
+            return int((self.finished_at - self.started_at).total_seconds() * 1000)
+        return None
+
+    @property
+    def outcome(self) -> str:
+        return _outcome(self.kinds, self.migrations, bool(self.verified_regions))
+
+    def region_outcome(self, region: str) -> str:
+        """How the run ended in one region (the matrix shows this)."""
+        migs = [m for m in self.migrations if m.region == region]
+        return _outcome(self.kinds if not migs else [k for k in self.kinds if k != "verified"], migs,
+                        region in self.verified_regions)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id, "dag_id": self.dag_id, "domain": self.domain, "environment": self.environment,
+            "run_url": self.run_url, "outcome": self.outcome, "triggered_by": self.triggered_by,
+            "approved_by": self.approvers, "rejected_by": self.rejected_by, "overridden_by": self.overridden_by,
+            "plan_hash": self.plan_hash, "regions": self.regions, "verified_regions": self.verified_regions,
+            "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at), "duration_ms": self.duration_ms,
+            "notes": self.notes,
+            "migrations": [{"region": m.region, "technology": m.technology, "version": m.version, "script": m.script,
+                            "checksum": m.checksum, "outcome": m.outcome, "duration_ms": m.duration_ms,
+                            "attempts": m.attempts, "error": m.error, "started_at": _iso(m.started_at),
+                            "finished_at": _iso(m.finished_at)} for m in self.migrations],
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _outcome(kinds: list[str], migrations: list[MigrationOutcome], verified: bool) -> str:
+    if "refused" in kinds:
+        return "refused by policy"
+    if any(m.outcome == "failed" for m in migrations):
+        return "failed"
+    if "rejected" in kinds and not migrations:
+        return "rejected"
+    if any(m.outcome == "started" for m in migrations):
+        return "in progress"
+    if verified or (migrations and all(m.outcome in ("succeeded", "skipped") for m in migrations)):
+        return "succeeded"
+    if "approval_requested" in kinds and not ({"approved", "overridden"} & set(kinds)):
+        return "awaiting approval"
+    if "planned" in kinds:
+        return "planned, nothing applied"
+    return "recorded"
+
+
+def _run_key(e: AuditEvent) -> tuple[str, str, str]:
+    return (e.run_id or NO_RUN, e.domain, e.environment)
+
+
+def summarize_runs(records: Iterable[AuditRecord]) -> list[RunSummary]:
+    """One summary per (run id, domain, environment), oldest run first."""
+    runs: dict[tuple[str, str, str], RunSummary] = {}
+    first_actor: dict[tuple[str, str, str], str | None] = {}
+    migrations: dict[tuple, MigrationOutcome] = {}
+    for rec in records:
+        e = rec.event
+        key = _run_key(e)
+        run = runs.get(key)
+        if run is None:
+            run = runs[key] = RunSummary(key[0], e.domain, e.environment)
+            # Airflow tasks record the triggering user as the actor of every step, so the first
+            # event names the triggerer unless a 'triggered' event says otherwise.
+            first_actor[key] = e.actor or None
+        run.kinds.append(e.kind)
+        run.dag_id = run.dag_id or e.dag_id
+        run.run_url = run.run_url or e.details.get("run_url") or run_url(e.dag_id, e.run_id)
+        run.started_at = min(filter(None, (run.started_at, e.at)))
+        run.finished_at = max(filter(None, (run.finished_at, e.at)))
+        run.plan_hash = e.details.get("plan_hash") or (e.details.get("hash") if e.kind == "planned" else None) \
+            or run.plan_hash
+        # Any step may carry who triggered (Airflow knows it from the run); 'triggered' is authoritative.
+        if e.kind == "triggered":
+            run.triggered_by = e.details.get("triggered_by") or e.actor
+        elif run.triggered_by is None and e.details.get("triggered_by"):
+            run.triggered_by = e.details["triggered_by"]
+        if e.kind == "approved":
+            who = _decider(e)
+            if who not in run.approvers:
+                run.approvers.append(who)
+        elif e.kind == "rejected":
+            run.rejected_by.append(_decider(e))
+            run.notes.append(f"rejected by {_decider(e)}" + (f": {e.details['reason']}" if e.details.get("reason") else ""))
+        elif e.kind == "overridden":
+            run.overridden_by.append(_decider(e))
+            run.notes.append(f"approval overridden by {_decider(e)}"
+                             + (f": {e.details['reason']}" if e.details.get("reason") else ""))
+        elif e.kind == "refused":
+            run.notes.append("refused by policy: " + str(e.details.get("reason") or e.details.get("error") or ""))
+        elif e.kind == "task_retried":
+            who = e.details.get("cleared_by")
+            run.notes.append(f"task {e.task_id or '?'} retried (try {e.try_number})" + (f", cleared by {who}" if who else ""))
+        elif e.kind == "verified" and e.region and e.region not in run.verified_regions:
+            run.verified_regions.append(e.region)
+        elif e.kind.startswith("migration_"):
+            mkey = key + (e.region, e.technology, e.script or e.version)
+            m = migrations.get(mkey)
+            if m is None:
+                m = migrations[mkey] = MigrationOutcome(e.region, e.technology, e.version, e.script, e.checksum)
+                run.migrations.append(m)
+            _advance(m, e)
+    for key, run in runs.items():
+        run.triggered_by = run.triggered_by or first_actor.get(key)
+    return sorted(runs.values(), key=lambda r: (r.started_at or datetime.min, r.run_id))
+
+
+def _decider(e: AuditEvent) -> str:
+    """Who approved or rejected: the responding user (``details.by``) when the step records one,
+    'automatically' when policy needed nobody, else the event's actor."""
+    if e.details.get("automatic"):
+        reason = e.details.get("reason")
+        return "automatically by policy" + (f" ({reason})" if reason else "")
+    return str(e.details.get("by") or e.actor)
+
+
+def _advance(m: MigrationOutcome, e: AuditEvent) -> None:
+    if e.kind == "migration_started":
+        m.attempts += 1
+        m.outcome, m.error = "started", None
+        m.started_at = e.at
+    elif e.kind == "migration_succeeded":
+        m.outcome, m.finished_at = "succeeded", e.at
+        m.duration_ms = e.duration_ms if e.duration_ms is not None else _elapsed(m.started_at, e.at)
+        m.attempts = max(m.attempts, 1)
+    elif e.kind == "migration_failed":
+        m.outcome, m.finished_at = "failed", e.at
+        m.duration_ms = e.duration_ms if e.duration_ms is not None else _elapsed(m.started_at, e.at)
+        m.error = str(e.details.get("error") or "")
+        m.attempts = max(m.attempts, 1)
+    elif e.kind == "migration_skipped":
+        m.outcome = "skipped"
+
+
+def _elapsed(start: datetime | None, end: datetime) -> int | None:
+    return int((end - start).total_seconds() * 1000) if start else None
+
+
+# -- the matrix: domain × environment × region, current version per technology ----------------------
+
+@dataclass
+class Cell:
+    """One technology of one (domain, environment, region): what is applied and what is pending."""
+
+    version: str | None = None
+    pending: int | None = None
+    at: datetime | None = None
+
+
+@dataclass
+class MatrixRow:
+    domain: str
+    environment: str
+    region: str
+    cells: dict[str, Cell] = field(default_factory=dict)
+    last_run_id: str | None = None
+    last_run_outcome: str | None = None
+    last_run_url: str | None = None
+    last_run_at: datetime | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"domain": self.domain, "environment": self.environment, "region": self.region,
+                "technologies": {t: {"version": c.version, "pending": c.pending, "at": _iso(c.at)}
+                                 for t, c in sorted(self.cells.items())},
+                "last_run": {"run_id": self.last_run_id, "outcome": self.last_run_outcome,
+                             "url": self.last_run_url, "at": _iso(self.last_run_at)}}
+
+
+# Only these kinds change what the matrix shows; the UI asks the store for just these.
+MATRIX_KINDS = ("planned", "migration_started", "migration_succeeded", "migration_failed", "baselined", "undone",
+                "verified", "refused", "rejected", "approval_requested", "approved", "triggered")
+
+
+def _version_key(v: str) -> Version | None:
+    try:
+        return Version(v)
+    except ValueError:
+        return None
+
+
+def _plan_pending(e: AuditEvent) -> dict[tuple[str, str], int]:
+    """Pending counts per (region, technology) from a 'planned' event, in any of the shapes emitted:
+    a per-target event (``details.pending``), ``Plan.summary()`` (``targets: {"region/tech": n}``) or
+    ``Plan.to_dict()`` (``targets: [{region, technology, steps}]``)."""
+    d = e.details
+    out: dict[tuple[str, str], int] = {}
+    targets = d.get("targets")
+    if isinstance(targets, dict):
+        for name, n in targets.items():
+            region, _, tech = str(name).partition("/")
+            if isinstance(n, int):
+                out[(region, tech)] = n
+    elif isinstance(targets, list):
+        for t in targets:
+            if isinstance(t, dict) and t.get("region") and t.get("technology"):
+                n = t.get("pending", len(t.get("steps") or []))
+                out[(t["region"], t["technology"])] = int(n)
+    elif e.region and e.technology and isinstance(d.get("pending"), int):
+        out[(e.region, e.technology)] = d["pending"]
+    return out
+
+
+def build_matrix(records: Iterable[AuditRecord]) -> tuple[list[str], list[MatrixRow]]:
+    """(technologies seen, one row per domain × environment × region) from the events, in chain order.
+
+    The current version of a target is the highest version applied (succeeded or baselined) and not
+    undone since; pending is the latest plan's count minus what succeeded after it.
+    """
+    records = list(records)
+    applied: dict[tuple, dict[str, Version]] = {}
+    latest_at: dict[tuple, datetime] = {}
+    pending: dict[tuple, int] = {}
+    rows: dict[tuple[str, str, str], MatrixRow] = {}
+    technologies: set[str] = set()
+
+    def row_for(domain: str, env: str, region: str) -> MatrixRow:
+        return rows.setdefault((domain, env, region), MatrixRow(domain, env, region))
+
+    for rec in records:
+        e = rec.event
+        if e.kind == "planned":
+            for (region, tech), n in _plan_pending(e).items():
+                pending[(e.domain, e.environment, region, tech)] = n
+                technologies.add(tech)
+                row_for(e.domain, e.environment, region)
+            continue
+        if not (e.region and e.technology):
+            continue
+        target = (e.domain, e.environment, e.region, e.technology)
+        technologies.add(e.technology)
+        row_for(e.domain, e.environment, e.region)
+        key = _version_key(e.version) if e.version else None
+        if e.kind in ("migration_succeeded", "baselined") and key is not None:
+            applied.setdefault(target, {})[str(key)] = key
+        elif e.kind == "undone" and key is not None:
+            applied.setdefault(target, {}).pop(str(key), None)
+        if e.kind in ("migration_succeeded", "baselined", "undone"):
+            latest_at[target] = e.at
+            if e.kind == "migration_succeeded" and target in pending:
+                pending[target] = max(0, pending[target] - 1)
+
+    for (domain, env, region, tech) in set(applied) | set(pending):
+        target = (domain, env, region, tech)
+        versions = applied.get(target) or {}
+        current = max(versions.values()) if versions else None
+        row_for(domain, env, region).cells[tech] = Cell(str(current) if current else None, pending.get(target),
+                                                         latest_at.get(target))
+
+    for run in summarize_runs(records):
+        for row in rows.values():
+            if (row.domain, row.environment) != (run.domain, run.environment):
+                continue
+            touched = row.region in run.regions or (not run.regions and run.run_id != NO_RUN)
+            if touched and (row.last_run_at is None or (run.finished_at and run.finished_at >= row.last_run_at)):
+                row.last_run_id, row.last_run_url, row.last_run_at = run.run_id, run.run_url, run.finished_at
+                row.last_run_outcome = run.region_outcome(row.region) if row.region in run.regions else run.outcome
+    ordered = sorted(rows.values(), key=lambda r: (r.domain, r.environment, r.region))
+    return sorted(technologies), ordered
