@@ -22,10 +22,12 @@ import enum
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from polymigrate.checksums import flyway_checksum, sha256
 from polymigrate.errors import Problem, SpecError
+from polymigrate.spec import formats
 from polymigrate.versions import Version
 
 EXTENSIONS = {
@@ -210,6 +212,11 @@ def load_file(domain: str, technology: str, root: Path, path: Path) -> tuple[Mig
         return None, [Problem(str(path), "empty migration file", domain=domain,
                               hint="add the change, or delete the file if it was created by mistake")], []
     directives, problems = parse_directives(body, str(path), domain)
+    if path.suffix.lower() == ".json":
+        bad = formats.check(technology, body)
+        if bad is not None:
+            problems.append(Problem(str(path), f"not a valid {technology} migration: {bad}", line=bad.line, domain=domain,
+                                    hint="see migration_specs/README.md for the format"))
     mig = Migration(domain=domain, technology=technology, kind=kind, version=version, description=desc,
                     script=rel, path=path, checksum=flyway_checksum(text), sha256=sha256(raw),
                     text=body, directives=directives)
@@ -222,7 +229,8 @@ def discover(domain: str, technology: str, folder: Path) -> DomainCatalog:
     found: list[Migration] = []
     if folder.is_dir():
         for dirpath, dirnames, filenames in os.walk(folder):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            # __pycache__ appears next to MongoDB .py migrations once they have been imported
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__")
             for name in sorted(filenames):
                 if name.startswith("."):
                     continue
@@ -265,10 +273,18 @@ def discover_domain(domain) -> DomainCatalog:
     return cat
 
 
-def next_version(migrations: list[Migration]) -> str:
-    """The next free major version, keeping the style (timestamps stay timestamps)."""
+_TIMESTAMP_DIGITS = 12  # yyyymmddHHMM; a single version part this long is taken as a timestamp
+
+
+def next_version(migrations: list[Migration], now: datetime | None = None) -> str:
+    """The next free version, keeping the style: the next major (``1.10`` → ``2``), or, when the
+    versions are timestamps (``202401151200``), the current UTC time in the same number of digits."""
     versions = [m.version for m in migrations if m.version is not None]
     if not versions:
         return "1"
     top = max(versions)
+    digits = len(str(top.parts[0]))
+    if len(top.parts) == 1 and digits >= _TIMESTAMP_DIGITS:
+        stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d%H%M%S%f")[:digits]
+        return str(max(int(stamp.ljust(digits, "0")), top.parts[0] + 1))
     return str(top.parts[0] + 1)

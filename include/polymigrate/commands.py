@@ -17,6 +17,7 @@ from polymigrate.executor import plan_target
 from polymigrate.plan import Plan, TargetPlan
 from polymigrate.reconcile import current_version, reconcile
 from polymigrate.spec import Domain, Environment, Project, load_project
+from polymigrate.spec.loader import dependency_order
 
 Connect = Callable[[str, str], "Adapter | None"]  # (region, technology) -> adapter, or None when unreachable
 
@@ -47,16 +48,41 @@ def validate_project(root: str | Path, domains: list[str] | None = None) -> Vali
     """Load specs and discover every domain's migrations; collect every problem."""
     project = load_project(root)
     v = Validated(project)
-    for name, domain in project.domains.items():
-        if domains and name not in domains:
+    wanted = [n for n in project.domains if not domains or n in domains]
+    # Dependencies are discovered too: a domain whose dependency has broken files cannot run either.
+    needed = _with_dependencies(project, wanted)
+    catalogs = {name: discover_domain(project.domains[name]) for name in needed}
+    for name in dependency_order(project):
+        if name not in catalogs:
             continue
-        v.catalogs[name] = discover_domain(domain)
+        d = project.domains[name]
+        for dep in d.depends_on:
+            if dep in catalogs and catalogs[dep].problems:
+                catalogs[name].problems.append(Problem(
+                    str(Path(d.path) / "domain.yaml"), f"depends_on '{dep}', whose migrations have problems",
+                    hint=f"fix domain '{dep}' first (polymigrate validate -d {dep})", domain=name))
+    v.catalogs = {n: catalogs[n] for n in wanted}
     if domains:
         unknown = [d for d in domains if d not in project.domains and d not in project.broken_domains]
         for d in unknown:
             project.problems.append(Problem(str(root), f"no domain named '{d}'",
                                             hint=f"one of {sorted(set(project.domains) | set(project.broken_domains))}"))
     return v
+
+
+def _with_dependencies(project: Project, names: list[str]) -> list[str]:
+    out: list[str] = []
+
+    def visit(n: str) -> None:
+        if n in out or n not in project.domains:
+            return
+        out.append(n)
+        for dep in project.domains[n].depends_on:
+            visit(dep)
+
+    for n in names:
+        visit(n)
+    return out
 
 
 def load_domain(root: str | Path, name: str) -> tuple[Project, Domain, DomainCatalog]:

@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from polymigrate import TECHNOLOGIES
 from polymigrate.errors import Problem
 from polymigrate.spec.models import Domain, Environment, Project
 
@@ -22,7 +23,15 @@ ENVIRONMENTS_DIR = "environments"
 DOMAIN_FILE = "domain.yaml"
 
 _SECRET_KEY = re.compile(r"(^|_|-)(password|passwd|pwd|secret|token|api_?key|private_?key|credentials?|auth)$", re.I)
-_URI_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]+:[^@\s/]+@", re.I)
+_URI_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^@\s/]+@", re.I)
+# Values that are credentials whatever key they sit under: bearer tokens, JWTs, cloud/SaaS keys.
+_TOKEN_VALUE = re.compile(
+    r"(^bearer\s+\S{8,}"
+    r"|eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}"                     # JWT
+    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"                          # AWS access key id
+    r"|\bgh[pousr]_[A-Za-z0-9]{30,}"                           # GitHub token
+    r"|\bxox[abprs]-[A-Za-z0-9-]{10,}"                          # Slack token
+    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----)", re.I)
 _CREDENTIAL_HINT = "store credentials in an Airflow connection (or the secrets backend) and reference its connection id"
 
 
@@ -34,9 +43,18 @@ def load_project(root: str | Path) -> Project:
         project.problems.append(Problem(str(root), "spec folder not found", hint="pass the folder that holds environments/ and the domain folders"))
         return project
     _load_environments(root, project)
-    _load_domains(root, project)
-    _check_references(project)
+    nodes = _load_domains(root, project)
+    _check_references(project, nodes)
+    _scan_other_files(root, project)
     return project
+
+
+def _scan_other_files(root: Path, project: Project) -> None:
+    """Other YAML files at the top (e.g. approvers.yaml) are specs too: no credentials in them either."""
+    for path in sorted(root.glob("*.y*ml")):
+        problems: list[Problem] = []
+        _, node = _read_yaml(path, problems)
+        project.problems.extend(problems + _credential_problems(node, str(path)))
 
 
 # --- YAML with line numbers -------------------------------------------------------------------
@@ -94,9 +112,17 @@ def _validation_problems(exc: ValidationError, file: str, node: yaml.Node | None
             msg, hint = f"missing required key '{where}'", "add it"
         else:
             msg = f"{where}: {err['msg']}"
-            hint = f"got {err.get('input')!r}" if not isinstance(err.get("input"), (dict, list)) else None
+            hint = f"got {_safe_repr(err.get('input'))}" if not isinstance(err.get("input"), (dict, list)) else None
         out.append(Problem(file, msg, line=_line_of(node, loc), hint=hint, domain=domain))
     return out
+
+
+def _safe_repr(value: Any) -> str:
+    """repr for error messages, never echoing something that looks like a credential."""
+    text = repr(value)
+    if _URI_WITH_PASSWORD.search(text) or _TOKEN_VALUE.search(str(value)):
+        return "(a value that looks like a credential; not shown)"
+    return text
 
 
 def _credential_problems(node: yaml.Node | None, file: str, domain: str | None = None) -> list[Problem]:
@@ -109,12 +135,16 @@ def _credential_problems(node: yaml.Node | None, file: str, domain: str | None =
                         and isinstance(v, yaml.ScalarNode) and str(v.value).strip():
                     out.append(Problem(file, f"inline credential under '{k.value}'", line=k.start_mark.line + 1,
                                        hint=_CREDENTIAL_HINT, domain=domain))
+                    continue  # one finding per value, and never its text
                 walk(v)
         elif isinstance(n, yaml.SequenceNode):
             for item in n.value:
                 walk(item)
         elif isinstance(n, yaml.ScalarNode) and _URI_WITH_PASSWORD.search(str(n.value)):
             out.append(Problem(file, "URI with an inline password", line=n.start_mark.line + 1,
+                               hint=_CREDENTIAL_HINT, domain=domain))
+        elif isinstance(n, yaml.ScalarNode) and _TOKEN_VALUE.search(str(n.value)):
+            out.append(Problem(file, "value looks like a token or key", line=n.start_mark.line + 1,
                                hint=_CREDENTIAL_HINT, domain=domain))
 
     if node is not None:
@@ -158,6 +188,9 @@ def _load_environments(root: Path, project: Project) -> None:
         if data is not None and not isinstance(data, dict):
             problems.append(Problem(str(path), "an environment file must be a mapping", line=1))
         elif isinstance(data, dict) and not problems:
+            if isinstance(data.get("regions"), list) and all(isinstance(r, str) for r in data["regions"]):
+                # `regions: [a, b]` is shorthand for picking regions from the defaults unchanged
+                data = {**data, "regions": {r: None for r in data["regions"]}}
             merged = _deep_merge(defaults, data)
             if isinstance(data.get("regions"), dict) and isinstance(defaults.get("regions"), dict):
                 # an environment lists its own regions; defaults only fill in each region's settings
@@ -187,7 +220,9 @@ def _load_environments(root: Path, project: Project) -> None:
 
 # --- domains ----------------------------------------------------------------------------------
 
-def _load_domains(root: Path, project: Project) -> None:
+def _load_domains(root: Path, project: Project) -> dict[str, yaml.Node | None]:
+    """Load every domain folder; returns each loaded domain's YAML node, for line numbers later."""
+    nodes: dict[str, yaml.Node | None] = {}
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if folder.name == ENVIRONMENTS_DIR or folder.name.startswith((".", "_")):
             continue
@@ -211,52 +246,93 @@ def _load_domains(root: Path, project: Project) -> None:
                 domain = Domain.model_validate(data)
             except ValidationError as exc:
                 problems.extend(_validation_problems(exc, str(spec), node, domain=folder.name))
-        name = domain.name if domain else folder.name
-        if domain and name in project.domains:
-            problems.append(Problem(str(spec), f"domain name '{name}' is used twice (also {project.domains[name].path})",
-                                    line=_line_of(node, ("name",)), hint="give each domain a unique name", domain=name))
+        # The folder is the domain's identity (DAG ids, `--domain`, depends_on all use it), so a
+        # different `name:` would make the same domain answer to two names.
+        name = folder.name
+        if domain and domain.name != folder.name:
+            problems.append(Problem(str(spec), f"name '{domain.name}' differs from the folder name '{folder.name}'",
+                                    line=_line_of(node, ("name",)),
+                                    hint=f"remove 'name:' (the folder names the domain) or rename the folder to {domain.name}",
+                                    domain=name))
         if domain:
-            for tech in domain.technologies:
-                if not domain.technology_dir(tech).is_dir():
-                    problems.append(Problem(str(spec), f"technology '{tech}' has no folder {domain.technology_dir(tech)}",
-                                            line=_line_of(node, ("technologies", tech)),
-                                            hint=f"create {domain.technology_dir(tech)}/ or remove the technology", domain=name))
+            problems.extend(_domain_folder_problems(domain, spec, node, project))
         if problems:
             project.broken_domains[name] = [p if p.domain else Problem(p.file, p.message, p.line, p.hint, name) for p in problems]
             project.problems.extend(project.broken_domains[name])
         else:
             project.domains[name] = domain  # type: ignore[assignment]
+            nodes[name] = node
+    return nodes
 
 
-def _check_references(project: Project) -> None:
+def _domain_folder_problems(domain: Domain, spec: Path, node: yaml.Node | None, project: Project) -> list[Problem]:
+    """Technology folders: declared ones must exist; undeclared ones are reported as a note."""
+    problems = []
+    for tech in domain.technologies:
+        if not domain.technology_dir(tech).is_dir():
+            problems.append(Problem(str(spec), f"technology '{tech}' has no folder {domain.technology_dir(tech)}",
+                                    line=_line_of(node, ("technologies", tech)),
+                                    hint=f"create {domain.technology_dir(tech)}/ or remove the technology", domain=domain.name))
+    for tech in TECHNOLOGIES:
+        folder = Path(domain.path) / tech
+        if tech not in domain.technologies and folder.is_dir() and \
+                any(f.is_file() and not f.name.startswith(".") for f in folder.rglob("*")):
+            project.notes.append(Problem(str(folder), f"'{tech}' is not under 'technologies:' in {spec.name}; its files are ignored",
+                                         hint=f"add '{tech}:' under 'technologies:' to run them", domain=domain.name))
+    if not domain.technologies:
+        project.notes.append(Problem(str(spec), "declares no technologies; nothing to migrate",
+                                     hint="add e.g. 'technologies: {postgresql: {schema: ...}}'", domain=domain.name))
+    return problems
+
+
+def _check_references(project: Project, nodes: dict[str, yaml.Node | None] | None = None) -> None:
     """Cross-file checks: environments and regions named by domains, depends_on, cycles."""
+    nodes = nodes or {}
+
     def fail(domain: Domain, problem: Problem) -> None:
         project.broken_domains.setdefault(domain.name, []).append(problem)
         project.problems.append(problem)
 
+    def line(name: str, *loc) -> int | None:
+        return _line_of(nodes.get(name), loc)
+
     spec_of = {d.name: str(Path(d.path) / DOMAIN_FILE) for d in project.domains.values()}
     known = set(project.domains) | set(project.broken_domains)
+    env_dir = project.root / ENVIRONMENTS_DIR
+    all_regions = {r for e in project.environments.values() for r in e.regions}
     for d in list(project.domains.values()):
         f = spec_of[d.name]
-        for env in d.environments or []:
+        for i, env in enumerate(d.environments or []):
             if env not in project.environments:
-                fail(d, Problem(f, f"environment '{env}' is not defined", hint=f"add environments/{env}.yaml or remove it from 'environments'", domain=d.name))
-        all_regions = {r for e in project.environments.values() for r in e.regions}
-        for r in d.regions or []:
+                broken = any(p.file.startswith(str(env_dir / env) + ".y") for p in project.problems)
+                fail(d, Problem(f, f"environment '{env}' " + ("is broken (see its own errors)" if broken else "is not defined"),
+                                line=line(d.name, "environments", i),
+                                hint=f"fix environments/{env}.yaml" if broken else
+                                f"add environments/{env}.yaml or remove it from 'environments'", domain=d.name))
+        for i, r in enumerate(d.regions or []):
             if r not in all_regions:
-                fail(d, Problem(f, f"region '{r}' exists in no environment", hint=f"one of {sorted(all_regions)}", domain=d.name))
-        for dep in d.depends_on:
+                fail(d, Problem(f, f"region '{r}' exists in no environment", line=line(d.name, "regions", i),
+                                hint=f"one of {sorted(all_regions)}", domain=d.name))
+        canary = d.rollout.canary_region if d.rollout else None
+        if canary and canary not in (d.regions or all_regions):
+            fail(d, Problem(f, f"rollout.canary_region '{canary}' is not one of the domain's regions",
+                            line=line(d.name, "rollout", "canary_region"),
+                            hint=f"one of {sorted(d.regions or all_regions)}", domain=d.name))
+        for i, dep in enumerate(d.depends_on):
             if dep not in known:
-                fail(d, Problem(f, f"depends_on '{dep}' is not a domain", hint=f"one of {sorted(known - {d.name})}", domain=d.name))
+                fail(d, Problem(f, f"depends_on '{dep}' is not a domain", line=line(d.name, "depends_on", i),
+                                hint=f"one of {sorted(known - {d.name})}", domain=d.name))
             elif dep in project.broken_domains:
-                fail(d, Problem(f, f"depends_on '{dep}', which is broken", hint=f"fix domain '{dep}' first", domain=d.name))
+                fail(d, Problem(f, f"depends_on '{dep}', which is broken", line=line(d.name, "depends_on", i),
+                                hint=f"fix domain '{dep}' first", domain=d.name))
     # cycles: a domain on a cycle cannot be ordered, so every member is broken
     graph = {d.name: [x for x in d.depends_on if x in project.domains] for d in project.domains.values()}
     for cycle in _cycles(graph):
-        text = " -> ".join(cycle + [cycle[0]])
+        text = f"'{cycle[0]}' depends on itself" if len(cycle) == 1 else "between " + ", ".join(f"'{c}'" for c in cycle)
         for name in cycle:
             if name in project.domains:
-                fail(project.domains[name], Problem(spec_of[name], f"depends_on cycle: {text}",
+                fail(project.domains[name], Problem(spec_of[name], f"depends_on cycle {text}",
+                                                    line=line(name, "depends_on"),
                                                     hint="remove one of the dependencies", domain=name))
     for name in project.broken_domains:
         project.domains.pop(name, None)
