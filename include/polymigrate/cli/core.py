@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from polymigrate.adapters import adapter_class
+from polymigrate.adapters.redis_templates import new_file_template
 from polymigrate.catalog import EXTENSIONS, Kind, discover_domain, next_version
 from polymigrate.cli.app import DEFAULT_SPECS, app, console, err_console
 from polymigrate.commands import plan_domain, validate_project
@@ -149,11 +150,7 @@ def info(environment: str = typer.Option(..., "--environment", "-e"),
 _TEMPLATES = {
     "postgresql": "-- {description}\n-- polymigrate: lock_timeout=5s\n\n",
     "mongodb": '{{\n  "description": "{description}",\n  "commands": [\n  ]\n}}\n',
-    "redis": ("-- {description}\n-- Cursor protocol: ARGV[1] is the SCAN cursor, ARGV[2] the batch size.\n"
-              "-- Return {{next_cursor, processed}}; the executor calls again until the cursor is \"0\".\n"
-              "local cursor = ARGV[1] or \"0\"\nlocal batch = tonumber(ARGV[2] or \"1000\")\n"
-              "local res = redis.call('SCAN', cursor, 'MATCH', 'CHANGE:ME:*', 'COUNT', batch)\nlocal n = 0\n"
-              "for _, key in ipairs(res[2]) do\n  -- per-key change, idempotent\n  n = n + 1\nend\nreturn {{res[1], n}}\n"),
+    "redis": new_file_template(),  # include/polymigrate/templates/redis/cursor.lua
     "elasticsearch": '{{\n  "description": "{description}",\n  "steps": [\n  ]\n}}\n',
 }
 

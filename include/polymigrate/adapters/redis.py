@@ -1,0 +1,317 @@
+"""The Redis adapter: versioned Lua migrations run in short batches, a ledger and a lease lock.
+
+Keys polymigrate owns in the target, under a namespace (``polymigrate:{<domain>}`` unless the
+domain's ``redis.ledger`` setting names another; the braces are a hash tag, so on a cluster all
+three keys live in one slot and can change together):
+
+* ``<ns>:ledger``   hash, field = installed rank, value = the ``LedgerEntry`` as JSON;
+* ``<ns>:progress`` hash, field = installed rank, value = ``{cursor, processed, batches, done}`` of
+  a migration still running (written by the batch itself, see ``redis_scripts``);
+* ``<ns>:lock``     the lease (``redis_lease``).
+
+Redis has no transactions spanning a script's batches, so a migration writes ``started`` before the
+first batch, progress with every batch and ``success`` at the end; a retry gets the incomplete row as
+``resume`` and continues from its cursor.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import time
+from collections import Counter
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis import exceptions as rexc
+from redis.cluster import RedisCluster
+
+from polymigrate.adapters.base import Adapter, Applied, Capabilities
+from polymigrate.adapters.redis_lease import Lease
+from polymigrate.adapters.redis_scripts import check_same_slot, classify, declared_keys, parse_reply, text, wrap
+from polymigrate.catalog import Migration
+from polymigrate.errors import PermanentError, TransientError
+from polymigrate.ledger import LedgerEntry, RunContext, Status
+
+DEFAULT_BATCH_SIZE = 1000
+DEFAULT_LEASE_MS = 15_000
+SNAPSHOT_MAX_KEYS = 100_000  # a snapshot samples this many keys at most; enough to see every key shape
+_GLOB = re.compile(r"[*?\[\]\\]")
+_VARIABLE_SEGMENT = re.compile(r"^(\d+|[0-9a-f]{8}-[0-9a-f-]{27}|[0-9a-f]{16,}|\{.*\})$", re.IGNORECASE)
+
+
+class RedisAdapter(Adapter):
+    """Adapter for one Redis target (standalone, or a ``RedisCluster`` client)."""
+
+    technology = "redis"
+    capabilities = Capabilities(transactional=False, reversible=False, resumable=True)
+
+    def __init__(self, client: Any, *, domain: str, settings: Any = None, lease_ms: int = DEFAULT_LEASE_MS):
+        super().__init__(client, domain=domain, settings=settings)
+        self.cluster = isinstance(client, RedisCluster)
+        self.namespace = (getattr(settings, "ledger", None) or f"polymigrate:{{{domain}}}").rstrip(":")
+        self.key_prefix = getattr(settings, "key_prefix", None) or ""
+        if _GLOB.search(self.key_prefix):
+            raise PermanentError(f"redis key_prefix {self.key_prefix!r} of domain {domain} contains a glob character",
+                                 hint="use a plain prefix such as 'social:'; scripts use it in SCAN MATCH patterns")
+        if self.cluster and not re.search(r"\{[^}]+\}", self.namespace):
+            raise PermanentError(f"redis ledger namespace {self.namespace!r} has no hash tag, so its keys would "
+                                 "land in different cluster slots", hint="write it as e.g. 'migrations:{shop}'")
+        self.ledger_key = f"{self.namespace}:ledger"
+        self.progress_key = f"{self.namespace}:progress"
+        self.lock_key = f"{self.namespace}:lock"
+        self.lease_ms = lease_ms
+        self._leases: list[Lease] = []
+        self._owns_client = False
+
+    @classmethod
+    def from_url(cls, url: str, *, domain: str, settings: Any = None, **kw: Any) -> "RedisAdapter":
+        """``redis://[user:password@]host:port/db``; add ``?cluster=true`` for a Redis Cluster."""
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        is_cluster = query.pop("cluster", "false").lower() in ("1", "true", "yes")
+        clean = urlunsplit(parts._replace(query=urlencode(query)))
+        client = RedisCluster.from_url(clean) if is_cluster else redis.Redis.from_url(clean)
+        adapter = cls(client, domain=domain, settings=settings, **kw)
+        adapter._owns_client = True
+        return adapter
+
+    @property
+    def target(self) -> str:
+        if self.cluster:
+            node = self.client.get_default_node()
+            return f"redis-cluster://{node.host}:{node.port} {self.namespace}"
+        kw = self.client.connection_pool.connection_kwargs
+        where = kw.get("path") or f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
+        return f"redis://{where}/{kw.get('db', 0)} {self.namespace}"
+
+    # -- lock -------------------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, owner: str, wait_seconds: float) -> Iterator[None]:
+        lease = Lease(self.client, self.lock_key, owner, self.lease_ms)
+        lease.acquire(wait_seconds, self.target)
+        self._leases.append(lease)
+        try:
+            yield
+        finally:
+            lease.release()
+            if lease in self._leases:
+                self._leases.remove(lease)
+
+    # -- ledger -----------------------------------------------------------------------------
+
+    def read_ledger(self) -> list[LedgerEntry]:
+        """Ledger rows by rank, with the live progress of a running or interrupted migration.
+
+        Nothing is created: a Redis hash exists once its first row is written.
+        """
+        try:
+            rows = self.client.hgetall(self.ledger_key)
+            live = self.client.hgetall(self.progress_key)
+        except (rexc.ConnectionError, rexc.TimeoutError) as exc:
+            raise TransientError(f"{self.target}: cannot read the ledger: {exc}") from exc
+        progress = {text(k): json.loads(v) for k, v in live.items()}
+        entries = []
+        for rank, raw in rows.items():
+            entry = LedgerEntry.from_dict(json.loads(raw))
+            entry.progress.update(progress.get(text(rank), {}))
+            entries.append(entry)
+        return sorted(entries, key=lambda e: e.installed_rank)
+
+    def _write(self, entry: LedgerEntry, *, clear_progress: bool = False) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.ledger_key, str(entry.installed_rank), json.dumps(entry.to_dict()))
+        if clear_progress:
+            pipe.hdel(self.progress_key, str(entry.installed_rank))
+        pipe.execute()
+
+    def _entry(self, migration: Migration, ctx: RunContext, rank: int) -> LedgerEntry:
+        return LedgerEntry(
+            installed_rank=rank, version=str(migration.version) if migration.version is not None else None,
+            description=migration.description, type=migration.ledger_type, script=migration.script,
+            checksum=migration.checksum, installed_by=ctx.actor or getpass.getuser(),
+            installed_on=datetime.now(timezone.utc), success=False, status=Status.STARTED, domain=self.domain,
+            sha256=migration.sha256, run_id=ctx.run_id, environment=ctx.environment, region=ctx.region)
+
+    # -- apply ------------------------------------------------------------------------------
+
+    def apply(self, migration: Migration, body: str, ctx: RunContext, resume: LedgerEntry | None = None) -> Applied:
+        """Run one Lua migration: once, or batch by batch until its cursor is ``"0"``."""
+        keys = declared_keys(body)
+        if self.cluster:
+            check_same_slot(keys, migration)
+        d = migration.directives
+        batch = d.batch_size or getattr(self.settings, "batch_size", None) or DEFAULT_BATCH_SIZE
+        pause = (d.pause_ms if d.pause_ms is not None else getattr(self.settings, "pause_ms", None)) or 0
+        started = time.monotonic()
+        try:
+            if resume is not None:
+                entry = resume
+                entry.progress.pop("error", None)
+                previous_ms = entry.execution_time
+            else:
+                entry = self._entry(migration, ctx, self._next_rank())
+                previous_ms = 0
+            entry.status, entry.success, entry.run_id = Status.STARTED, False, ctx.run_id
+            self._write(entry)
+        except (rexc.ConnectionError, rexc.TimeoutError) as exc:
+            raise classify(exc, migration, body) from exc
+        try:
+            self._run(migration, body, keys, entry, batch, pause)
+        except Exception as exc:
+            error = classify(exc, migration, body)
+            self._record_failure(entry, error)
+            raise error from exc
+        entry.execution_time = previous_ms + int((time.monotonic() - started) * 1000)
+        entry.status, entry.success = Status.SUCCESS, True
+        try:
+            entry.progress.update(self._progress(entry))
+            self._write(entry, clear_progress=True)
+        except (rexc.ConnectionError, rexc.TimeoutError) as exc:
+            # The work is done (progress says so); a retry finds done=true and only records success.
+            raise classify(exc, migration, body) from exc
+        return Applied(entry.execution_time, statements=int(entry.progress.get("batches", 1)),
+                       details={k: entry.progress.get(k) for k in ("processed", "batches")})
+
+    def _next_rank(self) -> int:
+        ranks = [int(text(k)) for k in self.client.hkeys(self.ledger_key)]
+        return max(ranks, default=0) + 1
+
+    def _progress(self, entry: LedgerEntry) -> dict:
+        raw = self.client.hget(self.progress_key, str(entry.installed_rank))
+        return json.loads(raw) if raw else {}
+
+    def _lease(self) -> Lease | None:
+        return self._leases[-1] if self._leases else None
+
+    def _run(self, migration: Migration, body: str, keys: list[str], entry: LedgerEntry, batch: int,
+             pause_ms: int) -> None:
+        lease = self._lease()
+        # On a standalone server the batch and its progress row change in one script call; a
+        # cluster cannot reach the ledger's slot from the script, so progress is written after the
+        # batch and the per-key idempotency of the script covers the gap.
+        atomic = not self.cluster and lease is not None
+        field = str(entry.installed_rank)
+        script = wrap(body, progress_key=self.progress_key if atomic else None, field=field,
+                      lock_key=self.lock_key, token=lease.token if lease else None)
+        progress = self._progress(entry) if atomic else dict(entry.progress)
+        shards = self._shards(keys)
+        sha = None
+        for shard in shards:
+            state = progress.get("shards", {}).get(shard.name, {}) if shard.name else progress
+            if state.get("done"):
+                continue
+            cursor = str(state.get("cursor", "0"))
+            while True:
+                if lease is not None and lease.lost:
+                    raise TransientError("the migration lock lease was lost (renewal failed); stopping before "
+                                         "the next batch", file=migration.path, hint="retry; the run resumes")
+                sha = sha or self._load(script, shard)
+                try:
+                    raw = self._evalsha(sha, keys, [cursor, batch, self.key_prefix], shard)
+                except rexc.NoScriptError:  # the server restarted or flushed its script cache
+                    sha = self._load(script, shard)
+                    continue
+                reply = parse_reply(raw)
+                cursor = reply.cursor
+                if not atomic:
+                    self._record_progress(entry, progress, shard.name, reply)
+                if reply.one_shot or cursor == "0":
+                    break
+                if pause_ms:
+                    time.sleep(pause_ms / 1000)
+
+    def _record_progress(self, entry: LedgerEntry, progress: dict, shard: str | None, reply) -> None:
+        progress["processed"] = int(progress.get("processed", 0)) + reply.processed
+        progress["batches"] = int(progress.get("batches", 0)) + 1
+        state = progress.setdefault("shards", {}).setdefault(shard, {}) if shard else progress
+        state["cursor"], state["done"] = reply.cursor, reply.cursor == "0"
+        self.client.hset(self.progress_key, str(entry.installed_rank), json.dumps(progress))
+
+    def _record_failure(self, entry: LedgerEntry, error: Exception) -> None:
+        try:
+            entry.status, entry.success = Status.FAILED, False
+            entry.progress.update(self._progress(entry))
+            entry.progress["error"] = str(error)[:2000]
+            self._write(entry)
+        except rexc.RedisError:
+            pass  # the row stays 'started', which resumes the same way
+
+    # -- shards: where a script call goes ----------------------------------------------------
+
+    class _Shard:
+        def __init__(self, name: str | None, node: Any = None):
+            self.name, self.node = name, node
+
+    def _shards(self, keys: list[str]) -> list["RedisAdapter._Shard"]:
+        """Standalone, or a script with declared KEYS: one call target. A keyless (SCAN) script on a
+        cluster: every primary in turn, each with its own cursor, since SCAN only sees one node."""
+        if not self.cluster or keys:
+            return [self._Shard(None)]
+        return [self._Shard(n.name, n) for n in sorted(self.client.get_primaries(), key=lambda n: n.name)]
+
+    def _load(self, script: str, shard: "RedisAdapter._Shard") -> str:
+        if shard.node is not None:
+            return text(self.client.execute_command("SCRIPT LOAD", script, target_nodes=shard.node))
+        return text(self.client.script_load(script))
+
+    def _evalsha(self, sha: str, keys: list[str], args: list, shard: "RedisAdapter._Shard"):
+        if shard.node is not None:
+            return self.client.execute_command("EVALSHA", sha, 0, *args, target_nodes=shard.node)
+        return self.client.evalsha(sha, len(keys), *keys, *args)
+
+    # -- snapshot ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Key shapes under the domain's prefix (numeric and id segments as ``*``), with type,
+        count and how many carry a TTL; polymigrate's own keys are left out."""
+        shapes: dict[tuple[str, str], Counter] = {}
+        seen = 0
+        truncated = False
+        batch: list = []
+
+        def flush() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for k in batch:
+                pipe.type(k)
+                pipe.pttl(k)
+            replies = pipe.execute()
+            for i, k in enumerate(batch):
+                kind, ttl = text(replies[2 * i]), replies[2 * i + 1]
+                c = shapes.setdefault((_shape(text(k)), kind), Counter())
+                c["count"] += 1
+                c["with_ttl"] += 1 if ttl is not None and ttl >= 0 else 0
+            batch.clear()
+
+        for key in self.client.scan_iter(match=f"{self.key_prefix}*", count=1000):
+            if text(key).startswith(self.namespace + ":"):
+                continue
+            if seen >= SNAPSHOT_MAX_KEYS:
+                truncated = True
+                break
+            seen += 1
+            batch.append(key)
+            if len(batch) >= 1000:
+                flush()
+        if batch:
+            flush()
+        return {"key_prefix": self.key_prefix, "sampled_keys": seen, "truncated": truncated,
+                "shapes": [{"shape": s, "type": t, "count": c["count"], "with_ttl": c["with_ttl"]}
+                           for (s, t), c in sorted(shapes.items())]}
+
+    def close(self) -> None:
+        for lease in list(self._leases):
+            lease.release()
+        self._leases.clear()
+        if self._owns_client:
+            self.client.close()
+
+
+def _shape(key: str) -> str:
+    """``user:42:profile`` → ``user:*:profile``: the key's pattern without its variable parts."""
+    return ":".join("*" if _VARIABLE_SEGMENT.match(seg) else seg for seg in key.split(":"))
