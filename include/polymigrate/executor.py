@@ -94,3 +94,48 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
         result.current_version = current_version(reconcile(migrations, adapter.read_ledger())) if not dry_run \
             else current_version(infos)
     return result
+
+
+def undo_to(adapter: Adapter, migrations: list[Migration], ctx: RunContext, version: str, *,
+            dry_run: bool = False, sink: EventSink | None = None,
+            on_progress: Callable[[int, int, MigrationInfo], None] | None = None) -> RunResult:
+    """Revert every applied version above ``version``, newest first, each through its ``U`` file.
+
+    Checks everything before touching anything: each version to revert must be applied cleanly and
+    have an undo file, otherwise a PermanentError lists what is in the way.
+    """
+    from polymigrate.catalog import Kind
+    from polymigrate.versions import Version
+
+    sink = sink or NullSink()
+    floor = Version(version)
+    undo_files = {m.version: m for m in migrations if m.kind is Kind.UNDO}
+    result = RunResult(adapter.target, adapter.technology, dry_run=dry_run)
+    with adapter.lock(ctx.owner, ctx.lock_wait_seconds):
+        infos = reconcile([m for m in migrations if m.kind is not Kind.UNDO], adapter.read_ledger(), out_of_order=True)
+        above = sorted((i for i in infos if i.version is not None and Version(i.version) > floor
+                        and i.entry is not None and i.state is not State.UNDONE),
+                       key=lambda i: Version(i.version), reverse=True)  # type: ignore[arg-type]
+        problems = [f"{i.script}: version {i.version} is {i.state.value}" for i in above
+                    if i.state not in (State.SUCCESS, State.OUT_OF_ORDER)]
+        problems += [f"{i.script}: version {i.version} has no undo file (U{i.version}__….sql)" for i in above
+                     if Version(i.version) not in undo_files]  # type: ignore[arg-type]
+        if problems:
+            raise PermanentError(f"cannot undo to {version}; nothing was changed:\n  " + "\n  ".join(problems),
+                                 hint="write the missing undo files, `repair` first, or undo to a higher version")
+        values = placeholders_for(ctx)
+        for n, info in enumerate(above, 1):
+            u = undo_files[Version(info.version)]  # type: ignore[arg-type]
+            if on_progress:
+                on_progress(n, len(above), info)
+            if dry_run:
+                result.applied.append({"version": info.version, "script": u.script, "ms": 0, "action": "would undo"})
+                continue
+            applied = adapter.undo(u, u.render(values), ctx)
+            sink.emit(_event("undone", adapter, ctx, info, duration_ms=applied.execution_time_ms,
+                             details={"undo_script": u.script}))
+            result.applied.append({"version": info.version, "script": u.script, "ms": applied.execution_time_ms,
+                                   "action": "undo"})
+        result.current_version = current_version(reconcile(
+            [m for m in migrations if m.kind is not Kind.UNDO], adapter.read_ledger()))
+    return result

@@ -76,6 +76,7 @@ class RunContext:
     lock_timeout: str | None = "10s"
     statement_timeout: str | None = None
     lock_wait_seconds: float = 300.0
+    plan_hash: str | None = None  # the approved plan this run executes, written into ledger rows
 
     @property
     def owner(self) -> str:
