@@ -1,1 +1,99 @@
-"""CLI verbs: lint (filled by its issue)."""
+"""CLI verb: ``polymigrate lint`` — the validate stage's lint, with exit code 1 on blocking findings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from polymigrate.cli.app import DEFAULT_SPECS, app, console, err_console
+from polymigrate.commands import validate_project
+from polymigrate.connections import redact
+from polymigrate.lint import RULES, LintReport, lint_catalog
+from polymigrate.spec.models import SEVERITY_ORDER
+
+_STYLE = {"info": "dim", "low": "cyan", "medium": "yellow", "high": "red", "critical": "bold red"}
+
+
+def _connect(url: str):
+    import psycopg
+
+    try:
+        conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        err_console.print(f"cannot connect to {redact(url)}: {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
+    conn.read_only = True  # lint only reads statistics
+    return conn
+
+
+def _print_rules() -> None:
+    table = Table(title="lint rules", title_justify="left")
+    for col in ("rule", "technology", "severity", "what"):
+        table.add_column(col)
+    for r in RULES:
+        table.add_row(r.name, r.technology, r.severity, r.summary)
+    console.print(table)
+
+
+def _print_report(domain: str, report: LintReport, threshold: str) -> None:
+    console.print(f"[bold]{domain}[/]: {report.files} files, risk [bold]{report.risk}[/]"
+                  f"{', destructive' if report.destructive else ''}"
+                  f"{'' if report.connected else ' (no connection: risk from statements alone)'}", highlight=False, soft_wrap=True)
+    blocking = {id(f) for f in report.blocking(threshold)}
+    for f in report.findings:
+        where = f.file if f.line is None else f"{f.file}:{f.line}"
+        mark = "✗" if id(f) in blocking else "~" if f.suppressed else "·"
+        style = "dim" if f.suppressed else _STYLE.get(f.severity, "")
+        console.print(f"  {mark} [{style}]{f.severity:8}[/] {where}: [bold]{f.rule}[/] {f.message}", highlight=False, soft_wrap=True)
+        if f.suppressed:
+            console.print(f"      suppressed: {f.suppression_reason}", style="dim", highlight=False, soft_wrap=True)
+        elif f.fix:
+            console.print(f"      fix: {f.fix}", style="dim", highlight=False, soft_wrap=True)
+    for i in report.impacts:
+        if i.seconds:
+            console.print(f"  ⏱ {i.file}:{i.line} {i.table}: {i.note} → {i.risk}", style="dim", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def lint(specs: Path = typer.Argument(Path(DEFAULT_SPECS), help="spec folder"),
+         domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="only these domains"),
+         as_json: bool = typer.Option(False, "--json", help="machine-readable report"),
+         url: Optional[str] = typer.Option(None, "--url", help="postgresql://… target for impact-aware risk (read only)"),
+         threshold: str = typer.Option("high", "--threshold", "-t", help="lowest severity that fails: " + "|".join(SEVERITY_ORDER)),
+         rules: bool = typer.Option(False, "--rules", help="list the rules and exit")) -> None:
+    """Lint every migration: SQL safety, non-SQL rules, security, version collisions. Exit 1 on blocking findings."""
+    if rules:
+        _print_rules()
+        return
+    if threshold not in SEVERITY_ORDER:
+        err_console.print(f"--threshold {threshold!r}: use one of {', '.join(SEVERITY_ORDER)}")
+        raise typer.Exit(2)
+    v = validate_project(specs, domain)
+    conn = _connect(url) if url else None
+    try:
+        reports = {}
+        for name, catalog in v.catalogs.items():
+            pg = v.project.domains[name].technologies.get("postgresql")
+            reports[name] = lint_catalog(catalog, connection=conn, schema=pg.schema_ if pg else None)
+    finally:
+        if conn is not None:
+            conn.close()
+    problems = v.problems
+    blocking = sum(len(r.blocking(threshold)) for r in reports.values())
+    if as_json:
+        print(json.dumps({"threshold": threshold, "blocking": blocking,
+                          "problems": [str(p) for p in problems],
+                          "domains": {n: r.to_dict() for n, r in reports.items()}}, indent=2, default=str))
+    else:
+        for name, report in reports.items():
+            _print_report(name, report, threshold)
+        for p in problems:
+            err_console.print(f"  [red]✗[/] spec problem: {p}", highlight=False, soft_wrap=True)
+        verdict = "[red]blocked[/]" if blocking or problems else "[green]passes[/]"
+        console.print(f"{blocking} finding(s) at or above '{threshold}': {verdict}")
+    if blocking or problems:
+        raise typer.Exit(1)

@@ -1,0 +1,118 @@
+"""Run the rules over migrations: findings, impact estimates, suppressions."""
+
+from __future__ import annotations
+
+from polymigrate.catalog import DomainCatalog, Migration
+from polymigrate.lint import collisions, suppress
+from polymigrate.lint.model import Finding, LintReport
+from polymigrate.lint.registry import RULES, canonical, get
+from polymigrate.lint.risk import StatsReader, estimate, statement_risk
+from polymigrate.lint.source import Source, prepare
+
+
+def _findings(src: Source) -> list[Finding]:
+    out = []
+    for rule in RULES:
+        if not rule.applies_to(src):
+            continue
+        try:
+            hits = list(rule.check(src))
+        except Exception as exc:  # one broken rule (or a surprising file shape) must not hide the others
+            out.append(Finding(rule.name, "info", f"rule could not check this file: {type(exc).__name__}: {exc}",
+                               src.file, None, technology=src.technology))
+            continue
+        for h in hits:
+            out.append(Finding(rule.name, h.severity or rule.severity, h.message or rule.summary, src.file, h.line,
+                               statement=h.statement, fix=h.fix or rule.fix, destructive=rule.destructive,
+                               technology=src.technology))
+    return out
+
+
+def _rescore(src: Source, findings: list[Finding], impacts_by_line: dict[int, list]) -> None:
+    """With live statistics, lock/rewrite rules take the level of what the statement really costs."""
+    for f in findings:
+        rule = get(f.rule)
+        if rule.impact and f.line in impacts_by_line:
+            impacts = impacts_by_line[f.line]
+            f.severity = statement_risk(impacts)
+            notes = "; ".join(i.note for i in impacts if i.seconds is not None and i.note)
+            if notes:
+                f.message += f" [on target: {notes}]"
+
+
+def _suppress(src: Source, findings: list[Finding]) -> None:
+    spans = {s.line: s.end_line for s in src.statements}
+    directives = suppress.parse(src.text, src.data)
+    for f in findings:
+        if f.rule == "suppression-missing-reason":
+            continue
+        for d in directives:
+            if d.covers(f.rule, f.line, spans.get(f.line, f.line)) or any(
+                    canonical(r) == f.rule and d.covers(r, f.line, spans.get(f.line, f.line)) for r in d.rules):
+                f.suppressed, f.suppression_reason, d.used = True, d.reason, True
+                break
+    for d in directives:
+        if not d.reason:
+            continue
+        for name in d.rules:
+            if canonical(name) is None:
+                rule = get("unknown-rule-in-suppression")
+                findings.append(Finding(rule.name, rule.severity, f"lint-ignore names unknown rule '{name}'", src.file,
+                                        d.line, statement=f"lint-ignore {name}", fix=rule.fix, technology=src.technology))
+        if not d.used and all(canonical(n) for n in d.rules):
+            rule = get("unused-suppression")
+            findings.append(Finding(rule.name, rule.severity, f"lint-ignore {','.join(d.rules)} suppresses nothing",
+                                    src.file, d.line, fix=rule.fix, technology=src.technology))
+
+
+def lint_source(src: Source, stats: StatsReader | None = None) -> LintReport:
+    """Findings and impacts of one prepared file."""
+    report = LintReport(files=1, connected=stats is not None)
+    findings = _findings(src)
+    by_line: dict[int, list] = {}
+    for stmt in src.statements:
+        impacts = [i for i in estimate(src, stmt, stats) if i.lock is not None]
+        if impacts:
+            by_line[stmt.line] = impacts
+            report.impacts += impacts
+    if stats is not None:
+        _rescore(src, findings, by_line)
+    _suppress(src, findings)
+    report.findings = sorted(findings, key=lambda f: (f.line or 0, f.rule))
+    return report
+
+
+def _stats(connection, schema: str | None) -> StatsReader | None:
+    return StatsReader(connection, schema) if connection is not None else None
+
+
+def lint_file(migration: Migration, *, connection=None, placeholders=None, schema: str | None = None,
+              state: dict | None = None) -> LintReport:
+    """The full report (findings and impacts) of one migration."""
+    stats = _stats(connection, schema) if migration.technology == "postgresql" else None
+    return lint_source(prepare(migration, placeholders, state), stats)
+
+
+def lint_migration(migration: Migration, *, connection=None, placeholders=None, schema: str | None = None) -> list[Finding]:
+    """Findings of one migration on its own (no catalog context such as earlier alias switches)."""
+    return lint_file(migration, connection=connection, placeholders=placeholders, schema=schema).findings
+
+
+def lint_catalog(catalog: DomainCatalog, *, connection=None, placeholders=None, schema: str | None = None,
+                 collisions_check: bool = True) -> LintReport:
+    """Lint every migration of a domain in the order they apply, plus version collisions.
+
+    ``connection``: a psycopg (v3) connection to a PostgreSQL target, for impact-aware risk; only
+    read (pg_class statistics). ``schema``: the domain's PostgreSQL schema, tried first for
+    unqualified table names.
+    """
+    report = LintReport(connected=connection is not None)
+    stats = _stats(connection, schema)
+    for technology, migrations in catalog.migrations.items():
+        state: dict = {}
+        for m in migrations:
+            src = prepare(m, placeholders, state)
+            report.extend(lint_source(src, stats if technology == "postgresql" else None))
+    if collisions_check:
+        report.findings += collisions.find(catalog)
+    return report

@@ -1,0 +1,1 @@
+"""Lint rules, one module per small family; ``polymigrate.lint.registry`` lists them all."""
