@@ -32,7 +32,8 @@ from redis.cluster import RedisCluster
 
 from polymigrate.adapters.base import Adapter, Applied, Capabilities
 from polymigrate.adapters.redis_lease import Lease
-from polymigrate.adapters.redis_scripts import check_same_slot, classify, declared_keys, parse_reply, text, wrap
+from polymigrate.adapters.redis_scripts import (check_same_slot, classify, declared_keys, is_transient, parse_reply,
+                                                 text, wrap)
 from polymigrate.catalog import Migration
 from polymigrate.errors import PermanentError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
@@ -113,7 +114,9 @@ class RedisAdapter(Adapter):
         try:
             rows = self.client.hgetall(self.ledger_key)
             live = self.client.hgetall(self.progress_key)
-        except (rexc.ConnectionError, rexc.TimeoutError) as exc:
+        except rexc.RedisError as exc:
+            if not is_transient(exc):
+                raise
             raise TransientError(f"{self.target}: cannot read the ledger: {exc}") from exc
         progress = {text(k): json.loads(v) for k, v in live.items()}
         entries = []
@@ -159,7 +162,7 @@ class RedisAdapter(Adapter):
                 previous_ms = 0
             entry.status, entry.success, entry.run_id = Status.STARTED, False, ctx.run_id
             self._write(entry)
-        except (rexc.ConnectionError, rexc.TimeoutError) as exc:
+        except rexc.RedisError as exc:
             raise classify(exc, migration, body) from exc
         try:
             self._run(migration, body, keys, entry, batch, pause)
@@ -172,7 +175,7 @@ class RedisAdapter(Adapter):
         try:
             entry.progress.update(self._progress(entry))
             self._write(entry, clear_progress=True)
-        except (rexc.ConnectionError, rexc.TimeoutError) as exc:
+        except rexc.RedisError as exc:
             # The work is done (progress says so); a retry finds done=true and only records success.
             raise classify(exc, migration, body) from exc
         return Applied(entry.execution_time, statements=int(entry.progress.get("batches", 1)),

@@ -14,6 +14,7 @@ import uuid
 
 from redis import exceptions as rexc
 
+from polymigrate.adapters.redis_scripts import is_transient
 from polymigrate.errors import LockNotAcquired, TransientError
 
 _SEP = " #"
@@ -64,7 +65,9 @@ class Lease:
                         "a crashed run's lease expires by itself")
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
                 delay = min(delay * 2, 0.25)
-        except (rexc.ConnectionError, rexc.TimeoutError) as exc:
+        except rexc.RedisError as exc:
+            if not is_transient(exc):
+                raise
             raise TransientError(f"{target}: cannot take the migration lock {self.key}: {exc}") from exc
         self._thread = threading.Thread(target=self._renew_loop, name=f"polymigrate-lease:{self.key}", daemon=True)
         self._thread.start()

@@ -101,6 +101,7 @@ def wrap(body: str, *, progress_key: str | None, field: str | None, lock_key: st
     epilogue = (
         "\nend\n" + pre +
         "local res = __polymigrate_body()\n"
+        "if type(res) == 'table' and res.err then return res end\n"  # redis.error_reply: record nothing
         "local nxt, n\n"
         "if type(res) == 'table' and #res == 2 and (type(res[1]) == 'string' or type(res[1]) == 'number')"
         " and type(res[2]) == 'number' then\n"
@@ -134,16 +135,20 @@ def parse_reply(raw) -> Reply:
     return Reply("0", 0, True)
 
 
+def is_transient(exc: Exception) -> bool:
+    """Connection lost, timeout, or a reply meaning "busy or failing over, try later"."""
+    if isinstance(exc, (rexc.ConnectionError, rexc.TimeoutError)):  # BusyLoadingError is a ConnectionError
+        return True
+    return isinstance(exc, rexc.ResponseError) and str(exc).lstrip().startswith(_TRANSIENT_PREFIXES)
+
+
 def classify(exc: Exception, migration: Migration, body: str) -> PolymigrateError:
     """A redis-py exception as TransientError (retry may help) or PermanentError naming file and line."""
     if isinstance(exc, PolymigrateError):
         return exc
     where = migration.path
-    if isinstance(exc, (rexc.ConnectionError, rexc.TimeoutError)):  # BusyLoadingError is a ConnectionError
-        return TransientError(f"Redis unreachable while running the migration: {exc}", file=where,
-                              hint="retry; the run resumes from the last completed batch")
     message = " ".join(str(exc).split())
-    if message.startswith(_TRANSIENT_PREFIXES):
+    if is_transient(exc):
         return TransientError(f"Redis cannot serve the migration now: {message}", file=where,
                               hint="retry; the run resumes from the last completed batch")
     if LEASE_LOST in message:
