@@ -206,7 +206,9 @@ def load_file(domain: str, technology: str, root: Path, path: Path) -> tuple[Mig
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return None, [Problem(str(path), f"not UTF-8 (byte {exc.start})", domain=domain, hint="save the file as UTF-8")], []
+        return None, [Problem(str(path), f"not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+                              line=raw.count(b"\n", 0, exc.start) + 1, domain=domain,
+                              hint="save the file as UTF-8")], []
     body = text.lstrip("\ufeff")
     if not body.strip():
         return None, [Problem(str(path), "empty migration file", domain=domain,

@@ -61,10 +61,12 @@ def _scan_other_files(root: Path, project: Project) -> None:
 
 def _read_yaml(path: Path, problems: list[Problem]) -> tuple[Any, yaml.Node | None]:
     rel = str(path)
+    raw = path.read_bytes()
     try:
-        text = path.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        problems.append(Problem(rel, f"not UTF-8 ({exc.reason} at byte {exc.start})", hint="save the file as UTF-8"))
+        problems.append(Problem(rel, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
+                                line=raw.count(b"\n", 0, exc.start) + 1, hint="save the file as UTF-8"))
         return None, None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
