@@ -1,0 +1,93 @@
+"""Statement splitting and transaction detection with pglast (no server needed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from polymigrate.adapters.pg_statements import check_transaction_control, needs_autocommit, split
+from polymigrate.errors import PermanentError
+
+
+@pytest.mark.parametrize("sql, why", [
+    ("CREATE INDEX CONCURRENTLY ix ON t (a)", "CREATE INDEX CONCURRENTLY"),
+    ("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS ix ON s.t (a)", "CREATE INDEX CONCURRENTLY"),
+    ("DROP INDEX CONCURRENTLY IF EXISTS ix", "DROP INDEX CONCURRENTLY"),
+    ("REINDEX INDEX CONCURRENTLY ix", "REINDEX CONCURRENTLY"),
+    ("REINDEX TABLE CONCURRENTLY t", "REINDEX CONCURRENTLY"),
+    ("VACUUM (ANALYZE) t", "VACUUM"),
+    ("ALTER SYSTEM SET work_mem = '64MB'", "ALTER SYSTEM"),
+    ("CREATE DATABASE other", "CREATE DATABASE"),
+    ("DROP DATABASE other", "DROP DATABASE"),
+])
+def test_statements_that_cannot_run_in_a_transaction_are_detected(sql, why):
+    [s] = split(sql)
+    assert s.non_transactional == why
+    assert needs_autocommit([s], None)
+
+
+@pytest.mark.parametrize("sql", [
+    "CREATE INDEX ix ON t (a)",
+    "ANALYZE t",  # same node as VACUUM, but fine in a transaction
+    "REINDEX TABLE t",
+    "SELECT 'CREATE INDEX CONCURRENTLY x ON t (a)'",  # in a string
+    "-- CREATE INDEX CONCURRENTLY x ON t (a)\nSELECT 1",  # in a comment
+    "DO $$ BEGIN EXECUTE 'VACUUM t'; END $$",  # in a function body
+    "ALTER TYPE mood ADD VALUE 'meh'",  # fine in a transaction since PostgreSQL 12
+])
+def test_ordinary_statements_stay_transactional(sql):
+    assert not needs_autocommit(split(sql, server_version=150000), None)
+
+
+def test_enum_add_value_needs_autocommit_before_postgresql_12():
+    [s] = split("ALTER TYPE mood ADD VALUE 'meh'", server_version=110000)
+    assert s.non_transactional
+
+
+def test_the_header_directive_overrides_detection_both_ways():
+    plain = split("CREATE TABLE t (a int)")
+    concurrent = split("CREATE INDEX CONCURRENTLY ix ON t (a)")
+    assert needs_autocommit(plain, False)
+    assert not needs_autocommit(concurrent, True)
+
+
+def test_each_statement_knows_its_line_even_after_comments_and_blank_lines():
+    body = "-- header\n\nCREATE TABLE a (x int);\n/* block\n comment */\nCREATE TABLE b (\n  y int\n); SELECT 1;\n"
+    stmts = split(body)
+    assert [(s.line, s.text.split()[0]) for s in stmts] == [(3, "CREATE"), (6, "CREATE"), (8, "SELECT")]
+    assert stmts[1].line_of(20) == 7  # server error cursor inside the statement maps to the file line
+
+
+def test_unicode_before_a_statement_does_not_shift_offsets():
+    stmts = split("COMMENT ON TABLE t IS 'café ☕';\nSELECT 2;")
+    assert stmts[1].text == "SELECT 2" and stmts[1].line == 2
+
+
+def test_a_syntax_error_names_the_file_and_line():
+    with pytest.raises(PermanentError) as info:
+        split("SELECT 1;\n\nSELEC 2;\n", file="sql/V3__bad.sql")
+    assert "sql/V3__bad.sql:3" in str(info.value)
+    assert "SELEC" in str(info.value)
+
+
+@pytest.mark.parametrize("control", ["COMMIT", "BEGIN", "ROLLBACK", "START TRANSACTION", "END"])
+def test_explicit_transaction_control_is_refused_with_its_line(control):
+    stmts = split(f"CREATE TABLE a (x int);\n{control};\nCREATE TABLE b (y int);")
+    with pytest.raises(PermanentError) as info:
+        check_transaction_control(stmts, "V1__x.sql")
+    assert "V1__x.sql:2" in str(info.value) and "transactional=false" in str(info.value)
+
+
+def test_savepoints_are_allowed():
+    check_transaction_control(split("SAVEPOINT a; SELECT 1; RELEASE SAVEPOINT a;"), "V1__x.sql")
+
+
+def test_concurrent_index_targets_are_recorded_for_repair():
+    create, drop, reindex = split("CREATE INDEX CONCURRENTLY ix ON s.t (a); DROP INDEX CONCURRENTLY s.old; "
+                                  "REINDEX INDEX CONCURRENTLY s.ix;")
+    assert (create.index_target.name, create.index_target.schema, create.index_target.table) == ("ix", "s", "t")
+    assert (drop.index_target.action, drop.index_target.name, drop.index_target.schema) == ("drop", "old", "s")
+    assert (reindex.index_target.action, reindex.index_target.name) == ("reindex", "ix")
+
+
+def test_a_file_of_comments_only_has_no_statements():
+    assert split("-- nothing yet\n") == []
