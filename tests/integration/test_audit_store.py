@@ -210,3 +210,11 @@ def test_open_sink_initialises_a_fresh_database(pg_url):
         assert sink.verify().ok and [r.event.kind for r in sink.query()] == ["triggered"]
     finally:
         sink.close()
+
+
+def test_values_the_json_stringifies_are_stored_as_hashed(store):
+    from polymigrate.versions import Version
+
+    store.emit(ev("migration_succeeded", version=Version("1.10"), region="western_europe"))
+    assert store.verify().ok
+    assert [r.event.version for r in store.query(region="western_europe")] == ["1.10"]

@@ -283,7 +283,10 @@ class PostgresAuditStore:
         """
         event = self._prepared(event)
         body = canonical_json(event)
-        values = [getattr(event, c) for c in COLUMNS]
+        # Columns come from the hashed text itself, so a value the JSON had to stringify (a Version,
+        # a Path) is stored exactly as hashed and verify compares like with like.
+        recorded = json.loads(body)
+        values = [event.at if c == "at" else recorded[c] for c in COLUMNS]
         insert = sql.SQL("INSERT INTO {} (id, {}, body, prev_hash, hash) VALUES (%s, {}, %s, %s, %s)").format(
             self._ident("events"), sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
             sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)))
@@ -315,10 +318,13 @@ class PostgresAuditStore:
                 except psycopg.errors.UndefinedTable as exc:
                     raise PermanentError(f"audit store {self.target} is not initialised: {exc}".strip(),
                                          hint="run 'polymigrate audit init --url …' as the schema owner") from exc
-                except psycopg.Error as exc:
+                except psycopg.errors.InsufficientPrivilege as exc:
                     raise PermanentError(f"audit store {self.target} refused the event ({event.kind}): {exc}".strip(),
                                          hint=f"the connecting user needs the role {WRITER_ROLE} "
                                               f"(GRANT {WRITER_ROLE} TO <user>)") from exc
+                except psycopg.Error as exc:
+                    raise PermanentError(f"audit store {self.target} could not record the event ({event.kind}): "
+                                         f"{exc}".strip()) from exc
         raise TransientError(f"could not write audit event '{event.kind}' to {self.target}: {last_error}".strip(),
                              hint="the audit store must be reachable; the task retries once it is")
 

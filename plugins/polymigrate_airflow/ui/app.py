@@ -1,0 +1,134 @@
+"""The audit page served inside Airflow's API server: state matrix, filtered history, export.
+
+Mounted by the plugin under ``/polymigrate``; every route requires an authenticated Airflow user.
+The audit store is reached through the ``polymigrate_audit`` Airflow connection, resolved per
+request (never at import, so the API server starts even when the store is down or unconfigured).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Iterator
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from airflow.api_fastapi.core_api.security import requires_authenticated
+from polymigrate.audit import AUDIT_CONN_ID, PostgresAuditStore
+from polymigrate.audit.history import MATRIX_KINDS, build_matrix, summarize_runs
+from polymigrate.audit.report import FORMATS, MEDIA_TYPES, duration_chart_svg, render
+from polymigrate.errors import PolymigrateError
+from polymigrate_airflow.ui.page import render_page, render_unavailable
+
+HISTORY_LIMIT = 500
+DEFAULT_DAYS = 30
+
+
+class StoreUnavailable(Exception):
+    """The audit store is not configured or not reachable; the page says how to fix it."""
+
+
+def get_store() -> Iterator[PostgresAuditStore]:
+    """The audit store of this request, through the ``polymigrate_audit`` connection."""
+    from polymigrate_airflow.connections import build_client
+
+    try:
+        store = PostgresAuditStore(build_client("postgresql", AUDIT_CONN_ID))
+    except PolymigrateError as exc:
+        raise StoreUnavailable(str(exc)) from exc
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+class Filters:
+    """The query string of every view: period and scope; blank fields mean 'any'."""
+
+    def __init__(self, from_: str | None = Query(None, alias="from"), to: str | None = Query(None),
+                 domain: str | None = Query(None), environment: str | None = Query(None),
+                 region: str | None = Query(None), kind: str | None = Query(None)):
+        today = datetime.now(timezone.utc).date()
+        self.from_ = _parse_day(from_) or today - timedelta(days=DEFAULT_DAYS)
+        self.to = _parse_day(to) or today
+        self.domain, self.environment, self.region, self.kind = (v or None for v in (domain, environment, region, kind))
+
+    def query_kwargs(self) -> dict[str, Any]:
+        # 'to' is a day: include all of it.
+        return {"from_": self.from_, "to": self.to + timedelta(days=1), "domain": self.domain,
+                "environment": self.environment, "region": self.region, "kind": self.kind}
+
+    def as_dict(self) -> dict[str, str]:
+        return {"from": self.from_.isoformat(), "to": self.to.isoformat(), "domain": self.domain or "",
+                "environment": self.environment or "", "region": self.region or "", "kind": self.kind or ""}
+
+
+def _parse_day(value: str | None) -> date | None:
+    if not value:
+        return None
+    try:
+        return date.fromisoformat(value[:10])
+    except ValueError:
+        return None
+
+
+def _history(store: PostgresAuditStore, filters: Filters):
+    return _guard(store, lambda: store.query(**filters.query_kwargs(), limit=HISTORY_LIMIT, newest_first=True))
+
+
+def _matrix(store: PostgresAuditStore, filters: Filters):
+    # The matrix is the state now, so it ignores the period and reads every state-changing event.
+    return build_matrix(_guard(store, lambda: store.query(domain=filters.domain, environment=filters.environment,
+                                                          region=filters.region, kind=MATRIX_KINDS)))
+
+
+def _guard(store: PostgresAuditStore, read):
+    try:
+        return read()
+    except Exception as exc:  # unreachable server, missing schema, missing privileges
+        raise StoreUnavailable(f"cannot read the audit store {store.target}: {exc}") from exc
+
+
+def create_app() -> FastAPI:
+    """The FastAPI sub-application (one per API server process)."""
+    app = FastAPI(title="polymigrate audit", dependencies=[Depends(requires_authenticated())],
+                  docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(StoreUnavailable)
+    def unavailable(request, exc: StoreUnavailable) -> Response:
+        if request.url.path.rstrip("/").endswith(("/api/matrix", "/api/history")):
+            return JSONResponse({"error": str(exc), "connection": AUDIT_CONN_ID}, status_code=503)
+        return HTMLResponse(render_unavailable(str(exc)), status_code=503)
+
+    @app.get("/", response_class=HTMLResponse)
+    def page(request: Request, filters: Filters = Depends(), store: PostgresAuditStore = Depends(get_store)) -> str:
+        history = _history(store, filters)
+        technologies, rows = _matrix(store, filters)
+        runs = summarize_runs(history)
+        return render_page(filters=filters.as_dict(), technologies=technologies, rows=rows, history=history,
+                           chart=duration_chart_svg(runs), limit=HISTORY_LIMIT,
+                           base=request.scope.get("root_path", "").rstrip("/") + "/")
+
+    @app.get("/export")
+    def export(filters: Filters = Depends(), format: str = Query("csv"),
+               store: PostgresAuditStore = Depends(get_store)) -> Response:
+        if format not in FORMATS:
+            return JSONResponse({"error": f"format must be one of {', '.join(FORMATS)}"}, status_code=400)
+        records = _guard(store, lambda: store.query(**filters.query_kwargs()))
+        body = render(records, format, filters=filters.as_dict())
+        name = f"polymigrate-audit-{filters.from_.isoformat()}-to-{filters.to.isoformat()}.{format}"
+        return Response(body, media_type=MEDIA_TYPES[format],
+                        headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+    @app.get("/api/matrix")
+    def matrix(filters: Filters = Depends(), store: PostgresAuditStore = Depends(get_store)) -> dict:
+        technologies, rows = _matrix(store, filters)
+        return {"technologies": technologies, "rows": [r.to_dict() for r in rows]}
+
+    @app.get("/api/history")
+    def history(filters: Filters = Depends(), store: PostgresAuditStore = Depends(get_store)) -> dict:
+        records = _history(store, filters)
+        return {"filters": filters.as_dict(), "limit": HISTORY_LIMIT,
+                "events": [{"id": r.id, "hash": r.hash, **r.event.to_dict()} for r in records]}
+
+    return app

@@ -1,0 +1,104 @@
+"""HTML of the audit page: server-rendered, no JavaScript, no external assets (machines are offline)."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment
+
+from polymigrate.audit import AUDIT_CONN_ID
+from polymigrate.audit.report import STYLES, fmt_ms, fmt_time, outcome_class
+from polymigrate.connections import env_var
+from polymigrate.events import KINDS
+
+_env = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+_env.filters["outcome_class"] = outcome_class
+
+PAGE_STYLES = STYLES + """
+body { margin: 16px; }
+form.filters { display: flex; flex-wrap: wrap; gap: 8px 12px; align-items: end; margin: 8px 0; }
+form.filters label { display: flex; flex-direction: column; font-size: 12px; color: #555; }
+form.filters input, form.filters select { font-size: 13px; padding: 3px 6px; }
+.exports a { margin-right: 10px; }
+td.cell { min-width: 110px; } .version { font-weight: 600; }
+.pending { background: #fff1cc; color: #6b4d00; }
+"""
+
+
+def _qs(filters: dict[str, str], **extra: str) -> str:
+    return urlencode({k: v for k, v in {**filters, **extra}.items() if v})
+
+
+_PAGE = _env.from_string("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>polymigrate · audit</title><style>{{ styles }}</style></head>
+<body>
+<h1>Database migrations: state and audit trail</h1>
+<p class="muted">From the tamper-evident audit store (connection <code>{{ conn_id }}</code>).</p>
+
+<h2>Current state</h2>
+{% if not rows %}<p class="muted" id="matrix-empty">No migration has been recorded yet{% if filters.domain or filters.environment or filters.region %} for this scope{% endif %}.</p>{% else %}
+<table id="matrix">
+<tr><th>Domain</th><th>Environment</th><th>Region</th>{% for t in technologies %}<th>{{ t }}</th>{% endfor %}<th>Last run</th></tr>
+{% for r in rows %}
+<tr data-domain="{{ r.domain }}" data-environment="{{ r.environment }}" data-region="{{ r.region }}">
+<td>{{ r.domain }}</td><td>{{ r.environment }}</td><td>{{ r.region }}</td>
+{% for t in technologies %}{% set c = r.cells.get(t) %}
+<td class="cell">{% if c %}<span class="version">{{ c.version or "–" }}</span>{% if c.pending %} <span class="badge pending">{{ c.pending }} pending</span>{% elif c.pending == 0 %} <span class="small muted">up to date</span>{% endif %}{% else %}<span class="muted">–</span>{% endif %}</td>
+{% endfor %}
+<td>{% if r.last_run_outcome %}<span class="badge {{ r.last_run_outcome | outcome_class }}">{{ r.last_run_outcome }}</span>
+{% if r.last_run_url %}<a href="{{ r.last_run_url }}" target="_top">{{ r.last_run_id }}</a>{% else %}<span class="small">{{ r.last_run_id }}</span>{% endif %}
+<div class="small muted">{{ fmt_time(r.last_run_at) }}</div>{% else %}<span class="muted">–</span>{% endif %}</td>
+</tr>
+{% endfor %}
+</table>{% endif %}
+
+<h2>History</h2>
+<form class="filters" method="get" action="{{ base }}">
+<label>From<input type="date" name="from" value="{{ filters.from }}"></label>
+<label>To<input type="date" name="to" value="{{ filters.to }}"></label>
+<label>Domain<input name="domain" value="{{ filters.domain }}" placeholder="any"></label>
+<label>Environment<input name="environment" value="{{ filters.environment }}" placeholder="any"></label>
+<label>Region<input name="region" value="{{ filters.region }}" placeholder="any"></label>
+<label>Event<select name="kind"><option value="">any</option>{% for k in kinds %}<option{% if k == filters.kind %} selected{% endif %}>{{ k }}</option>{% endfor %}</select></label>
+<button type="submit">Apply</button>
+</form>
+<p class="exports">Export this selection:
+<a id="export-csv" href="{{ base }}export?{{ qs(filters, format='csv') }}" download>CSV</a>
+<a id="export-json" href="{{ base }}export?{{ qs(filters, format='json') }}" download>JSON</a>
+<a id="export-html" href="{{ base }}export?{{ qs(filters, format='html') }}" download>HTML report</a></p>
+{{ chart | safe }}
+{% if not history %}<p class="muted">No events in this selection.</p>{% else %}
+<p class="small muted">{{ history | length }} event(s){% if history | length >= limit %}, the latest {{ limit }} shown: narrow the filters or export for all{% endif %}.</p>
+<table id="history">
+<tr><th>#</th><th>When (UTC)</th><th>Event</th><th>Domain</th><th>Environment</th><th>Region</th><th>Technology</th><th>Change</th><th>Who</th><th>Duration</th><th>Run</th></tr>
+{% for rec in history | reverse %}{% set e = rec.event %}
+<tr><td class="small">{{ rec.id }}</td><td>{{ fmt_time(e.at) }}</td><td>{{ e.kind }}</td><td>{{ e.domain }}</td><td>{{ e.environment }}</td>
+<td>{{ e.region or "" }}</td><td>{{ e.technology or "" }}</td><td>{{ e.script or e.version or "" }}{% if e.details.error %}<div class="small">{{ e.details.error }}</div>{% endif %}</td>
+<td>{{ e.details.by or e.actor }}</td><td>{{ fmt_ms(e.duration_ms) if e.duration_ms is not none else "" }}</td>
+<td>{% if e.details.run_url %}<a href="{{ e.details.run_url }}" target="_top" class="small">{{ e.run_id }}</a>{% else %}<span class="small">{{ e.run_id or "" }}</span>{% endif %}</td></tr>
+{% endfor %}
+</table>{% endif %}
+</body></html>
+""")
+
+_UNAVAILABLE = _env.from_string("""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>polymigrate · audit unavailable</title><style>{{ styles }}</style></head>
+<body><h1>The audit store is not available</h1>
+<p id="problem">{{ problem }}</p>
+<p>The page reads the PostgreSQL connection <code>{{ conn_id }}</code>. Add it under Admin → Connections
+(type postgres), or set <code>{{ env }}</code> for the API server, then run
+<code>polymigrate audit init</code> once as the schema owner.</p></body></html>
+""")
+
+
+def render_page(*, filters: dict[str, str], technologies: list[str], rows: list[Any], history: list[Any],
+                chart: str, limit: int, base: str = "") -> str:
+    """The whole page; ``base`` is the mount path ending in '/', so links work with or without it."""
+    return _PAGE.render(styles=PAGE_STYLES, conn_id=AUDIT_CONN_ID, filters=filters, technologies=technologies,
+                        rows=rows, history=history, chart=chart, limit=limit, base=base, kinds=KINDS, qs=_qs,
+                        fmt_ms=fmt_ms, fmt_time=fmt_time)
+
+
+def render_unavailable(problem: str) -> str:
+    return _UNAVAILABLE.render(styles=PAGE_STYLES, problem=problem, conn_id=AUDIT_CONN_ID, env=env_var(AUDIT_CONN_ID))

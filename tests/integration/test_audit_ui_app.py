@@ -1,0 +1,197 @@
+"""The audit page's FastAPI app through starlette's TestClient, on a real audit store.
+
+Authentication is Airflow's (tested against a running API server in tests/e2e/test_audit_ui.py);
+here the user dependency is overridden so the behaviour of the views is tested on its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import zlib
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from polymigrate.audit import PostgresAuditStore
+from polymigrate.catalog import Kind
+from polymigrate.commands import validate_project
+from polymigrate.events import AuditEvent
+
+pytestmark = pytest.mark.integration
+
+SPECS = __import__("pathlib").Path(__file__).resolve().parents[2] / "migration_specs"
+BASE_URL = "http://airflow.test:8080"
+
+
+def seed_sample_history(store: PostgresAuditStore, *, now: datetime | None = None) -> dict:
+    """Events as the DAGs would record them for the sample domains of migration_specs/.
+
+    Staging: one run per domain applying everything except the last migration of each technology
+    in the last region (left pending). Production: one run of the first domain deployed to two
+    regions or more, failing in its second region. Returns what the matrix must show.
+    """
+    now = now or datetime.now(timezone.utc).replace(microsecond=0)
+    v = validate_project(SPECS)
+    expected: dict = {"domains": [], "pending": {}, "failed": None}
+    clock = [now - timedelta(days=3)]
+
+    def at() -> datetime:
+        clock[0] += timedelta(seconds=37)
+        return clock[0]
+
+    def run(domain: str, env_name: str, triggerer: str, approvers: list[str], fail_in: str | None = None,
+            hold_back_in: str | None = None) -> None:
+        env = v.project.environments[env_name]
+        project_domain = v.project.domains[domain]
+        run_id = f"manual__{clock[0].isoformat()}"
+        common = dict(domain=domain, environment=env_name, run_id=run_id, dag_id=f"migrate__{domain}__{env_name}",
+                      details={"run_url": f"{BASE_URL}/dags/migrate__{domain}__{env_name}/runs/{run_id}"})
+
+        def emit(kind: str, actor: str = f"{triggerer}@airflow", **kw) -> None:
+            details = {**common["details"], **kw.pop("details", {})}
+            store.emit(AuditEvent(kind=kind, actor=actor, at=at(), details=details,
+                                  **{k: c for k, c in common.items() if k != "details"}, **kw))
+
+        regions = [r.name for r in v.project.regions_of(project_domain, env)]
+        techs = project_domain.technology_order()
+        migrations = {t: [m for m in v.catalogs[domain].migrations.get(t, []) if m.kind is Kind.VERSIONED] for t in techs}
+        emit("triggered")
+        for who in approvers:
+            emit("approved", details={"by": who})
+        emit("planned", details={"hash": "ab" * 32, "targets": {f"{r}/{t}": len(migrations[t]) for r in regions for t in techs}})
+        for region in regions:
+            for tech in techs:
+                todo = migrations[tech][:-1] if region == hold_back_in and migrations[tech] else migrations[tech]
+                for n, m in enumerate(todo):
+                    kw = dict(region=region, technology=tech, version=m.version, script=m.script, checksum=m.checksum)
+                    emit("migration_started", **kw)
+                    ms = 200 + zlib.crc32(f"{region}{m.script}".encode()) % 5000
+                    if region == fail_in and n == len(todo) - 1:
+                        emit("migration_failed", duration_ms=ms, details={"error": "lock timeout on table orders"}, **kw)
+                        return
+                    emit("migration_succeeded", duration_ms=ms, **kw)
+                if region == hold_back_in and migrations[tech]:
+                    expected["pending"][(domain, env_name, region, tech)] = 1
+            emit("verified", region=region, details={"region": region})
+
+    domains = sorted(v.good_domains())
+    for domain in domains:
+        staging_regions = [r.name for r in v.project.regions_of(v.project.domains[domain], v.project.environments["staging"])]
+        run(domain, "staging", "carol", ["dave"], hold_back_in=staging_regions[-1])
+    prod = v.project.environments["production"]
+    first, prod_regions = next((d, regions) for d in domains
+                               if len(regions := [r.name for r in v.project.regions_of(v.project.domains[d], prod)]) > 1)
+    run(first, "production", "carol", ["dave", "erin"], fail_in=prod_regions[1])
+    expected.update(domains=domains, failed=(first, "production", prod_regions[1]))
+    return expected
+
+
+@pytest.fixture
+def seeded(pg_url):
+    store = PostgresAuditStore(pg_url)
+    store.ensure_schema()
+    expected = seed_sample_history(store)
+    yield store, expected
+    store.close()
+
+
+@pytest.fixture
+def client(seeded, pg_url):
+    from fastapi.testclient import TestClient
+
+    from airflow.api_fastapi.core_api.security import get_user
+    from polymigrate_airflow.ui.app import create_app, get_store
+
+    app = create_app()
+
+    def store():
+        s = PostgresAuditStore(pg_url)
+        yield s
+        s.close()
+
+    app.dependency_overrides[get_store] = store
+    app.dependency_overrides[get_user] = lambda: object()
+    return TestClient(app, root_path="/polymigrate")
+
+
+def test_matrix_shows_each_sample_domain_with_versions_pending_and_last_run(client, seeded):
+    store, expected = seeded
+    doc = client.get("/api/matrix").json()
+    rows = {(r["domain"], r["environment"], r["region"]): r for r in doc["rows"]}
+    assert {d for d, _, _ in rows} == set(expected["domains"])
+    for (domain, env, region, tech), n in expected["pending"].items():
+        assert rows[(domain, env, region)]["technologies"][tech]["pending"] == n
+    for r in doc["rows"]:
+        succeeded = store.query(domain=r["domain"], environment=r["environment"], region=r["region"],
+                                kind="migration_succeeded")
+        for tech, cell in r["technologies"].items():
+            versions = [x.event.version for x in succeeded if x.event.technology == tech]
+            assert cell["version"] == (max(versions, key=lambda s: [int(p) for p in s.replace("_", ".").split(".")])
+                                       if versions else None)
+    failed = rows[expected["failed"]]["last_run"]
+    assert failed["outcome"] == "failed" and failed["url"].startswith(BASE_URL + "/dags/")
+    assert all(r["last_run"]["outcome"] == "succeeded" for k, r in rows.items() if k[1] == "staging")
+
+
+def test_page_renders_matrix_history_chart_and_export_links(client, seeded):
+    _, expected = seeded
+    html = client.get("/").text
+    assert 'id="matrix"' in html and 'id="history"' in html and "<svg" in html
+    for domain in expected["domains"]:
+        assert f'data-domain="{domain}"' in html
+    assert 'href="/polymigrate/export?' in html and "format=csv" in html
+    assert "1 pending" in html and 'class="badge bad">failed' in html
+
+
+def test_history_filters_by_scope_and_kind(client, seeded):
+    _, expected = seeded
+    domain, env, region = expected["failed"]
+    events = client.get("/api/history", params={"environment": env, "region": region}).json()["events"]
+    assert events and {(e["environment"], e["region"]) for e in events} == {(env, region)}
+    events = client.get("/api/history", params={"kind": "approved"}).json()["events"]
+    assert sorted({e["details"]["by"] for e in events}) == ["dave", "erin"]
+    old = client.get("/api/history", params={"from": "2001-01-01", "to": "2001-01-31"}).json()["events"]
+    assert old == []
+
+
+def test_export_downloads_the_filtered_selection(client, seeded):
+    store, expected = seeded
+    domain = expected["domains"][0]
+    response = client.get("/export", params={"format": "csv", "domain": domain})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/csv")
+    assert response.headers["content-disposition"].startswith('attachment; filename="polymigrate-audit-')
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert len(rows) == len(store.query(domain=domain)) and {r["domain"] for r in rows} == {domain}
+    html = client.get("/export", params={"format": "html"})
+    assert "Approved by</dt><dd>dave, erin" in html.text
+    assert client.get("/export", params={"format": "xml"}).status_code == 400
+
+
+def test_unconfigured_store_gives_a_page_saying_how_to_fix_it(monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from airflow.api_fastapi.core_api.security import get_user
+    from polymigrate_airflow.ui.app import create_app
+
+    monkeypatch.delenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", raising=False)
+    app = create_app()
+    app.dependency_overrides[get_user] = lambda: object()
+    client = TestClient(app)
+    response = client.get("/")
+    assert response.status_code == 503
+    assert "polymigrate_audit" in response.text and "AIRFLOW_CONN_POLYMIGRATE_AUDIT" in response.text
+    assert client.get("/api/matrix").json()["connection"] == "polymigrate_audit"
+
+
+def test_unreachable_store_is_reported_not_crashed(monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from airflow.api_fastapi.core_api.security import get_user
+    from polymigrate_airflow.ui.app import create_app
+
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", "postgresql://postgres@127.0.0.1:1/audit")
+    app = create_app()
+    app.dependency_overrides[get_user] = lambda: object()
+    response = TestClient(app).get("/")
+    assert response.status_code == 503 and "cannot read the audit store" in response.text
