@@ -71,10 +71,13 @@ class RedisAdapter(Adapter):
 
     @classmethod
     def from_url(cls, url: str, *, domain: str, settings: Any = None, **kw: Any) -> "RedisAdapter":
-        """``redis://[user:password@]host:port/db``; add ``?cluster=true`` for a Redis Cluster."""
+        """``redis://[user:password@]host:port/db``; ``?cluster=true`` for a Redis Cluster,
+        ``?lease_ms=N`` for the lock lease (how long a crashed run blocks the next one)."""
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))
         is_cluster = query.pop("cluster", "false").lower() in ("1", "true", "yes")
+        if "lease_ms" in query:
+            kw.setdefault("lease_ms", int(query.pop("lease_ms")))
         clean = urlunsplit(parts._replace(query=urlencode(query)))
         client = RedisCluster.from_url(clean) if is_cluster else redis.Redis.from_url(clean)
         adapter = cls(client, domain=domain, settings=settings, **kw)
