@@ -87,6 +87,9 @@ def reconcile(migrations: list[Migration], entries: list[LedgerEntry], *,
             state = State.INCOMPLETE if e.checksum == m.checksum else State.CHANGED
         elif e.checksum is not None and e.checksum != m.checksum:
             state = State.CHANGED
+        elif any(w > v and o.installed_rank < e.installed_rank and o.status in _APPLIED
+                 for w, o in versioned_entries.items()):
+            state = State.OUT_OF_ORDER  # applied after a higher version (an --out-of-order run)
         else:
             state = State.SUCCESS
         infos.append(MigrationInfo(str(v), desc, script, state, m, e))
@@ -95,7 +98,7 @@ def reconcile(migrations: list[Migration], entries: list[LedgerEntry], *,
     for e in sorted(live, key=lambda e: e.installed_rank):
         if e.version is None:
             repeat_entries.setdefault(e.description.lower(), []).append(e)
-    for m in (m for m in migrations if m.kind is Kind.REPEATABLE):
+    for m in sorted((m for m in migrations if m.kind is Kind.REPEATABLE), key=lambda m: m.description.lower()):
         runs = repeat_entries.pop(m.description.lower(), [])
         for old in runs[:-1]:
             infos.append(MigrationInfo(None, old.description, old.script, State.SUPERSEDED, m, old))
