@@ -12,6 +12,8 @@ Exit codes: 0 done, 1 failed (the message names the file, statement and fix), 2 
 
 from __future__ import annotations
 
+import logging
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -195,12 +197,25 @@ def _fail(exc: Exception, label: str) -> typer.Exit:
     if isinstance(exc, SpecError):
         _print_problems(exc.problems, f"{label}: invalid input")
     else:
-        err_console.print(f"[bold red]{label}: {kind}[/]\n{exc}", highlight=False)
+        # soft_wrap: a long statement or holder name stays on one line, greppable and copyable
+        err_console.print(f"[bold red]{label}: {kind}[/]", highlight=False, soft_wrap=True)
+        err_console.print(str(exc), highlight=False, soft_wrap=True, markup=False)
     return typer.Exit(1)
+
+
+def _show_logs() -> None:
+    """Adapters log what a person at the terminal should see (e.g. whose lock a run waits for)."""
+    logger = logging.getLogger("polymigrate")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _each(sel: Selection, action: Callable[[Target, Adapter], None]) -> None:
     """Run ``action`` per target in order; stop at the first failure with exit code 1."""
+    _show_logs()
     for t in _targets(sel):
         if t.problems:
             _print_problems(t.problems, f"{t.label}: migrations are not valid")
