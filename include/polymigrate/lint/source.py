@@ -51,7 +51,6 @@ class Source:
     statements: list[Statement] = field(default_factory=list)
     parse_error: tuple[str, int] | None = None  # (message, line)
     data: Any = None                             # parsed JSON, for .json files
-    json_error: tuple[str, int] | None = None
     state: dict = field(default_factory=dict)    # shared across one catalog's files (e.g. ES aliases)
 
     @property
@@ -111,8 +110,8 @@ def prepare(migration: Migration, placeholders: dict[str, str] | None = None,
     elif src.suffix == ".json":
         try:
             src.data = json.loads(src.text)
-        except json.JSONDecodeError as exc:
-            src.json_error = (exc.msg, exc.lineno)
+        except json.JSONDecodeError:
+            pass  # the catalog reports malformed JSON (spec.formats); rules then see no data
     return src
 
 

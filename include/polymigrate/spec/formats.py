@@ -33,10 +33,18 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+class LintIgnore(_Model):
+    """A file-wide lint suppression (JSON has no comments); see docs/lint.md."""
+
+    rules: list[str] = Field(min_length=1)
+    reason: str = ""
+
+
 # --- MongoDB ----------------------------------------------------------------------------------
 
 class MongoCommandFile(_Model):
     description: str = ""
+    lint_ignore: list[LintIgnore] = Field(default_factory=list)
     commands: list[dict[str, Any]] = Field(min_length=1)
 
     @field_validator("commands")
@@ -131,6 +139,7 @@ class Step(_Model):
 
 class ElasticsearchStepFile(_Model):
     description: str = ""
+    lint_ignore: list[LintIgnore] = Field(default_factory=list)
     steps: list[Step] = Field(min_length=1)
 
 

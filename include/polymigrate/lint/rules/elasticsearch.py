@@ -15,7 +15,6 @@ from polymigrate.lint.jsonlines import first_key, item_lines
 from polymigrate.lint.rule import Hit, Rule
 
 _WRITE_PATH = re.compile(r"^/?(?P<index>[^/_][^/]*)/(?P<op>_doc|_create|_update|_bulk|_update_by_query|_delete_by_query)\b")
-_WRITE_STEPS = {"index_document", "bulk", "update_by_query", "delete_by_query", "index"}
 
 
 @dataclass
@@ -102,8 +101,6 @@ def walk(src) -> list[Event]:
                 events.append(Event("delete_behind_alias" if aliases else "delete", line, text,
                                     f"{index} (alias {', '.join(aliases)})" if aliases else index))
                 state.mappings.pop(index, None)
-            elif kind in _WRITE_STEPS and index and state.behind(index):
-                events.append(Event("concrete_write", line, text, f"{index} (alias {', '.join(state.behind(index))})"))
             elif kind == "request":
                 method = str(body.get("method", "GET")).upper()
                 path = str(body.get("path", ""))

@@ -13,12 +13,6 @@ def _missing_reason(src):
                       f"suppression of {', '.join(s.rules) or 'nothing'} has no reason, so it suppresses nothing")
 
 
-def _json(src):
-    if src.json_error:
-        message, line = src.json_error
-        yield Hit(line, "", f"not valid JSON: {message}")
-
-
 def _engine(src):
     """Produced by the engine, which sees every finding (unused suppressions) or the whole catalog."""
     return ()
@@ -31,8 +25,6 @@ RULES = (
          "use a rule name from `polymigrate lint --rules` (docs/lint.md)", _engine),
     Rule("unused-suppression", "any", "info", "a lint-ignore that suppresses nothing (stale or misplaced)",
          "put it on the line(s) just before the statement, or delete it", _engine),
-    Rule("json-syntax-error", "any", "critical", "the JSON migration does not parse",
-         "fix the JSON at the reported line", _json),
     Rule("version-collision", "any", "high",
          "two migration files share a version, in the tree or on another local git branch",
          "renumber this file to the next free version (`polymigrate new` picks one) before merging", _engine),
