@@ -1,0 +1,189 @@
+"""Whole DAG runs (``dag.test()``) against the real PostgreSQL and Redis servers.
+
+A copy of the sample specs gains an ``e2e`` environment with three regions under sequential
+rollout; each region is its own fresh PostgreSQL database and its own Redis DB number, reached
+through ``AIRFLOW_CONN_*`` variables, as an operator would configure Airflow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SPECS = ROOT / "migration_specs"
+REGIONS = {"western_europe": 1, "eastern_europe": 2, "north_africa": 3}  # region -> Redis DB number
+CURRENCY = {"western_europe": "EUR", "eastern_europe": "EURO", "north_africa": "MAD"}  # EURO: a region's typo
+RUN_TECHS = ["postgresql", "redis"]  # MongoDB has no adapter yet; its tasks are skipped by param
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+
+
+def env_yaml(currency: dict[str, str], lint_block_at: str = "critical") -> str:
+    regions = "\n".join(f"  {r}: {{placeholders: {{currency: {c}}}}}" for r, c in currency.items())
+    return textwrap.dedent(f"""\
+        description: End-to-end tests, one fresh database per region.
+        policy:
+          approvals: {{required: 0}}
+          rollout: {{strategy: sequential, halt_on_failure: true}}
+          lint_block_at: {lint_block_at}
+          retries: 0
+          lock_wait_seconds: 5
+        regions:
+        """) + regions + "\n"
+
+
+@pytest.fixture
+def e2e(tmp_path, make_pg_database, monkeypatch, airflow_db):
+    """A spec copy with an e2e environment, its connections, and helpers to run and inspect DAGs."""
+    import redis
+    from tests.conftest import REDIS_URL
+
+    specs = tmp_path / "specs"
+    shutil.copytree(SPECS, specs)
+    for extra in ("warehousing", "courier-services", "centralized-dashboard"):
+        shutil.rmtree(specs / extra, ignore_errors=True)  # fewer DAGs to parse per dag.test()
+    (specs / "environments" / "e2e.yaml").write_text(env_yaml(CURRENCY))
+    (specs / "social-commerce" / "postgresql" / "tables" / "V3__regional_settings.sql").write_text(
+        "CREATE TABLE regional_settings (currency char(3) NOT NULL);\n"
+        "INSERT INTO regional_settings VALUES ('${currency}');\n")
+    monkeypatch.setenv("POLYMIGRATE_SPECS", str(specs))
+
+    pg: dict[str, str] = {}
+    clients: dict[str, redis.Redis] = {}
+    for region, db in REGIONS.items():
+        pg[region] = make_pg_database("pm_e2e")
+        monkeypatch.setenv(f"AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_E2E_{region.upper()}", pg[region])
+        host, _, port = REDIS_URL.removeprefix("redis://").partition(":")
+        monkeypatch.setenv(f"AIRFLOW_CONN_POLYMIGRATE_REDIS_E2E_{region.upper()}", json.dumps(
+            {"conn_type": "redis", "host": host, "port": int(port or 6379), "extra": {"db": db}}))
+        clients[region] = redis.Redis.from_url(f"{REDIS_URL}/{db}")
+        clients[region].flushdb()
+        clients[region].set(f"social:user:{db}:profile", "{}")  # what the sample Lua migration renames
+
+    class E2E:
+        root = specs
+        pg_urls = pg
+        redis = clients
+
+        def run(self, domain: str, conf: dict | None = None):
+            from polymigrate_airflow.renderer import build_dags
+
+            dag = build_dags(specs)[f"migrate__{domain}__e2e"]
+            techs = [t for t in dag.params.get_param("technologies").value if t in RUN_TECHS]
+            dr = dag.test(run_conf={"technologies": techs, **(conf or {})})
+            states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+            return dr, states
+
+        def ledger(self, domain: str, technology: str, region: str):
+            from tests.conftest import REDIS_URL
+            from polymigrate.adapters import adapter_class
+            from polymigrate.spec import load_project
+
+            settings = load_project(specs).domains[domain].technologies[technology]
+            cls = adapter_class(technology)
+            url = pg[region] if technology == "postgresql" else f"{REDIS_URL}/{REGIONS[region]}"
+            adapter = cls.from_url(url, domain=domain, settings=settings)
+            try:
+                return [(e.version or e.description, e.installed_rank, e.run_id, e.region, e.status.value)
+                        for e in adapter.read_ledger()]
+            finally:
+                adapter.close()
+
+        def expected(self, domain: str, technology: str) -> list[str]:
+            from polymigrate.commands import load_domain
+
+            _, _, cat = load_domain(specs, domain)
+            return [m.id.removeprefix("R:") for m in cat.applicable(technology)]
+
+    yield E2E()
+    for c in clients.values():
+        c.flushdb()
+        c.close()
+
+
+def test_full_run_applies_every_region_then_a_second_run_is_a_no_op(e2e):
+    # the e2e env renders V3 with EURO in eastern_europe; fix it for this test
+    (e2e.root / "environments" / "e2e.yaml").write_text(env_yaml({**CURRENCY, "eastern_europe": "PLN"}))
+
+    dr, states = e2e.run("common")
+    assert dr.state == "success", states
+    dr, states = e2e.run("social_commerce")
+    assert dr.state == "success", states
+    assert states["western_europe.mongodb"] == "skipped"  # not selected by the technologies param
+    assert states["north_africa.verify"] == "success"
+
+    for region in REGIONS:
+        for domain, tech in (("common", "postgresql"), ("social-commerce", "postgresql"), ("social-commerce", "redis")):
+            rows = e2e.ledger(domain, tech, region)
+            assert [r[0] for r in rows if r[4] == "success"] == e2e.expected(domain, tech), (domain, tech, region)
+            assert all(r[3] == region for r in rows)
+        assert e2e.redis[region].exists(f"social:user_profile:{REGIONS[region]}")
+
+    before = {r: e2e.ledger("social-commerce", "postgresql", r) for r in REGIONS}
+    first_run = dr.run_id
+    dr2, states = e2e.run("social_commerce")
+    assert dr2.state == "success", states
+    assert dr2.run_id != first_run
+    after = {r: e2e.ledger("social-commerce", "postgresql", r) for r in REGIONS}
+    assert after == before  # nothing applied twice, no new ledger row
+    assert {r[2] for rows in after.values() for r in rows} == {first_run}
+
+
+def test_sequential_rollout_halts_at_the_broken_region_and_resumes_after_the_fix(e2e):
+    dr, states = e2e.run("common")
+    assert dr.state == "success", states
+
+    dr, states = e2e.run("social_commerce")
+    assert dr.state == "failed"
+    assert states["western_europe.verify"] == "success"
+    assert states["eastern_europe.postgresql"] == "failed"
+    assert states["eastern_europe.verify"] == "upstream_failed"
+    assert states["north_africa.postgresql"] == "upstream_failed"  # halted: never started
+
+    region_one = e2e.ledger("social-commerce", "postgresql", "western_europe")
+    assert "3" in [r[0] for r in region_one]
+    broken = [r[0] for r in e2e.ledger("social-commerce", "postgresql", "eastern_europe") if r[4] == "success"]
+    assert "3" not in broken and "2" in broken  # everything before the broken file committed, V3 rolled back
+    assert e2e.ledger("social-commerce", "postgresql", "north_africa") == []
+
+    # fix the region's value (the file region one ran stays unchanged, so its checksum still matches)
+    (e2e.root / "environments" / "e2e.yaml").write_text(env_yaml({**CURRENCY, "eastern_europe": "PLN"}))
+    dr2, states = e2e.run("social_commerce")
+    assert dr2.state == "success", states
+    assert e2e.ledger("social-commerce", "postgresql", "western_europe") == region_one  # not re-applied
+    for region in ("eastern_europe", "north_africa"):
+        rows = e2e.ledger("social-commerce", "postgresql", region)
+        assert [r[0] for r in rows if r[4] == "success"] == e2e.expected("social-commerce", "postgresql")
+    resumed = [r for r in e2e.ledger("social-commerce", "postgresql", "eastern_europe") if r[0] == "3"]
+    assert [r[2] for r in resumed] == [dr2.run_id]
+
+
+def test_plan_refuses_while_a_dependency_has_pending_migrations(e2e):
+    dr, states = e2e.run("social_commerce")
+    assert dr.state == "failed"
+    assert states["plan"] == "failed"
+    assert states["western_europe.postgresql"] == "upstream_failed"
+    assert e2e.ledger("social-commerce", "postgresql", "western_europe") == []
+
+
+def test_dry_run_changes_nothing(e2e):
+    (e2e.root / "environments" / "e2e.yaml").write_text(env_yaml({**CURRENCY, "eastern_europe": "PLN"}))
+    dr, states = e2e.run("common", {"dry_run": True})
+    assert dr.state == "success", states
+    assert all(e2e.ledger("common", "postgresql", r) == [] for r in REGIONS)
+
+
+def test_blocking_lint_findings_fail_validate_before_any_target_is_touched(e2e):
+    pytest.importorskip("polymigrate.lint", reason="the lint package is not installed")
+    (e2e.root / "environments" / "e2e.yaml").write_text(env_yaml(CURRENCY, lint_block_at="high"))
+    dr, states = e2e.run("common")
+    assert dr.state == "success", states  # common drops nothing
+    dr, states = e2e.run("social_commerce")  # V2 drops users.first_name/last_name: high
+    assert states["validate"] == "failed"
+    assert states["plan"] == "upstream_failed"
+    assert all(e2e.ledger("social-commerce", "postgresql", r) == [] for r in REGIONS)
