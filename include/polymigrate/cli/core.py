@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -16,6 +17,7 @@ from polymigrate.cli.app import DEFAULT_SPECS, app, console, err_console
 from polymigrate.commands import plan_domain, validate_project
 from polymigrate.connections import url_for
 from polymigrate.reconcile import reconcile
+from polymigrate.versions import Version
 
 SpecsArg = typer.Option(DEFAULT_SPECS, "--specs", "-s", help="folder holding environments/ and the domains")
 
@@ -71,6 +73,12 @@ def plan(environment: str = typer.Option(..., "--environment", "-e"),
          specs: Path = SpecsArg,
          as_json: bool = typer.Option(False, "--json")) -> None:
     """What would run in ENVIRONMENT, per domain, region and technology. Broken domains are listed, not fatal."""
+    if target is not None:
+        try:
+            Version(target)
+        except ValueError as exc:
+            err_console.print(f"--target: {exc}", highlight=False)
+            raise typer.Exit(2) from None
     v = validate_project(specs, domain)
     env = v.project.environments.get(environment)
     if env is None:
@@ -171,9 +179,27 @@ def new(domain: str = typer.Argument(...), technology: str = typer.Argument(...,
     if technology not in EXTENSIONS:
         err_console.print(f"unknown technology '{technology}'; one of {', '.join(EXTENSIONS)}")
         raise typer.Exit(2)
+    if technology not in d.technologies:
+        err_console.print(f"domain '{domain}' does not declare '{technology}'; add it under 'technologies:' in "
+                          f"{Path(d.path) / 'domain.yaml'} first", highlight=False)
+        raise typer.Exit(2)
+    description = " ".join(description.split())  # one line: it lands in a header comment
+    # only word characters reach the file name: a description can never leave the folder
+    words = "_".join(re.findall(r"[a-z0-9]+", description.lower()))
+    if not words:
+        err_console.print("the description needs at least one letter or digit")
+        raise typer.Exit(2)
+    if subdir and (Path(subdir).is_absolute() or ".." in Path(subdir).parts):
+        err_console.print(f"--dir must be a sub-folder inside {d.technology_dir(technology)}")
+        raise typer.Exit(2)
+    if undo is not None:
+        try:
+            Version(undo)
+        except ValueError as exc:
+            err_console.print(f"--undo: {exc}", highlight=False)
+            raise typer.Exit(2) from None
     folder = d.technology_dir(technology) / (subdir or "")
     folder.mkdir(parents=True, exist_ok=True)
-    words = "_".join(description.lower().split())
     cat = discover_domain(d)
     version = undo or next_version(cat.versioned(technology))
     if technology == "postgresql":
@@ -185,5 +211,7 @@ def new(domain: str = typer.Argument(...), technology: str = typer.Argument(...,
     if path.exists():
         err_console.print(f"{path} already exists")
         raise typer.Exit(1)
-    path.write_text(_TEMPLATES[technology].format(description=description), encoding="utf-8")
+    # JSON templates get the description JSON-escaped, so quotes in it keep the file valid
+    text = description if technology in ("postgresql", "redis") else json.dumps(description)[1:-1]
+    path.write_text(_TEMPLATES[technology].format(description=text), encoding="utf-8")
     console.print(f"[green]created[/] {path}")
