@@ -194,12 +194,10 @@ def _report(result: RunResult, verb: str) -> None:
 
 def _fail(exc: Exception, label: str) -> typer.Exit:
     kind = "transient, safe to retry" if isinstance(exc, TransientError) else "failed"
-    if isinstance(exc, SpecError):
-        _print_problems(exc.problems, f"{label}: invalid input")
-    else:
-        # soft_wrap: a long statement or holder name stays on one line, greppable and copyable
-        err_console.print(f"[bold red]{label}: {kind}[/]", highlight=False, soft_wrap=True)
-        err_console.print(str(exc), highlight=False, soft_wrap=True, markup=False)
+    # soft_wrap: a long path, statement or lock holder stays on one line, greppable and copyable
+    err_console.print(f"[bold red]{label}: {'invalid input' if isinstance(exc, SpecError) else kind}[/]",
+                      highlight=False, soft_wrap=True)
+    err_console.print(str(exc), highlight=False, soft_wrap=True, markup=False)
     return typer.Exit(1)
 
 
