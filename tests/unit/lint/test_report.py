@@ -111,3 +111,13 @@ def test_elasticsearch_alias_state_carries_across_files(tmp_path):
     report = lint_catalog(discover("shop", "elasticsearch", folder))
     [f] = [f for f in report.findings if f.rule == "es-delete-index-behind-alias"]
     assert f.file.endswith("2-drop.json") and f.severity == "critical"
+
+
+def test_validate_in_the_same_transaction_as_add_not_valid_gains_nothing(tmp_path):
+    same_file = ("ALTER TABLE orders ADD CONSTRAINT pos CHECK (total >= 0) NOT VALID;\n"
+                 "ALTER TABLE orders VALIDATE CONSTRAINT pos;\n")
+    [f] = [f for f in lint_migration(migration(tmp_path / "a", "postgresql", same_file))
+           if f.rule == "constraint-missing-not-valid"]
+    assert f.line == 2 and "next migration" in f.fix
+    split = "ALTER TABLE orders VALIDATE CONSTRAINT pos;\n"  # the ADD … NOT VALID ran in an earlier file
+    assert "constraint-missing-not-valid" not in {f.rule for f in lint_migration(migration(tmp_path / "b", "postgresql", split))}
