@@ -132,6 +132,11 @@ def test_matrix_shows_each_sample_domain_with_versions_pending_and_last_run(clie
     failed = rows[expected["failed"]]["last_run"]
     assert failed["outcome"] == "failed" and failed["url"].startswith(BASE_URL + "/dags/")
     assert all(r["last_run"]["outcome"] == "succeeded" for k, r in rows.items() if k[1] == "staging")
+    # Regions the failed run planned but never reached say so, and still count their pending work.
+    halted = [r for k, r in rows.items() if k[:2] == expected["failed"][:2] and k != expected["failed"]
+              and r["last_run"]["outcome"] != "succeeded"]
+    assert halted and all(r["last_run"]["outcome"] == "halted before this region" for r in halted)
+    assert all(c["pending"] and c["version"] is None for r in halted for c in r["technologies"].values())
 
 
 def test_page_renders_matrix_history_chart_and_export_links(client, seeded):

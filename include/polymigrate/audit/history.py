@@ -56,6 +56,7 @@ class RunSummary:
     plan_hash: str | None = None
     migrations: list[MigrationOutcome] = field(default_factory=list)
     verified_regions: list[str] = field(default_factory=list)
+    planned_regions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
 
@@ -77,6 +78,9 @@ class RunSummary:
     def region_outcome(self, region: str) -> str:
         """How the run ended in one region (the matrix shows this)."""
         migs = [m for m in self.migrations if m.region == region]
+        if not migs and region not in self.verified_regions and region in self.planned_regions:
+            overall = self.outcome
+            return {"failed": "halted before this region", "in progress": "waiting"}.get(overall, "not applied")
         return _outcome(self.kinds if not migs else [k for k in self.kinds if k != "verified"], migs,
                         region in self.verified_regions)
 
@@ -163,6 +167,10 @@ def summarize_runs(records: Iterable[AuditRecord]) -> list[RunSummary]:
         elif e.kind == "task_retried":
             who = e.details.get("cleared_by")
             run.notes.append(f"task {e.task_id or '?'} retried (try {e.try_number})" + (f", cleared by {who}" if who else ""))
+        elif e.kind == "planned":
+            for region, _ in _plan_pending(e):
+                if region not in run.planned_regions:
+                    run.planned_regions.append(region)
         elif e.kind == "verified" and e.region and e.region not in run.verified_regions:
             run.verified_regions.append(e.region)
         elif e.kind.startswith("migration_"):
@@ -322,9 +330,11 @@ def build_matrix(records: Iterable[AuditRecord]) -> tuple[list[str], list[Matrix
         for row in rows.values():
             if (row.domain, row.environment) != (run.domain, run.environment):
                 continue
-            touched = row.region in run.regions or (not run.regions and run.run_id != NO_RUN)
+            touched = row.region in run.regions or row.region in run.planned_regions \
+                or (not run.regions and run.run_id != NO_RUN)
             if touched and (row.last_run_at is None or (run.finished_at and run.finished_at >= row.last_run_at)):
                 row.last_run_id, row.last_run_url, row.last_run_at = run.run_id, run.run_url, run.finished_at
-                row.last_run_outcome = run.region_outcome(row.region) if row.region in run.regions else run.outcome
+                row.last_run_outcome = run.region_outcome(row.region) \
+                    if row.region in run.regions or row.region in run.planned_regions else run.outcome
     ordered = sorted(rows.values(), key=lambda r: (r.domain, r.environment, r.region))
     return sorted(technologies), ordered

@@ -165,7 +165,7 @@ def _esc(text: str) -> str:
 
 
 STYLES = """
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d1d1f; margin: 24px; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", "Liberation Sans", Arial, sans-serif; color: #1d1d1f; margin: 24px; }
 h1 { font-size: 22px; margin-bottom: 4px; } h2 { font-size: 17px; margin-top: 28px; }
 .muted { color: #666; } .small { font-size: 12px; }
 table { border-collapse: collapse; margin: 8px 0 16px; font-size: 13px; }
@@ -188,7 +188,7 @@ def outcome_class(outcome: str | None) -> str:
         return "neutral"
     if outcome == "succeeded":
         return "ok"
-    if outcome in ("failed", "refused by policy", "rejected"):
+    if outcome in ("failed", "refused by policy", "rejected", "halted before this region"):
         return "bad"
     if outcome in ("in progress", "awaiting approval"):
         return "wait"

@@ -83,9 +83,14 @@ def _matrix(store: PostgresAuditStore, filters: Filters):
 
 
 def _guard(store: PostgresAuditStore, read):
+    import psycopg
+
     try:
         return read()
-    except Exception as exc:  # unreachable server, missing schema, missing privileges
+    except psycopg.errors.UndefinedTable as exc:
+        raise StoreUnavailable(f"the audit store {store.target} has not been initialised (no "
+                               f"polymigrate_audit.events table)") from exc
+    except Exception as exc:  # unreachable server, missing privileges
         raise StoreUnavailable(f"cannot read the audit store {store.target}: {exc}") from exc
 
 

@@ -1,0 +1,231 @@
+"""The audit page in a real ``airflow api-server``, driven by headless Chromium.
+
+The API server runs in its own AIRFLOW_HOME with the simple auth manager and a known password,
+reads the audit store through the ``polymigrate_audit`` connection (an AIRFLOW_CONN_ variable),
+and the store is seeded with the events the sample domains' runs record. Chromium is driven over
+the DevTools protocol so the test can log in (the session cookie), read the page, click the
+export link and see the file land, and save a screenshot to tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from polymigrate.audit import PostgresAuditStore
+from tests.integration.test_audit_ui_app import seed_sample_history
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+PASSWORD = "audit-e2e-password"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(check, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGINT to the whole process group (the server forks workers), SIGKILL if it lingers."""
+    if proc.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGINT, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture
+def audit_url(pg_url):
+    store = PostgresAuditStore(pg_url)
+    store.ensure_schema()
+    expected = seed_sample_history(store)
+    store.close()
+    return pg_url, expected
+
+
+@pytest.fixture
+def api_server(audit_url, tmp_path):
+    url, expected = audit_url
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    home = tmp_path / "airflow"
+    (home / "dags").mkdir(parents=True)
+    (home / "passwords.json").write_text(json.dumps({"admin": PASSWORD}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__API__BASE_URL": base,
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW_CONN_POLYMIGRATE_AUDIT": url,
+    })
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=180)
+    log = open(tmp_path / "api-server.log", "w")
+    proc = subprocess.Popen([airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        def healthy():
+            if proc.poll() is not None:
+                raise AssertionError(f"api-server exited: {(tmp_path / 'api-server.log').read_text()[-3000:]}")
+            try:
+                return httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+        wait_until(healthy, 120, "the API server")
+        yield base, expected
+    finally:
+        stop(proc)
+        log.close()
+
+
+class DevTools:
+    """The few Chrome DevTools protocol calls the test needs, over one page's websocket."""
+
+    def __init__(self, ws_url: str):
+        from websockets.sync.client import connect
+
+        self.ws = connect(ws_url, max_size=64 * 2**20)
+        self.ids = itertools.count(1)
+        self.events: list[dict] = []
+
+    def call(self, method: str, **params):
+        n = next(self.ids)
+        self.ws.send(json.dumps({"id": n, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=60))
+            if msg.get("id") == n:
+                if "error" in msg:
+                    raise AssertionError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            self.events.append(msg)
+
+    def wait_event(self, method: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, e in enumerate(self.events):
+                if e.get("method") == method:
+                    return self.events.pop(i)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no {method} within {timeout}s")
+            self.events.append(json.loads(self.ws.recv(timeout=remaining)))
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def navigate(self, url: str) -> None:
+        self.events.clear()
+        self.call("Page.navigate", url=url)
+        self.wait_event("Page.loadEventFired")
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: apt-get install -y chromium")
+    profile = tmp_path / "chromium-profile"
+    proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                             "--disable-component-update", "--disable-sync", "--no-first-run",
+                             "--remote-debugging-port=0", "--remote-allow-origins=*", f"--user-data-dir={profile}",
+                             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        port_file = profile / "DevToolsActivePort"
+        port = wait_until(lambda: port_file.exists() and port_file.read_text().split("\n")[0], 30, "chromium")
+        pages = wait_until(lambda: [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
+                                    if t["type"] == "page"], 30, "a chromium page")
+        tools = DevTools(pages[0]["webSocketDebuggerUrl"])
+        browser_ws = httpx.get(f"http://127.0.0.1:{port}/json/version").json()["webSocketDebuggerUrl"]
+        top = DevTools(browser_ws)
+        yield tools, top
+        tools.close()
+        top.close()
+    finally:
+        stop(proc)
+
+
+def test_audit_page_in_the_api_server_shows_the_matrix_and_exports(api_server, browser, tmp_path):
+    base, expected = api_server
+    page_url = f"{base}/polymigrate/"
+
+    # Airflow's authentication guards the page and its export.
+    assert httpx.get(page_url).status_code in (401, 403)
+    assert httpx.get(f"{base}/polymigrate/export?format=csv").status_code in (401, 403)
+    token = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": PASSWORD}).json()["access_token"]
+
+    tools, top = browser
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    top.call("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
+    tools.call("Page.enable")
+    tools.call("Network.enable")
+    tools.call("Network.setCookie", name="_token", value=token, url=base, httpOnly=True)
+    tools.call("Emulation.setDeviceMetricsOverride", width=1440, height=1000, deviceScaleFactor=1, mobile=False)
+    tools.navigate(page_url)
+
+    assert tools.evaluate("document.title") == "polymigrate · audit"
+    rows = tools.evaluate("[...document.querySelectorAll('#matrix tr[data-domain]')]"
+                          ".map(r => [r.dataset.domain, r.dataset.environment, r.dataset.region])")
+    assert {d for d, _, _ in rows} == set(expected["domains"])
+    failed = tools.evaluate(f"document.querySelector('#matrix tr[data-domain=\"{expected['failed'][0]}\"]"
+                            f"[data-environment=\"production\"][data-region=\"{expected['failed'][2]}\"]').innerText")
+    assert "failed" in failed
+    assert tools.evaluate("document.querySelectorAll('#history tr').length") > 10
+    assert tools.evaluate("!!document.querySelector('svg.chart')")
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = tools.call("Page.captureScreenshot", format="png")  # the first screen: matrix, filters, chart
+    (ARTIFACTS / "audit_ui.png").write_bytes(base64.b64decode(shot["data"]))
+
+    # The export link downloads the selection as a file.
+    tools.evaluate("document.getElementById('export-csv').click()")
+    done = wait_until(lambda: [p for p in downloads.iterdir() if p.suffix == ".csv"], 30, "the CSV download")
+    text = done[0].read_text(encoding="utf-8")
+    assert done[0].name.startswith("polymigrate-audit-") and text.startswith("id,at,kind,domain")
+    assert len(text.strip().splitlines()) > 10
+
+    # The nav entry Airflow's own UI shows for the plugin.
+    plugins = httpx.get(f"{base}/api/v2/plugins", headers={"Authorization": f"Bearer {token}"}).json()
+    views = [v for p in plugins["plugins"] for v in p["external_views"]]
+    assert {"name": "Migration audit", "href": "/polymigrate/"}.items() <= views[0].items()
