@@ -218,7 +218,8 @@ who approved it, what changed in which region, how it ended and how long each ch
 <dt>Approved by</dt><dd>{{ run.approvers | join(", ") if run.approvers else "no approval recorded" }}</dd>
 {% if run.rejected_by %}<dt>Rejected by</dt><dd>{{ run.rejected_by | join(", ") }}</dd>{% endif %}
 {% if run.overridden_by %}<dt>Overridden by</dt><dd>{{ run.overridden_by | join(", ") }}</dd>{% endif %}
-<dt>Regions</dt><dd>{{ run.regions | join(", ") if run.regions else "–" }}{% if run.verified_regions %} (verified: {{ run.verified_regions | join(", ") }}){% endif %}</dd>
+<dt>Regions</dt><dd>{{ run.regions | join(", ") if run.regions else "–" }}{% if run.verified_regions %} (verified: {{ run.verified_regions | join(", ") }}){% endif %}
+{% set unreached = run.planned_regions | reject("in", run.regions) | list %}{% if unreached %}; planned but not reached: {{ unreached | join(", ") }}{% endif %}</dd>
 <dt>Run</dt><dd>{% if run.run_url %}<a href="{{ run.run_url }}">{{ run.run_id }}</a>{% else %}{{ run.run_id }}{% endif %}{% if run.dag_id %} <span class="muted small">({{ run.dag_id }})</span>{% endif %}</dd>
 {% if run.plan_hash %}<dt>Plan</dt><dd class="small">{{ run.plan_hash }}</dd>{% endif %}
 </dl>

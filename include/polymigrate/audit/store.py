@@ -37,6 +37,7 @@ GENESIS_HASH = "0" * 64
 # Event fields mirrored into columns; verify checks each against the hashed body.
 COLUMNS = ("at", "kind", "domain", "environment", "region", "technology", "version", "script", "checksum",
            "actor", "run_id", "dag_id", "task_id", "try_number", "duration_ms")
+COLUMN_TYPES = {"at": "timestamptz", "checksum": "bigint", "try_number": "integer", "duration_ms": "bigint"}
 # Any constant works: it only has to be the same for every process creating the schema.
 _DDL_LOCK_KEY = 0x706D_6175_6469_74  # "pmaudit"
 
@@ -277,9 +278,9 @@ class PostgresAuditStore:
     def emit(self, event: AuditEvent) -> None:
         """Append one event to the chain. Never drops it: raises when it could not be written.
 
-        A connection that fails before anything was sent for commit is re-opened and the append
-        retried (three tries); a failure during commit is ambiguous and raised as ``TransientError``
-        rather than risking the event twice.
+        A connection that fails before the commit was sent is re-opened and the append retried
+        (three tries); a failure during commit is ambiguous and raised as ``TransientError`` rather
+        than risking the event twice.
         """
         event = self._prepared(event)
         body = canonical_json(event)
@@ -287,11 +288,6 @@ class PostgresAuditStore:
         # a Path) is stored exactly as hashed and verify compares like with like.
         recorded = json.loads(body)
         values = [event.at if c == "at" else recorded[c] for c in COLUMNS]
-        insert = sql.SQL("INSERT INTO {} (id, {}, body, prev_hash, hash) VALUES (%s, {}, %s, %s, %s)").format(
-            self._ident("events"), sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
-            sql.SQL(", ").join(sql.Placeholder() * len(COLUMNS)))
-        select_head = sql.SQL("SELECT last_id, last_hash FROM {} FOR UPDATE").format(self._ident("chain_head"))
-        update_head = sql.SQL("UPDATE {} SET last_id = %s, last_hash = %s").format(self._ident("chain_head"))
         last_error: Exception | None = None
         with self._lock:
             for attempt in range(3):
@@ -299,14 +295,10 @@ class PostgresAuditStore:
                 try:
                     conn = self._connection()
                     with conn.transaction():
-                        row = conn.execute(select_head).fetchone()
+                        row = conn.execute(self._append_sql(), (*values, body, body)).fetchone()
                         if row is None:
                             raise PermanentError(f"audit store {self.target} has no chain head row",
                                                  hint="run 'polymigrate audit init' against it")
-                        last_id, last_hash = row
-                        new_hash = chain_hash(last_hash, body)
-                        conn.execute(insert, (last_id + 1, *values, body, last_hash, new_hash))
-                        conn.execute(update_head, (last_id + 1, new_hash))
                         committing = True
                     return
                 except psycopg.OperationalError as exc:
@@ -327,6 +319,24 @@ class PostgresAuditStore:
                                          f"{exc}".strip()) from exc
         raise TransientError(f"could not write audit event '{event.kind}' to {self.target}: {last_error}".strip(),
                              hint="the audit store must be reachable; the task retries once it is")
+
+    def _append_sql(self) -> sql.Composed:
+        # One statement: lock the head, insert the row hashed by the server, move the head. The
+        # head's row lock is then held for one round trip plus the commit, not three; the server
+        # computes exactly chain_hash() (sha256 over UTF-8 of prev_hash || body), which verify
+        # recomputes independently in Python.
+        typed = sql.SQL(", ").join(sql.SQL("%s::" + COLUMN_TYPES.get(c, "text")) for c in COLUMNS)
+        return sql.SQL("""
+            WITH head AS (SELECT last_id, last_hash FROM {head} FOR UPDATE),
+            appended AS (
+                INSERT INTO {events} (id, {cols}, body, prev_hash, hash)
+                SELECT head.last_id + 1, {typed}, %s::text, head.last_hash,
+                       encode(sha256(convert_to(head.last_hash || %s::text, 'UTF8')), 'hex')
+                FROM head
+                RETURNING id, hash)
+            UPDATE {head} SET last_id = appended.id, last_hash = appended.hash FROM appended
+            RETURNING appended.id""").format(head=self._ident("chain_head"), events=self._ident("events"),
+                                             cols=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), typed=typed)
 
     @staticmethod
     def _prepared(event: AuditEvent) -> AuditEvent:

@@ -106,7 +106,7 @@ def report(from_: Optional[str] = typer.Option(None, "--from", help="start (incl
         _fail(store, exc)
     finally:
         store.close()
-    filters = {"from": start.isoformat(), "to": end.isoformat() if end else None, "domain": domain,
+    filters = {"from": start.isoformat(timespec="minutes"), "to": end.isoformat(timespec="minutes") if end else None, "domain": domain,
                "environment": environment, "region": region}
     text = render(records, fmt, filters=filters)
     if output:
