@@ -62,6 +62,17 @@ def reconcile(migrations: list[Migration], entries: list[LedgerEntry], *,
     applied_versions = [v for v, e in versioned_entries.items() if e.status is not Status.UNDONE]
     top_applied = max(applied_versions, default=None)
 
+    # per version, the lowest rank among applied higher versions: one pass, not a scan per row
+    # (500 versions cost 0.1 s per reconcile with the scan)
+    min_rank_above: dict[Version, int] = {}
+    lowest: int | None = None
+    for w in sorted(versioned_entries, reverse=True):
+        if lowest is not None:
+            min_rank_above[w] = lowest
+        o = versioned_entries[w]
+        if o.status in _APPLIED:
+            lowest = o.installed_rank if lowest is None else min(lowest, o.installed_rank)
+
     infos: list[MigrationInfo] = []
     files = {m.version: m for m in migrations if m.kind is Kind.VERSIONED}
     for v in sorted(set(files) | set(versioned_entries)):
@@ -87,8 +98,7 @@ def reconcile(migrations: list[Migration], entries: list[LedgerEntry], *,
             state = State.INCOMPLETE if e.checksum == m.checksum else State.CHANGED
         elif e.checksum is not None and e.checksum != m.checksum:
             state = State.CHANGED
-        elif any(w > v and o.installed_rank < e.installed_rank and o.status in _APPLIED
-                 for w, o in versioned_entries.items()):
+        elif min_rank_above.get(v, e.installed_rank) < e.installed_rank:
             state = State.OUT_OF_ORDER  # applied after a higher version (an --out-of-order run)
         else:
             state = State.SUCCESS
