@@ -225,7 +225,14 @@ def test_audit_page_in_the_api_server_shows_the_matrix_and_exports(api_server, b
     assert done[0].name.startswith("polymigrate-audit-") and text.startswith("id,at,kind,domain")
     assert len(text.strip().splitlines()) > 10
 
-    # The nav entry Airflow's own UI shows for the plugin.
+    # The nav entry Airflow's own UI shows for the plugin, embedding the page.
     plugins = httpx.get(f"{base}/api/v2/plugins", headers={"Authorization": f"Bearer {token}"}).json()
     views = [v for p in plugins["plugins"] for v in p["external_views"]]
     assert {"name": "Migration audit", "href": "/polymigrate/"}.items() <= views[0].items()
+    tools.navigate(f"{base}/plugin/polymigrate-audit")
+    frame = "document.querySelector('iframe[src$=\"/polymigrate/\"]')"
+    wait_until(lambda: tools.evaluate(f"!!{frame}"), 60, "the audit page embedded in Airflow's UI")
+    wait_until(lambda: tools.evaluate(f"{frame}.contentDocument?.querySelectorAll('#matrix tr[data-domain]').length"),
+               30, "the matrix inside Airflow's UI")
+    shot = tools.call("Page.captureScreenshot", format="png")
+    (ARTIFACTS / "audit_ui_in_airflow.png").write_bytes(base64.b64decode(shot["data"]))
