@@ -38,8 +38,11 @@ from polymigrate.catalog import Migration
 from polymigrate.errors import PermanentError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 
-DEFAULT_BATCH_SIZE = 1000
+DEFAULT_BATCH_SIZE = 100
 DEFAULT_LEASE_MS = 15_000
+# Server time one script call may use before it hands control back (plus the batch it is in): far
+# below any client's timeout, large enough that round trips do not dominate a million-key run.
+DEFAULT_CALL_BUDGET_MS = 2.0
 SNAPSHOT_MAX_KEYS = 100_000  # a snapshot samples this many keys at most; enough to see every key shape
 _GLOB = re.compile(r"[*?\[\]\\]")
 _VARIABLE_SEGMENT = re.compile(r"^(\d+|[0-9a-f]{8}-[0-9a-f-]{27}|[0-9a-f]{16,}|\{.*\})$", re.IGNORECASE)
@@ -51,7 +54,8 @@ class RedisAdapter(Adapter):
     technology = "redis"
     capabilities = Capabilities(transactional=False, reversible=False, resumable=True)
 
-    def __init__(self, client: Any, *, domain: str, settings: Any = None, lease_ms: int = DEFAULT_LEASE_MS):
+    def __init__(self, client: Any, *, domain: str, settings: Any = None, lease_ms: int = DEFAULT_LEASE_MS,
+                 call_budget_ms: float = DEFAULT_CALL_BUDGET_MS):
         super().__init__(client, domain=domain, settings=settings)
         self.cluster = isinstance(client, RedisCluster)
         self.namespace = (getattr(settings, "ledger", None) or f"polymigrate:{{{domain}}}").rstrip(":")
@@ -66,18 +70,22 @@ class RedisAdapter(Adapter):
         self.progress_key = f"{self.namespace}:progress"
         self.lock_key = f"{self.namespace}:lock"
         self.lease_ms = lease_ms
+        self.call_budget_ms = call_budget_ms
         self._leases: list[Lease] = []
         self._owns_client = False
 
     @classmethod
     def from_url(cls, url: str, *, domain: str, settings: Any = None, **kw: Any) -> "RedisAdapter":
         """``redis://[user:password@]host:port/db``; ``?cluster=true`` for a Redis Cluster,
-        ``?lease_ms=N`` for the lock lease (how long a crashed run blocks the next one)."""
+        ``?lease_ms=N`` for the lock lease (how long a crashed run blocks the next one),
+        ``?call_budget_ms=N`` for the server time one script call may use (0: one batch per call)."""
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))
         is_cluster = query.pop("cluster", "false").lower() in ("1", "true", "yes")
         if "lease_ms" in query:
             kw.setdefault("lease_ms", int(query.pop("lease_ms")))
+        if "call_budget_ms" in query:
+            kw.setdefault("call_budget_ms", float(query.pop("call_budget_ms")))
         clean = urlunsplit(parts._replace(query=urlencode(query)))
         client = RedisCluster.from_url(clean) if is_cluster else redis.Redis.from_url(clean)
         adapter = cls(client, domain=domain, settings=settings, **kw)
@@ -204,7 +212,8 @@ class RedisAdapter(Adapter):
         atomic = not self.cluster and lease is not None
         field = str(entry.installed_rank)
         script = wrap(body, progress_key=self.progress_key if atomic else None, field=field,
-                      lock_key=self.lock_key, token=lease.token if lease else None)
+                      lock_key=self.lock_key, token=lease.token if lease else None,
+                      budget_us=0 if pause_ms else int(self.call_budget_ms * 1000))  # a pause is asked between batches
         progress = self._progress(entry) if atomic else dict(entry.progress)
         shards = self._shards(keys)
         sha = None
@@ -234,7 +243,7 @@ class RedisAdapter(Adapter):
 
     def _record_progress(self, entry: LedgerEntry, progress: dict, shard: str | None, reply) -> None:
         progress["processed"] = int(progress.get("processed", 0)) + reply.processed
-        progress["batches"] = int(progress.get("batches", 0)) + 1
+        progress["batches"] = int(progress.get("batches", 0)) + reply.batches
         state = progress.setdefault("shards", {}).setdefault(shard, {}) if shard else progress
         state["cursor"], state["done"] = reply.cursor, reply.cursor == "0"
         self.client.hset(self.progress_key, str(entry.installed_rank), json.dumps(progress))

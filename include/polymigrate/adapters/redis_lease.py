@@ -82,7 +82,7 @@ class Lease:
                     self._lost.set()
                     return
                 last_ok = time.monotonic()
-            except rexc.RedisError:
+            except Exception:  # noqa: BLE001  a renewal thread must never die noisily; the lease decides
                 if time.monotonic() - last_ok > self.lease_ms / 1000:
                     self._lost.set()
                     return

@@ -75,44 +75,52 @@ def _lua_string(value: str) -> str:
 
 
 def wrap(body: str, *, progress_key: str | None, field: str | None, lock_key: str | None,
-         token: str | None) -> str:
+         token: str | None, budget_us: int = 0) -> str:
     """The script to load: ``body`` as a local function, then the protocol epilogue.
 
-    With ``progress_key`` (standalone servers), the epilogue checks the lease (``lock_key`` must
-    still hold ``token``) before the body runs and writes the progress JSON in the same call.
+    The epilogue calls the body again with the returned cursor while the call has used less than
+    ``budget_us`` microseconds of server time (0: one batch per call), which saves a round trip per
+    batch without letting any call block the server for much longer than the budget plus one batch.
+    With ``progress_key`` (standalone servers) it first checks the lease (``lock_key`` must still hold
+    ``token``) and writes the progress JSON after every batch, in the same atomic call.
     """
     lines = body.split("\n")
     head = 1 if lines and lines[0].startswith("#!") else 0  # a Redis 7 shebang must stay first
     lines[head:head + 1] = ["local function __polymigrate_body() " + (lines[head] if head < len(lines) else "")]
-    pre = ""
-    post = ""
+    guard = record = ""
     if progress_key is not None:
-        pre = (f"if redis.call('GET', {_lua_string(lock_key or '')}) ~= {_lua_string(token or '')} then "
-               f"return redis.error_reply({_lua_string(LEASE_LOST)}) end\n")
-        post = (f"local pk, pf = {_lua_string(progress_key)}, {_lua_string(field or '')}\n"
-                "local prev = redis.call('HGET', pk, pf)\n"
-                "local p = {processed = 0, batches = 0}\n"
-                "if prev then p = cjson.decode(prev) end\n"
-                "p.processed = (tonumber(p.processed) or 0) + n\n"
-                "p.batches = (tonumber(p.batches) or 0) + 1\n"
-                "p.cursor = nxt\n"
-                "p.done = (nxt == '0')\n"
-                "redis.call('HSET', pk, pf, cjson.encode(p))\n")
+        guard = (f"if redis.call('GET', {_lua_string(lock_key or '')}) ~= {_lua_string(token or '')} then "
+                 f"return redis.error_reply({_lua_string(LEASE_LOST)}) end\n")
+        record = (f"  local pk, pf = {_lua_string(progress_key)}, {_lua_string(field or '')}\n"
+                  "  local prev = redis.call('HGET', pk, pf)\n"
+                  "  local p = {processed = 0, batches = 0}\n"
+                  "  if prev then p = cjson.decode(prev) end\n"
+                  "  p.processed = (tonumber(p.processed) or 0) + n\n"
+                  "  p.batches = (tonumber(p.batches) or 0) + 1\n"
+                  "  p.cursor = nxt\n"
+                  "  p.done = (nxt == '0')\n"
+                  "  redis.call('HSET', pk, pf, cjson.encode(p))\n")
     epilogue = (
-        "\nend\n" + pre +
-        "local res = __polymigrate_body()\n"
-        "if type(res) == 'table' and res.err then return res end\n"  # redis.error_reply: record nothing
-        "local nxt, n\n"
-        "if type(res) == 'table' and #res == 2 and (type(res[1]) == 'string' or type(res[1]) == 'number')"
-        " and type(res[2]) == 'number' then\n"
-        "  nxt, n = tostring(res[1]), res[2]\n"
-        "else\n"
+        "\nend\n" + guard +
+        f"local budget = {int(budget_us)}\n"
+        "local t0 = redis.call('TIME')\n"
+        "local total, calls, nxt, n = 0, 0, '0', 0\n"
+        "while true do\n"
+        "  local res = __polymigrate_body()\n"
+        "  if type(res) == 'table' and res.err then return res end\n"  # redis.error_reply: record nothing more
+        "  local cursor_shaped = type(res) == 'table' and #res == 2 and type(res[2]) == 'number'"
+        " and (type(res[1]) == 'string' or type(res[1]) == 'number')\n"
         "  nxt, n = '0', 0\n"
-        "end\n" + post +
-        "if type(res) == 'table' and #res == 2 and type(res[2]) == 'number' then\n"
-        f"  return {{'{CURSOR_MARK}', nxt, n}}\n"
+        "  if cursor_shaped then nxt, n = tostring(res[1]), res[2] end\n"
+        + record +
+        "  if not cursor_shaped then return res end\n"
+        "  total, calls = total + n, calls + 1\n"
+        "  if nxt == '0' or budget <= 0 then break end\n"
+        "  local t = redis.call('TIME')\n"
+        "  if (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) >= budget then break end\n"
+        "  ARGV[1] = nxt\n"
         "end\n"
-        "return res\n")
+        f"return {{'{CURSOR_MARK}', nxt, total, calls}}\n")
     return "\n".join(lines) + epilogue
 
 
@@ -122,6 +130,7 @@ class Reply:
 
     cursor: str  # "0" when done (and always for a one-shot script)
     processed: int
+    batches: int  # times the body ran in this call
     one_shot: bool
 
 
@@ -130,9 +139,9 @@ def text(value) -> str:
 
 
 def parse_reply(raw) -> Reply:
-    if isinstance(raw, list) and len(raw) == 3 and text(raw[0]) == CURSOR_MARK:
-        return Reply(text(raw[1]), int(raw[2]), False)
-    return Reply("0", 0, True)
+    if isinstance(raw, list) and len(raw) == 4 and text(raw[0]) == CURSOR_MARK:
+        return Reply(text(raw[1]), int(raw[2]), int(raw[3]), False)
+    return Reply("0", 0, 1, True)
 
 
 def is_transient(exc: Exception) -> bool:

@@ -1,6 +1,6 @@
 -- TTL policy: a live courier position (position:<courier id>, a hash) expires 15 minutes after its
 -- last update; positions written before this policy never expired and pile up for inactive couriers.
--- polymigrate: batch_size=500, pause_ms=5
+-- polymigrate: batch_size=200, pause_ms=5
 --
 -- Idempotent per key: positions that already expire keep the TTL the tracking service set.
 local ttl_seconds = 15 * 60

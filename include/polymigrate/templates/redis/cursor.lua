@@ -1,10 +1,11 @@
 -- __DESCRIPTION__
--- polymigrate: batch_size=1000, pause_ms=0
+-- polymigrate: batch_size=100
 --
 -- Cursor protocol (docs/redis.md): polymigrate calls this script with ARGV[1] = the SCAN cursor
 -- ("0" on the first call), ARGV[2] = the batch size, ARGV[3] = the domain's key_prefix, and calls
--- it again with the returned cursor until it returns "0". Each call handles one SCAN batch, so no
--- call blocks the server for long. Return {next_cursor, processed}.
+-- it again with the returned cursor until it returns "0". Each run handles one SCAN batch, and
+-- polymigrate runs a few in one call only while the call stays within ~2 ms, so no client of the
+-- server waits long. Return {next_cursor, processed}. Keep a batch well under 1 ms (100 keys here).
 --
 -- Keep the change idempotent per key: after a crash the last batch may be seen again (on a
 -- cluster), and SCAN may return a key twice. Check the key still needs the change before changing it.

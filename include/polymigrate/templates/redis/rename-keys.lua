@@ -1,5 +1,5 @@
 -- Rename user:<id>:profile to user_profile:<id>, one SCAN batch per call.
--- polymigrate: batch_size=1000
+-- polymigrate: batch_size=100
 --
 -- Idempotent per key: a renamed key no longer matches the pattern, and RENAMENX never overwrites a
 -- user_profile:<id> that the application already wrote (that pair is left for you to reconcile;

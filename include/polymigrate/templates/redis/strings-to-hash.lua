@@ -1,5 +1,5 @@
 -- Move string counters post:<id>:likes|shares|views into the hash post_stats:<id>.
--- polymigrate: batch_size=1000
+-- polymigrate: batch_size=100
 --
 -- Idempotent per key: each counter is added to its hash field and deleted in the same atomic call,
 -- so it is moved once and never matches again. HINCRBY (not HSET) lets the application already

@@ -1,5 +1,5 @@
 -- TTL policy: every session:<id> key without an expiry gets 30 days.
--- polymigrate: batch_size=1000
+-- polymigrate: batch_size=100
 --
 -- Idempotent per key: keys that already expire keep the TTL the application gave them.
 local ttl_seconds = 30 * 24 * 3600
