@@ -51,6 +51,10 @@ repeat
 until cursor == '0'
 return n
 """
+# On a shared development machine the server competes with everything else for CPU; like a
+# dedicated production server, it runs at a higher priority when allowed (root), so the stalls
+# measured are the migration's, not the neighbours'. The idle row shows what noise is left.
+PRIORITY = ["nice", "-n", "-10"] if os.geteuid() == 0 else []
 SEED = "for i = tonumber(ARGV[1]), tonumber(ARGV[2]) do redis.call('SET', 'user:' .. i .. ':profile', i) end"
 
 
@@ -111,7 +115,8 @@ def watched(port: int, run) -> dict:
     admin.close()
     return {"total_s": total, "migrated": migrated, "max_stall_ms": waits[-1] * 1000,
             "server_max_ms": max(slow, default=0) / 1000,
-            "p99_ms": waits[int(len(waits) * 0.99)] * 1000, "pings": len(waits), "busy": busy}
+            "p99_ms": waits[int(len(waits) * 0.99)] * 1000, "pings": len(waits), "busy": busy,
+            "over_5ms": sum(1 for w in waits if w > 0.005)}
 
 
 def populate(client: redis.Redis, keys: int) -> None:
@@ -152,6 +157,7 @@ def aggregate(rows: list[tuple[str, dict]]) -> list[tuple[str, dict]]:
         row["max_stall_ms"] = max(r["max_stall_ms"] for r in rs)
         row["server_max_ms"] = max(r["server_max_ms"] for r in rs)
         row["busy"] = max(r["busy"] for r in rs)
+        row["over_5ms"] = max(r["over_5ms"] for r in rs)
         out.append((name, row))
     return out
 
@@ -166,7 +172,7 @@ def main() -> None:
         sys.exit("redis-server is not installed")
     port = free_port()
     tmp = Path(tempfile.mkdtemp(prefix="bench-redis-"))
-    server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+    server = subprocess.Popen([*PRIORITY, "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                "--appendonly", "no", "--dir", str(tmp)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -202,17 +208,17 @@ def main() -> None:
 
     rows = aggregate(rows)
     base = next(r["total_s"] for name, r in rows if name.startswith("single"))
-    print(f"\nRedis {version} on 127.0.0.1:{port}, {args.keys:,} keys user:<id>:profile -> user_profile:<id>")
+    print(f"\nRedis {version} on 127.0.0.1:{port}{' (nice -10)' if PRIORITY else ''}, {args.keys:,} keys user:<id>:profile -> user_profile:<id>")
     print(f"floor: redis-benchmark pipelined SET (-P 64) {rate:,.0f} req/s -> {args.keys / rate:.2f} s "
           "to write every key once\n")
     head = f"{'way':<34} {'total s':>8} {'x single':>9} {'keys/s':>10} {'longest stall ms':>17} " \
-           f"{'p99 ms':>7} {'BUSY':>6} {'server max ms':>14} {'migrated':>10}"
+           f"{'p99 ms':>7} {'pings >5 ms':>11} {'BUSY':>6} {'server max ms':>14} {'migrated':>10}"
     print(head)
     print("-" * len(head))
     for name, r in rows:
         ratio = "-" if name.startswith("idle") else f"{r['total_s'] / base:.2f}"
         print(f"{name:<34} {r['total_s']:>8.2f} {ratio:>9} {(r['migrated'] / r['total_s']) if r['migrated'] else 0:>10,.0f} "
-              f"{r['max_stall_ms']:>17.1f} {r['p99_ms']:>7.2f} {r['busy']:>6} {r['server_max_ms']:>14.1f} "
+              f"{r['max_stall_ms']:>17.1f} {r['p99_ms']:>7.2f} {r['over_5ms']:>11} {r['busy']:>6} {r['server_max_ms']:>14.1f} "
               f"{r['migrated']:>10,}")
     print("\nlongest stall: a PING's wait as the pinger process saw it (includes its own CPU scheduling on a\n"
           "busy machine: compare with the idle row); server max: the longest EVAL/EVALSHA the server logged.\n"
