@@ -1,12 +1,26 @@
 """Gates that read targets before a run proceeds: the promotion gate (production only runs what
-already succeeded in staging). Composition of adapters and the pure checks in ``policy``."""
+already succeeded in staging) and the rehearsal timings windows are checked against.
+Composition of adapters and the pure checks in ``policy``."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from polymigrate.commands import Connect
+from polymigrate.errors import PolymigrateError
+from polymigrate.ledger import LedgerEntry
 from polymigrate.plan import Plan
 from polymigrate.policy import Promotable, promotion_missing
 from polymigrate.spec import Domain, Environment, Project
+
+
+@dataclass
+class StagingLedgers:
+    """Ledger rows of the rehearsal environment's targets, and the targets that could not be read."""
+
+    environment: str
+    ledgers: dict[tuple[str, str], list[LedgerEntry]] = field(default_factory=dict)
+    unreadable: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def promotable(plan: Plan) -> list[Promotable]:
@@ -18,16 +32,29 @@ def promotable(plan: Plan) -> list[Promotable]:
     return list(seen.values())
 
 
-def read_staging_ledgers(project: Project, domain: Domain, staging: Environment, connect: Connect) -> dict:
-    """(region, technology) → ledger rows of every staging target of the domain."""
-    out = {}
+def read_staging_ledgers(project: Project, domain: Domain, staging: Environment, connect: Connect,
+                         technologies: list[str] | None = None) -> StagingLedgers:
+    """(region, technology) → ledger rows of every staging target of the domain.
+
+    A target that cannot be read (missing connection, server down) is recorded in ``unreadable``
+    instead of raising: the gate then refuses what it cannot confirm, naming that target.
+    """
+    out = StagingLedgers(staging.name)
     for region in project.regions_of(domain, staging):
         for tech in domain.technology_order():
-            adapter = connect(region.name, tech)
+            if technologies is not None and tech not in technologies:
+                continue
+            try:
+                adapter = connect(region.name, tech)
+            except PolymigrateError as exc:
+                out.unreadable[(region.name, tech)] = str(exc)
+                continue
             if adapter is None:
                 continue
             try:
-                out[(region.name, tech)] = adapter.read_ledger()
+                out.ledgers[(region.name, tech)] = adapter.read_ledger()
+            except PolymigrateError as exc:
+                out.unreadable[(region.name, tech)] = str(exc)
             finally:
                 adapter.close()
     return out
@@ -42,5 +69,12 @@ def promotion_gate(plan: Plan, project: Project, domain: Domain, environment: En
     staging = project.environments.get(source)
     if staging is None:
         return [f"promotion_from names environment '{source}', which is not defined"]
-    return promotion_missing(promotable(plan), read_staging_ledgers(project, domain, staging, connect_staging))
-
+    pending = promotable(plan)
+    if not pending:
+        return []
+    techs = sorted({p.technology for p in pending})
+    read = read_staging_ledgers(project, domain, staging, connect_staging, techs)
+    missing = [f"{tech} in {source} region {region}: ledger not readable ({why})"
+               for (region, tech), why in sorted(read.unreadable.items())]
+    readable = [p for p in pending if not any(t == p.technology for (_, t) in read.unreadable)]
+    return missing + promotion_missing(readable, read.ledgers)

@@ -7,13 +7,16 @@ approvals given so far, whether a run may proceed (approved), must wait (waiting
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, time as dtime, timedelta
 from typing import Iterable, Literal
 from zoneinfo import ZoneInfo
 
+from polymigrate.checksums import sha256
 from polymigrate.ledger import LedgerEntry, Status
-from polymigrate.spec.models import SEVERITY_ORDER, ApprovalPolicy, Policy, Window
+from polymigrate.plan import changeset_hash
+from polymigrate.spec.models import SEVERITY_ORDER, ApprovalPolicy, Environment, Policy, Window
 
 RISKS = ("low", "medium", "high", "critical")
 
@@ -129,6 +132,24 @@ def evaluate(policy: Policy, change: ChangeSet, approvals: Iterable[Approval], n
     return decision
 
 
+def bound_changeset_hash(domain: str, environment: Environment, migrations: list) -> str:
+    """The hash an approval is bound to, recomputed by every task that acts on the approval.
+
+    It covers every migration file's content (so in-file lint waivers too: ``lint-ignore``
+    directives and ``lint_ignore`` keys live inside the files) and the placeholders of the
+    environment and its regions, which change what the same file executes.
+    """
+    placeholders = {"": dict(environment.placeholders),
+                    **{name: dict(r.placeholders) for name, r in environment.regions.items()}}
+    files = changeset_hash(domain, environment.name, migrations)
+    return sha256(json.dumps([files, placeholders], sort_keys=True, separators=(",", ":")))
+
+
+def eligible_roles(policy: ApprovalPolicy, change: ChangeSet, *, override: bool = False) -> list[str]:
+    """The roles whose holders may answer this request (empty: any role)."""
+    return required_approvals(policy, change, override=override)[1]
+
+
 # --- execution windows ------------------------------------------------------------------------
 
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -189,6 +210,54 @@ def may_start(window: Window | None, now: datetime, estimate_seconds: float | No
         return False, (f"estimated {estimate_seconds:.0f}s would run past the window's end "
                        f"{bounds[1].isoformat()}; waits for the next window")
     return True, f"window open until {bounds[1].isoformat()}"
+
+
+def window_seconds(window: Window) -> float:
+    """How long one opening of the window lasts."""
+    start = datetime.combine(datetime(2000, 1, 3).date(), _hm(window.start))
+    end = datetime.combine(start.date(), _hm(window.end))
+    if end <= start:
+        end += timedelta(days=1)
+    return (end - start).total_seconds()
+
+
+def wait_until(window: Window, now: datetime, estimate_seconds: float | None = None) -> datetime | None:
+    """When a migration of this estimated duration may start: None when it may start now.
+
+    Raises ValueError when the estimate is longer than a whole opening, since waiting would never end.
+    """
+    allowed, _ = may_start(window, now, estimate_seconds)
+    if allowed:
+        return None
+    if estimate_seconds is not None and estimate_seconds > window_seconds(window):
+        raise ValueError(f"estimated {estimate_seconds:.0f}s is longer than the whole window "
+                         f"({window.start}-{window.end} {window.timezone}, {window_seconds(window):.0f}s)")
+    bounds = window_bounds_at(window, now)
+    after = bounds[1] if bounds else now  # open but too short: the next opening after this one ends
+    moment = next_window_start(window, after)
+    if moment == after and bounds:  # another day's opening starts exactly when this one ends
+        moment = next_window_start(window, after + timedelta(minutes=1))
+    return moment
+
+
+def estimate_seconds(pending: Iterable["Promotable"],
+                     rehearsals: dict[tuple[str, str], list[LedgerEntry]]) -> tuple[float | None, list[str]]:
+    """(seconds, scripts without a rehearsal) from successful rehearsals of the same files.
+
+    The estimate per file is its slowest successful run with the same checksum in any rehearsal
+    ledger (``execution_time``, milliseconds); None when no pending file was ever rehearsed.
+    Files never rehearsed add nothing, so they are listed for the log.
+    """
+    total, known, unknown = 0.0, 0, []
+    for p in pending:
+        times = [e.execution_time for (_, tech), rows in rehearsals.items() if tech == p.technology
+                 for e in rows if e.script == p.script and e.checksum == p.checksum and e.status is Status.SUCCESS]
+        if times:
+            total += max(times) / 1000.0
+            known += 1
+        else:
+            unknown.append(p.script)
+    return (total if known else None), unknown
 
 
 # --- promotion gate -----------------------------------------------------------------------------

@@ -121,3 +121,98 @@ def test_promotion_gate_refuses_a_checksum_staging_never_ran():
     staging = {("western_europe", "postgresql"): [entry("V1__a.sql", 11)]}
     assert "checksum 99" in promotion_missing(pending, staging)[0]
     assert promotion_missing([Promotable("postgresql", "1", "V1__a.sql", 11)], staging) == []
+
+
+# --- who may answer, the bound hash, windows with estimates, rehearsal estimates ----------------
+
+def test_override_without_a_named_stricter_level_needs_one_more_approval():
+    plain = Policy(approvals=ApprovalPolicy(required=1, roles=["dba"]))
+    d = evaluate(plain, change(), [ok("ann")], NOW, override=True)
+    assert d.status == "waiting" and d.required == 2 and d.escalated
+    assert evaluate(plain, change(), [ok("ann"), ok("cid")], NOW, override=True).status == "approved"
+
+
+def test_blocking_lint_can_only_pass_through_an_override_with_the_stricter_approval():
+    c = change(blocking_findings=1)
+    assert evaluate(PROD, c, [ok("ann"), ok("cid")], NOW, override=True).status == "waiting"
+    assert evaluate(PROD, c, [ok("ann"), ok("bob"), ok("cid")], NOW, override=True).status == "approved"
+
+
+def test_users_listed_by_name_may_approve_without_a_role():
+    named = Policy(approvals=ApprovalPolicy(required=1, roles=["dba"], users=["erin"]))
+    assert evaluate(named, change(), [ok("erin", roles=())], NOW).status == "approved"
+    assert evaluate(named, change(), [ok("finn", roles=())], NOW).status == "waiting"
+
+
+def test_a_rejection_for_another_change_set_does_not_end_the_run():
+    stale_no = Approval("bob", "reject", "b" * 64, NOW - timedelta(minutes=1), frozenset({"dba"}))
+    assert evaluate(PROD, change(), [stale_no, ok("ann")], NOW).status == "waiting"
+
+
+def test_eligible_approvers_follow_roles_escalation_and_four_eyes():
+    from polymigrate.policy import eligible_roles
+    from polymigrate.spec.approvers import Approvers
+
+    people = Approvers(users={"olga": ["dba"], "ann": ["dba"], "bob": ["release_manager"], "dev1": ["developer"]})
+    ap = PROD.approvals
+    assert people.eligible(eligible_roles(ap, change()), ap.users, exclude="olga") == ["ann", "bob"]
+    assert people.eligible(eligible_roles(ap, change(risk="high")), ap.users, exclude="olga") == ["ann"]
+    assert people.eligible(eligible_roles(ap, change(), override=True), ap.users) == ["ann", "olga"]
+
+
+def test_bound_hash_covers_file_contents_and_placeholders_not_order(tmp_path):
+    from polymigrate.catalog import discover
+    from polymigrate.policy import bound_changeset_hash
+    from polymigrate.spec.models import Environment
+
+    folder = tmp_path / "postgresql"
+    folder.mkdir()
+    (folder / "V1__a.sql").write_text("CREATE TABLE a (id int);\n")
+    (folder / "V2__b.sql").write_text("INSERT INTO a VALUES (${n});\n")
+    env = Environment(name="production", regions={"we": {"name": "we", "placeholders": {"n": "1"}}})
+    files = discover("shop", "postgresql", folder).migrations["postgresql"]
+    base = bound_changeset_hash("shop", env, files)
+    assert bound_changeset_hash("shop", env, list(reversed(files))) == base
+    other = env.model_copy(update={"regions": {"we": env.regions["we"].model_copy(update={"placeholders": {"n": "2"}})}})
+    assert bound_changeset_hash("shop", other, files) != base
+    (folder / "V2__b.sql").write_text("INSERT INTO a VALUES (${n}); -- lint-ignore: ban-drop-column reason\n")
+    edited = discover("shop", "postgresql", folder).migrations["postgresql"]
+    assert bound_changeset_hash("shop", env, edited) != base
+
+
+WORK_HOURS = Window(days=["mon", "tue", "wed", "thu", "fri"], start="09:00", end="11:00", timezone="UTC")
+
+
+@pytest.mark.parametrize("now,estimate,expected", [
+    (datetime(2026, 11, 25, 9, 30, tzinfo=timezone.utc), None, None),                       # open: start now
+    (datetime(2026, 11, 25, 9, 30, tzinfo=timezone.utc), 600, None),                        # fits before 11:00
+    (datetime(2026, 11, 25, 10, 55, tzinfo=timezone.utc), 600, "2026-11-26T09:00:00+00:00"),  # runs past 11:00
+    (datetime(2026, 11, 25, 12, 0, tzinfo=timezone.utc), None, "2026-11-26T09:00:00+00:00"),  # closed
+    (datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc), None, "2026-11-30T09:00:00+00:00"),  # Friday → Monday
+], ids=["open", "fits", "too-long-for-the-rest", "closed", "weekend"])
+def test_wait_until_window(now, estimate, expected):
+    from polymigrate.policy import wait_until
+
+    moment = wait_until(WORK_HOURS, now, estimate)
+    assert (moment.isoformat() if moment else None) == expected
+
+
+def test_a_migration_longer_than_the_whole_window_is_refused_not_waited_for():
+    from polymigrate.policy import wait_until, window_seconds
+
+    assert window_seconds(WORK_HOURS) == 7200 and window_seconds(NIGHT) == 4 * 3600
+    with pytest.raises(ValueError, match="longer than the whole window"):
+        wait_until(WORK_HOURS, datetime(2026, 11, 25, 9, 0, tzinfo=timezone.utc), 3 * 3600)
+
+
+def test_estimate_takes_the_slowest_successful_rehearsal_of_the_same_file():
+    from polymigrate.policy import estimate_seconds
+
+    def timed(script, checksum, ms, status=Status.SUCCESS):
+        return LedgerEntry(1, "1", "d", "SQL", script, checksum, status=status, execution_time=ms)
+
+    rehearsals = {("western_europe", "postgresql"): [timed("V1__a.sql", 11, 2000), timed("V2__b.sql", 22, 999_000, Status.FAILED)],
+                  ("north_africa", "postgresql"): [timed("V1__a.sql", 11, 5000), timed("V1__a.sql", 99, 90_000)]}
+    pending = [Promotable("postgresql", "1", "V1__a.sql", 11), Promotable("postgresql", "2", "V2__b.sql", 22)]
+    assert estimate_seconds(pending, rehearsals) == (5.0, ["V2__b.sql"])
+    assert estimate_seconds(pending[1:], rehearsals) == (None, ["V2__b.sql"])
