@@ -59,6 +59,23 @@ CREATE TABLE IF NOT EXISTS {table} (
 )"""
 
 
+class _Elapsed:
+    """Marker value: let the server fill ``execution_time`` with the transaction's elapsed time.
+
+    With pipelined statements the client learns the time only after the commit; the server knows it
+    when the ledger row is written, inside the same transaction.
+    """
+
+    sql = sql.SQL("(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer")
+
+
+ELAPSED = _Elapsed()
+
+
+def _value(column: str, value: Any) -> sql.Composable:
+    return value.sql if isinstance(value, _Elapsed) else sql.Placeholder(column)
+
+
 def parse_ledger_name(name: str | None) -> tuple[str, str]:
     """``schema.table`` or ``table`` (in the ``polymigrate`` schema) → (schema, table)."""
     if not name:
@@ -121,8 +138,8 @@ class LedgerTable:
         q = sql.SQL("INSERT INTO {t} (installed_rank, {cols}) SELECT coalesce(max(installed_rank), 0) + 1, {vals} "
                     "FROM {t} WHERE domain = %(domain)s RETURNING installed_rank").format(
             t=self.ident, cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
-            vals=sql.SQL(", ").join(sql.Placeholder(c) for c in cols))
-        params = {c: _param(c, values[c]) for c in cols}
+            vals=sql.SQL(", ").join(_value(c, values[c]) for c in cols))
+        params = {c: _param(c, values[c]) for c in cols if not isinstance(values[c], _Elapsed)}
         row = conn.execute(q, params, prepare=True).fetchone()
         assert row is not None
         return int(row[0])
@@ -138,9 +155,9 @@ class LedgerTable:
     def update(self, conn: psycopg.Connection, domain: str, rank: int, values: dict[str, Any]) -> None:
         q = sql.SQL("UPDATE {t} SET {sets} WHERE domain = %(domain_)s AND installed_rank = %(rank_)s").format(
             t=self.ident, sets=sql.SQL(", ").join(
-                sql.SQL("{} = {}").format(sql.Identifier(c), sql.Placeholder(c)) for c in values))
-        conn.execute(q, {**{c: _param(c, v) for c, v in values.items()}, "domain_": domain, "rank_": rank},
-                     prepare=True)
+                sql.SQL("{} = {}").format(sql.Identifier(c), _value(c, v)) for c, v in values.items()))
+        params = {c: _param(c, v) for c, v in values.items() if not isinstance(v, _Elapsed)}
+        conn.execute(q, {**params, "domain_": domain, "rank_": rank}, prepare=True)
 
 
 def _param(column: str, value: Any) -> Any:
@@ -161,7 +178,7 @@ def row_to_entry(row: tuple) -> LedgerEntry:
     return LedgerEntry(**d)
 
 
-def row_values(migration: Migration, ctx: RunContext, *, status: Status, execution_time: int = 0,
+def row_values(migration: Migration, ctx: RunContext, *, status: Status, execution_time: int | _Elapsed = 0,
                progress: dict | None = None, plan_hash: str | None = None) -> dict[str, Any]:
     """The ledger columns for one migration run by ``ctx``."""
     return {

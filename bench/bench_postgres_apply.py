@@ -1,0 +1,198 @@
+"""Apply 500 generated versioned files: polymigrate beside psql, on the same server, in one run.
+
+    .venv/bin/python bench/bench_postgres_apply.py [--files 500] [--repeat 3] [--url postgresql://…]
+
+Without --url it starts a private PostgreSQL (initdb + pg_ctl on a free port, default settings,
+fsync on) so other people's load on the shared server does not blur the figures. Each contender
+gets a fresh database per repetition; the best of the repetitions is reported.
+
+* ``psql -f`` per file: one psql process per file, each statement autocommitted (how a shell loop
+  without a tool applies a folder);
+* ``psql -1`` of the concatenation: every file in ONE transaction: the floor (no ledger, no
+  per-file commit, one process);
+* polymigrate: each file in its own transaction together with its ledger row, as in production,
+  in-process (library) and as a CLI process (Python start-up included).
+
+Prints figures only; it never asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "include"))
+
+from polymigrate.adapters.postgres import PostgresAdapter  # noqa: E402
+from polymigrate.catalog import discover  # noqa: E402
+from polymigrate.executor import migrate  # noqa: E402
+from polymigrate.ledger import RunContext  # noqa: E402
+
+
+def generate(folder: Path, n: int) -> None:
+    """Typical small DDL + data files: a table, an index, a few rows, a comment, a check constraint."""
+    folder.mkdir(parents=True)
+    for i in range(1, n + 1):
+        (folder / f"V{i}__table_{i}.sql").write_text(
+            f"-- table {i}\n"
+            f"CREATE TABLE t_{i} (\n  id bigint PRIMARY KEY,\n  name text NOT NULL,\n"
+            f"  qty int NOT NULL DEFAULT 0 CHECK (qty >= 0),\n  created_at timestamptz NOT NULL DEFAULT now()\n);\n"
+            f"CREATE INDEX t_{i}_name ON t_{i} (name);\n"
+            f"INSERT INTO t_{i} (id, name, qty) VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3);\n"
+            f"COMMENT ON TABLE t_{i} IS 'generated table {i}';\n", encoding="utf-8")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrivateServer:
+    """A throw-away PostgreSQL cluster in a temp dir."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="pm_bench_pg_"))
+        self.port = free_port()
+
+    def __enter__(self) -> str:
+        initdb = shutil.which("initdb") or "/usr/lib/postgresql/15/bin/initdb"
+        pg_ctl = shutil.which("pg_ctl") or "/usr/lib/postgresql/15/bin/pg_ctl"
+        self.pg_ctl = pg_ctl
+        env = {**os.environ, "LC_ALL": "C"}
+        run_as = [] if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--"]
+        if run_as:
+            shutil.chown(self.dir, "postgres")
+        self.run_as = run_as
+        subprocess.run([*run_as, initdb, "-D", str(self.dir / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8"],
+                       check=True, capture_output=True, env=env)
+        subprocess.run([*run_as, pg_ctl, "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "start",
+                        "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"],
+                       check=True, capture_output=True, env=env)
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def __exit__(self, *exc) -> None:
+        subprocess.run([*self.run_as, self.pg_ctl, "-D", str(self.dir / "data"), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def fresh_db(admin_url: str) -> tuple[str, callable]:
+    name = f"pm_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    base = admin_url.rsplit("/", 1)[0]
+
+    def drop() -> None:
+        with psycopg.connect(admin_url, autocommit=True) as c:
+            c.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+    return f"{base}/{name}", drop
+
+
+def check(url: str, n: int, ledger: bool) -> None:
+    with psycopg.connect(url) as c:
+        tables = c.execute("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").fetchone()[0]
+        assert tables == n, f"expected {n} tables, found {tables}"
+        if ledger:
+            rows = c.execute("SELECT count(*) FROM polymigrate.schema_history WHERE success").fetchone()[0]
+            assert rows == n, f"expected {n} ledger rows, found {rows}"
+
+
+def psql_per_file(url: str, folder: Path) -> None:
+    for f in sorted(folder.glob("V*.sql"), key=lambda p: int(p.name[1:].split("__")[0])):
+        subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", str(f)], check=True,
+                       stdout=subprocess.DEVNULL)
+
+
+def psql_single_transaction(url: str, concatenated: Path) -> None:
+    subprocess.run(["psql", "-X", "-q", "-1", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", str(concatenated)],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def polymigrate_library(url: str, folder: Path) -> None:
+    migrations = discover("bench", "postgresql", folder).applicable("postgresql")
+    adapter = PostgresAdapter.from_url(url, domain="bench")
+    try:
+        migrate(adapter, migrations, RunContext(domain="bench", actor="bench", run_id="bench"))
+    finally:
+        adapter.close()
+
+
+def polymigrate_cli(url: str, folder: Path) -> None:
+    subprocess.run([sys.executable, "-c", "from polymigrate.cli import main; main()", "migrate", "--url", url,
+                    "--locations", str(folder), "-d", "bench"], check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "PYTHONPATH": str(ROOT / "include")})
+
+
+def measure(admin_url: str, fn, arg: Path, n: int, repeat: int, ledger: bool) -> list[float]:
+    times = []
+    for _ in range(repeat):
+        url, drop = fresh_db(admin_url)
+        try:
+            started = time.perf_counter()
+            fn(url, arg)
+            times.append(time.perf_counter() - started)
+            check(url, n, ledger)
+        finally:
+            drop()
+    return times
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--files", type=int, default=500)
+    p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--url", help="admin URL of an existing server (default: start a private one)")
+    p.add_argument("--skip-per-file", action="store_true", help="skip the slow psql-per-file contender")
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="pm_bench_files_"))
+    folder = work / "sql"
+    generate(folder, args.files)
+    concatenated = work / "all.sql"
+    concatenated.write_text("".join(
+        f.read_text() for f in sorted(folder.glob("V*.sql"), key=lambda p: int(p.name[1:].split("__")[0]))))
+    server = None if args.url else PrivateServer()
+    admin = args.url or server.__enter__()
+    try:
+        with psycopg.connect(admin) as c:
+            version = c.execute("SHOW server_version").fetchone()[0]
+            fsync = c.execute("SHOW fsync").fetchone()[0]
+            sync_commit = c.execute("SHOW synchronous_commit").fetchone()[0]
+        print(f"PostgreSQL {version} ({'private server' if server else admin}); fsync={fsync}, "
+              f"synchronous_commit={sync_commit}; {args.files} files, best of {args.repeat}; "
+              f"{os.cpu_count()} CPUs")
+        contenders = [("psql -1 (one transaction, floor)", psql_single_transaction, concatenated, False),
+                      ("polymigrate library (txn + ledger row per file)", polymigrate_library, folder, True),
+                      ("polymigrate CLI process (same, + Python start-up)", polymigrate_cli, folder, True)]
+        if not args.skip_per_file:
+            contenders.append(("psql -f per file (500 processes)", psql_per_file, folder, False))
+        results: dict[str, list[float]] = {name: [] for name, *_ in contenders}
+        # round-robin, so a burst of load from elsewhere hits every contender alike
+        for _ in range(args.repeat):
+            for name, fn, arg, ledger in contenders:
+                results[name] += measure(admin, fn, arg, args.files, 1, ledger)
+        floor = min(results[contenders[0][0]])
+        print(f"{'contender':52} {'best s':>8} {'median s':>9} {'× floor':>8}")
+        for name, times in results.items():
+            print(f"{name:52} {min(times):8.3f} {statistics.median(times):9.3f} {min(times) / floor:8.2f}")
+    finally:
+        if server:
+            server.__exit__(None, None, None)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
