@@ -2,7 +2,8 @@
 
 Rows keep their rank, version, description, script, checksum, author and timestamps, so the next
 ``migrate`` sees every Flyway migration as applied (the catalog's checksum is Flyway's CRC32) and
-runs only what is new. Flyway's own markers map onto statuses: ``BASELINE`` rows become baselines,
+runs only what is new. Flyway's own markers map onto statuses: ``BASELINE`` rows, and applied
+migrations polymigrate has no file type for (Java ``JDBC``, ``SCRIPT``), become baselines,
 a failed row becomes ``failed`` (resumed or repaired like ours), ``DELETE`` rows (Flyway repair)
 and ``UNDO_*`` rows mark the versions they name deleted or undone.
 """
@@ -21,6 +22,8 @@ from polymigrate.ledger import RunContext, Status
 if TYPE_CHECKING:
     from polymigrate.adapters.postgres import PostgresAdapter
 
+# Flyway types polymigrate has files for; other applied rows (JDBC, SCRIPT, …) are kept as baselines
+_RUNNABLE = ("SQL", "UNDO_SQL", "DELETE", "SCHEMA")
 _FLYWAY_COLUMNS = ("installed_rank", "version", "description", "type", "script", "checksum", "installed_by",
                    "installed_on", "execution_time", "success")
 
@@ -51,8 +54,8 @@ def import_history(adapter: "PostgresAdapter", ctx: RunContext, *, schema: str, 
         d = dict(zip(_FLYWAY_COLUMNS, r))
         kind = (d["type"] or "").upper()
         status = Status.SUCCESS if d["success"] else Status.FAILED
-        if kind == "BASELINE":
-            status = Status.BASELINE
+        if kind in ("BASELINE", "SQL_BASELINE") or (kind not in _RUNNABLE and d["success"]):
+            status = Status.BASELINE  # applied, but polymigrate has no file to compare it with (e.g. Java)
         elif kind == "DELETE" or (kind.startswith("UNDO") and d["success"]):
             _mark_previous(values, d["version"], d["description"], Status.DELETED if kind == "DELETE" else Status.UNDONE)
             status = Status.DELETED if kind == "DELETE" else Status.SUCCESS

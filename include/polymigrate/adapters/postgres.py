@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterator
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from polymigrate.adapters.base import Adapter, Applied, Capabilities, RepairReport
 from polymigrate.adapters.pg_errors import classify
@@ -33,7 +34,6 @@ from polymigrate.adapters.pg_repair import repair_leftover
 from polymigrate.adapters.pg_snapshot import snapshot as take_snapshot
 from polymigrate.adapters.pg_statements import Statement, check_transaction_control, needs_autocommit, split
 from polymigrate.catalog import Kind, Migration
-from polymigrate.connections import redact
 from polymigrate.errors import LockNotAcquired, PermanentError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 from polymigrate.reconcile import State, reconcile
@@ -81,23 +81,34 @@ class PostgresAdapter(Adapter):
 
     @classmethod
     def from_url(cls, url: str, *, domain: str, settings: Any = None) -> "PostgresAdapter":
+        """From ``postgresql://…`` (also ``postgres://`` and SQLAlchemy's ``postgresql+driver://``)."""
+        scheme, sep, rest = url.partition("://")
+        if sep and "+" in scheme:
+            url = scheme.split("+")[0] + "://" + rest
         return cls(url, domain=domain, settings=settings)
 
     # -- connections -------------------------------------------------------------------------
 
     @property
     def target(self) -> str:
-        if self._conninfo:
-            return redact(self._conninfo)
-        k = self._kwargs
+        """``postgresql://user@host:port/dbname``: never the password, whatever form the client had."""
+        try:
+            k = {**conninfo_to_dict(self._conninfo), **self._kwargs}
+        except psycopg.ProgrammingError:
+            return "postgresql://(invalid connection string)"
         user = f"{k['user']}@" if k.get("user") else ""
         return f"postgresql://{user}{k.get('host', '')}{':' + str(k['port']) if k.get('port') else ''}/{k.get('dbname', '')}"
 
     def _open(self, purpose: str) -> psycopg.Connection:
-        kwargs = {"connect_timeout": 10, **self._kwargs, "autocommit": True,
+        try:
+            given = {**conninfo_to_dict(self._conninfo), **self._kwargs}
+        except psycopg.ProgrammingError as exc:
+            raise PermanentError(f"invalid PostgreSQL connection string: {exc}",
+                                 hint="use postgresql://user@host:port/dbname") from None
+        kwargs = {"connect_timeout": 10, **given, "autocommit": True,
                   "application_name": f"polymigrate {purpose} {self.domain}"[:63]}
         try:
-            conn = psycopg.connect(self._conninfo, **kwargs)
+            conn = psycopg.connect(**kwargs)
         except psycopg.OperationalError as exc:
             raise TransientError(f"cannot connect to {self.target}: {str(exc).strip()}",
                                  hint="check the server is up and the connection settings") from exc
@@ -333,10 +344,10 @@ class PostgresAdapter(Adapter):
 
         try:
             self._run_autocommit(migration, statements, settings, done, progress)
-        except PermanentError as exc:
-            if not isinstance(exc, TransientError) or not self.conn.broken:
-                self._mark(rank, {"status": Status.FAILED, "success": False,
-                                  "execution_time": spent + int((time.monotonic() - started) * 1000)})
+        except PermanentError:
+            # on a fresh session if the error broke this one; a retry resumes from the progress mark
+            self._mark(rank, {"status": Status.FAILED, "success": False,
+                              "execution_time": spent + int((time.monotonic() - started) * 1000)})
             raise
         ms = spent + int((time.monotonic() - started) * 1000)
         self._mark(rank, {"status": Status.SUCCESS, "success": True, "execution_time": ms,

@@ -308,3 +308,21 @@ def test_snapshot_lists_schema_objects_but_not_the_ledger(pg_url, files):
     assert snap["indexes"]["orders_total"]["valid"] is True
     assert snap["constraints"]["orders.orders_pkey"]["definition"] == "PRIMARY KEY (id)"
     assert "twice(x integer)" in snap["functions"]
+
+
+@pytest.mark.parametrize("client", [
+    "host=127.0.0.1 port=5432 user=app password=s3cret dbname=shop",
+    "postgresql://app:s3cret@127.0.0.1:5432/shop",
+    {"host": "127.0.0.1", "port": 5432, "user": "app", "password": "s3cret", "dbname": "shop"},
+])
+def test_target_never_shows_the_password(client):
+    a = PostgresAdapter(client, domain="shop")
+    assert a.target == "postgresql://app@127.0.0.1:5432/shop"
+
+
+def test_sqlalchemy_style_urls_are_accepted(pg_url):
+    a = PostgresAdapter.from_url(pg_url.replace("postgresql://", "postgresql+psycopg2://"), domain="shop")
+    try:
+        assert a.read_ledger() == []
+    finally:
+        a.close()
