@@ -42,7 +42,7 @@ DEFAULT_BATCH_SIZE = 100
 DEFAULT_LEASE_MS = 15_000
 # Server time one script call may use before it hands control back (plus the batch it is in): far
 # below any client's timeout, large enough that round trips do not dominate a million-key run.
-DEFAULT_CALL_BUDGET_MS = 2.0
+DEFAULT_CALL_BUDGET_MS = 1.0
 SNAPSHOT_MAX_KEYS = 100_000  # a snapshot samples this many keys at most; enough to see every key shape
 _GLOB = re.compile(r"[*?\[\]\\]")
 _VARIABLE_SEGMENT = re.compile(r"^(\d+|[0-9a-f]{8}-[0-9a-f-]{27}|[0-9a-f]{16,}|\{.*\})$", re.IGNORECASE)
@@ -215,18 +215,16 @@ class RedisAdapter(Adapter):
                       lock_key=self.lock_key, token=lease.token if lease else None,
                       budget_us=0 if pause_ms else int(self.call_budget_ms * 1000))  # a pause is asked between batches
         progress = self._progress(entry) if atomic else dict(entry.progress)
-        shards = self._shards(keys)
-        sha = None
-        for shard in shards:
+        for shard in self._shards(keys):
             state = progress.get("shards", {}).get(shard.name, {}) if shard.name else progress
             if state.get("done"):
                 continue
             cursor = str(state.get("cursor", "0"))
+            sha = self._load(script, shard)  # once per node; EVALSHA from then on
             while True:
                 if lease is not None and lease.lost:
                     raise TransientError("the migration lock lease was lost (renewal failed); stopping before "
                                          "the next batch", file=migration.path, hint="retry; the run resumes")
-                sha = sha or self._load(script, shard)
                 try:
                     raw = self._evalsha(sha, keys, [cursor, batch, self.key_prefix], shard)
                 except rexc.NoScriptError:  # the server restarted or flushed its script cache

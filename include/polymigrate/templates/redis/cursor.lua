@@ -4,7 +4,7 @@
 -- Cursor protocol (docs/redis.md): polymigrate calls this script with ARGV[1] = the SCAN cursor
 -- ("0" on the first call), ARGV[2] = the batch size, ARGV[3] = the domain's key_prefix, and calls
 -- it again with the returned cursor until it returns "0". Each run handles one SCAN batch, and
--- polymigrate runs a few in one call only while the call stays within ~2 ms, so no client of the
+-- polymigrate runs a few in one call only while the call stays within ~1 ms, so no client of the
 -- server waits long. Return {next_cursor, processed}. Keep a batch well under 1 ms (100 keys here).
 --
 -- Keep the change idempotent per key: after a crash the last batch may be seen again (on a
