@@ -268,9 +268,11 @@ class PostgresAdapter(Adapter):
         return int((time.monotonic() - started) * 1000)
 
     def _run_autocommit(self, migration: Migration, statements: list[Statement], settings: dict[str, str],
-                        start_at: int, progress: Callable[[psycopg.Connection, int], None] | None) -> None:
+                        start_at: int, progress: Callable[[psycopg.Connection, int], None] | None,
+                        resuming: bool = False) -> None:
         """Each statement on its own: transaction-safe ones in a transaction with ``progress``, the
-        others in autocommit followed by ``progress``. Repairs the leftovers of ``start_at`` first."""
+        others in autocommit followed by ``progress``. When ``resuming``, first repairs what an
+        interrupted run of statement ``start_at`` left behind."""
         conn = self.conn
         n = len(statements)
         current: Statement | None = None
@@ -278,7 +280,7 @@ class PostgresAdapter(Adapter):
             self._set(conn, settings, local=False)
             for current in statements[start_at:]:
                 if current.non_transactional:
-                    done_already = start_at > 0 and current.index == start_at and repair_leftover(conn, current)
+                    done_already = resuming and current.index == start_at and repair_leftover(conn, current)
                     if not done_already:
                         conn.execute(current.text)
                     if progress:
@@ -343,7 +345,7 @@ class PostgresAdapter(Adapter):
             self.ledger.update(c, self.domain, rank, {"progress": {**base, "statements_done": k}})
 
         try:
-            self._run_autocommit(migration, statements, settings, done, progress)
+            self._run_autocommit(migration, statements, settings, done, progress, resuming=resume is not None)
         except PermanentError:
             # on a fresh session if the error broke this one; a retry resumes from the progress mark
             self._mark(rank, {"status": Status.FAILED, "success": False,

@@ -326,3 +326,21 @@ def test_sqlalchemy_style_urls_are_accepted(pg_url):
         assert a.read_ledger() == []
     finally:
         a.close()
+
+
+@pytest.mark.parametrize("statement, check", [
+    # the process died after the statement finished but before its progress mark was written
+    ("CREATE INDEX CONCURRENTLY t_id ON t (id)", "SELECT count(*) = 1 FROM pg_indexes WHERE indexname = 't_id'"),
+    ("DROP INDEX CONCURRENTLY t_old", "SELECT to_regclass('t_old') IS NULL"),
+])
+def test_a_finished_statement_whose_progress_mark_was_lost_is_not_run_again(pg_url, adapter, files, statement, check):
+    q(pg_url, "CREATE TABLE t (id int); CREATE INDEX t_old ON t (id); CREATE TABLE gate (ok int)")
+    files.add("V1__x.sql", f"{statement};\nINSERT INTO gate SELECT 1 / count(*) FROM gate;\n")
+    with pytest.raises(PermanentError):
+        migrate(adapter, files.applicable(), ctx())  # statement 1 done, statement 2 divides by zero
+    q(pg_url, "UPDATE polymigrate.schema_history SET progress = jsonb_set(progress, '{statements_done}', '0')")
+    q(pg_url, "INSERT INTO gate VALUES (1)")
+    result = migrate(adapter, files.applicable(), ctx())
+    assert result.applied[0]["action"] == "resume"  # would fail with "already exists"/"does not exist" otherwise
+    assert q(pg_url, check) == [(True,)]
+    assert [e.status for e in adapter.read_ledger()] == [Status.SUCCESS]
