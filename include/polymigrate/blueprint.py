@@ -154,8 +154,9 @@ def _broken_environment_files(project: Project) -> dict[str, list[Problem]]:
     return out
 
 
-def _params(regions: list[str], technologies: list[str]) -> dict[str, dict[str, Any]]:
-    return {
+def _params(regions: list[str], technologies: list[str], override: bool = False) -> dict[str, dict[str, Any]]:
+    """The trigger form; ``override`` adds the emergency override where approvals gate the run."""
+    params = {
         "dry_run": {"default": False, "type": "boolean", "title": "Dry run",
                     "description": "Plan and report what would run; change nothing."},
         "target_version": {"default": None, "type": ["null", "string"], "title": "Target version",
@@ -169,6 +170,15 @@ def _params(regions: list[str], technologies: list[str]) -> dict[str, dict[str, 
         "allow_out_of_order": {"default": False, "type": "boolean", "title": "Allow out of order",
                                "description": "Apply a pending version older than the newest applied one."},
     }
+    if override:
+        params["emergency_override"] = {
+            "default": False, "type": "boolean", "title": "Emergency override",
+            "description": "Run what staging has not confirmed (and changes the policy would refuse). Needs the "
+                           "stricter approval and a reason; recorded in the audit trail."}
+        params["emergency_reason"] = {
+            "default": None, "type": ["null", "string"], "title": "Emergency reason",
+            "description": "Required with the override: why (e.g. the incident id). Shown to the approvers."}
+    return params
 
 
 def _default_args(env: Environment, owners: list[str]) -> dict[str, Any]:
@@ -214,7 +224,7 @@ def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
         description=(domain.description or f"Migrations of {domain.name}")[:200] + f" ({env.name})",
         doc_md=_doc(domain, env, [g.title for g in groups], techs, rollout, files or {}),
         tags=tuple(dict.fromkeys(["polymigrate", f"domain:{domain.name}", f"env:{env.name}", *techs, *domain.tags])),
-        owners=tuple(domain.owners), schedule=env.policy.schedule, params=_params([g.name for g in groups], techs),
+        owners=tuple(domain.owners), schedule=env.policy.schedule, params=_params([g.name for g in groups], techs, override=env.policy.approvals.required > 0),
         default_args=_default_args(env, domain.owners), tasks=tuple(tasks), groups=tuple(groups),
         rollout={"strategy": rollout.strategy, "halt_on_failure": rollout.halt_on_failure,
                  "order": [g.name for g in _rollout_order(groups, rollout)]},
@@ -285,6 +295,19 @@ def _doc(domain: Domain, env: Environment, regions: list[str], techs: list[str],
                "(Browse → Required Actions) and choose **Approve** after reading the summary.")
         if not approvals.triggerer_may_approve:
             how += " The person who triggered the run may not approve it."
+        if approvals.high_risk_required is not None or approvals.high_risk_roles:
+            how += (f" High-risk or destructive change sets and emergency overrides need "
+                    f"{approvals.high_risk_required or approvals.required + 1} by "
+                    f"{', '.join(approvals.high_risk_roles or approvals.roles) or 'any user'}.")
+        if approvals.expiry_hours:
+            how += f" An approval expires after {approvals.expiry_hours:g} h."
+    w = env.policy.window
+    if w is not None:
+        how += (f"\n\n**Execution window**: {', '.join(w.days)} {w.start}-{w.end} {w.timezone}; execute tasks wait "
+                "(deferred) until it opens and do not start what rehearsals say cannot finish before it closes.")
+    if env.policy.promotion_from:
+        how += (f"\n\n**Promotion gate**: only migrations that already succeeded in every "
+                f"{env.policy.promotion_from} region run here.")
     rows = "\n".join(f"| {t} | {files.get(t, (0, None))[0]} | {files.get(t, (0, None))[1] or '-'} |" for t in techs)
     strategy = rollout.strategy + (f" (canary: {rollout.canary_region})" if rollout.strategy == "canary" else "") + \
         ("" if rollout.halt_on_failure else ", continues after a failed region")

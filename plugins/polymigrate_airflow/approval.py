@@ -1,87 +1,231 @@
-"""The ``approve`` task: automatic where the policy needs no approval, Airflow HITL otherwise.
+"""The ``approve`` task: the environment's approval policy, answered through Airflow's human-in-the-loop.
 
-The decision "does this run need a person?" lives in ``approval_needed`` only, so the approval
-policy issue (roles, four-eyes, N approvers, hash binding) replaces one function, not the operator.
-Approvers act in the Airflow UI (Required Actions) or through the HITL REST endpoint; the body they
-see is built at execute time from the ``validate`` task's summary.
+One task collects every approval a change set needs. Each answer resumes it; it evaluates the
+policy (``polymigrate.policy.evaluate``: roles from ``approvers.yaml``, four-eyes, N distinct people,
+expiry, risk escalation, hash binding) and either finishes (approved), fails (a rejection or a
+refusal, with the reasons) or opens the request again, carrying the answers so far in the task's
+``next_kwargs`` (which survive each response: Airflow adds the response as ``event`` to them).
+
+Only the people the policy allows are assigned to the request, so Airflow's API itself answers 403
+to anyone else (the triggering user included where four-eyes applies); the policy is evaluated
+again on every answer anyway, which also catches one person answering twice.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param
+from airflow.sdk.definitions.param import ParamsDict
+from airflow.sdk.exceptions import TaskAwaitingInput
 
-from polymigrate_airflow.operators import PolymigrateMixin
+from polymigrate_airflow.operators import PolymigrateMixin, RunParams, plan_preview
 
-
-@dataclass(frozen=True)
-class ApprovalNeed:
-    required: int
-    reason: str
-
-    @property
-    def automatic(self) -> bool:
-        return self.required == 0
+SUPPRESSIONS_SHOWN = 20
 
 
-def approval_needed(policy, summary: dict[str, Any] | None) -> ApprovalNeed:
-    """How many approvals this change set needs under the environment's policy (0: automatic)."""
-    required = policy.approvals.required
-    if required and (summary or {}).get("risk") in ("high", "critical") and policy.approvals.high_risk_required:
-        return ApprovalNeed(max(required, policy.approvals.high_risk_required), "high risk change set")
-    if required == 0:
-        return ApprovalNeed(0, "the environment's policy needs no approval (approvals.required: 0)")
-    return ApprovalNeed(required, f"the environment's policy needs {required} approval(s)")
+def _when(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, str) and value:
+        return datetime.fromisoformat(value)
+    return datetime.now(timezone.utc)
 
 
-def summary_markdown(domain: str, environment: str, summary: dict[str, Any] | None, need: ApprovalNeed) -> str:
+def summary_markdown(domain: str, environment: str, summary: dict[str, Any], decision, eligible: list[str],
+                     triggered_by: str, preview: dict[str, Any], override_reason: str | None = None) -> str:
     """What the approver reads before choosing Approve or Reject."""
     s = summary or {}
-    rows = "\n".join(f"| {tech} | {n} |" for tech, n in (s.get("migrations") or {}).items()) or "| - | - |"
     lint = s.get("lint") or {}
-    return (f"**{domain}** in **{environment}**: {need.reason}.\n\n"
-            f"| technology | migrations in the change set |\n|---|---|\n{rows}\n\n"
-            f"- change-set hash: `{s.get('changeset_hash', '?')}`\n"
-            f"- lint risk: **{s.get('risk', 'not assessed')}**, findings: {lint.get('findings', 0)}, "
-            f"blocking: {lint.get('blocking', 0)}\n\n"
-            "Pending migrations per region are computed right after approval by the `plan` task, "
-            "which refuses anything the ledgers say has drifted.")
+    who = ", ".join(eligible)
+    lines = [f"**{domain}** in **{environment}**, triggered by **{triggered_by}**: needs **{decision.required}** "
+             f"approval(s) from distinct people ({who})."]
+    if decision.escalated:
+        lines.append("The bar is raised: " + ("**emergency override** requested" if decision.override else
+                     "high risk or destructive change set") + ".")
+    if override_reason:
+        lines.append(f"Override reason given: _{override_reason}_ (what staging has not confirmed runs anyway).")
+    techs = s.get("migrations") or {}
+    regions = preview.get("regions") or {}
+    header = "| region | " + " | ".join(techs) + " |\n|---|" + "---|" * len(techs)
+    rows = [f"| {r} | " + " | ".join(str(counts.get(t, "-")) for t in techs) + " |" for r, counts in regions.items()]
+    lines += ["", "**Pending migrations per region** (from each target's ledger now):", "", header, *rows]
+    if preview.get("error"):
+        lines.append(f"\n_Ledgers not readable: {preview['error']}_ — files per technology: "
+                     + ", ".join(f"{t} {n}" for t, n in techs.items()))
+    destructive = "**yes**" if s.get("destructive") else "no"
+    lines += ["", f"- lint risk: **{s.get('risk') or 'not assessed'}**, findings: {lint.get('findings', 0)}, "
+              f"blocking: {lint.get('blocking', 0)}; destructive: {destructive}"]
+    for sup in (s.get("suppressions") or [])[:SUPPRESSIONS_SHOWN]:
+        lines.append(f"  - suppressed `{sup.get('rule')}` in {sup.get('file')}:{sup.get('line')}: {sup.get('reason')}")
+    if preview.get("staging") is not None:
+        missing = preview["staging"]
+        lines.append(f"- already succeeded in {preview.get('staging_env')}: "
+                     + ("**everything pending**" if not missing else
+                        f"**no** — {len(missing)} not yet: " + "; ".join(missing[:10])))
+    lines += [f"- change-set hash: `{s.get('changeset_hash', '?')}` (execution refuses if any file or "
+              "placeholder differs from what you approve)",
+              "", "Each answer is recorded with your name; this request reopens until enough distinct "
+              "people approved. **Reject** (with a comment) ends the run."]
+    return "\n".join(lines)
 
 
 class ApproveOperator(PolymigrateMixin, ApprovalOperator):
-    """Waits for a human approval in the UI unless the environment approves automatically."""
+    """Collects the approvals the environment's policy requires, bound to the change-set hash."""
 
     ui_color = "#fde7a9"
 
     def __init__(self, *, specs_root: str, domain: str, environment: str, **kwargs):
         kwargs.setdefault("subject", f"Approve {domain} migrations in {environment}")
         kwargs.setdefault("fail_on_reject", True)  # a rejected change set must not end as a green run
+        # Airflow hands the DAG's params in here already; only task-sourced ones reach the approval form.
+        params = ParamsDict(kwargs.pop("params", None) or {})
+        params["comment"] = Param(None, type=["null", "string"], title="Comment", source="task",
+                                  description="Why you approve or reject; recorded in the audit trail.")
+        kwargs["params"] = params
         super().__init__(**kwargs)
         self.specs_root, self.domain, self.environment = specs_root, domain, environment
 
+    # --- the request ------------------------------------------------------------------------
     def execute(self, context):
-        return self.guarded(context, self._execute)
+        return self.guarded(context, self._request)
 
-    def _execute(self, context):
+    def _change(self, context, env, summary: dict, request: dict):
+        from polymigrate.policy import ChangeSet
+
+        return ChangeSet(domain=self.domain, environment=env.name, hash=request["changeset_hash"],
+                         triggered_by=request["triggered_by"], risk=summary.get("risk") or "low",
+                         destructive=bool(summary.get("destructive")),
+                         blocking_findings=int((summary.get("lint") or {}).get("blocking", 0)))
+
+    def _request(self, context):
+        from polymigrate.errors import PolicyRefused
+        from polymigrate.policy import eligible_roles, evaluate
+        from polymigrate.spec.approvers import load_approvers
+
         project, env = self.load_environment()
-        summary = context["ti"].xcom_pull(task_ids="validate")
-        need = approval_needed(env.policy, summary)
-        self.body = summary_markdown(self.domain, self.environment, summary, need)
-        if need.automatic:
-            self.log.info("Approved automatically: %s", need.reason)
-            self.emit(context, "approved", details={"automatic": True, "reason": need.reason,
-                                                    "changeset_hash": (summary or {}).get("changeset_hash")})
-            return {"approved": True, "automatic": True}
-        self.log.info("Waiting for approval in the UI (Required Actions): %s", need.reason)
-        self.emit(context, "approval_requested", details={"required": need.required,
-                                                          "changeset_hash": (summary or {}).get("changeset_hash")})
-        return super().execute(context)
+        summary = context["ti"].xcom_pull(task_ids="validate") or {}
+        params = RunParams.from_context(context)
+        run = context.get("dag_run")
+        request = {"changeset_hash": summary.get("changeset_hash") or "",
+                   "triggered_by": getattr(run, "triggering_user_name", None) or f"{getattr(run, 'run_type', 'unknown')}",
+                   "override": params.override, "reason": params.override_reason}
+        if not request["changeset_hash"]:
+            raise PolicyRefused("the validate task pushed no change-set hash; clear validate first")
+        change = self._change(context, env, summary, request)
+        now = datetime.now(timezone.utc)
+        decision = evaluate(env.policy, change, [], now, override=params.override)
+        base = {"changeset_hash": change.hash, "required": decision.required, "override": params.override}
+        if decision.status == "approved":
+            self.log.info("Approved automatically: the environment's policy needs no approval")
+            self.emit(context, "approved", details={**base, "automatic": True,
+                                                    "reason": "approvals.required: 0", "by": "policy"})
+            return {"approved": True, "automatic": True, "approved_by": [], **base}
+        if decision.status == "refused":
+            self._refuse(context, decision.reasons, base)
 
-    def execute_complete(self, context, event: dict[str, Any]):
+        ap = env.policy.approvals
+        exclude = None if ap.triggerer_may_approve else change.triggered_by
+        people = load_approvers(self.specs_root).eligible(eligible_roles(ap, change, override=params.override),
+                                                          ap.users, exclude=exclude)
+        if len(people) < decision.required:
+            self._refuse(context, [f"needs {decision.required} distinct approver(s) but only {len(people)} may "
+                                   f"approve ({', '.join(people) or 'nobody'}) under the policy of {env.name}"
+                                   + (f", {exclude} excluded as the triggering user" if exclude else "")
+                                   + "; add people with the required roles to migration_specs/approvers.yaml"], base)
+        request["eligible"] = people
+        self.body = summary_markdown(self.domain, env.name, summary, decision, people, change.triggered_by,
+                                     self._preview(project, env, context), params.override_reason)
+        self.log.info("Waiting for %d approval(s) from %s (Browse → Required Actions)", decision.required, people)
+        self.emit(context, "approval_requested", details={**base, "eligible": people, "escalated": decision.escalated,
+                                                          "reason": params.override_reason})
+        self._park(context, [], request)
+
+    def _preview(self, project, env, context) -> dict[str, Any]:
+        """Pending per region and what staging has not yet run; never fails the request."""
+        try:
+            return plan_preview(self, project, env, RunParams.from_context(context))
+        except Exception as exc:  # the approver still sees the files and lint; the plan task enforces
+            self.log.warning("preview not available: %s", exc)
+            return {"error": str(exc)[:300]}
+
+    def _park(self, context, approvals: list[dict], request: dict):
+        from airflow.sdk.execution_time.hitl import upsert_hitl_detail
+
+        # On an existing request the server only clears the previous answer: body and assignees stay.
+        self.assigned_users = [{"id": u, "name": u} for u in request.get("eligible") or []]
+        upsert_hitl_detail(ti_id=context["task_instance"].id, options=self.options, subject=self.subject,
+                           body=self.body, defaults=self.defaults, multiple=self.multiple,
+                           params=self.serialized_params, assigned_users=self.assigned_users)
+        raise TaskAwaitingInput(method_name="execute_complete",
+                                kwargs={"approvals": approvals, "request": request}, timeout=self.response_timeout)
+
+    def _refuse(self, context, reasons: list[str], details: dict):
+        from polymigrate.errors import PolicyRefused
+
+        self.emit(context, "refused", details={**details, "reason": "; ".join(reasons)})
+        raise PolicyRefused("approval refused:\n  " + "\n  ".join(reasons))
+
+    # --- each answer ------------------------------------------------------------------------
+    def execute_complete(self, context, event: dict[str, Any], approvals: list[dict] | None = None,
+                         request: dict | None = None):
+        if request is None:  # parked by an older version of this operator: plain single approval
+            return super().execute_complete(context, event)
+        return self.guarded(context, lambda ctx: self._answer(ctx, event, list(approvals or []), request))
+
+    def _answer(self, context, event: dict[str, Any], approvals: list[dict], request: dict):
+        from polymigrate.commands import load_domain
+        from polymigrate.errors import PolicyRefused
+        from polymigrate.policy import Approval, bound_changeset_hash, evaluate
+        from polymigrate.spec.approvers import load_approvers
+
+        base = {"changeset_hash": request["changeset_hash"], "override": request.get("override", False)}
+        if event.get("timedout") or "error" in event:
+            self._refuse(context, ["no decision before the response timeout; trigger a new run"], base)
+        user = (event.get("responded_by_user") or {}).get("name") or "unknown"
         chosen = (event.get("chosen_options") or [None])[0]
-        user = event.get("responded_by_user") or {}
-        self.emit(context, "approved" if chosen == self.APPROVE else "rejected",
-                  details={"by": user.get("name") if isinstance(user, dict) else str(user)})
-        return super().execute_complete(context, event)
+        comment = ((event.get("params_input") or {}).get("comment") or "").strip()
+        answer = {"user": user, "decision": "approve" if chosen == self.APPROVE else "reject",
+                  "hash": request["changeset_hash"], "at": _when(event.get("responded_at")).isoformat(),
+                  "comment": comment}
+        approvals.append(answer)
+
+        _, env = self.load_environment()
+        _, domain, catalog = load_domain(self.specs_root, self.domain)
+        current = bound_changeset_hash(domain.name, env, [m for t in domain.technology_order()
+                                                         for m in catalog.migrations.get(t, [])])
+        if current != request["changeset_hash"]:
+            self._refuse(context, ["the change set changed while waiting for approval (hash "
+                                   f"{current[:12]}, approvers saw {request['changeset_hash'][:12]}); "
+                                   "trigger a new run to approve it again"], {**base, "current_hash": current})
+
+        people = load_approvers(self.specs_root)
+        summary = context["ti"].xcom_pull(task_ids="validate") or {}
+        change = self._change(context, env, summary, request)
+        decision = evaluate(env.policy, change,
+                            [Approval(a["user"], a["decision"], a["hash"], _when(a["at"]), people.roles_of(a["user"]),
+                                      a.get("comment", "")) for a in approvals],
+                            datetime.now(timezone.utc), override=bool(request.get("override")))
+        if answer["decision"] == "reject" and decision.status == "refused":
+            self.emit(context, "rejected", details={**base, "by": user, "reason": comment or "no comment given"})
+            raise PolicyRefused("change set rejected:\n  " + "\n  ".join(decision.reasons))
+        counted = user in decision.approved_by
+        why = [i for i in decision.ignored if i.startswith(f"{user}:")]
+        self.emit(context, "approved", details={**base, "by": user, "counted": counted, "comment": comment,
+                                                "approved_by": decision.approved_by, "required": decision.required,
+                                                **({"not_counted": why[-1]} if not counted and why else {})})
+        if decision.status == "refused":
+            self._refuse(context, decision.reasons, base)
+        if decision.status == "approved":
+            if decision.override:
+                self.emit(context, "overridden", details={**base, "by": ", ".join(decision.approved_by),
+                                                          "reason": request.get("reason"),
+                                                          "approved_by": decision.approved_by})
+            self.log.info("Approved by %s for change set %s", ", ".join(decision.approved_by), change.hash[:12])
+            return {"approved": True, "automatic": False, "approved_by": decision.approved_by,
+                    "required": decision.required, "decision": decision.status, **base}
+        self.log.info("%s answered%s; still waiting: %s%s", user, "" if counted else " (not counted)",
+                      "; ".join(decision.reasons), "".join(f"\n  not counted: {i}" for i in decision.ignored))
+        self._park(context, approvals, request)

@@ -21,6 +21,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 AUDIT_CONN_ID = "polymigrate_audit"
 AUDIT_REQUIRED_IN = ("staging", "production")  # fail before touching targets when the store is unreachable
 XCOM_VERSIONS_CAP = 50  # keep execute XComs small even for a 500-migration first run
+MIN_OVERRIDE_REASON = 10  # "x" is not a reason an auditor can follow up
+SUPPRESSIONS_CAP = 50
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,8 @@ class RunParams:
     regions: list[str] | None  # None: every region
     allow_out_of_order: bool
     technologies: list[str] | None = None  # None: every technology of the domain
+    override: bool = False  # emergency override: stricter approval, promotion gate bypassed, recorded
+    override_reason: str | None = None
 
     @classmethod
     def from_context(cls, context) -> "RunParams":
@@ -43,8 +47,14 @@ class RunParams:
             except ValueError as exc:
                 raise AirflowFailException(f"param target_version: {exc}") from None
         techs = p.get("technologies")
+        override = bool(p.get("emergency_override"))
+        reason = (p.get("emergency_reason") or "").strip() or None
+        if override and (reason is None or len(reason) < MIN_OVERRIDE_REASON):
+            raise AirflowFailException("param emergency_override needs emergency_reason: say why (at least "
+                                       f"{MIN_OVERRIDE_REASON} characters, e.g. the incident id); it is recorded "
+                                       "in the audit trail and shown to the approvers")
         return cls(bool(p.get("dry_run")), target, list(regions) if regions else None,
-                   bool(p.get("allow_out_of_order")), list(techs) if techs else None)
+                   bool(p.get("allow_out_of_order")), list(techs) if techs else None, override, reason)
 
     def selects(self, region: str, technology: str | None = None) -> bool:
         return (self.regions is None or region in self.regions) and \
@@ -80,6 +90,25 @@ class PolymigrateMixin:
         project, domain, catalog = load_domain(self.specs_root, self.domain)
         _, env = self.load_environment()
         return project, domain, catalog, env
+
+    # --- approval binding -------------------------------------------------------------------
+    def check_binding(self, context, domain, catalog, env) -> str:
+        """Refuse unless the files (and placeholders) are exactly what the approve task approved."""
+        from polymigrate.errors import PolicyRefused
+        from polymigrate.policy import bound_changeset_hash
+
+        approved = context["ti"].xcom_pull(task_ids="approve") or {}
+        bound = approved.get("changeset_hash")
+        current = bound_changeset_hash(domain.name, env, all_migrations(domain, catalog))
+        if not bound:
+            raise PolicyRefused("no approval recorded in this run (the approve task pushed no change-set hash)",
+                                hint="clear the approve task so the change set is approved again")
+        if current != bound:
+            self.emit(context, "refused", details={"reason": "the change set changed after approval",
+                                                   "changeset_hash": bound, "current_hash": current})
+            raise PolicyRefused(f"the change set changed after approval (approved {bound[:12]}, files now "
+                                f"{current[:12]}); trigger a new run to approve it again")
+        return current
 
     # --- run context ------------------------------------------------------------------------
     @staticmethod
@@ -183,23 +212,28 @@ class ValidateOperator(PolymigrateOperator):
     ui_color = "#d8e8f7"
 
     def run(self, context):
-        from polymigrate.plan import changeset_hash
+        from polymigrate.policy import bound_changeset_hash
 
+        params = RunParams.from_context(context)
         project, domain, catalog, env = self.load()
-        migrations = [m for tech in domain.technology_order() for m in catalog.migrations.get(tech, [])]
         counts = {tech: len(catalog.applicable(tech)) for tech in domain.technology_order()}
-        summary: dict[str, Any] = {"migrations": counts, "risk": None,
-                                   "changeset_hash": changeset_hash(domain.name, env.name, migrations),
+        summary: dict[str, Any] = {"migrations": counts, "risk": None, "destructive": False, "suppressions": [],
+                                   "changeset_hash": bound_changeset_hash(domain.name, env, all_migrations(domain, catalog)),
                                    "lint": {"findings": 0, "blocking": 0}}
         report = lint(catalog)
         if report is not None:
             blocking = list(report.blocking(env.policy.lint_block_at))
             risk = report.risk() if callable(report.risk) else report.risk
             summary["risk"] = risk
+            summary["destructive"] = bool(getattr(report, "destructive", False))
+            summary["suppressions"] = list(getattr(report, "suppressions", []) or [])[:SUPPRESSIONS_CAP]
             summary["lint"] = {"findings": len(getattr(report, "findings", []) or []), "blocking": len(blocking)}
             for f in getattr(report, "findings", []) or []:
                 self.log.info("lint: %s", f)
-            if blocking:
+            if blocking and params.override:
+                self.log.warning("%d blocking lint finding(s) pass to approval under the emergency override "
+                                 "(it needs the stricter approval): %s", len(blocking), params.override_reason)
+            elif blocking:
                 raise AirflowFailException(
                     f"{len(blocking)} lint finding(s) at or above '{env.policy.lint_block_at}' block {self.environment}:\n"
                     + "\n".join(f"  - {f}" for f in blocking)
@@ -209,6 +243,56 @@ class ValidateOperator(PolymigrateOperator):
         self.log.info("Valid: %s", ", ".join(f"{t} {n}" for t, n in counts.items()) or "no technology")
         self.emit(context, "validated", details=summary)
         return summary
+
+
+def all_migrations(domain, catalog) -> list:
+    """Every file of the domain the change-set hash covers (undo files too: they are part of what ships)."""
+    return [m for tech in domain.technology_order() for m in catalog.migrations.get(tech, [])]
+
+
+def staging_of(project, env) -> str | None:
+    """The rehearsal environment: ``policy.promotion_from``, else one named ``staging``."""
+    if env.policy.promotion_from:
+        return env.policy.promotion_from
+    return "staging" if "staging" in project.environments and env.name != "staging" else None
+
+
+def promotion_check(project, domain, env, plan, technologies: list[str] | None) -> list[str]:
+    """What ``plan`` would apply that has not succeeded in every region of ``promotion_from``."""
+    from polymigrate.gates import promotion_gate
+
+    staging = project.environments.get(env.policy.promotion_from or "")
+    if staging is None:
+        return promotion_gate(plan, project, domain, env, lambda region, tech: None)
+    connect, close = _connector(domain, staging, technologies)
+    try:
+        return promotion_gate(plan, project, domain, env, connect)
+    finally:
+        close()
+
+
+def plan_preview(op, project, env, params: "RunParams") -> dict[str, Any]:
+    """For the approver: pending migrations per region and technology, and what staging has not run."""
+    from polymigrate.commands import load_domain, plan_domain
+
+    _, domain, catalog = load_domain(op.specs_root, op.domain)
+    connect, close = _connector(domain, env, params.technologies)
+    try:
+        plan = plan_domain(project, domain, catalog, env, connect, regions=params.regions,
+                           target=params.target_version, out_of_order=params.allow_out_of_order)
+    finally:
+        close()
+    plan.targets = [t for t in plan.targets if params.selects(t.region, t.technology)]
+    regions: dict[str, dict[str, Any]] = {}
+    for t in plan.targets:
+        regions.setdefault(t.region, {})[t.technology] = "?" if t.error else len(t.steps)
+    out: dict[str, Any] = {"regions": regions}
+    if plan.problems:
+        out["error"] = "; ".join(plan.problems)[:300]
+    if env.policy.promotion_from:
+        out["staging_env"] = env.policy.promotion_from
+        out["staging"] = promotion_check(project, domain, env, plan, params.technologies)
+    return out
 
 
 def lint(catalog):
@@ -231,6 +315,7 @@ class PlanOperator(PolymigrateOperator):
 
         params = RunParams.from_context(context)
         project, domain, catalog, env = self.load()
+        self.check_binding(context, domain, catalog, env)
         unknown = [r for r in params.regions or [] if r not in env.regions]
         if unknown:
             raise AirflowFailException(f"param regions: {unknown} not in {self.environment} ({sorted(env.regions)})")
@@ -246,8 +331,37 @@ class PlanOperator(PolymigrateOperator):
             self.check_dependencies(project, domain, env, params, plan)
         finally:
             close()
+        self.check_promotion(context, project, domain, env, params, plan)
         self.emit(context, "planned", details=plan.summary())
         return {**plan.summary(), "dry_run": params.dry_run}
+
+    def check_promotion(self, context, project, domain, env, params, plan) -> None:
+        """Production runs only what succeeded in every staging region, unless an approved override says so."""
+        from polymigrate.errors import PolicyRefused
+
+        if not env.policy.promotion_from:
+            return
+        missing = promotion_check(project, domain, env, plan, params.technologies)
+        if not missing:
+            self.log.info("Promotion gate: everything pending already succeeded in %s", env.policy.promotion_from)
+            return
+        listing = "\n  ".join(missing)
+        approved = context["ti"].xcom_pull(task_ids="approve") or {}
+        if params.dry_run:
+            self.log.warning("Dry run: a real run would be refused by the promotion gate:\n  %s", listing)
+        elif approved.get("override") and params.override:
+            self.log.warning("EMERGENCY OVERRIDE (%s), approved by %s; not yet succeeded in %s:\n  %s",
+                             params.override_reason, approved.get("approved_by"), env.policy.promotion_from, listing)
+            self.emit(context, "overridden", details={"reason": params.override_reason, "gate": "promotion",
+                                                      "by": ", ".join(approved.get("approved_by") or []),
+                                                      "missing": missing[:XCOM_VERSIONS_CAP],
+                                                      "changeset_hash": approved.get("changeset_hash")})
+        else:
+            self.emit(context, "refused", details={"reason": f"not yet succeeded in {env.policy.promotion_from}",
+                                                   "gate": "promotion", "missing": missing[:XCOM_VERSIONS_CAP]})
+            raise PolicyRefused(f"{len(missing)} migration(s) have not succeeded in {env.policy.promotion_from} yet:\n  "
+                                + listing, hint=f"run the {env.policy.promotion_from} DAG first (or, in an emergency, "
+                                "trigger with emergency_override and a reason, which needs the stricter approval)")
 
     def check_dependencies(self, project, domain, env, params, plan) -> None:
         """Refuse while a ``depends_on`` domain has pending migrations on one of our targets."""
@@ -337,6 +451,9 @@ class MigrationOperator(PolymigrateOperator):
             raise AirflowFailException("no plan in this run: the plan task did not succeed; clear it first")
         project, domain, catalog, env = self.load()
         sink = self.sink(env)  # before touching the target: a required audit store must be reachable
+        self.check_binding(context, domain, catalog, env)
+        if env.policy.window is not None and not params.dry_run:
+            self.wait_for_window(context, project, domain, catalog, env, params)
         ctx = self.run_context(context, env, self.region)
         conn_id = env.connection_id(self.region, self.technology)
         started = time.monotonic()
@@ -356,6 +473,63 @@ class MigrationOperator(PolymigrateOperator):
         return {"applied": len(versions), "versions": versions[:XCOM_VERSIONS_CAP],
                 "ms": sum(a["ms"] for a in result.applied), "wall_ms": int((time.monotonic() - started) * 1000),
                 "current_version": result.current_version, "dry_run": params.dry_run}
+
+
+    def wait_for_window(self, context, project, domain, catalog, env, params) -> None:
+        """Defer (no worker slot held) until the window is open long enough for the pending migrations."""
+        from datetime import datetime, timezone
+
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+        from polymigrate.errors import PolicyRefused
+        from polymigrate.policy import Promotable, wait_until
+        from polymigrate.reconcile import reconcile, to_apply
+        from polymigrate_airflow.connections import open_adapter
+
+        with open_adapter(self.technology, env.connection_id(self.region, self.technology), domain=domain.name,
+                          settings=domain.technologies.get(self.technology)) as adapter:
+            infos = reconcile(catalog.applicable(self.technology), adapter.read_ledger(),
+                              target=params.target_version, out_of_order=params.allow_out_of_order)
+        pending = [Promotable(self.technology, i.version, i.script, i.migration.checksum) for i in to_apply(infos)]
+        if not pending:
+            return  # nothing to run: no reason to wait for the window
+        estimate, unknown = self.rehearsal_estimate(project, domain, env, pending)
+        try:
+            moment = wait_until(env.policy.window, datetime.now(timezone.utc), estimate)
+        except ValueError as exc:
+            self.emit(context, "refused", region=self.region, technology=self.technology,
+                      details={"reason": str(exc), "gate": "window", "estimate_seconds": estimate})
+            raise PolicyRefused(f"{self.region}/{self.technology}: {exc}; it would never start",
+                                hint="split the migration, or widen policy.window of " + env.name) from None
+        what = (f"estimate {estimate:.0f}s from rehearsals" if estimate is not None else "no rehearsal estimate") + \
+            (f" ({len(unknown)} file(s) never rehearsed: {', '.join(unknown[:5])})" if unknown else "")
+        if moment is None:
+            self.log.info("Execution window open; %d pending, %s", len(pending), what)
+            return
+        self.log.info("Execution window of %s closed or too short for %d pending (%s): waiting until %s "
+                      "without holding a worker slot", env.name, len(pending), what, moment.isoformat())
+        self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_after_window")
+
+    def execute_after_window(self, context, event=None):
+        """Resumed by the window's trigger: check everything again (the window, the binding, the ledger)."""
+        return self.execute(context)
+
+    def rehearsal_estimate(self, project, domain, env, pending) -> tuple[float | None, list[str]]:
+        """Seconds the pending files took in the rehearsal environment's ledgers (None: unknown)."""
+        from polymigrate.gates import read_staging_ledgers
+        from polymigrate.policy import estimate_seconds
+
+        name = staging_of(project, env)
+        staging = project.environments.get(name or "")
+        if staging is None:
+            return None, [p.script for p in pending]
+        connect, close = _connector(domain, staging, [self.technology])
+        try:
+            read = read_staging_ledgers(project, domain, staging, connect, [self.technology])
+        finally:
+            close()
+        for (region, tech), why in read.unreadable.items():
+            self.log.info("rehearsal ledger %s/%s in %s not readable: %s", region, tech, name, why)
+        return estimate_seconds(pending, read.ledgers)
 
 
 class PostgresMigrationOperator(MigrationOperator):

@@ -29,7 +29,8 @@ def test_every_sample_dag_loads_without_connections(monkeypatch):
     dag = bag.dags["migrate__social_commerce__production"]
     assert dag.max_active_runs == 1
     assert dag.schedule is None  # production: manual only
-    assert set(dag.params.keys()) == {"dry_run", "target_version", "regions", "technologies", "allow_out_of_order"}
+    assert set(dag.params.keys()) == {"dry_run", "target_version", "regions", "technologies", "allow_out_of_order",
+                                      "emergency_override", "emergency_reason"}  # production needs approvals
     assert dag.params.get_param("regions").value == ["western_europe", "eastern_europe", "north_africa", "sub_saharan_africa"]
     assert {"polymigrate", "env:production", "domain:social-commerce"} <= set(dag.tags)
     assert "social-commerce in production" in dag.doc_md
