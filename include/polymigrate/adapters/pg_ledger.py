@@ -128,19 +128,24 @@ class LedgerTable:
             cols=sql.SQL(", ").join(map(sql.Identifier, _COLUMNS)), t=self.ident)
         return [row_to_entry(r) for r in conn.execute(q, (domain,)).fetchall()]
 
-    def insert(self, conn: psycopg.Connection, values: dict[str, Any]) -> int:
-        """Insert one row at the next rank of its domain; returns the rank.
+    def insert(self, conn: psycopg.Connection, values: dict[str, Any], *, rank: bool = True) -> int | None:
+        """Insert one row at the next rank of its domain; returns the rank (when ``rank``).
 
         The rank is computed in the same statement, and runs hold the migration lock, so ranks
-        stay dense per domain. Prepared: it runs once per file on the hot path.
+        stay dense per domain. Prepared: it runs once per file on the hot path, where ``rank=False``
+        keeps the pipeline flowing (fetching a result would wait for the server mid-file).
         """
         cols = [c for c in _COLUMNS if c in values and c != "installed_rank"]
         q = sql.SQL("INSERT INTO {t} (installed_rank, {cols}) SELECT coalesce(max(installed_rank), 0) + 1, {vals} "
-                    "FROM {t} WHERE domain = %(domain)s RETURNING installed_rank").format(
+                    "FROM {t} WHERE domain = %(domain)s{ret}").format(
             t=self.ident, cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
-            vals=sql.SQL(", ").join(_value(c, values[c]) for c in cols))
+            vals=sql.SQL(", ").join(_value(c, values[c]) for c in cols),
+            ret=sql.SQL(" RETURNING installed_rank" if rank else ""))
         params = {c: _param(c, values[c]) for c in cols if not isinstance(values[c], _Elapsed)}
-        row = conn.execute(q, params, prepare=True).fetchone()
+        cur = conn.execute(q, params, prepare=True)
+        if not rank:
+            return None
+        row = cur.fetchone()
         assert row is not None
         return int(row[0])
 

@@ -316,7 +316,7 @@ class PostgresAdapter(Adapter):
                 if resume is not None:
                     self.ledger.update(conn, self.domain, resume.installed_rank, row)
                 else:
-                    self.ledger.insert(conn, row)
+                    self.ledger.insert(conn, row, rank=False)
             ms = self._run_transactional(migration, statements, settings, record)
             return Applied(ms, len(statements), {"transactional": True})
         return self._apply_resumable(migration, statements, settings, ctx, resume)
@@ -338,6 +338,7 @@ class PostgresAdapter(Adapter):
             else:
                 rank = self.ledger.insert(conn, self._row(migration, ctx, Status.STARTED,
                                                           progress={**base, "statements_done": 0}))
+                assert rank is not None
         except psycopg.Error as exc:
             raise classify(exc, file=str(migration.path), what="writing the 'started' ledger row failed") from exc
 
@@ -379,7 +380,7 @@ class PostgresAdapter(Adapter):
 
         def record(conn: psycopg.Connection, elapsed: Any = ELAPSED) -> None:
             self.ledger.update(conn, self.domain, target.installed_rank, {"status": Status.UNDONE})
-            self.ledger.insert(conn, self._row(undo_migration, ctx, Status.SUCCESS, execution_time=elapsed))
+            self.ledger.insert(conn, self._row(undo_migration, ctx, Status.SUCCESS, execution_time=elapsed), rank=False)
 
         if not needs_autocommit(statements, undo_migration.directives.transactional):
             ms = self._run_transactional(undo_migration, statements, settings, record)

@@ -179,6 +179,9 @@ def _progress() -> Progress:
                     TimeElapsedColumn(), console=console, transient=False)
 
 
+_ROWS = 40  # a 500-file run prints its first and last files, not a 500-row table
+
+
 def _report(result: RunResult, verb: str) -> None:
     console.print(f"[green]✓[/] {result.target}: {len(result.applied)} {verb}, now at {result.current_version or '-'}",
                   highlight=False)
@@ -187,7 +190,10 @@ def _report(result: RunResult, verb: str) -> None:
     table = Table()
     for col in ("version", "script", "action", "ms"):
         table.add_column(col)
-    for a in result.applied:
+    shown = result.applied if len(result.applied) <= _ROWS else result.applied[:_ROWS // 2] + result.applied[-_ROWS // 2:]
+    for n, a in enumerate(shown):
+        if len(shown) < len(result.applied) and n == _ROWS // 2:
+            table.add_row("…", f"{len(result.applied) - len(shown)} more (`polymigrate status` lists all)", "", "")
         table.add_row(a["version"] or "R", a["script"], a["action"], str(a["ms"]))
     console.print(table)
 
