@@ -142,7 +142,7 @@ class LedgerTable:
             vals=sql.SQL(", ").join(_value(c, values[c]) for c in cols),
             ret=sql.SQL(" RETURNING installed_rank" if rank else ""))
         params = {c: _param(c, values[c]) for c in cols if not isinstance(values[c], _Elapsed)}
-        cur = conn.execute(q, params, prepare=True)
+        cur = conn.execute(q, params)
         if not rank:
             return None
         row = cur.fetchone()
@@ -162,7 +162,7 @@ class LedgerTable:
             t=self.ident, sets=sql.SQL(", ").join(
                 sql.SQL("{} = {}").format(sql.Identifier(c), _value(c, v)) for c, v in values.items()))
         params = {c: _param(c, v) for c, v in values.items() if not isinstance(v, _Elapsed)}
-        conn.execute(q, {**params, "domain_": domain, "rank_": rank}, prepare=True)
+        conn.execute(q, {**params, "domain_": domain, "rank_": rank})
 
 
 def _param(column: str, value: Any) -> Any:

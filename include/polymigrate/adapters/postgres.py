@@ -109,6 +109,10 @@ class PostgresAdapter(Adapter):
                   "application_name": f"polymigrate {purpose} {self.domain}"[:63]}
         try:
             conn = psycopg.connect(**kwargs)
+            # No server-side prepared statements: psycopg forgets them (DEALLOCATE ALL) when it sees a
+            # DROP or ROLLBACK result, and in pipeline mode that can land between a Parse and its
+            # Execute queued for the next file ("prepared statement _pg3_N does not exist").
+            conn.prepare_threshold = None
         except psycopg.OperationalError as exc:
             raise TransientError(f"cannot connect to {self.target}: {str(exc).strip()}",
                                  hint="check the server is up and the connection settings") from exc
@@ -236,7 +240,7 @@ class PostgresAdapter(Adapter):
         if settings:
             conn.execute(sql.SQL("SELECT {}").format(sql.SQL(", ").join(
                 sql.SQL("set_config({}, {}, {})").format(sql.Literal(k), sql.Placeholder(), sql.Literal(local))
-                for k in settings)), list(settings.values()), prepare=True)
+                for k in settings)), list(settings.values()))
 
     def _statements(self, migration: Migration, body: str) -> list[Statement]:
         statements = split(body, file=migration.path, server_version=self.server_version)
