@@ -21,7 +21,7 @@ from airflow.sdk import Param
 from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import TaskAwaitingInput
 
-from polymigrate_airflow.operators import PolymigrateMixin, RunParams, plan_preview
+from polymigrate_airflow.operators import PolymigrateMixin, RunParams, all_migrations, plan_preview
 
 SUPPRESSIONS_SHOWN = 20
 
@@ -194,8 +194,7 @@ class ApproveOperator(PolymigrateMixin, ApprovalOperator):
 
         _, env = self.load_environment()
         _, domain, catalog = load_domain(self.specs_root, self.domain)
-        current = bound_changeset_hash(domain.name, env, [m for t in domain.technology_order()
-                                                         for m in catalog.migrations.get(t, [])])
+        current = bound_changeset_hash(domain.name, env, all_migrations(domain, catalog))
         if current != request["changeset_hash"]:
             self._refuse(context, ["the change set changed while waiting for approval (hash "
                                    f"{current[:12]}, approvers saw {request['changeset_hash'][:12]}); "
@@ -204,14 +203,16 @@ class ApproveOperator(PolymigrateMixin, ApprovalOperator):
         people = load_approvers(self.specs_root)
         summary = context["ti"].xcom_pull(task_ids="validate") or {}
         change = self._change(context, env, summary, request)
-        decision = evaluate(env.policy, change,
-                            [Approval(a["user"], a["decision"], a["hash"], _when(a["at"]), people.roles_of(a["user"]),
-                                      a.get("comment", "")) for a in approvals],
-                            datetime.now(timezone.utc), override=bool(request.get("override")))
+        answers = [Approval(a["user"], a["decision"], a["hash"], _when(a["at"]), people.roles_of(a["user"]),
+                            a.get("comment", "")) for a in approvals]
+        now = datetime.now(timezone.utc)
+        override = bool(request.get("override"))
+        decision = evaluate(env.policy, change, answers, now, override=override)
+        before = evaluate(env.policy, change, answers[:-1], now, override=override)
         if answer["decision"] == "reject" and decision.status == "refused":
             self.emit(context, "rejected", details={**base, "by": user, "reason": comment or "no comment given"})
             raise PolicyRefused("change set rejected:\n  " + "\n  ".join(decision.reasons))
-        counted = user in decision.approved_by
+        counted = len(decision.approved_by) > len(before.approved_by)  # this answer, not an earlier one
         why = [i for i in decision.ignored if i.startswith(f"{user}:")]
         self.emit(context, "approved", details={**base, "by": user, "counted": counted, "comment": comment,
                                                 "approved_by": decision.approved_by, "required": decision.required,

@@ -153,7 +153,8 @@ def summarize_runs(records: Iterable[AuditRecord]) -> list[RunSummary]:
             run.triggered_by = e.details["triggered_by"]
         if e.kind == "approved":
             who = _decider(e)
-            if who not in run.approvers:
+            # an answer the policy did not count (same person twice, wrong role) approved nothing
+            if who not in run.approvers and e.details.get("counted") is not False:
                 run.approvers.append(who)
         elif e.kind == "rejected":
             run.rejected_by.append(_decider(e))
