@@ -121,3 +121,18 @@ def test_validate_in_the_same_transaction_as_add_not_valid_gains_nothing(tmp_pat
     assert f.line == 2 and "next migration" in f.fix
     split = "ALTER TABLE orders VALIDATE CONSTRAINT pos;\n"  # the ADD … NOT VALID ran in an earlier file
     assert "constraint-missing-not-valid" not in {f.rule for f in lint_migration(migration(tmp_path / "b", "postgresql", split))}
+
+
+def test_set_not_null_after_a_check_validated_in_an_earlier_file_does_not_scan(tmp_path):
+    folder = tmp_path / "postgresql"
+    folder.mkdir()
+    (folder / "V1__check.sql").write_text(
+        "ALTER TABLE users ADD CONSTRAINT name_present CHECK (full_name IS NOT NULL) NOT VALID;\n")
+    (folder / "V2__not_null.sql").write_text(
+        "ALTER TABLE users VALIDATE CONSTRAINT name_present;\n"
+        "ALTER TABLE users ALTER COLUMN full_name SET NOT NULL;\n"
+        "ALTER TABLE users ALTER COLUMN email SET NOT NULL;\n")
+    report = lint_catalog(discover("shop", "postgresql", folder))
+    hits = [f for f in report.findings if f.rule == "adding-not-nullable-field"]
+    # full_name is covered by the validated CHECK from V1; email has no such CHECK and still scans
+    assert [(f.file.rsplit("/", 1)[-1], f.line) for f in hits] == [("V2__not_null.sql", 3)]

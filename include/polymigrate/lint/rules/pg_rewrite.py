@@ -42,21 +42,32 @@ def _volatile_default(src):
                             "ACCESS EXCLUSIVE")
 
 
-def _checked_not_null(src, stmt, table: str, column: str) -> bool:
-    """A validated CHECK (column IS NOT NULL) earlier in the file lets SET NOT NULL skip its scan."""
-    checks, validated = {}, set()
+def _not_null_checks(src, before: int | None = None):
+    """(table, constraint name, column) of CHECK (column IS NOT NULL) constraints, and validated names."""
+    checks, validated = set(), set()
     for s, alter, cmd in alter_cmds(src):
-        if s.index >= stmt.index or alter.relation.relname != table:
+        if before is not None and s.index >= before:
             continue
         c = cmd.def_
         if cmd.subtype == AT.AT_AddConstraint and isinstance(c, ast.Constraint) and c.contype == CT.CONSTR_CHECK:
             e = c.raw_expr
-            if isinstance(e, ast.NullTest) and isinstance(e.arg, ast.ColumnRef) and \
-                    e.arg.fields[-1].sval == column and e.nulltesttype == 1:  # IS_NOT_NULL
-                checks[c.conname] = True
+            if isinstance(e, ast.NullTest) and isinstance(e.arg, ast.ColumnRef) and e.nulltesttype == 1:  # IS_NOT_NULL
+                checks.add((alter.relation.relname, c.conname, e.arg.fields[-1].sval))
         elif cmd.subtype == AT.AT_ValidateConstraint:
-            validated.add(cmd.name)
-    return any(name in validated for name in checks)
+            validated.add((alter.relation.relname, cmd.name))
+    return checks, validated
+
+
+def _checked_not_null(src, stmt, table: str, column: str) -> bool:
+    """A validated CHECK (column IS NOT NULL) lets SET NOT NULL skip its scan (PostgreSQL 12+).
+
+    The CHECK may come from an earlier migration of the same catalog (the safe pattern spreads ADD …
+    NOT VALID and VALIDATE over two files so they do not share a lock), remembered in ``src.state``.
+    """
+    checks, validated = _not_null_checks(src, before=stmt.index)
+    checks |= src.state.get("not_null_checks", set())
+    validated |= src.state.get("validated_constraints", set())
+    return any(t == table and col == column and (t, name) in validated for t, name, col in checks)
 
 
 def _set_not_null(src):
@@ -65,6 +76,9 @@ def _set_not_null(src):
                 not _checked_not_null(src, s, alter.relation.relname, cmd.name):
             yield Hit.at(s, f"SET NOT NULL on {qualified(alter.relation)}.{cmd.name} scans the whole table under "
                             "ACCESS EXCLUSIVE")
+    checks, validated = _not_null_checks(src)  # for the files after this one
+    src.state.setdefault("not_null_checks", set()).update(checks)
+    src.state.setdefault("validated_constraints", set()).update(validated)
 
 
 def _required(src):

@@ -1,10 +1,9 @@
--- Undo of V2: bring first_name/last_name back, split from full_name (first word / the rest),
+-- Undo of V3: bring first_name/last_name back, split from full_name (first word / the rest),
 -- and restore the expand-phase trigger. The original split of multi-word first names is lost.
 ALTER TABLE users ADD COLUMN first_name text, ADD COLUMN last_name text;
 UPDATE users
    SET first_name = nullif(split_part(full_name, ' ', 1), ''),
        last_name  = nullif(substr(full_name, length(split_part(full_name, ' ', 1)) + 2), '');
-ALTER TABLE users ALTER COLUMN full_name DROP NOT NULL;
 
 CREATE FUNCTION users_sync_full_name() RETURNS trigger
     LANGUAGE plpgsql AS
