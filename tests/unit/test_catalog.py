@@ -237,8 +237,10 @@ def test_samples_discover_without_problems(samples):
 def test_samples_show_flyway_ordering_and_the_expand_contract_steps(samples):
     scripts = [m.script for m in samples["social-commerce"].versioned("postgresql")]
     assert scripts.index("tables/V1.9__expand_users_full_name.sql") + 1 == scripts.index("tables/V1.10__backfill_users_full_name.sql")
-    assert scripts[-1] == "tables/V2__contract_users_full_name.sql"
-    assert [m.script for m in samples["social-commerce"].undo("postgresql")] == ["tables/U2__contract_users_full_name.sql"]
+    assert scripts[-3:] == ["tables/V2__check_users_full_name_present.sql", "tables/V2.1__users_full_name_not_null.sql",
+                            "tables/V3__drop_users_first_last_name.sql"]
+    assert [m.script for m in samples["social-commerce"].undo("postgresql")] == [
+        "tables/U2.1__users_full_name_not_null.sql", "tables/U3__drop_users_first_last_name.sql"]
     backfill = next(m for m in samples["social-commerce"].versioned("postgresql") if str(m.version) == "1.10")
     assert backfill.directives.transactional is False
 

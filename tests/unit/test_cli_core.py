@@ -101,11 +101,11 @@ def test_plan_rejects_a_bad_target_and_an_unknown_environment():
 def test_new_creates_the_next_numbered_files(specs):
     r = run("new", "social-commerce", "postgresql", "Add orders index", "--dir", "indexes", "--specs", str(specs))
     assert r.returncode == 0, r.stderr
-    created = specs / "social-commerce/postgresql/indexes/V3__add_orders_index.sql"
+    created = specs / "social-commerce/postgresql/indexes/V4__add_orders_index.sql"
     assert created.read_text().startswith("-- Add orders index\n")
     # the next one sees the file just created
     r = run("new", "social-commerce", "postgresql", "second", "--specs", str(specs))
-    assert (specs / "social-commerce/postgresql/V4__second.sql").exists(), r.stderr
+    assert (specs / "social-commerce/postgresql/V5__second.sql").exists(), r.stderr
     run("new", "social-commerce", "postgresql", "grants", "--repeatable", "--specs", str(specs))
     assert (specs / "social-commerce/postgresql/R__grants.sql").exists()
     run("new", "social-commerce", "postgresql", "second", "--undo", "4", "--specs", str(specs))
