@@ -66,7 +66,7 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
         infos = reconcile(migrations, adapter.read_ledger(), target=target, out_of_order=out_of_order)
         validate(infos, out_of_order=out_of_order)
         todo = to_apply(infos)
-        result.skipped = sum(1 for i in infos if i.state is State.SUCCESS)
+        result.skipped = sum(1 for i in infos if i.state in (State.SUCCESS, State.OUT_OF_ORDER))
         values = placeholders_for(ctx)
         for n, info in enumerate(todo, 1):
             m = info.migration
