@@ -1,0 +1,300 @@
+"""Four-eyes approval end to end: a real ``airflow standalone`` (API server, scheduler, triggerer,
+dag processor) on a PostgreSQL metadata database, people answering through the HITL REST API.
+
+The spec tree is a small production environment: two approvals from ``dba``/``release_manager``,
+the triggering user may not approve. Region ``r1`` is a fresh database; region ``r2`` already holds
+a table the first migration creates, so its execute task fails. The on-call later drops that table
+and clears the task, after someone edited a migration: execution must refuse instead of applying
+a file nobody approved.
+Every decision lands in the audit store (the ``polymigrate_audit`` connection).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+DAG = "migrate__shop__production"
+USERS = {"olga": "olga-pass-1", "ann": "ann-pass-22", "bob": "bob-pass-333", "dev1": "dev1-pass-4444"}
+V2 = "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint REFERENCES customers (id));\n"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_specs(root: Path) -> None:
+    (root / "environments").mkdir(parents=True)
+    (root / "environments" / "production.yaml").write_text(textwrap.dedent("""\
+        description: Live traffic (test copy).
+        regions:
+          r1: {display_name: Region one}
+          r2: {display_name: Region two}
+        policy:
+          approvals:
+            required: 2
+            roles: [dba, release_manager]
+            triggerer_may_approve: false
+            expiry_hours: 24
+          rollout: {strategy: sequential, halt_on_failure: true}
+          lint_block_at: critical
+          retries: 0
+          lock_wait_seconds: 5
+        """))
+    (root / "approvers.yaml").write_text("users:\n  olga: [dba]\n  ann: [dba]\n  bob: [release_manager]\n  dev1: [developer]\n")
+    pg = root / "shop" / "postgresql"
+    pg.mkdir(parents=True)
+    (root / "shop" / "domain.yaml").write_text("description: A tiny shop.\nowners: [shop@example.com]\n"
+                                               "technologies:\n  postgresql: {}\n")
+    (pg / "V1__customers.sql").write_text("CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL);\n")
+    (pg / "V2__orders.sql").write_text(V2)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGINT to the whole process group (how standalone stops cleanly), then harder."""
+    for sig, wait in ((signal.SIGINT, 40), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class Airflow:
+    """The REST calls the people in this test make, each with their own token."""
+
+    def __init__(self, base: str, proc: subprocess.Popen, log: Path):
+        self.base, self.proc, self.log = base, proc, log
+        self.tokens: dict[str, str] = {}
+        self.parks: dict[str, int] = {}
+
+    def wait(self, what: str, check, timeout: float = 180):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"airflow standalone exited: {self.log.read_text()[-3000:]}")
+            try:
+                value = check()
+            except httpx.HTTPError:
+                value = None
+            if value:
+                return value
+            time.sleep(1)
+        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; log tail:\n{self.log.read_text()[-2000:]}")
+
+    def call(self, user: str, method: str, path: str, body=None) -> httpx.Response:
+        if user not in self.tokens:
+            r = httpx.post(f"{self.base}/auth/token", json={"username": user, "password": USERS[user]}, timeout=30)
+            assert r.status_code in (200, 201), r.text
+            self.tokens[user] = r.json()["access_token"]
+        return httpx.request(method, f"{self.base}{path}", json=body, timeout=60,
+                             headers={"Authorization": f"Bearer {self.tokens[user]}"})
+
+    def trigger(self, user: str) -> str:
+        r = self.call(user, "POST", f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None, "conf": {}})
+        assert r.status_code in (200, 201), r.text
+        return r.json()["dag_run_id"]
+
+    def ti(self, run: str, task: str) -> dict:
+        r = self.call("olga", "GET", f"/api/v2/dags/{DAG}/dagRuns/{run}/taskInstances/{task}")
+        return r.json() if r.status_code == 200 else {}
+
+    def hitl(self, run: str) -> dict:
+        return self.call("olga", "GET", f"/api/v2/dags/{DAG}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails").json()
+
+    def answer(self, user: str, run: str, option: str, comment: str | None = None) -> httpx.Response:
+        body = {"chosen_options": [option], **({"params_input": {"comment": comment}} if comment else {})}
+        return self.call(user, "PATCH", f"/api/v2/dags/{DAG}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails", body)
+
+    def awaiting(self, run: str) -> bool:
+        """The approve task is parked for an answer, and its previous answer (if any) was cleared."""
+        return self.ti(run, "approve").get("state") == "awaiting_input" and not self.hitl(run).get("response_received")
+
+    def wait_for_request(self, run: str, what: str) -> None:
+        """Wait until the request is open and the scheduler has settled the try that opened it.
+
+        Airflow 3.3.2 race (LocalExecutor): the worker that parked the task reports "success" for the
+        same try a moment later; if an answer has already re-queued the task when the scheduler reads
+        that report, the report removes the re-queued work and the task fails as "state changed
+        externally". People take longer than the scheduler, a test does not: wait for the report.
+        """
+        self.wait(what, lambda: self.awaiting(run))
+        self.parks[run] = self.parks.get(run, 0) + 1
+        mark = f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{DAG}', " \
+               f"task_id='approve', run_id='{run}'"
+        self.wait(f"the scheduler to settle the parked approve task ({what})",
+                  lambda: self.log.read_text(errors="replace").count(mark) >= self.parks[run], 120)
+
+    def run_state(self, run: str) -> str | None:
+        state = self.call("olga", "GET", f"/api/v2/dags/{DAG}/dagRuns/{run}").json().get("state")
+        return state if state in ("success", "failed") else None
+
+    def xcom(self, run: str, task: str):
+        r = self.call("olga", "GET", f"/api/v2/dags/{DAG}/dagRuns/{run}/taskInstances/{task}/xcomEntries/return_value")
+        return r.json().get("value") if r.status_code == 200 else None
+
+
+@pytest.fixture
+def airflow(tmp_path, make_pg_database):
+    specs = tmp_path / "specs"
+    write_specs(specs)
+    r1 = make_pg_database("pm_appr_r1")
+    r2 = make_pg_database("pm_appr_r2")
+    with psycopg.connect(r2, autocommit=True) as conn:  # r2 fails on V1 until the on-call drops it
+        conn.execute("CREATE TABLE customers (legacy text)")
+    audit = make_pg_database("pm_appr_audit")
+    metadata = make_pg_database("pm_appr_airflow")
+    home = tmp_path / "airflow"
+    home.mkdir()
+    (home / "passwords.json").write_text(json.dumps(USERS))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:admin" for u in USERS),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata.replace("postgresql://", "postgresql+psycopg2://"),
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": base,
+        "AIRFLOW__API__WORKERS": "1",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "15",
+        "POLYMIGRATE_SPECS": str(specs),
+        "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_R1": r1,
+        "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_R2": r2,
+        "AIRFLOW_CONN_POLYMIGRATE_AUDIT": audit,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    })
+    log = tmp_path / "standalone.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(Path(sys.executable).with_name("airflow")), "standalone"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    api = Airflow(base, proc, log)
+    api.specs, api.r1, api.r2, api.audit = specs, r1, r2, audit
+    try:
+        api.wait("the API server", lambda: httpx.get(f"{base}/api/v2/monitor/health", timeout=5).status_code == 200, 300)
+        api.wait(f"DAG {DAG}", lambda: api.call("olga", "GET", f"/api/v2/dags/{DAG}").status_code == 200, 300)
+        assert api.call("olga", "PATCH", f"/api/v2/dags/{DAG}", {"is_paused": False}).status_code == 200
+        yield api
+    finally:
+        stop(proc)
+
+
+def ledger(url: str) -> list[tuple[str, str, str]]:
+    try:
+        with psycopg.connect(url) as conn:
+            return [tuple(r) for r in conn.execute(
+                "SELECT version, script, status FROM polymigrate.schema_history WHERE version IS NOT NULL "
+                "ORDER BY installed_rank")]
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        return []
+
+
+def audit_events(url: str, run_id: str) -> list:
+    from polymigrate.audit import PostgresAuditStore
+
+    store = PostgresAuditStore(url)
+    try:
+        return [r.event for r in store.query(run_id=run_id)]
+    finally:
+        store.close()
+
+
+def test_four_eyes_two_distinct_approvers_then_an_edited_file_is_refused(airflow):
+    api = airflow
+    run = api.trigger("olga")
+    api.wait_for_request(run, "the approval request")
+    assert ledger(api.r1) == []  # nothing runs while waiting
+
+    detail = api.hitl(run)
+    assert sorted(u["name"] for u in detail["assigned_users"]) == ["ann", "bob"]  # not olga (triggered), not dev1
+    assert "triggered by **olga**" in detail["body"] and "needs **2** approval(s)" in detail["body"]
+    validate = api.xcom(run, "validate")
+    assert validate["changeset_hash"] in detail["body"]
+
+    # Four-eyes: the triggering user cannot answer; nor can someone without an approving role.
+    for outsider in ("olga", "dev1"):
+        r = api.answer(outsider, run, "Approve")
+        assert r.status_code == 403, (outsider, r.status_code, r.text)
+
+    # One approval is not enough; the same person approving again does not count twice.
+    assert api.answer("ann", run, "Approve", "schema reviewed").status_code == 200
+    api.wait_for_request(run, "the request to reopen after ann")
+    assert api.answer("ann", run, "Approve").status_code == 200
+    api.wait_for_request(run, "the request to reopen after ann's second answer")
+    assert ledger(api.r1) == []
+
+    assert api.answer("bob", run, "Approve").status_code == 200
+    api.wait("the run to finish", lambda: api.run_state(run), 300)
+    approved = api.xcom(run, "approve")
+    assert approved["approved_by"] == ["ann", "bob"] and approved["changeset_hash"] == validate["changeset_hash"]
+    assert api.ti(run, "r1.postgresql")["state"] == "success"
+    assert [v for v, _, s in ledger(api.r1) if s == "success"] == ["1", "2"]
+    assert api.ti(run, "r2.postgresql")["state"] == "failed"  # customers already exists there
+
+    events = audit_events(api.audit, run)
+    approvals = [(e.details.get("by"), e.details.get("counted")) for e in events if e.kind == "approved"]
+    assert approvals == [("ann", True), ("ann", False), ("bob", True)]
+    assert all(e.details["changeset_hash"] == validate["changeset_hash"]
+               for e in events if e.kind in ("approved", "approval_requested"))
+
+    # Someone edits an approved migration; the on-call then fixes r2 and clears its task.
+    (api.specs / "shop" / "postgresql" / "V2__orders.sql").write_text(V2 + "DROP TABLE customers CASCADE;\n")
+    with psycopg.connect(api.r2, autocommit=True) as conn:
+        conn.execute("DROP TABLE customers")
+    r = api.call("olga", "POST", f"/api/v2/dags/{DAG}/clearTaskInstances",
+                 {"dry_run": False, "dag_run_id": run, "task_ids": ["r2.postgresql"], "only_failed": True,
+                  "reset_dag_runs": True})
+    assert r.status_code == 200, r.text
+    api.wait("r2 to run again", lambda: api.ti(run, "r2.postgresql").get("try_number", 0) >= 2
+             and api.ti(run, "r2.postgresql").get("state") in ("failed", "success"), 300)
+    assert api.ti(run, "r2.postgresql")["state"] == "failed"
+    assert [row for row in ledger(api.r2) if row[2] == "success"] == []  # nothing ran there, edited file included
+    refused = [e for e in audit_events(api.audit, run) if e.kind == "refused"]
+    assert refused and refused[-1].details["reason"] == "the change set changed after approval"
+    assert refused[-1].details["changeset_hash"] == validate["changeset_hash"] != refused[-1].details["current_hash"]
+
+
+def test_a_rejection_ends_the_run_with_the_reason_recorded(airflow):
+    api = airflow
+    run = api.trigger("olga")
+    api.wait_for_request(run, "the approval request")
+    assert api.answer("bob", run, "Reject", "not during the sale").status_code == 200
+    assert api.wait("the run to finish", lambda: api.run_state(run), 300) == "failed"
+    assert api.ti(run, "approve")["state"] == "failed"
+    assert api.ti(run, "plan")["state"] == "upstream_failed"
+    assert api.ti(run, "r2.postgresql")["state"] == "upstream_failed"
+    assert ledger(api.r1) == [] and ledger(api.r2) == []
+    rejected = [e for e in audit_events(api.audit, run) if e.kind == "rejected"]
+    assert [(e.details["by"], e.details["reason"]) for e in rejected] == [("bob", "not during the sale")]
