@@ -48,7 +48,7 @@ def e2e(tmp_path, make_pg_database, monkeypatch, airflow_db):
     for extra in ("warehousing", "courier-services", "centralized-dashboard"):
         shutil.rmtree(specs / extra, ignore_errors=True)  # fewer DAGs to parse per dag.test()
     (specs / "environments" / "e2e.yaml").write_text(env_yaml(CURRENCY))
-    (specs / "social-commerce" / "postgresql" / "tables" / "V3__regional_settings.sql").write_text(
+    (specs / "social-commerce" / "postgresql" / "tables" / "V9__regional_settings.sql").write_text(
         "CREATE TABLE regional_settings (currency char(3) NOT NULL);\n"
         "INSERT INTO regional_settings VALUES ('${currency}');\n")
     monkeypatch.setenv("POLYMIGRATE_SPECS", str(specs))
@@ -107,7 +107,7 @@ def e2e(tmp_path, make_pg_database, monkeypatch, airflow_db):
 
 
 def test_full_run_applies_every_region_then_a_second_run_is_a_no_op(e2e):
-    # the e2e env renders V3 with EURO in eastern_europe; fix it for this test
+    # the e2e env renders V9 with EURO in eastern_europe; fix it for this test
     (e2e.root / "environments" / "e2e.yaml").write_text(env_yaml({**CURRENCY, "eastern_europe": "PLN"}))
 
     dr, states = e2e.run("common")
@@ -146,9 +146,9 @@ def test_sequential_rollout_halts_at_the_broken_region_and_resumes_after_the_fix
     assert states["north_africa.postgresql"] == "upstream_failed"  # halted: never started
 
     region_one = e2e.ledger("social-commerce", "postgresql", "western_europe")
-    assert "3" in [r[0] for r in region_one]
+    assert "9" in [r[0] for r in region_one]
     broken = [r[0] for r in e2e.ledger("social-commerce", "postgresql", "eastern_europe") if r[4] == "success"]
-    assert "3" not in broken and "2" in broken  # everything before the broken file committed, V3 rolled back
+    assert "9" not in broken and "3" in broken  # everything before the broken file committed, V9 rolled back
     assert e2e.ledger("social-commerce", "postgresql", "north_africa") == []
 
     # fix the region's value (the file region one ran stays unchanged, so its checksum still matches)
@@ -159,7 +159,7 @@ def test_sequential_rollout_halts_at_the_broken_region_and_resumes_after_the_fix
     for region in ("eastern_europe", "north_africa"):
         rows = e2e.ledger("social-commerce", "postgresql", region)
         assert [r[0] for r in rows if r[4] == "success"] == e2e.expected("social-commerce", "postgresql")
-    resumed = [r for r in e2e.ledger("social-commerce", "postgresql", "eastern_europe") if r[0] == "3"]
+    resumed = [r for r in e2e.ledger("social-commerce", "postgresql", "eastern_europe") if r[0] == "9"]
     assert [r[2] for r in resumed] == [dr2.run_id]
 
 
@@ -179,11 +179,12 @@ def test_dry_run_changes_nothing(e2e):
 
 
 def test_blocking_lint_findings_fail_validate_before_any_target_is_touched(e2e):
-    pytest.importorskip("polymigrate.lint", reason="the lint package is not installed")
     (e2e.root / "environments" / "e2e.yaml").write_text(env_yaml(CURRENCY, lint_block_at="high"))
+    (e2e.root / "social-commerce" / "postgresql" / "tables" / "V10__drop_created_at.sql").write_text(
+        "ALTER TABLE users DROP COLUMN created_at;\n")  # ban-drop-column (high), not suppressed
     dr, states = e2e.run("common")
     assert dr.state == "success", states  # common drops nothing
-    dr, states = e2e.run("social_commerce")  # V2 drops users.first_name/last_name: high
+    dr, states = e2e.run("social_commerce")
     assert states["validate"] == "failed"
     assert states["plan"] == "upstream_failed"
     assert all(e2e.ledger("social-commerce", "postgresql", r) == [] for r in REGIONS)
