@@ -12,7 +12,7 @@ the core modules are imported inside ``execute``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from airflow.sdk import BaseOperator
@@ -117,14 +117,14 @@ class PolymigrateMixin:
         user = getattr(run, "triggering_user_name", None)
         return f"{user}@airflow" if user else f"{getattr(run, 'run_type', 'unknown')}@airflow"
 
-    def run_context(self, context, env, region: str):
+    def run_context(self, context, env, region: str, plan_hash: str | None = None):
         from polymigrate.ledger import RunContext
 
         ti = context["ti"]
         reg = env.regions[region]
         return RunContext(domain=self.domain, environment=env.name, region=region, actor=self.actor(context),
                           run_id=context.get("run_id"), task_id=ti.task_id, try_number=ti.try_number,
-                          dag_id=ti.dag_id, placeholders={**env.placeholders, **reg.placeholders},
+                          dag_id=ti.dag_id, plan_hash=plan_hash, placeholders={**env.placeholders, **reg.placeholders},
                           lock_timeout=env.policy.lock_timeout, statement_timeout=env.policy.statement_timeout,
                           lock_wait_seconds=env.policy.lock_wait_seconds)
 
@@ -149,6 +149,12 @@ class PolymigrateMixin:
         from polymigrate.errors import PolymigrateError, SpecError, TransientError
 
         try:
+            ti = context["ti"]
+            if (ti.try_number or 1) > 1 and not getattr(self, "_retry_recorded", False):
+                # compliance wants every retry of a migration task on record, not only its outcome
+                self._retry_recorded = True
+                self.emit(context, "task_retried", details={"try_number": ti.try_number,
+                                                            "max_tries": getattr(ti, "max_tries", None)})
             return fn(context)
         except TransientError as exc:
             self.log.warning("Transient failure, Airflow will retry with backoff: %s", exc)
@@ -241,6 +247,11 @@ class ValidateOperator(PolymigrateOperator):
         for note in catalog.notes:
             self.log.info("note: %s", note)
         self.log.info("Valid: %s", ", ".join(f"{t} {n}" for t, n in counts.items()) or "no technology")
+        run = context.get("dag_run")
+        if (context["ti"].try_number or 1) == 1:
+            self.emit(context, "triggered", details={"by": getattr(run, "triggering_user_name", None),
+                                                     "run_type": str(getattr(run, "run_type", "") or ""),
+                                                     "params": asdict(params)})
         self.emit(context, "validated", details=summary)
         return summary
 
@@ -447,14 +458,15 @@ class MigrationOperator(PolymigrateOperator):
         if not params.selects(self.region, self.technology):
             raise AirflowSkipException(f"{self.region}/{self.technology} is not selected in this run "
                                        "(params regions / technologies)")
-        if context["ti"].xcom_pull(task_ids="plan") is None:
+        plan_summary = context["ti"].xcom_pull(task_ids="plan")
+        if plan_summary is None:
             raise AirflowFailException("no plan in this run: the plan task did not succeed; clear it first")
         project, domain, catalog, env = self.load()
         sink = self.sink(env)  # before touching the target: a required audit store must be reachable
         self.check_binding(context, domain, catalog, env)
         if env.policy.window is not None and not params.dry_run:
             self.wait_for_window(context, project, domain, catalog, env, params)
-        ctx = self.run_context(context, env, self.region)
+        ctx = self.run_context(context, env, self.region, plan_hash=plan_summary.get("hash"))
         conn_id = env.connection_id(self.region, self.technology)
         started = time.monotonic()
         with open_adapter(self.technology, conn_id, domain=domain.name,

@@ -281,7 +281,11 @@ def test_four_eyes_two_distinct_approvers_then_an_edited_file_is_refused(airflow
              and api.ti(run, "r2.postgresql").get("state") in ("failed", "success"), 300)
     assert api.ti(run, "r2.postgresql")["state"] == "failed"
     assert [row for row in ledger(api.r2) if row[2] == "success"] == []  # nothing ran there, edited file included
-    refused = [e for e in audit_events(api.audit, run) if e.kind == "refused"]
+    after_clear = audit_events(api.audit, run)
+    assert [e.kind for e in after_clear][0] == "triggered" and after_clear[0].details["by"] == "olga"
+    retried = [e for e in after_clear if e.kind == "task_retried"]
+    assert [(e.task_id, e.try_number) for e in retried] == [("r2.postgresql", 2)]  # the clear is on record
+    refused = [e for e in after_clear if e.kind == "refused"]
     assert refused and refused[-1].details["reason"] == "the change set changed after approval"
     assert refused[-1].details["changeset_hash"] == validate["changeset_hash"] != refused[-1].details["current_hash"]
 

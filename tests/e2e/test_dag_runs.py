@@ -80,6 +80,10 @@ def e2e(tmp_path, make_pg_database, monkeypatch, airflow_db):
             return dr, states
 
         def ledger(self, domain: str, technology: str, region: str):
+            return [(e.version or e.description, e.installed_rank, e.run_id, e.region, e.status.value)
+                    for e in self.entries(domain, technology, region)]
+
+        def entries(self, domain: str, technology: str, region: str):
             from tests.conftest import REDIS_URL
             from polymigrate.adapters import adapter_class
             from polymigrate.spec import load_project
@@ -89,8 +93,7 @@ def e2e(tmp_path, make_pg_database, monkeypatch, airflow_db):
             url = pg[region] if technology == "postgresql" else f"{REDIS_URL}/{REGIONS[region]}"
             adapter = cls.from_url(url, domain=domain, settings=settings)
             try:
-                return [(e.version or e.description, e.installed_rank, e.run_id, e.region, e.status.value)
-                        for e in adapter.read_ledger()]
+                return adapter.read_ledger()
             finally:
                 adapter.close()
 
@@ -123,6 +126,9 @@ def test_full_run_applies_every_region_then_a_second_run_is_a_no_op(e2e):
             assert [r[0] for r in rows if r[4] == "success"] == e2e.expected(domain, tech), (domain, tech, region)
             assert all(r[3] == region for r in rows)
         assert e2e.redis[region].exists(f"social:user_profile:{REGIONS[region]}")
+        # every row names the plan it was applied under (one plan per run and domain)
+        hashes = {e.plan_hash for e in e2e.entries("social-commerce", "postgresql", region)}
+        assert len(hashes) == 1 and len(hashes.pop() or "") == 64
 
     before = {r: e2e.ledger("social-commerce", "postgresql", r) for r in REGIONS}
     first_run = dr.run_id
