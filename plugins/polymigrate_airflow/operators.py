@@ -149,8 +149,8 @@ class PolymigrateMixin:
         from polymigrate.errors import PolymigrateError, SpecError, TransientError
 
         try:
-            ti = context["ti"]
-            if (ti.try_number or 1) > 1 and not getattr(self, "_retry_recorded", False):
+            ti = context.get("ti")
+            if ti is not None and (ti.try_number or 1) > 1 and not getattr(self, "_retry_recorded", False):
                 # compliance wants every retry of a migration task on record, not only its outcome
                 self._retry_recorded = True
                 self.emit(context, "task_retried", details={"try_number": ti.try_number,
