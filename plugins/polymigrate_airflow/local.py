@@ -1,0 +1,193 @@
+"""Run Airflow on this machine for the demo and the end-to-end tests.
+
+``scripts/demo.py`` and the e2e tests start a real ``airflow standalone`` or ``airflow api-server``
+in a throwaway AIRFLOW_HOME on free ports, wait for it, talk to its REST API and stop it without
+leaving processes behind. This is that code, once.
+
+Standard library only, and never ``import airflow``: Airflow reads its configuration when it is
+first imported, and the test session fixes AIRFLOW_HOME before that happens (tests/e2e/conftest.py).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+# The venv's CLI, whichever Airflow (if any) the caller's PATH finds first.
+AIRFLOW = Path(sys.executable).with_name("airflow")
+
+# standalone stops cleanly on SIGINT, but its scheduler lets running tasks finish first.
+STANDALONE_STOP = ((signal.SIGINT, 40), (signal.SIGTERM, 10), (signal.SIGKILL, 5))
+
+# Everything runs on 127.0.0.1: a proxy from the environment must not stand in between.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class NotReady(RuntimeError):
+    """What was awaited did not happen: the process exited first, or time ran out."""
+
+
+class LoginFailed(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def airflow_env(home: Path, port: int, *, dags_folder: Path, metadata_url: str,
+                users: dict[str, str] | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of an Airflow whose API answers on 127.0.0.1:``port`` (its base URL is
+    ``env["AIRFLOW__API__BASE_URL"]``).
+
+    ``metadata_url`` is the SQLAlchemy URL as Airflow takes it. ``users`` (name → password) are
+    written to ``home/passwords.json`` for the simple auth manager; without them standalone
+    generates an ``admin`` password itself. ``extra`` (connections, POLYMIGRATE_*) comes last.
+    """
+    home.mkdir(parents=True, exist_ok=True)
+    base = f"http://127.0.0.1:{port}"
+    # The caller's own AIRFLOW_HOME, AIRFLOW__* and AIRFLOW_CONN_* would override this home's settings.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(dags_folder),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PARALLELISM": "4",  # low: it shares the machine with the databases it migrates
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+        "AIRFLOW__API__HOST": "127.0.0.1",
+        "AIRFLOW__API__PORT": str(port),
+        "AIRFLOW__API__BASE_URL": base,
+        "AIRFLOW__API__WORKERS": "1",
+        # the defaults (8793, 8794) collide with any other Airflow on the machine
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
+        "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "15",
+        # standalone starts its components as `airflow ...` through PATH: they must be the venv's
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    })
+    if users is not None:
+        passwords = home / "passwords.json"
+        passwords.write_text(json.dumps(users))
+        # Airflow's role is the same for everyone: who may approve is polymigrate's approvers.yaml.
+        env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] = ",".join(f"{user}:admin" for user in users)
+        env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(passwords)
+    env.update(extra or {})
+    return env
+
+
+def start(command: list[str | Path], env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """``command`` in its own session, stdout and stderr appended to ``log_path``."""
+    with open(log_path, "ab") as log:
+        # Own session: stop() signals the whole group (standalone forks a scheduler, a triggerer,
+        # a dag processor, workers) and a Ctrl-C in the terminal reaches the caller only, which then
+        # stops Airflow itself. SIGINT back to default: a caller started in the background inherits
+        # it ignored, and SIGINT is how Airflow shuts down cleanly.
+        return subprocess.Popen([str(part) for part in command], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def stop(proc: subprocess.Popen, steps: Iterable[tuple[int, float]] = STANDALONE_STOP) -> None:
+    """Each signal of ``steps`` to the process group in turn, until the leader has exited."""
+    for sig, wait in steps:
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _log_tail(log: Path | None, chars: int = 3000) -> str:
+    if log is None:
+        return ""
+    try:
+        return f"; the end of {log}:\n{log.read_text(errors='replace')[-chars:]}"
+    except OSError:
+        return f"; no log at {log}"
+
+
+def wait_until(what: str, check: Callable[[], Any], timeout: float, *, proc: subprocess.Popen | None = None,
+               log: Path | None = None, interval: float = 1.0,
+               ignore: tuple[type[BaseException], ...] = ()) -> Any:
+    """The first truthy ``check()``; an exception in ``ignore`` counts as "not yet".
+
+    Raises NotReady, with the end of ``log``, when ``proc`` exits first or time runs out.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            name = " ".join([Path(str(proc.args[0])).name, *map(str, proc.args[1:2])])
+            raise NotReady(f"{name} exited ({proc.returncode}) while waiting for {what}{_log_tail(log)}")
+        try:
+            value = check()
+        except ignore:
+            value = None
+        if value:
+            return value
+        time.sleep(interval)
+    raise NotReady(f"timed out after {timeout:.0f}s waiting for {what}{_log_tail(log)}")
+
+
+def wait_healthy(base: str, timeout: float, *, proc: subprocess.Popen | None = None, log: Path | None = None,
+                 interval: float = 1.0) -> None:
+    def healthy() -> bool:
+        with _opener.open(f"{base}/api/v2/monitor/health", timeout=5) as resp:
+            return resp.status == 200
+
+    # Refused connections, and resets while the server is still binding, until it answers.
+    wait_until("the API server", healthy, timeout, proc=proc, log=log, interval=interval,
+               ignore=(OSError, http.client.HTTPException))
+
+
+class Client:
+    """Airflow's REST API with one user's token: JSON in, (status, JSON or error text) out."""
+
+    def __init__(self, base: str):
+        self.base, self.token = base, None
+
+    def login(self, username: str, password: str) -> None:
+        status, body = self.post("/auth/token", {"username": username, "password": password})
+        if status not in (200, 201):
+            raise LoginFailed(f"login as {username} failed: HTTP {status} {body}")
+        self.token = body["access_token"]
+
+    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+        req = urllib.request.Request(self.base + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"Content-Type": "application/json",
+                                              **({"Authorization": f"Bearer {self.token}"} if self.token else {})})
+        try:
+            with _opener.open(req, timeout=30) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:  # an answer all the same: the caller decides
+            return exc.code, exc.read().decode(errors="replace")[:500]
+
+    def get(self, path: str) -> tuple[int, Any]:
+        return self.call("GET", path)
+
+    def post(self, path: str, body: dict) -> tuple[int, Any]:
+        return self.call("POST", path, body)
+
+    def patch(self, path: str, body: dict) -> tuple[int, Any]:
+        return self.call("PATCH", path, body)
