@@ -103,19 +103,41 @@ def start(command: list[str | Path], env: dict[str, str], log_path: Path) -> sub
 
 
 def stop(proc: subprocess.Popen, steps: Iterable[tuple[int, float]] = STANDALONE_STOP) -> None:
-    """Each signal of ``steps`` to the process group in turn, until the leader has exited."""
+    """Each signal of ``steps`` to the process group in turn, until the leader has exited; then
+    SIGKILL to whatever is left in the group.
+
+    LocalExecutor workers and the triggerer ignore SIGINT and outlive the leader on SIGTERM, so a
+    stop that only waited for the leader left idle Airflow processes behind after every run.
+    """
     for sig, wait in steps:
         if proc.poll() is not None:
-            return
+            break
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
         try:
             proc.wait(wait)
-            return
+            break
         except subprocess.TimeoutExpired:
             continue
+    _reap_group(proc.pid)
+
+
+def _reap_group(pgid: int, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL, to the processes still in the group (the leader started its own session)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 def _log_tail(log: Path | None, chars: int = 3000) -> str:

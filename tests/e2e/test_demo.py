@@ -14,7 +14,12 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
+def _airflow_pids() -> set[str]:
+    return set(subprocess.run(["pgrep", "-f", "bin/airflow"], capture_output=True, text=True).stdout.split())
+
+
 def test_demo_once_runs_common_then_social_commerce_and_stops_cleanly(tmp_path):
+    before = _airflow_pids()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env["POLYMIGRATE_DEMO_DIR"] = str(tmp_path / "demo")
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--once"], env=env,
@@ -29,3 +34,5 @@ def test_demo_once_runs_common_then_social_commerce_and_stops_cleanly(tmp_path):
     assert "[demo] stopped" in text
     leftovers = subprocess.run(["pgrep", "-f", str(tmp_path / "demo")], capture_output=True, text=True).stdout.split()
     assert leftovers == [], f"processes still running from the demo: {leftovers}"
+    # LocalExecutor workers and the triggerer do not carry the demo dir in their command line
+    assert _airflow_pids() - before == set(), "Airflow processes outlived the demo"
