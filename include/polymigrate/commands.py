@@ -50,11 +50,9 @@ def validate_project(root: str | Path, domains: list[str] | None = None) -> Vali
     v = Validated(project)
     wanted = [n for n in project.domains if not domains or n in domains]
     # Dependencies are discovered too: a domain whose dependency has broken files cannot run either.
-    needed = _with_dependencies(project, wanted)
+    needed = dependency_order(project, wanted)
     catalogs = {name: discover_domain(project.domains[name]) for name in needed}
-    for name in dependency_order(project):
-        if name not in catalogs:
-            continue
+    for name in needed:
         d = project.domains[name]
         for dep in d.depends_on:
             if dep in catalogs and catalogs[dep].problems:

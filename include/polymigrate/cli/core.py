@@ -31,6 +31,17 @@ def _print_problems(problems, title: str) -> None:
             err_console.print(f"      fix: {p.hint}", highlight=False, style="dim")
 
 
+def _check_version(flag: str, value: str | None) -> None:
+    """Exit 2 with Flyway's version rules when a version option cannot be one."""
+    if value is None:
+        return
+    try:
+        Version(value)
+    except ValueError as exc:
+        err_console.print(f"{flag}: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
 def cli_connect(project, domain, environment):
     """(region, technology) -> adapter built from AIRFLOW_CONN_<ID> in the environment, or None."""
     def connect(region: str, tech: str):
@@ -73,12 +84,7 @@ def plan(environment: str = typer.Option(..., "--environment", "-e"),
          specs: Path = SpecsArg,
          as_json: bool = typer.Option(False, "--json")) -> None:
     """What would run in ENVIRONMENT, per domain, region and technology. Broken domains are listed, not fatal."""
-    if target is not None:
-        try:
-            Version(target)
-        except ValueError as exc:
-            err_console.print(f"--target: {exc}", highlight=False)
-            raise typer.Exit(2) from None
+    _check_version("--target", target)
     v = validate_project(specs, domain)
     env = v.project.environments.get(environment)
     if env is None:
@@ -192,12 +198,7 @@ def new(domain: str = typer.Argument(...), technology: str = typer.Argument(...,
     if subdir and (Path(subdir).is_absolute() or ".." in Path(subdir).parts):
         err_console.print(f"--dir must be a sub-folder inside {d.technology_dir(technology)}")
         raise typer.Exit(2)
-    if undo is not None:
-        try:
-            Version(undo)
-        except ValueError as exc:
-            err_console.print(f"--undo: {exc}", highlight=False)
-            raise typer.Exit(2) from None
+    _check_version("--undo", undo)
     folder = d.technology_dir(technology) / (subdir or "")
     folder.mkdir(parents=True, exist_ok=True)
     cat = discover_domain(d)

@@ -377,8 +377,9 @@ def _cycles(graph: dict[str, list[str]]) -> list[list[str]]:
     return out
 
 
-def dependency_order(project: Project) -> list[str]:
-    """Domains ordered so each comes after what it depends on."""
+def dependency_order(project: Project, roots: list[str] | None = None) -> list[str]:
+    """Domains ordered so each comes after what it depends on: all of them, or ``roots`` and
+    everything they depend on, transitively."""
     seen: set[str] = set()
     out: list[str] = []
 
@@ -390,6 +391,6 @@ def dependency_order(project: Project) -> list[str]:
             visit(dep)
         out.append(name)
 
-    for name in sorted(project.domains):
+    for name in sorted(project.domains) if roots is None else roots:
         visit(name)
     return out
