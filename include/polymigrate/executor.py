@@ -14,7 +14,7 @@ from polymigrate.adapters.base import Adapter
 from polymigrate.catalog import Migration
 from polymigrate.errors import PermanentError, TransientError
 from polymigrate.events import AuditEvent, EventSink, NullSink
-from polymigrate.ledger import RunContext
+from polymigrate.ledger import LedgerEntry, RunContext, Status
 from polymigrate.plan import TargetPlan
 from polymigrate.reconcile import MigrationInfo, State, current_version, reconcile, to_apply, validate
 
@@ -47,6 +47,31 @@ def _event(kind: str, adapter: Adapter, ctx: RunContext, info: MigrationInfo | N
                       try_number=ctx.try_number, **kw)
 
 
+def record_missing_successes(adapter: Adapter, entries: list[LedgerEntry], ctx: RunContext, sink: EventSink) -> None:
+    """Audit the ledger rows an earlier try of this run committed without their ``migration_succeeded``
+    event (the audit store was unreachable between the commit and the event), marked ``recovered``.
+
+    Without this a retry finds nothing pending and the trail silently lacks a change that happened.
+    Only sinks that can say what they hold (``succeeded_scripts``) take part.
+    """
+    recorded = getattr(sink, "succeeded_scripts", None)
+    if recorded is None or not ctx.run_id:
+        return
+    mine = [e for e in entries if e.run_id == ctx.run_id and e.status is Status.SUCCESS]
+    if not mine:
+        return
+    have = recorded(run_id=ctx.run_id, domain=ctx.domain, region=ctx.region, technology=adapter.technology)
+    for e in mine:
+        if e.script in have:
+            continue
+        sink.emit(AuditEvent(kind="migration_succeeded", domain=ctx.domain, environment=ctx.environment,
+                             region=ctx.region, technology=adapter.technology, version=e.version, script=e.script,
+                             checksum=e.checksum, actor=ctx.actor, run_id=ctx.run_id, dag_id=ctx.dag_id,
+                             task_id=ctx.task_id, try_number=ctx.try_number, duration_ms=e.execution_time,
+                             details={"recovered": True, "installed_by": e.installed_by,
+                                      "installed_on": e.installed_on.isoformat() if e.installed_on else None}))
+
+
 def plan_target(adapter: Adapter, migrations: list[Migration], region: str, *, target: str | None = None,
                 out_of_order: bool = False) -> TargetPlan:
     """Read the ledger (no lock: planning is a read) and say what a run would do."""
@@ -63,7 +88,10 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
     sink = sink or NullSink()
     result = RunResult(adapter.target, adapter.technology, dry_run=dry_run)
     with adapter.lock(ctx.owner, ctx.lock_wait_seconds):
-        infos = reconcile(migrations, adapter.read_ledger(), target=target, out_of_order=out_of_order)
+        entries = adapter.read_ledger()
+        if not dry_run:
+            record_missing_successes(adapter, entries, ctx, sink)
+        infos = reconcile(migrations, entries, target=target, out_of_order=out_of_order)
         validate(infos, out_of_order=out_of_order)
         todo = to_apply(infos)
         result.skipped = sum(1 for i in infos if i.state in (State.SUCCESS, State.OUT_OF_ORDER))

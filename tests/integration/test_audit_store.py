@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -218,3 +219,49 @@ def test_values_the_json_stringifies_are_stored_as_hashed(store):
     store.emit(ev("migration_succeeded", version=Version("1.10"), region="western_europe"))
     assert store.verify().ok
     assert [r.event.version for r in store.query(region="western_europe")] == ["1.10"]
+
+
+class _DropsAfterFirstCommit:
+    """The real store, unreachable exactly between a migration's commit and its 'succeeded' event."""
+
+    def __init__(self, store):
+        self.store, self.dropped = store, False
+
+    def emit(self, event):
+        if event.kind == "migration_succeeded" and not self.dropped:
+            self.dropped = True
+            raise PermanentError("audit store unreachable (connection reset)")
+        self.store.emit(event)
+
+
+def test_a_retry_records_the_success_event_the_store_missed(store, make_pg_database, tmp_path):
+    from polymigrate.adapters.postgres import PostgresAdapter
+    from polymigrate.catalog import discover
+    from polymigrate.executor import migrate
+    from polymigrate.ledger import RunContext
+
+    folder = tmp_path / "postgresql"
+    folder.mkdir()
+    (folder / "V1__orders.sql").write_text("CREATE TABLE orders (id bigint);\n")
+    (folder / "V2__total.sql").write_text("ALTER TABLE orders ADD COLUMN total numeric;\n")
+    migrations = discover("shop", "postgresql", folder).applicable("postgresql")
+    target = PostgresAdapter(make_pg_database(), domain="shop")
+    ctx = RunContext(domain="shop", environment="staging", region="western_europe", actor="olga@airflow",
+                     run_id="manual__1", task_id="western_europe.postgresql", try_number=1)
+    try:
+        with pytest.raises(PermanentError, match="audit store unreachable"):
+            migrate(target, migrations, ctx, sink=_DropsAfterFirstCommit(store))
+        # V1 committed with its ledger row, but the trail has only its 'started'
+        assert [e.version for e in target.read_ledger()] == ["1"]
+        assert store.succeeded_scripts(run_id="manual__1", domain="shop", region="western_europe",
+                                       technology="postgresql") == set()
+
+        retry = dataclasses.replace(ctx, try_number=2)
+        result = migrate(target, migrations, retry, sink=store)
+        assert [a["script"] for a in result.applied] == ["V2__total.sql"]  # V1 is not applied twice
+    finally:
+        target.close()
+    succeeded = store.query(kind="migration_succeeded", run_id="manual__1")
+    assert [(r.event.script, r.event.try_number, r.event.details.get("recovered", False)) for r in succeeded] == [
+        ("V1__orders.sql", 2, True), ("V2__total.sql", 2, False)]
+    assert store.verify().ok

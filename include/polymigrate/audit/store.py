@@ -380,6 +380,13 @@ class PostgresAuditStore:
         records = [AuditRecord(i, h, event_from_body(b)) for i, h, b in rows]
         return records[::-1] if newest_first else records
 
+    def succeeded_scripts(self, *, run_id: str, domain: str, region: str | None, technology: str) -> set[str]:
+        """Scripts with a ``migration_succeeded`` event in this run and target (see
+        ``executor.record_missing_successes``)."""
+        return {r.event.script for r in self.query(domain=domain, region=region, run_id=run_id,
+                                                   kind="migration_succeeded")
+                if r.event.technology == technology and r.event.script}
+
     def verify(self) -> VerifyResult:
         """Walk the whole chain in one snapshot and report the first broken link, if any."""
         cols = sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
