@@ -136,12 +136,53 @@ class ApproveOperator(PolymigrateMixin, ApprovalOperator):
                                    + (f", {exclude} excluded as the triggering user" if exclude else "")
                                    + "; add people with the required roles to migration_specs/approvers.yaml"], base)
         request["eligible"] = people
+        prior = self._recorded_approvals(context, env, change.hash)
+        if prior:
+            # a new try of this task (cleared, or failed by Airflow while parked): the answers already
+            # given for this very change set still count, so approvers are not asked twice
+            decision = self._decide(env, change, prior, params.override)
+            self.log.info("Approvals recorded earlier in this run for %s: %s", change.hash[:12],
+                          ", ".join(a["user"] for a in prior))
+            if decision.status == "approved":
+                return self._approved(context, change, decision, request, base)
         self.body = summary_markdown(self.domain, env.name, summary, decision, people, change.triggered_by,
                                      self._preview(project, env, context), params.override_reason)
         self.log.info("Waiting for %d approval(s) from %s (Browse → Required Actions)", decision.required, people)
         self.emit(context, "approval_requested", details={**base, "eligible": people, "escalated": decision.escalated,
                                                           "reason": params.override_reason})
-        self._park(context, [], request)
+        self._park(context, prior, request)
+
+    def _recorded_approvals(self, context, env, changeset_hash: str) -> list[dict]:
+        """Counted approvals of this run and change set already in the audit store (oldest first)."""
+        query = getattr(self.sink(env), "query", None)
+        if query is None:
+            return []
+        out: dict[str, dict] = {}
+        for r in query(domain=self.domain, environment=env.name, run_id=context.get("run_id"), kind="approved"):
+            d = r.event.details
+            if d.get("counted") and d.get("changeset_hash") == changeset_hash and d.get("by") \
+                    and not d.get("automatic"):
+                out.setdefault(d["by"], {"user": d["by"], "decision": "approve", "hash": changeset_hash,
+                                         "at": r.event.at.isoformat(), "comment": d.get("comment") or ""})
+        return list(out.values())
+
+    def _decide(self, env, change, approvals: list[dict], override: bool):
+        from polymigrate.policy import Approval, evaluate
+        from polymigrate.spec.approvers import load_approvers
+
+        people = load_approvers(self.specs_root)
+        answers = [Approval(a["user"], a["decision"], a["hash"], _when(a["at"]), people.roles_of(a["user"]),
+                            a.get("comment", "")) for a in approvals]
+        return evaluate(env.policy, change, answers, datetime.now(timezone.utc), override=override)
+
+    def _approved(self, context, change, decision, request: dict, base: dict) -> dict:
+        if decision.override:
+            self.emit(context, "overridden", details={**base, "by": ", ".join(decision.approved_by),
+                                                      "reason": request.get("reason"),
+                                                      "approved_by": decision.approved_by})
+        self.log.info("Approved by %s for change set %s", ", ".join(decision.approved_by), change.hash[:12])
+        return {"approved": True, "automatic": False, "approved_by": decision.approved_by,
+                "required": decision.required, "decision": decision.status, **base}
 
     def _preview(self, project, env, context) -> dict[str, Any]:
         """Pending per region and what staging has not yet run; never fails the request."""
@@ -178,8 +219,7 @@ class ApproveOperator(PolymigrateMixin, ApprovalOperator):
     def _answer(self, context, event: dict[str, Any], approvals: list[dict], request: dict):
         from polymigrate.commands import load_domain
         from polymigrate.errors import PolicyRefused
-        from polymigrate.policy import Approval, bound_changeset_hash, evaluate
-        from polymigrate.spec.approvers import load_approvers
+        from polymigrate.policy import bound_changeset_hash
 
         base = {"changeset_hash": request["changeset_hash"], "override": request.get("override", False)}
         if event.get("timedout") or "error" in event:
@@ -200,15 +240,11 @@ class ApproveOperator(PolymigrateMixin, ApprovalOperator):
                                    f"{current[:12]}, approvers saw {request['changeset_hash'][:12]}); "
                                    "trigger a new run to approve it again"], {**base, "current_hash": current})
 
-        people = load_approvers(self.specs_root)
         summary = context["ti"].xcom_pull(task_ids="validate") or {}
         change = self._change(context, env, summary, request)
-        answers = [Approval(a["user"], a["decision"], a["hash"], _when(a["at"]), people.roles_of(a["user"]),
-                            a.get("comment", "")) for a in approvals]
-        now = datetime.now(timezone.utc)
         override = bool(request.get("override"))
-        decision = evaluate(env.policy, change, answers, now, override=override)
-        before = evaluate(env.policy, change, answers[:-1], now, override=override)
+        decision = self._decide(env, change, approvals, override)
+        before = self._decide(env, change, approvals[:-1], override)
         if answer["decision"] == "reject" and decision.status == "refused":
             self.emit(context, "rejected", details={**base, "by": user, "reason": comment or "no comment given"})
             raise PolicyRefused("change set rejected:\n  " + "\n  ".join(decision.reasons))
@@ -220,13 +256,7 @@ class ApproveOperator(PolymigrateMixin, ApprovalOperator):
         if decision.status == "refused":
             self._refuse(context, decision.reasons, base)
         if decision.status == "approved":
-            if decision.override:
-                self.emit(context, "overridden", details={**base, "by": ", ".join(decision.approved_by),
-                                                          "reason": request.get("reason"),
-                                                          "approved_by": decision.approved_by})
-            self.log.info("Approved by %s for change set %s", ", ".join(decision.approved_by), change.hash[:12])
-            return {"approved": True, "automatic": False, "approved_by": decision.approved_by,
-                    "required": decision.required, "decision": decision.status, **base}
+            return self._approved(context, change, decision, request, base)
         self.log.info("%s answered%s; still waiting: %s%s", user, "" if counted else " (not counted)",
                       "; ".join(decision.reasons), "".join(f"\n  not counted: {i}" for i in decision.ignored))
         self._park(context, approvals, request)

@@ -240,3 +240,27 @@ def test_a_rejection_ends_the_run_with_the_reason_recorded(airflow):
     assert ledger(api.r1) == [] and ledger(api.r2) == []
     rejected = [e for e in audit_events(api.audit, run) if e.kind == "rejected"]
     assert [(e.details["by"], e.details["reason"]) for e in rejected] == [("bob", "not during the sale")]
+
+
+def test_approvals_given_survive_a_cleared_approve_task(airflow):
+    api = airflow
+    run = api.trigger("olga")
+    api.wait_for_request(run, "the approval request")
+    assert api.answer("ann", run, "Approve").status_code == 200
+    api.wait_for_request(run, "the request to reopen after ann's answer")
+
+    # The approve task fails while parked (what Airflow's early-answer race does); the on-call clears it.
+    r = api.call("olga", "PATCH", f"/api/v2/dags/{DAG}/dagRuns/{run}/taskInstances/approve", {"new_state": "failed"})
+    assert r.status_code == 200, r.text
+    r = api.call("olga", "POST", f"/api/v2/dags/{DAG}/clearTaskInstances",
+                 {"dry_run": False, "dag_run_id": run, "task_ids": ["approve"], "include_downstream": True,
+                  "only_failed": False, "reset_dag_runs": True})
+    assert r.status_code == 200, r.text
+    api.wait("the approve task's second try", lambda: api.ti(run, "approve").get("try_number", 0) >= 2, 120)
+    api.wait_for_request(run, "the request on the new try")
+
+    assert api.answer("bob", run, "Approve").status_code == 200  # ann is not asked again
+    api.wait("the run to finish", lambda: api.run_state(run), 300)
+    approved = api.xcom(run, "approve")
+    assert approved["approved_by"] == ["ann", "bob"]
+    assert api.ti(run, "r1.postgresql")["state"] == "success"
