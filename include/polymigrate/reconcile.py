@@ -140,7 +140,12 @@ def validation_problems(infos: list[MigrationInfo], *, out_of_order: bool = Fals
     """Everything that must stop a run, each naming the file and the fix."""
     out = []
     for i in infos:
-        if i.state is State.CHANGED:
+        if i.state is State.CHANGED and i.entry is not None and i.entry.status in (Status.STARTED, Status.FAILED):
+            done = i.entry.progress.get("statements_done", 0)
+            out.append(f"{i.script}: version {i.version} stopped half way ({done} statement(s) committed) and the "
+                       "file has changed since (fix: edit only the statements after those, then `polymigrate repair` "
+                       "to accept the new checksum; the next run resumes after the committed statements)")
+        elif i.state is State.CHANGED:
             out.append(f"{i.script}: version {i.version} was applied with checksum {i.entry.checksum if i.entry else '?'} "
                        f"but the file now has {i.migration.checksum if i.migration else '?'} "
                        "(fix: restore the file as applied and add a new version; or, if the change is cosmetic, "

@@ -413,7 +413,12 @@ class PostgresAdapter(Adapter):
             self.ledger.insert(self.conn, row)
 
     def repair(self, migrations: list[Migration], ctx: RunContext) -> RepairReport:
-        """Realign checksums of changed files; mark failed, half-done and missing rows deleted."""
+        """Realign checksums of changed files; mark rows whose file is gone deleted.
+
+        A half-done non-transactional file (started/failed) keeps its row and its progress: only its
+        checksum is realigned, so the next run resumes after the statements that already committed.
+        Deleting that row (Flyway's repair does) would make the next run execute them a second time.
+        """
         report = RepairReport([], [])
         infos = reconcile([m for m in migrations if m.kind is not Kind.UNDO], self.read_ledger(), out_of_order=True)
         conn = self.conn
@@ -422,7 +427,7 @@ class PostgresAdapter(Adapter):
                 e = i.entry
                 if e is None:
                     continue
-                if e.status in (Status.STARTED, Status.FAILED) or i.state is State.MISSING:
+                if i.state is State.MISSING:
                     self.ledger.update(conn, self.domain, e.installed_rank, {"status": Status.DELETED, "success": False})
                     report.removed.append(e.script)
                 elif i.state is State.CHANGED and i.migration is not None:

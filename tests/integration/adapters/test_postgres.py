@@ -209,7 +209,7 @@ def test_baseline_skips_older_versions_and_refuses_a_used_ledger(pg_url, adapter
         adapter.baseline("5", "again", ctx())
 
 
-def test_repair_realigns_changed_checksums_and_removes_failed_rows(adapter, files):
+def test_repair_realigns_checksums_keeps_half_done_progress_and_removes_missing_rows(adapter, files):
     files.add("V1__a.sql", "CREATE TABLE a (id int);\n")
     migrate(adapter, files.applicable(), ctx())
     files.add("V1__a.sql", "CREATE TABLE a (id int);  -- reformatted\n")
@@ -219,10 +219,19 @@ def test_repair_realigns_changed_checksums_and_removes_failed_rows(adapter, file
     report = adapter.repair(files.all(), ctx())
     assert report.realigned == ["V1__a.sql"] and report.removed == []
     with pytest.raises(PermanentError):
-        migrate(adapter, files.applicable(), ctx())  # V2 fails half way
+        migrate(adapter, files.applicable(), ctx())  # V2 fails half way: CREATE TABLE b committed
+    files.add("V2__b.sql", "-- polymigrate: transactional=false\nCREATE TABLE b (id int);\nSELECT 1/1;\n")
+    with pytest.raises(ValidationFailed, match="stopped half way .1 statement.s. committed"):
+        migrate(adapter, files.applicable(), ctx())
     report = adapter.repair(files.all(), ctx())
-    assert report.removed == ["V2__b.sql"]
-    assert [e.status for e in adapter.read_ledger()] == [Status.SUCCESS, Status.DELETED]
+    assert report.realigned == ["V2__b.sql"] and report.removed == []
+    # the fixed file resumes after the committed CREATE TABLE instead of running it twice
+    result = migrate(adapter, files.applicable(), ctx())
+    assert [(a["script"], a["action"]) for a in result.applied] == [("V2__b.sql", "resume")]
+    assert [e.status for e in adapter.read_ledger()] == [Status.SUCCESS, Status.SUCCESS]
+    files.root.joinpath("V1__a.sql").unlink()
+    assert adapter.repair(files.all(), ctx()).removed == ["V1__a.sql"]  # a file that is gone: marked deleted
+    assert [e.status for e in adapter.read_ledger()] == [Status.DELETED, Status.SUCCESS]
 
 
 def test_two_domains_share_a_database_with_separate_rows_and_locks(pg_url, files):
