@@ -37,6 +37,7 @@ from polymigrate.catalog import Kind, Migration
 from polymigrate.errors import LockNotAcquired, PermanentError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 from polymigrate.reconcile import State, reconcile
+from polymigrate.versions import Version
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class PostgresAdapter(Adapter):
         self._key = _lock_key(f"polymigrate:{self.ledger.qualified}:{domain}")
         self._conn: psycopg.Connection | None = None
         self._lock_conn: psycopg.Connection | None = None
+        self._locked = False  # inside lock(): apply checks the lock's session is still alive
         self._ledger_ready = False
         self._schema_ready = False
 
@@ -193,14 +195,37 @@ class PostgresAdapter(Adapter):
             lc.execute(sql.SQL("INSERT INTO {} (lock_key, owner, pid) VALUES (%s, %s, pg_backend_pid()) "
                                "ON CONFLICT (lock_key) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, "
                                "since = now()").format(self.ledger.lock_ident), (self._key, owner))
+            self._locked = True
             yield
         finally:
+            self._locked = False
             try:
                 lc.execute(sql.SQL("DELETE FROM {} WHERE lock_key = %s AND pid = pg_backend_pid()").format(
                     self.ledger.lock_ident), (self._key,))
                 lc.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
             except psycopg.Error:
                 lc.close()  # the session is gone, and so is its lock
+
+    def _assert_lock(self) -> None:
+        """Refuse to go on when the lock's session has ended.
+
+        The advisory lock lives exactly as long as its session, and that session sits idle while files
+        are applied on the other one: ``idle_session_timeout``, a proxy dropping idle connections or
+        ``pg_terminate_backend`` end it silently, and another run may then take the lock and apply the
+        same pending files. Checked before every file, at one round trip each.
+        """
+        if not self._locked:
+            return
+        lc = self._lock_conn
+        try:
+            if lc is None or lc.closed or lc.broken:
+                raise psycopg.OperationalError("the lock session is closed")
+            lc.execute("SELECT 1")
+        except psycopg.Error as exc:
+            self._locked = False
+            raise TransientError(f"lost the migration lock of {self.domain} on {self.target}: its session ended "
+                                 f"({str(exc).strip()}); nothing more was applied",
+                                 hint="retry: the run re-reads the ledger under a new lock and resumes") from exc
 
     def lock_holder(self) -> str:
         """Who holds this target's lock now: owner, pid and since when (``nobody`` if free)."""
@@ -310,6 +335,7 @@ class PostgresAdapter(Adapter):
 
     def apply(self, migration: Migration, body: str, ctx: RunContext, resume: LedgerEntry | None = None) -> Applied:
         """Run one versioned or repeatable file and record it (see the module docstring)."""
+        self._assert_lock()
         self._ensure_ledger()
         statements = self._statements(migration, body)
         settings = self._settings_for(migration, ctx)
@@ -372,7 +398,7 @@ class PostgresAdapter(Adapter):
         """Run a ``U`` file and mark its version undone (pending again), with an ``UNDO_SQL`` record row."""
         entries = self.read_ledger()
         version = str(undo_migration.version)
-        applied = [e for e in entries if e.version is not None and e.version == version
+        applied = [e for e in entries if e.version is not None and Version(e.version) == undo_migration.version
                    and not e.type.startswith("UNDO") and e.status is not Status.DELETED]
         if not applied or applied[-1].status is not Status.SUCCESS:
             state = applied[-1].status.value if applied else "not applied"

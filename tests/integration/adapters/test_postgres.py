@@ -353,3 +353,30 @@ def test_a_finished_statement_whose_progress_mark_was_lost_is_not_run_again(pg_u
     assert result.applied[0]["action"] == "resume"  # would fail with "already exists"/"does not exist" otherwise
     assert q(pg_url, check) == [(True,)]
     assert [e.status for e in adapter.read_ledger()] == [Status.SUCCESS]
+
+
+def test_an_unknown_placeholder_in_a_later_file_stops_the_run_before_the_first_file(pg_url, adapter, files):
+    from polymigrate.errors import SpecError
+
+    files.add("V1__a.sql", "CREATE TABLE a (id int);\n")
+    files.add("V2__b.sql", "-- grants\nGRANT SELECT ON a TO ${reader_role};\n")
+    with pytest.raises(SpecError, match=r"V2__b.sql:2: placeholder \$\{reader_role\} has no value"):
+        migrate(adapter, files.applicable(), ctx())
+    assert adapter.read_ledger() == [] and q(pg_url, "SELECT to_regclass('a')") == [(None,)]
+
+
+def test_a_run_whose_lock_session_ends_stops_before_the_next_file(pg_url, adapter, files):
+    from polymigrate.errors import TransientError
+
+    for n in (1, 2, 3):
+        files.add(f"V{n}__t{n}.sql", f"CREATE TABLE t{n} (id int);\n")
+
+    def cut_lock_session(n, total, info):
+        if n == 2:  # what idle_session_timeout or a proxy does to the idle lock session
+            pid = adapter._lock_conn.info.backend_pid
+            q(pg_url, "SELECT pg_terminate_backend(%s, 5000)", pid)  # waits until that backend is gone
+
+    with pytest.raises(TransientError, match="lost the migration lock"):
+        migrate(adapter, files.applicable(), ctx(), on_progress=cut_lock_session)
+    assert [e.version for e in adapter.read_ledger()] == ["1"]  # another run may hold the lock now: stop
+    assert [a["script"] for a in migrate(adapter, files.applicable(), ctx()).applied] == ["V2__t2.sql", "V3__t3.sql"]
