@@ -202,6 +202,11 @@ def load_file(domain: str, technology: str, root: Path, path: Path) -> tuple[Mig
     if parsed is None:
         return None, [], [Problem(str(path), f"not a {technology} migration (extension); ignored", domain=domain)]
     kind, version, desc = parsed
+    # Flyway's ledger column widths: a longer value would be cut when recorded and never match again
+    for what, value, width in (("version", str(version or ""), 50), ("description", desc, 200), ("path", rel, 1000)):
+        if len(value) > width:
+            return None, [Problem(str(path), f"{what} is {len(value)} characters; the ledger keeps {width}",
+                                  domain=domain, hint=f"shorten the file name's {what}")], []
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")

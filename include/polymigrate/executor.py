@@ -12,7 +12,7 @@ from typing import Callable
 
 from polymigrate.adapters.base import Adapter
 from polymigrate.catalog import Migration
-from polymigrate.errors import PermanentError, TransientError
+from polymigrate.errors import PermanentError, SpecError, TransientError
 from polymigrate.events import AuditEvent, EventSink, NullSink
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 from polymigrate.plan import TargetPlan
@@ -96,6 +96,16 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
         todo = to_apply(infos)
         result.skipped = sum(1 for i in infos if i.state in (State.SUCCESS, State.OUT_OF_ORDER))
         values = placeholders_for(ctx)
+        # every body first: an unknown placeholder in file N must stop the run before file 1 is applied
+        problems: list = []
+        bodies: dict[str, str] = {}
+        for info in todo:
+            try:
+                bodies[info.script] = info.migration.render(values)  # type: ignore[union-attr]
+            except SpecError as exc:
+                problems += exc.problems
+        if problems:
+            raise SpecError(problems)
         for n, info in enumerate(todo, 1):
             m = info.migration
             assert m is not None
@@ -104,7 +114,7 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
             if dry_run:
                 result.applied.append({"version": info.version, "script": info.script, "ms": 0, "action": "would apply"})
                 continue
-            body = m.render(values)
+            body = bodies[info.script]
             sink.emit(_event("migration_started", adapter, ctx, info))
             started = time.monotonic()
             resume = info.entry if info.state is State.INCOMPLETE else None

@@ -289,3 +289,12 @@ def test_next_version_keeps_timestamps(tmp_path):
     assert next_version(migs, now=datetime(2026, 3, 4, 5, 6, tzinfo=timezone.utc)) == "202603040506"
     # a clock behind the newest file still yields a higher version
     assert next_version(migs, now=datetime(2020, 1, 1, tzinfo=timezone.utc)) == "202401151201"
+
+
+def test_a_description_longer_than_the_ledger_keeps_is_refused(tmp_path):
+    folder = tmp_path / "postgresql"
+    folder.mkdir()
+    (folder / ("V1__" + "x" * 201 + ".sql")).write_text("SELECT 1;\n")
+    cat = discover("shop", "postgresql", folder)
+    assert cat.migrations["postgresql"] == []
+    assert "description is 201 characters; the ledger keeps 200" in str(cat.problems[0])
