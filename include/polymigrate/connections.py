@@ -8,24 +8,39 @@ from __future__ import annotations
 
 import os
 import re
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 
 def env_var(conn_id: str) -> str:
     return "AIRFLOW_CONN_" + re.sub(r"[^A-Za-z0-9]", "_", conn_id).upper()
 
 
+# Connection extras a client may be given: TLS and timeouts. Anything else an Airflow connection carries
+# (Airflow-only keys, driver options we do not vet) stays out: libpq refuses unknown parameters.
+ALLOWED_EXTRAS = frozenset({"sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "connect_timeout",
+                            "target_session_attrs", "application_name", "ssl", "ssl_cert_reqs", "ssl_ca_certs"})
+
+
 def url_for(conn_id: str) -> str | None:
+    """The target URL of ``AIRFLOW_CONN_<ID>`` (URI or Airflow's JSON form), with allowlisted extras only."""
     value = os.environ.get(env_var(conn_id))
-    if value and value.lstrip().startswith("{"):
+    if not value:
+        return None
+    if value.lstrip().startswith("{"):
         import json
         d = json.loads(value)
-        auth = d.get("login") or ""
+        auth = quote(str(d.get("login") or ""), safe="")
         if d.get("password"):
-            auth += ":" + d["password"]
+            auth += ":" + quote(str(d["password"]), safe="")
         host = (auth + "@" if auth else "") + (d.get("host") or "") + (f":{d['port']}" if d.get("port") else "")
-        return f"{d.get('conn_type')}://{host}/{d.get('schema') or ''}"
-    return value
+        extra = d.get("extra") or {}
+        if isinstance(extra, str):
+            extra = json.loads(extra or "{}")
+        query = urlencode({k: v for k, v in extra.items() if k in ALLOWED_EXTRAS})
+        return f"{d.get('conn_type')}://{host}/{quote(str(d.get('schema') or ''), safe='')}" + (f"?{query}" if query else "")
+    parts = urlsplit(value)
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k in ALLOWED_EXTRAS]
+    return urlunsplit(parts._replace(query=urlencode(kept)))
 
 
 def redact(url: str) -> str:
