@@ -172,3 +172,18 @@ def test_cli_reads_the_airflow_connection_variable(recorded, pg_url, monkeypatch
     monkeypatch.delenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT")
     result = CliRunner().invoke(app, ["audit", "verify"])
     assert result.exit_code == 2 and "AIRFLOW_CONN_POLYMIGRATE_AUDIT" in result.output
+
+
+def test_csv_export_neutralises_spreadsheet_formulas():
+    import csv as _csv
+    import io as _io
+
+    from polymigrate.audit.report import render_csv
+    from polymigrate.audit.store import AuditRecord
+    from polymigrate.events import AuditEvent
+
+    event = AuditEvent(kind="approved", domain="shop", environment="production", actor="=HYPERLINK(\"http://x\")",
+                       details={"by": "ann", "comment": "@SUM(A1)"})
+    rows = list(_csv.reader(_io.StringIO(render_csv([AuditRecord(1, "h" * 64, event)]))))
+    actor = rows[1][rows[0].index("actor")]
+    assert actor == "'=HYPERLINK(\"http://x\")"  # shown as text, never run

@@ -45,9 +45,16 @@ def render_csv(records: list[AuditRecord]) -> str:
     writer.writerow(CSV_FIELDS)
     for r in records:
         d = r.event.to_dict()
-        writer.writerow([r.id, *("" if d[c] is None else d[c] for c in COLUMNS),
-                         json.dumps(d["details"], sort_keys=True, ensure_ascii=False), r.hash])
+        writer.writerow([_cell(v) for v in (r.id, *("" if d[c] is None else d[c] for c in COLUMNS),
+                                            json.dumps(d["details"], sort_keys=True, ensure_ascii=False), r.hash)])
     return out.getvalue()
+
+
+def _cell(value: Any) -> Any:
+    """Text a spreadsheet would run as a formula (=, +, -, @) is prefixed with an apostrophe."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
 
 
 def render_json(records: list[AuditRecord], *, filters: dict[str, Any] | None = None) -> str:
