@@ -301,3 +301,13 @@ def test_empty_secret_like_keys_are_fine(tmp_path):
     p = project(tmp_path, domain("shop", "description: uses token auth via its Airflow connection\n"
                                          "technologies: {postgresql: {}}\n"))
     assert p.problems == []
+
+
+def test_a_scheduled_environment_that_waits_for_approval_gets_a_note(tmp_path):
+    (tmp_path / "environments").mkdir()
+    (tmp_path / "environments" / "staging.yaml").write_text(
+        "regions: {r1: null}\npolicy:\n  approvals: {required: 1}\n  schedule: '0 2 * * *'\n")
+    p = load_project(tmp_path)
+    assert p.ok and "staging" in p.environments
+    [note] = [n for n in p.notes if "scheduled" in n.message]
+    assert note.line == 4 and "approvals.required: 0" in note.hint

@@ -215,6 +215,12 @@ def _load_environments(root: Path, project: Project) -> None:
                                             line=_line_of(node, ("name",)), hint=f"rename the file to {env.name}.yaml or fix the name"))
                 else:
                     project.environments[env.name] = env
+                    if env.policy.schedule and env.policy.approvals.required:
+                        project.notes.append(Problem(
+                            str(path), f"scheduled ({env.policy.schedule}) but every run waits for "
+                            f"{env.policy.approvals.required} approval(s): unanswered, it holds the DAG's only active run",
+                            line=_line_of(node, ("policy", "schedule")),
+                            hint="approvals.required: 0 for an unattended rehearsal, or no schedule"))
         project.problems.extend(problems)
     if not project.environments and not any(p.file.startswith(str(env_dir)) for p in project.problems):
         project.problems.append(Problem(str(env_dir), "no environment defined", hint="add environments/development.yaml"))
