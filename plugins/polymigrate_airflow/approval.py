@@ -46,7 +46,7 @@ def summary_markdown(domain: str, environment: str, summary: dict[str, Any], dec
         lines.append("The bar is raised: " + ("**emergency override** requested" if decision.override else
                      "high risk or destructive change set") + ".")
     if override_reason:
-        lines.append(f"Override reason given: _{override_reason}_ (what staging has not confirmed runs anyway).")
+        lines.append(f"Override reason given: {_quoted(override_reason)} (what staging has not confirmed runs anyway).")
     techs = s.get("migrations") or {}
     regions = preview.get("regions") or {}
     header = "| region | " + " | ".join(techs) + " |\n|---|" + "---|" * len(techs)
@@ -59,7 +59,8 @@ def summary_markdown(domain: str, environment: str, summary: dict[str, Any], dec
     lines += ["", f"- lint risk: **{s.get('risk') or 'not assessed'}**, findings: {lint.get('findings', 0)}, "
               f"blocking: {lint.get('blocking', 0)}; destructive: {destructive}"]
     for sup in (s.get("suppressions") or [])[:SUPPRESSIONS_SHOWN]:
-        lines.append(f"  - suppressed `{sup.get('rule')}` in {sup.get('file')}:{sup.get('line')}: {sup.get('reason')}")
+        lines.append(f"  - suppressed `{sup.get('rule')}` in {sup.get('file')}:{sup.get('line')}: "
+                     f"{_quoted(str(sup.get('reason') or ''))}")
     if preview.get("staging") is not None:
         missing = preview["staging"]
         lines.append(f"- already succeeded in {preview.get('staging_env')}: "
@@ -70,6 +71,49 @@ def summary_markdown(domain: str, environment: str, summary: dict[str, Any], dec
               "", "Each answer is recorded with your name; this request reopens until enough distinct "
               "people approved. **Reject** (with a comment) ends the run."]
     return "\n".join(lines)
+
+
+def _quoted(text: str) -> str:
+    """Free text from a triggerer or a file author as one inert code span: no Markdown of theirs can
+    add lines that look like the facts approvers rely on."""
+    flat = " ".join(text.split()).replace("`", "'")
+    return f"`{flat[:500]}`"
+
+
+def recorded_answers(sink, domain: str, environment: str, run_id: str | None,
+                     changeset_hash: str) -> tuple[list[dict], list[dict]]:
+    """(counted approvals, rejections) of this run and change set in the audit store, oldest first.
+
+    ``([], [])`` when the sink cannot be queried (no audit store configured).
+    """
+    query = getattr(sink, "query", None)
+    if query is None or not run_id:
+        return [], []
+    approvals: dict[str, dict] = {}
+    rejections: list[dict] = []
+    for r in query(domain=domain, environment=environment, run_id=run_id, kind=["approved", "rejected"]):
+        d = r.event.details
+        if d.get("changeset_hash") != changeset_hash or not d.get("by") or d.get("automatic"):
+            continue
+        answer = {"user": d["by"], "decision": "approve" if r.event.kind == "approved" else "reject",
+                  "hash": changeset_hash, "at": r.event.at.isoformat(),
+                  "comment": d.get("comment") or d.get("reason") or ""}
+        if r.event.kind == "rejected":
+            rejections.append(answer)
+        elif d.get("counted"):
+            approvals.setdefault(d["by"], answer)
+    return list(approvals.values()), rejections
+
+
+def decide(specs_root: str, env, change, approvals: list[dict], override: bool):
+    """The policy's decision on these answers, now (expiry and roles as of this moment)."""
+    from polymigrate.policy import Approval, evaluate
+    from polymigrate.spec.approvers import load_approvers
+
+    people = load_approvers(specs_root)
+    answers = [Approval(a["user"], a["decision"], a["hash"], _when(a["at"]), people.roles_of(a["user"]),
+                        a.get("comment", "")) for a in approvals]
+    return evaluate(env.policy, change, answers, datetime.now(timezone.utc), override=override)
 
 
 class ApproveOperator(PolymigrateMixin, ApprovalOperator):
@@ -153,27 +197,18 @@ class ApproveOperator(PolymigrateMixin, ApprovalOperator):
         self._park(context, prior, request)
 
     def _recorded_approvals(self, context, env, changeset_hash: str) -> list[dict]:
-        """Counted approvals of this run and change set already in the audit store (oldest first)."""
-        query = getattr(self.sink(env), "query", None)
-        if query is None:
-            return []
-        out: dict[str, dict] = {}
-        for r in query(domain=self.domain, environment=env.name, run_id=context.get("run_id"), kind="approved"):
-            d = r.event.details
-            if d.get("counted") and d.get("changeset_hash") == changeset_hash and d.get("by") \
-                    and not d.get("automatic"):
-                out.setdefault(d["by"], {"user": d["by"], "decision": "approve", "hash": changeset_hash,
-                                         "at": r.event.at.isoformat(), "comment": d.get("comment") or ""})
-        return list(out.values())
+        approvals, rejections = recorded_answers(self.sink(env), self.domain, env.name, context.get("run_id"),
+                                                 changeset_hash)
+        if rejections:
+            r = rejections[-1]
+            self._refuse(context, [f"rejected earlier in this run by {r['user']}"
+                                   + (f": {r['comment']}" if r["comment"] else "")
+                                   + "; a rejection stands (trigger a new run)"],
+                         {"changeset_hash": changeset_hash})
+        return approvals
 
     def _decide(self, env, change, approvals: list[dict], override: bool):
-        from polymigrate.policy import Approval, evaluate
-        from polymigrate.spec.approvers import load_approvers
-
-        people = load_approvers(self.specs_root)
-        answers = [Approval(a["user"], a["decision"], a["hash"], _when(a["at"]), people.roles_of(a["user"]),
-                            a.get("comment", "")) for a in approvals]
-        return evaluate(env.policy, change, answers, datetime.now(timezone.utc), override=override)
+        return decide(self.specs_root, env, change, approvals, override)
 
     def _approved(self, context, change, decision, request: dict, base: dict) -> dict:
         if decision.override:

@@ -53,8 +53,11 @@ class RunParams:
             raise AirflowFailException("param emergency_override needs emergency_reason: say why (at least "
                                        f"{MIN_OVERRIDE_REASON} characters, e.g. the incident id); it is recorded "
                                        "in the audit trail and shown to the approvers")
-        return cls(bool(p.get("dry_run")), target, list(regions) if regions else None,
-                   bool(p.get("allow_out_of_order")), list(techs) if techs else None, override, reason)
+        for name, value in (("regions", regions), ("technologies", techs)):
+            if value is not None and len(value) == 0:  # "none selected" must never widen to "all"
+                raise AirflowFailException(f"param {name} is empty: select at least one (or leave the default: all)")
+        return cls(bool(p.get("dry_run")), target, None if regions is None else list(regions),
+                   bool(p.get("allow_out_of_order")), None if techs is None else list(techs), override, reason)
 
     def selects(self, region: str, technology: str | None = None) -> bool:
         return (self.regions is None or region in self.regions) and \
@@ -108,7 +111,38 @@ class PolymigrateMixin:
                                                    "changeset_hash": bound, "current_hash": current})
             raise PolicyRefused(f"the change set changed after approval (approved {bound[:12]}, files now "
                                 f"{current[:12]}); trigger a new run to approve it again")
+        self.check_recorded_approval(context, env, approved, bound)
         return current
+
+    def check_recorded_approval(self, context, env, approved: dict, changeset_hash: str) -> None:
+        """Where people must approve, the approval must be on record in the audit store, not only in
+        the approve task's XCom (which a user allowed to edit task state and XComs could forge), and
+        still valid now (expiry, roles, no rejection) when this task runs, possibly hours later."""
+        from polymigrate.errors import PolicyRefused
+        from polymigrate.policy import ChangeSet
+        from polymigrate_airflow.approval import decide, recorded_answers
+
+        params = RunParams.from_context(context)
+        if env.policy.approvals.required == 0 and not params.override:
+            return
+        sink = self.sink(env)
+        if getattr(sink, "query", None) is None:
+            self.log.warning("no audit store to confirm the approval against; trusting the approve task's result")
+            return
+        summary = context["ti"].xcom_pull(task_ids="validate") or {}
+        run = context.get("dag_run")
+        change = ChangeSet(domain=self.domain, environment=env.name, hash=changeset_hash,
+                           triggered_by=getattr(run, "triggering_user_name", None) or "unknown",
+                           risk=summary.get("risk") or "low", destructive=bool(summary.get("destructive")),
+                           blocking_findings=int((summary.get("lint") or {}).get("blocking", 0)))
+        approvals, rejections = recorded_answers(sink, self.domain, env.name, context.get("run_id"), changeset_hash)
+        decision = decide(self.specs_root, env, change, approvals + rejections, params.override)
+        if decision.status != "approved":
+            self.emit(context, "refused", details={"reason": "no valid approval on record",
+                                                   "changeset_hash": changeset_hash, "decision": decision.to_dict()})
+            raise PolicyRefused(f"no valid approval on record for change set {changeset_hash[:12]} in this run: "
+                                + "; ".join(decision.reasons + decision.ignored),
+                                hint="clear the approve task so the change set is approved again")
 
     # --- run context ------------------------------------------------------------------------
     @staticmethod
@@ -138,10 +172,11 @@ class PolymigrateMixin:
     def emit(self, context, kind: str, **kw) -> None:
         from polymigrate.events import AuditEvent
 
-        ti = context["ti"]
+        ti = context.get("ti")
         self.sink().emit(AuditEvent(kind=kind, domain=self.domain, environment=self.environment,
-                                    actor=self.actor(context), run_id=context.get("run_id"), dag_id=ti.dag_id,
-                                    task_id=ti.task_id, try_number=ti.try_number, **kw))
+                                    actor=self.actor(context), run_id=context.get("run_id"),
+                                    dag_id=getattr(ti, "dag_id", None), task_id=getattr(ti, "task_id", self.task_id),
+                                    try_number=getattr(ti, "try_number", None), **kw))
 
     # --- errors -----------------------------------------------------------------------------
     def guarded(self, context, fn: Callable[[Any], Any]) -> Any:
@@ -221,6 +256,12 @@ class ValidateOperator(PolymigrateOperator):
         from polymigrate.policy import bound_changeset_hash
 
         params = RunParams.from_context(context)
+        run = context.get("dag_run")
+        ti = context.get("ti")
+        if ti is None or (ti.try_number or 1) == 1:  # first: even a run refused below is on record, with who
+            self.emit(context, "triggered", details={"by": getattr(run, "triggering_user_name", None),
+                                                     "run_type": str(getattr(run, "run_type", "") or ""),
+                                                     "params": asdict(params)})
         project, domain, catalog, env = self.load()
         counts = {tech: len(catalog.applicable(tech)) for tech in domain.technology_order()}
         summary: dict[str, Any] = {"migrations": counts, "risk": None, "destructive": False, "suppressions": [],
@@ -240,6 +281,8 @@ class ValidateOperator(PolymigrateOperator):
                 self.log.warning("%d blocking lint finding(s) pass to approval under the emergency override "
                                  "(it needs the stricter approval): %s", len(blocking), params.override_reason)
             elif blocking:
+                self.emit(context, "refused", details={"reason": f"lint findings at or above {env.policy.lint_block_at}",
+                                                       "findings": [str(f) for f in blocking][:SUPPRESSIONS_CAP]})
                 raise AirflowFailException(
                     f"{len(blocking)} lint finding(s) at or above '{env.policy.lint_block_at}' block {self.environment}:\n"
                     + "\n".join(f"  - {f}" for f in blocking)
@@ -247,11 +290,6 @@ class ValidateOperator(PolymigrateOperator):
         for note in catalog.notes:
             self.log.info("note: %s", note)
         self.log.info("Valid: %s", ", ".join(f"{t} {n}" for t, n in counts.items()) or "no technology")
-        run = context.get("dag_run")
-        if (context["ti"].try_number or 1) == 1:
-            self.emit(context, "triggered", details={"by": getattr(run, "triggering_user_name", None),
-                                                     "run_type": str(getattr(run, "run_type", "") or ""),
-                                                     "params": asdict(params)})
         self.emit(context, "validated", details=summary)
         return summary
 
@@ -343,7 +381,7 @@ class PlanOperator(PolymigrateOperator):
         finally:
             close()
         self.check_promotion(context, project, domain, env, params, plan)
-        self.emit(context, "planned", details=plan.summary())
+        self.emit(context, "planned", details={**plan.summary(), "dry_run": params.dry_run})
         return {**plan.summary(), "dry_run": params.dry_run}
 
     def check_promotion(self, context, project, domain, env, params, plan) -> None:
@@ -591,5 +629,8 @@ class VerifyOperator(PolymigrateOperator):
         if failures:
             raise PermanentError(f"verification failed in {self.region}:\n  " + "\n  ".join(failures),
                                  hint="read the execute task's log for this region, fix, then clear the failed task")
+        if params.dry_run:  # nothing was applied: the trail must not read as a verified change
+            self.log.info("dry run: %s checked, nothing applied, no 'verified' event", self.region)
+            return {"region": self.region, "versions": versions, "dry_run": True}
         self.emit(context, "verified", details={"region": self.region, "versions": versions}, region=self.region)
         return {"region": self.region, "versions": versions}

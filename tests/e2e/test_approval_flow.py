@@ -264,3 +264,23 @@ def test_approvals_given_survive_a_cleared_approve_task(airflow):
     approved = api.xcom(run, "approve")
     assert approved["approved_by"] == ["ann", "bob"]
     assert api.ti(run, "r1.postgresql")["state"] == "success"
+
+
+def test_a_forged_approval_does_not_let_the_run_through(airflow):
+    api = airflow
+    run = api.trigger("olga")
+    api.wait_for_request(run, "the approval request")
+    validate = api.xcom(run, "validate")
+    # Someone allowed to edit task state and XComs fakes the approve task's result instead of asking.
+    base = f"/api/v2/dags/{DAG}/dagRuns/{run}/taskInstances/approve"
+    r = api.call("olga", "POST", f"{base}/xcomEntries",
+                 {"key": "return_value", "value": {"approved": True, "changeset_hash": validate["changeset_hash"],
+                                                   "approved_by": ["ann", "bob"], "override": False}})
+    assert r.status_code in (200, 201), r.text
+    r = api.call("olga", "PATCH", base, {"new_state": "success"})
+    assert r.status_code == 200, r.text
+    api.wait("the plan task to end", lambda: api.ti(run, "plan").get("state") in ("failed", "success"), 300)
+    assert api.ti(run, "plan")["state"] == "failed"
+    assert ledger(api.r1) == [] and ledger(api.r2) == []
+    refused = [e for e in audit_events(api.audit, run) if e.kind == "refused"]
+    assert refused and refused[-1].details["reason"] == "no valid approval on record"

@@ -80,3 +80,14 @@ def test_broken_dag_validate_task_fails_naming_every_problem(monkeypatch, tmp_pa
     n = len(domain_yaml.read_text().splitlines())
     assert f"domain.yaml:{n - 1}: unknown key 'aprovals'" in text
     assert f"domain.yaml:{n}" in text and "strategy" in text
+
+
+def test_an_empty_region_or_technology_selection_is_refused_not_widened_to_all():
+    from polymigrate_airflow.operators import AirflowFailException, RunParams
+
+    with pytest.raises(AirflowFailException, match="param regions is empty"):
+        RunParams.from_context({"params": {"regions": [], "technologies": ["postgresql"]}})
+    with pytest.raises(AirflowFailException, match="param technologies is empty"):
+        RunParams.from_context({"params": {"technologies": []}})
+    chosen = RunParams.from_context({"params": {"regions": ["north_africa"]}})
+    assert chosen.selects("north_africa", "redis") and not chosen.selects("western_europe", "redis")
