@@ -52,6 +52,33 @@ def _truncate(cascade: bool):
     return check
 
 
+_CASCADE_COVERED = (OT.OBJECT_TABLE, OT.OBJECT_SCHEMA, OT.OBJECT_DATABASE)  # their own rules fire
+
+
+def _drop_cascade(src):
+    for s in src.statements:
+        n = s.node
+        if isinstance(n, ast.DropStmt) and n.behavior == enums.DropBehavior.DROP_CASCADE \
+                and n.removeType not in _CASCADE_COVERED:
+            yield Hit.at(s, "DROP … CASCADE also drops whatever depends on it: columns of that type, views, "
+                            "defaults using that sequence")
+
+
+def _drop_owned(src):
+    for s in src.statements:
+        if isinstance(s.node, ast.DropOwnedStmt):
+            yield Hit.at(s, "DROP OWNED drops every table, sequence and function the role owns, with their data")
+
+
+def _unbounded_dml(src):
+    for s in src.statements:
+        n = s.node
+        if isinstance(n, (ast.DeleteStmt, ast.UpdateStmt)) and n.whereClause is None \
+                and not is_new_table(src, s, n.relation):
+            verb = "DELETE" if isinstance(n, ast.DeleteStmt) else "UPDATE"
+            yield Hit.at(s, f"{verb} without WHERE touches every row of {qualified(n.relation)} in one transaction")
+
+
 _EXPAND = "expand/contract: stop using it in the application first, then drop it in a later release (and back it up)"
 RULES = (
     Rule("ban-drop-database", "postgresql", "critical", "DROP DATABASE deletes every table in it",
@@ -59,6 +86,17 @@ RULES = (
          destructive=True, squawk=True),
     Rule("ban-drop-table", "postgresql", "high", "DROP TABLE loses the data and breaks clients", _EXPAND,
          _drops(OT.OBJECT_TABLE), destructive=True, squawk=True),
+    Rule("ban-drop-schema", "postgresql", "high", "DROP SCHEMA deletes the schema and (with CASCADE) every table in it",
+         _EXPAND, _drops(OT.OBJECT_SCHEMA), destructive=True),
+    Rule("ban-drop-cascade", "postgresql", "high", "DROP … CASCADE removes dependent objects, data included",
+         "drop the dependent objects by name first, so the migration says exactly what it deletes",
+         _drop_cascade, destructive=True),
+    Rule("ban-drop-owned", "postgresql", "high", "DROP OWNED deletes everything a role owns",
+         "REASSIGN OWNED BY the role TO another owner, then drop only what you name", _drop_owned, destructive=True),
+    Rule("unbounded-delete-or-update", "postgresql", "high",
+         "DELETE or UPDATE without WHERE rewrites or removes every row under one long transaction",
+         "add the WHERE you mean; for a backfill, batch by key range (transactional=false, one batch per statement)",
+         _unbounded_dml, destructive=True),
     Rule("ban-drop-column", "postgresql", "high", "DROP COLUMN loses the data and breaks clients", _EXPAND,
          _drop_column, destructive=True, squawk=True),
     Rule("ban-truncate-cascade", "postgresql", "high",

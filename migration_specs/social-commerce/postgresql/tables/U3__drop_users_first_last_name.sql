@@ -3,7 +3,8 @@
 ALTER TABLE users ADD COLUMN first_name text, ADD COLUMN last_name text;
 UPDATE users
    SET first_name = nullif(split_part(full_name, ' ', 1), ''),
-       last_name  = nullif(substr(full_name, length(split_part(full_name, ' ', 1)) + 2), '');
+       last_name  = nullif(substr(full_name, length(split_part(full_name, ' ', 1)) + 2), '')
+ WHERE full_name IS NOT NULL;
 
 CREATE FUNCTION users_sync_full_name() RETURNS trigger
     LANGUAGE plpgsql AS
