@@ -68,21 +68,6 @@ def validate_project(root: str | Path, domains: list[str] | None = None) -> Vali
     return v
 
 
-def _with_dependencies(project: Project, names: list[str]) -> list[str]:
-    out: list[str] = []
-
-    def visit(n: str) -> None:
-        if n in out or n not in project.domains:
-            return
-        out.append(n)
-        for dep in project.domains[n].depends_on:
-            visit(dep)
-
-    for n in names:
-        visit(n)
-    return out
-
-
 def load_domain(root: str | Path, name: str) -> tuple[Project, Domain, DomainCatalog]:
     """One domain, ready to run; SpecError listing every problem of that domain otherwise."""
     v = validate_project(root, [name])
