@@ -80,6 +80,16 @@ def _quoted(text: str) -> str:
     return f"`{flat[:500]}`"
 
 
+def change_set(domain: str, environment: str, changeset_hash: str, triggered_by: str, summary: dict):
+    """What is being approved, from the validate task's summary: one definition for the approve task
+    and for the later checks of plan and execute."""
+    from polymigrate.policy import ChangeSet
+
+    return ChangeSet(domain=domain, environment=environment, hash=changeset_hash, triggered_by=triggered_by,
+                     risk=summary.get("risk") or "low", destructive=bool(summary.get("destructive")),
+                     blocking_findings=int((summary.get("lint") or {}).get("blocking", 0)))
+
+
 def recorded_answers(sink, domain: str, environment: str, run_id: str | None,
                      changeset_hash: str) -> tuple[list[dict], list[dict]]:
     """(counted approvals, rejections) of this run and change set in the audit store, oldest first.
@@ -137,12 +147,7 @@ class ApproveOperator(PolymigrateMixin, ApprovalOperator):
         return self.guarded(context, self._request)
 
     def _change(self, context, env, summary: dict, request: dict):
-        from polymigrate.policy import ChangeSet
-
-        return ChangeSet(domain=self.domain, environment=env.name, hash=request["changeset_hash"],
-                         triggered_by=request["triggered_by"], risk=summary.get("risk") or "low",
-                         destructive=bool(summary.get("destructive")),
-                         blocking_findings=int((summary.get("lint") or {}).get("blocking", 0)))
+        return change_set(self.domain, env.name, request["changeset_hash"], request["triggered_by"], summary)
 
     def _request(self, context):
         from polymigrate.errors import PolicyRefused

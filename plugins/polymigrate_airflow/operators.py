@@ -119,8 +119,7 @@ class PolymigrateMixin:
         the approve task's XCom (which a user allowed to edit task state and XComs could forge), and
         still valid now (expiry, roles, no rejection) when this task runs, possibly hours later."""
         from polymigrate.errors import PolicyRefused
-        from polymigrate.policy import ChangeSet
-        from polymigrate_airflow.approval import decide, recorded_answers
+        from polymigrate_airflow.approval import change_set, decide, recorded_answers
 
         params = RunParams.from_context(context)
         if env.policy.approvals.required == 0 and not params.override:
@@ -131,10 +130,8 @@ class PolymigrateMixin:
             return
         summary = context["ti"].xcom_pull(task_ids="validate") or {}
         run = context.get("dag_run")
-        change = ChangeSet(domain=self.domain, environment=env.name, hash=changeset_hash,
-                           triggered_by=getattr(run, "triggering_user_name", None) or "unknown",
-                           risk=summary.get("risk") or "low", destructive=bool(summary.get("destructive")),
-                           blocking_findings=int((summary.get("lint") or {}).get("blocking", 0)))
+        change = change_set(self.domain, env.name, changeset_hash,
+                            getattr(run, "triggering_user_name", None) or "unknown", summary)
         approvals, rejections = recorded_answers(sink, self.domain, env.name, context.get("run_id"), changeset_hash)
         decision = decide(self.specs_root, env, change, approvals + rejections, params.override)
         if decision.status != "approved":
