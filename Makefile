@@ -1,10 +1,11 @@
 # The two commands a newcomer needs: `make demo` (a real DAG run on the embedded default) and
-# `make test`. Both create .venv on first use.
+# `make test`. Both create .venv on first use; `make test` also installs and starts every engine
+# (scripts/engines.sh: PostgreSQL, Redis, FerretDB, OpenSearch, Flyway, Chromium) on loopback.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench clean engines engines-down
 
 $(BIN)/polymigrate: requirements.txt constraints.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -14,14 +15,20 @@ $(BIN)/polymigrate: requirements.txt constraints.txt pyproject.toml
 
 install: $(BIN)/polymigrate
 
-test: install
-	$(BIN)/pytest -q -p no:cacheprovider tests
+engines:
+	bash scripts/engines.sh up
+
+engines-down:
+	bash scripts/engines.sh down
+
+test: install engines
+	. .engines/env && $(BIN)/pytest -q -p no:cacheprovider tests
 
 demo: install
 	$(BIN)/python scripts/demo.py
 
-bench: install
-	for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
+bench: install engines
+	. .engines/env && for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .demo .airflow-test
+	rm -rf $(VENV) .demo .airflow-test .engines

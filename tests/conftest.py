@@ -1,22 +1,38 @@
-"""Shared fixtures: real PostgreSQL and Redis servers (never mocks).
+"""Shared fixtures: real servers (never mocks), started by ``make engines``.
 
-Defaults match the development machines (127.0.0.1:5432 trust auth, 127.0.0.1:6379); override
-with POLYMIGRATE_TEST_PG / POLYMIGRATE_TEST_REDIS.
+``scripts/engines.sh`` writes where each engine answers to ``.engines/env``; it is read here when
+the variables are not already set, so ``pytest tests/…`` run by hand finds the same servers as
+``make test``. Set POLYMIGRATE_TEST_PG / POLYMIGRATE_TEST_REDIS (or MONGO_URI, ES_URL…) to use others.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "migration_specs"
-PG_ADMIN_URL = os.environ.get("POLYMIGRATE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("POLYMIGRATE_TEST_REDIS", "redis://127.0.0.1:6379")
+
+
+def _load_engines_env(path: Path = ROOT / ".engines" / "env") -> None:
+    """``export NAME="${NAME:-value}"`` lines of scripts/engines.sh; what is set already wins."""
+    if not path.exists():
+        return
+    for line in path.read_text().splitlines():
+        m = re.match(r'export (\w+)="(?:\$\{\w+:-(.*)\}|(.*))"$', line.strip())
+        if m:
+            os.environ.setdefault(m.group(1), m.group(2) if m.group(2) is not None else m.group(3))
+
+
+_load_engines_env()
+PG_ADMIN_URL = os.environ.get("POLYMIGRATE_TEST_PG", "postgresql://postgres@127.0.0.1:54329/postgres")
+REDIS_URL = os.environ.get("POLYMIGRATE_TEST_REDIS", "redis://127.0.0.1:63790")
 REDIS_DB = int(os.environ.get("POLYMIGRATE_TEST_REDIS_DB", "15"))  # the DB the tests may flush
 sys.path.insert(0, str(ROOT))  # tests.conformance
 
@@ -38,6 +54,8 @@ def make_pg_database():
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
         with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            ENGINE_LABELS.setdefault("postgresql", f"PostgreSQL {conn.execute('SHOW server_version').fetchone()[0].split()[0]}"
+                                     f" ({PG_ADMIN_URL.split('@')[-1].rsplit('/', 1)[0]})")
         created.append(name)
         return _pg_url(name)
 
@@ -61,6 +79,53 @@ def redis_url() -> str:
     url = f"{REDIS_URL}/{REDIS_DB}"
     client = redis.Redis.from_url(url)
     client.flushdb()
+    ENGINE_LABELS.setdefault("redis", f"Redis {client.info('server')['redis_version']} ({REDIS_URL.split('//')[-1]})")
     yield url
     client.flushdb()
     client.close()
+
+
+# --- which engine each test ran on (printed at the end of every run) ------------------------------
+# A test counts for an engine when it uses one of that engine's fixtures (directly or through
+# another fixture) or carries ``@pytest.mark.engine("name")`` (tests that start their own server).
+ENGINE_FIXTURES: dict[str, str] = {
+    "make_pg_database": "postgresql",
+    "redis_url": "redis",
+}
+ENGINE_LABELS: dict[str, str] = {}  # engine -> "PostgreSQL 15.18", filled by the fixtures that meet the server
+_ENGINE_DEFAULT_LABELS = {"postgresql": "PostgreSQL", "redis": "Redis", "mongodb": "MongoDB protocol",
+                          "elasticsearch": "Elasticsearch API", "airflow": "Airflow", "flyway": "Flyway",
+                          "chromium": "Chromium"}
+_engine_counts: Counter = Counter()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "engine(name, ...): the test talks to this engine (counted in the summary)")
+
+
+def engines_of(item) -> set[str]:
+    found = {ENGINE_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in ENGINE_FIXTURES}
+    for mark in item.iter_markers("engine"):
+        found.update(mark.args)
+    return found
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.passed:
+        for engine in getattr(report, "polymigrate_engines", ()):
+            _engine_counts[engine] += 1
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    outcome.get_result().polymigrate_engines = sorted(engines_of(item))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _engine_counts:
+        return
+    terminalreporter.section("tests that passed, per engine")
+    for engine, n in sorted(_engine_counts.items()):
+        label = ENGINE_LABELS.get(engine) or _ENGINE_DEFAULT_LABELS.get(engine, engine)
+        terminalreporter.write_line(f"{label:<45} {n:>5}")
