@@ -3,6 +3,10 @@
 ``scripts/engines.sh`` writes where each engine answers to ``.engines/env``; it is read here when
 the variables are not already set, so ``pytest tests/…`` run by hand finds the same servers as
 ``make test``. Set POLYMIGRATE_TEST_PG / POLYMIGRATE_TEST_REDIS (or MONGO_URI, ES_URL…) to use others.
+
+Search engines: ``OPENSEARCH_URL`` (started by ``make engines``) always; ``ES_URL`` (an Elasticsearch
+8/9, e.g. docker-compose's) when set — tests using ``search_target`` run once per engine, and the
+Elasticsearch run is reported as skipped ("not run") without ES_URL.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ _load_engines_env()
 PG_ADMIN_URL = os.environ.get("POLYMIGRATE_TEST_PG", "postgresql://postgres@127.0.0.1:54329/postgres")
 REDIS_URL = os.environ.get("POLYMIGRATE_TEST_REDIS", "redis://127.0.0.1:63790")
 REDIS_DB = int(os.environ.get("POLYMIGRATE_TEST_REDIS_DB", "15"))  # the DB the tests may flush
+OPENSEARCH_URL = os.environ.get("OPENSEARCH_URL", "http://127.0.0.1:9250")
+ES_URL = os.environ.get("ES_URL")  # a real Elasticsearch 8/9; nothing here starts one
 sys.path.insert(0, str(ROOT))  # tests.conformance
 
 
@@ -85,16 +91,121 @@ def redis_url() -> str:
     client.close()
 
 
+class SearchTarget:
+    """A shared OpenSearch/Elasticsearch server seen through a name prefix unique to one test.
+
+    Everything a test creates is named ``prefix…`` (``name("products")``), the ledger included, so
+    tests of several sessions share the server; ``cleanup`` cancels the test's reindex tasks and
+    deletes its indices, templates and pipelines.
+    """
+
+    def __init__(self, engine: str, url: str):
+        from polymigrate.adapters.es_api import SearchApi
+
+        self.engine, self.url = engine, url
+        self.api = SearchApi.from_url(url)
+        self.prefix = f"pmt-{uuid.uuid4().hex[:8]}-"
+        self.ledger = f".polymigrate-{self.prefix}ledger"
+
+    def name(self, suffix: str) -> str:
+        return self.prefix + suffix
+
+    @property
+    def label(self) -> str:
+        return f"{self.api.server.label} ({self.url.split('//')[-1]})"
+
+    def bulk(self, actions) -> int:
+        """Index ``{"_index", "_id", "_source"}`` actions with the client's own bulk helper; how many."""
+        if self.api.server.flavour == "opensearch":
+            from opensearchpy import helpers
+        else:
+            from elasticsearch import helpers
+        ok, _ = helpers.bulk(self.api.client, actions, chunk_size=2000, refresh="wait_for")
+        return ok
+
+    def settings(self, **kw):
+        from polymigrate.spec import TechnologyConfig
+        return TechnologyConfig(ledger=self.ledger, index_prefix=self.prefix, **kw)
+
+    def cleanup(self) -> None:
+        from polymigrate.adapters.es_api import SearchError
+
+        api, p = self.api, self.prefix
+        tasks = api.request("GET", "/_tasks", params={"actions": "*reindex*", "detailed": True})
+        for node in (tasks.get("nodes") or {}).values():
+            for tid, t in (node.get("tasks") or {}).items():
+                if p in (t.get("description") or ""):
+                    api.cancel_task(tid)
+        rows = api.request("GET", f"/_cat/indices/*{p}*", params={"format": "json", "h": "index",
+                                                                   "expand_wildcards": "all"})
+        names = sorted(r["index"] for r in rows)
+        for i in range(0, len(names), 50):
+            api.request("DELETE", "/" + ",".join(names[i:i + 50]))
+        for path, key in (("_index_template", "index_templates"), ("_component_template", "component_templates")):
+            try:
+                for t in api.request("GET", f"/{path}/{p}*").get(key) or []:
+                    api.request("DELETE", f"/{path}/{t['name']}")
+            except SearchError as exc:
+                if exc.status != 404:
+                    raise
+        for path in ("_template", "_ingest/pipeline"):
+            try:
+                for name in api.request("GET", f"/{path}/{p}*") or {}:
+                    api.request("DELETE", f"/{path}/{name}")
+            except SearchError as exc:
+                if exc.status != 404:
+                    raise
+        api.close()
+
+
+def _search_target(engine: str, url: str):
+    target = SearchTarget(engine, url)
+    expected = "opensearch" if engine == "opensearch" else "elasticsearch"
+    if target.api.server.flavour != expected:
+        target.api.close()
+        pytest.fail(f"{url} is {target.api.server.label}, expected {expected}")
+    ENGINE_LABELS.setdefault(engine, target.label)
+    return target
+
+
+@pytest.fixture
+def opensearch_target():
+    """The shared OpenSearch server (OPENSEARCH_URL) behind a prefix unique to this test."""
+    target = _search_target("opensearch", OPENSEARCH_URL)
+    yield target
+    target.cleanup()
+
+
+@pytest.fixture
+def elasticsearch_target():
+    """A real Elasticsearch 8/9 (ES_URL) behind a prefix unique to this test; skipped without ES_URL."""
+    if not ES_URL:
+        pytest.skip("Elasticsearch not run: ES_URL is not set (docker compose up elasticsearch, then "
+                    "ES_URL=http://127.0.0.1:9200)")
+    target = _search_target("elasticsearch", ES_URL)
+    yield target
+    target.cleanup()
+
+
+@pytest.fixture(params=[pytest.param("opensearch", marks=pytest.mark.engine("opensearch")),
+                        pytest.param("elasticsearch", marks=pytest.mark.engine("elasticsearch"))])
+def search_target(request):
+    """The same test on OpenSearch and (when ES_URL is set) on Elasticsearch."""
+    return request.getfixturevalue(f"{request.param}_target")
+
+
 # --- which engine each test ran on (printed at the end of every run) ------------------------------
 # A test counts for an engine when it uses one of that engine's fixtures (directly or through
 # another fixture) or carries ``@pytest.mark.engine("name")`` (tests that start their own server).
 ENGINE_FIXTURES: dict[str, str] = {
     "make_pg_database": "postgresql",
     "redis_url": "redis",
+    "opensearch_target": "opensearch",
+    "elasticsearch_target": "elasticsearch",
 }
 ENGINE_LABELS: dict[str, str] = {}  # engine -> "PostgreSQL 15.18", filled by the fixtures that meet the server
 _ENGINE_DEFAULT_LABELS = {"postgresql": "PostgreSQL", "redis": "Redis", "mongodb": "MongoDB protocol",
-                          "elasticsearch": "Elasticsearch API", "airflow": "Airflow", "flyway": "Flyway",
+                          "elasticsearch": "Elasticsearch", "opensearch": "OpenSearch", "airflow": "Airflow", "flyway": "Flyway",
                           "chromium": "Chromium"}
 _engine_counts: Counter = Counter()
 

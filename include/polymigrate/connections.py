@@ -18,7 +18,8 @@ def env_var(conn_id: str) -> str:
 # Connection extras a client may be given: TLS and timeouts. Anything else an Airflow connection carries
 # (Airflow-only keys, driver options we do not vet) stays out: libpq refuses unknown parameters.
 ALLOWED_EXTRAS = frozenset({"sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "connect_timeout",
-                            "target_session_attrs", "application_name", "ssl", "ssl_cert_reqs", "ssl_ca_certs"})
+                            "target_session_attrs", "application_name", "ssl", "ssl_cert_reqs", "ssl_ca_certs",
+                            "use_ssl", "verify_certs", "ca_certs"})
 
 
 def url_for(conn_id: str) -> str | None:

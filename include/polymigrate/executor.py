@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from polymigrate.adapters.base import Adapter
+from polymigrate.adapters.base import NEEDS_UNDO_FILE, Adapter
 from polymigrate.catalog import Migration
 from polymigrate.errors import PermanentError, SpecError, TransientError
 from polymigrate.events import AuditEvent, EventSink, NullSink
@@ -156,23 +156,30 @@ def undo_to(adapter: Adapter, migrations: list[Migration], ctx: RunContext, vers
                        key=lambda i: Version(i.version), reverse=True)  # type: ignore[arg-type]
         problems = [f"{i.script}: version {i.version} is {i.state.value}" for i in above
                     if i.state not in (State.SUCCESS, State.OUT_OF_ORDER)]
-        problems += [f"{i.script}: version {i.version} has no undo file (U{i.version}__….sql)" for i in above
-                     if Version(i.version) not in undo_files]  # type: ignore[arg-type]
+        for i in above:
+            if Version(i.version) not in undo_files:  # type: ignore[arg-type]
+                why = adapter.undo_blocker(i.entry)  # type: ignore[arg-type]
+                if why is not None:
+                    problems.append(f"{i.script}: version {i.version} has no undo file (U{i.version}__….sql)"
+                                    if why == NEEDS_UNDO_FILE else f"{i.script}: version {i.version} cannot be undone: {why}")
         if problems:
             raise PermanentError(f"cannot undo to {version}; nothing was changed:\n  " + "\n  ".join(problems),
                                  hint="write the missing undo files, `repair` first, or undo to a higher version")
         values = placeholders_for(ctx)
         for n, info in enumerate(above, 1):
-            u = undo_files[Version(info.version)]  # type: ignore[arg-type]
+            u = undo_files.get(Version(info.version))  # type: ignore[arg-type]
+            script = u.script if u is not None else info.script
             if on_progress:
                 on_progress(n, len(above), info)
             if dry_run:
-                result.applied.append({"version": info.version, "script": u.script, "ms": 0, "action": "would undo"})
+                result.applied.append({"version": info.version, "script": script, "ms": 0, "action": "would undo"})
                 continue
-            applied = adapter.undo(u, u.render(values), ctx)
+            # without an undo file the adapter reverts what it recorded (an alias switched back)
+            applied = adapter.undo(u, u.render(values), ctx) if u is not None else \
+                adapter.undo_recorded(info.entry, ctx)  # type: ignore[arg-type]
             sink.emit(_event("undone", adapter, ctx, info, duration_ms=applied.execution_time_ms,
-                             details={"undo_script": u.script}))
-            result.applied.append({"version": info.version, "script": u.script, "ms": applied.execution_time_ms,
+                             details={"undo_script": script, **(applied.details or {})}))
+            result.applied.append({"version": info.version, "script": script, "ms": applied.execution_time_ms,
                                    "action": "undo"})
         result.current_version = current_version(reconcile(
             [m for m in migrations if m.kind is not Kind.UNDO], adapter.read_ledger()))

@@ -44,9 +44,63 @@ def redis_client(conn_id: str):
     return RedisHook(redis_conn_id=conn_id).get_conn()
 
 
+# Client options that change transport security or timeouts, never where requests go or as whom;
+# ``headers``, ``opaque_id`` and the like stay out.
+SEARCH_EXTRAS = frozenset({"use_ssl", "verify_certs", "ca_certs", "timeout", "http_compress"})
+
+
+def search_client(conn_id: str):
+    """An ``opensearchpy.OpenSearch`` or ``elasticsearch.Elasticsearch`` for ``conn_id``, whichever the
+    server is: ``GET /`` through the client ``OpenSearchHook`` builds (it talks to both), kept for
+    OpenSearch; for Elasticsearch the client comes from ``ElasticsearchPythonHook`` (the official
+    client, which refuses OpenSearch). Works with connection types ``opensearch``, ``elasticsearch``
+    and ``http``/``https``; extras are allowlisted before either hook sees them."""
+    import json
+
+    from airflow.providers.opensearch.hooks.opensearch import OpenSearchHook
+    from airflow.sdk import BaseHook, Connection
+
+    conn = BaseHook.get_connection(conn_id)
+    extras = {k: v for k, v in (conn.extra_dejson or {}).items() if k in SEARCH_EXTRAS}
+    if conn.conn_type == "https" or str(conn.schema or "").lower() == "https":
+        extras["use_ssl"] = True
+    clean = Connection(conn_id=conn.conn_id, conn_type=conn.conn_type, host=conn.host, port=conn.port or 9200,
+                       login=conn.login, password=conn.password, extra=json.dumps(extras))
+
+    class _AllowlistedOpenSearchHook(OpenSearchHook):
+        def __init__(self) -> None:
+            self.__dict__["conn"] = clean  # the hook reads extras from ``conn``: give it the allowlisted ones
+            super().__init__(open_search_conn_id=conn_id, log_query=False)
+
+    probe = _AllowlistedOpenSearchHook().client
+    try:
+        root = probe.transport.perform_request("GET", "/")
+    except Exception as exc:  # noqa: BLE001  unreachable now; the task's retry may find it
+        probe.close()
+        raise TransientError(f"search connection '{conn_id}' ({conn.host}:{clean.port}) did not answer GET /: {exc}") from exc
+    if (root.get("version") or {}).get("distribution") == "opensearch":
+        return probe
+    probe.close()
+    from airflow.providers.elasticsearch.hooks.elasticsearch import ElasticsearchPythonHook
+
+    scheme = "https" if str(extras.get("use_ssl", "")).lower() in ("true", "1", "yes") else "http"
+    args: dict[str, Any] = {}
+    if conn.login:
+        args["basic_auth"] = (conn.login, conn.password or "")
+    elif conn.password:
+        args["api_key"] = conn.password
+    for key in ("verify_certs", "ca_certs", "http_compress"):
+        if key in extras:
+            args[key] = extras[key] if key == "ca_certs" else str(extras[key]).lower() in ("true", "1", "yes")
+    if extras.get("timeout"):
+        args["request_timeout"] = float(extras["timeout"])
+    return ElasticsearchPythonHook(hosts=[f"{scheme}://{conn.host}:{clean.port}"], es_conn_args=args).get_conn
+
+
 CLIENT_FACTORIES: dict[str, Callable[[str], Any]] = {
     "postgresql": postgres_client,
     "redis": redis_client,
+    "elasticsearch": search_client,
 }
 
 
@@ -54,6 +108,9 @@ def describe(client: Any) -> str:
     """A client's target without credentials, for logs."""
     if isinstance(client, dict):
         return f"postgresql://{client.get('user', '')}@{client.get('host', '')}:{client.get('port', '')}/{client.get('dbname', '')}"
+    if type(client).__module__.split(".")[0] in ("elasticsearch", "opensearchpy"):
+        from polymigrate.adapters.es_api import client_where
+        return client_where(client)
     kw = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
     return f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
 

@@ -10,6 +10,7 @@ from polymigrate.adapters.base import Adapter, Applied, Capabilities, RepairRepo
 REGISTRY: dict[str, str] = {
     "postgresql": "polymigrate.adapters.postgres:PostgresAdapter",
     "redis": "polymigrate.adapters.redis:RedisAdapter",
+    "elasticsearch": "polymigrate.adapters.elasticsearch:ElasticsearchAdapter",
 }
 
 

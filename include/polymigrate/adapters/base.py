@@ -29,6 +29,9 @@ from polymigrate.catalog import Migration
 from polymigrate.ledger import LedgerEntry, RunContext
 
 
+NEEDS_UNDO_FILE = "needs an undo file"  # ``undo_blocker`` of adapters that only undo through U files
+
+
 @dataclass(frozen=True)
 class Capabilities:
     transactional: bool  # a migration and its ledger row commit together
@@ -84,6 +87,22 @@ class Adapter(abc.ABC):
     def undo(self, undo_migration: Migration, body: str, ctx: RunContext) -> Applied:
         from polymigrate.errors import PermanentError
         raise PermanentError(f"{self.technology} migrations cannot be undone", hint="write a new forward migration")
+
+    def undo_blocker(self, entry: LedgerEntry) -> str | None:
+        """Why ``undo_recorded`` cannot revert ``entry`` from what the adapter recorded when it ran
+        (None: it can). Adapters whose changes carry their own inverse (Elasticsearch: an alias
+        switch back to the retained index) override this and ``undo_recorded``; the others need
+        an undo file."""
+        return NEEDS_UNDO_FILE
+
+    def undo_recorded(self, entry: LedgerEntry, ctx: RunContext) -> Applied:
+        from polymigrate.errors import PermanentError
+        raise PermanentError(f"{self.technology} cannot undo {entry.script} without an undo file")
+
+    def expire_retained(self, ctx: RunContext, *, now: Any = None, dry_run: bool = False) -> list[str]:
+        """Delete what earlier migrations kept for undo once its retention passed (Elasticsearch: the
+        index a blue-green switch left); the names. Nothing to do for most technologies."""
+        return []
 
     def baseline(self, version: str, description: str, ctx: RunContext) -> None:
         from polymigrate.errors import PermanentError

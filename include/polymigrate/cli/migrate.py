@@ -39,7 +39,8 @@ from polymigrate.ledger import RunContext
 from polymigrate.reconcile import MigrationInfo, reconcile
 from polymigrate.spec import TechnologyConfig
 
-SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "redis": "redis", "rediss": "redis"}
+SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "redis": "redis", "rediss": "redis",
+           "http": "elasticsearch", "https": "elasticsearch", "elasticsearch": "elasticsearch", "opensearch": "elasticsearch"}
 
 
 @dataclass

@@ -11,11 +11,12 @@ MongoDB::
 Each command is a database command document exactly as for ``db.runCommand`` (its first key names
 the command), run in order against the domain's database.
 
-Elasticsearch::
+Elasticsearch / OpenSearch::
 
-    {"description": "...", "steps": [{"create_index": {...}}, {"reindex": {...}}, {"switch_alias": {...}}]}
+    {"description": "...", "steps": [{"index_template": {...}}, {"blue_green": {...}},
+                                     {"method": "PUT", "path": "/_ingest/pipeline/x", "body": {...}}]}
 
-Each step is an object with exactly one key naming the step.
+Each step is an object with exactly one key naming the step, or a raw request (docs/elasticsearch.md).
 """
 
 from __future__ import annotations
@@ -66,7 +67,28 @@ class CreateIndex(_Model):
     body: dict[str, Any] = Field(default_factory=dict, description="settings, mappings, aliases")
 
 
+class IndexTemplate(_Model):
+    """An index template from the body a team already keeps: composable (``index_patterns`` +
+    ``template``), legacy (``index_patterns`` + top-level ``settings``/``mappings``, ``order``), or a
+    bare index body (``settings``/``mappings``/``aliases``, with ``index_patterns`` given here)."""
+
+    name: str
+    body: dict[str, Any] = Field(default_factory=dict)
+    index_patterns: list[str] | None = Field(None, description="overrides or completes the body's")
+    priority: int | None = None
+    composed_of: list[str] | None = None
+
+
+class ComponentTemplate(_Model):
+    """A component template: ``{"template": {...}}`` or a bare index body."""
+
+    name: str
+    body: dict[str, Any]
+
+
 class PutIndexTemplate(_Model):
+    """The first format's name for a composable template; the same as ``index_template``."""
+
     name: str
     body: dict[str, Any] = Field(description="composable template: index_patterns, priority, template")
 
@@ -76,6 +98,9 @@ class Reindex(_Model):
     dest: str
     query: dict[str, Any] | None = Field(None, description="only documents matching this query")
     script: dict[str, Any] | None = Field(None, description="painless script applied to each document")
+    pipeline: str | None = None
+    slices: int | Literal["auto"] = "auto"
+    requests_per_second: float | None = Field(None, gt=0)
 
 
 class SwitchAlias(_Model):
@@ -93,6 +118,50 @@ class DeleteIndex(_Model):
     index: str
 
 
+class Pipeline(_Model):
+    name: str
+    body: dict[str, Any] = Field(description="description, processors")
+
+
+class CatchUp(_Model):
+    """How documents written to the old index during the reindex reach the new one: further passes
+    over a field every write sets (a date such as ``@timestamp`` or a growing number)."""
+
+    field: str
+    overlap: str | float | None = Field(None, description="how far before the last pass's high-water mark the "
+                                                           "next pass starts (date math like '2m', or a number); "
+                                                           "covers writes that became visible late")
+    max_passes: int = Field(5, ge=1, description="passes before the switch; one more runs after it")
+
+
+class Verify(_Model):
+    query: dict[str, Any] | None = Field(None, description="a query (a script query works) whose count must match "
+                                                           "on the old and the new index")
+
+
+class BlueGreen(_Model):
+    """Blue-green reindex behind an alias: a new ``<alias>_v<N>`` index, async ``_reindex``,
+    catch-up, verified counts, one atomic ``_aliases`` switch, the old index retained."""
+
+    alias: str
+    body: dict[str, Any] | None = Field(None, description="settings/mappings of the new index; without it the "
+                                                          "index templates matching <alias>_v<N> apply")
+    source: str | None = Field(None, description="default: the one index the alias points to")
+    query: dict[str, Any] | None = None
+    script: dict[str, Any] | None = None
+    pipeline: str | None = None
+    slices: int | Literal["auto"] = "auto"
+    requests_per_second: float | None = Field(None, gt=0)
+    batch_size: int | None = Field(None, gt=0, le=10000, description="documents per scroll batch (default: the "
+                                                                      "domain's batch_size, else 1000)")
+    catch_up: CatchUp | Literal["freeze", "none"] | None = Field(
+        None, description="{field, overlap}: further passes over that field; 'freeze': the old index is "
+                          "read-only during the reindex; 'none': nothing writes to it. Default: @timestamp "
+                          "when the source maps it as a date, else the file must say")
+    verify: Verify = Field(default_factory=Verify)
+    retain_days: float = Field(7, ge=0, description="the old index is kept this long for undo, then retention deletes it")
+
+
 class Request(_Model):
     method: Literal["GET", "HEAD", "PUT", "POST", "DELETE"]
     path: str = Field(pattern=r"^/")
@@ -101,31 +170,43 @@ class Request(_Model):
 
 STEP_KINDS: dict[str, type[_Model]] = {
     "create_index": CreateIndex,
+    "index_template": IndexTemplate,
+    "component_template": ComponentTemplate,
     "put_index_template": PutIndexTemplate,
     "reindex": Reindex,
     "switch_alias": SwitchAlias,
     "put_mapping": PutMapping,
     "delete_index": DeleteIndex,
+    "pipeline": Pipeline,
+    "blue_green": BlueGreen,
     "request": Request,
 }
 
 
 class Step(_Model):
-    """One step: exactly one of the keys of ``STEP_KINDS``."""
+    """One step: exactly one of the keys of ``STEP_KINDS``, or a bare raw request
+    ``{"method": …, "path": …, "body": …}`` (read as ``{"request": {…}}``)."""
 
     create_index: CreateIndex | None = None
+    index_template: IndexTemplate | None = None
+    component_template: ComponentTemplate | None = None
     put_index_template: PutIndexTemplate | None = None
     reindex: Reindex | None = None
     switch_alias: SwitchAlias | None = None
     put_mapping: PutMapping | None = None
     delete_index: DeleteIndex | None = None
+    pipeline: Pipeline | None = None
+    blue_green: BlueGreen | None = None
     request: Request | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _one_key(cls, v: Any) -> Any:
+        if isinstance(v, dict) and "method" in v and "path" in v:
+            return {"request": v}
         if isinstance(v, dict) and len(v) != 1:
-            raise ValueError(f"a step has exactly one key, one of {', '.join(STEP_KINDS)}; got {sorted(v) or 'none'}")
+            raise ValueError(f"a step has exactly one key, one of {', '.join(STEP_KINDS)} (or is a raw request "
+                             f"with method, path, body); got {sorted(v) or 'none'}")
         return v
 
     @property

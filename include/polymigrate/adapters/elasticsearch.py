@@ -1,0 +1,357 @@
+"""The Elasticsearch / OpenSearch adapter: JSON step files, a ledger index, a lease lock, blue-green.
+
+What it keeps in the target (``es_ledger``): the hidden index ``.polymigrate-<domain>`` with one
+document per ledger row and the lease document ``lock`` (``es_lease``). Elasticsearch has no
+transaction spanning a step and its ledger row, so a migration writes ``started`` before its first
+step and, after each step, the row again with what the step did (``progress``: steps done, the
+running step's state such as a reindex task id); a retry gets the incomplete row as ``resume`` and
+continues from it. Every write to the row and every change to the cluster is preceded by the
+lease's fence, and row writes are conditional on the row's sequence number, so a run that lost
+its lock writes nothing more.
+
+Which client: given a ready ``elasticsearch.Elasticsearch`` or ``opensearchpy.OpenSearch`` (built
+by the Airflow provider hooks) or a ``SearchApi``; ``from_url`` reads the flavour from ``GET /``.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import logging
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from polymigrate.adapters.base import Adapter, Applied, Capabilities
+from polymigrate.adapters.es_api import SearchApi, SearchError
+from polymigrate.adapters.es_bluegreen import BlueGreen, undo_switch
+from polymigrate.adapters.es_lease import Lease, LeaseLost
+from polymigrate.adapters.es_ledger import Ledger, ledger_index
+from polymigrate.adapters.es_steps import StepContext, classify, run_simple, short
+from polymigrate.catalog import Migration
+from polymigrate.errors import PermanentError, TransientError
+from polymigrate.ledger import LedgerEntry, RunContext, Status
+from polymigrate.spec import formats
+
+log = logging.getLogger("polymigrate.elasticsearch")
+
+DEFAULT_LEASE_MS = 30_000
+DEFAULT_BATCH_SIZE = 1000
+_HINTS = {
+    "index_not_found_exception": "create the index in an earlier step or migration, or fix its name",
+    "resource_already_exists_exception": "the index exists already; blue_green picks a fresh <alias>_v<N> for you",
+    "mapper_parsing_exception": "fix the mapping in the step's body",
+    "illegal_argument_exception": "fix the step's body (the server's reason is above)",
+    "invalid_index_template_exception": "fix the template's index_patterns or body",
+    "x_content_parse_exception": "fix the JSON body of the step: the server could not read it",
+}
+
+
+class ElasticsearchAdapter(Adapter):
+    """Adapter for one Elasticsearch 8/9 or OpenSearch 1/2 target."""
+
+    technology = "elasticsearch"
+    capabilities = Capabilities(transactional=False, reversible=True, resumable=True)
+
+    def __init__(self, client: Any, *, domain: str, settings: Any = None, lease_ms: int = DEFAULT_LEASE_MS,
+                 poll_seconds: float = 2.0, log_every_seconds: float = 10.0):
+        super().__init__(client, domain=domain, settings=settings)
+        self.api = client if isinstance(client, SearchApi) else SearchApi(client)
+        self.index_prefix = getattr(settings, "index_prefix", None) or ""
+        self.ledger = Ledger(self.api, ledger_index(domain, getattr(settings, "ledger", None)))
+        self.lease_ms = lease_ms
+        self.poll_seconds = poll_seconds
+        self.log_every_seconds = log_every_seconds
+        self.batch_size = getattr(settings, "batch_size", None) or DEFAULT_BATCH_SIZE
+        self._leases: list[Lease] = []
+
+    @classmethod
+    def from_url(cls, url: str, *, domain: str, settings: Any = None, **kw: Any) -> "ElasticsearchAdapter":
+        """``http(s)://[user:password@]host:9200`` (also ``elasticsearch://``, ``opensearch://``);
+        ``?lease_ms=N`` for the lock lease (how long a crashed run blocks the next one),
+        ``?poll_seconds=`` / ``?log_every_seconds=`` for watching reindex tasks."""
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        for key, conv in (("lease_ms", int), ("poll_seconds", float), ("log_every_seconds", float)):
+            if key in query:
+                kw.setdefault(key, conv(query.pop(key)))
+        api = SearchApi.from_url(urlunsplit(parts._replace(query=urlencode(query))))
+        try:
+            return cls(api, domain=domain, settings=settings, **kw)
+        except Exception:
+            api.close()
+            raise
+
+    @property
+    def target(self) -> str:
+        return f"{self.api.server.label} {self.api.where} {self.ledger.index}"
+
+    # -- lock ------------------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, owner: str, wait_seconds: float) -> Iterator[None]:
+        self._ensure_ledger()
+        lease = Lease(self.api, self.ledger.index, owner, self.lease_ms)
+        lease.acquire(wait_seconds, self.target)
+        self._leases.append(lease)
+        try:
+            yield
+        finally:
+            lease.release()
+            if lease in self._leases:
+                self._leases.remove(lease)
+
+    def _lease(self) -> Lease | None:
+        return self._leases[-1] if self._leases else None
+
+    def _fence(self, what: str) -> None:
+        lease = self._lease()
+        if lease is not None:
+            lease.fence(what)
+
+    # -- ledger ----------------------------------------------------------------------------
+
+    def _ensure_ledger(self) -> None:
+        try:
+            self.ledger.ensure()
+        except SearchError as exc:
+            raise classify(exc)(f"{self.target}: cannot create the ledger index: {exc}") from exc
+
+    def read_ledger(self) -> list[LedgerEntry]:
+        self._ensure_ledger()
+        try:
+            return self.ledger.read()
+        except SearchError as exc:
+            raise classify(exc)(f"{self.target}: cannot read the ledger: {exc}") from exc
+
+    def _write(self, entry: LedgerEntry, *, new: bool = False, what: str = "the ledger row",
+               checkpoint: bool = False) -> None:
+        self._fence(f"writing {what}")
+        self.ledger.write(entry, new=new, checkpoint=checkpoint)
+
+    def _entry(self, migration: Migration, ctx: RunContext, rank: int) -> LedgerEntry:
+        return LedgerEntry(
+            installed_rank=rank, version=str(migration.version) if migration.version is not None else None,
+            description=migration.description, type=migration.ledger_type, script=migration.script,
+            checksum=migration.checksum, installed_by=ctx.actor or getpass.getuser(),
+            installed_on=datetime.now(timezone.utc), success=False, status=Status.STARTED, domain=self.domain,
+            sha256=migration.sha256, run_id=ctx.run_id, environment=ctx.environment, region=ctx.region,
+            plan_hash=ctx.plan_hash)
+
+    # -- apply -----------------------------------------------------------------------------
+
+    def apply(self, migration: Migration, body: str, ctx: RunContext, resume: LedgerEntry | None = None) -> Applied:
+        """Run a step file, recording each step's outcome in the row; resume continues after the last one done."""
+        try:
+            spec = formats.parse("elasticsearch", body)
+        except formats.FormatError as exc:
+            raise PermanentError(f"not a valid elasticsearch migration: {exc}", file=migration.path, line=exc.line,
+                                 hint="see docs/elasticsearch.md for the step format") from None
+        started = time.monotonic()
+        try:
+            if resume is not None:
+                entry, new = resume, False
+                entry.progress.pop("error", None)
+                previous_ms = entry.execution_time
+            else:
+                entry, new = self._entry(migration, ctx, self.ledger.next_rank()), True
+                previous_ms = 0
+            entry.status, entry.success, entry.run_id = Status.STARTED, False, ctx.run_id
+            self._write(entry, new=new)
+        except SearchError as exc:
+            raise classify(exc)(f"{self.target}: cannot record the start of {migration.script}: {exc}",
+                                file=migration.path) from exc
+        progress = entry.progress
+        for i, step in enumerate(spec.steps):
+            if i < int(progress.get("steps_done", 0)):
+                continue
+            resuming = progress.get("step_index") == i
+            state = progress.get("step_state") if resuming else None
+            progress["step_index"], progress["step_state"] = i, state if isinstance(state, dict) else {}
+            self._run_step(migration, entry, i, step, resuming)
+        entry.execution_time = previous_ms + int((time.monotonic() - started) * 1000)
+        entry.status, entry.success = Status.SUCCESS, True
+        try:
+            self._write(entry, what="success")
+        except SearchError as exc:
+            # every step is recorded done: a retry finds steps_done = all and only records success
+            raise classify(exc)(f"{self.target}: {migration.script} ran, but its success could not be recorded: {exc}",
+                                file=migration.path) from exc
+        switches = progress.get("switches") or []
+        return Applied(entry.execution_time, statements=len(spec.steps),
+                       details={"steps": len(spec.steps),
+                                **({"switched": [f"{s['alias']}: {s['from']} → {s['to']}" for s in switches]}
+                                   if switches else {})})
+
+    def _run_step(self, migration: Migration, entry: LedgerEntry, i: int, step: formats.Step, resuming: bool) -> None:
+        progress = entry.progress
+        label = f"{migration.script} step {i + 1} ({step.kind})"
+        sctx = StepContext(api=self.api, fence=self._fence, checkpoint=lambda: self._write(entry, what=label, checkpoint=True),
+                           lease_lost=lambda: bool(self._lease() and self._lease().lost),  # type: ignore[union-attr]
+                           state=progress["step_state"], resuming=resuming, label=label, batch_size=self.batch_size,
+                           poll_seconds=self.poll_seconds, log_every_seconds=self.log_every_seconds)
+        try:
+            if step.kind == "blue_green":
+                progress.setdefault("switches", []).append(BlueGreen(sctx, step.args).run())  # type: ignore[arg-type]
+            else:
+                run_simple(sctx, step)
+                if step.kind == "switch_alias":
+                    a = step.args
+                    progress.setdefault("switches", []).append(
+                        {"alias": a.alias, "from": a.from_, "to": a.to, "mode": "switch_alias",  # type: ignore[attr-defined]
+                         "switched_at": datetime.now(timezone.utc).isoformat()})
+            progress["steps_done"] = i + 1
+            progress.pop("step_index", None)
+            progress.pop("step_state", None)
+            self._write(entry, what=f"{label} done", checkpoint=True)
+        except LeaseLost:
+            raise  # not ours to record any more
+        except (SearchError, PermanentError) as exc:
+            error = self._error(exc, migration, i, step)
+            self._record_failure(entry, error)
+            raise error from exc
+
+    def _error(self, exc: Exception, migration: Migration, i: int, step: formats.Step) -> PermanentError:
+        if isinstance(exc, PermanentError):
+            cls = type(exc) if isinstance(exc, TransientError) else PermanentError
+            return cls(f"step {i + 1} ({step.kind}): {exc.args[0] if exc.args else exc}", file=migration.path,
+                       statement=short(step), hint=exc.hint)
+        assert isinstance(exc, SearchError)
+        hint = "retry; the steps already done are not run again" if exc.transient else \
+            (_HINTS.get(exc.type or "") or "fix the step") + "; the steps before it are recorded as done"
+        return classify(exc)(f"step {i + 1} ({step.kind}): {exc}", file=migration.path, statement=short(step), hint=hint)
+
+    def _record_failure(self, entry: LedgerEntry, error: Exception) -> None:
+        try:
+            entry.status, entry.success = Status.FAILED, False
+            entry.progress["error"] = str(error)[:2000]
+            self._write(entry, what="the failure")
+        except (SearchError, PermanentError):
+            pass  # the row stays 'started', which resumes the same way
+
+    # -- undo (an alias back to the retained index) ----------------------------------------
+
+    def undo_blocker(self, entry: LedgerEntry) -> str | None:
+        switches = (entry.progress or {}).get("switches") or []
+        if not switches:
+            return "it switched no alias (only blue_green and switch_alias steps are undone without a file)"
+        for sw in switches:
+            if sw.get("from") is None:
+                return f"alias {sw['alias']} was created by it (there is no previous index to go back to)"
+            if sw.get("deleted_at"):
+                return f"{sw['from']}, the index before it, was deleted by retention on {sw['deleted_at'][:10]}"
+        return None
+
+    def undo_recorded(self, entry: LedgerEntry, ctx: RunContext) -> Applied:
+        """Point each alias the migration switched back to the index it left (still retained),
+        carrying back what was written since (docs/elasticsearch.md), newest switch first."""
+        why = self.undo_blocker(entry)
+        if why:
+            raise PermanentError(f"cannot undo {entry.script} (version {entry.version}): {why}",
+                                 hint="write a new forward migration instead")
+        started = time.monotonic()
+        label = f"undo {entry.script}"
+        for sw in reversed(entry.progress["switches"]):
+            state = sw.setdefault("undo", {})
+            sctx = StepContext(api=self.api, fence=self._fence, checkpoint=lambda: self._write(entry, what=label, checkpoint=True),
+                               lease_lost=lambda: bool(self._lease() and self._lease().lost),  # type: ignore[union-attr]
+                               state=state, resuming=bool(state), label=label, batch_size=self.batch_size,
+                               poll_seconds=self.poll_seconds, log_every_seconds=self.log_every_seconds)
+            try:
+                undo_switch(sctx, sw, ctx)
+            except SearchError as exc:
+                raise classify(exc)(f"{label}: {exc}", hint="retry: undo continues where it stopped") from exc
+        entry.status, entry.success = Status.UNDONE, False
+        entry.progress["undone_at"] = datetime.now(timezone.utc).isoformat()
+        self._write(entry, what="undone")
+        ms = int((time.monotonic() - started) * 1000)
+        return Applied(ms, len(entry.progress["switches"]),
+                       {"undone": entry.version, "aliases": [f"{s['alias']}: {s['to']} → {s['from']}"
+                                                             for s in entry.progress["switches"]]})
+
+    # -- retention -------------------------------------------------------------------------
+
+    def expire_retained(self, ctx: RunContext, *, now: datetime | None = None, dry_run: bool = False) -> list[str]:
+        """Delete the indices blue_green (and undo) retained once their ``retain_until`` passed and no
+        alias points to them; record it in the row. Takes the lock. The names deleted (or due)."""
+        now = now or datetime.now(timezone.utc)
+        done: list[str] = []
+        with self.lock(ctx.owner, ctx.lock_wait_seconds):
+            for entry in self.ledger.read():
+                changed = False
+                for sw in (entry.progress or {}).get("switches") or []:
+                    for index, until_key, mark in (
+                            (sw.get("from"), "retain_until", "deleted_at"),
+                            (sw.get("to"), "undo_retain_until", "to_deleted_at")):
+                        until = sw.get(until_key) if until_key == "retain_until" else (sw.get("undo") or {}).get(until_key)
+                        if not index or not until or sw.get(mark) or datetime.fromisoformat(until) > now:
+                            continue
+                        if until_key == "retain_until" and entry.status is Status.UNDONE:
+                            continue  # undone: the alias is back on this index
+                        aliases = (self.api.indices(index).get(index) or {}).get("aliases") or {}
+                        if aliases:
+                            log.warning("%s: retained %s is behind alias(es) %s again; kept", self.target, index,
+                                        ", ".join(sorted(aliases)))
+                            continue
+                        done.append(index)
+                        if dry_run:
+                            continue
+                        if self.api.exists(index):
+                            self._fence(f"deleting retained {index}")
+                            self.api.delete_index([index])
+                        sw[mark] = now.isoformat()
+                        changed = True
+                        log.info("%s: deleted %s, retained since %s until %s", self.target, index,
+                                 sw.get("switched_at", "?")[:19], until[:19])
+                if changed:
+                    self._write(entry, what="retention")
+        return done
+
+    # -- snapshot --------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Indices (under the domain's ``index_prefix``, hidden ones left out) with their fields and
+        aliases, and the index/component templates under the same prefix."""
+        pattern = f"{self.index_prefix}*"
+        mappings = self.api.request("GET", f"/{pattern}/_mapping", params={"expand_wildcards": "open"})
+        aliases = self.api.indices(pattern)
+        indices = {}
+        for name, m in sorted(mappings.items()):
+            if name.startswith("."):
+                continue
+            mp = m.get("mappings") or {}
+            indices[name] = {"fields": _fields(mp.get("properties") or {}), "dynamic": mp.get("dynamic"),
+                             "aliases": sorted((aliases.get(name) or {}).get("aliases") or {})}
+        out: dict[str, Any] = {"server": self.api.server.label, "indices": indices}
+        for kind, path, key in (("index_templates", "_index_template", "index_templates"),
+                                ("component_templates", "_component_template", "component_templates")):
+            try:
+                found = self.api.request("GET", f"/{path}/{pattern}").get(key) or []
+            except SearchError as exc:
+                if exc.status != 404:
+                    raise
+                found = []
+            out[kind] = {t["name"]: hashlib.sha256(json.dumps(t, sort_keys=True).encode()).hexdigest()[:16]
+                         for t in found}
+        return out
+
+    def close(self) -> None:
+        for lease in list(self._leases):
+            lease.release()
+        self._leases.clear()
+        self.api.close()
+
+
+def _fields(props: dict, prefix: str = "") -> dict[str, str]:
+    out = {}
+    for name, spec in sorted(props.items()):
+        if not isinstance(spec, dict):
+            continue
+        out[prefix + name] = spec.get("type") or "object"
+        out.update(_fields(spec.get("properties") or {}, prefix + name + "."))
+        out.update(_fields(spec.get("fields") or {}, prefix + name + "."))
+    return out
+
