@@ -60,6 +60,8 @@ def search_client(conn_id: str):
     from airflow.providers.opensearch.hooks.opensearch import OpenSearchHook
     from airflow.sdk import BaseHook, Connection
 
+    import polymigrate.adapters.es_api  # noqa: F401  quiets the clients' per-request INFO lines first
+
     conn = BaseHook.get_connection(conn_id)
     extras = {k: v for k, v in (conn.extra_dejson or {}).items() if k in SEARCH_EXTRAS}
     if conn.conn_type == "https" or str(conn.schema or "").lower() == "https":

@@ -258,14 +258,18 @@ def test_sample_json_files_parse_with_the_documented_formats(samples):
                 if m.path.suffix == ".json":
                     parsed = formats.parse(tech, m.text)
                     kinds |= {s.kind for s in getattr(parsed, "steps", [])}
-    assert {"create_index", "put_index_template", "reindex", "switch_alias", "put_mapping", "delete_index"} <= kinds
+    assert {"create_index", "index_template", "component_template", "blue_green", "switch_alias", "put_mapping"} <= kinds
 
 
-def test_products_v2_reindex_then_switches_the_alias(samples):
+def test_products_v2_is_a_blue_green_behind_the_products_alias(samples):
     m = next(m for m in samples["warehousing"].versioned("elasticsearch") if "products v2" in m.description)
-    steps = formats.parse("elasticsearch", m.text).steps
-    assert [s.kind for s in steps] == ["create_index", "reindex", "switch_alias"]
-    assert (steps[2].args.from_, steps[2].args.to, steps[2].args.alias) == ("products_v1", "products_v2", "products")
+    (step,) = formats.parse("elasticsearch", m.text).steps
+    assert (step.kind, step.args.alias, step.args.catch_up.field) == ("blue_green", "products", "updated_at")
+
+
+def test_every_elasticsearch_step_kind_has_an_implementation():
+    from polymigrate.adapters.es_steps import SIMPLE_STEPS
+    assert set(formats.STEP_KINDS) == set(SIMPLE_STEPS) | {"blue_green"}
 
 
 def test_sample_python_transform_defines_up_and_down(samples):

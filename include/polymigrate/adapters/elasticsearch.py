@@ -26,12 +26,13 @@ from typing import Any, Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from polymigrate.adapters.base import Adapter, Applied, Capabilities
-from polymigrate.adapters.es_api import SearchApi, SearchError
+from polymigrate.adapters.es_api import SearchApi, SearchError, client_where
 from polymigrate.adapters.es_bluegreen import BlueGreen, undo_switch
 from polymigrate.adapters.es_lease import Lease, LeaseLost
 from polymigrate.adapters.es_ledger import Ledger, ledger_index
 from polymigrate.adapters.es_steps import StepContext, classify, run_simple, short
 from polymigrate.catalog import Migration
+from polymigrate.connections import redact
 from polymigrate.errors import PermanentError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 from polymigrate.spec import formats
@@ -59,7 +60,11 @@ class ElasticsearchAdapter(Adapter):
     def __init__(self, client: Any, *, domain: str, settings: Any = None, lease_ms: int = DEFAULT_LEASE_MS,
                  poll_seconds: float = 2.0, log_every_seconds: float = 10.0):
         super().__init__(client, domain=domain, settings=settings)
-        self.api = client if isinstance(client, SearchApi) else SearchApi(client)
+        try:
+            self.api = client if isinstance(client, SearchApi) else SearchApi(client)
+        except SearchError as exc:
+            raise classify(exc)(f"search target {client_where(client)} did not answer GET /: {exc}",
+                                hint="check the connection's host, port and credentials") from exc
         self.index_prefix = getattr(settings, "index_prefix", None) or ""
         self.ledger = Ledger(self.api, ledger_index(domain, getattr(settings, "ledger", None)))
         self.lease_ms = lease_ms
@@ -78,7 +83,11 @@ class ElasticsearchAdapter(Adapter):
         for key, conv in (("lease_ms", int), ("poll_seconds", float), ("log_every_seconds", float)):
             if key in query:
                 kw.setdefault(key, conv(query.pop(key)))
-        api = SearchApi.from_url(urlunsplit(parts._replace(query=urlencode(query))))
+        try:
+            api = SearchApi.from_url(urlunsplit(parts._replace(query=urlencode(query))))
+        except SearchError as exc:
+            raise classify(exc)(f"search target {redact(url)} did not answer GET /: {exc}",
+                                hint="check the URL, and that the server runs") from exc
         try:
             return cls(api, domain=domain, settings=settings, **kw)
         except Exception:

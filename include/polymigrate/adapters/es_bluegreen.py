@@ -43,7 +43,7 @@ from typing import Any
 from polymigrate.adapters.es_api import SearchError, check_index_name
 from polymigrate.adapters.es_steps import (StepContext, TaskLost, check_reindex_response, index_body,
                                           start_and_watch)
-from polymigrate.errors import PermanentError
+from polymigrate.errors import PermanentError, TransientError
 from polymigrate.spec import formats
 
 log = logging.getLogger("polymigrate.elasticsearch")
@@ -123,8 +123,9 @@ class BlueGreen:
             except Restart as why:
                 log.warning("%s: %s; restarting into a fresh index", self.ctx.label, why)
                 self.discard_target()
-            except PermanentError:
-                self.unfreeze_after_failure()
+            except PermanentError as exc:
+                if not isinstance(exc, TransientError):  # a retry (or the lock's new holder) continues frozen
+                    self.unfreeze_after_failure()
                 raise
         if self.st["phase"] == "verified":
             self.switch()
@@ -161,7 +162,8 @@ class BlueGreen:
             raise PermanentError(f"source index {source} does not exist")
         mapping = next(iter(self.api.get_mapping(source).values())).get("mappings") or {}
         mode, field, kind, overlap = self._catch_up_mode(mapping, source)
-        n = next_number(self.alias, list(self.api.indices(f"{self.alias}_v*")) + [source])
+        # a discarded half-built index's name is not reused: the ledger and logs name each index once
+        n = next_number(self.alias, list(self.api.indices(f"{self.alias}_v*")) + [source] + st.get("discarded", []))
         st.update({"phase": "planned", "source": source, "target": versioned_name(self.alias, n),
                    "alias_existed": bool(current),
                    "props": {k: v for k, v in (current.get(source) or {}).items() if k in ALIAS_PROPS},
@@ -217,6 +219,8 @@ class BlueGreen:
                 self.ctx.fence("delete the half-built index")
                 self.api.delete_index([target])
                 log.info("%s: deleted half-built %s", self.ctx.label, target)
+        if target:
+            st.setdefault("discarded", []).append(target)
         for key in ("target", "task", "restore", "hw", "hw_next", "copied", "skipped"):
             st.pop(key, None)
         st["phase"] = None

@@ -318,35 +318,40 @@ def raw_request(ctx: StepContext, args: formats.Request) -> Any:
     return ctx.api.request(args.method, args.path, body=args.body)
 
 
-def run_simple(ctx: StepContext, step: formats.Step) -> dict | None:
-    """Run one non-blue-green step; what to record about it (or None)."""
-    a = step.args
-    kind = step.kind
-    if kind == "create_index":
-        create_index(ctx, a)  # type: ignore[arg-type]
-    elif kind in ("index_template", "put_index_template"):
-        body = composable_template(a)  # type: ignore[arg-type]
-        ctx.fence(kind)
-        ctx.api.put_index_template(a.name, body)  # type: ignore[attr-defined]
-    elif kind == "component_template":
-        ctx.fence(kind)
-        ctx.api.put_component_template(a.name, component_body(a.body))  # type: ignore[attr-defined]
-    elif kind == "put_mapping":
-        put_mapping(ctx, a)  # type: ignore[arg-type]
-    elif kind == "reindex":
-        return reindex(ctx, a)  # type: ignore[arg-type]
-    elif kind == "switch_alias":
-        switch_alias(ctx, a)  # type: ignore[arg-type]
-    elif kind == "delete_index":
-        delete_index(ctx, a)  # type: ignore[arg-type]
-    elif kind == "pipeline":
-        ctx.fence(kind)
-        ctx.api.put_pipeline(a.name, a.body)  # type: ignore[attr-defined]
-    elif kind == "request":
-        raw_request(ctx, a)  # type: ignore[arg-type]
-    else:  # pragma: no cover - formats.STEP_KINDS and this dispatch are checked by a unit test
-        raise PermanentError(f"step kind {kind} has no implementation")
-    return None
+def _index_template(ctx: StepContext, args: formats.IndexTemplate | formats.PutIndexTemplate) -> None:
+    body = composable_template(args)
+    ctx.fence("index_template")
+    ctx.api.put_index_template(args.name, body)
+
+
+def _component_template(ctx: StepContext, args: formats.ComponentTemplate) -> None:
+    ctx.fence("component_template")
+    ctx.api.put_component_template(args.name, component_body(args.body))
+
+
+def _pipeline(ctx: StepContext, args: formats.Pipeline) -> None:
+    ctx.fence("pipeline")
+    ctx.api.put_pipeline(args.name, args.body)
+
+
+# every step kind of ``formats.STEP_KINDS`` but blue_green (es_bluegreen); a unit test checks the two agree
+SIMPLE_STEPS: dict[str, Callable[[StepContext, Any], Any]] = {
+    "create_index": create_index,
+    "index_template": _index_template,
+    "put_index_template": _index_template,
+    "component_template": _component_template,
+    "put_mapping": put_mapping,
+    "reindex": reindex,
+    "switch_alias": switch_alias,
+    "delete_index": delete_index,
+    "pipeline": _pipeline,
+    "request": raw_request,
+}
+
+
+def run_simple(ctx: StepContext, step: formats.Step) -> None:
+    """Run one non-blue-green step."""
+    SIMPLE_STEPS[step.kind](ctx, step.args)
 
 
 def short(step: formats.Step) -> str:

@@ -19,6 +19,15 @@ _STYLE = {"info": "dim", "low": "cyan", "medium": "yellow", "high": "red", "crit
 
 
 def _connect(url: str):
+    from urllib.parse import urlsplit
+
+    if urlsplit(url).scheme in ("http", "https", "elasticsearch", "opensearch"):  # an Elasticsearch/OpenSearch target
+        from polymigrate.adapters.es_api import SearchApi, SearchError
+        try:
+            return SearchApi.from_url(url)
+        except SearchError as exc:
+            err_console.print(f"cannot connect to {redact(url)}: {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
     import psycopg
 
     try:
@@ -62,7 +71,8 @@ def _print_report(domain: str, report: LintReport, threshold: str) -> None:
 def lint(specs: Path = typer.Argument(Path(DEFAULT_SPECS), help="spec folder"),
          domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="only these domains"),
          as_json: bool = typer.Option(False, "--json", help="machine-readable report"),
-         url: Optional[str] = typer.Option(None, "--url", help="postgresql://… target for impact-aware risk (read only)"),
+         url: Optional[str] = typer.Option(None, "--url", help="postgresql://… or http(s)://… (Elasticsearch/OpenSearch) "
+                                                               "target for impact-aware risk (read only)"),
          threshold: str = typer.Option("high", "--threshold", "-t", help="lowest severity that fails: " + "|".join(SEVERITY_ORDER)),
          rules: bool = typer.Option(False, "--rules", help="list the rules and exit")) -> None:
     """Lint every migration: SQL safety, non-SQL rules, security, version collisions. Exit 1 on blocking findings."""
@@ -78,7 +88,9 @@ def lint(specs: Path = typer.Argument(Path(DEFAULT_SPECS), help="spec folder"),
         reports = {}
         for name, catalog in v.catalogs.items():
             pg = v.project.domains[name].technologies.get("postgresql")
-            reports[name] = lint_catalog(catalog, connection=conn, schema=pg.schema_ if pg else None)
+            search = conn if type(conn).__name__ == "SearchApi" else None
+            reports[name] = lint_catalog(catalog, connection=None if search else conn, search=search,
+                                         schema=pg.schema_ if pg else None)
     finally:
         if conn is not None:
             conn.close()

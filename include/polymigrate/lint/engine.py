@@ -86,30 +86,44 @@ def _stats(connection, schema: str | None) -> StatsReader | None:
     return StatsReader(connection, schema) if connection is not None else None
 
 
+def _live_state(technology: str, search) -> dict:
+    """The per-technology state the rules share; an Elasticsearch target's live indices when given."""
+    if technology == "elasticsearch" and search is not None:
+        from polymigrate.lint.rules.elasticsearch import LiveIndices
+        return {"es_live": LiveIndices(search)}
+    return {}
+
+
 def lint_file(migration: Migration, *, connection=None, placeholders=None, schema: str | None = None,
-              state: dict | None = None) -> LintReport:
+              state: dict | None = None, search=None) -> LintReport:
     """The full report (findings and impacts) of one migration."""
     stats = _stats(connection, schema) if migration.technology == "postgresql" else None
-    return lint_source(prepare(migration, placeholders, state), stats)
+    if state is None:
+        state = _live_state(migration.technology, search)
+    report = lint_source(prepare(migration, placeholders, state), stats)
+    report.connected = report.connected or (search is not None and migration.technology == "elasticsearch")
+    return report
 
 
-def lint_migration(migration: Migration, *, connection=None, placeholders=None, schema: str | None = None) -> list[Finding]:
+def lint_migration(migration: Migration, *, connection=None, placeholders=None, schema: str | None = None,
+                   search=None) -> list[Finding]:
     """Findings of one migration on its own (no catalog context such as earlier alias switches)."""
-    return lint_file(migration, connection=connection, placeholders=placeholders, schema=schema).findings
+    return lint_file(migration, connection=connection, placeholders=placeholders, schema=schema, search=search).findings
 
 
 def lint_catalog(catalog: DomainCatalog, *, connection=None, placeholders=None, schema: str | None = None,
-                 collisions_check: bool = True) -> LintReport:
+                 collisions_check: bool = True, search=None) -> LintReport:
     """Lint every migration of a domain in the order they apply, plus version collisions.
 
     ``connection``: a psycopg (v3) connection to a PostgreSQL target, for impact-aware risk; only
     read (pg_class statistics). ``schema``: the domain's PostgreSQL schema, tried first for
-    unqualified table names.
+    unqualified table names. ``search``: a ``SearchApi`` on an Elasticsearch/OpenSearch target, whose
+    live mappings, document counts and sizes the Elasticsearch rules read.
     """
-    report = LintReport(connected=connection is not None)
+    report = LintReport(connected=connection is not None or search is not None)
     stats = _stats(connection, schema)
     for technology, migrations in catalog.migrations.items():
-        state: dict = {}
+        state: dict = _live_state(technology, search)
         for m in migrations:
             src = prepare(m, placeholders, state)
             report.extend(lint_source(src, stats if technology == "postgresql" else None))

@@ -117,10 +117,12 @@ CASES = {
         REDIS, "redis.call('RENAME', 'user:' .. ARGV[1] .. ':profile', 'profile:' .. ARGV[1])\nreturn {'0', 1}",
         "redis.call('RENAME', 'user:{' .. ARGV[1] .. '}:profile', 'profile:{' .. ARGV[1] .. '}')\nreturn {'0', 1}"),
     "es-field-type-change-without-reindex": (
-        ES, _es(_V1, {"put_mapping": {"index": "products_v1", "body": {"properties": {"price": {"type": "keyword"}}}}}),
-        _es(_V1, {"put_mapping": {"index": "products_v1", "body": {"properties": {"sku": {"type": "keyword"}}}}})),
+        ES, _es(_V1, _ALIAS, {"put_mapping": {"index": "products", "body": {"properties": {"price": {"type": "keyword"}}}}}),
+        _es(_V1, _ALIAS, {"blue_green": {"alias": "products", "catch_up": "freeze", "body": {
+            "mappings": {"properties": {"price": {"type": "scaled_float", "scaling_factor": 100}}}}}},
+            {"put_mapping": {"index": "products", "body": {"properties": {"price": {"type": "scaled_float"}}}}})),
     "es-write-to-concrete-index": (
-        ES, _es(_V1, _ALIAS, {"request": {"method": "POST", "path": "/products_v1/_doc", "body": {"price": 1}}}),
+        ES, _es(_V1, _ALIAS, {"method": "POST", "path": "/products_v1/_doc", "body": {"price": 1}}),
         _es(_V1, _ALIAS, {"request": {"method": "POST", "path": "/products/_doc", "body": {"price": 1}}})),
     "es-delete-index-behind-alias": (
         ES, _es(_V1, _ALIAS, {"delete_index": {"index": "products_v1"}}),
@@ -129,6 +131,17 @@ CASES = {
             {"delete_index": {"index": "products_v1"}})),
     "es-delete-index": (ES, _es({"delete_index": {"index": "old_logs"}}),
                         _es({"create_index": {"index": "old_logs_v2"}})),
+    "es-blue-green-catch-up-unset": (
+        ES, _es(_V1, _ALIAS, {"blue_green": {"alias": "products"}}),
+        _es({"create_index": {"index": "events_v1", "body": {"mappings": {"properties": {"@timestamp": {"type": "date"}}}}}},
+            {"switch_alias": {"alias": "events", "from": None, "to": "events_v1"}},
+            {"blue_green": {"alias": "events"}})),
+    "es-blue-green-catch-up-none": (
+        ES, _es(_V1, _ALIAS, {"blue_green": {"alias": "products", "catch_up": "none"}}),
+        _es(_V1, _ALIAS, {"blue_green": {"alias": "products", "catch_up": {"field": "updated_at"}}})),
+    "es-blue-green-write-freeze": (
+        ES, _es(_V1, _ALIAS, {"blue_green": {"alias": "products", "catch_up": "freeze"}}),
+        _es(_V1, _ALIAS, {"blue_green": {"alias": "products", "catch_up": {"field": "updated_at"}}})),
     "suppression-missing-reason": (
         PG, "-- polymigrate:lint-ignore ban-drop-table\nDROP TABLE orders;",
         "-- polymigrate:lint-ignore ban-drop-table reason: replaced by purchases in V7, data archived\nDROP TABLE orders;"),
