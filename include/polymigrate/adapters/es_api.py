@@ -158,7 +158,8 @@ class SearchApi:
             tls["verify_certs"] = verify
             if query.get("ca_certs"):
                 tls["ca_certs"] = query["ca_certs"]
-        probe = OpenSearch([base], http_auth=auth, timeout=timeout, **tls)
+        # several connections: the lease renews from its own thread while the run waits on a task
+        probe = OpenSearch([base], http_auth=auth, timeout=timeout, pool_maxsize=4, **tls)
         try:
             root = probe.transport.perform_request("GET", "/")
         except Exception as exc:

@@ -106,6 +106,12 @@ def _type(spec: dict) -> str | None:
     return spec.get("type") or ("object" if "properties" in spec else None)
 
 
+def _default(param: str, field_type: str | None) -> Any:
+    if param == "doc_values" and field_type in ("text", "annotated_text", "match_only_text"):
+        return False  # text fields have no doc values
+    return PARAM_DEFAULTS.get(param)
+
+
 def mapping_conflicts(live: dict, new: dict, prefix: str = "") -> list[str]:
     """Changes in ``new`` (a ``properties`` mapping) that an existing field cannot take in place."""
     out = []
@@ -119,8 +125,9 @@ def mapping_conflicts(live: dict, new: dict, prefix: str = "") -> list[str]:
             out.append(f"{path}: type {old_t} → {new_t}")
             continue
         for param in IMMUTABLE_PARAMS:
-            if param in spec and spec[param] != old.get(param, PARAM_DEFAULTS.get(param)):
-                out.append(f"{path}: {param} {old.get(param, PARAM_DEFAULTS.get(param))!r} → {spec[param]!r}")
+            before = old.get(param, _default(param, old_t))
+            if param in spec and spec[param] != before:
+                out.append(f"{path}: {param} {before!r} → {spec[param]!r}")
         out += mapping_conflicts(old.get("properties") or {}, spec.get("properties") or {}, path + ".")
         out += mapping_conflicts(old.get("fields") or {}, spec.get("fields") or {}, path + ".")
     return out
