@@ -8,7 +8,10 @@ What it prints, side by side, in one run on one server:
 * ``blue_green``: the adapter's whole step (new ``<alias>_v2``, async reindex watched through
   ``_tasks``, catch-up passes over the ``at`` field, verified counts, one ``_aliases`` switch) while
   another process searches the alias without pause: searches made, failed (an error or a failed
-  shard), empty (no hit) and short (fewer hits than documents), and the slowest;
+  shard), empty (no hit) and short (fewer hits than documents), and the slowest. The searcher's
+  client (the seam's) retries a 429 three times as clients do; one that still comes back is retried
+  once more after 100 ms and counted as ``throttled`` — the test server's 512 MB heap trips its
+  memory breaker under load, whatever the migration does;
 * kill -9: the CLI runs the next blue_green (``_v3``) in a subprocess, is killed once the copy
   passed a third, and is run again: it re-attaches to the server's task; the alias must end on one
   complete index.
@@ -71,11 +74,26 @@ def load(api: SearchApi, index: str, alias: str, n: int) -> float:
     return time.monotonic() - started
 
 
+def patiently(call, *args, **kw):
+    """The bench's own reads, retried while the server refuses them (429: its 512 MB heap is full)."""
+    for attempt in range(60):
+        try:
+            return call(*args, **kw)
+        except SearchError as exc:
+            if not exc.transient or attempt == 59:
+                raise
+            time.sleep(2)
+
+
+def completed(api: SearchApi, task: str) -> bool:
+    return bool((patiently(api.task, task) or {}).get("completed"))
+
+
 def bare_reindex(api: SearchApi, source: str, dest: str) -> float:
     started = time.monotonic()
     api.create_index(dest, BODY)
     task = api.reindex({"source": {"index": source, "size": BATCH}, "dest": {"index": dest}}, slices="auto")
-    while not (api.task(task) or {}).get("completed"):
+    while not completed(api, task):
         time.sleep(0.5)
     api.refresh(dest)
     elapsed = time.monotonic() - started
@@ -182,12 +200,12 @@ def killed_and_rerun(api: SearchApi, url: str, folder: Path, ledger: str, alias:
     while done < n // 3:
         if proc.poll() is not None:
             raise SystemExit(f"the CLI ended before the kill: {proc.stderr.read()[-2000:]}")
-        rows = api.search(ledger, {"query": {"term": {"kind": "entry"}}, "size": 100})["hits"]["hits"] \
-            if api.exists(ledger) else []
+        rows = patiently(api.search, ledger, {"query": {"term": {"kind": "entry"}}, "size": 100})["hits"]["hits"] \
+            if patiently(api.exists, ledger) else []
         for row in rows:
             task = ((row["_source"].get("progress") or {}).get("step_state") or {}).get("task") or task
-        if task:
-            status = ((api.task(task) or {}).get("task") or {}).get("status") or {}
+        if task and not completed(api, task):
+            status = ((patiently(api.task, task) or {}).get("task") or {}).get("status") or {}
             done = int(status.get("created") or 0)
         time.sleep(0.5)
     proc.send_signal(signal.SIGKILL)
@@ -195,19 +213,46 @@ def killed_and_rerun(api: SearchApi, url: str, folder: Path, ledger: str, alias:
     killed_at = time.monotonic() - started
     rerun = subprocess.run(cli, capture_output=True, text=True)
     total = time.monotonic() - started
-    behind = api.alias_targets(alias)
-    (index,) = behind
+    behind = patiently(api.alias_targets, alias)
+    index = sorted(behind)[0]
     return {"killed_after_s": killed_at, "killed_at_docs": done, "total_s": total, "rerun_exit": rerun.returncode,
-            "reattached": "re-attaching" in rerun.stderr, "alias_on": sorted(behind), "count": api.count(alias),
-            "index_count": api.count(index), "error": rerun.stderr[-1500:] if rerun.returncode else ""}
+            "reattached": "re-attaching" in rerun.stderr, "alias_on": sorted(behind),
+            "count": patiently(api.count, alias), "index_count": patiently(api.count, index),
+            "error": rerun.stderr[-1500:] if rerun.returncode else ""}
 
 
 def cleanup(api: SearchApi, prefix: str) -> None:
-    rows = api.request("GET", f"/_cat/indices/*{prefix}*", params={"format": "json", "h": "index",
-                                                                   "expand_wildcards": "all"})
+    tasks = patiently(api.request, "GET", "/_tasks", params={"actions": "*reindex*", "detailed": True})
+    for node in (tasks.get("nodes") or {}).values():
+        for tid, t in (node.get("tasks") or {}).items():
+            if prefix in (t.get("description") or ""):
+                patiently(api.cancel_task, tid)
+    rows = patiently(api.request, "GET", f"/_cat/indices/*{prefix}*",
+                     params={"format": "json", "h": "index", "expand_wildcards": "all"})
     names = [r["index"] for r in rows]
     if names:
-        api.request("DELETE", "/" + ",".join(names))
+        patiently(api.request, "DELETE", "/" + ",".join(names))
+
+
+def compare(api: SearchApi, url: str, folder: Path, prefix: str, ledger: str, alias: str, n: int) -> None:
+    """The bare _reindex and the blue_green, each while a client searches the alias; printed side by side."""
+    with Searching(url, alias, n) as during_bare:
+        bare = bare_reindex(api, f"{alias}_v1", f"{prefix}bare")
+    api.delete_index([f"{prefix}bare"])
+    step_file(folder, 1, alias)
+    with Searching(url, alias, n) as during_bg:
+        bg = blue_green(url, folder, ledger, alias)
+    on = sorted(patiently(api.alias_targets, alias))
+    row = patiently(api.search, ledger, {"query": {"term": {"kind": "entry"}}, "size": 1})["hits"]["hits"][0]["_source"]
+    switched = datetime.fromisoformat(row["progress"]["switches"][0]["switched_at"]).timestamp()
+    print()
+    print(f"{'':46} {'wall':>9} {'docs/s':>9}  ratio   (a client searches the alias throughout both)")
+    print(f"{'bare _reindex (PUT index + POST _reindex)':46} {bare:8.1f}s {n / bare:9,.0f}")
+    print(f"{'blue_green (copy, catch-up, verify, switch)':46} {bg:8.1f}s {n / bg:9,.0f}  {bg / bare:.2f}× bare")
+    print(f"alias now on {on}, {patiently(api.count, alias):,} documents")
+    print(f"searches during the bare _reindex: {describe(during_bare.tallies, n)}")
+    print(f"searches during blue_green:        {describe(during_bg.tallies, n, switched)}", flush=True)
+    api.delete_index([f"{alias}_v1"])  # retained by the switch; frees the small heap for the kill run
 
 
 def main() -> None:
@@ -215,6 +260,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=1_000_000)
     parser.add_argument("--url", default=os.environ.get("OPENSEARCH_URL", "http://127.0.0.1:9250"))
     parser.add_argument("--no-kill", action="store_true", help="skip the kill -9 run")
+    parser.add_argument("--no-compare", action="store_true", help="skip the bare/blue_green comparison")
     parser.add_argument("-v", "--verbose", action="store_true", help="the adapter's log (phases, progress, ETA)")
     args = parser.parse_args()
     if args.verbose:
@@ -230,25 +276,10 @@ def main() -> None:
     try:
         secs = load(api, f"{alias}_v1", alias, n)
         print(f"loaded in {secs:.1f}s ({n / secs:,.0f} docs/s)", flush=True)
-        with Searching(args.url, alias, n) as during_bare:
-            bare = bare_reindex(api, f"{alias}_v1", f"{prefix}bare")
-        api.delete_index([f"{prefix}bare"])
         with tempfile.TemporaryDirectory() as tmp:
-            folder = step_file(Path(tmp) / "es", 1, alias)
-            with Searching(args.url, alias, n) as during_bg:
-                bg = blue_green(args.url, folder, ledger, alias)
-            on = sorted(api.alias_targets(alias))
-            row = api.search(ledger, {"query": {"term": {"kind": "entry"}}, "size": 1})["hits"]["hits"][0]["_source"]
-            switched = datetime.fromisoformat(row["progress"]["switches"][0]["switched_at"]).timestamp()
-            print()
-            print(f"{'':46} {'wall':>9} {'docs/s':>9}  ratio   (a client searches the alias throughout both)")
-            print(f"{'bare _reindex (PUT index + POST _reindex)':46} {bare:8.1f}s {n / bare:9,.0f}")
-            print(f"{'blue_green (copy, catch-up, verify, switch)':46} {bg:8.1f}s {n / bg:9,.0f}  {bg / bare:.2f}× bare")
-            print(f"alias now on {on}, {api.count(alias):,} documents")
-            print(f"searches during the bare _reindex: {describe(during_bare.tallies, n)}")
-            print(f"searches during blue_green:        {describe(during_bg.tallies, n, switched)}")
+            if not args.no_compare:
+                compare(api, args.url, Path(tmp) / "es", prefix, ledger, alias, n)
             if not args.no_kill:
-                api.delete_index([f"{alias}_v1"])  # retained by the switch; frees the small heap
                 k = killed_and_rerun(api, args.url, step_file(Path(tmp) / "es", 2, alias), ledger, alias, n)
                 print(f"kill -9 after {k['killed_after_s']:.1f}s ({k['killed_at_docs']:,} documents copied), rerun "
                       f"exit {k['rerun_exit']}, re-attached to the task: {k['reattached']}; total {k['total_s']:.1f}s; "

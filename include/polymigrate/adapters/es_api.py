@@ -159,7 +159,10 @@ class SearchApi:
             if query.get("ca_certs"):
                 tls["ca_certs"] = query["ca_certs"]
         # several connections: the lease renews from its own thread while the run waits on a task
-        probe = OpenSearch([base], http_auth=auth, timeout=timeout, pool_maxsize=4, **tls)
+        # A 429 (rejected: a full queue, a tripped memory breaker) was not executed, so retrying it is
+        # safe for every call, writes included; the other statuses are opensearch-py's defaults.
+        probe = OpenSearch([base], http_auth=auth, timeout=timeout, pool_maxsize=4, max_retries=3,
+                           retry_on_status=(429, 502, 503, 504), **tls)
         try:
             root = probe.transport.perform_request("GET", "/")
         except Exception as exc:
@@ -175,7 +178,8 @@ class SearchApi:
             es_tls["verify_certs"] = verify
             if query.get("ca_certs"):
                 es_tls["ca_certs"] = query["ca_certs"]
-        client = Elasticsearch(base, basic_auth=auth, request_timeout=timeout, **es_tls)
+        client = Elasticsearch(base, basic_auth=auth, request_timeout=timeout, max_retries=3,
+                               retry_on_status=(429, 502, 503, 504), **es_tls)
         return cls(client, owns_client=True)
 
     def close(self) -> None:

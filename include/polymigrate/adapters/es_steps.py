@@ -29,6 +29,7 @@ MAPPING_KEYS = frozenset({"properties", "dynamic", "_source", "_meta", "dynamic_
 IMMUTABLE_PARAMS = ("analyzer", "index", "doc_values", "store", "format", "normalizer", "scaling_factor",
                     "index_options", "similarity", "term_vector", "null_value", "enabled", "dims", "path")
 PARAM_DEFAULTS = {"index": True, "doc_values": True, "store": False, "enabled": True}
+UNREACHABLE_SECONDS = 300  # how long a task's polls may fail (busy node, outage) before the step gives up
 
 
 class TaskLost(Exception):
@@ -174,12 +175,29 @@ def watch_task(ctx: StepContext, task_id: str, what: str) -> dict:
     attached = time.monotonic()
     first_done: int | None = None
     last_log = last_save = attached
+    unreachable_since: float | None = None
     delay = 0.1
     while True:
         if ctx.lease_lost():
             raise LeaseLost(f"{ctx.label}: the migration lock was lost while watching task {task_id}; "
                             "stopped (the task continues and the lock's holder re-attaches to it)")
-        t = ctx.api.task(task_id)
+        try:
+            t = ctx.api.task(task_id)
+        except SearchError as exc:
+            # the task runs on the server whatever happens to this poll: a busy node (429, a tripped
+            # memory breaker) or a short outage is waited out, up to UNREACHABLE_SECONDS
+            if not exc.transient:
+                raise
+            now = time.monotonic()
+            unreachable_since = unreachable_since or now
+            if now - unreachable_since > UNREACHABLE_SECONDS:
+                raise TransientError(f"{what}: task {task_id} could not be polled for {UNREACHABLE_SECONDS}s: {exc}",
+                                     hint="retry: the run re-attaches to the task") from exc
+            log.warning("%s: polling task %s failed (%s); the task goes on, polling again", ctx.label, task_id,
+                        exc.type or exc.status)
+            time.sleep(min(5.0, ctx.poll_seconds * 2))
+            continue
+        unreachable_since = None
         if t is None:
             raise TaskLost(f"task {task_id} is unknown to the server")
         if t.get("completed"):
