@@ -16,6 +16,7 @@ file saved on Windows (BOM, CRLF), non-ASCII names and data, a function body wit
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -75,9 +76,10 @@ def flyway_classpath() -> str:
     if classes is None or not classes.exists():
         pytest.fail("Flyway 13 is not installed here ($POLYMIGRATE_FLYWAY_CP not set or empty): run `make engines` "
                     "(or `bash scripts/engines.sh up flyway`), which fetches it and writes .engines/env", pytrace=False)
-    if classes.stat().st_mtime < WRAPPER.stat().st_mtime:
-        pytest.fail(f"{classes} is older than {WRAPPER.relative_to(ROOT)}: run `make engines` to compile it again",
-                    pytrace=False)
+    stamp = classes.with_name(".source")  # sha256 of the FlywayCli.java it was compiled from
+    if not stamp.exists() or stamp.read_text().strip() != hashlib.sha256(WRAPPER.read_bytes()).hexdigest():
+        pytest.fail(f"{classes} was not compiled from this {WRAPPER.relative_to(ROOT)}: run `make engines` "
+                    "to compile it again", pytrace=False)
     return cp
 
 
