@@ -100,7 +100,15 @@ apt_install() { # apt_install PACKAGE… (only what is missing)
 # clone or worktree that shares .engines does not rebuild, or delete under a running server, what
 # is current just because its own copy of a pom is newer on disk.
 inputs_hash() { cat "$@" | sha256sum | cut -d' ' -f1; }
-stamp_ok() { local stamp=$1; shift; [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$(inputs_hash "$@")" ]; }
+stamp_ok() {
+  local stamp=$1; shift
+  [ -f "$stamp" ] || return 1
+  if [ ! -s "$stamp" ]; then  # an empty stamp of the mtime-based script before: trust it once if newer
+    local f; for f in "$@"; do [ "$stamp" -nt "$f" ] || return 1; done
+    stamp_write "$stamp" "$@"
+  fi
+  [ "$(cat "$stamp")" = "$(inputs_hash "$@")" ]
+}
 stamp_write() { local stamp=$1; shift; inputs_hash "$@" > "$stamp"; }
 
 port_taken() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
