@@ -43,6 +43,21 @@ ES_URL = os.environ.get("ES_URL")  # a real Elasticsearch 8/9; nothing here star
 sys.path.insert(0, str(ROOT))  # tests.conformance
 
 
+def engine_tool(engine: str, *, env: str | None = None, names: tuple[str, ...] = (), paths: tuple[str, ...] = ()) -> str:
+    """Where a tool ``make engines`` installs is: ``env`` (written to .engines/env), else ``names`` on
+    PATH, else ``paths``. Missing, the test fails (never skips: a skipped test reads as a pass in CI)
+    and says how to install it."""
+    import shutil
+
+    candidates = [os.environ.get(env) if env else None, *(shutil.which(n) for n in names), *paths]
+    for candidate in candidates:
+        if candidate and Path(candidate).exists():
+            return candidate
+    where = f"${env}" if env else ", ".join(names or paths)
+    pytest.fail(f"{engine} is not installed here ({where} not found): run `make engines` "
+                f"(or `bash scripts/engines.sh up {engine}`), which installs it and writes .engines/env", pytrace=False)
+
+
 def _pg_url(dbname: str) -> str:
     base, _, _ = PG_ADMIN_URL.rpartition("/")
     return f"{base}/{dbname}"

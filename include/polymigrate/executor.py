@@ -7,11 +7,12 @@ so a retried or concurrent run applies only what is still pending.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from polymigrate.adapters.base import NEEDS_UNDO_FILE, Adapter
-from polymigrate.catalog import Migration
+from polymigrate.catalog import Kind, Migration
+from polymigrate.checksums import flyway_checksum
 from polymigrate.errors import PermanentError, SpecError, TransientError
 from polymigrate.events import AuditEvent, EventSink, NullSink
 from polymigrate.ledger import LedgerEntry, RunContext, Status
@@ -115,6 +116,10 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
                 result.applied.append({"version": info.version, "script": info.script, "ms": 0, "action": "would apply"})
                 continue
             body = bodies[info.script]
+            if m.kind is Kind.REPEATABLE:
+                # Flyway checksums a repeatable after replacing placeholders (a new value re-runs it);
+                # the ledger row carries that checksum so Flyway reads the file as up to date
+                m = replace(m, checksum=flyway_checksum(body))
             sink.emit(_event("migration_started", adapter, ctx, info))
             started = time.monotonic()
             resume = info.entry if info.state is State.INCOMPLETE else None
@@ -142,7 +147,6 @@ def undo_to(adapter: Adapter, migrations: list[Migration], ctx: RunContext, vers
     Checks everything before touching anything: each version to revert must be applied cleanly and
     have an undo file, otherwise a PermanentError lists what is in the way.
     """
-    from polymigrate.catalog import Kind
     from polymigrate.versions import Version
 
     sink = sink or NullSink()

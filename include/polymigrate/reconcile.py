@@ -116,8 +116,8 @@ def reconcile(migrations: list[Migration], entries: list[LedgerEntry], *,
         if last is None:
             state = State.PENDING
         elif last.status in (Status.STARTED, Status.FAILED):
-            state = State.INCOMPLETE if last.checksum == m.checksum else State.OUTDATED
-        elif last.checksum != m.checksum:
+            state = State.INCOMPLETE if _same_file(last, m) else State.OUTDATED
+        elif not _same_file(last, m):
             state = State.OUTDATED
         else:
             state = State.SUCCESS
@@ -125,6 +125,16 @@ def reconcile(migrations: list[Migration], entries: list[LedgerEntry], *,
     for runs in repeat_entries.values():
         infos.append(MigrationInfo(None, runs[-1].description, runs[-1].script, State.MISSING, None, runs[-1]))
     return infos
+
+
+def _same_file(e: LedgerEntry, m: Migration) -> bool:
+    """A repeatable's last run was of this very file.
+
+    polymigrate records a repeatable's checksum as Flyway does, over the text with its placeholders
+    replaced (so Flyway does not call it outdated), which differs from the file's own checksum when
+    the file has placeholders; its rows also carry the file's sha256, which decides then.
+    """
+    return e.checksum == m.checksum or (e.sha256 is not None and e.sha256 == m.sha256)
 
 
 def to_apply(infos: list[MigrationInfo]) -> list[MigrationInfo]:

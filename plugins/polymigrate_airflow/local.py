@@ -75,6 +75,10 @@ def airflow_env(home: Path, port: int, *, dags_folder: Path, metadata_url: str,
         # the defaults (8793, 8794) collide with any other Airflow on the machine
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        # A fresh API server is slow to answer its first execution-API calls (seen: 8-54 s on a busy
+        # 2-core machine). With the 5 s default the worker gives up and retries, the first call
+        # starts the task anyway, the retry is refused (400: not queued) and the task fails.
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "180",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "15",
         # standalone starts its components as `airflow ...` through PATH: they must be the venv's

@@ -252,6 +252,12 @@ def test_approvals_given_survive_a_cleared_approve_task(airflow):
     # The approve task fails while parked (what Airflow's early-answer race does); the on-call clears it.
     r = api.call("olga", "PATCH", f"/api/v2/dags/{DAG}/dagRuns/{run}/taskInstances/approve", {"new_state": "failed"})
     assert r.status_code == 200, r.text
+    # What the on-call sees before clearing: the failure settled, plan and the regions upstream_failed.
+    # Clearing within the scheduler's pass that sets them lost that update (Airflow 3.3.2): the clear
+    # read plan as "none", the scheduler committed "upstream_failed", and the clear then wrote only
+    # the columns it changed (a new try id), leaving plan upstream_failed under a cleared approve.
+    api.wait("the failed approval to settle", lambda: api.run_state(run) == "failed"
+             and api.ti(run, "plan").get("state") == "upstream_failed", 120)
     r = api.call("olga", "POST", f"/api/v2/dags/{DAG}/clearTaskInstances",
                  {"dry_run": False, "dag_run_id": run, "task_ids": ["approve"], "include_downstream": True,
                   "only_failed": False, "reset_dag_runs": True})

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import shutil
 import signal
 import subprocess
 import time
@@ -23,13 +22,13 @@ import pytest
 
 from polymigrate.audit import PostgresAuditStore
 from polymigrate_airflow import local
+from tests.conftest import engine_tool
 from tests.integration.test_audit_ui_app import seed_sample_history
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.engine("chromium")]
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 PASSWORD = "audit-e2e-password"
 # Neither the API server nor Chromium has running tasks to let finish, unlike standalone.
 QUICK_STOP = ((signal.SIGINT, 15), (signal.SIGKILL, 5))
@@ -113,10 +112,9 @@ class DevTools:
 
 @pytest.fixture
 def browser(tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: apt-get install -y chromium")
+    chromium = engine_tool("chromium", env="POLYMIGRATE_CHROMIUM", names=("chromium",), paths=("/usr/bin/chromium",))
     profile = tmp_path / "chromium-profile"
-    proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    proc = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                              "--disable-component-update", "--disable-sync", "--no-first-run",
                              "--remote-debugging-port=0", "--remote-allow-origins=*", f"--user-data-dir={profile}",
                              "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

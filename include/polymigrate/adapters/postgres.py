@@ -454,7 +454,14 @@ class PostgresAdapter(Adapter):
                 if e is None:
                     continue
                 if i.state is State.MISSING:
-                    self.ledger.update(conn, self.domain, e.installed_rank, {"status": Status.DELETED, "success": False})
+                    # As Flyway's repair does: the applied row stays applied (success) and a DELETE row
+                    # follows it. Flyway reads success=false as a failed migration and refuses to go on.
+                    self.ledger.update(conn, self.domain, e.installed_rank, {"status": Status.DELETED})
+                    self.ledger.insert(conn, {
+                        "version": e.version, "description": e.description, "type": "DELETE", "script": e.script,
+                        "checksum": e.checksum, "installed_by": ctx.actor or "unknown", "execution_time": 0,
+                        "success": True, "status": Status.DELETED, "domain": self.domain, "run_id": ctx.run_id,
+                        "environment": ctx.environment, "region": ctx.region, "progress": {}})
                     report.removed.append(e.script)
                 elif i.state is State.CHANGED and i.migration is not None:
                     m = i.migration

@@ -231,7 +231,9 @@ def test_repair_realigns_checksums_keeps_half_done_progress_and_removes_missing_
     assert [e.status for e in adapter.read_ledger()] == [Status.SUCCESS, Status.SUCCESS]
     files.root.joinpath("V1__a.sql").unlink()
     assert adapter.repair(files.all(), ctx()).removed == ["V1__a.sql"]  # a file that is gone: marked deleted
-    assert [e.status for e in adapter.read_ledger()] == [Status.DELETED, Status.SUCCESS]
+    # Flyway's shape: the applied row is kept (now deleted) and a DELETE row follows
+    assert [(e.type, e.status, e.success) for e in adapter.read_ledger()] == [
+        ("SQL", Status.DELETED, True), ("SQL", Status.SUCCESS, True), ("DELETE", Status.DELETED, True)]
 
 
 def test_two_domains_share_a_database_with_separate_rows_and_locks(pg_url, files):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import shutil
 import socket
 import subprocess
 import time
@@ -18,10 +17,9 @@ from polymigrate.errors import PermanentError
 from polymigrate.executor import migrate
 from polymigrate.ledger import RunContext, Status
 from polymigrate.spec.models import TechnologyConfig
+from tests.conftest import engine_tool
 
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not (shutil.which("redis-server") and shutil.which("redis-cli")),
-                                 reason="redis-server and redis-cli are needed for a cluster")]
+pytestmark = [pytest.mark.integration, pytest.mark.engine("redis")]
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -44,18 +42,20 @@ def _free_ports(n: int) -> list[int]:
 @pytest.fixture(scope="module")
 def cluster_url(tmp_path_factory):
     base = tmp_path_factory.mktemp("cluster")
+    server = engine_tool("redis", names=("redis-server",))
+    cli = engine_tool("redis", names=("redis-cli",))
     ports = _free_ports(3)
     procs = []
     for port in ports:
         d = base / str(port)
         d.mkdir()
         procs.append(subprocess.Popen(
-            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+            [server, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
              "--cluster-config-file", "nodes.conf", "--save", "", "--appendonly", "no", "--dir", str(d)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
         time.sleep(0.3)
-        subprocess.run(["redis-cli", "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
+        subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in ports],
                         "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True, timeout=60)
         client = RedisCluster(host="127.0.0.1", port=ports[0])
         for _ in range(100):
