@@ -106,6 +106,8 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
                 problems += exc.problems
         if problems:
             raise SpecError(problems)
+        # the adapter's own checks (a command the server lacks, a missing module) also before file 1
+        adapter.preflight([(info.migration, bodies[info.script]) for info in todo])  # type: ignore[misc]
         for n, info in enumerate(todo, 1):
             m = info.migration
             assert m is not None
@@ -148,6 +150,9 @@ def undo_to(adapter: Adapter, migrations: list[Migration], ctx: RunContext, vers
     sink = sink or NullSink()
     floor = Version(version)
     undo_files = {m.version: m for m in migrations if m.kind is Kind.UNDO}
+    # MongoDB files carry their undo (down); a U file, where there is one, still wins
+    undo_files.update({m.version: m for m in migrations if m.kind is Kind.VERSIONED
+                       and m.version not in undo_files and adapter.inline_undo(m)})
     result = RunResult(adapter.target, adapter.technology, dry_run=dry_run)
     with adapter.lock(ctx.owner, ctx.lock_wait_seconds):
         infos = reconcile([m for m in migrations if m.kind is not Kind.UNDO], adapter.read_ledger(), out_of_order=True)
@@ -156,7 +161,7 @@ def undo_to(adapter: Adapter, migrations: list[Migration], ctx: RunContext, vers
                        key=lambda i: Version(i.version), reverse=True)  # type: ignore[arg-type]
         problems = [f"{i.script}: version {i.version} is {i.state.value}" for i in above
                     if i.state not in (State.SUCCESS, State.OUT_OF_ORDER)]
-        problems += [f"{i.script}: version {i.version} has no undo file (U{i.version}__….sql)" for i in above
+        problems += [f"{i.script}: version {i.version} has no undo (U{i.version}__….sql, or down() in the file)" for i in above
                      if Version(i.version) not in undo_files]  # type: ignore[arg-type]
         if problems:
             raise PermanentError(f"cannot undo to {version}; nothing was changed:\n  " + "\n  ".join(problems),
