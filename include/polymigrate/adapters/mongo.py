@@ -332,7 +332,7 @@ class MongoAdapter(Adapter):
         if suffix == ".json":
             return self._run_json(m, body, direction, progress, checkpoint, lease, resumed)
         if suffix == ".py":
-            return self._run_py(m, body, ctx, direction, row, progress, checkpoint, lease)
+            return self._run_py(m, body, ctx, direction, row, progress, checkpoint, lease, resumed)
         if suffix == ".js":
             ms = mongo_js.run(m.path, body, direction, url=self._node_url(), database=self.db.name,
                               lease={"collection": self.ledger.lock_collection.name, "key": self.domain,
@@ -419,7 +419,7 @@ class MongoAdapter(Adapter):
         return module
 
     def _run_py(self, m: Migration, body: str, ctx: RunContext, direction: str, row: dict, progress: dict,
-                checkpoint, lease: Lease) -> dict:
+                checkpoint, lease: Lease, resumed: bool) -> dict:
         fn = getattr(self._module(m, body), direction, None)
         if not callable(fn):
             raise PermanentError(f"{m.script} defines no {direction}()", file=m.path,
@@ -431,7 +431,8 @@ class MongoAdapter(Adapter):
             checkpoint=lambda name, state: checkpoint({f"transforms.{name}": state}),
             assert_held=lease.assert_held, placeholders=ctx.placeholders,
             batch_size=d.batch_size or getattr(self.settings, "batch_size", None),
-            pause_ms=d.pause_ms if d.pause_ms is not None else getattr(self.settings, "pause_ms", None))
+            pause_ms=d.pause_ms if d.pause_ms is not None else getattr(self.settings, "pause_ms", None),
+            resumed=resumed)
         params = [p for p in inspect.signature(fn).parameters.values()
                   if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         if len(params) >= 2:

@@ -65,6 +65,7 @@ _FERRET_INDEX = {"partialFilterExpression": "a partial index", "expireAfterSecon
                  "wildcardProjection": "a wildcard index", "2dsphereIndexVersion": "a 2dsphere index"}
 _FERRET_STAGES = ("$lookup", "$out", "$merge", "$facet", "$replaceRoot", "$replaceWith", "$graphLookup",
                   "$unionWith", "$setWindowFields", "$densify", "$fill", "$bucketAuto")
+FERRET_SINGLE_WRITES = 50
 _FERRET_COMMANDS = ("collMod", "applyOps", "commitTransaction", "abortTransaction", "createView",
                     "reIndex", "convertToCapped", "cloneCollectionAsCapped", "shardCollection")
 
@@ -109,6 +110,12 @@ def unsupported(cmd: dict, server: ServerInfo, *, database: str | None = None) -
                 return f"`{name}` with an aggregation pipeline as the update"
             if "arrayFilters" in u:
                 return f"`{name}` with `arrayFilters`"
+    if name in ("update", "delete"):
+        items = [u for u in cmd.get("updates" if name == "update" else "deletes") or [] if isinstance(u, dict)]
+        singles = [u for u in items if (not u.get("multi") if name == "update" else u.get("limit") == 1)]
+        if len(singles) > FERRET_SINGLE_WRITES:
+            return (f"`{name}` with {len(singles)} single-document statements in one command (FerretDB 1.x holds a "
+                    f"connection for each until the command ends and hangs at 100; split it, or use multi)")
     if name == "aggregate":
         for stage in cmd.get("pipeline") or []:
             op = next(iter(stage), "") if isinstance(stage, dict) else ""

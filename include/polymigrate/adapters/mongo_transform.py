@@ -45,6 +45,9 @@ log = logging.getLogger("polymigrate.mongo")
 
 MARKER = "_polymigrate"
 DEFAULT_BATCH_SIZE = 500
+# FerretDB 1.x holds a connection per single-document write of one command until the command ends and
+# deadlocks a database at 100 of them (its SQLite pool): its commands carry at most this many writes.
+FERRET_OPS_PER_COMMAND = 50
 PROGRESS_EVERY_S = 5.0
 _NAME = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -77,7 +80,8 @@ class MigrationContext:
 
     def __init__(self, *, db: Any, client: Any, server: Any, migration: Any, direction: str, attempt: str,
                  progress: dict, checkpoint: Callable[[str, dict], None], assert_held: Callable[[str], None],
-                 placeholders: dict | None = None, batch_size: int | None = None, pause_ms: int | None = None):
+                 placeholders: dict | None = None, batch_size: int | None = None, pause_ms: int | None = None,
+                 resumed: bool = False):
         self.db = db
         self.client = client
         self.server = server
@@ -92,6 +96,7 @@ class MigrationContext:
         self._batch_size = batch_size
         self._pause_ms = pause_ms
         self._calls = 0
+        self._resumed = resumed  # an earlier try of this migration was interrupted
         self.results: list[TransformResult] = []
 
     # -- the batched transform --------------------------------------------------------------
@@ -136,6 +141,10 @@ class MigrationContext:
         processed = int(state.get("processed", 0))
         batches = int(state.get("batches", 0))
         started = time.monotonic()
+        if marker and self._resumed:
+            # documents the interrupted try changed after its last checkpoint carry the marker: count them
+            since = {"_id": {"$gt": last_id}} if has_last else {}
+            processed += coll.count_documents(_and({MARKER: token}, since))
         if state.get("total") is None:
             state["total"] = processed + coll.count_documents(_and(base, guard))
         total = int(state["total"])
@@ -153,12 +162,13 @@ class MigrationContext:
             self._assert_held(f"batch {batches + 1} of transform {key}")
             ops = _operations(docs, base, guard, update, MARKER if marker else None, token, self.server)
             changed = 0
-            if ops:
+            step = FERRET_OPS_PER_COMMAND if getattr(self.server, "is_ferretdb", False) else len(ops) or 1
+            for i in range(0, len(ops), step):
                 try:
-                    result = coll.bulk_write(ops, ordered=False)
+                    result = coll.bulk_write(ops[i:i + step], ordered=False)
                 except perr.BulkWriteError as exc:
                     raise _with_context(exc, key, docs)
-                changed = result.matched_count + result.upserted_count
+                changed += result.matched_count + result.upserted_count
             processed += changed
             written_this_try += changed
             batches += 1
@@ -269,6 +279,8 @@ def _operations(docs: list[dict], base: dict, guard: dict, update: Any, marker: 
                 server: Any) -> list:
     """The guarded writes of one batch; documents with the same update share one ``$in`` write."""
     groups: dict[bytes, tuple[str, Any, list]] = {}
+    ops: list = []
+    ferret = bool(getattr(server, "is_ferretdb", False))
     for doc in docs:
         u = update(doc) if callable(update) else update
         if u is None:
@@ -276,17 +288,17 @@ def _operations(docs: list[dict], base: dict, guard: dict, update: Any, marker: 
         kind, body = _with_marker(u, marker, token)
         key = kind.encode() + bson.encode({"u": body})
         groups.setdefault(key, (kind, body, []))[2].append(doc["_id"])
-    ops: list = []
-    ferret = bool(getattr(server, "is_ferretdb", False))
     for kind, body, ids in groups.values():
+        if kind == "pipeline" and ferret:
+            from polymigrate.adapters.mongo_server import not_supported_error
+            raise not_supported_error("a transform whose update is an aggregation pipeline", server)
         if kind == "replace":
             ops += [ReplaceOne(_and({"_id": i}, base, guard), body) for i in ids]
         elif len(ids) > 1:
             ops.append(UpdateMany(_and({"_id": {"$in": ids}}, base, guard), body))
         else:
-            # FerretDB 1.x keeps the query of every single-document update of one command open until the
-            # command ends, and deadlocks the database at its 100-connection pool: a multi-update with an
-            # _id equality filter changes the same document and releases its query at once.
+            # FerretDB 1.x keeps the query of a single-document update open until its command ends (see
+            # FERRET_OPS_PER_COMMAND); a multi-update with an _id equality filter releases it at once.
             op = UpdateMany if ferret else UpdateOne
             ops.append(op(_and({"_id": ids[0]}, base, guard), body))
     return ops
