@@ -86,11 +86,23 @@ def _stats(connection, schema: str | None) -> StatsReader | None:
     return StatsReader(connection, schema) if connection is not None else None
 
 
+def _mongo_state(mongo) -> dict:
+    """The lint state of a MongoDB catalog: collection statistics when a database is given."""
+    if mongo is None:
+        return {}
+    from polymigrate.lint.mongo_stats import MongoStats
+    return {"mongo_stats": MongoStats(mongo)}
+
+
 def lint_file(migration: Migration, *, connection=None, placeholders=None, schema: str | None = None,
-              state: dict | None = None) -> LintReport:
+              state: dict | None = None, mongo=None) -> LintReport:
     """The full report (findings and impacts) of one migration."""
     stats = _stats(connection, schema) if migration.technology == "postgresql" else None
-    return lint_source(prepare(migration, placeholders, state), stats)
+    if state is None and migration.technology == "mongodb":
+        state = _mongo_state(mongo)
+    report = lint_source(prepare(migration, placeholders, state), stats)
+    report.connected = report.connected or (mongo is not None and migration.technology == "mongodb")
+    return report
 
 
 def lint_migration(migration: Migration, *, connection=None, placeholders=None, schema: str | None = None) -> list[Finding]:
@@ -99,17 +111,18 @@ def lint_migration(migration: Migration, *, connection=None, placeholders=None, 
 
 
 def lint_catalog(catalog: DomainCatalog, *, connection=None, placeholders=None, schema: str | None = None,
-                 collisions_check: bool = True) -> LintReport:
+                 collisions_check: bool = True, mongo=None) -> LintReport:
     """Lint every migration of a domain in the order they apply, plus version collisions.
 
     ``connection``: a psycopg (v3) connection to a PostgreSQL target, for impact-aware risk; only
     read (pg_class statistics). ``schema``: the domain's PostgreSQL schema, tried first for
-    unqualified table names.
+    unqualified table names. ``mongo``: a pymongo ``Database`` of the domain's MongoDB target, for
+    collection statistics (read only).
     """
-    report = LintReport(connected=connection is not None)
+    report = LintReport(connected=connection is not None or mongo is not None)
     stats = _stats(connection, schema)
     for technology, migrations in catalog.migrations.items():
-        state: dict = {}
+        state: dict = _mongo_state(mongo) if technology == "mongodb" else {}
         for m in migrations:
             src = prepare(m, placeholders, state)
             report.extend(lint_source(src, stats if technology == "postgresql" else None))
