@@ -119,11 +119,15 @@ class MongoAdapter(Adapter):
 
     @classmethod
     def from_url(cls, url: str, *, domain: str, settings: Any = None, **kw: Any) -> "MongoAdapter":
-        """``mongodb://[user:password@]host:port/DB[?options]``; ``?lease_ms=N`` sets the lock lease (how
-        long a crashed run blocks the next one; default 15 s). The other options go to the driver."""
+        """``mongodb://[user:password@]host:port/DB[?options]`` (also ``mongodb+srv://``, and Airflow's
+        ``mongo://…[?srv=true]``); ``?lease_ms=N`` sets the lock lease (how long a crashed run blocks the
+        next one; default 15 s). The other options go to the driver."""
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
-        kept = [(k, v) for k, v in query if k != "lease_ms"]
+        srv = any(k == "srv" and v.lower() in ("1", "true", "yes") for k, v in query)
+        if parts.scheme == "mongo":  # Airflow's connection URI for conn_type 'mongo' (AIRFLOW_CONN_…)
+            parts = parts._replace(scheme="mongodb+srv" if srv else "mongodb")
+        kept = [(k, v) for k, v in query if k not in ("lease_ms", "srv")]
         for k, v in query:
             if k == "lease_ms":
                 kw.setdefault("lease_ms", int(v))

@@ -40,7 +40,7 @@ from polymigrate.reconcile import MigrationInfo, reconcile
 from polymigrate.spec import TechnologyConfig
 
 SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "redis": "redis", "rediss": "redis",
-           "mongodb": "mongodb"}  # mongodb+srv too: the scheme is cut at '+'
+           "mongodb": "mongodb", "mongo": "mongodb"}  # mongodb+srv too: the scheme is cut at '+'
 
 
 @dataclass

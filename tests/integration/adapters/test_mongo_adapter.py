@@ -225,3 +225,12 @@ def test_cli_migrate_status_undo_ad_hoc(mongo_url, tmp_path):
     client = pymongo.MongoClient(mongo_url)
     assert client.get_default_database().customers.count_documents({}) == 0
     client.close()
+
+
+def test_airflow_style_mongo_uri_from_an_environment_connection(mongo_url):
+    """AIRFLOW_CONN_<ID>=mongo://host:port/db (conn_type 'mongo') is what the CLI's spec mode gets."""
+    a = MongoAdapter.from_url(mongo_url.replace("mongodb://", "mongo://", 1), domain="shop")
+    try:
+        assert a.read_ledger() == [] and a.target.startswith("mongodb://")
+    finally:
+        a.close()
