@@ -162,7 +162,8 @@ class Lease:
                     log.warning("migration lock of %s lost: another run holds it now", self.key)
                     return
             except Exception as exc:  # noqa: BLE001  keep renewing; assert_held decides from the local clock
-                log.warning("renewing the migration lock of %s failed: %s", self.key, exc)
+                log.warning("renewing the migration lock of %s failed (retrying): %s", self.key,
+                            str(exc).split(", full error")[0][-200:])
 
     @property
     def lost(self) -> bool:

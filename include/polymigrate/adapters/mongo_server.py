@@ -146,6 +146,7 @@ TRANSIENT_CODES = frozenset({
 _RETRY_LABELS = ("RetryableWriteError", "TransientTransactionError", "ResumableChangeStreamError")
 NOT_IMPLEMENTED = (238, 59)  # NotImplemented, CommandNotFound
 _INDEX_KIND = re.compile(r"can't find index with key")
+_BUSY = re.compile(r"database is locked|SQLITE_BUSY")
 
 
 def code_of(exc: BaseException) -> int | None:
@@ -175,6 +176,8 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (perr.AutoReconnect, perr.ConnectionFailure, perr.ServerSelectionTimeoutError,
                         perr.NetworkTimeout, perr.WaitQueueTimeoutError)):
         return True
+    if isinstance(exc, perr.PyMongoError) and _BUSY.search(str(exc)):
+        return True  # FerretDB on SQLite: another writer held the database past its busy timeout
     if isinstance(exc, perr.PyMongoError) and any(exc.has_error_label(label) for label in _RETRY_LABELS):
         return True
     return isinstance(exc, perr.OperationFailure) and code_of(exc) in TRANSIENT_CODES
