@@ -20,6 +20,8 @@ E="$ROOT/.engines"
 RUN="$E/run"
 LOGS="$E/logs"
 mkdir -p "$E" "$RUN" "$LOGS"
+# .engines may be a link (a worktree sharing another checkout's engines): write real paths to env
+E=$(cd "$E" && pwd -P); RUN="$E/run"; LOGS="$E/logs"
 
 PG_PORT=${POLYMIGRATE_PG_PORT:-54329}
 REDIS_PORT=${POLYMIGRATE_REDIS_PORT:-63790}
@@ -263,7 +265,7 @@ up_node() {
   if [ -f "$dst/.complete" ] && [ "$dst/.complete" -nt "$pkg/package.json" ] && [ "$dst/.complete" -nt "$pkg/package-lock.json" ]; then
     say "node packages ready (.engines/node)"; return 0
   fi
-  say "node: npm ci (migrate-mongo, mongodb driver)"
+  say "node: npm ci (mongodb driver for .js migrations, migrate-mongo for the adoption tests)"
   rm -rf "$dst"; mkdir -p "$dst"; cp "$pkg/package.json" "$pkg/package-lock.json" "$dst/"
   (cd "$dst" && npm ci --no-audit --no-fund --cache "$E/cache/npm" >"$LOGS/npm.log" 2>&1) \
     || { tail -20 "$LOGS/npm.log"; die "npm ci failed"; }
