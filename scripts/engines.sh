@@ -260,7 +260,10 @@ down_chromium() { :; }
 up_node() {
   local pkg="$ROOT/scripts/engines/node"
   [ -f "$pkg/package.json" ] || return 0
+  command -v npm >/dev/null || apt_install nodejs npm
   command -v npm >/dev/null || die "node packages need Node 20 and npm"
+  local major; major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  [ "$major" -ge 20 ] || say "node: $(node --version 2>/dev/null) found; migrate-mongo 14 wants Node 20+ (.js migrations only need the driver)"
   local dst="$E/node"
   if [ -f "$dst/.complete" ] && [ "$dst/.complete" -nt "$pkg/package.json" ] && [ "$dst/.complete" -nt "$pkg/package-lock.json" ]; then
     say "node packages ready (.engines/node)"; return 0

@@ -94,7 +94,7 @@ class MongoAdapter(Adapter):
         self._owns_client = False
         if isinstance(client, str):
             self._url = client
-            client = pymongo.MongoClient(client, serverSelectionTimeoutMS=10_000)
+            client = pymongo.MongoClient(client)
             self._owns_client = True
         if isinstance(client, MongoConnection):
             self._url, default_db, client = client.url, client.database, client.client
@@ -133,7 +133,9 @@ class MongoAdapter(Adapter):
                 kw.setdefault("lease_ms", int(v))
         clean = urlunsplit(parts._replace(query=urlencode(kept)))
         database = parts.path.lstrip("/") or None
-        client = pymongo.MongoClient(clean, serverSelectionTimeoutMS=10_000)
+        # a dead server fails a run in 10 s, not pymongo's 30 s, unless the URL says otherwise
+        timeout = {} if any(k.lower() == "serverselectiontimeoutms" for k, _ in kept) else {"serverSelectionTimeoutMS": 10_000}
+        client = pymongo.MongoClient(clean, **timeout)
         adapter = cls(MongoConnection(client, clean, database), domain=domain, settings=settings, **kw)
         adapter._owns_client = True
         return adapter
@@ -183,7 +185,8 @@ class MongoAdapter(Adapter):
         try:
             self.ledger.ensure()
         except perr.PyMongoError as exc:
-            raise classify(exc, server=self.server, file=self.ledger.qualified, what="cannot create the ledger") from exc
+            raise classify(exc, server=self._server, file=self.ledger.qualified,
+                           what=f"cannot create the ledger on {self.target}") from exc
 
     def read_ledger(self) -> list[LedgerEntry]:
         self._ensure()
