@@ -9,20 +9,17 @@ Where Node modules come from (the first that exists):
 
 The ``mongodb`` driver must be found by one of them; modules a migration ``require``s are resolved
 from its folder first, then from the same places. ``check`` resolves them all before anything runs.
-The connection string reaches the child in its environment only, and the child dies with us
-(``PR_SET_PDEATHSIG``) so a killed run never leaves a migration running on its own.
+The connection string reaches the child in its environment only, and the child exits when we die
+(it watches its parent pid), so a killed run never leaves a migration running on its own.
 """
 
 from __future__ import annotations
 
-import ctypes
 import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -61,14 +58,9 @@ def _env(url: str | None) -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def _call(request: dict, url: str | None, timeout: float | None = None) -> dict:
     proc = subprocess.Popen([node_binary(), str(RUNNER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=_env(url), text=True, preexec_fn=_die_with_parent)
+                            stderr=subprocess.PIPE, env=_env(url), text=True)
 
     def relay() -> None:  # the migration's console output, line by line, into our log
         assert proc.stderr is not None

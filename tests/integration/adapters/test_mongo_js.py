@@ -218,7 +218,7 @@ from polymigrate.catalog import discover
 from polymigrate.executor import migrate
 from polymigrate.ledger import RunContext
 url, folder = sys.argv[1], sys.argv[2]
-a = MongoAdapter.from_url(url, domain="shop", lease_ms=1000)
+a = MongoAdapter.from_url(url, domain="shop", lease_ms=int(sys.argv[3]) if len(sys.argv) > 3 else 1000)
 migrate(a, discover("shop", "mongodb", Path(folder)).applicable("mongodb"),
         RunContext(domain="shop", actor="child", run_id="run-a", lock_wait_seconds=30))
 '''
@@ -259,3 +259,32 @@ def test_a_js_migration_stops_when_its_paused_parent_lost_the_lock(mongo_url, tm
         parent.communicate(timeout=60)
         client.close()
     assert parent.returncode != 0
+
+
+def test_kill_9_of_the_run_stops_its_node_child_before_it_writes(mongo_url, tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "1-slow.js").write_text("module.exports = { async up(db) {\n"
+                                      "  await new Promise((r) => setTimeout(r, 3000));\n"
+                                      "  await db.collection('events').insertOne({ orphan: true });\n} };\n")
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "include"), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    # a 60 s lease: the child must stop because its parent died, not because the lease ran out
+    parent = subprocess.Popen([sys.executable, str(script), mongo_url, str(folder), "60000"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = pymongo.MongoClient(mongo_url)
+    db = client.get_default_database()
+    try:
+        deadline = time.monotonic() + 60
+        while db["polymigrate_schema_history"].find_one({"_id": "shop:1"}) is None:
+            assert time.monotonic() < deadline and parent.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.5)  # the Node child is running up()
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        time.sleep(4)
+        assert db["events"].count_documents({}) == 0
+        assert db["polymigrate_schema_history"].find_one({"_id": "shop:1"})["status"] == "started"
+    finally:
+        client.close()

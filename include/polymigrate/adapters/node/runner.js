@@ -161,6 +161,13 @@ async function run(req) {
   }
 }
 
+// A killed parent (kill -9 of the run) must not leave its migration running: once we are
+// reparented, stop.
+const parent = process.ppid;
+setInterval(() => {
+  if (process.ppid !== parent) process.exit(70);
+}, 250).unref();
+
 async function main() {
   const input = fs.readFileSync(0, 'utf8');
   const req = JSON.parse(input);
