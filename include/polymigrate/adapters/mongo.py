@@ -43,7 +43,7 @@ from polymigrate.adapters.mongo_transform import MigrationContext
 from polymigrate.catalog import Kind, Migration, parse_name
 from polymigrate.checksums import flyway_checksum
 from polymigrate.connections import redact
-from polymigrate.errors import PermanentError, Problem, SpecError, TransientError
+from polymigrate.errors import PermanentError, Problem, SpecError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 from polymigrate.lint.jsonlines import item_lines
 from polymigrate.reconcile import State, reconcile

@@ -9,6 +9,7 @@ server for real, nothing after it did.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import signal
@@ -28,7 +29,7 @@ from polymigrate.adapters.mongo_lease import LeaseLost
 from polymigrate.catalog import discover
 from polymigrate.errors import PermanentError
 from polymigrate.executor import migrate
-from polymigrate.ledger import RunContext, Status
+from polymigrate.ledger import RunContext
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -85,12 +86,13 @@ def fingerprint(coll) -> str:
     return h.hexdigest()
 
 
+@functools.lru_cache(maxsize=None)
+def _client(url: str) -> pymongo.MongoClient:
+    return pymongo.MongoClient(url)  # one per database for the whole session: the tests poll with it
+
+
 def row(url: str, version: str = "1") -> dict:
-    client = pymongo.MongoClient(url)
-    try:
-        return client.get_default_database()["polymigrate_schema_history"].find_one({"_id": f"shop:{version}"}) or {}
-    finally:
-        client.close()
+    return _client(url).get_default_database()["polymigrate_schema_history"].find_one({"_id": f"shop:{version}"}) or {}
 
 
 @pytest.fixture
