@@ -177,12 +177,19 @@ class Lease:
         """
         if not self._lost.is_set() and time.monotonic() < self._valid_until:
             return
-        try:
-            if not self._lost.is_set() and self.renew():
-                return
-        except perr.PyMongoError as exc:
-            raise LeaseLost(f"{self.target}: cannot confirm the migration lock of {self.key} ({exc}); stopped "
-                            f"before {what}", hint="retry: the run resumes from the last checkpoint") from exc
+        deadline = time.monotonic() + min(10.0, self.lease_ms / 1000)
+        while True:
+            try:
+                if not self._lost.is_set() and self.renew():
+                    return
+                break
+            except perr.PyMongoError as exc:
+                # a busy or briefly unreachable server: ask again a few times, never write unconfirmed
+                if not is_transient(exc) or time.monotonic() >= deadline:
+                    raise LeaseLost(f"{self.target}: cannot confirm the migration lock of {self.key} "
+                                    f"({str(exc).split(', full error')[0][-200:]}); stopped before {what}",
+                                    hint="retry: the run resumes from the last checkpoint") from exc
+                time.sleep(0.2)
         current = self.collection.find_one({"_id": self.key}) or {}
         raise LeaseLost(f"{self.target}: the migration lock of {self.key} passed to {holder_name(current.get('holder'))} "
                         f"(token {current.get('token')}, ours was {self.token}); stopped before {what}",
