@@ -21,6 +21,8 @@ E=$(cd -P "$ROOT/.engines" && pwd)  # .engines may link to a shared one: .engine
 RUN="$E/run"
 LOGS="$E/logs"
 mkdir -p "$E" "$RUN" "$LOGS"
+# .engines may be a link (a worktree sharing another checkout's engines): write real paths to env
+E=$(cd "$E" && pwd -P); RUN="$E/run"; LOGS="$E/logs"
 
 PG_PORT=${POLYMIGRATE_PG_PORT:-54329}
 REDIS_PORT=${POLYMIGRATE_REDIS_PORT:-63790}
@@ -340,12 +342,15 @@ down_chromium() { :; }
 up_node() {
   local pkg="$ROOT/scripts/engines/node"
   [ -f "$pkg/package.json" ] || return 0
+  command -v npm >/dev/null || apt_install nodejs npm
   command -v npm >/dev/null || die "node packages need Node 20 and npm"
+  local major; major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+  [ "$major" -ge 20 ] || say "node: $(node --version 2>/dev/null) found; migrate-mongo 14 wants Node 20+ (.js migrations only need the driver)"
   local dst="$E/node"
   if stamp_ok "$dst/.complete" "$pkg/package.json" "$pkg/package-lock.json"; then
     say "node packages ready (.engines/node)"; return 0
   fi
-  say "node: npm ci (migrate-mongo, mongodb driver; log: $LOGS/npm.log)"
+  say "node: npm ci (mongodb driver for .js migrations, migrate-mongo for the adoption tests; log: $LOGS/npm.log)"
   rm -rf "$dst"; mkdir -p "$dst"; cp "$pkg/package.json" "$pkg/package-lock.json" "$dst/"
   (cd "$dst" && npm ci --no-audit --no-fund --cache "$E/cache/npm" >"$LOGS/npm.log" 2>&1) \
     || { tail -20 "$LOGS/npm.log"; die "npm ci failed"; }

@@ -209,6 +209,70 @@ def search_target(request):
     return request.getfixturevalue(f"{request.param}_target")
 
 
+MONGO_URI = os.environ.get("MONGO_URI", "mongodb://127.0.0.1:27018")
+
+
+def mongo_url_for(dbname: str) -> str:
+    """MONGO_URI with its database replaced by ``dbname`` (options kept)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    return urlunsplit(urlsplit(MONGO_URI)._replace(path=f"/{dbname}"))
+
+
+@pytest.fixture(scope="session")
+def mongo_server():
+    """What answers at MONGO_URI (``ServerInfo``: FerretDB or a real MongoDB), asked once per session."""
+    import pymongo
+
+    from polymigrate.adapters.mongo_server import server_info
+
+    client = pymongo.MongoClient(MONGO_URI, serverSelectionTimeoutMS=5000)
+    try:
+        info = server_info(client)
+    except pymongo.errors.PyMongoError as exc:
+        client.close()
+        pytest.fail(f"no MongoDB-protocol server at {MONGO_URI}: {exc} (run `make engines`, which starts FerretDB)")
+    ENGINE_LABELS.setdefault("mongodb", f"{info.label} ({MONGO_URI.split('@')[-1].split('//')[-1].split('/')[0]})")
+    yield info
+    client.close()
+
+
+@pytest.fixture
+def make_mongo_database(mongo_server):
+    """Factory of fresh, uniquely named databases on MONGO_URI (URLs), dropped after the test."""
+    import pymongo
+
+    created: list[str] = []
+
+    def make(prefix: str = "pm_test") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        created.append(name)
+        return mongo_url_for(name)
+
+    yield make
+    client = pymongo.MongoClient(MONGO_URI, serverSelectionTimeoutMS=5000)
+    try:
+        for name in created:
+            client.drop_database(name)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def mongo_url(make_mongo_database) -> str:
+    """A fresh database URL on the MongoDB-protocol server."""
+    return make_mongo_database()
+
+
+@pytest.fixture
+def real_mongodb(mongo_server):
+    """Skips (saying why) unless MONGO_URI is a real MongoDB: what FerretDB lacks is tested there."""
+    if mongo_server.is_ferretdb:
+        pytest.skip(f"needs a real MongoDB; MONGO_URI is {mongo_server.label}: `docker compose up -d mongo` "
+                    "then MONGO_URI=mongodb://127.0.0.1:27017")
+    return mongo_server
+
+
 # --- which engine each test ran on (printed at the end of every run) ------------------------------
 # A test counts for an engine when it uses one of that engine's fixtures (directly or through
 # another fixture) or carries ``@pytest.mark.engine("name")`` (tests that start their own server).
@@ -217,6 +281,7 @@ ENGINE_FIXTURES: dict[str, str] = {
     "redis_url": "redis",
     "opensearch_target": "opensearch",
     "elasticsearch_target": "elasticsearch",
+    "make_mongo_database": "mongodb",
 }
 ENGINE_LABELS: dict[str, str] = {}  # engine -> "PostgreSQL 15.18", filled by the fixtures that meet the server
 _ENGINE_DEFAULT_LABELS = {"postgresql": "PostgreSQL", "redis": "Redis", "mongodb": "MongoDB protocol",

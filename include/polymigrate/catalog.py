@@ -91,7 +91,13 @@ class Migration:
             ("_" + self.path.suffix[1:].upper() if self.technology == "mongodb" else "")
 
     def render(self, placeholders: dict[str, str]) -> str:
-        """The text with ``${name}`` replaced; an unknown placeholder is a SpecError naming the line."""
+        """The text with ``${name}`` replaced; an unknown placeholder is a SpecError naming the line.
+
+        MongoDB ``.js`` files are migrate-mongo's, run unchanged: ``${…}`` there is a JavaScript
+        template literal, never a placeholder.
+        """
+        if self.technology == "mongodb" and self.path.suffix.lower() == ".js":
+            return self.text
         problems: list[Problem] = []
 
         def sub(m: re.Match) -> str:

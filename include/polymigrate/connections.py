@@ -19,7 +19,13 @@ def env_var(conn_id: str) -> str:
 # (Airflow-only keys, driver options we do not vet) stays out: libpq refuses unknown parameters.
 ALLOWED_EXTRAS = frozenset({"sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "connect_timeout",
                             "target_session_attrs", "application_name", "ssl", "ssl_cert_reqs", "ssl_ca_certs",
-                            "use_ssl", "verify_certs", "ca_certs"})
+                            "use_ssl", "verify_certs", "ca_certs",
+                            # MongoDB (same list as the Airflow layer's MONGO_EXTRAS; srv picks mongodb+srv)
+                            "tls", "tlsCAFile", "tlsCertificateKeyFile", "tlsAllowInvalidHostnames",
+                            "tlsAllowInvalidCertificates", "tlsInsecure", "authSource", "authMechanism",
+                            "replicaSet", "directConnection", "readPreference", "w", "journal", "retryWrites",
+                            "retryReads", "connectTimeoutMS", "socketTimeoutMS", "serverSelectionTimeoutMS",
+                            "appName", "compressors", "loadBalanced", "srv"})
 
 
 def url_for(conn_id: str) -> str | None:

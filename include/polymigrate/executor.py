@@ -107,6 +107,8 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
                 problems += exc.problems
         if problems:
             raise SpecError(problems)
+        # the adapter's own checks (a command the server lacks, a missing module) also before file 1
+        adapter.preflight([(info.migration, bodies[info.script]) for info in todo])  # type: ignore[misc]
         for n, info in enumerate(todo, 1):
             m = info.migration
             assert m is not None
@@ -152,6 +154,9 @@ def undo_to(adapter: Adapter, migrations: list[Migration], ctx: RunContext, vers
     sink = sink or NullSink()
     floor = Version(version)
     undo_files = {m.version: m for m in migrations if m.kind is Kind.UNDO}
+    # MongoDB files carry their undo (down); a U file, where there is one, still wins
+    undo_files.update({m.version: m for m in migrations if m.kind is Kind.VERSIONED
+                       and m.version not in undo_files and adapter.inline_undo(m)})
     result = RunResult(adapter.target, adapter.technology, dry_run=dry_run)
     with adapter.lock(ctx.owner, ctx.lock_wait_seconds):
         infos = reconcile([m for m in migrations if m.kind is not Kind.UNDO], adapter.read_ledger(), out_of_order=True)
@@ -164,7 +169,7 @@ def undo_to(adapter: Adapter, migrations: list[Migration], ctx: RunContext, vers
             if Version(i.version) not in undo_files:  # type: ignore[arg-type]
                 why = adapter.undo_blocker(i.entry)  # type: ignore[arg-type]
                 if why is not None:
-                    problems.append(f"{i.script}: version {i.version} has no undo file (U{i.version}__….sql)"
+                    problems.append(f"{i.script}: version {i.version} has no undo (U{i.version}__….sql, or down() in the file)"
                                     if why == NEEDS_UNDO_FILE else f"{i.script}: version {i.version} cannot be undone: {why}")
         if problems:
             raise PermanentError(f"cannot undo to {version}; nothing was changed:\n  " + "\n  ".join(problems),

@@ -99,10 +99,38 @@ def search_client(conn_id: str):
     return ElasticsearchPythonHook(hosts=[f"{scheme}://{conn.host}:{clean.port}"], es_conn_args=args).get_conn
 
 
+# MongoDB client options that change transport security, authentication source, topology or timeouts,
+# never what a migration does (``MongoHook`` would pass any extra straight to ``MongoClient``).
+MONGO_EXTRAS = frozenset({
+    "tls", "ssl", "tlsCAFile", "tlsCertificateKeyFile", "tlsCertificateKeyFilePassword", "tlsAllowInvalidHostnames",
+    "tlsAllowInvalidCertificates", "tlsInsecure", "authSource", "authMechanism", "replicaSet", "directConnection",
+    "readPreference", "w", "journal", "retryWrites", "retryReads", "connectTimeoutMS", "socketTimeoutMS",
+    "serverSelectionTimeoutMS", "heartbeatFrequencyMS", "appName", "compressors", "loadBalanced",
+})
+
+
+def mongo_client(conn_id: str):
+    """A ``MongoConnection``: the ``MongoClient`` ``MongoHook`` builds (allowlisted extras only), plus the URL
+    a Node child connects with for migrate-mongo ``.js`` files (it reaches the child in its environment)."""
+    from urllib.parse import urlencode
+
+    from airflow.providers.mongo.hooks.mongo import MongoHook
+
+    from polymigrate.adapters.mongo import MongoConnection
+
+    hook = MongoHook(mongo_conn_id=conn_id)
+    hook.extras = {k: v for k, v in hook.extras.items() if k in MONGO_EXTRAS}
+    client = hook.get_conn()  # adds tlsAllowInvalidCertificates when the connection allows insecure TLS
+    options = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in hook.extras.items()}
+    url = hook.uri + ("?" + urlencode(options) if options else "")
+    return MongoConnection(client, url=url, database=hook.connection.schema or None)
+
+
 CLIENT_FACTORIES: dict[str, Callable[[str], Any]] = {
     "postgresql": postgres_client,
     "redis": redis_client,
     "elasticsearch": search_client,
+    "mongodb": mongo_client,
 }
 
 
@@ -113,6 +141,9 @@ def describe(client: Any) -> str:
     if type(client).__module__.split(".")[0] in ("elasticsearch", "opensearchpy"):
         from polymigrate.adapters.es_api import client_where
         return client_where(client)
+    if getattr(client, "url", None) and str(client.url).startswith("mongodb"):
+        from polymigrate.connections import redact
+        return redact(client.url.split("?")[0])
     kw = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
     return f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
 

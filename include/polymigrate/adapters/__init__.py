@@ -9,6 +9,7 @@ from polymigrate.adapters.base import Adapter, Applied, Capabilities, RepairRepo
 
 REGISTRY: dict[str, str] = {
     "postgresql": "polymigrate.adapters.postgres:PostgresAdapter",
+    "mongodb": "polymigrate.adapters.mongo:MongoAdapter",
     "redis": "polymigrate.adapters.redis:RedisAdapter",
     "elasticsearch": "polymigrate.adapters.elasticsearch:ElasticsearchAdapter",
 }

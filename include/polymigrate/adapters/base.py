@@ -9,6 +9,7 @@ CLI from a URL) and never reads Airflow connections itself. It offers exactly:
 * ``apply(migration, body, ctx, resume)``: run one migration and record it in the ledger, atomically
   where the engine allows, otherwise ``started`` before and ``success`` after with ``progress`` in
   between so a retry resumes (``resume`` is the incomplete row, if any);
+* ``preflight(items)``: refuse a run before anything is applied (optional);
 * ``undo``, ``baseline``, ``repair``: the maintenance verbs (raise ``PermanentError`` when not
   supported, as ``capabilities`` says);
 * ``snapshot()``: a JSON-able picture of the live schema, for drift detection;
@@ -83,6 +84,15 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     def snapshot(self) -> dict[str, Any]: ...
+
+    def preflight(self, items: list[tuple[Migration, str]]) -> None:
+        """Refuse a run before anything is applied (``(migration, rendered body)`` of every file the run
+        would apply): e.g. a command the server lacks, a module that is not installed. Default: nothing."""
+
+    def inline_undo(self, migration: Migration) -> bool:
+        """True when ``migration`` carries its own undo (MongoDB ``down``), so ``undo`` takes the
+        versioned file itself instead of a ``U`` file."""
+        return False
 
     def undo(self, undo_migration: Migration, body: str, ctx: RunContext) -> Applied:
         from polymigrate.errors import PermanentError

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Optional
 
 import typer
@@ -19,8 +20,6 @@ _STYLE = {"info": "dim", "low": "cyan", "medium": "yellow", "high": "red", "crit
 
 
 def _connect(url: str):
-    from urllib.parse import urlsplit
-
     if urlsplit(url).scheme in ("http", "https", "elasticsearch", "opensearch"):  # an Elasticsearch/OpenSearch target
         from polymigrate.adapters.es_api import SearchApi, SearchError
         try:
@@ -28,6 +27,16 @@ def _connect(url: str):
         except SearchError as exc:
             err_console.print(f"cannot connect to {redact(url)}: {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
+    if url.split("://", 1)[0].split("+")[0] == "mongodb":
+        import pymongo
+
+        client = pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000)
+        try:
+            client.admin.command("ping")
+        except pymongo.errors.PyMongoError as exc:
+            err_console.print(f"cannot connect to {redact(url)}: {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2)
+        return client  # lint only reads collection statistics
     import psycopg
 
     try:
@@ -71,8 +80,8 @@ def _print_report(domain: str, report: LintReport, threshold: str) -> None:
 def lint(specs: Path = typer.Argument(Path(DEFAULT_SPECS), help="spec folder"),
          domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="only these domains"),
          as_json: bool = typer.Option(False, "--json", help="machine-readable report"),
-         url: Optional[str] = typer.Option(None, "--url", help="postgresql://… or http(s)://… (Elasticsearch/OpenSearch) "
-                                                               "target for impact-aware risk (read only)"),
+         url: Optional[str] = typer.Option(None, "--url", help="postgresql://…, mongodb://… or http(s)://… "
+                                                               "(Elasticsearch/OpenSearch) target for impact-aware risk (read only)"),
          threshold: str = typer.Option("high", "--threshold", "-t", help="lowest severity that fails: " + "|".join(SEVERITY_ORDER)),
          rules: bool = typer.Option(False, "--rules", help="list the rules and exit")) -> None:
     """Lint every migration: SQL safety, non-SQL rules, security, version collisions. Exit 1 on blocking findings."""
@@ -86,11 +95,18 @@ def lint(specs: Path = typer.Argument(Path(DEFAULT_SPECS), help="spec folder"),
     conn = _connect(url) if url else None
     try:
         reports = {}
+        mongo_client = conn if conn is not None and hasattr(conn, "list_database_names") else None
         for name, catalog in v.catalogs.items():
             pg = v.project.domains[name].technologies.get("postgresql")
+            mongo_cfg = v.project.domains[name].technologies.get("mongodb")
+            mongo = None
+            if mongo_client is not None and mongo_cfg is not None:
+                # the domain's own database, else the one the URL names
+                dbname = mongo_cfg.database or (mongo_client.get_default_database().name if urlsplit(url or "").path.strip("/") else None)
+                mongo = mongo_client[dbname] if dbname else None
             search = conn if type(conn).__name__ == "SearchApi" else None
-            reports[name] = lint_catalog(catalog, connection=None if search else conn, search=search,
-                                         schema=pg.schema_ if pg else None)
+            reports[name] = lint_catalog(catalog, connection=None if (search or mongo_client is not None) else conn,
+                                         search=search, schema=pg.schema_ if pg else None, mongo=mongo)
     finally:
         if conn is not None:
             conn.close()

@@ -40,7 +40,8 @@ from polymigrate.reconcile import MigrationInfo, reconcile
 from polymigrate.spec import TechnologyConfig
 
 SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "redis": "redis", "rediss": "redis",
-           "http": "elasticsearch", "https": "elasticsearch", "elasticsearch": "elasticsearch", "opensearch": "elasticsearch"}
+           "http": "elasticsearch", "https": "elasticsearch", "elasticsearch": "elasticsearch", "opensearch": "elasticsearch",
+           "mongodb": "mongodb", "mongo": "mongodb"}  # mongodb+srv too: the scheme is cut at '+'
 
 
 @dataclass
@@ -297,7 +298,7 @@ def undo(to: str = typer.Option(..., "--to", help="revert every version above th
          placeholder: Optional[list[str]] = PhOpt, schema: Optional[str] = SchemaOpt,
          table: Optional[str] = TableOpt, lock_wait: Optional[float] = WaitOpt, skip_approval: bool = SkipOpt,
          dry_run: bool = typer.Option(False, "--dry-run")) -> None:
-    """Revert applied versions above --to, newest first, through their U files."""
+    """Revert applied versions above --to, newest first, through their U files (MongoDB: down() in the file)."""
     sel = Selection(environment, domain, region, technology, specs, url, locations, placeholder, schema, table,
                     lock_wait, skip_approval)
 

@@ -86,22 +86,27 @@ def _stats(connection, schema: str | None) -> StatsReader | None:
     return StatsReader(connection, schema) if connection is not None else None
 
 
-def _live_state(technology: str, search) -> dict:
-    """The per-technology state the rules share; an Elasticsearch target's live indices when given."""
+def _live_state(technology: str, search=None, mongo=None) -> dict:
+    """The per-technology state the rules share: an Elasticsearch target's live indices, a MongoDB
+    database's collection statistics, when given."""
     if technology == "elasticsearch" and search is not None:
         from polymigrate.lint.rules.elasticsearch import LiveIndices
         return {"es_live": LiveIndices(search)}
+    if technology == "mongodb" and mongo is not None:
+        from polymigrate.lint.mongo_stats import MongoStats
+        return {"mongo_stats": MongoStats(mongo)}
     return {}
 
 
 def lint_file(migration: Migration, *, connection=None, placeholders=None, schema: str | None = None,
-              state: dict | None = None, search=None) -> LintReport:
+              state: dict | None = None, search=None, mongo=None) -> LintReport:
     """The full report (findings and impacts) of one migration."""
     stats = _stats(connection, schema) if migration.technology == "postgresql" else None
     if state is None:
-        state = _live_state(migration.technology, search)
+        state = _live_state(migration.technology, search, mongo)
     report = lint_source(prepare(migration, placeholders, state), stats)
-    report.connected = report.connected or (search is not None and migration.technology == "elasticsearch")
+    report.connected = report.connected or (search is not None and migration.technology == "elasticsearch") \
+        or (mongo is not None and migration.technology == "mongodb")
     return report
 
 
@@ -112,18 +117,19 @@ def lint_migration(migration: Migration, *, connection=None, placeholders=None, 
 
 
 def lint_catalog(catalog: DomainCatalog, *, connection=None, placeholders=None, schema: str | None = None,
-                 collisions_check: bool = True, search=None) -> LintReport:
+                 collisions_check: bool = True, search=None, mongo=None) -> LintReport:
     """Lint every migration of a domain in the order they apply, plus version collisions.
 
     ``connection``: a psycopg (v3) connection to a PostgreSQL target, for impact-aware risk; only
     read (pg_class statistics). ``schema``: the domain's PostgreSQL schema, tried first for
     unqualified table names. ``search``: a ``SearchApi`` on an Elasticsearch/OpenSearch target, whose
-    live mappings, document counts and sizes the Elasticsearch rules read.
+    live mappings, document counts and sizes the Elasticsearch rules read. ``mongo``: a pymongo
+    ``Database`` of the domain's MongoDB target, for collection statistics (read only).
     """
-    report = LintReport(connected=connection is not None or search is not None)
+    report = LintReport(connected=connection is not None or search is not None or mongo is not None)
     stats = _stats(connection, schema)
     for technology, migrations in catalog.migrations.items():
-        state: dict = _live_state(technology, search)
+        state: dict = _live_state(technology, search, mongo)
         for m in migrations:
             src = prepare(m, placeholders, state)
             report.extend(lint_source(src, stats if technology == "postgresql" else None))

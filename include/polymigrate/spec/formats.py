@@ -6,10 +6,12 @@ migration_specs/README.md documents both formats for people.
 
 MongoDB::
 
-    {"description": "...", "commands": [{"create": "posts", ...}, {"createIndexes": "posts", ...}]}
+    {"description": "...", "commands": [{"create": "posts", ...}, {"createIndexes": "posts", ...}],
+     "down": [{"drop": "posts"}]}
 
 Each command is a database command document exactly as for ``db.runCommand`` (its first key names
-the command), run in order against the domain's database.
+the command), run in order against the domain's database; ``down`` (optional) reverts them for
+``polymigrate undo``. Values may be Extended JSON (``{"$date": …}``, ``{"$oid": …}``).
 
 Elasticsearch / OpenSearch::
 
@@ -47,8 +49,9 @@ class MongoCommandFile(_Model):
     description: str = ""
     lint_ignore: list[LintIgnore] = Field(default_factory=list)
     commands: list[dict[str, Any]] = Field(min_length=1)
+    down: list[dict[str, Any]] = Field(default_factory=list, description="commands that revert it (polymigrate undo)")
 
-    @field_validator("commands")
+    @field_validator("commands", "down")
     @classmethod
     def _non_empty(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for i, cmd in enumerate(v):

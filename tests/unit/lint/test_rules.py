@@ -103,6 +103,15 @@ CASES = {
     "mongodb-unbounded-update": (
         MONGO, _mongo({"update": "posts", "updates": [{"q": {}, "u": {"$set": {"v": 2}}, "multi": True}]}),
         _mongo({"update": "posts", "updates": [{"q": {"_id": 1}, "u": {"$set": {"v": 2}}}]})),
+    "mongodb-drop-collection": (MONGO, _mongo({"drop": "old_posts"}), _mongo({"create": "posts"})),
+    "mongodb-drop-index": (
+        MONGO, _mongo({"dropIndexes": "posts", "index": "schema_version"}),
+        _mongo({"createIndexes": "posts", "indexes": [{"key": {"v": 1}, "name": "v", "background": True}]})),
+    "mongodb-rename-collection": (MONGO, _mongo({"renameCollection": "posts", "to": "posts_v1"}),
+                                  _mongo({"create": "posts_v2"})),
+    "mongodb-migration-without-up": (
+        MONGO, "// migrate-mongo file that forgot its exports\nasync function up(db) {}\n",
+        "module.exports = {\n  async up(db, client) {},\n  async down(db, client) {},\n};\n", "1-change.js"),
     "redis-keys-command": (REDIS, "local keys = redis.call('KEYS', 'user:*')\nreturn #keys",
                            "local res = redis.call('SCAN', ARGV[1], 'MATCH', 'user:*', 'COUNT', ARGV[2])\n"
                            "return {res[1], #res[2]}"),
@@ -154,8 +163,8 @@ CASES = {
 }
 
 
-def _fired(tmp_path, technology: str, text: str) -> set[str]:
-    findings = lint_migration(migration(tmp_path, technology, text))
+def _fired(tmp_path, technology: str, text: str, name: str | None = None) -> set[str]:
+    findings = lint_migration(migration(tmp_path, technology, text, name))
     return {f.rule for f in findings if not f.suppressed}
 
 
@@ -177,11 +186,11 @@ def test_every_rule_is_complete():
 
 @pytest.mark.parametrize("rule", sorted(CASES))
 def test_rule_fires(tmp_path, rule):
-    technology, bad, _safe = CASES[rule][:3]
-    assert rule in _fired(tmp_path / "bad", technology, bad)
+    technology, bad, _safe, *name = CASES[rule]
+    assert rule in _fired(tmp_path / "bad", technology, bad, *name)
 
 
 @pytest.mark.parametrize("rule", sorted(CASES))
 def test_safe_variant_does_not_fire(tmp_path, rule):
-    technology, _bad, safe = CASES[rule][:3]
-    assert rule not in _fired(tmp_path / "safe", technology, safe)
+    technology, _bad, safe, *name = CASES[rule]
+    assert rule not in _fired(tmp_path / "safe", technology, safe, *name)

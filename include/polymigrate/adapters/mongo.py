@@ -1,0 +1,641 @@
+"""The MongoDB adapter: versioned commands, resumable document transforms, migrate-mongo files,
+a ledger collection and a fenced lease.
+
+Migration files (``{version}-{description}.{json,py,js}``, ordered by version):
+
+* ``.json``: ``{"description", "commands": [<database command>…], "down": [<database command>…]}``, run
+  in order against the domain's database; the ledger row counts the commands done, so a retry
+  continues after the last one that finished (and accepts "already exists" from the one in flight);
+* ``.py``: ``up(db, ctx)`` and optionally ``down(db, ctx)`` (``up(db)`` works too); ``ctx.transform``
+  is the batched, checkpointed, exactly-once document transform (``mongo_transform``);
+* ``.js``: migrate-mongo's ``module.exports = {up(db, client), down(db, client)}``, run unchanged by
+  Node with the official driver (``mongo_js``); a file runs whole, like migrate-mongo runs it.
+
+MongoDB has no transaction spanning a migration and its ledger row (FerretDB none at all), so a row
+is ``started`` first, carries the checkpoint while the migration runs and becomes ``success`` at the
+end; every one of those writes is fenced by the lock token (``mongo_ledger``, ``mongo_lease``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+import traceback
+import types
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterator
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import pymongo
+from bson import json_util
+from pymongo import errors as perr
+
+from polymigrate.adapters import mongo_js
+from polymigrate.adapters.base import Adapter, Applied, Capabilities, RepairReport
+from polymigrate.adapters.mongo_lease import Lease, LeaseLost, ServerClock
+from polymigrate.adapters.mongo_ledger import AlreadyApplied, MongoLedger
+from polymigrate.adapters.mongo_server import (ServerInfo, classify, not_supported_error, server_info,
+                                               unsupported)
+from polymigrate.adapters.mongo_transform import MigrationContext
+from polymigrate.catalog import Kind, Migration, parse_name
+from polymigrate.checksums import flyway_checksum
+from polymigrate.connections import redact
+from polymigrate.errors import PermanentError, Problem, SpecError
+from polymigrate.ledger import LedgerEntry, RunContext, Status
+from polymigrate.lint.jsonlines import item_lines
+from polymigrate.reconcile import State, reconcile
+from polymigrate.spec import formats
+
+log = logging.getLogger("polymigrate.mongo")
+DEFAULT_LEASE_MS = 15_000
+# A resumed command that already took effect before the kill: the error it now gets means "done".
+_DONE_ON_RESUME = {"create": (48,), "createIndexes": (85, 86), "dropIndexes": (27,), "drop": (26,),
+                   "renameCollection": (26,)}
+
+
+@dataclass
+class MongoConnection:
+    """A pymongo client plus what a Node child needs to reach the same server (its URL), built by the
+    Airflow layer from ``MongoHook`` or by ``MongoAdapter.from_url``."""
+
+    client: Any
+    url: str | None = None
+    database: str | None = None
+
+    def close(self) -> None:
+        self.client.close()
+
+
+@dataclass
+class ImportReport:
+    imported: list[str]
+    already: list[str]
+    changed: list[str]   # applied by migrate-mongo from different file contents (fileHash differs)
+    missing: list[str]   # in the changelog, no file here
+
+
+class MongoAdapter(Adapter):
+    """Adapter for one MongoDB database (and one domain in it).
+
+    ``client``: a ``pymongo.MongoClient``, a ``MongoConnection`` or a ``mongodb://`` URL. The database is
+    the domain's ``mongodb.database`` setting, else the connection's default database. ``settings.ledger``
+    names the ledger collection (default ``polymigrate_schema_history``, lock in ``<ledger>_lock``).
+    """
+
+    technology = "mongodb"
+    capabilities = Capabilities(transactional=False, reversible=True, resumable=True)
+
+    def __init__(self, client: Any, *, domain: str, settings: Any = None, lease_ms: int = DEFAULT_LEASE_MS):
+        default_db = None
+        self._url: str | None = None
+        self._owns_client = False
+        if isinstance(client, str):
+            self._url = client
+            client = pymongo.MongoClient(client)
+            self._owns_client = True
+        if isinstance(client, MongoConnection):
+            self._url, default_db, client = client.url, client.database, client.client
+        super().__init__(client, domain=domain, settings=settings)
+        if default_db is None:
+            try:
+                default_db = client.get_default_database().name
+            except perr.ConfigurationError:
+                default_db = None
+        database = getattr(settings, "database", None) or default_db
+        if not database:
+            raise PermanentError(f"no MongoDB database for domain {domain}",
+                                 hint="set technologies.mongodb.database in domain.yaml, or a database in the "
+                                      "connection (mongodb://host/DB, the Airflow connection's schema)")
+        self.db = client[database]
+        self.ledger = MongoLedger(self.db, domain, getattr(settings, "ledger", None))
+        self.lease_ms = lease_ms
+        self._lease: Lease | None = None
+        self._clock: ServerClock | None = None
+        self._server: ServerInfo | None = None
+        self._modules: dict[tuple[str, str], types.ModuleType] = {}
+
+    @classmethod
+    def from_url(cls, url: str, *, domain: str, settings: Any = None, **kw: Any) -> "MongoAdapter":
+        """``mongodb://[user:password@]host:port/DB[?options]`` (also ``mongodb+srv://``, and Airflow's
+        ``mongo://…[?srv=true]``); ``?lease_ms=N`` sets the lock lease (how long a crashed run blocks the
+        next one; default 15 s). The other options go to the driver."""
+        parts = urlsplit(url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        srv = any(k == "srv" and v.lower() in ("1", "true", "yes") for k, v in query)
+        if parts.scheme == "mongo":  # Airflow's connection URI for conn_type 'mongo' (AIRFLOW_CONN_…)
+            parts = parts._replace(scheme="mongodb+srv" if srv else "mongodb")
+        kept = [(k, v) for k, v in query if k not in ("lease_ms", "srv")]
+        for k, v in query:
+            if k == "lease_ms":
+                kw.setdefault("lease_ms", int(v))
+        clean = urlunsplit(parts._replace(query=urlencode(kept)))
+        database = parts.path.lstrip("/") or None
+        # a dead server fails a run in 10 s, not pymongo's 30 s, unless the URL says otherwise
+        timeout = {} if any(k.lower() == "serverselectiontimeoutms" for k, _ in kept) else {"serverSelectionTimeoutMS": 10_000}
+        client = pymongo.MongoClient(clean, **timeout)
+        adapter = cls(MongoConnection(client, clean, database), domain=domain, settings=settings, **kw)
+        adapter._owns_client = True
+        return adapter
+
+    # -- what we talk to ------------------------------------------------------------------------
+
+    @property
+    def server(self) -> ServerInfo:
+        if self._server is None:
+            try:
+                self._server = server_info(self.client)
+            except perr.PyMongoError as exc:
+                raise classify(exc, what=f"cannot reach {self._where()}") from exc
+        return self._server
+
+    def _where(self) -> str:
+        if self._url:
+            parts = urlsplit(redact(self._url))
+            return f"mongodb://{parts.netloc}/{self.db.name}"
+        try:
+            host, port = self.client.address or ("?", "?")
+        except perr.PyMongoError:
+            host, port = "?", "?"
+        return f"mongodb://{host}:{port}/{self.db.name}"
+
+    @property
+    def target(self) -> str:
+        """``mongodb://[user:***@]host:port/db``: never the password."""
+        return self._where()
+
+    @property
+    def clock(self) -> ServerClock:
+        if self._clock is None:
+            self._clock = ServerClock(self.client)
+        return self._clock
+
+    def close(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+        if self._owns_client:
+            self.client.close()
+
+    # -- ledger and lock -----------------------------------------------------------------------
+
+    def _ensure(self) -> None:
+        try:
+            self.ledger.ensure()
+        except perr.PyMongoError as exc:
+            raise classify(exc, server=self._server, file=self.ledger.qualified,
+                           what=f"cannot create the ledger on {self.target}") from exc
+
+    def read_ledger(self) -> list[LedgerEntry]:
+        self._ensure()
+        try:
+            return self.ledger.entries()
+        except perr.PyMongoError as exc:
+            raise classify(exc, file=self.ledger.qualified, what="cannot read the ledger") from exc
+
+    @contextmanager
+    def lock(self, owner: str, wait_seconds: float) -> Iterator[None]:
+        """The domain's lease; LockNotAcquired names the holder after ``wait_seconds``."""
+        self._ensure()
+        lease = Lease(self.ledger.lock_collection, self.domain, owner, self.lease_ms, self.clock, self.target)
+        token = lease.acquire(wait_seconds)
+        try:
+            self.ledger.raise_fences(token)
+            self._lease = lease
+            yield
+        finally:
+            self._lease = None
+            lease.release()
+
+    @contextmanager
+    def _held(self, ctx: RunContext) -> Iterator[Lease]:
+        """The lease of the surrounding ``lock()``, or one taken for this call alone."""
+        if self._lease is not None:
+            yield self._lease
+            return
+        with self.lock(ctx.owner, ctx.lock_wait_seconds):
+            assert self._lease is not None
+            yield self._lease
+
+    # -- checks before anything runs ----------------------------------------------------------------
+
+    def preflight(self, items: list[tuple[Migration, str]], *, direction: str = "up") -> None:
+        """Refuse a run before it starts: JSON commands the server lacks (naming command and server),
+        ``.py`` files that do not compile or import, ``.js`` files that do not compile or ``require``
+        modules that are not installed."""
+        problems: list[Problem] = []
+        refused: list[PermanentError] = []
+        js: list[tuple[Any, str]] = []
+        for m, body in items:
+            suffix = m.path.suffix.lower()
+            try:
+                if suffix == ".json":
+                    for line, cmd in self._commands(m, body, direction):
+                        what = unsupported(cmd, self.server, database=self.db.name)
+                        if what:
+                            refused.append(not_supported_error(what, self.server, file=m.path, line=line,
+                                                               statement=json_util.dumps(cmd)[:300]))
+                            break
+                elif suffix == ".py":
+                    module = self._module(m, body)
+                    if not callable(getattr(module, direction, None)):
+                        problems.append(Problem(str(m.path), f"defines no {direction}(db, ctx) function",
+                                                hint=f"add def {direction}(db, ctx): …"))
+                elif suffix == ".js":
+                    js.append((m.path, body))
+            except SpecError as exc:
+                problems += exc.problems
+        if js:
+            problems += mongo_js.check(js)
+        if problems:
+            raise SpecError(problems)
+        if refused:
+            if len(refused) == 1:
+                raise refused[0]
+            raise PermanentError("these migrations need what " + self.server.describe() + " lacks; nothing was run:\n  "
+                                 + "\n  ".join(str(r).split("\n")[0] for r in refused), hint=refused[0].hint)
+
+    def inline_undo(self, migration: Migration) -> bool:
+        """MongoDB migrations carry their own undo: ``down`` in .py/.js, ``"down"`` in .json."""
+        suffix = migration.path.suffix.lower()
+        text = migration.text
+        if suffix == ".json":
+            try:
+                return bool(json_util.loads(text).get("down"))
+            except (ValueError, AttributeError):
+                return False
+        if suffix == ".py":
+            return "def down(" in text
+        return suffix == ".js" and "down" in text
+
+    # -- apply ------------------------------------------------------------------------------
+
+    def apply(self, migration: Migration, body: str, ctx: RunContext, resume: LedgerEntry | None = None) -> Applied:
+        """Run one migration and record it (see the module docstring)."""
+        self._ensure()
+        with self._held(ctx) as lease:
+            lease.assert_held(f"starting {migration.script}")
+            try:
+                row, resumed = self.ledger.start(migration, ctx, lease.token)  # type: ignore[arg-type]
+            except AlreadyApplied as done:
+                log.info("%s: already applied by run %s; nothing to do", migration.script, done.row.get("run_id"))
+                return Applied(0, details={"already_applied_by": done.row.get("run_id")})
+            except perr.PyMongoError as exc:
+                raise classify(exc, server=self.server, file=migration.path, what="writing the 'started' row") from exc
+            started = time.monotonic()
+            spent = int(row.get("execution_time") or 0)
+            try:
+                details = self._run(migration, body, ctx, row, lease, "up", resumed)
+            except Exception as exc:  # noqa: BLE001  classified, recorded as failed, re-raised
+                error = self._error(exc, migration)
+                self._mark_failed(row, lease, error, spent + int((time.monotonic() - started) * 1000))
+                raise error from exc
+            ms = spent + int((time.monotonic() - started) * 1000)
+            try:
+                self.ledger.update(row["_id"], lease.token, {  # type: ignore[arg-type]
+                    "status": Status.SUCCESS.value, "success": True, "execution_time": ms,
+                    "installed_on": datetime.now(timezone.utc).replace(tzinfo=None)},
+                    extra={"$unset": {"progress.error": ""}}, what="recording success")
+            except perr.PyMongoError as exc:
+                # the work is done and checkpointed: a retry finds every step done and only records success
+                raise classify(exc, server=self.server, file=migration.path, what="recording success") from exc
+        return Applied(ms, statements=details.get("steps", 0), details={**details, "resumed": resumed})
+
+    def _mark_failed(self, row: dict, lease: Lease, error: Exception, ms: int) -> None:
+        if isinstance(error, LeaseLost):
+            return  # another run owns the row now
+        try:
+            self.ledger.update(row["_id"], lease.token, {"status": Status.FAILED.value, "success": False,  # type: ignore[arg-type]
+                                                          "execution_time": ms, "progress.error": str(error)[:2000]},
+                               what="recording the failure")
+        except (perr.PyMongoError, LeaseLost):
+            pass  # the row stays 'started', which resumes the same way
+
+    def _error(self, exc: BaseException, migration: Migration) -> PermanentError:
+        if isinstance(exc, (PermanentError, SpecError)):
+            return exc  # type: ignore[return-value]
+        line, text = _line_in(exc, migration)
+        if isinstance(exc, perr.PyMongoError):
+            return classify(exc, server=self.server, file=migration.path, line=line, statement=text)
+        return PermanentError(f"{type(exc).__name__}: {exc}", file=migration.path, line=line, statement=text,
+                              hint="fix the migration; the run resumes from its last checkpoint")
+
+    def _run(self, m: Migration, body: str, ctx: RunContext, row: dict, lease: Lease, direction: str,
+             resumed: bool) -> dict:
+        suffix = m.path.suffix.lower()
+        # checkpoints of an undo live beside those of the apply they revert
+        area = "progress" if direction == "up" else "progress.undo"
+        progress = row.get("progress") or {}
+        if direction != "up":
+            progress = progress.get("undo") or {}
+        rid, token = row["_id"], lease.token
+
+        def checkpoint(fields: dict) -> None:
+            self.ledger.update(rid, token, {f"{area}.{k}": v for k, v in fields.items()},  # type: ignore[arg-type]
+                               what="the checkpoint")
+
+        if suffix == ".json":
+            return self._run_json(m, body, direction, progress, checkpoint, lease, resumed)
+        if suffix == ".py":
+            return self._run_py(m, body, ctx, direction, row, progress, checkpoint, lease, resumed)
+        if suffix == ".js":
+            ms = mongo_js.run(m.path, body, direction, url=self._node_url(), database=self.db.name,
+                              lease={"collection": self.ledger.lock_collection.name, "key": self.domain,
+                                     "holder": lease.holder, "token": lease.token, "every_ms": max(self.lease_ms // 3, 200)})
+            return {"steps": 1, "node_ms": ms}
+        raise PermanentError(f"not a MongoDB migration file type: {suffix}", file=m.path)
+
+    # -- .json ------------------------------------------------------------------------------
+
+    def _commands(self, m: Migration, body: str, direction: str) -> list[tuple[int, dict]]:
+        try:
+            formats.parse("mongodb", body)
+        except formats.FormatError as exc:
+            raise SpecError([Problem(str(m.path), f"not a valid MongoDB migration: {exc}", line=exc.line,
+                                     hint="see docs/mongodb.md for the format")]) from None
+        data = json_util.loads(body)
+        key = "commands" if direction == "up" else "down"
+        cmds = [c for c in (data.get(key) or []) if isinstance(c, dict)]
+        start = body.find(f'"{key}"')
+        offset = body.count("\n", 0, start) if start >= 0 else 0
+        lines = item_lines(body[max(start, 0):], [next(iter(c)) for c in cmds])
+        return [(offset + ln, self._qualify(c)) for ln, c in zip(lines, cmds)]
+
+    def _qualify(self, cmd: dict) -> dict:
+        """``renameCollection`` takes full names and runs on admin: a short name means this database."""
+        if next(iter(cmd), None) == "renameCollection":
+            cmd = dict(cmd)
+            for k in ("renameCollection", "to"):
+                if isinstance(cmd.get(k), str) and "." not in cmd[k]:
+                    cmd[k] = f"{self.db.name}.{cmd[k]}"
+        return cmd
+
+    def _run_json(self, m: Migration, body: str, direction: str, progress: dict, checkpoint, lease: Lease,
+                  resumed: bool) -> dict:
+        commands = self._commands(m, body, direction)
+        if not commands:
+            raise PermanentError(f"{m.script} has no {'commands' if direction == 'up' else 'down'} to run", file=m.path,
+                                 hint='add "down": [<commands that revert it>] to make it reversible'
+                                 if direction != "up" else None)
+        done = int(progress.get("commands_done", 0))
+        for i in range(done, len(commands)):
+            line, cmd = commands[i]
+            name = next(iter(cmd))
+            statement = json_util.dumps(cmd)[:300]
+            what = unsupported(cmd, self.server, database=self.db.name)
+            if what:
+                raise not_supported_error(what, self.server, file=m.path, line=line, statement=statement)
+            lease.assert_held(f"command {i + 1} of {m.script}")
+            target = self.client.admin if name == "renameCollection" else self.db
+            try:
+                reply = target.command(cmd)
+                _raise_write_errors(reply)
+            except perr.OperationFailure as exc:
+                if not (resumed and i == done and exc.code in _DONE_ON_RESUME.get(name, ())):
+                    raise classify(exc, server=self.server, file=m.path, line=line, statement=statement,
+                                   what=f"command {i + 1} of {len(commands)} ({name}) failed ({i} done"
+                                        f"{'' if i == 0 else ' and recorded'}; a retry resumes at command {i + 1})") from exc
+                log.info("%s: command %d (%s) had already taken effect before the interruption", m.script, i + 1, name)
+            checkpoint({"commands_done": i + 1, "commands": len(commands)})
+        return {"steps": len(commands) - done, "resumed_at": done + 1 if done else None}
+
+    # -- .py --------------------------------------------------------------------------------
+
+    def _module(self, m: Migration, body: str) -> types.ModuleType:
+        key = (str(m.path), body)
+        if key in self._modules:
+            return self._modules[key]
+        try:
+            code = compile(body, str(m.path), "exec")
+        except SyntaxError as exc:
+            raise SpecError([Problem(str(m.path), f"Python syntax error: {exc.msg}", line=exc.lineno,
+                                     hint="fix the file")]) from None
+        module = types.ModuleType(f"polymigrate_mongo_{m.domain}_{m.version}".replace(".", "_").replace("-", "_"))
+        module.__file__ = str(m.path)
+        try:
+            exec(code, module.__dict__)  # noqa: S102  a migration file of the spec tree, reviewed like code
+        except ImportError as exc:
+            raise SpecError([Problem(str(m.path), f"cannot import {exc.name or exc}: {exc}",
+                                     line=_line_in(exc, m)[0], hint="pip install it where polymigrate runs")]) from None
+        except Exception as exc:  # noqa: BLE001
+            raise SpecError([Problem(str(m.path), f"{type(exc).__name__} while loading: {exc}",
+                                     line=_line_in(exc, m)[0])]) from None
+        self._modules[key] = module
+        return module
+
+    def _run_py(self, m: Migration, body: str, ctx: RunContext, direction: str, row: dict, progress: dict,
+                checkpoint, lease: Lease, resumed: bool) -> dict:
+        fn = getattr(self._module(m, body), direction, None)
+        if not callable(fn):
+            raise PermanentError(f"{m.script} defines no {direction}()", file=m.path,
+                                 hint=f"add def {direction}(db, ctx): …")
+        d = m.directives
+        mctx = MigrationContext(
+            db=self.db, client=self.client, server=self.server, migration=m, direction=direction,
+            attempt=str(row.get("attempt") or row["_id"]), progress=dict(progress.get("transforms") or {}),
+            checkpoint=lambda name, state: checkpoint({f"transforms.{name}": state}),
+            assert_held=lease.assert_held, placeholders=ctx.placeholders,
+            batch_size=d.batch_size or getattr(self.settings, "batch_size", None),
+            pause_ms=d.pause_ms if d.pause_ms is not None else getattr(self.settings, "pause_ms", None),
+            resumed=resumed)
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if len(params) >= 2:
+            fn(self.db, mctx)
+        else:
+            fn(self.db)
+        return {"steps": max(len(mctx.results), 1),
+                "transforms": {r.name: {"processed": r.processed, "batches": r.batches} for r in mctx.results}}
+
+    def _node_url(self) -> str:
+        if self._url:
+            return self._url
+        host, port = self.client.address or ("localhost", 27017)
+        log.warning("no connection URL for the Node runner: connecting to %s:%s without credentials or TLS "
+                    "(build the adapter from a URL or a MongoConnection to pass them)", host, port)
+        return f"mongodb://{host}:{port}/?directConnection=true"
+
+    # -- undo, baseline, repair ------------------------------------------------------------------
+
+    def undo(self, undo_migration: Migration, body: str, ctx: RunContext) -> Applied:
+        """Run ``down`` of an applied migration and mark its version undone (pending again)."""
+        m = undo_migration
+        self._ensure()
+        with self._held(ctx) as lease:
+            row = self.ledger.get(m.version)
+            if row is None or row.get("status") != Status.SUCCESS.value:
+                raise PermanentError(f"cannot undo version {m.version}: it is {row.get('status') if row else 'not applied'}",
+                                     file=m.path, hint="only a successfully applied version can be undone")
+            if not self.inline_undo(m):
+                raise PermanentError(f"{m.script} has no down()", file=m.path,
+                                     hint="add down(db, ctx) (.py), down(db, client) (.js) or \"down\": [...] (.json)")
+            self.preflight([(m, body)], direction="down")
+            lease.assert_held(f"undoing {m.script}")
+            self.ledger.update(row["_id"], lease.token, {"undo_started_by": ctx.run_id}, expect={"status": Status.SUCCESS.value},  # type: ignore[arg-type]
+                               what="starting the undo")
+            started = time.monotonic()
+            try:
+                details = self._run(m, body, ctx, row, lease, "down", bool((row.get("progress") or {}).get("undo")))
+            except Exception as exc:  # noqa: BLE001
+                raise self._error(exc, m) from exc
+            ms = int((time.monotonic() - started) * 1000)
+            previous = {k: row.get(k) for k in ("status", "attempt", "run_id", "installed_on", "installed_by",
+                                                 "checksum", "execution_time")}
+            previous["undone_by"] = ctx.run_id
+            previous["undo_ms"] = ms
+            self.ledger.update(row["_id"], lease.token, {"status": Status.UNDONE.value, "success": False,  # type: ignore[arg-type]
+                                                          },
+                               extra={"$push": {"history": previous}, "$unset": {"progress.undo": ""}},
+                               what="recording the undo")
+        return Applied(ms, details.get("steps", 0), {"undone": str(m.version), **details})
+
+    def baseline(self, version: str, description: str, ctx: RunContext) -> None:
+        """Mark everything up to ``version`` as applied without running it (an empty ledger only)."""
+        with self._held(ctx) as lease:
+            live = [e for e in self.read_ledger() if e.status is not Status.DELETED]
+            if any(e.status is Status.BASELINE and e.version == version for e in live):
+                return
+            if live:
+                raise PermanentError(f"cannot baseline {self.domain} at {version}: the ledger already has "
+                                     f"{len(live)} row(s) (latest {live[-1].script})", file=self.ledger.qualified,
+                                     hint="baseline only a target polymigrate has never migrated; use repair otherwise")
+            now = datetime.now(timezone.utc).replace(tzinfo=None)
+            self.ledger.insert_done({
+                "_id": self.ledger.row_id(version), "domain": self.domain, "version": version,
+                "description": description or "<< Baseline >>", "type": "BASELINE",
+                "script": description or "<< Baseline >>", "checksum": None, "sha256": None,
+                "installed_rank": self.ledger.next_rank(), "installed_on": now, "installed_by": ctx.actor or "unknown",
+                "execution_time": 0, "success": True, "status": Status.BASELINE.value, "run_id": ctx.run_id,
+                "environment": ctx.environment, "region": ctx.region, "plan_hash": ctx.plan_hash, "attempt": None,
+                "fence": lease.token, "progress": {}, "history": []})
+
+    def repair(self, migrations: list[Migration], ctx: RunContext) -> RepairReport:
+        """Realign checksums of changed files; mark rows whose file is gone deleted.
+
+        A half-done migration keeps its row, attempt and checkpoints: only its checksum is realigned,
+        so the next run resumes and its transforms skip the documents they already changed.
+        """
+        report = RepairReport([], [])
+        with self._held(ctx) as lease:
+            infos = reconcile([m for m in migrations if m.kind is not Kind.UNDO], self.read_ledger(), out_of_order=True)
+            for i in infos:
+                if i.entry is None:
+                    continue
+                rid = self.ledger.row_id(i.entry.version)
+                if i.state is State.MISSING:
+                    self.ledger.update(rid, lease.token, {"status": Status.DELETED.value, "success": False},  # type: ignore[arg-type]
+                                       what="repair")
+                    report.removed.append(i.entry.script)
+                elif i.state is State.CHANGED and i.migration is not None:
+                    m = i.migration
+                    self.ledger.update(rid, lease.token, {"checksum": m.checksum, "sha256": m.sha256,  # type: ignore[arg-type]
+                                                          "description": m.description, "script": m.script},
+                                       what="repair")
+                    report.realigned.append(m.script)
+        return report
+
+    # -- adoption of migrate-mongo ------------------------------------------------------------------
+
+    def import_migrate_mongo(self, ctx: RunContext, migrations: list[Migration], *,
+                             collection: str = "changelog") -> ImportReport:
+        """Copy migrate-mongo's changelog (``{fileName, appliedAt, fileHash?, migrationBlock?}``) of this
+        database into the ledger, so nothing migrate-mongo applied runs again (as flyway-import does).
+
+        Each entry matches the file of the same name among ``migrations``; its checksum is that file's,
+        unless migrate-mongo recorded a ``fileHash`` (``useFileHash``) that differs from the file now:
+        then the row says the file changed, and the next run stops until `repair` (Flyway's rule).
+        Entries without a file here are imported as they are (and reported: restore the file or
+        `repair`). Importing twice is a no-op.
+        """
+        report = ImportReport([], [], [], [])
+        by_name = {m.path.name: m for m in migrations if m.kind is Kind.VERSIONED}
+        source = f"{self.db.name}.{collection}"
+        with self._held(ctx) as lease:
+            self._ensure()
+            if collection not in self.db.list_collection_names():
+                raise PermanentError(f"no migrate-mongo changelog collection {source} on {self.target}",
+                                     hint="pass the changelogCollectionName of migrate-mongo-config.js with --collection")
+            entries = sorted(self.db[collection].find({}), key=lambda d: (d.get("appliedAt") or datetime.min,
+                                                                          str(d.get("fileName"))))
+            for e in entries:
+                name = str(e.get("fileName") or "")
+                try:
+                    parsed = parse_name("mongodb", name)
+                except ValueError:
+                    parsed = None
+                if parsed is None:
+                    log.warning("%s: changelog entry %r is not a {version}-{description}.js name; skipped", source, name)
+                    continue
+                _, version, description = parsed
+                m = by_name.get(name)
+                recorded = e.get("fileHash")
+                checksum = m.checksum if m else None
+                if m is not None and recorded and recorded != m.sha256:
+                    checksum = flyway_checksum(f"migrate-mongo fileHash {recorded}")  # never the file's: CHANGED
+                    report.changed.append(name)
+                if m is None:
+                    report.missing.append(name)
+                applied = e.get("appliedAt") if isinstance(e.get("appliedAt"), datetime) else None
+                row = {"_id": self.ledger.row_id(version), "domain": self.domain, "version": str(version),
+                       "description": m.description if m else description, "type": "MONGO_JS",
+                       "script": m.script if m else name, "checksum": checksum, "sha256": recorded or (m.sha256 if m else None),
+                       "installed_rank": self.ledger.next_rank(), "installed_on": applied or datetime.now(timezone.utc).replace(tzinfo=None),
+                       "installed_by": "migrate-mongo", "execution_time": 0, "success": True,
+                       "status": Status.SUCCESS.value, "run_id": ctx.run_id, "environment": ctx.environment,
+                       "region": ctx.region, "plan_hash": ctx.plan_hash, "attempt": None, "fence": lease.token,
+                       "progress": {"imported_from": source, "migration_block": e.get("migrationBlock")},
+                       "history": []}
+                (report.imported if self.ledger.insert_done(row) else report.already).append(name)
+        return report
+
+    # -- snapshot ---------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Collections (not polymigrate's own) with their options and indexes: schema, not data."""
+        self._ensure()
+        own = {self.ledger.name, self.ledger.lock_collection.name}
+        out = []
+        try:
+            for info in sorted(self.db.list_collections(), key=lambda c: c["name"]):
+                name = info["name"]
+                if name in own or name.startswith("system."):
+                    continue
+                indexes = []
+                if info.get("type", "collection") == "collection":
+                    for ix in self.db[name].list_indexes():
+                        d = dict(ix)
+                        indexes.append({k: json_util.loads(json_util.dumps(d[k])) for k in
+                                        ("name", "key", "unique", "sparse", "expireAfterSeconds",
+                                         "partialFilterExpression", "collation", "hidden") if k in d})
+                indexes.sort(key=lambda i: i["name"])
+                options = json_util.loads(json_util.dumps(info.get("options") or {}))
+                out.append({"name": name, "type": info.get("type", "collection"), "options": options,
+                            "indexes": indexes})
+        except perr.PyMongoError as exc:
+            raise classify(exc, server=self.server, what="cannot read the schema") from exc
+        return {"database": self.db.name, "server": self.server.label, "collections": out}
+
+
+def _raise_write_errors(reply: dict) -> None:
+    """``insert``/``update``/``delete`` commands report failed writes inside an ``ok: 1`` reply."""
+    errors = reply.get("writeErrors") or []
+    if errors:
+        e = errors[0]
+        raise perr.OperationFailure(f"{e.get('errmsg')} (write {e.get('index')}; {len(errors)} write error(s))",
+                                    e.get("code"), reply)
+    wce = reply.get("writeConcernError")
+    if wce:
+        raise perr.OperationFailure(f"write concern: {wce.get('errmsg')}", wce.get("code"), reply)
+
+
+def _line_in(exc: BaseException, m: Migration) -> tuple[int | None, str | None]:
+    """The line of the migration file where ``exc`` was raised (innermost frame in that file)."""
+    found = (None, None)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == str(m.path):
+            found = (frame.lineno, frame.line)
+    if found[0] is None and isinstance(exc, SyntaxError) and exc.filename == str(m.path):
+        return exc.lineno, exc.text
+    return found

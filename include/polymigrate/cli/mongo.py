@@ -1,0 +1,49 @@
+"""CLI verb: ``polymigrate migrate-mongo-import`` — adopt a migrate-mongo project.
+
+Copies migrate-mongo's changelog collection into the MongoDB ledger, so nothing migrate-mongo
+applied runs again (as ``flyway-import`` does for Flyway). Targets as for every verb: ad hoc
+``--url mongodb://host/DB --locations DIR``, or ``-e ENV -d DOMAIN``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from polymigrate.adapters.base import Adapter
+from polymigrate.catalog import Kind
+from polymigrate.cli.app import console, err_console
+from polymigrate.cli.migrate import (DomainOpt, EnvOpt, LocOpt, RegionOpt, Selection, SkipOpt, SpecsOpt, TableOpt,
+                                     Target, UrlOpt, WaitOpt, _each, app)
+from polymigrate.errors import PolymigrateError
+
+
+@app.command("migrate-mongo-import")
+def migrate_mongo_import(collection: str = typer.Option("changelog", "--collection",
+                                                        help="migrate-mongo's changelogCollectionName"),
+                         environment: Optional[str] = EnvOpt, domain: Optional[str] = DomainOpt,
+                         region: Optional[list[str]] = RegionOpt, specs: Path = SpecsOpt, url: Optional[str] = UrlOpt,
+                         locations: Optional[list[Path]] = LocOpt, table: Optional[str] = TableOpt,
+                         lock_wait: Optional[float] = WaitOpt, skip_approval: bool = SkipOpt) -> None:
+    """Import migrate-mongo's changelog into the ledger: what migrate-mongo applied is never run again."""
+    sel = Selection(environment, domain, region, "mongodb", specs, url, locations, None, None, table, lock_wait,
+                    skip_approval)
+
+    def act(t: Target, adapter: Adapter) -> None:
+        importer = getattr(adapter, "import_migrate_mongo", None)
+        if importer is None:
+            raise PolymigrateError(f"{t.label}: a migrate-mongo changelog can only be imported into MongoDB")
+        report = importer(t.ctx, [m for m in t.migrations if m.kind is Kind.VERSIONED], collection=collection)
+        console.print(f"[green]✓[/] {t.label}: imported {len(report.imported)} applied migration(s) from "
+                      f"{collection}" + (f", {len(report.already)} already in the ledger" if report.already else ""),
+                      highlight=False)
+        for name in report.changed:
+            err_console.print(f"  [yellow]changed[/] {name}: migrate-mongo applied other contents (fileHash); the "
+                              "next run stops until you restore the file or run `polymigrate repair`", highlight=False)
+        for name in report.missing:
+            err_console.print(f"  [yellow]missing[/] {name}: in the changelog, no such file in the locations; "
+                              "restore it or run `polymigrate repair`", highlight=False)
+
+    _each(sel, act)
