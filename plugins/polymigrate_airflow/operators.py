@@ -146,7 +146,8 @@ class PolymigrateMixin:
     def actor(context) -> str:
         run = context.get("dag_run")
         user = getattr(run, "triggering_user_name", None)
-        return f"{user}@airflow" if user else f"{getattr(run, 'run_type', 'unknown')}@airflow"
+        run_type = getattr(run, "run_type", None) or "unknown"
+        return f"{user}@airflow" if user else f"{getattr(run_type, 'value', run_type)}@airflow"  # scheduled@airflow
 
     def run_context(self, context, env, region: str, plan_hash: str | None = None):
         from polymigrate.ledger import RunContext
@@ -257,7 +258,7 @@ class ValidateOperator(PolymigrateOperator):
         ti = context.get("ti")
         if ti is None or (ti.try_number or 1) == 1:  # first: even a run refused below is on record, with who
             self.emit(context, "triggered", details={"by": getattr(run, "triggering_user_name", None),
-                                                     "run_type": str(getattr(run, "run_type", "") or ""),
+                                                     "run_type": str(getattr(getattr(run, "run_type", ""), "value", None) or getattr(run, "run_type", "") or ""),
                                                      "params": asdict(params)})
         project, domain, catalog, env = self.load()
         counts = {tech: len(catalog.applicable(tech)) for tech in domain.technology_order()}
