@@ -271,6 +271,8 @@ class ValidateOperator(PolymigrateOperator):
             risk = report.risk() if callable(report.risk) else report.risk
             summary["risk"] = risk
             summary["destructive"] = bool(getattr(report, "destructive", False))
+            summary["destructive_waived"] = summary["destructive"] and not any(
+                f.destructive and not f.suppressed for f in getattr(report, "findings", []) or [])
             summary["suppressions"] = list(getattr(report, "suppressions", []) or [])[:SUPPRESSIONS_CAP]
             summary["lint"] = {"findings": len(getattr(report, "findings", []) or []), "blocking": len(blocking)}
             for f in getattr(report, "findings", []) or []:
