@@ -16,12 +16,21 @@ from airflow._shared.timezones.timezone import coerce_datetime, utcnow
 from airflow.timetables.base import DagRunInfo
 from airflow.timetables.trigger import CronTriggerTimetable
 
-MIN_GRACE = timedelta(minutes=5)
+GRACE = timedelta(minutes=5)          # a point this recent is "now", not a missed run
+LATE_GRACE_MAX = timedelta(hours=1)   # how late a run the scheduler missed while it was down may start
 
 
 class RehearsalTimetable(CronTriggerTimetable):
-    """``CronTriggerTimetable`` whose first run, or first run after a pause, is never a missed one
-    (past more than a grace of 10% of the period, at least 5 minutes)."""
+    """``CronTriggerTimetable`` that never starts a missed run when a DAG is created or unpaused.
+
+    - A new DAG runs the most recent point only if it passed less than 5 minutes ago; otherwise
+      its first run is the next point.
+    - A DAG with runs runs the point after its last run. If that point is already past (the
+      scheduler was down at 02:00, or the DAG was paused), it runs late only when it is the most
+      recent point and passed within 10% of the period (at least 5 minutes, at most an hour);
+      otherwise it waits for the next point. A DAG paused over 02:00 and unpaused mid-day waits
+      for tonight.
+    """
 
     def __init__(self, cron: str, *, timezone="UTC", interval=timedelta(), run_immediately=False) -> None:
         super().__init__(cron, timezone=timezone, interval=interval, run_immediately=run_immediately)
@@ -36,10 +45,15 @@ class RehearsalTimetable(CronTriggerTimetable):
                                             restriction=restriction)
         now = self.now()
         previous, following = self._align_to_prev(now), self._align_to_next(now)
-        grace = max((following - previous) / 10, MIN_GRACE) if following > previous else MIN_GRACE
-        start = previous if now - previous <= grace else following
-        if last_automated_data_interval is not None:  # never the same point twice
-            start = max(start, self._get_next(last_automated_data_interval.end))
+        if last_automated_data_interval is None:
+            start = previous if now - previous <= GRACE else following
+        else:
+            due = self._get_next(last_automated_data_interval.end)
+            late = min(max((following - previous) / 10, GRACE), LATE_GRACE_MAX) if following > previous else GRACE
+            if due >= now or (due == previous and now - previous <= late):
+                start = due
+            else:
+                start = following
         if restriction.earliest is not None:
             start = max(start, self._align_to_next(restriction.earliest))
         if restriction.latest is not None and restriction.latest < start:

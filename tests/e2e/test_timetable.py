@@ -26,6 +26,14 @@ def first_run(now: str, last: str | None = None, catchup: bool = False):
 @pytest.mark.parametrize("now, last, expected", [
     # created (or unpaused for the first time) at mid-day: tonight, not "this morning's" run now
     ("2026-11-30T14:00:00+00:00", None, "2026-12-01T02:00:00+00:00"),
+    # created an hour after the point (the demo started at 03:11): tonight too
+    ("2026-11-30T03:11:00+00:00", None, "2026-12-01T02:00:00+00:00"),
+    # unpaused at 02:50 after a pause over 02:00: late but within the hour: tonight's still runs
+    ("2026-11-30T02:50:00+00:00", "2026-11-29T02:00:00+00:00", "2026-11-30T02:00:00+00:00"),
+    # unpaused at 04:00 after a pause over 02:00: waits for tomorrow
+    ("2026-11-30T04:00:00+00:00", "2026-11-29T02:00:00+00:00", "2026-12-01T02:00:00+00:00"),
+    # the next point is in the future: it, whatever else
+    ("2026-11-30T01:00:00+00:00", "2026-11-29T02:00:00+00:00", "2026-11-30T02:00:00+00:00"),
     # unpaused after a week: no catch-up of last night either
     ("2026-11-30T14:00:00+00:00", "2026-11-23T02:00:00+00:00", "2026-12-01T02:00:00+00:00"),
     # the scheduler was down for 20 minutes at 02:00: tonight's rehearsal still runs, late
