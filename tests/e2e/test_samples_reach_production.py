@@ -13,6 +13,7 @@ none to the policy: two regions each (time), no execution window (the test runs 
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -26,6 +27,7 @@ import yaml
 
 from polymigrate_airflow import local
 from tests.conftest import REDIS_URL
+from tests.e2e.test_audit_ui import ARTIFACTS, browser  # noqa: F401  (the headless Chromium fixture)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -156,7 +158,7 @@ def airflow(tmp_path, make_pg_database):
             c.close()
 
 
-def test_common_and_social_commerce_rehearse_in_staging_then_pass_production_s_policy(airflow):
+def test_common_and_social_commerce_rehearse_in_staging_then_pass_production_s_policy(airflow, browser):
     api = airflow
     # 1. The nightly rehearsal (here triggered): staging approves automatically.
     for domain in ("common", "social_commerce"):
@@ -202,3 +204,18 @@ def test_common_and_social_commerce_rehearse_in_staging_then_pass_production_s_p
     matrix = api.call("admin", "GET", "/polymigrate/api/matrix?environment=production").json()["rows"]
     cells = {(row["domain"], row["region"]): row["technologies"]["postgresql"]["version"] for row in matrix}
     assert cells[("common", "north_africa")] == "2.1" and cells[("social-commerce", "western_europe")] == "3"
+
+    # 4. The page a reviewer opens (Browse → Migration audit), in headless Chromium.
+    tools, _ = browser
+    tools.call("Page.enable")
+    tools.call("Network.enable")
+    tools.call("Network.setCookie", name="_token", value=api.tokens["admin"], url=api.base, httpOnly=True)
+    tools.call("Emulation.setDeviceMetricsOverride", width=1440, height=1100, deviceScaleFactor=1, mobile=False)
+    tools.navigate(f"{api.base}/polymigrate/?environment=production")
+    rows = tools.evaluate("[...document.querySelectorAll('#matrix tr[data-domain]')].map(r => r.innerText)")
+    assert len(rows) == 4 and all("succeeded" in r for r in rows), rows
+    page = tools.evaluate("document.body.innerText")
+    assert "@airflow" not in page and "DagRunType" not in page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    (ARTIFACTS / "compliance_after_production.png").write_bytes(base64.b64decode(shot["data"]))
