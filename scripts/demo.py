@@ -444,6 +444,9 @@ def main() -> int:
             available = set(EMBEDDED) | set(extra)
             for tech, why in skipped.items():
                 say(f"skipping {tech}: {why}")
+            for tech in extra:
+                say(f"{tech}: one {EXTRA_ENGINES[tech][0]} server serves every region here (a deployment has one per "
+                    "region), so the regions after the first find the migrations already in its ledger")
             chosen = args.domain or ["social-commerce"] + (["warehousing"] if "elasticsearch" in available else [])
             order = plan_domains(project, chosen)
             store = audit_store(pg_socket)
