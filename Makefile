@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test demo bench clean engines engines-down
+.PHONY: install test demo demo-stop bench clean engines engines-down
 
 $(BIN)/polymigrate: requirements.txt constraints.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,6 +26,10 @@ test: install engines
 
 demo: install
 	$(BIN)/python scripts/demo.py
+
+# stops a demo running in the background (it stops Airflow, PostgreSQL, Redis and the engines it started)
+demo-stop:
+	$(BIN)/python scripts/demo.py --stop
 
 bench: install engines
 	. .engines/env && for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done

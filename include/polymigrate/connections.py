@@ -28,6 +28,12 @@ ALLOWED_EXTRAS = frozenset({"sslmode", "sslrootcert", "sslcert", "sslkey", "sslc
                             "appName", "compressors", "loadBalanced", "srv"})
 
 
+# Where the server is, not how to talk to it: libpq reads these from a URI's query string too
+# (``postgresql://user@/db?host=/run/postgresql`` is how a unix socket directory is written), so
+# dropping them would silently point the CLI at a different server.
+LOCATION_PARAMS = frozenset({"host", "hostaddr", "port"})
+
+
 def url_for(conn_id: str) -> str | None:
     """The target URL of ``AIRFLOW_CONN_<ID>`` (URI or Airflow's JSON form), with allowlisted extras only."""
     value = os.environ.get(env_var(conn_id))
@@ -39,15 +45,19 @@ def url_for(conn_id: str) -> str | None:
         auth = quote(str(d.get("login") or ""), safe="")
         if d.get("password"):
             auth += ":" + quote(str(d["password"]), safe="")
-        host = (auth + "@" if auth else "") + (d.get("host") or "") + (f":{d['port']}" if d.get("port") else "")
+        # A socket directory ("/run/postgresql") is a host too: percent-encoded, as libpq reads it.
+        host = str(d.get("host") or "")
+        host = quote(host, safe="") if host.startswith("/") else host
+        netloc = (auth + "@" if auth else "") + host + (f":{d['port']}" if d.get("port") else "")
         extra = d.get("extra") or {}
         if isinstance(extra, str):
             extra = json.loads(extra or "{}")
-        query = urlencode({k: v for k, v in extra.items() if k in ALLOWED_EXTRAS})
-        return f"{d.get('conn_type')}://{host}/{quote(str(d.get('schema') or ''), safe='')}" + (f"?{query}" if query else "")
+        query = urlencode({k: v for k, v in extra.items() if k in ALLOWED_EXTRAS}, quote_via=quote)
+        return f"{d.get('conn_type')}://{netloc}/{quote(str(d.get('schema') or ''), safe='')}" + (f"?{query}" if query else "")
     parts = urlsplit(value)
-    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k in ALLOWED_EXTRAS]
-    return urlunsplit(parts._replace(query=urlencode(kept)))
+    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+            if k in ALLOWED_EXTRAS or (k in LOCATION_PARAMS and parts.scheme.startswith("postgres"))]
+    return urlunsplit(parts._replace(query=urlencode(kept, quote_via=quote)))  # libpq reads no "+" as space
 
 
 def redact(url: str) -> str:

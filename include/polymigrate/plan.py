@@ -94,7 +94,9 @@ class Plan:
     def summary(self) -> dict:
         """Small enough for an XCom: counts and the hash, never the whole plan."""
         return {"hash": self.hash, "pending": self.pending, "problems": len(self.problems),
-                "targets": {f"{t.region}/{t.technology}": len(t.steps) for t in self.targets}}
+                "targets": {f"{t.region}/{t.technology}": len(t.steps) for t in self.targets},
+                # where each target is now: the audit matrix shows it even when nothing is pending
+                "current": {f"{t.region}/{t.technology}": t.current_version for t in self.targets if not t.error}}
 
 
 def changeset_hash(domain: str, environment: str, migrations: list[Migration], waivers: list[str] = ()) -> str:

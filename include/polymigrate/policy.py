@@ -36,6 +36,7 @@ class ChangeSet:
     triggered_by: str
     risk: str = "low"
     destructive: bool = False
+    destructive_waived: bool = False  # every destructive change carries a reasoned lint suppression
     blocking_findings: int = 0  # unsuppressed lint findings at or above the policy's threshold
 
 
@@ -84,10 +85,13 @@ def evaluate(policy: Policy, change: ChangeSet, approvals: Iterable[Approval], n
     required, roles, escalated = required_approvals(ap, change, override=override)
     decision = Decision("waiting", required, escalated=escalated, override=override)
 
-    if change.destructive and not policy.destructive_allowed and not override:
+    # A reviewed contract step (its drop waived in the file with a reason) is a normal release step,
+    # not an emergency: it passes, with the stricter approval that any destructive change needs.
+    if change.destructive and not change.destructive_waived and not policy.destructive_allowed and not override:
         decision.status = "refused"
-        decision.reasons.append(f"destructive changes are not allowed in {change.environment} "
-                                "(use an emergency override, which needs the stricter approval and is recorded)")
+        decision.reasons.append(f"destructive changes are not allowed in {change.environment} unless each is waived "
+                                "in its file with a reason (lint-ignore … reason: …), which then needs the stricter "
+                                "approval; or use an emergency override, which needs it too and is recorded")
         return decision
     if change.blocking_findings and not override:
         decision.status = "refused"

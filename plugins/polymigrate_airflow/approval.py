@@ -87,6 +87,7 @@ def change_set(domain: str, environment: str, changeset_hash: str, triggered_by:
 
     return ChangeSet(domain=domain, environment=environment, hash=changeset_hash, triggered_by=triggered_by,
                      risk=summary.get("risk") or "low", destructive=bool(summary.get("destructive")),
+                     destructive_waived=bool(summary.get("destructive_waived")),
                      blocking_findings=int((summary.get("lint") or {}).get("blocking", 0)))
 
 

@@ -34,6 +34,11 @@ def postgres_client(conn_id: str) -> dict[str, Any]:
                               "password": conn.password, "dbname": conn.schema}
     extras = conn.extra_dejson or {}
     kwargs.update({k: v for k, v in extras.items() if k in POSTGRES_EXTRAS})
+    # A URI such as postgresql://user@/db?host=/run/postgresql puts the socket directory in the
+    # extras; libpq would read it there, so it must not be dropped (the default socket is elsewhere).
+    for key in ("host", "hostaddr", "port"):
+        if kwargs.get(key) in (None, "") and extras.get(key) not in (None, ""):
+            kwargs[key] = extras[key]
     return {k: v for k, v in kwargs.items() if v not in (None, "")}
 
 

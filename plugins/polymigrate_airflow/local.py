@@ -80,6 +80,13 @@ def airflow_env(home: Path, port: int, *, dags_folder: Path, metadata_url: str,
         # starts the task anyway, the retry is refused (400: not queued) and the task fails.
         "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "180",
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "15",
+        # importing Airflow alone takes 10 s on a loaded 2-core machine: the 50 s default killed
+        # the parse of the DAG file (every DAG then missing) while the machine was busy
+        "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "240",
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "200",
+        # the task's first call to the execution API timed out at 5 s under the same load, failing
+        # the task before it ran ("Workload execution failed … ReadTimeout")
+        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "15",
         # standalone starts its components as `airflow ...` through PATH: they must be the venv's
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -146,7 +146,8 @@ class PolymigrateMixin:
     def actor(context) -> str:
         run = context.get("dag_run")
         user = getattr(run, "triggering_user_name", None)
-        return f"{user}@airflow" if user else f"{getattr(run, 'run_type', 'unknown')}@airflow"
+        run_type = getattr(run, "run_type", None) or "unknown"
+        return f"{user}@airflow" if user else f"{getattr(run_type, 'value', run_type)}@airflow"  # scheduled@airflow
 
     def run_context(self, context, env, region: str, plan_hash: str | None = None):
         from polymigrate.ledger import RunContext
@@ -257,7 +258,7 @@ class ValidateOperator(PolymigrateOperator):
         ti = context.get("ti")
         if ti is None or (ti.try_number or 1) == 1:  # first: even a run refused below is on record, with who
             self.emit(context, "triggered", details={"by": getattr(run, "triggering_user_name", None),
-                                                     "run_type": str(getattr(run, "run_type", "") or ""),
+                                                     "run_type": str(getattr(getattr(run, "run_type", ""), "value", None) or getattr(run, "run_type", "") or ""),
                                                      "params": asdict(params)})
         project, domain, catalog, env = self.load()
         counts = {tech: len(catalog.applicable(tech)) for tech in domain.technology_order()}
@@ -270,6 +271,8 @@ class ValidateOperator(PolymigrateOperator):
             risk = report.risk() if callable(report.risk) else report.risk
             summary["risk"] = risk
             summary["destructive"] = bool(getattr(report, "destructive", False))
+            summary["destructive_waived"] = summary["destructive"] and not any(
+                f.destructive and not f.suppressed for f in getattr(report, "findings", []) or [])
             summary["suppressions"] = list(getattr(report, "suppressions", []) or [])[:SUPPRESSIONS_CAP]
             summary["lint"] = {"findings": len(getattr(report, "findings", []) or []), "blocking": len(blocking)}
             for f in getattr(report, "findings", []) or []:
@@ -365,12 +368,19 @@ class PlanOperator(PolymigrateOperator):
         unknown = [r for r in params.regions or [] if r not in env.regions]
         if unknown:
             raise AirflowFailException(f"param regions: {unknown} not in {self.environment} ({sorted(env.regions)})")
-        connect, close = _connector(domain, env, params.technologies)
+        from polymigrate.serving import served, skipped
+
+        serve = served(project, domain, env)  # a target the environment cannot serve is skipped, said why
+        skips = skipped(project, domain, env, params.regions, params.technologies)
+        connect, close = _connector(domain, env, [t for t in params.technologies or domain.technology_order()
+                                                  if any(t in ts for ts in serve.values())])
         try:
             plan = plan_domain(project, domain, catalog, env, connect, regions=params.regions,
                                target=params.target_version, out_of_order=params.allow_out_of_order)
-            plan.targets = [t for t in plan.targets if params.selects(t.region, t.technology)]
-            self.log.info("Plan %s (hash %s)\n%s", f"{self.domain}/{self.environment}", plan.hash[:12], plan_table(plan))
+            plan.targets = [t for t in plan.targets if params.selects(t.region, t.technology)
+                            and t.technology in serve.get(t.region, ())]
+            self.log.info("Plan %s (hash %s)\n%s%s", f"{self.domain}/{self.environment}", plan.hash[:12], plan_table(plan),
+                          "".join(f"\nskipped {line}" for line in skips))
             if plan.problems:
                 raise PermanentError("the plan cannot run:\n  " + "\n  ".join(plan.problems),
                                      hint="fix each line, then clear this task")
@@ -378,8 +388,8 @@ class PlanOperator(PolymigrateOperator):
         finally:
             close()
         self.check_promotion(context, project, domain, env, params, plan)
-        self.emit(context, "planned", details={**plan.summary(), "dry_run": params.dry_run})
-        return {**plan.summary(), "dry_run": params.dry_run}
+        self.emit(context, "planned", details={**plan.summary(), "dry_run": params.dry_run, "skipped": skips})
+        return {**plan.summary(), "dry_run": params.dry_run, "skipped": skips}
 
     def check_promotion(self, context, project, domain, env, params, plan) -> None:
         """Production runs only what succeeded in every staging region, unless an approved override says so."""

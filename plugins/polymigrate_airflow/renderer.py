@@ -13,6 +13,7 @@ from airflow.sdk import DAG, Param, TaskGroup
 
 from polymigrate.blueprint import DagBlueprint, compile_project
 from polymigrate_airflow import operators as _operators
+from polymigrate_airflow.timetables import timetable_for
 
 
 def operator_class(name: str, technology: str | None = None) -> type:
@@ -48,9 +49,10 @@ def render(bp: DagBlueprint) -> DAG:
         description=bp.description,
         doc_md=bp.doc_md,
         tags=set(bp.tags),
-        schedule=bp.schedule,
+        schedule=timetable_for(bp.schedule),
         start_date=datetime.fromisoformat(bp.start_date).replace(tzinfo=timezone.utc),
         catchup=False,
+        **({} if bp.start_paused is None else {"is_paused_upon_creation": bp.start_paused}),
         max_active_runs=bp.max_active_runs,
         default_args=_default_args(bp),
         params={name: Param(**spec) for name, spec in bp.params.items()},

@@ -39,7 +39,9 @@ def test_every_sample_dag_loads_without_connections(monkeypatch):
     assert type(dag.get_task("approve")).__name__ == "ApproveOperator"
     assert type(dag.get_task("western_europe.postgresql")).__name__ == "PostgresMigrationOperator"
     assert dag.get_task("eastern_europe.postgresql").upstream_task_ids == {"western_europe.verify"}
-    assert bag.dags["migrate__social_commerce__staging"].schedule == "0 2 * * *"  # nightly rehearsal
+    staging = bag.dags["migrate__social_commerce__staging"]
+    assert type(staging.timetable).__name__ == "RehearsalTimetable" and staging.timetable._expression == "0 2 * * *"
+    assert staging.is_paused_upon_creation is False  # nightly rehearsal, unpaused from the start
 
 
 def test_broken_domain_is_its_own_failing_dag_while_the_others_load(monkeypatch, tmp_path):

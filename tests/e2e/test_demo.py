@@ -1,39 +1,57 @@
-"""`make demo` end to end: embedded PostgreSQL and Redis, airflow standalone, REST trigger, clean stop."""
+"""`make demo` end to end: embedded PostgreSQL and Redis, airflow standalone, REST trigger, the audit
+store filled by the runs, and a clean stop however the demo is stopped."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from polymigrate_airflow import local
+
 ROOT = Path(__file__).resolve().parents[2]
+DEMO = [sys.executable, str(ROOT / "scripts" / "demo.py")]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def _processes_with(marker: str) -> list[int]:
-    """PIDs whose environment mentions ``marker``: every process the demo started inherits its AIRFLOW_HOME,
-    whatever its command line (LocalExecutor workers and the triggerer do not name the demo folder)."""
+    """PIDs whose environment or command line mentions ``marker``: every process the demo started
+    inherits its AIRFLOW_HOME (LocalExecutor workers and the triggerer do not name the demo folder
+    on their command line), and pgserver's postgres names its data folder."""
     found = []
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            if marker.encode() in (entry / "environ").read_bytes():
+            if marker.encode() in (entry / "environ").read_bytes() or marker.encode() in (entry / "cmdline").read_bytes():
                 found.append(int(entry.name))
         except OSError:  # gone meanwhile, or not ours to read
             continue
     return found
 
 
-def test_demo_once_runs_common_then_social_commerce_and_stops_cleanly(tmp_path):
+def _no_leftovers(marker: str, timeout: float = 20) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := _processes_with(marker)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def _env(demo_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env["POLYMIGRATE_DEMO_DIR"] = str(tmp_path / "demo")
-    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "demo.py"), "--once"], env=env,
-                         capture_output=True, text=True, timeout=900)
+    env["POLYMIGRATE_DEMO_DIR"] = str(demo_dir)
+    return env
+
+
+def test_demo_once_runs_common_then_social_commerce_fills_the_audit_store_and_stops_cleanly(tmp_path):
+    out = subprocess.run([*DEMO, "--once"], env=_env(tmp_path / "demo"), capture_output=True, text=True, timeout=1500)
     text = out.stdout
     assert out.returncode == 0, text + out.stderr[-3000:]
     assert "migrate__common__development: SUCCESS" in text
@@ -41,6 +59,53 @@ def test_demo_once_runs_common_then_social_commerce_and_stops_cleanly(tmp_path):
     assert text.index("migrate__common__development: SUCCESS") < text.index("migrate__social_commerce__development: SUCCESS")
     assert "western_europe.redis             success" in text and "north_africa.postgresql          success" in text
     assert "Airflow UI: http://127.0.0.1:" in text and "login: admin / " in text
+    # what it cannot run, it says, with the reason (no adapter yet, or no Go/Java here)
+    for tech in ("mongodb", "elasticsearch"):
+        assert f"[demo] skipping {tech}: " in text or f"{tech}: using the server" in text or f"{tech}: starting" in text
+    # compliance: the runs are in the demo's audit store, and the state it shows is the real one
+    audit = next(line for line in text.splitlines() if line.startswith("[demo] audit store"))
+    assert "chain intact" in audit and int(audit.split(": ", 1)[1].split()[0]) > 20, audit
+    assert any(line.split()[:3] == ["common", "western_europe", "postgresql"] and line.split()[3] == "2.1"
+               for line in (row.strip() for row in text.splitlines())), text
     assert "[demo] stopped" in text
-    leftovers = _processes_with(str(tmp_path / "demo"))
-    assert leftovers == [], f"processes still running from the demo: {leftovers}"
+    assert _no_leftovers(str(tmp_path / "demo")) == [], "processes still running from the demo"
+
+
+def _start_in_background(demo_dir: Path, log: Path) -> subprocess.Popen:
+    # As `make demo &` does: its own output file, no terminal to press Ctrl-C in.
+    with open(log, "w") as f:
+        return subprocess.Popen([*DEMO, "--domain", "common"], env=_env(demo_dir), stdout=f, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 900) -> None:
+    local.wait_until(f"'{text}' in the demo's output", lambda: text in log.read_text(), timeout, proc=proc, log=log,
+                     interval=1)
+
+
+def test_a_background_demo_stops_everything_on_make_demo_stop_and_after_a_kill_9(tmp_path):
+    demo_dir, log = tmp_path / "demo", tmp_path / "demo.out"
+
+    # 1. make demo-stop while a run is going on: the demo gets SIGTERM and stops what it started.
+    proc = _start_in_background(demo_dir, log)
+    _wait_for(log, "[demo] triggered migrate__common__development", proc)
+    stop = subprocess.run([*DEMO, "--stop"], env=_env(demo_dir), capture_output=True, text=True, timeout=300)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert proc.wait(60) == 0
+    text = log.read_text()
+    assert "SIGTERM received: stopping everything the demo started" in text
+    assert text.index("[demo] stopping Airflow") < text.index("[demo] stopping PostgreSQL") < text.index("[demo] stopped")
+    assert not (demo_dir / "state.json").exists()
+    assert _no_leftovers(str(demo_dir)) == [], "processes still running after make demo-stop"
+
+    # 2. The demo killed outright (kill -9: no chance to clean up): make demo-stop stops what it left.
+    proc = _start_in_background(demo_dir, log)
+    _wait_for(log, "[demo] airflow standalone starting", proc)
+    state = json.loads((demo_dir / "state.json").read_text())
+    assert {"airflow", "postgres", "redis"} <= set(state)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert _processes_with(str(demo_dir)), "a kill -9 of the demo alone should leave its servers running"
+    stop = subprocess.run([*DEMO, "--stop"], env=_env(demo_dir), capture_output=True, text=True, timeout=300)
+    assert stop.returncode == 0 and "[demo] stopped" in stop.stdout, stop.stdout + stop.stderr
+    assert _no_leftovers(str(demo_dir)) == [], "processes still running after make demo-stop cleaned a killed demo"

@@ -220,3 +220,44 @@ def test_blueprint_module_does_not_import_airflow():
 def test_dag_id_is_safe_for_airflow():
     assert dag_id("social-commerce", "production") == "migrate__social_commerce__production"
     assert dag_id("Bad Name!", "dev") == "migrate__Bad_Name___dev"
+
+
+# --- what an environment serves (16.2: scheduled runs must not ask for what they cannot reach) ------
+
+def test_default_technologies_are_what_the_environment_serves(tree, monkeypatch):
+    import polymigrate.adapters as adapters
+
+    write(tree / "environments/dev.yaml", """
+        regions:
+          r1: {}
+          r2: {technologies: [postgresql]}
+        technologies: [postgresql, redis, mongodb]
+        policy: {schedule: "0 2 * * *"}
+    """)
+    write(tree / "shop/domain.yaml", "technologies: {postgresql: {}, redis: {}, mongodb: {}, elasticsearch: {}}\n")
+    write(tree / "shop/mongodb/1-posts.json", '{"commands": [{"create": "posts"}]}')
+    write(tree / "shop/elasticsearch/1-idx.json", '{"steps": [{"create_index": {"index": "i_v1"}}]}')
+    monkeypatch.setattr(adapters, "REGISTRY", {k: v for k, v in adapters.REGISTRY.items() if k != "mongodb"})
+    bp = next(b for b in compile_project(tree) if b.dag_id == "migrate__shop__dev")
+    techs = bp.params["technologies"]
+    assert techs["default"] == ["postgresql", "redis"]
+    assert techs["items"]["enum"] == ["postgresql", "mongodb", "redis", "elasticsearch"]  # still choosable
+    assert "mongodb in r1: no mongodb adapter in this installation" in techs["description"]  # r2: region reason
+    assert "elasticsearch: dev does not serve elasticsearch" in techs["description"]
+    # the shape follows the spec: r2 has no redis task, nobody has an elasticsearch task
+    assert [t.full_id for t in bp.tasks if t.group == "r2"] == ["r2.postgresql", "r2.verify"]
+    assert [t.task_id for t in bp.tasks if t.group == "r1"] == ["postgresql", "mongodb", "redis", "verify"]
+    assert bp.task("r2.verify").arguments["technologies"] == ["postgresql"]
+    assert "redis in r2: region r2 of dev does not serve redis" in bp.doc_md
+
+
+def test_scheduled_environments_start_unpaused_unless_the_policy_says_otherwise(tree):
+    write(tree / "environments/dev.yaml", "regions: {r1: {}}\npolicy: {schedule: '0 2 * * *'}\n")
+    write(tree / "environments/qa.yaml", "regions: {r1: {}}\npolicy: {schedule: '@daily', start_unpaused: false}\n")
+    write(tree / "environments/prod.yaml", "regions: {r1: {}}\n")
+    write(tree / "shop/domain.yaml", "technologies: {postgresql: {}}\n")
+    bps = {b.environment: b for b in compile_project(tree) if b.domain == "shop"}
+    assert (bps["dev"].schedule, bps["dev"].start_paused) == ("0 2 * * *", False)
+    assert bps["qa"].start_paused is True
+    assert (bps["prod"].schedule, bps["prod"].start_paused) == (None, None)
+    assert "never starts a catch-up run" in bps["dev"].doc_md

@@ -22,3 +22,18 @@ def test_uri_connection_keeps_only_client_extras(monkeypatch):
     monkeypatch.setenv("AIRFLOW_CONN_CACHE", "redis://:pw@127.0.0.1:6379/3?ssl_cert_reqs=none&__extra__=x")
     assert url_for("cache") == "redis://:pw@127.0.0.1:6379/3?ssl_cert_reqs=none"
     assert url_for("not_configured") is None
+
+
+def test_airflow_uri_with_a_socket_directory_keeps_the_host(monkeypatch):
+    # How the demo's audit store (pgserver, a unix socket) is written as an Airflow URI: libpq reads
+    # host from the query string; dropping it silently pointed the CLI at the default socket.
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", "postgresql://postgres@/demo_audit?host=/tmp/pg%20sock&__extra__=x")
+    assert psycopg.conninfo.conninfo_to_dict(url_for("polymigrate_audit")) == {
+        "user": "postgres", "dbname": "demo_audit", "host": "/tmp/pg sock"}
+
+
+def test_json_connection_with_a_socket_directory_as_host(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_DEMO", json.dumps({"conn_type": "postgres", "host": "/tmp/pgsock", "login": "postgres",
+                                                        "schema": "demo_western_europe"}))
+    assert psycopg.conninfo.conninfo_to_dict(url_for("demo")) == {
+        "user": "postgres", "dbname": "demo_western_europe", "host": "/tmp/pgsock"}

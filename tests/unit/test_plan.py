@@ -80,7 +80,8 @@ def test_problems_and_summary():
     plan = make_plan(edited, applied, regions=("western_europe",))
     assert len(plan.problems) == 1 and plan.problems[0].startswith("western_europe/postgresql: V1__x.sql")
     summary = plan.summary()
-    assert summary == {"hash": plan.hash, "pending": 1, "problems": 1, "targets": {"western_europe/postgresql": 1}}
+    assert summary == {"hash": plan.hash, "pending": 1, "problems": 1, "targets": {"western_europe/postgresql": 1},
+                       "current": {"western_europe/postgresql": plan.targets[0].current_version}}
     assert len(json.dumps(summary)) < 300  # small enough for an XCom
 
 

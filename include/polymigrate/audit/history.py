@@ -15,6 +15,23 @@ from polymigrate.events import AuditEvent
 from polymigrate.versions import Version
 
 NO_RUN = "(no run id)"
+AIRFLOW_SUFFIX = "@airflow"
+# What Airflow records instead of a user for runs nobody triggered by hand (``DagRunType``, as its
+# value or as the str() of the enum).
+RUN_TYPES = {"scheduled": "the schedule", "backfill": "a backfill", "asset_triggered": "an asset update",
+             "asset_materialization": "an asset update", "manual": "a manual run (no user recorded)"}
+
+
+def person(actor: str | None) -> str | None:
+    """Who did something, as a reviewer reads it: the Airflow user's name (``admin``, whether they
+    triggered or approved), ``the schedule`` for scheduled runs, ``user@host`` for the CLI."""
+    if not actor:
+        return None
+    name = actor[:-len(AIRFLOW_SUFFIX)] if actor.endswith(AIRFLOW_SUFFIX) else actor
+    kind = name.removeprefix("DagRunType.").lower()
+    if kind in RUN_TYPES and (name != actor or name.startswith("DagRunType.")):
+        return RUN_TYPES[kind]
+    return name
 
 
 @dataclass
@@ -141,16 +158,19 @@ def summarize_runs(records: Iterable[AuditRecord]) -> list[RunSummary]:
             first_actor[key] = e.actor or None
         run.kinds.append(e.kind)
         run.dag_id = run.dag_id or e.dag_id
-        run.run_url = run.run_url or e.details.get("run_url") or run_url(e.dag_id, e.run_id)
+        # The Airflow serving this report first: a link recorded at the time keeps the port Airflow
+        # had then (the demo's changes on each start); the recorded one is for reports made elsewhere.
+        run.run_url = run.run_url or run_url(e.dag_id, e.run_id) or e.details.get("run_url")
         run.started_at = min(filter(None, (run.started_at, e.at)))
         run.finished_at = max(filter(None, (run.finished_at, e.at)))
         run.plan_hash = e.details.get("plan_hash") or (e.details.get("hash") if e.kind == "planned" else None) \
             or run.plan_hash
         # Any step may carry who triggered (Airflow knows it from the run); 'triggered' is authoritative.
         if e.kind == "triggered":
-            run.triggered_by = e.details.get("triggered_by") or e.actor
+            run.triggered_by = person(e.details.get("triggered_by") or e.details.get("by")) \
+                or person(e.details.get("run_type") and f"{e.details['run_type']}{AIRFLOW_SUFFIX}") or person(e.actor)
         elif run.triggered_by is None and e.details.get("triggered_by"):
-            run.triggered_by = e.details["triggered_by"]
+            run.triggered_by = person(e.details["triggered_by"])
         if e.kind == "approved":
             who = _decider(e)
             # an answer the policy did not count (same person twice, wrong role) approved nothing
@@ -160,8 +180,11 @@ def summarize_runs(records: Iterable[AuditRecord]) -> list[RunSummary]:
             run.rejected_by.append(_decider(e))
             run.notes.append(f"rejected by {_decider(e)}" + (f": {e.details['reason']}" if e.details.get("reason") else ""))
         elif e.kind == "overridden":
-            run.overridden_by.append(_decider(e))
-            run.notes.append(f"approval overridden by {_decider(e)}"
+            # the approve task and each gate the override bypasses record it: name each person once
+            names = _people(e)
+            run.overridden_by += [n for n in names if n not in run.overridden_by]
+            what = f"{e.details['gate']} gate bypassed" if e.details.get("gate") else "approval overridden"
+            run.notes.append(f"{what} under an emergency override approved by {', '.join(names)}"
                              + (f": {e.details['reason']}" if e.details.get("reason") else ""))
         elif e.kind == "refused":
             run.notes.append("refused by policy: " + str(e.details.get("reason") or e.details.get("error") or ""))
@@ -192,7 +215,21 @@ def _decider(e: AuditEvent) -> str:
     if e.details.get("automatic"):
         reason = e.details.get("reason")
         return "automatically by policy" + (f" ({reason})" if reason else "")
-    return str(e.details.get("by") or e.actor)
+    return person(str(e.details.get("by") or e.actor)) or "unknown"
+
+
+def _people(e: AuditEvent) -> list[str]:
+    """Everyone an event names as deciding: ``approved_by`` (a list) or ``by`` (one name, or a
+    comma-separated list as the override events write it)."""
+    names = e.details.get("approved_by")
+    if not isinstance(names, list) or not names:
+        names = str(e.details.get("by") or e.actor or "").split(",")
+    out: list[str] = []
+    for n in names:
+        shown = person(str(n).strip())
+        if shown and shown not in out:
+            out.append(shown)
+    return out
 
 
 def _advance(m: MigrationOutcome, e: AuditEvent) -> None:
@@ -297,6 +334,16 @@ def build_matrix(records: Iterable[AuditRecord]) -> tuple[list[str], list[Matrix
     def row_for(domain: str, env: str, region: str) -> MatrixRow:
         return rows.setdefault((domain, env, region), MatrixRow(domain, env, region))
 
+    def report(target: tuple, version: str | None, at: datetime) -> None:
+        """A step read the target's ledger and says where it is: that is the truth at that moment,
+        also for what this store never saw applied (before it existed, or by the CLI elsewhere)."""
+        key = _version_key(version) if version else None
+        kept = {k: v for k, v in (applied.get(target) or {}).items() if key is not None and v <= key}
+        if key is not None:
+            kept[str(key)] = key
+        applied[target] = kept
+        latest_at.setdefault(target, at)
+
     for rec in records:
         e = rec.event
         if e.kind == "planned":
@@ -304,6 +351,19 @@ def build_matrix(records: Iterable[AuditRecord]) -> tuple[list[str], list[Matrix
                 pending[(e.domain, e.environment, region, tech)] = n
                 technologies.add(tech)
                 row_for(e.domain, e.environment, region)
+            for name, version in (e.details.get("current") or {}).items():
+                region, _, tech = str(name).partition("/")
+                if region and tech:
+                    report((e.domain, e.environment, region, tech), version, e.at)
+            continue
+        if e.kind == "verified" and e.region and isinstance(e.details.get("versions"), dict):
+            if e.details.get("dry_run"):
+                continue
+            for tech, version in e.details["versions"].items():
+                target = (e.domain, e.environment, e.region, tech)
+                technologies.add(tech)
+                row_for(e.domain, e.environment, e.region)
+                report(target, version, e.at)
             continue
         if not (e.region and e.technology):
             continue

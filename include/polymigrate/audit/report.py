@@ -26,16 +26,43 @@ MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/json", "ht
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 
 
-def render(records: Iterable[AuditRecord], fmt: str, *, filters: dict[str, Any] | None = None) -> str:
-    """The report in ``fmt`` (csv, json or html) over ``records`` (chain order)."""
+def render(records: Iterable[AuditRecord], fmt: str, *, filters: dict[str, Any] | None = None,
+           runs: list[RunSummary] | None = None) -> str:
+    """The report in ``fmt`` (csv, json or html) over ``records`` (chain order).
+
+    ``runs`` are the run summaries to show (``select`` gives them whole, whatever the filters);
+    without them the runs are summarised from ``records`` alone.
+    """
     records = list(records)
     if fmt == "csv":
         return render_csv(records)
     if fmt == "json":
-        return render_json(records, filters=filters)
+        return render_json(records, filters=filters, runs=runs)
     if fmt == "html":
-        return render_html(records, filters=filters)
+        return render_html(records, filters=filters, runs=runs)
     raise ValueError(f"unknown report format {fmt!r}; one of {', '.join(FORMATS)}")
+
+
+def select(store, **query: Any) -> tuple[list[AuditRecord], list[RunSummary]]:
+    """(events matching ``query``, the runs they belong to, each summarised from all its events).
+
+    A filter chooses which runs a report is about, not which of a run's facts it tells: the events
+    of an approval have no region and those of a migration no approver, so a run summarised from a
+    region- or kind-filtered selection read "no approval recorded" or "No migration was applied".
+    A ``region`` filter still limits each run's migrations to that region.
+    """
+    records = store.query(**query)
+    keys = {(r.event.run_id, r.event.domain, r.event.environment) for r in records if r.event.run_id}
+    whole = [r for r in store.query(run_id=sorted({k[0] for k in keys}))
+             if (r.event.run_id, r.event.domain, r.event.environment) in keys] if keys else []
+    runs = summarize_runs(whole + [r for r in records if not r.event.run_id])
+    region = query.get("region")
+    if region:
+        for run in runs:
+            run.migrations = [m for m in run.migrations if m.region == region]
+            run.verified_regions = [r for r in run.verified_regions if r == region]
+            run.planned_regions = [r for r in run.planned_regions if r == region]
+    return records, runs
 
 
 def render_csv(records: list[AuditRecord]) -> str:
@@ -57,15 +84,17 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def render_json(records: list[AuditRecord], *, filters: dict[str, Any] | None = None) -> str:
+def render_json(records: list[AuditRecord], *, filters: dict[str, Any] | None = None,
+                runs: list[RunSummary] | None = None) -> str:
     doc = {"generated_at": _now().isoformat(), "filters": _clean(filters),
-           "runs": [r.to_dict() for r in summarize_runs(records)],
+           "runs": [r.to_dict() for r in (summarize_runs(records) if runs is None else runs)],
            "events": [{"id": r.id, "hash": r.hash, **r.event.to_dict()} for r in records]}
     return json.dumps(doc, indent=2, ensure_ascii=False, default=str)
 
 
-def render_html(records: list[AuditRecord], *, filters: dict[str, Any] | None = None) -> str:
-    runs = summarize_runs(records)
+def render_html(records: list[AuditRecord], *, filters: dict[str, Any] | None = None,
+                runs: list[RunSummary] | None = None) -> str:
+    runs = summarize_runs(records) if runs is None else runs
     return _TEMPLATE.render(
         generated_at=_now(), filters=_clean(filters), runs=list(reversed(runs)), events=len(records),
         chart=duration_chart_svg(runs), styles=STYLES, fmt_ms=fmt_ms, fmt_time=fmt_time)

@@ -351,20 +351,23 @@ class PostgresAuditStore:
 
     def query(self, from_: date | datetime | str | None = None, to: date | datetime | str | None = None, *,
               domain: str | None = None, environment: str | None = None, region: str | None = None,
-              kind: str | Iterable[str] | None = None, run_id: str | None = None,
+              kind: str | Iterable[str] | None = None, run_id: str | Iterable[str] | None = None,
               limit: int | None = None, newest_first: bool = False) -> list[AuditRecord]:
-        """Events with ``from_ <= at < to`` matching every filter given, in chain order.
+        """Events with ``from_ <= at < to`` matching every filter given (``kind`` and ``run_id`` may
+        list several), in chain order.
 
         ``newest_first`` with ``limit`` gives the latest N (still returned oldest first).
         """
         where: list[sql.Composable] = []
         params: list[Any] = []
         for column, value, op in (("at", _bound(from_), ">="), ("at", _bound(to), "<"), ("domain", domain, "="),
-                                  ("environment", environment, "="), ("region", region, "="),
-                                  ("run_id", run_id, "=")):
+                                  ("environment", environment, "="), ("region", region, "=")):
             if value is not None and value != "":
                 where.append(sql.SQL("{} " + op + " %s").format(sql.Identifier(column)))
                 params.append(value)
+        if run_id is not None and run_id != "":
+            where.append(sql.SQL("run_id = ANY(%s)"))
+            params.append([run_id] if isinstance(run_id, str) else list(run_id))
         if kind:
             where.append(sql.SQL("kind = ANY(%s)"))
             params.append([kind] if isinstance(kind, str) else list(kind))

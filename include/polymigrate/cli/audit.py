@@ -90,7 +90,7 @@ def report(from_: Optional[str] = typer.Option(None, "--from", help="start (incl
            output: Optional[Path] = typer.Option(None, "--output", "-o", help="file to write; default stdout"),
            url: Optional[str] = UrlOpt) -> None:
     """Who changed what, where, when, approved by whom: as CSV, JSON or a readable HTML page."""
-    from polymigrate.audit.report import FORMATS, render
+    from polymigrate.audit.report import FORMATS, render, select
 
     if fmt not in FORMATS:
         err_console.print(f"--format {fmt!r}: use one of {', '.join(FORMATS)}")
@@ -101,14 +101,14 @@ def report(from_: Optional[str] = typer.Option(None, "--from", help="start (incl
         end += timedelta(days=1)
     store = _store(url)
     try:
-        records = store.query(start, end, domain=domain, environment=environment, region=region)
+        records, runs = select(store, from_=start, to=end, domain=domain, environment=environment, region=region)
     except Exception as exc:
         _fail(store, exc)
     finally:
         store.close()
     filters = {"from": start.isoformat(timespec="minutes"), "to": end.isoformat(timespec="minutes") if end else None, "domain": domain,
                "environment": environment, "region": region}
-    text = render(records, fmt, filters=filters)
+    text = render(records, fmt, filters=filters, runs=runs)
     if output:
         output.write_text(text, encoding="utf-8")
         err_console.print(f"wrote {output} ({len(records)} events)", highlight=False)

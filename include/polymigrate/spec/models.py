@@ -82,7 +82,9 @@ class Policy(_Model):
     rollout: Rollout = Rollout()
     lint_block_at: Severity = "high"
     destructive_allowed: bool = True
-    schedule: str | None = Field(None, description="cron or preset (e.g. '0 2 * * *', '@daily'); none: manual")
+    schedule: str | None = Field(None, description="cron or preset (e.g. '0 2 * * *', '@daily'), in UTC; none: manual")
+    start_unpaused: bool = Field(True, description="a scheduled DAG starts unpaused, so the schedule runs without "
+                                                   "someone unpausing it first (false: paused until unpaused)")
     promotion_from: str | None = Field(None, description="environment whose ledgers must show success first")
     lock_timeout: str = "10s"
     statement_timeout: str | None = None
@@ -96,6 +98,8 @@ class Region(_Model):
     display_name: str | None = None
     connections: dict[Technology, str] = Field(default_factory=dict)
     placeholders: dict[str, str] = Field(default_factory=dict)
+    technologies: list[Technology] | None = Field(
+        None, description="technologies this region has servers for (default: the environment's)")
 
     @field_validator("name")
     @classmethod
@@ -114,6 +118,8 @@ class Environment(_Model):
     policy: Policy = Policy()
     placeholders: dict[str, str] = Field(default_factory=dict)
     connection_id_template: str = "polymigrate_{technology}_{environment}_{region}"
+    technologies: list[Technology] | None = Field(
+        None, description="technologies this environment has servers and connections for (default: all)")
     path: str = ""
 
     @field_validator("name")

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from airflow.api_fastapi.core_api.security import requires_authenticated
 from polymigrate.audit import AUDIT_CONN_ID, PostgresAuditStore
 from polymigrate.audit.history import MATRIX_KINDS, build_matrix, summarize_runs
-from polymigrate.audit.report import FORMATS, MEDIA_TYPES, duration_chart_svg, render
+from polymigrate.audit.report import FORMATS, MEDIA_TYPES, duration_chart_svg, render, select
 from polymigrate.errors import PolymigrateError
 from polymigrate_airflow.ui.page import render_page, render_unavailable
 
@@ -119,8 +119,8 @@ def create_app() -> FastAPI:
                store: PostgresAuditStore = Depends(get_store)) -> Response:
         if format not in FORMATS:
             return JSONResponse({"error": f"format must be one of {', '.join(FORMATS)}"}, status_code=400)
-        records = _guard(store, lambda: store.query(**filters.query_kwargs()))
-        body = render(records, format, filters=filters.as_dict())
+        records, runs = _guard(store, lambda: select(store, **filters.query_kwargs()))
+        body = render(records, format, filters=filters.as_dict(), runs=runs)
         name = f"polymigrate-audit-{filters.from_.isoformat()}-to-{filters.to.isoformat()}.{format}"
         return Response(body, media_type=MEDIA_TYPES[format],
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -7,13 +7,23 @@ from urllib.parse import urlencode
 
 from jinja2 import Environment
 
-from polymigrate.audit import AUDIT_CONN_ID
+from polymigrate.audit import AUDIT_CONN_ID, run_url
+from polymigrate.audit.history import person
 from polymigrate.audit.report import STYLES, fmt_ms, fmt_time, outcome_class
 from polymigrate.connections import env_var
 from polymigrate.events import KINDS
 
 _env = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
 _env.filters["outcome_class"] = outcome_class
+_env.filters["person"] = person
+
+
+def event_link(e) -> str | None:
+    """This Airflow's page of the event's run (a link recorded then may name an old port)."""
+    return run_url(e.dag_id, e.run_id) or e.details.get("run_url")
+
+
+_env.globals["event_link"] = event_link
 
 PAGE_STYLES = STYLES + """
 body { margin: 16px; }
@@ -75,8 +85,8 @@ _PAGE = _env.from_string("""<!doctype html>
 {% for rec in history | reverse %}{% set e = rec.event %}
 <tr><td class="small">{{ rec.id }}</td><td>{{ fmt_time(e.at) }}</td><td>{{ e.kind }}</td><td>{{ e.domain }}</td><td>{{ e.environment }}</td>
 <td>{{ e.region or "" }}</td><td>{{ e.technology or "" }}</td><td>{{ e.script or e.version or "" }}{% if e.details.error %}<div class="small">{{ e.details.error }}</div>{% endif %}</td>
-<td>{{ e.details.by or e.actor }}</td><td>{{ fmt_ms(e.duration_ms) if e.duration_ms is not none else "" }}</td>
-<td>{% if e.details.run_url %}<a href="{{ e.details.run_url }}" target="_top" class="small">{{ e.run_id }}</a>{% else %}<span class="small">{{ e.run_id or "" }}</span>{% endif %}</td></tr>
+<td>{{ (e.details.by or e.actor) | person }}</td><td>{{ fmt_ms(e.duration_ms) if e.duration_ms is not none else "" }}</td>
+<td>{% set link = event_link(e) %}{% if link %}<a href="{{ link }}" target="_top" class="small">{{ e.run_id }}</a>{% else %}<span class="small">{{ e.run_id or "" }}</span>{% endif %}</td></tr>
 {% endfor %}
 </table>{% endif %}
 </body></html>

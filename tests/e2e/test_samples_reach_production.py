@@ -1,0 +1,221 @@
+"""The samples reach production honestly, in a real ``airflow standalone``: ``common`` and
+``social-commerce`` rehearse in staging, then run in production under production's own policy
+(two approvals from dba/release_manager, four-eyes, lint blocking at medium, destructive changes
+only when waived, promotion from staging), with no emergency override.
+
+``social-commerce`` holds a waived contract step (the full_name DROP COLUMN): it needs the stricter
+approval, three DBAs. Then a compliance reviewer exports the production runs.
+
+The spec tree is a copy of migration_specs/ with three test-only changes to the environment files,
+none to the policy: two regions each (time), no execution window (the test runs at any hour), and
+``technologies: [postgresql, redis]`` (this machine serves no MongoDB to these DAGs).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import redis
+import yaml
+
+from polymigrate_airflow import local
+from tests.conftest import REDIS_URL
+from tests.e2e.test_audit_ui import ARTIFACTS, browser  # noqa: F401  (the headless Chromium fixture)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+USERS = {"admin": "admin-pass-1", "ann": "ann-pass-22", "bob": "bob-pass-333", "cid": "cid-pass-4444",
+         "dev1": "dev1-pass-55555"}
+REGIONS = ("western_europe", "north_africa")
+REDIS_DBS = {("staging", "western_europe"): 21, ("staging", "north_africa"): 22,
+             ("production", "western_europe"): 23, ("production", "north_africa"): 24}
+
+
+def copy_specs(dest: Path) -> Path:
+    shutil.copytree(ROOT / "migration_specs", dest)
+    for env in ("staging", "production"):
+        path = dest / "environments" / f"{env}.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["regions"] = list(REGIONS)
+        data["technologies"] = ["postgresql", "redis"]
+        data["policy"].pop("window", None)
+        data["policy"]["retries"] = 0
+        data["policy"].pop("schedule", None)  # triggered by the test, not at 02:00
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return dest
+
+
+class Airflow:
+    def __init__(self, base: str, proc, log: Path):
+        self.base, self.proc, self.log = base, proc, log
+        self.tokens: dict[str, str] = {}
+        self.parks: dict[tuple[str, str], int] = {}
+
+    def wait(self, what, check, timeout: float = 600):
+        return local.wait_until(what, check, timeout, proc=self.proc, log=self.log, interval=2, ignore=(httpx.HTTPError,))
+
+    def call(self, user: str, method: str, path: str, body=None) -> httpx.Response:
+        if user not in self.tokens:
+            r = httpx.post(f"{self.base}/auth/token", json={"username": user, "password": USERS[user]}, timeout=60)
+            assert r.status_code in (200, 201), r.text
+            self.tokens[user] = r.json()["access_token"]
+        return httpx.request(method, f"{self.base}{path}", json=body, timeout=120,
+                             headers={"Authorization": f"Bearer {self.tokens[user]}"})
+
+    def trigger(self, user: str, dag: str) -> str:
+        self.wait(f"{dag} to be parsed", lambda: self.call(user, "GET", f"/api/v2/dags/{dag}").status_code == 200)
+        assert self.call(user, "PATCH", f"/api/v2/dags/{dag}", {"is_paused": False}).status_code == 200
+        r = self.call(user, "POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": {}})
+        assert r.status_code in (200, 201), r.text
+        return r.json()["dag_run_id"]
+
+    def state(self, dag: str, run: str) -> str | None:
+        s = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}").json().get("state")
+        return s if s in ("success", "failed") else None
+
+    def tis(self, dag: str, run: str) -> dict[str, str]:
+        body = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances?limit=100").json()
+        return {t["task_id"]: t["state"] for t in body["task_instances"]}
+
+    def finish(self, dag: str, run: str) -> str:
+        state = self.wait(f"{dag} {run} to finish", lambda: self.state(dag, run), 900)
+        assert state == "success", (dag, self.tis(dag, run), self.failed_logs(dag, run))
+        return state
+
+    def failed_logs(self, dag: str, run: str) -> str:
+        out = []
+        for task, state in self.tis(dag, run).items():
+            if state == "failed":
+                r = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/logs/1?full_content=true")
+                out.append(f"--- {task}: {r.text[-2500:]}")
+        return "\n".join(out)
+
+    def hitl(self, dag: str, run: str) -> dict:
+        return self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails").json()
+
+    def awaiting(self, dag: str, run: str) -> bool:
+        ti = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve").json()
+        return ti.get("state") == "awaiting_input" and not self.hitl(dag, run).get("response_received")
+
+    def wait_for_request(self, dag: str, run: str, what: str) -> None:
+        """The request is open and the scheduler has settled the try that parked it (Airflow 3.3.2
+        reports the parked try's success a moment later; an answer that re-queued the task before
+        that report is lost: see test_approval_flow.py)."""
+        self.wait(what, lambda: self.awaiting(dag, run))
+        self.parks[(dag, run)] = self.parks.get((dag, run), 0) + 1
+        mark = (f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{dag}', "
+                f"task_id='approve', run_id='{run}'")
+        self.wait("the scheduler to settle the parked approve task",
+                  lambda: self.log.read_text(errors="replace").count(mark) >= self.parks[(dag, run)], 180)
+
+    def approve(self, dag: str, run: str, people: list[str]) -> None:
+        for n, user in enumerate(people):
+            self.wait_for_request(dag, run, f"the approval request for {user}")
+            r = self.call(user, "PATCH", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails",
+                          {"chosen_options": ["Approve"], "params_input": {"comment": f"reviewed by {user}"}})
+            assert r.status_code == 200, (user, r.status_code, r.text)
+
+
+@pytest.fixture
+def airflow(tmp_path, make_pg_database):
+    specs = copy_specs(tmp_path / "specs")
+    conns = {}
+    dbs = {}
+    for env in ("staging", "production"):
+        for region in REGIONS:
+            dbs[(env, region)] = make_pg_database(f"pm_prod_{env[:4]}_{region[:5]}")
+            conns[f"AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_{env.upper()}_{region.upper()}"] = dbs[(env, region)]
+            host, port = REDIS_URL.split("//")[1].split(":")
+            conns[f"AIRFLOW_CONN_POLYMIGRATE_REDIS_{env.upper()}_{region.upper()}"] = json.dumps(
+                {"conn_type": "redis", "host": host, "port": int(port), "extra": {"db": REDIS_DBS[(env, region)]}})
+    caches = [redis.Redis.from_url(f"{REDIS_URL}/{n}") for n in REDIS_DBS.values()]
+    for c in caches:
+        c.flushdb()
+        c.set("social:user:1:profile", '{"name": "ada"}')  # something for the sample Lua migration to move
+    audit = make_pg_database("pm_prod_audit")
+    env = local.airflow_env(tmp_path / "airflow", local.free_port(), dags_folder=ROOT / "dags",
+                            metadata_url=make_pg_database("pm_prod_airflow").replace("postgresql://", "postgresql+psycopg2://"),
+                            users=USERS, extra={"POLYMIGRATE_SPECS": str(specs), "AIRFLOW_CONN_POLYMIGRATE_AUDIT": audit, **conns})
+    log = tmp_path / "standalone.log"
+    proc = local.start([local.AIRFLOW, "standalone"], env, log)
+    api = Airflow(env["AIRFLOW__API__BASE_URL"], proc, log)
+    api.dbs, api.audit = dbs, audit
+    try:
+        local.wait_healthy(api.base, 600, proc=proc, log=log)
+        yield api
+    finally:
+        local.stop(proc)
+        for c in caches:
+            c.flushdb()
+            c.close()
+
+
+def test_common_and_social_commerce_rehearse_in_staging_then_pass_production_s_policy(airflow, browser):
+    api = airflow
+    # 1. The nightly rehearsal (here triggered): staging approves automatically.
+    for domain in ("common", "social_commerce"):
+        dag = f"migrate__{domain}__staging"
+        api.finish(dag, api.trigger("dev1", dag))
+
+    # 2. Production, triggered by a developer; approvers chosen by production's policy.
+    dag = "migrate__common__production"
+    run = api.trigger("dev1", dag)
+    api.wait_for_request(dag, run, "common's approval request")
+    body = api.hitl(dag, run)["body"]
+    assert "needs **2** approval(s)" in body and "already succeeded in staging: **everything pending**" in body, body
+    api.parks[(dag, run)] -= 1  # approve() waits for the same open request again
+    api.approve(dag, run, ["ann", "bob"])
+    api.finish(dag, run)
+    assert api.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve/xcomEntries/return_value"
+                    ).json()["value"]["approved_by"] == ["ann", "bob"]
+
+    dag = "migrate__social_commerce__production"
+    run = api.trigger("dev1", dag)
+    api.wait_for_request(dag, run, "social-commerce's approval request")
+    body = api.hitl(dag, run)["body"]
+    # the waived DROP COLUMN raises the bar, and the approvers read the waiver's reason
+    assert "needs **3** approval(s)" in body and "high risk or destructive change set" in body, body
+    assert "suppressed `ban-drop-column`" in body and "reads and writes full_name only" in body
+    api.parks[(dag, run)] -= 1
+    api.approve(dag, run, ["ann", "cid", "admin"])
+    api.finish(dag, run)
+    tis = api.tis(dag, run)
+    assert tis["western_europe.postgresql"] == tis["north_africa.redis"] == "success"
+
+    # 3. Compliance: the production runs, exported as a reviewer would.
+    r = api.call("admin", "GET", "/polymigrate/export?format=json&environment=production")
+    assert r.status_code == 200, r.text
+    runs = {x["domain"]: x for x in r.json()["runs"]}
+    assert runs["common"]["triggered_by"] == "dev1" and runs["common"]["approved_by"] == ["ann", "bob"]
+    assert runs["social-commerce"]["approved_by"] == ["ann", "cid", "admin"]
+    assert runs["social-commerce"]["outcome"] == "succeeded" and not runs["social-commerce"]["overridden_by"]
+    assert {m["region"] for m in runs["social-commerce"]["migrations"]} == set(REGIONS)
+    html = api.call("admin", "GET", "/polymigrate/export?format=html&environment=production&region=north_africa").text
+    assert "No migration was applied" not in html and "@airflow" not in html and "DagRunType" not in html
+    assert re.search(r"Approved by</dt><dd>ann, cid, admin</dd>", html)
+    matrix = api.call("admin", "GET", "/polymigrate/api/matrix?environment=production").json()["rows"]
+    cells = {(row["domain"], row["region"]): row["technologies"]["postgresql"]["version"] for row in matrix}
+    assert cells[("common", "north_africa")] == "2.1" and cells[("social-commerce", "western_europe")] == "3"
+
+    # 4. The page a reviewer opens (Browse → Migration audit), in headless Chromium.
+    tools, _ = browser
+    tools.call("Page.enable")
+    tools.call("Network.enable")
+    tools.call("Network.setCookie", name="_token", value=api.tokens["admin"], url=api.base, httpOnly=True)
+    tools.call("Emulation.setDeviceMetricsOverride", width=1440, height=1100, deviceScaleFactor=1, mobile=False)
+    tools.navigate(f"{api.base}/polymigrate/?environment=production")
+    rows = tools.evaluate("[...document.querySelectorAll('#matrix tr[data-domain]')].map(r => r.innerText)")
+    assert len(rows) == 4 and all("succeeded" in r for r in rows), rows
+    page = tools.evaluate("document.body.innerText")
+    assert "@airflow" not in page and "DagRunType" not in page
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = tools.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+    (ARTIFACTS / "compliance_after_production.png").write_bytes(base64.b64decode(shot["data"]))

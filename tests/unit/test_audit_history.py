@@ -1,0 +1,127 @@
+"""What a compliance reviewer reads: runs and the state matrix, from events shaped exactly as the
+Airflow operators record them (a scheduled staging run, an overridden production run)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from polymigrate.audit.history import build_matrix, person, summarize_runs
+from polymigrate.audit.report import render_html
+from polymigrate.audit.store import AuditRecord
+from polymigrate.events import AuditEvent
+
+T0 = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
+OLD_BASE = "http://127.0.0.1:41111"  # the demo's port when the events were written
+
+
+def records(events: list[AuditEvent]) -> list[AuditRecord]:
+    return [AuditRecord(i, f"{i:064x}", e) for i, e in enumerate(events, 1)]
+
+
+def scheduled_staging_run(run_id: str = "scheduled__2026-11-30T02:00:00+00:00", *, apply: bool = True,
+                          domain: str = "common") -> list[AuditEvent]:
+    """A nightly rehearsal as the operators emit it: no triggering user, run_type an enum's str()."""
+    clock = iter(T0 + timedelta(seconds=n) for n in range(1000))
+    dag = f"migrate__{domain}__staging"
+    base = dict(domain=domain, environment="staging", run_id=run_id, dag_id=dag, actor="DagRunType.SCHEDULED@airflow",
+                details={"run_url": f"{OLD_BASE}/dags/{dag}/runs/{run_id}"})
+
+    def ev(kind, **kw):
+        details = {**base["details"], **kw.pop("details", {})}
+        return AuditEvent(kind=kind, at=next(clock), details=details, **{k: v for k, v in base.items() if k != "details"}, **kw)
+
+    out = [ev("triggered", task_id="validate", details={"by": None, "run_type": "DagRunType.SCHEDULED", "params": {}}),
+           ev("validated", task_id="validate"),
+           ev("approved", task_id="approve", details={"automatic": True, "reason": "approvals.required: 0", "by": "policy"}),
+           ev("planned", task_id="plan", details={"hash": "ab" * 32, "pending": 3 if apply else 0, "problems": 0,
+                                                  "targets": {"western_europe/postgresql": 3 if apply else 0,
+                                                              "north_africa/postgresql": 0}})]
+    if apply:
+        for v, script in (("1", "V1__create_money_types.sql"), ("2", "V2__create_app_role.sql"),
+                          ("2.1", "V2.1__create_countries.sql")):
+            kw = dict(region="western_europe", technology="postgresql", version=v, script=script, task_id="western_europe.postgresql")
+            out += [ev("migration_started", **kw), ev("migration_succeeded", duration_ms=120, **kw)]
+    for region in ("western_europe", "north_africa"):
+        out.append(ev("verified", region=region, task_id=f"{region}.verify",
+                      details={"region": region, "versions": {"postgresql": "2.1"}}))
+    return out
+
+
+def overridden_production_run() -> list[AuditEvent]:
+    """An emergency override: the approve task and the plan's promotion gate each record who approved it."""
+    run_id = "manual__2026-11-30T03:00:00+00:00"
+    base = dict(domain="common", environment="production", run_id=run_id, dag_id="migrate__common__production",
+                actor="admin@airflow")
+    at = T0 + timedelta(hours=1)
+    return [
+        AuditEvent("triggered", at=at, details={"by": "admin", "run_type": "DagRunType.MANUAL"}, **base),
+        AuditEvent("approved", at=at, details={"by": "ann", "counted": True}, **base),
+        AuditEvent("approved", at=at, details={"by": "cid", "counted": True}, **base),
+        AuditEvent("approved", at=at, details={"by": "admin", "counted": False}, **base),
+        AuditEvent("overridden", at=at, details={"by": "ann, cid, bob", "approved_by": ["ann", "cid", "bob"],
+                                                 "reason": "INC-4242 hotfix"}, **base),
+        AuditEvent("overridden", at=at, details={"by": "ann, cid, bob", "gate": "promotion", "reason": "INC-4242 hotfix",
+                                                 "missing": ["postgresql 2.1 V2.1__create_countries.sql"]}, **base),
+    ]
+
+
+def test_a_scheduled_run_is_triggered_by_the_schedule_not_an_enum():
+    run, = summarize_runs(records(scheduled_staging_run()))
+    assert run.triggered_by == "the schedule"
+    assert "DagRunType" not in render_html(records(scheduled_staging_run()))
+
+
+def test_one_person_has_one_name_whether_they_triggered_or_approved():
+    run, = summarize_runs(records(overridden_production_run()))
+    assert run.triggered_by == "admin"  # not admin@airflow beside an approver called admin
+    assert run.approvers == ["ann", "cid"]
+
+
+@pytest.mark.parametrize("actor, shown", [("admin@airflow", "admin"), ("DagRunType.SCHEDULED@airflow", "the schedule"),
+                                          ("scheduled@airflow", "the schedule"), ("ann", "ann"),
+                                          ("carol@laptop-7", "carol@laptop-7"), ("", None)])
+def test_person(actor, shown):
+    assert person(actor) == shown
+
+
+def test_overrides_name_each_approver_once():
+    run, = summarize_runs(records(overridden_production_run()))
+    assert run.overridden_by == ["ann", "cid", "bob"]
+    html = render_html(records(overridden_production_run()))
+    assert "Overridden by</dt><dd>ann, cid, bob</dd>" in html
+
+
+def test_run_links_point_at_the_airflow_serving_the_report_not_the_port_recorded(monkeypatch):
+    monkeypatch.setenv("AIRFLOW__API__BASE_URL", "http://127.0.0.1:8080")
+    run, = summarize_runs(records(scheduled_staging_run()))
+    assert run.run_url.startswith("http://127.0.0.1:8080/dags/migrate__common__staging/runs/")
+    assert OLD_BASE not in render_html(records(scheduled_staging_run()))
+    monkeypatch.delenv("AIRFLOW__API__BASE_URL")  # a CLI report far from Airflow: the recorded link
+    run, = summarize_runs(records(scheduled_staging_run()))
+    assert run.run_url.startswith(OLD_BASE)
+
+
+def test_matrix_shows_the_version_verify_reported_when_this_store_saw_no_migration_apply():
+    # The migrations applied in a run this store did not record (before the store existed, or by the
+    # CLI elsewhere); this rehearsal found nothing pending and verify reported the version.
+    techs, rows = build_matrix(records(scheduled_staging_run(apply=False)))
+    cells = {r.region: r.cells["postgresql"] for r in rows}
+    assert techs == ["postgresql"]
+    assert {r: (c.version, c.pending) for r, c in cells.items()} == {"western_europe": ("2.1", 0), "north_africa": ("2.1", 0)}
+
+
+def test_matrix_after_a_run_that_applied():
+    techs, rows = build_matrix(records(scheduled_staging_run()))
+    assert {r.region: (r.cells["postgresql"].version, r.cells["postgresql"].pending) for r in rows} == \
+        {"western_europe": ("2.1", 0), "north_africa": ("2.1", 0)}
+
+
+def test_matrix_uses_the_version_the_plan_read_when_the_run_then_failed():
+    events = scheduled_staging_run(apply=False)[:4]
+    events[3].details["current"] = {"western_europe/postgresql": "2", "north_africa/postgresql": None}
+    events[3].details["targets"] = {"western_europe/postgresql": 1, "north_africa/postgresql": 3}
+    _, rows = build_matrix(records(events))
+    assert {r.region: (r.cells["postgresql"].version, r.cells["postgresql"].pending) for r in rows} == \
+        {"western_europe": ("2", 1), "north_africa": (None, 3)}
