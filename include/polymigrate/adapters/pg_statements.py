@@ -13,6 +13,7 @@ each committed together with the file's progress row.
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from dataclasses import dataclass, field
@@ -139,6 +140,7 @@ def split(body: str, *, file: str | Path = "<sql>", server_version: int = 150000
         raise PermanentError(f"SQL does not parse: {message}", file=file, line=line,
                              hint="fix the syntax (polymigrate parses with PostgreSQL's own grammar, pglast)") from None
     raw = body.encode("utf-8")  # the parser's offsets count bytes
+    newlines = [m.start() for m in re.finditer(b"\n", raw)]  # lines by bisection: linear in the file's size
     out: list[Statement] = []
     for item in tree.get("stmts", []):
         start = item.get("stmt_location", 0)
@@ -152,8 +154,8 @@ def split(body: str, *, file: str | Path = "<sql>", server_version: int = 150000
         if node == "TransactionStmt" and fields.get("kind") in _TX_CONTROL:
             control = fields["kind"].removeprefix("TRANS_STMT_").replace("_", " ")
             options = _begin_options(fields)
-        out.append(Statement(len(out), text.strip(), raw.count(b"\n", 0, start) + 1, start, node, why, control,
-                             target, options))
+        out.append(Statement(len(out), text.strip(), bisect.bisect_left(newlines, start) + 1, start, node, why,
+                             control, target, options))
     return out
 
 

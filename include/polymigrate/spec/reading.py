@@ -65,7 +65,7 @@ def read_bytes(path: Path, root: Path | None, limit: int, what: str, domain: str
         if st.st_size > limit:
             return Problem(str(path), f"is {_size(st.st_size)}; {what} are limited to {_size(limit)}",
                            domain=domain, hint="split it, or move bulk data out of the spec tree")
-        with open(resolved, "rb") as f:
+        with resolved.open("rb") as f:
             data = f.read(limit + 1)
     except OSError as exc:
         return Problem(str(path), f"cannot be read: {exc.strerror or exc}", domain=domain)
