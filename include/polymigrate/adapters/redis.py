@@ -147,7 +147,9 @@ class RedisAdapter(Adapter):
             live = self.client.hgetall(self.progress_key)
         except rexc.RedisError as exc:
             if not is_transient(exc):
-                raise
+                raise PermanentError(f"{self.target}: cannot read the ledger: {exc} (retrying cannot help)",
+                                     hint="check the connection settings: database index, ACL user and password, "
+                                          "TLS") from exc
             raise TransientError(f"{self.target}: cannot read the ledger: {exc}") from exc
         progress = {text(k): json.loads(v) for k, v in live.items()}
         entries = []

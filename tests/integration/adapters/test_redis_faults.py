@@ -130,3 +130,15 @@ def test_a_run_that_waits_for_the_lease_says_who_holds_it(redis_url, caplog):
     assert waiting and "alice@laptop dag=pm_shop_production run=manual__1 try=1" in waiting[0]
     assert "lease expires in" in waiting[0]
     assert info.value.holder.startswith("alice@laptop")
+
+
+def test_a_redis_connection_that_can_never_work_is_permanent(redis_url):
+    from polymigrate.errors import PermanentError, TransientError
+
+    a = RedisAdapter.from_url(redis_url.rsplit("/", 1)[0] + "/999", domain="shop")  # no such database index
+    try:
+        with pytest.raises(PermanentError) as info:
+            a.read_ledger()
+    finally:
+        a.close()
+    assert not isinstance(info.value, TransientError) and "out of range" in str(info.value)
