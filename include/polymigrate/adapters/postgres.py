@@ -272,7 +272,8 @@ class PostgresAdapter(Adapter):
                     lc.close()  # the session is gone, and so is its lock
 
     def _lost_lock(self, why: str) -> TransientError:
-        self._locked = False
+        # _locked stays set until lock() exits: no new session may write for this run (a 'failed' mark
+        # written on a fresh session could overwrite what the run that took the lock recorded)
         return TransientError(f"lost the migration lock of {self.domain} on {self.target}: {why}; nothing more "
                               "was committed by this run, and another run may hold the lock now",
                               hint="retry: the run re-reads the ledger under a new lock and resumes")
