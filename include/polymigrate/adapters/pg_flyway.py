@@ -69,6 +69,7 @@ def import_history(adapter: "PostgresAdapter", ctx: RunContext, *, schema: str, 
     _keep_first_success(values, source)
     try:
         with conn.transaction():
+            adapter._fence(conn)
             for v in values:
                 adapter.ledger.insert_raw(conn, v)
     except psycopg.Error as exc:

@@ -575,6 +575,7 @@ class PostgresAdapter(Adapter):
                "execution_time": 0, "success": True, "status": Status.BASELINE, "domain": self.domain,
                "run_id": ctx.run_id, "environment": ctx.environment, "region": ctx.region, "progress": {}}
         with self.conn.transaction():
+            self._fence(self.conn)
             self.ledger.insert(self.conn, row)
 
     def repair(self, migrations: list[Migration], ctx: RunContext) -> RepairReport:
@@ -588,6 +589,7 @@ class PostgresAdapter(Adapter):
         entries = self._entries(tolerate_duplicates=True)
         conn = self.conn
         with conn.transaction():
+            self._fence(conn)
             # a version recorded as applied twice (a lost lock, before the ledger refused it): keep the first
             by_rank = {e.installed_rank: e for e in entries}
             for domain, version, ranks in self.ledger.duplicate_successes(conn):
@@ -598,9 +600,11 @@ class PostgresAdapter(Adapter):
                     by_rank[rank].status = Status.DELETED
                     report.removed.append(f"{by_rank[rank].script} (rank {rank}: a second success of version {version})")
         self._ledger_ready = False
-        self._ensure_ledger()  # the one-success index, now that nothing stands in its way
+        # the one-success index, now that this domain's duplicates no longer stand in its way
+        self._ensure_ledger(tolerate_duplicates=True)
         infos = reconcile([m for m in migrations if m.kind is not Kind.UNDO], entries, out_of_order=True)
         with conn.transaction():
+            self._fence(conn)
             for i in infos:
                 e = i.entry
                 if e is None:
