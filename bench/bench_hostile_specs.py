@@ -64,7 +64,7 @@ def main() -> None:
         print(f"samples + one hostile domain, DagBag parse of dags/polymigrate_dags.py, median of {args.repeat} "
               "fresh processes")
         print(f"{'spec tree':28} {'dags':>5} {'errors':>7} {'parse s':>8} {'CPU s':>6} {'peak RSS MB':>12}")
-        worst = 0.0
+        worst = worst_cpu = 0.0
         for kind in ["(samples only)", *KINDS]:
             specs = tmp / kind.strip("()").replace(" ", "-")
             build(specs, *([] if kind.startswith("(") else [kind]), outside=tmp / "outside")
@@ -73,9 +73,10 @@ def main() -> None:
             parse = statistics.median(r["parse_s"] for r in runs)
             cpu = statistics.median(r["cpu_s"] for r in runs)
             rss = max(r["rss_mb"] for r in runs)
-            worst = max(worst, parse)
+            worst, worst_cpu = max(worst, parse), max(worst_cpu, cpu)
             print(f"{kind:28} {runs[-1]['dags']:>5} {runs[-1]['errors']:>7} {parse:>8.2f} {cpu:>6.2f} {rss:>12.0f}")
-        print(f"slowest: {worst:.2f} s (target: under 2 s for the samples plus any one hostile domain)")
+        print(f"slowest: {worst:.2f} s wall, {worst_cpu:.2f} s CPU (target: under 2 s for the samples plus any one "
+              "hostile domain; on a busy machine wall time is mostly waiting for a CPU)")
 
 
 if __name__ == "__main__":
