@@ -2,13 +2,37 @@
 
 POLYMIGRATE_SPECS points at another spec tree (default: migration_specs/ beside this folder).
 Parsing reads spec YAML only: no database, no connection, no migration file contents.
+
+This file never raises. A broken or hostile domain becomes a DAG of its own whose validate task
+names every problem (the loader bounds size, nesting and alias expansion, and refuses links out
+of the tree), and the other domains' DAGs load. Should a DAG still fail to build (a bug), it is
+logged with its traceback and skipped, never taking the others down with it.
 """
 
+import logging
 import os
 from pathlib import Path
 
-from polymigrate_airflow.renderer import build_dags
+from polymigrate.blueprint import compile_project
+from polymigrate_airflow.renderer import render
 
 SPECS = os.environ.get("POLYMIGRATE_SPECS") or str(Path(__file__).resolve().parent.parent / "migration_specs")
+log = logging.getLogger("polymigrate.dags")
+
+
+def build_dags(specs: str) -> dict:
+    try:
+        blueprints = compile_project(specs)
+    except Exception:  # noqa: BLE001  the DAG processor must keep every other DAG file working
+        log.exception("polymigrate: cannot compile the spec tree %s; no polymigrate DAG defined", specs)
+        return {}
+    dags = {}
+    for bp in blueprints:
+        try:
+            dags[bp.dag_id] = render(bp)
+        except Exception:  # noqa: BLE001
+            log.exception("polymigrate: DAG %s could not be built; the other DAGs are unaffected", bp.dag_id)
+    return dags
+
 
 globals().update(build_dags(SPECS))

@@ -14,6 +14,8 @@ elasticsearch  ``{version}-{description}.json``
 
 Files may sit in sub-folders; order comes from versions only. A header comment
 ``-- polymigrate: transactional=false, lock_timeout=5s`` (``#`` or ``//`` work too) sets options.
+Files are read through ``spec.reading``: a symbolic link that leaves the spec tree, a device or a
+pipe is refused, never read, and a file is read up to ``MAX_MIGRATION_BYTES``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from polymigrate.checksums import flyway_checksum, sha256
 from polymigrate.errors import Problem, SpecError
 from polymigrate.spec import formats
+from polymigrate.spec.reading import MAX_MIGRATION_BYTES, inside, read_bytes
 from polymigrate.versions import Version
 
 EXTENSIONS = {
@@ -197,8 +200,10 @@ def parse_directives(text: str, file: str, domain: str | None = None) -> tuple[D
     return Directives(**values), problems
 
 
-def load_file(domain: str, technology: str, root: Path, path: Path) -> tuple[Migration | None, list[Problem], list[Problem]]:
-    """One file → (migration or None, problems, notes)."""
+def load_file(domain: str, technology: str, root: Path, path: Path,
+              tree: Path | None = None) -> tuple[Migration | None, list[Problem], list[Problem]]:
+    """One file → (migration or None, problems, notes); ``tree`` is the folder links may not leave
+    (default: ``root``, the technology folder)."""
     rel = path.relative_to(root).as_posix()
     try:
         parsed = parse_name(technology, path.name)
@@ -213,7 +218,9 @@ def load_file(domain: str, technology: str, root: Path, path: Path) -> tuple[Mig
         if len(value) > width:
             return None, [Problem(str(path), f"{what} is {len(value)} characters; the ledger keeps {width}",
                                   domain=domain, hint=f"shorten the file name's {what}")], []
-    raw = path.read_bytes()
+    raw = read_bytes(path, tree or root, MAX_MIGRATION_BYTES, "migration files", domain)
+    if isinstance(raw, Problem):
+        return None, [raw], []
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -236,18 +243,33 @@ def load_file(domain: str, technology: str, root: Path, path: Path) -> tuple[Mig
     return mig, problems, []
 
 
-def discover(domain: str, technology: str, folder: Path) -> DomainCatalog:
-    """Every migration of one technology folder (recursively), sorted, with problems collected."""
+def discover(domain: str, technology: str, folder: Path, tree: Path | None = None) -> DomainCatalog:
+    """Every migration of one technology folder (recursively), sorted, with problems collected.
+
+    ``tree`` is the folder symbolic links may point into (the spec root; default ``folder``).
+    Linked sub-folders are not followed (a link back up would loop): a note says so, or a problem
+    when the link leaves the tree.
+    """
     cat = DomainCatalog(domain)
     found: list[Migration] = []
+    tree = tree or folder
     if folder.is_dir():
         for dirpath, dirnames, filenames in os.walk(folder):
             # __pycache__ appears next to MongoDB .py migrations once they have been imported
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__")
+            for d in [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
+                link = Path(dirpath) / d
+                if inside(link.resolve(), tree.resolve()):
+                    cat.notes.append(Problem(str(link), "linked folder not followed; its files are ignored",
+                                             domain=domain, hint="move the files into the folder"))
+                else:
+                    cat.problems.append(Problem(str(link), f"is a symbolic link to {link.resolve()}, which leaves "
+                                                f"the spec tree {tree}", domain=domain,
+                                                hint="copy the files into the spec tree"))
             for name in sorted(filenames):
                 if name.startswith("."):
                     continue
-                mig, problems, notes = load_file(domain, technology, folder, Path(dirpath) / name)
+                mig, problems, notes = load_file(domain, technology, folder, Path(dirpath) / name, tree)
                 cat.problems += problems
                 cat.notes += notes
                 if mig is not None:
@@ -278,8 +300,9 @@ def discover(domain: str, technology: str, folder: Path) -> DomainCatalog:
 def discover_domain(domain) -> DomainCatalog:
     """Every technology of a ``spec.Domain``."""
     cat = DomainCatalog(domain.name)
+    tree = Path(domain.path).parent  # the spec root: links may point anywhere inside it
     for tech in domain.technology_order():
-        part = discover(domain.name, tech, domain.technology_dir(tech))
+        part = discover(domain.name, tech, domain.technology_dir(tech), tree)
         cat.migrations[tech] = part.migrations.get(tech, [])
         cat.problems += part.problems
         cat.notes += part.notes

@@ -60,10 +60,21 @@ def url_for(conn_id: str) -> str | None:
     return urlunsplit(parts._replace(query=urlencode(kept, quote_via=quote)))  # libpq reads no "+" as space
 
 
+# Query parameters (and libpq key=value words) that carry a secret: libpq accepts ?password=…
+_SECRET_PARAM = r"(?:ssl)?password|passwd|pwd|token|secret"
+_SECRET_QUERY = re.compile(rf"(^|[&;])({_SECRET_PARAM})=[^&;]*", re.IGNORECASE)
+_SECRET_WORD = re.compile(rf"(\b(?:{_SECRET_PARAM})\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL without its password, for logs, plans and lock owners."""
+    """The URL (or libpq ``key=value`` string) without its password, wherever it was given, for logs,
+    progress lines, errors, plans and lock owners."""
+    if "://" not in url:
+        return _SECRET_WORD.sub(r"\1***", url)
     parts = urlsplit(url)
     if parts.password:
         netloc = parts.netloc.replace(":" + parts.password + "@", ":***@")
         parts = parts._replace(netloc=netloc)
+    if parts.query:
+        parts = parts._replace(query=_SECRET_QUERY.sub(r"\1\2=***", parts.query))
     return urlunsplit(parts)

@@ -22,7 +22,9 @@ RISKS = ("low", "medium", "high", "critical")
 
 
 def at_least(level: str, threshold: str) -> bool:
-    """``level`` is at or above ``threshold`` on the severity scale (info < low < … < critical)."""
+    """``level`` is at or above ``threshold`` on the severity scale (info < low < … < critical).
+    A lint risk of ``unknown`` (a table lint --url could not find) fails closed: it counts as critical."""
+    level = "critical" if level == "unknown" else level
     return SEVERITY_ORDER.index(level) >= SEVERITY_ORDER.index(threshold)
 
 

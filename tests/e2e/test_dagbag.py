@@ -66,6 +66,24 @@ def test_broken_domain_is_its_own_failing_dag_while_the_others_load(monkeypatch,
     assert len(bag.dags["migrate__common__development"].tasks) > 3
 
 
+def test_hostile_domains_never_hide_the_other_dags(monkeypatch, tmp_path):
+    """Issue 14: an alias bomb, 10,000-deep nesting, a 10 MB file, a FIFO, links out of the tree."""
+    from tests.hostile_specs import build
+
+    specs = build(tmp_path / "specs", "bomb", "deep", "big", "fifo", "yaml-dev-zero", "symlink-out", "dev-zero")
+    clean = dagbag(monkeypatch, SPECS)
+    bag = dagbag(monkeypatch, specs)
+    assert bag.import_errors == {}
+    assert set(clean.dags) <= set(bag.dags)  # every sample DAG, intact
+    assert all(len(bag.dags[d].tasks) == len(clean.dags[d].tasks) for d in clean.dags)
+    for domain, needle in (("hostile_bomb", "alias"), ("hostile_deep", "nested"), ("hostile_big", "MB"),
+                           ("hostile_fifo", "not a regular file"), ("hostile_yaml_zero", "leaves the spec tree")):
+        broken = bag.dags[f"migrate__{domain}__development"]
+        assert [t.task_id for t in broken.tasks] == ["validate"] and needle in broken.doc_md, domain
+    # migration files are not read at parse time: the links are refused by validate
+    assert len(bag.dags["migrate__hostile_link__development"].tasks) > 3
+
+
 def test_broken_dag_validate_task_fails_naming_every_problem(monkeypatch, tmp_path, airflow_db):
     from airflow.sdk.exceptions import AirflowFailException
     from polymigrate_airflow.renderer import build_dags

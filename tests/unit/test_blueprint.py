@@ -204,8 +204,15 @@ def test_compiling_never_opens_a_migration_file(tree, monkeypatch):
         opened.append(self.suffix)
         return real_read_bytes(self, *a, **kw)
 
+    real_open = pathlib.Path.open
+
+    def spy_open(self, *a, **kw):  # spec.reading opens with a size ceiling
+        opened.append(self.suffix)
+        return real_open(self, *a, **kw)
+
     monkeypatch.setattr(pathlib.Path, "read_text", spy_text)
     monkeypatch.setattr(pathlib.Path, "read_bytes", spy_bytes)
+    monkeypatch.setattr(pathlib.Path, "open", spy_open)
     assert compile_project(tree)
     assert opened and set(opened) <= {".yaml", ".yml"}
 

@@ -37,3 +37,21 @@ def test_json_connection_with_a_socket_directory_as_host(monkeypatch):
                                                         "schema": "demo_western_europe"}))
     assert psycopg.conninfo.conninfo_to_dict(url_for("demo")) == {
         "user": "postgres", "dbname": "demo_western_europe", "host": "/tmp/pgsock"}
+
+
+import pytest  # noqa: E402
+
+from polymigrate.connections import redact  # noqa: E402
+
+
+@pytest.mark.parametrize("given, shown", [
+    ("postgresql://app:s3cret@db:5432/shop", "postgresql://app:***@db:5432/shop"),
+    ("postgresql://app@db/shop?sslmode=require&password=s3cret", "postgresql://app@db/shop?sslmode=require&password=***"),
+    ("postgresql://app@db/shop?PASSWORD=s3cret&application_name=x", "postgresql://app@db/shop?PASSWORD=***&application_name=x"),
+    ("redis://:s3cret@cache:6379/0?password=s3cret", "redis://:***@cache:6379/0?password=***"),
+    ("host=db user=app password=s3cret dbname=shop", "host=db user=app password=*** dbname=shop"),
+    ("host=db password='s3 cret' dbname=shop", "host=db password=*** dbname=shop"),
+    ("postgresql://app@db/shop", "postgresql://app@db/shop"),
+])
+def test_redact_removes_the_password_wherever_it_was_given(given, shown):
+    assert redact(given) == shown and "s3" not in redact(given)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from polymigrate.adapters.pg_statements import check_transaction_control, needs_autocommit, split
+from polymigrate.adapters.pg_statements import DO_COMMIT, check_transaction_control, needs_autocommit, split, steps
 from polymigrate.errors import PermanentError
 
 
@@ -69,12 +69,56 @@ def test_a_syntax_error_names_the_file_and_line():
     assert "SELEC" in str(info.value)
 
 
-@pytest.mark.parametrize("control", ["COMMIT", "BEGIN", "ROLLBACK", "START TRANSACTION", "END"])
-def test_explicit_transaction_control_is_refused_with_its_line(control):
+@pytest.mark.parametrize("control", ["ROLLBACK", "ABORT", "PREPARE TRANSACTION 'x'", "COMMIT PREPARED 'x'"])
+def test_rollback_and_two_phase_commit_are_refused_with_their_line(control):
     stmts = split(f"CREATE TABLE a (x int);\n{control};\nCREATE TABLE b (y int);")
     with pytest.raises(PermanentError) as info:
         check_transaction_control(stmts, "V1__x.sql")
-    assert "V1__x.sql:2" in str(info.value) and "transactional=false" in str(info.value)
+    assert "V1__x.sql:2" in str(info.value) and "SAVEPOINT" in str(info.value)
+
+
+@pytest.mark.parametrize("control", ["COMMIT", "BEGIN", "START TRANSACTION", "END"])
+def test_boundaries_a_file_puts_are_accepted_unless_the_header_promises_one_transaction(control):
+    stmts = split(f"CREATE TABLE a (x int);\n{control};\nCREATE TABLE b (y int);")
+    check_transaction_control(stmts, "V1__x.sql")
+    assert needs_autocommit(stmts, None)
+    with pytest.raises(PermanentError) as info:
+        check_transaction_control(stmts, "V1__x.sql", transactional=True)
+    assert "V1__x.sql:2" in str(info.value) and "transactional=true" in str(info.value)
+
+
+def _shape(sql: str, transactional=None) -> list[tuple]:
+    return [(tuple(s.index for s in st.statements), st.transaction, st.end)
+            for st in steps(split(sql), transactional)]
+
+
+def test_steps_follow_the_boundaries_the_file_puts():
+    # Flyway commits what precedes a COMMIT together; BEGIN … COMMIT is one transaction, as in psql
+    assert _shape("SELECT 1; SELECT 2; COMMIT; SELECT 3;") == [((0, 1, 2), True, 3), ((3,), True, 4)]
+    assert _shape("SELECT 1; BEGIN; SELECT 2; COMMIT; SELECT 3; SELECT 4;") == [
+        ((0,), True, 1), ((1, 2, 3), True, 4), ((4, 5), True, 6)]
+    # a statement that cannot run in a transaction is a step of its own
+    assert _shape("SELECT 1; CREATE INDEX CONCURRENTLY i ON t (a); SELECT 2;") == [
+        ((0,), True, 1), ((1,), False, 2), ((2,), True, 3)]
+    # transactional=false: every statement outside an explicit block on its own
+    assert _shape("SELECT 1; SELECT 2; BEGIN; SELECT 3; SELECT 4; END;", transactional=False) == [
+        ((0,), True, 1), ((1,), True, 2), ((2, 3, 4, 5), True, 6)]
+
+
+def test_begin_options_are_kept_for_the_transaction_they_open():
+    [step] = steps(split("BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY; SELECT 1; COMMIT;"), None)
+    assert dict(step.begin_options) == {"transaction_isolation": "serializable", "transaction_read_only": True}
+
+
+@pytest.mark.parametrize("sql, commits", [
+    ("DO $$ BEGIN FOR i IN 1..3 LOOP INSERT INTO t VALUES (i); COMMIT; END LOOP; END $$", True),
+    ("DO LANGUAGE plpgsql $$ BEGIN PERFORM 1; EXCEPTION WHEN others THEN ROLLBACK; END $$", True),
+    ("DO $$ BEGIN -- commit later\n PERFORM 'rollback'; END $$", False),  # words in a comment or a string
+    ("DO $$ BEGIN PERFORM 1; END $$", False),
+])
+def test_a_do_block_that_commits_runs_outside_a_transaction(sql, commits):
+    [s] = split(sql)
+    assert (s.non_transactional == DO_COMMIT) is commits
 
 
 def test_savepoints_are_allowed():

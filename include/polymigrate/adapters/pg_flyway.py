@@ -5,11 +5,14 @@ Rows keep their rank, version, description, script, checksum, author and timesta
 runs only what is new. Flyway's own markers map onto statuses: ``BASELINE`` rows, and applied
 migrations polymigrate has no file type for (Java ``JDBC``, ``SCRIPT``), become baselines,
 a failed row becomes ``failed`` (resumed or repaired like ours), ``DELETE`` rows (Flyway repair)
-and ``UNDO_*`` rows mark the versions they name deleted or undone.
+and ``UNDO_*`` rows mark the versions they name deleted or undone. A version Flyway recorded as
+succeeding twice (two Flyway runs that raced) keeps its first row; the later ones are imported as
+``deleted`` with ``duplicate_of``, since the ledger admits one success per version.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 import psycopg
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
     from polymigrate.adapters.postgres import PostgresAdapter
 
 # Flyway types polymigrate has files for; other applied rows (JDBC, SCRIPT, …) are kept as baselines
+log = logging.getLogger(__name__)
 _RUNNABLE = ("SQL", "UNDO_SQL", "DELETE", "SCHEMA")
 _FLYWAY_COLUMNS = ("installed_rank", "version", "description", "type", "script", "checksum", "installed_by",
                    "installed_on", "execution_time", "success")
@@ -62,13 +66,29 @@ def import_history(adapter: "PostgresAdapter", ctx: RunContext, *, schema: str, 
         values.append({**d, "status": status, "domain": adapter.domain, "run_id": ctx.run_id,
                        "environment": ctx.environment, "region": ctx.region,
                        "progress": {"imported_from": source}})
+    _keep_first_success(values, source)
     try:
         with conn.transaction():
+            adapter._fence(conn)
             for v in values:
                 adapter.ledger.insert_raw(conn, v)
     except psycopg.Error as exc:
         raise classify(exc, file=source, what="cannot import the Flyway history") from exc
     return len(values)
+
+
+def _keep_first_success(values: list[dict], source: str) -> None:
+    first: dict[str, int] = {}
+    for v in values:
+        if v["status"] is not Status.SUCCESS or v["version"] is None or (v["type"] or "").upper().startswith("UNDO"):
+            continue
+        if v["version"] in first:
+            log.warning("%s records version %s as applied twice (ranks %s and %s): importing the second as deleted",
+                        source, v["version"], first[v["version"]], v["installed_rank"])
+            v["status"] = Status.DELETED
+            v["progress"] = {**v["progress"], "duplicate_of": first[v["version"]]}
+        else:
+            first[v["version"]] = v["installed_rank"]
 
 
 def _mark_previous(values: list[dict], version: str | None, description: str, status: Status) -> None:

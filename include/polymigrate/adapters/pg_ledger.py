@@ -4,6 +4,12 @@ Flyway's columns keep their names, types and meaning, so a Flyway history import
 tools reading Flyway's table read ours; polymigrate adds status, progress, domain and run context.
 Rows are scoped by ``domain`` so several domains can share one database and one ledger table.
 Every identifier goes through ``psycopg.sql.Identifier``; every value is a bound parameter.
+
+A partial unique index lets one versioned migration succeed once per domain: a second ``success``
+row for the same version (two runs that both believed they held the lock) fails its transaction,
+taking the file's changes with it. Undo rows, repeatables and rows repair marked ``deleted`` or
+``undone`` stay outside it, so undo/redo and Flyway histories import as before. Ledgers created
+by earlier versions get the index on first use.
 """
 
 from __future__ import annotations
@@ -49,6 +55,10 @@ CREATE TABLE IF NOT EXISTS {table} (
     progress jsonb NOT NULL DEFAULT '{{}}'::jsonb,
     PRIMARY KEY (domain, installed_rank)
 )"""
+
+# One success per (domain, version); UNDO_* rows share the version of what they undid.
+_ONCE_DDL = ("CREATE UNIQUE INDEX IF NOT EXISTS {index} ON {table} (domain, version) "
+             "WHERE status = 'success' AND version IS NOT NULL AND type NOT LIKE 'UNDO%'")
 
 _LOCK_DDL = """
 CREATE TABLE IF NOT EXISTS {table} (
@@ -108,20 +118,38 @@ class LedgerTable:
     def qualified(self) -> str:
         return f"{self.schema}.{self.table}"
 
-    def exists(self, conn: psycopg.Connection) -> bool:
+    @property
+    def once_index(self) -> str:
+        """Name of the one-success-per-version index (within PostgreSQL's 63 characters)."""
+        return self.table[:44] + "_version_once"
+
+    def exists(self, conn: psycopg.Connection) -> tuple[bool, bool]:
+        """(ledger and lock tables exist, the one-success index exists)."""
         name = sql.Identifier(self.schema, self.table).as_string(conn)
         lock = self.lock_ident.as_string(conn)
-        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL", (name, lock)).fetchone()
-        return bool(row and row[0])
+        index = sql.Identifier(self.schema, self.once_index).as_string(conn)
+        row = conn.execute("SELECT to_regclass(%s) IS NOT NULL AND to_regclass(%s) IS NOT NULL, "
+                           "to_regclass(%s) IS NOT NULL", (name, lock, index)).fetchone()
+        return bool(row and row[0]), bool(row and row[1])
 
-    def create(self, conn: psycopg.Connection, guard_key: int) -> None:
-        """Create schema and tables; a transaction-scoped advisory lock serialises concurrent first runs
-        (two ``CREATE TABLE IF NOT EXISTS`` racing can otherwise fail on pg_type's unique index)."""
+    def create(self, conn: psycopg.Connection, guard_key: int, *, tables: bool = True) -> None:
+        """Create schema, tables and index; a transaction-scoped advisory lock serialises concurrent first
+        runs (two ``CREATE TABLE IF NOT EXISTS`` racing can otherwise fail on pg_type's unique index).
+        ``tables=False`` only adds the index to a ledger an earlier version created."""
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (guard_key,))
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-            conn.execute(sql.SQL(_DDL).format(table=self.ident))
-            conn.execute(sql.SQL(_LOCK_DDL).format(table=self.lock_ident))
+            if tables:
+                conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
+                conn.execute(sql.SQL(_DDL).format(table=self.ident))
+                conn.execute(sql.SQL(_LOCK_DDL).format(table=self.lock_ident))
+            conn.execute(sql.SQL(_ONCE_DDL).format(index=sql.Identifier(self.once_index), table=self.ident))
+
+    def duplicate_successes(self, conn: psycopg.Connection) -> list[tuple[str, str, list[int]]]:
+        """(domain, version, ranks) of every versioned migration recorded as succeeding more than once."""
+        q = sql.SQL("SELECT domain, version, array_agg(installed_rank ORDER BY installed_rank) FROM {t} "
+                    "WHERE status = 'success' AND version IS NOT NULL AND type NOT LIKE 'UNDO%' "
+                    "GROUP BY domain, version HAVING count(*) > 1 ORDER BY domain, min(installed_rank)").format(t=self.ident)
+        return [(d, v, list(r)) for d, v, r in conn.execute(q).fetchall()]
 
     def select(self, conn: psycopg.Connection, domain: str) -> list[LedgerEntry]:
         q = sql.SQL("SELECT {cols} FROM {t} WHERE domain = %s ORDER BY installed_rank").format(

@@ -1,18 +1,27 @@
 """PostgreSQL adapter: ledger table, advisory lock, exactly-once apply, undo, baseline, repair,
 Flyway adoption and schema snapshots.
 
-Two sessions per adapter, opened lazily from the connection info it was given:
-
-* the *lock* session holds a session-level advisory lock for the whole run and does nothing else,
-  so a ``CREATE INDEX CONCURRENTLY`` on the *apply* session never waits for a transaction of our
-  own (Flyway's deadlock with its transactional lock);
-* the *apply* session runs the migrations and writes the ledger.
+One session per adapter, opened lazily from the connection info it was given. It takes the
+target's session-level advisory lock, then runs the migrations and writes the ledger, so the lock
+and the work live and die together: a session cut by ``pg_terminate_backend``,
+``idle_session_timeout`` or a proxy takes its open transaction with it, and nothing of the file
+commits after another run may have taken the lock. Every transaction that writes the ledger also
+proves the lock at commit time (``pg_try_advisory_xact_lock`` of the same key, which only the
+holder's session is granted), and the ledger itself refuses a second ``success`` for one version.
+The lock is never held inside a transaction, so a ``CREATE INDEX CONCURRENTLY`` never waits for a
+transaction of our own (Flyway's deadlock with its transactional lock).
 
 A file whose statements can all run in a transaction runs in ONE transaction together with its
 ledger row: it is applied and recorded exactly once, or not at all. Otherwise (``CONCURRENTLY``,
-``VACUUM`` … found by pglast, or the header ``-- polymigrate: transactional=false``) a ``started``
-row is written first and each statement commits with its progress, so a retry resumes after the
-last finished statement and first repairs what a killed statement left (an INVALID index).
+``VACUUM``, a ``DO`` block that commits … found by pglast, the file's own ``COMMIT``, or the header
+``-- polymigrate: transactional=false``) a ``started`` row is written first and each step (a
+statement, or a transaction the file delimits) commits with its progress, so a retry resumes after
+the last committed step and first repairs what a killed statement left (an INVALID index).
+
+After every file the session is reset (role, search_path and every other setting, temporary
+tables, cursors, prepared statements, LISTEN), as Flyway restores role and search_path: what a
+file changes in its session never reaches the next file, so the result never depends on how files
+were batched into runs.
 """
 
 from __future__ import annotations
@@ -28,11 +37,12 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from polymigrate.adapters.base import Adapter, Applied, Capabilities, RepairReport
-from polymigrate.adapters.pg_errors import classify
+from polymigrate.adapters.pg_errors import classify, connect_error
 from polymigrate.adapters.pg_ledger import ELAPSED, LedgerTable, parse_ledger_name, row_values
 from polymigrate.adapters.pg_repair import repair_leftover
 from polymigrate.adapters.pg_snapshot import snapshot as take_snapshot
-from polymigrate.adapters.pg_statements import Statement, check_transaction_control, needs_autocommit, split
+from polymigrate.adapters.pg_statements import (Statement, check_transaction_control, needs_autocommit, split,
+                                                steps)
 from polymigrate.catalog import Kind, Migration
 from polymigrate.errors import LockNotAcquired, PermanentError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
@@ -44,6 +54,20 @@ log = logging.getLogger(__name__)
 # Lets the server abort a statement soon after our process dies (PostgreSQL >= 14), so a killed
 # CREATE INDEX CONCURRENTLY leaves an INVALID index to repair instead of a build still running.
 _CLIENT_CHECK = "1s"
+# Raised by the fence below, inside the transaction that would record a file: text the server echoes.
+_LOST_MARK = "polymigrate: migration lock not held"
+# The lock proven at commit time: the holder's session is granted the key again at once (advisory locks
+# are re-entrant per session); any other session is refused while the holder lives. The cast fails only
+# when the lock is elsewhere, aborting the transaction with a message we recognise (no function to create).
+_FENCE = sql.SQL("SELECT CASE WHEN pg_try_advisory_xact_lock({key}) THEN 1 "
+                 "ELSE ('polymigrate: migration lock not held (pid ' || pg_backend_pid() || ')')::int END")
+# What a file may leave in its session (Flyway restores role and search_path; this restores all of it).
+# Every one of these may run inside a transaction, so a transactional file resets before its ledger row.
+# RESET ALL leaves the role alone; SET SESSION AUTHORIZATION DEFAULT resets it (any user may run it).
+_RESET = ("RESET ALL", "SET SESSION AUTHORIZATION DEFAULT", "CLOSE ALL", "UNLISTEN *",
+          "DISCARD TEMP", "DISCARD SEQUENCES", "DEALLOCATE ALL")
+# Ledger writes inside a step of a non-transactional file run as the connecting user, whatever role the file set.
+_AS_CONNECTED = "SET LOCAL SESSION AUTHORIZATION DEFAULT"
 
 
 def _lock_key(text: str) -> int:
@@ -76,8 +100,8 @@ class PostgresAdapter(Adapter):
         self.schema: str | None = getattr(settings, "schema_", None)
         self._key = _lock_key(f"polymigrate:{self.ledger.qualified}:{domain}")
         self._conn: psycopg.Connection | None = None
-        self._lock_conn: psycopg.Connection | None = None
-        self._locked = False  # inside lock(): apply checks the lock's session is still alive
+        self._locked = False  # inside lock(): the session must not be replaced behind the lock's back
+        self._session: dict[str, str] = {}  # our own session settings, set again after each reset
         self._ledger_ready = False
         self._schema_ready = False
 
@@ -91,44 +115,58 @@ class PostgresAdapter(Adapter):
 
     # -- connections -------------------------------------------------------------------------
 
+    def _given(self) -> dict[str, Any]:
+        return {**conninfo_to_dict(self._conninfo), **self._kwargs}
+
     @property
     def target(self) -> str:
         """``postgresql://user@host:port/dbname``: never the password, whatever form the client had."""
         try:
-            k = {**conninfo_to_dict(self._conninfo), **self._kwargs}
+            k = self._given()
         except psycopg.ProgrammingError:
             return "postgresql://(invalid connection string)"
         user = f"{k['user']}@" if k.get("user") else ""
         return f"postgresql://{user}{k.get('host', '')}{':' + str(k['port']) if k.get('port') else ''}/{k.get('dbname', '')}"
 
+    def _secrets(self) -> tuple[str, ...]:
+        try:
+            password = self._given().get("password")
+        except psycopg.ProgrammingError:
+            return ()
+        return (str(password),) if password else ()
+
     def _open(self, purpose: str) -> psycopg.Connection:
         try:
-            given = {**conninfo_to_dict(self._conninfo), **self._kwargs}
+            given = self._given()
         except psycopg.ProgrammingError as exc:
             raise PermanentError(f"invalid PostgreSQL connection string: {exc}",
                                  hint="use postgresql://user@host:port/dbname") from None
-        kwargs = {"connect_timeout": 10, **given, "autocommit": True,
-                  "application_name": f"polymigrate {purpose} {self.domain}"[:63]}
+        name = f"polymigrate {purpose} {self.domain}"[:63]
+        kwargs = {"connect_timeout": 10, **given, "autocommit": True, "application_name": name}
         try:
             conn = psycopg.connect(**kwargs)
             # No server-side prepared statements: psycopg forgets them (DEALLOCATE ALL) when it sees a
             # DROP or ROLLBACK result, and in pipeline mode that can land between a Parse and its
             # Execute queued for the next file ("prepared statement _pg3_N does not exist").
             conn.prepare_threshold = None
-        except psycopg.OperationalError as exc:
-            raise TransientError(f"cannot connect to {self.target}: {str(exc).strip()}",
-                                 hint="check the server is up and the connection settings") from exc
+        except psycopg.Error as exc:
+            raise connect_error(exc, self.target, self._secrets()) from None
+        self._session = {"application_name": name}
         if conn.info.server_version >= 140000:
             try:
                 conn.execute("SELECT set_config('client_connection_check_interval', %s, false)", (_CLIENT_CHECK,))
+                self._session["client_connection_check_interval"] = _CLIENT_CHECK
             except psycopg.Error:
                 pass  # not allowed for this role: a killed run may then need lock_timeout to pass
         return conn
 
     @property
     def conn(self) -> psycopg.Connection:
-        """The apply session, reopened when a previous error closed it."""
+        """The session, reopened when a previous error closed it, unless it held the lock: a new session
+        does not hold it, and another run may have taken it (and applied files) in between."""
         if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._locked:
+                raise self._lost_lock("its session ended")
             self._conn = self._open("apply")
             self._schema_ready = False
         return self._conn
@@ -138,30 +176,54 @@ class PostgresAdapter(Adapter):
         return self.conn.info.server_version
 
     def close(self) -> None:
-        for c in (self._conn, self._lock_conn):
-            if c is not None and not c.closed:
-                c.close()
-        self._conn = self._lock_conn = None
+        if self._conn is not None and not self._conn.closed:
+            self._conn.close()
+        self._conn = None
+        self._locked = False
 
     # -- ledger ------------------------------------------------------------------------------
 
-    def _ensure_ledger(self) -> psycopg.Connection:
+    def _ensure_ledger(self, *, tolerate_duplicates: bool = False) -> psycopg.Connection:
+        """Create the ledger (or add what an earlier version did not create). A ledger recording one
+        version as applied twice is refused, naming the rows, unless ``tolerate_duplicates`` (repair)."""
         conn = self.conn
-        if not self._ledger_ready:
-            try:
-                if not self.ledger.exists(conn):
-                    self.ledger.create(conn, _lock_key(f"polymigrate:create:{self.ledger.qualified}"))
-            except psycopg.Error as exc:
+        if self._ledger_ready:
+            return conn
+        tables = False
+        try:
+            tables, index = self.ledger.exists(conn)
+            if not (tables and index):
+                self.ledger.create(conn, _lock_key(f"polymigrate:create:{self.ledger.qualified}"), tables=not tables)
+        except psycopg.errors.UniqueViolation:
+            dups = self.ledger.duplicate_successes(conn)
+            if tolerate_duplicates:
+                return conn
+            listing = "; ".join(f"version {v} of {d} (ranks {', '.join(map(str, r))})" for d, v, r in dups)
+            raise PermanentError(
+                f"the ledger {self.ledger.qualified} records a migration as applied more than once: {listing}. "
+                "An earlier run lost its migration lock and applied it a second time", file=self.ledger.qualified,
+                hint="check what the second run did to the data, then run `polymigrate repair` (it keeps the first "
+                     "row and marks the others deleted); the ledger then refuses a second success") from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            if not tables:
                 raise classify(exc, file=self.ledger.qualified, what="cannot create the ledger table") from exc
-            self._ledger_ready = True
+            log.warning("cannot add the one-success-per-version index to %s (%s): ask its owner to run "
+                        "polymigrate once; the migration lock still fences every commit", self.ledger.qualified,
+                        str(exc).strip())
+        except psycopg.Error as exc:
+            raise classify(exc, file=self.ledger.qualified, what="cannot create the ledger table") from exc
+        self._ledger_ready = True
         return conn
 
     def read_ledger(self) -> list[LedgerEntry]:
-        conn = self._ensure_ledger()
+        return self._entries()
+
+    def _entries(self, *, tolerate_duplicates: bool = False) -> list[LedgerEntry]:
+        conn = self._ensure_ledger(tolerate_duplicates=tolerate_duplicates)
         try:
             return self.ledger.select(conn, self.domain)
         except psycopg.Error as exc:
-            raise classify(exc, file=self.ledger.qualified, what="cannot read the ledger") from exc
+            raise self._error(exc, file=self.ledger.qualified, what="cannot read the ledger") from exc
 
     def _row(self, migration: Migration, ctx: RunContext, status: Status, **kw) -> dict[str, Any]:
         return {**row_values(migration, ctx, status=status, plan_hash=ctx.plan_hash, **kw),
@@ -172,11 +234,8 @@ class PostgresAdapter(Adapter):
     @contextmanager
     def lock(self, owner: str, wait_seconds: float) -> Iterator[None]:
         """Hold the target's migration lock; ``LockNotAcquired`` names the holder after ``wait_seconds``."""
-        self._ensure_ledger()
-        if self._lock_conn is None or self._lock_conn.closed or self._lock_conn.broken:
-            self._lock_conn = self._open("lock")
-        lc = self._lock_conn
-        lc.execute("SELECT set_config('application_name', %s, false)", (f"polymigrate lock: {owner}"[:63],))
+        self._ensure_ledger(tolerate_duplicates=True)
+        lc = self.conn
         deadline = time.monotonic() + max(wait_seconds, 0)
         delay, announced = 0.05, False
         while not lc.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()[0]:
@@ -191,7 +250,10 @@ class PostgresAdapter(Adapter):
                 announced = True
             time.sleep(min(delay, max(deadline - time.monotonic(), 0.01)))
             delay = min(delay * 2, 0.5)
+        apply_name = self._session.get("application_name", "")
         try:
+            self._session["application_name"] = f"polymigrate lock: {owner}"[:63]
+            lc.execute("SELECT set_config('application_name', %s, false)", (self._session["application_name"],))
             lc.execute(sql.SQL("INSERT INTO {} (lock_key, owner, pid) VALUES (%s, %s, pg_backend_pid()) "
                                "ON CONFLICT (lock_key) DO UPDATE SET owner = EXCLUDED.owner, pid = EXCLUDED.pid, "
                                "since = now()").format(self.ledger.lock_ident), (self._key, owner))
@@ -199,38 +261,26 @@ class PostgresAdapter(Adapter):
             yield
         finally:
             self._locked = False
-            try:
-                lc.execute(sql.SQL("DELETE FROM {} WHERE lock_key = %s AND pid = pg_backend_pid()").format(
-                    self.ledger.lock_ident), (self._key,))
-                lc.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
-            except psycopg.Error:
-                lc.close()  # the session is gone, and so is its lock
+            self._session["application_name"] = apply_name
+            if lc is self._conn and not lc.closed and not lc.broken:
+                try:
+                    lc.execute(sql.SQL("DELETE FROM {} WHERE lock_key = %s AND pid = pg_backend_pid()").format(
+                        self.ledger.lock_ident), (self._key,))
+                    lc.execute("SELECT pg_advisory_unlock(%s), set_config('application_name', %s, false)",
+                               (self._key, apply_name))
+                except psycopg.Error:
+                    lc.close()  # the session is gone, and so is its lock
 
-    def _assert_lock(self) -> None:
-        """Refuse to go on when the lock's session has ended.
-
-        The advisory lock lives exactly as long as its session, and that session sits idle while files
-        are applied on the other one: ``idle_session_timeout``, a proxy dropping idle connections or
-        ``pg_terminate_backend`` end it silently, and another run may then take the lock and apply the
-        same pending files. Checked before every file, at one round trip each.
-        """
-        if not self._locked:
-            return
-        lc = self._lock_conn
-        try:
-            if lc is None or lc.closed or lc.broken:
-                raise psycopg.OperationalError("the lock session is closed")
-            lc.execute("SELECT 1")
-        except psycopg.Error as exc:
-            self._locked = False
-            raise TransientError(f"lost the migration lock of {self.domain} on {self.target}: its session ended "
-                                 f"({str(exc).strip()}); nothing more was applied",
-                                 hint="retry: the run re-reads the ledger under a new lock and resumes") from exc
+    def _lost_lock(self, why: str) -> TransientError:
+        # _locked stays set until lock() exits: no new session may write for this run (a 'failed' mark
+        # written on a fresh session could overwrite what the run that took the lock recorded)
+        return TransientError(f"lost the migration lock of {self.domain} on {self.target}: {why}; nothing more "
+                              "was committed by this run, and another run may hold the lock now",
+                              hint="retry: the run re-reads the ledger under a new lock and resumes")
 
     def lock_holder(self) -> str:
         """Who holds this target's lock now: owner, pid and since when (``nobody`` if free)."""
-        lc = self._lock_conn or self.conn
-        row = lc.execute(sql.SQL(
+        row = self.conn.execute(sql.SQL(
             "SELECT coalesce(o.owner, a.application_name), l.pid, coalesce(o.since, a.backend_start) "
             "FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid "
             "LEFT JOIN {} o ON o.lock_key = %(key)s AND o.pid = l.pid "
@@ -244,6 +294,25 @@ class PostgresAdapter(Adapter):
         return f"{owner or 'unknown'} (pid {pid}, since {since:%Y-%m-%d %H:%M:%S %Z})".strip()
 
     # -- running SQL -------------------------------------------------------------------------
+
+    def _error(self, exc: psycopg.Error, *, file: str, statement: Statement | None = None,
+               what: str | None = None, version: str | None = None) -> PermanentError:
+        """``classify`` plus what only the adapter knows: a lost lock, a version another run recorded."""
+        conn = self._conn
+        if _LOST_MARK in str(exc):
+            return self._lost_lock("the session that commits no longer holds it")
+        if self._locked and conn is not None and (conn.closed or conn.broken):
+            return self._lost_lock(f"its session ended ({str(exc).strip()})")
+        diag = getattr(exc, "diag", None)
+        if getattr(exc, "sqlstate", None) == "23505" and diag is not None and diag.table_name == self.ledger.table:
+            once = diag.constraint_name == self.ledger.once_index[:63]
+            return TransientError(
+                (f"version {version} was already applied by another run while this one ran"
+                 if once and version else "another run wrote to the ledger at the same time")
+                + "; nothing of this file was committed", file=file,
+                hint="retry: the run re-reads the ledger and skips what is done; find out why two runs "
+                     "held the lock (a lost lock session, a pooler in transaction mode)")
+        return classify(exc, file=file, statement=statement, what=what)
 
     def _settings_for(self, migration: Migration, ctx: RunContext) -> dict[str, str]:
         d = migration.directives
@@ -267,19 +336,35 @@ class PostgresAdapter(Adapter):
                 sql.SQL("set_config({}, {}, {})").format(sql.Literal(k), sql.Placeholder(), sql.Literal(local))
                 for k in settings)), list(settings.values()))
 
+    def _reset(self, conn: psycopg.Connection) -> None:
+        """Give the session back as it was opened (see the module docstring); works inside a transaction
+        and in a pipeline, one statement per execute."""
+        for statement in _RESET:
+            conn.execute(statement)
+        self._set(conn, self._session, local=False)
+
+    def _fence(self, conn: psycopg.Connection) -> None:
+        """Inside a transaction that writes the ledger: abort it unless this session holds the lock."""
+        conn.execute(_FENCE.format(key=sql.Literal(self._key)))
+
+    def _as_connected(self, conn: psycopg.Connection) -> None:
+        conn.execute(_AS_CONNECTED)
+        self._fence(conn)
+
     def _statements(self, migration: Migration, body: str) -> list[Statement]:
         statements = split(body, file=migration.path, server_version=self.server_version)
-        check_transaction_control(statements, migration.path)
+        check_transaction_control(statements, migration.path, migration.directives.transactional)
         return statements
 
     def _run_transactional(self, migration: Migration, statements: list[Statement], settings: dict[str, str],
                            record: Callable[[psycopg.Connection], None]) -> int:
         """All statements and ``record(conn)`` in one transaction; returns the elapsed ms.
 
-        Pipelined: the whole file, its ledger row and the commit go to the server without waiting
-        for each result (one round trip instead of one per statement), which is what brings a run
-        of many small files near ``psql -1``. The server still stops at the first error and rolls
-        everything back; the first statement without a result is the one that failed.
+        Pipelined: the whole file, the session reset, the lock fence, its ledger row and the commit go
+        to the server without waiting for each result (one round trip instead of one per statement),
+        which is what brings a run of many small files near ``psql -1``. The server still stops at the
+        first error and rolls everything back; the first statement without a result is the one that
+        failed.
         """
         conn = self.conn
         started = time.monotonic()
@@ -289,45 +374,78 @@ class PostgresAdapter(Adapter):
                 self._set(conn, settings, local=True)
                 for s in statements:
                     cursors.append(conn.execute(s.text))
+                self._reset(conn)  # before the ledger row: it is written as the connecting user
+                self._fence(conn)
                 record(conn)
         except psycopg.Error as exc:
             failed = next((s for s, c in zip(statements, cursors) if c.pgresult is None), None)
-            raise classify(exc, file=str(migration.path), statement=failed,
-                           what=None if failed else "the commit failed (a deferred constraint, or the ledger row)") from exc
+            raise self._error(exc, file=str(migration.path), statement=failed,
+                              version=str(migration.version) if migration.version is not None else None,
+                              what=None if failed else "the commit failed (a deferred constraint, or the ledger row)") from exc
         return int((time.monotonic() - started) * 1000)
 
-    def _run_autocommit(self, migration: Migration, statements: list[Statement], settings: dict[str, str],
-                        start_at: int, progress: Callable[[psycopg.Connection, int], None] | None,
-                        resuming: bool = False) -> None:
-        """Each statement on its own: transaction-safe ones in a transaction with ``progress``, the
-        others in autocommit followed by ``progress``. When ``resuming``, first repairs what an
-        interrupted run of statement ``start_at`` left behind."""
+    @contextmanager
+    def _begin(self, conn: psycopg.Connection, options: tuple) -> Iterator[None]:
+        """A transaction with the options of the file's own ``BEGIN ISOLATION LEVEL …``."""
+        saved = (conn.isolation_level, conn.read_only, conn.deferrable)
+        for name, value in options:
+            if name == "transaction_isolation":
+                conn.isolation_level = psycopg.IsolationLevel[str(value).upper().replace(" ", "_")]
+            elif name == "transaction_read_only":
+                conn.read_only = bool(value)
+            elif name == "transaction_deferrable":
+                conn.deferrable = bool(value)
+        try:
+            with conn.transaction():
+                yield
+        finally:
+            if not conn.closed and not conn.broken:
+                conn.isolation_level, conn.read_only, conn.deferrable = saved
+
+    def _run_steps(self, migration: Migration, statements: list[Statement], settings: dict[str, str],
+                   start_at: int, progress: Callable[[psycopg.Connection, int], None] | None,
+                   resuming: bool = False) -> None:
+        """The file step by step (``pg_statements.steps``), each transaction committed with ``progress``,
+        each statement that cannot run in one followed by ``progress``. When ``resuming``, first
+        repairs what an interrupted run of statement ``start_at`` left behind."""
         conn = self.conn
         n = len(statements)
         current: Statement | None = None
+        done = start_at
         try:
             self._set(conn, settings, local=False)
-            for current in statements[start_at:]:
-                if current.non_transactional:
+            for step in steps(statements, migration.directives.transactional):
+                if step.end <= start_at:
+                    continue
+                todo = [s for s in step.statements if s.index >= start_at]
+                if not step.transaction:
+                    current = todo[0]
                     done_already = resuming and current.index == start_at and repair_leftover(conn, current)
                     if not done_already:
                         conn.execute(current.text)
                     if progress:
-                        progress(conn, current.index + 1)
+                        with conn.transaction():
+                            self._as_connected(conn)
+                            progress(conn, step.end)
                 else:
-                    with conn.transaction():
-                        conn.execute(current.text)
+                    with self._begin(conn, step.begin_options):
+                        for current in todo:
+                            if not current.transaction_control:  # the transaction itself is ours
+                                conn.execute(current.text)
                         if progress:
-                            progress(conn, current.index + 1)
+                            self._as_connected(conn)
+                            progress(conn, step.end)
+                done = step.end
         except psycopg.Error as exc:
             i = current.index if current else start_at
-            raise classify(exc, file=str(migration.path), statement=current,
-                           what=f"statement {i + 1} of {n} failed ({i} done and committed; "
-                                f"a retry resumes at statement {i + 1})") from exc
+            raise self._error(exc, file=str(migration.path), statement=current,
+                              what=f"statement {i + 1} of {n} failed ({done} done and committed; "
+                                   f"a retry resumes at statement {done + 1})") from exc
         finally:
-            if settings and not conn.broken and not conn.closed:
+            if not conn.broken and not conn.closed:
                 try:
-                    conn.execute(sql.SQL("; ").join(sql.SQL("RESET {}").format(sql.Identifier(k)) for k in settings))
+                    conn.execute(sql.SQL("; ").join(sql.SQL(x) for x in _RESET))
+                    self._set(conn, self._session, local=False)
                 except psycopg.Error:
                     pass
 
@@ -335,7 +453,6 @@ class PostgresAdapter(Adapter):
 
     def apply(self, migration: Migration, body: str, ctx: RunContext, resume: LedgerEntry | None = None) -> Applied:
         """Run one versioned or repeatable file and record it (see the module docstring)."""
-        self._assert_lock()
         self._ensure_ledger()
         statements = self._statements(migration, body)
         settings = self._settings_for(migration, ctx)
@@ -356,41 +473,59 @@ class PostgresAdapter(Adapter):
         conn = self.conn
         n = len(statements)
         reasons = sorted({s.non_transactional for s in statements if s.non_transactional})
+        if any(s.transaction_control for s in statements):
+            reasons.append("the file's own BEGIN/COMMIT")
         base = {"statements": n, "reasons": reasons}
         done = int(resume.progress.get("statements_done", 0)) if resume else 0
         spent = resume.execution_time if resume else 0
         started = time.monotonic()
+        version = str(migration.version) if migration.version is not None else None
         try:
-            if resume is not None:
-                rank = resume.installed_rank
-                self.ledger.update(conn, self.domain, rank, {"status": Status.STARTED, "run_id": ctx.run_id,
-                                                             "installed_by": ctx.actor or "unknown"})
-            else:
-                rank = self.ledger.insert(conn, self._row(migration, ctx, Status.STARTED,
-                                                          progress={**base, "statements_done": 0}))
-                assert rank is not None
+            with conn.transaction():
+                self._fence(conn)
+                if resume is not None:
+                    rank = resume.installed_rank
+                    self.ledger.update(conn, self.domain, rank, {"status": Status.STARTED, "run_id": ctx.run_id,
+                                                                 "installed_by": ctx.actor or "unknown"})
+                else:
+                    rank = self.ledger.insert(conn, self._row(migration, ctx, Status.STARTED,
+                                                              progress={**base, "statements_done": 0}))
+                    assert rank is not None
         except psycopg.Error as exc:
-            raise classify(exc, file=str(migration.path), what="writing the 'started' ledger row failed") from exc
+            raise self._error(exc, file=str(migration.path), what="writing the 'started' ledger row failed",
+                              version=version) from exc
 
         def progress(c: psycopg.Connection, k: int) -> None:
             self.ledger.update(c, self.domain, rank, {"progress": {**base, "statements_done": k}})
 
         try:
-            self._run_autocommit(migration, statements, settings, done, progress, resuming=resume is not None)
+            self._run_steps(migration, statements, settings, done, progress, resuming=resume is not None)
         except PermanentError:
             # on a fresh session if the error broke this one; a retry resumes from the progress mark
             self._mark(rank, {"status": Status.FAILED, "success": False,
                               "execution_time": spent + int((time.monotonic() - started) * 1000)})
             raise
         ms = spent + int((time.monotonic() - started) * 1000)
-        self._mark(rank, {"status": Status.SUCCESS, "success": True, "execution_time": ms,
-                          "progress": {**base, "statements_done": n}})
+        try:
+            with self.conn.transaction():
+                self._fence(self.conn)
+                self.ledger.update(self.conn, self.domain, rank, {"status": Status.SUCCESS, "success": True,
+                                                                  "execution_time": ms,
+                                                                  "progress": {**base, "statements_done": n}})
+        except psycopg.Error as exc:
+            # every step is committed with its progress: a retry finds statements_done = n and only records success
+            raise self._error(exc, file=str(migration.path), what="recording success failed after every step "
+                              "committed (a retry only records it)", version=version) from exc
         return Applied(ms, n - done, {"transactional": False, "resumed_at": done + 1 if resume else None,
                                       "reasons": reasons})
 
     def _mark(self, rank: int, values: dict[str, Any]) -> None:
+        """Best effort after a failure: the row stays ``started`` otherwise, which resumes the same way."""
         try:
-            self.ledger.update(self.conn, self.domain, rank, values)
+            conn = self.conn
+            with conn.transaction():
+                self._fence(conn)
+                self.ledger.update(conn, self.domain, rank, values)
         except (psycopg.Error, TransientError) as exc:
             log.warning("could not update ledger row %s: %s", rank, exc)
 
@@ -416,10 +551,14 @@ class PostgresAdapter(Adapter):
             ms = self._run_transactional(undo_migration, statements, settings, record)
         else:
             started = time.monotonic()
-            self._run_autocommit(undo_migration, statements, settings, 0, None)
+            self._run_steps(undo_migration, statements, settings, 0, None)
             ms = int((time.monotonic() - started) * 1000)
-            with self.conn.transaction():
-                record(self.conn, ms)
+            try:
+                with self.conn.transaction():
+                    self._fence(self.conn)
+                    record(self.conn, ms)
+            except psycopg.Error as exc:
+                raise self._error(exc, file=str(undo_migration.path), what="recording the undo failed") from exc
         return Applied(ms, len(statements), {"undone": version})
 
     def baseline(self, version: str, description: str, ctx: RunContext) -> None:
@@ -436,6 +575,7 @@ class PostgresAdapter(Adapter):
                "execution_time": 0, "success": True, "status": Status.BASELINE, "domain": self.domain,
                "run_id": ctx.run_id, "environment": ctx.environment, "region": ctx.region, "progress": {}}
         with self.conn.transaction():
+            self._fence(self.conn)
             self.ledger.insert(self.conn, row)
 
     def repair(self, migrations: list[Migration], ctx: RunContext) -> RepairReport:
@@ -446,9 +586,25 @@ class PostgresAdapter(Adapter):
         Deleting that row (Flyway's repair does) would make the next run execute them a second time.
         """
         report = RepairReport([], [])
-        infos = reconcile([m for m in migrations if m.kind is not Kind.UNDO], self.read_ledger(), out_of_order=True)
+        entries = self._entries(tolerate_duplicates=True)
         conn = self.conn
         with conn.transaction():
+            self._fence(conn)
+            # a version recorded as applied twice (a lost lock, before the ledger refused it): keep the first
+            by_rank = {e.installed_rank: e for e in entries}
+            for domain, version, ranks in self.ledger.duplicate_successes(conn):
+                if domain != self.domain:
+                    continue
+                for rank in ranks[1:]:
+                    self.ledger.update(conn, self.domain, rank, {"status": Status.DELETED, "success": False})
+                    by_rank[rank].status = Status.DELETED
+                    report.removed.append(f"{by_rank[rank].script} (rank {rank}: a second success of version {version})")
+        self._ledger_ready = False
+        # the one-success index, now that this domain's duplicates no longer stand in its way
+        self._ensure_ledger(tolerate_duplicates=True)
+        infos = reconcile([m for m in migrations if m.kind is not Kind.UNDO], entries, out_of_order=True)
+        with conn.transaction():
+            self._fence(conn)
             for i in infos:
                 e = i.entry
                 if e is None:

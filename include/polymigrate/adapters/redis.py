@@ -12,12 +12,20 @@ three keys live in one slot and can change together):
 Redis has no transactions spanning a script's batches, so a migration writes ``started`` before the
 first batch, progress with every batch and ``success`` at the end; a retry gets the incomplete row as
 ``resume`` and continues from its cursor.
+
+Every write to the ledger and the progress hash is fenced by the lease: one Lua call compares the
+lock key with this run's token and writes only if they match (the batch script does the same for
+its own progress row). A run that froze past its lease (a paused VM, a SIGSTOP, a long GC) and
+wakes up after another run took over, or finished, cannot overwrite what that run recorded: its
+writes are refused and it stops with a transient error. A failure never deletes the progress, so
+the cursor survives it.
 """
 
 from __future__ import annotations
 
 import getpass
 import json
+import logging
 import re
 import time
 from collections import Counter
@@ -32,8 +40,8 @@ from redis.cluster import RedisCluster
 
 from polymigrate.adapters.base import Adapter, Applied, Capabilities
 from polymigrate.adapters.redis_lease import Lease
-from polymigrate.adapters.redis_scripts import (check_same_slot, classify, declared_keys, is_transient, parse_reply,
-                                                 text, wrap)
+from polymigrate.adapters.redis_scripts import (LEASE_LOST, check_same_slot, classify, declared_keys, is_transient,
+                                                 parse_reply, text, wrap)
 from polymigrate.catalog import Migration
 from polymigrate.errors import PermanentError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
@@ -45,6 +53,17 @@ DEFAULT_LEASE_MS = 15_000
 DEFAULT_CALL_BUDGET_MS = 1.0
 SNAPSHOT_MAX_KEYS = 100_000  # a snapshot samples this many keys at most; enough to see every key shape
 _GLOB = re.compile(r"[*?\[\]\\]")
+log = logging.getLogger(__name__)
+# KEYS: lock, ledger, progress (one hash tag: one slot on a cluster). ARGV: token ('' when no lease is
+# held: a direct caller outside the executor), rank, ledger row JSON or '', progress JSON or '', '1' to
+# drop the progress row. The compare and the writes are one atomic call: the lease's fencing.
+_FENCED_WRITE = (
+    "if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) ~= ARGV[1] then return redis.error_reply('"
+    + LEASE_LOST + "') end\n"
+    "if ARGV[3] ~= '' then redis.call('HSET', KEYS[2], ARGV[2], ARGV[3]) end\n"
+    "if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], ARGV[2], ARGV[4]) end\n"
+    "if ARGV[5] == '1' then redis.call('HDEL', KEYS[3], ARGV[2]) end\n"
+    "return 1\n")
 _VARIABLE_SEGMENT = re.compile(r"^(\d+|[0-9a-f]{8}-[0-9a-f-]{27}|[0-9a-f]{16,}|\{.*\})$", re.IGNORECASE)
 
 
@@ -73,6 +92,7 @@ class RedisAdapter(Adapter):
         self.call_budget_ms = call_budget_ms
         self._leases: list[Lease] = []
         self._owns_client = False
+        self._write_sha: str | None = None
 
     @classmethod
     def from_url(cls, url: str, *, domain: str, settings: Any = None, **kw: Any) -> "RedisAdapter":
@@ -127,7 +147,9 @@ class RedisAdapter(Adapter):
             live = self.client.hgetall(self.progress_key)
         except rexc.RedisError as exc:
             if not is_transient(exc):
-                raise
+                raise PermanentError(f"{self.target}: cannot read the ledger: {exc} (retrying cannot help)",
+                                     hint="check the connection settings: database index, ACL user and password, "
+                                          "TLS") from exc
             raise TransientError(f"{self.target}: cannot read the ledger: {exc}") from exc
         progress = {text(k): json.loads(v) for k, v in live.items()}
         entries = []
@@ -137,12 +159,34 @@ class RedisAdapter(Adapter):
             entries.append(entry)
         return sorted(entries, key=lambda e: e.installed_rank)
 
-    def _write(self, entry: LedgerEntry, *, clear_progress: bool = False) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(self.ledger_key, str(entry.installed_rank), json.dumps(entry.to_dict()))
-        if clear_progress:
-            pipe.hdel(self.progress_key, str(entry.installed_rank))
-        pipe.execute()
+    def _write(self, entry: LedgerEntry, *, row: bool = True, progress: dict | None = None,
+               clear_progress: bool = False) -> None:
+        """Write the ledger row and/or the progress row of ``entry``, only while this run holds the lease."""
+        lease = self._lease()
+        args = [self.lock_key, self.ledger_key, self.progress_key, lease.token if lease else "",
+                str(entry.installed_rank), json.dumps(entry.to_dict()) if row else "",
+                json.dumps(progress) if progress is not None else "", "1" if clear_progress else "0"]
+        try:
+            for attempt in range(3):  # EVALSHA; a server that lost its script cache gets it again
+                if self._write_sha is None:
+                    self._write_sha = text(self.client.script_load(_FENCED_WRITE))
+                try:
+                    self.client.evalsha(self._write_sha, 3, *args)
+                    break
+                except rexc.NoScriptError:
+                    self._write_sha = None
+                    if attempt == 2:
+                        raise
+        except rexc.ResponseError as exc:
+            if LEASE_LOST not in str(exc):
+                raise
+            if lease is not None:
+                lease.mark_lost()
+            raise TransientError(
+                f"{self.target}: the migration lock lease of this run expired and another run holds (or held) it; "
+                f"this run's write to {entry.script} was refused, so what that run recorded stands",
+                file=entry.script, hint="retry: the run re-reads the ledger and resumes from the recorded cursor; "
+                "raise lease_ms if the process pauses for long") from None
 
     def _entry(self, migration: Migration, ctx: RunContext, rank: int) -> LedgerEntry:
         return LedgerEntry(
@@ -244,16 +288,18 @@ class RedisAdapter(Adapter):
         progress["batches"] = int(progress.get("batches", 0)) + reply.batches
         state = progress.setdefault("shards", {}).setdefault(shard, {}) if shard else progress
         state["cursor"], state["done"] = reply.cursor, reply.cursor == "0"
-        self.client.hset(self.progress_key, str(entry.installed_rank), json.dumps(progress))
+        self._write(entry, row=False, progress=progress)
 
     def _record_failure(self, entry: LedgerEntry, error: Exception) -> None:
+        """Mark the row failed with the error, keeping its cursor (the progress row stays as it is)."""
         try:
             entry.status, entry.success = Status.FAILED, False
             entry.progress.update(self._progress(entry))
             entry.progress["error"] = str(error)[:2000]
             self._write(entry)
-        except rexc.RedisError:
-            pass  # the row stays 'started', which resumes the same way
+        except (rexc.RedisError, TransientError) as exc:
+            # the row stays 'started' (resumed the same way), or it is another run's now
+            log.warning("could not record the failure of %s: %s", entry.script, exc)
 
     # -- shards: where a script call goes ----------------------------------------------------
 

@@ -8,6 +8,7 @@ run's lease simply expires.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -17,6 +18,7 @@ from redis import exceptions as rexc
 from polymigrate.adapters.redis_scripts import is_transient
 from polymigrate.errors import LockNotAcquired, TransientError
 
+log = logging.getLogger(__name__)
 _SEP = " #"
 _RENEW = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0"
 _RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
@@ -43,20 +45,29 @@ class Lease:
 
     @property
     def lost(self) -> bool:
-        """True once a renewal found the key gone or owned by someone else."""
+        """True once a renewal (or a fenced write) found the key gone or owned by someone else."""
         return self._lost.is_set()
+
+    def mark_lost(self) -> None:
+        self._lost.set()
 
     def acquire(self, wait_seconds: float, target: str) -> None:
         """Take the lease, waiting up to ``wait_seconds`` for the holder; LockNotAcquired names it."""
         deadline = time.monotonic() + max(0.0, wait_seconds)
         delay = 0.02
+        announced = None
         try:
             while True:
                 if self.client.set(self.key, self.token, nx=True, px=self.lease_ms):
                     break
                 current = self.client.get(self.key)
+                holder = holder_of(current) if current is not None else "unknown (just released)"
+                if current is not None and holder != announced and time.monotonic() < deadline:
+                    ttl = self.client.pttl(self.key)
+                    log.info("waiting up to %gs for the migration lock %s held by %s (its lease expires in %s ms "
+                             "unless renewed)", wait_seconds, self.key, holder, ttl)
+                    announced = holder
                 if time.monotonic() >= deadline:
-                    holder = holder_of(current) if current is not None else "unknown (just released)"
                     ttl = self.client.pttl(self.key)
                     raise LockNotAcquired(
                         f"{target}: migration lock {self.key} is held by {holder}"

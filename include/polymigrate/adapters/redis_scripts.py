@@ -144,8 +144,15 @@ def parse_reply(raw) -> Reply:
     return Reply("0", 0, 1, True)
 
 
+_NEVER_PASSES = tuple(c for c in (getattr(rexc, "AuthenticationError", None), getattr(rexc, "AuthorizationError", None),
+                                   getattr(rexc, "AuthenticationWrongNumberOfArgsError", None)) if c)
+
+
 def is_transient(exc: Exception) -> bool:
-    """Connection lost, timeout, or a reply meaning "busy or failing over, try later"."""
+    """Connection lost, timeout, or a reply meaning "busy or failing over, try later". A refused
+    password or ACL is a ConnectionError to redis-py, but no retry will ever pass it."""
+    if _NEVER_PASSES and isinstance(exc, _NEVER_PASSES):
+        return False
     if isinstance(exc, (rexc.ConnectionError, rexc.TimeoutError)):  # BusyLoadingError is a ConnectionError
         return True
     return isinstance(exc, rexc.ResponseError) and str(exc).lstrip().startswith(_TRANSIENT_PREFIXES)

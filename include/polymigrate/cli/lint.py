@@ -13,6 +13,8 @@ from rich.table import Table
 from polymigrate.cli.app import DEFAULT_SPECS, app, console, err_console
 from polymigrate.commands import validate_project
 from polymigrate.connections import redact
+from polymigrate.executor import placeholders_for
+from polymigrate.ledger import RunContext
 from polymigrate.lint import RULES, LintReport, lint_catalog
 from polymigrate.spec.models import SEVERITY_ORDER
 
@@ -76,12 +78,43 @@ def _print_report(domain: str, report: LintReport, threshold: str) -> None:
             console.print(f"  ⏱ {i.file}:{i.line} {i.table}: {i.note} → {i.risk}", style="dim", highlight=False, soft_wrap=True)
 
 
+def _placeholders(project, environment: str | None, region: str | None, items: list[str] | None):
+    """domain -> the ${placeholder} values a run in ``environment``/``region`` would use, as migrate does;
+    without them a ``${schema}.table`` cannot be found on the target and scores unknown."""
+    extra = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            err_console.print(f"--placeholder {item!r}: expected key=value")
+            raise typer.Exit(2)
+        extra[key] = value
+    env = None
+    if environment:
+        env = project.environments.get(environment)
+        if env is None:
+            err_console.print(f"unknown environment '{environment}'; known: {sorted(project.environments)}")
+            raise typer.Exit(2)
+        if region and region not in env.regions:
+            err_console.print(f"unknown region '{region}'; {environment} has {sorted(env.regions)}")
+            raise typer.Exit(2)
+        if region is None and len(env.regions) == 1:
+            region = next(iter(env.regions))
+    values = {**(env.placeholders if env else {}), **(env.regions[region].placeholders if env and region else {}),
+              **extra}
+    return lambda name: placeholders_for(RunContext(domain=name, environment=environment or "adhoc",
+                                                    region=region or "default", placeholders=values))
+
+
 @app.command()
 def lint(specs: Path = typer.Argument(Path(DEFAULT_SPECS), help="spec folder"),
          domain: Optional[list[str]] = typer.Option(None, "--domain", "-d", help="only these domains"),
          as_json: bool = typer.Option(False, "--json", help="machine-readable report"),
          url: Optional[str] = typer.Option(None, "--url", help="postgresql://…, mongodb://… or http(s)://… "
                                                                "(Elasticsearch/OpenSearch) target for impact-aware risk (read only)"),
+         environment: Optional[str] = typer.Option(None, "--environment", "-e",
+                                                   help="fill ${placeholders} from this environment (the --url target's)"),
+         region: Optional[str] = typer.Option(None, "--region", "-r", help="… and this region's placeholders"),
+         placeholder: Optional[list[str]] = typer.Option(None, "--placeholder", "-p", help="${key} value, as key=value"),
          threshold: str = typer.Option("high", "--threshold", "-t", help="lowest severity that fails: " + "|".join(SEVERITY_ORDER)),
          rules: bool = typer.Option(False, "--rules", help="list the rules and exit")) -> None:
     """Lint every migration: SQL safety, non-SQL rules, security, version collisions. Exit 1 on blocking findings."""
@@ -92,6 +125,7 @@ def lint(specs: Path = typer.Argument(Path(DEFAULT_SPECS), help="spec folder"),
         err_console.print(f"--threshold {threshold!r}: use one of {', '.join(SEVERITY_ORDER)}")
         raise typer.Exit(2)
     v = validate_project(specs, domain)
+    values_of = _placeholders(v.project, environment, region, placeholder)
     conn = _connect(url) if url else None
     try:
         reports = {}
@@ -106,7 +140,8 @@ def lint(specs: Path = typer.Argument(Path(DEFAULT_SPECS), help="spec folder"),
                 mongo = mongo_client[dbname] if dbname else None
             search = conn if type(conn).__name__ == "SearchApi" else None
             reports[name] = lint_catalog(catalog, connection=None if (search or mongo_client is not None) else conn,
-                                         search=search, schema=pg.schema_ if pg else None, mongo=mongo)
+                                         search=search, schema=pg.schema_ if pg else None, mongo=mongo,
+                                         placeholders=values_of(name))
     finally:
         if conn is not None:
             conn.close()

@@ -29,15 +29,26 @@ def _findings(src: Source) -> list[Finding]:
 
 
 def _rescore(src: Source, findings: list[Finding], impacts_by_line: dict[int, list]) -> None:
-    """With live statistics, lock/rewrite rules take the level of what the statement really costs."""
+    """With live statistics, lock/rewrite rules take the level of what the statement really costs.
+
+    A statement touching a table the target does not have keeps its rule's own severity (never
+    lowered: fail closed) and gets a ``table-not-found-on-target`` finding of its own.
+    """
     for f in findings:
         rule = get(f.rule)
         if rule.impact and f.line in impacts_by_line:
             impacts = impacts_by_line[f.line]
-            f.severity = statement_risk(impacts)
-            notes = "; ".join(i.note for i in impacts if i.seconds is not None and i.note)
+            if all(i.risk != "unknown" for i in impacts):
+                f.severity = statement_risk(impacts)
+            notes = "; ".join(i.note for i in impacts if (i.seconds is not None or i.risk == "unknown") and i.note)
             if notes:
                 f.message += f" [on target: {notes}]"
+    rule = get("table-not-found-on-target")
+    for line, impacts in impacts_by_line.items():
+        for i in impacts:
+            if i.risk == "unknown":
+                findings.append(Finding(rule.name, rule.severity, f"{i.table}: {i.note}", src.file, line,
+                                        statement=i.statement, fix=rule.fix, technology=src.technology))
 
 
 def _suppress(src: Source, findings: list[Finding]) -> None:

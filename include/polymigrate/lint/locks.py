@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from pglast import ast, enums
 
-from polymigrate.lint.pgast import AT, CT, constraints, default_expr, fills_every_row, is_stored_generated, type_name, volatile_functions
-from polymigrate.lint.source import Statement
+from polymigrate.lint.pgast import AT, CT, constraints, default_expr, fills_every_row, is_stored_generated, volatile_functions
+from polymigrate.lint.source import Statement, type_of
 
 ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
 EXCLUSIVE = "EXCLUSIVE"
@@ -25,7 +25,6 @@ BLOCKS_READS = {ACCESS_EXCLUSIVE}
 BLOCKS_WRITES = {ACCESS_EXCLUSIVE, EXCLUSIVE, SHARE_ROW_EXCLUSIVE, SHARE}
 WORK_ORDER = ("none", "metadata", "rows", "scan", "index", "rewrite")
 LOCK_ORDER = (None, ROW_EXCLUSIVE, SHARE_UPDATE_EXCLUSIVE, SHARE, SHARE_ROW_EXCLUSIVE, EXCLUSIVE, ACCESS_EXCLUSIVE)
-UNLIMITED_TEXT = {"text", "varchar"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,7 @@ class Effect:
     column: str | None = None
     new_type: str | None = None
     whole_table: bool = True
+    new_mods: tuple[int, ...] = ()
 
 
 def _heavier(a: Effect, b: Effect) -> Effect:
@@ -49,8 +49,8 @@ def _heavier(a: Effect, b: Effect) -> Effect:
 def _alter_cmd(rel, cmd: ast.AlterTableCmd) -> list[Effect]:
     st = cmd.subtype
     if st == AT.AT_AlterColumnType:
-        col = cmd.def_
-        return [Effect(rel, ACCESS_EXCLUSIVE, "rewrite", cmd.name, type_name(col.typeName) if col else None)]
+        name, mods = type_of(cmd.def_.typeName) if cmd.def_ else ("", ())
+        return [Effect(rel, ACCESS_EXCLUSIVE, "rewrite", cmd.name, name or None, new_mods=mods)]
     if st == AT.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef):
         col = cmd.def_
         expr = default_expr(col)

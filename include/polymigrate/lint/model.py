@@ -6,7 +6,10 @@ from dataclasses import asdict, dataclass, field
 
 from polymigrate.spec.models import SEVERITY_ORDER
 
-RISK_LEVELS = ("low", "medium", "high", "critical")
+# "unknown": lint was connected but could not size what a statement touches (a table not found on the
+# target). It ranks above high and fails closed: approval escalates as for high; only a known
+# critical outranks it.
+RISK_LEVELS = ("low", "medium", "high", "unknown", "critical")
 
 
 def severity_rank(severity: str) -> int:
@@ -94,7 +97,7 @@ class LintReport:
 
     @property
     def risk(self) -> str:
-        """low | medium | high | critical: the worst statement impact or unsuppressed finding."""
+        """low | medium | high | unknown | critical: the worst statement impact or unsuppressed finding."""
         levels = [i.risk for i in self.impacts]
         levels += [risk_of(f.severity) for f in self.findings if not f.suppressed]
         return max_level(levels, RISK_LEVELS, "low")

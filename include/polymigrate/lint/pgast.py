@@ -112,15 +112,68 @@ def fills_every_row(col: ast.ColumnDef) -> bool:
 
 
 def created_tables(source: Source, before: Statement | None = None) -> set[str]:
-    """Tables created earlier in the same file: changing them locks nothing anyone else uses."""
-    out = set()
-    for stmt in source.statements:
-        if before is not None and stmt.index >= before.index:
-            break
-        if isinstance(stmt.node, ast.CreateStmt):
-            out.add(stmt.node.relation.relname)
-    return out
+    """Tables created earlier in the same file (CREATE [TEMP] TABLE, CREATE TABLE … AS, SELECT … INTO):
+    changing them locks nothing anyone else uses."""
+    limit = before.index if before is not None else len(source.statements)
+    return {name for name, i in source.facts.created_tables.items() if i < limit}
 
 
 def is_new_table(source: Source, stmt: Statement, rel) -> bool:
-    return rel is not None and rel.relname in created_tables(source, stmt)
+    """``rel`` was created by an earlier statement of the same file (one lookup: lint stays linear)."""
+    if rel is None:
+        return False
+    created = source.facts.created_tables.get(rel.relname)
+    return created is not None and created < stmt.index
+
+
+def is_new_index(source: Source, stmt: Statement, name: str | None) -> bool:
+    created = source.facts.created_indexes.get(name or "")
+    return created is not None and created < stmt.index
+
+
+_CANON = {"character varying": "varchar", "bit varying": "varbit", "character": "bpchar", "int4": "integer",
+          "int8": "bigint", "int2": "smallint"}
+_WIDENABLE = {"varchar", "varbit", "numeric", "text"}
+
+
+def canon_type(name: str, mods: tuple[int, ...] = ()) -> tuple[str, tuple[int, ...]]:
+    return _CANON.get(name, name), tuple(mods)
+
+
+def widens(old: tuple[str, tuple[int, ...]], new: tuple[str, tuple[int, ...]]) -> bool:
+    """True when changing a column from ``old`` to ``new`` only changes the catalog (PostgreSQL 9.2+):
+    varchar/varbit to a larger or no limit, varchar to text, numeric to more precision at the same scale."""
+    (o, om), (n, nm) = canon_type(*old), canon_type(*new)
+    if o == "varchar" and n == "text":
+        return True
+    if o != n:
+        return False
+    if o in ("varchar", "varbit"):
+        return not nm or (bool(om) and nm[0] >= om[0])
+    if o == "numeric":
+        if not nm:
+            return True
+        if not om:
+            return False
+        return nm[0] >= om[0] and (nm[1] if len(nm) > 1 else 0) == (om[1] if len(om) > 1 else 0)
+    return om == nm  # the same type: nothing to convert
+
+
+def type_change(source: Source, stmt: Statement, table: str, column: str,
+                new: tuple[str, tuple[int, ...]]) -> str:
+    """What ALTER … TYPE ``new`` does to a column of an existing table, as far as the change set tells:
+    ``metadata`` (a widening of a column it defined), ``rewrite``, or ``maybe`` (only the target knows)."""
+    old = source.facts.type_before.get((stmt.index, table, column))
+    if old is not None:
+        return "metadata" if widens(old, new) else "rewrite"
+    return "maybe" if canon_type(*new)[0] in _WIDENABLE else "rewrite"
+
+
+def dropped_relations(node) -> list:
+    """RangeVars of what a DROP names (tables, indexes, views)."""
+    out = []
+    for obj in node.objects or ():
+        names = [x.sval for x in obj] if isinstance(obj, tuple) else []
+        if names:
+            out.append(ast.RangeVar(schemaname=names[-2] if len(names) > 1 else None, relname=names[-1]))
+    return out

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from polymigrate.lint.locks import BLOCKS_READS, BLOCKS_WRITES, Effect, UNLIMITED_TEXT, effects
+from polymigrate.lint.locks import BLOCKS_READS, BLOCKS_WRITES, Effect, effects
 from polymigrate.lint.model import Impact, RISK_LEVELS
-from polymigrate.lint.pgast import is_new_table, qualified
-from polymigrate.lint.source import Source, Statement
+from polymigrate.lint.pgast import canon_type, is_new_table, qualified, type_change, widens
+from polymigrate.lint.source import PLACEHOLDER_FILL, Source, Statement
 
 MB = 1024 * 1024
 # bytes per second each kind of work gets through
@@ -89,12 +89,27 @@ class StatsReader:
         return TableStats(float(rows), int(pages), int(heap), int(total), cols)
 
 
+def _typmods(name: str, atttypmod: int) -> tuple[int, ...]:
+    """pg_attribute.atttypmod as the modifiers a migration writes: varchar(n) is n + 4, numeric(p, s)
+    is (p << 16 | s) + 4, varbit(n) is n; -1 means none."""
+    if atttypmod < 0:
+        return ()
+    if name == "numeric":
+        t = atttypmod - 4
+        return ((t >> 16) & 0xFFFF, t & 0xFFFF)
+    if name in ("varchar", "bpchar"):
+        return (atttypmod - 4,)
+    return (atttypmod,)
+
+
 def _binary_coercible(effect: Effect, stats: TableStats | None) -> bool:
-    """varchar → text or a wider varchar changes only the catalog (no rewrite, no scan)."""
-    if stats is None or effect.column is None or effect.column not in stats.column_types:
+    """The live column widens to the new type (varchar → text or a wider varchar, numeric to more
+    precision): only the catalog changes, no rewrite, no scan."""
+    if stats is None or effect.column is None or effect.column not in stats.column_types or not effect.new_type:
         return False
-    old, _mod = stats.column_types[effect.column]
-    return old.startswith("character varying") and effect.new_type in UNLIMITED_TEXT | {"text"}
+    old_name, atttypmod = stats.column_types[effect.column]
+    old = canon_type(old_name)[0]
+    return widens((old, _typmods(old, atttypmod)), (effect.new_type, effect.new_mods))
 
 
 def estimate(source: Source, stmt: Statement, stats: StatsReader | None) -> list[Impact]:
@@ -106,15 +121,30 @@ def estimate(source: Source, stmt: Statement, stats: StatsReader | None) -> list
         if e.lock is None or e.work == "none" or (e.table is not None and is_new_table(source, stmt, e.table)):
             out.append(Impact(**base, risk="low", seconds=0.0 if stats else None, note="new or untouched table"))
             continue
+        verdict = type_change(source, stmt, e.table.relname, e.column, (e.new_type, e.new_mods)) \
+            if e.column and e.new_type and e.table is not None else None
+        if verdict == "metadata":
+            base["work"] = "metadata"
+            out.append(Impact(**base, risk="low", seconds=0.0 if stats else None,
+                              note="widens a column this change set defined: catalog only"))
+            continue
         if stats is None:
             level = ALONE.get((_blocks(e.lock), e.work), "low")
             if e.work == "rows" and e.whole_table:
                 level = "medium"
+            if verdict == "maybe":
+                level = "medium"  # a widening changes only the catalog; without the target, nobody knows
             out.append(Impact(**base, risk=level, note="from the statement alone (no connection)"))
             continue
         st = stats.get(e.table.schemaname, e.table.relname) if e.table is not None else None
+        if st is None and e.table is not None and e.table.relname in source.state.get("created_tables", ()):
+            out.append(Impact(**base, risk="low", seconds=0.0, note="created by this change set, not on the target yet"))
+            continue
         if st is None:
-            out.append(Impact(**base, risk="low", seconds=0.0, note="not found on the target (created earlier in this change set?)"))
+            # fail closed: a table lint cannot size may be the largest one; never call it low
+            why = (f"a ${{placeholder}} has no value (pass -e ENV or -p name=value)" if PLACEHOLDER_FILL in (table or "")
+                   else "wrong name or schema, or created outside this change set?")
+            out.append(Impact(**base, risk="unknown", note=f"not found on the target, size unknown: {why}"))
             continue
         work = "metadata" if e.work == "rewrite" and _binary_coercible(e, st) else e.work
         if work in THROUGHPUT:

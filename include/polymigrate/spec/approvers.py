@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from polymigrate.errors import Problem, SpecError
+from polymigrate.spec.reading import read_yaml
 
 APPROVERS_FILE = "approvers.yaml"
 
@@ -37,14 +37,13 @@ class Approvers(BaseModel):
 def load_approvers(root: str | Path) -> Approvers:
     """The approvers file, or an empty mapping when there is none; SpecError names file and line."""
     path = Path(root) / APPROVERS_FILE
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return Approvers()
+    data, _node, problems = read_yaml(path, Path(root))
+    if problems:
+        raise SpecError(problems)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        return Approvers.model_validate(data)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise SpecError([Problem(str(path), f"malformed YAML: {exc}", line=mark.line + 1 if mark else None)]) from None
+        return Approvers.model_validate(data or {})
     except ValidationError as exc:
         raise SpecError([Problem(str(path), f"{'.'.join(map(str, e['loc']))}: {e['msg']}",
                                  hint="users: {name: [role, …]}") for e in exc.errors()]) from None

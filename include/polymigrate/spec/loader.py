@@ -1,7 +1,8 @@
 """Load ``migration_specs/`` into a ``Project``, collecting every problem with file and line.
 
 A broken file never stops the others from loading: a broken domain lands in
-``Project.broken_domains`` and the rest of the project is usable (DAGs, plans) as usual.
+``Project.broken_domains`` and the rest of the project is usable (DAGs, plans) as usual. Files are
+read through ``spec.reading``: bounded size, depth and alias expansion, nothing outside the tree.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from polymigrate import TECHNOLOGIES
 from polymigrate.errors import Problem
 from polymigrate.spec.models import Domain, Environment, Project
+from polymigrate.spec.reading import inside, read_yaml
 
 DEFAULTS_FILE = "_defaults.yaml"
 ENVIRONMENTS_DIR = "environments"
@@ -53,30 +55,15 @@ def _scan_other_files(root: Path, project: Project) -> None:
     """Other YAML files at the top (e.g. approvers.yaml) are specs too: no credentials in them either."""
     for path in sorted(root.glob("*.y*ml")):
         problems: list[Problem] = []
-        _, node = _read_yaml(path, problems)
+        _, node = _read_yaml(path, problems, root)
         project.problems.extend(problems + _credential_problems(node, str(path)))
 
 
 # --- YAML with line numbers -------------------------------------------------------------------
 
-def _read_yaml(path: Path, problems: list[Problem]) -> tuple[Any, yaml.Node | None]:
-    rel = str(path)
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        problems.append(Problem(rel, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start})",
-                                line=raw.count(b"\n", 0, exc.start) + 1, hint="save the file as UTF-8"))
-        return None, None
-    try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        problems.append(Problem(rel, f"malformed YAML: {getattr(exc, 'problem', None) or exc}", line=line,
-                                hint="check indentation and quoting near that line"))
-        return None, None
+def _read_yaml(path: Path, problems: list[Problem], root: Path | None = None) -> tuple[Any, yaml.Node | None]:
+    data, node, found = read_yaml(path, root)
+    problems.extend(found)
     return data, node
 
 
@@ -175,7 +162,7 @@ def _load_environments(root: Path, project: Project) -> None:
     defaults: dict = {}
     defaults_path = env_dir / DEFAULTS_FILE
     if defaults_path.exists():
-        data, node = _read_yaml(defaults_path, project.problems)
+        data, node = _read_yaml(defaults_path, project.problems, root)
         project.problems.extend(_credential_problems(node, str(defaults_path)))
         if data is not None and not isinstance(data, dict):
             project.problems.append(Problem(str(defaults_path), "must be a mapping of environment keys", line=1))
@@ -185,7 +172,7 @@ def _load_environments(root: Path, project: Project) -> None:
         if path.name.startswith("_"):
             continue
         problems: list[Problem] = []
-        data, node = _read_yaml(path, problems)
+        data, node = _read_yaml(path, problems, root)
         problems.extend(_credential_problems(node, str(path)))
         if data is not None and not isinstance(data, dict):
             problems.append(Problem(str(path), "an environment file must be a mapping", line=1))
@@ -231,46 +218,68 @@ def _load_environments(root: Path, project: Project) -> None:
 def _load_domains(root: Path, project: Project) -> dict[str, yaml.Node | None]:
     """Load every domain folder; returns each loaded domain's YAML node, for line numbers later."""
     nodes: dict[str, yaml.Node | None] = {}
+    real_root = root.resolve()
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         if folder.name == ENVIRONMENTS_DIR or folder.name.startswith((".", "_")):
             continue
         spec = folder / DOMAIN_FILE
-        if not spec.exists():
+        if not inside(folder.resolve(), real_root):
+            _broken(project, folder.name, [Problem(str(folder), f"is a symbolic link to {folder.resolve()}, which "
+                                                   f"leaves the spec tree {root}", domain=folder.name,
+                                                   hint="move the domain into the spec tree")])
+            continue
+        if not spec.exists() and not spec.is_symlink():
             project.notes.append(Problem(str(folder), "folder has no domain.yaml; ignored",
                                          hint="add domain.yaml to make it a domain"))
             continue
-        problems: list[Problem] = []
-        data, node = _read_yaml(spec, problems)
-        problems.extend(_credential_problems(node, str(spec), domain=folder.name))
-        domain = None
-        if data is None and not problems:
-            data = {}
-        if data is not None and not isinstance(data, dict):
-            problems.append(Problem(str(spec), "domain.yaml must be a mapping", line=1, domain=folder.name))
-        elif isinstance(data, dict):
-            data = {**data, "path": str(folder)}
-            data.setdefault("name", folder.name)
-            try:
-                domain = Domain.model_validate(data)
-            except ValidationError as exc:
-                problems.extend(_validation_problems(exc, str(spec), node, domain=folder.name))
-        # The folder is the domain's identity (DAG ids, `--domain`, depends_on all use it), so a
-        # different `name:` would make the same domain answer to two names.
-        name = folder.name
-        if domain and domain.name != folder.name:
-            problems.append(Problem(str(spec), f"name '{domain.name}' differs from the folder name '{folder.name}'",
-                                    line=_line_of(node, ("name",)),
-                                    hint=f"remove 'name:' (the folder names the domain) or rename the folder to {domain.name}",
-                                    domain=name))
-        if domain:
-            problems.extend(_domain_folder_problems(domain, spec, node, project))
-        if problems:
-            project.broken_domains[name] = [p if p.domain else Problem(p.file, p.message, p.line, p.hint, name) for p in problems]
-            project.problems.extend(project.broken_domains[name])
+        try:
+            loaded = _load_domain(root, folder, spec, project)
+        except Exception as exc:  # noqa: BLE001  a bug on one hostile domain must not hide the others
+            loaded = [Problem(str(spec), f"could not be loaded ({type(exc).__name__}: {exc})"[:500],
+                              domain=folder.name, hint="report this with the file; the other domains are unaffected")]
+        if isinstance(loaded, list):
+            _broken(project, folder.name, loaded)
         else:
-            project.domains[name] = domain  # type: ignore[assignment]
-            nodes[name] = node
+            project.domains[folder.name], nodes[folder.name] = loaded
     return nodes
+
+
+def _broken(project: Project, name: str, problems: list[Problem]) -> None:
+    project.broken_domains[name] = [p if p.domain else Problem(p.file, p.message, p.line, p.hint, name)
+                                    for p in problems]
+    project.problems.extend(project.broken_domains[name])
+
+
+def _load_domain(root: Path, folder: Path, spec: Path, project: Project) -> list[Problem] | tuple[Domain, Any]:
+    """One domain folder: its problems, or (domain, YAML node for line numbers)."""
+    problems: list[Problem] = []
+    data, node = _read_yaml(spec, problems, root)
+    problems.extend(_credential_problems(node, str(spec), domain=folder.name))
+    domain = None
+    if data is None and not problems:
+        data = {}
+    if data is not None and not isinstance(data, dict):
+        problems.append(Problem(str(spec), "domain.yaml must be a mapping", line=1, domain=folder.name))
+    elif isinstance(data, dict):
+        data = {**data, "path": str(folder)}
+        data.setdefault("name", folder.name)
+        try:
+            domain = Domain.model_validate(data)
+        except ValidationError as exc:
+            problems.extend(_validation_problems(exc, str(spec), node, domain=folder.name))
+    # The folder is the domain's identity (DAG ids, `--domain`, depends_on all use it), so a
+    # different `name:` would make the same domain answer to two names.
+    name = folder.name
+    if domain and domain.name != folder.name:
+        problems.append(Problem(str(spec), f"name '{domain.name}' differs from the folder name '{folder.name}'",
+                                line=_line_of(node, ("name",)),
+                                hint=f"remove 'name:' (the folder names the domain) or rename the folder to {domain.name}",
+                                domain=name))
+    if domain:
+        problems.extend(_domain_folder_problems(domain, spec, node, project))
+    if problems:
+        return problems
+    return domain, node  # type: ignore[return-value]
 
 
 def _domain_folder_problems(domain: Domain, spec: Path, node: yaml.Node | None, project: Project) -> list[Problem]:

@@ -107,11 +107,13 @@ def test_timeouts_and_search_path_do_not_leak_between_files(pg_url, files):
     assert q(pg_url, "SELECT to_regclass('sales.t') IS NOT NULL") == [(True,)]  # schema created, used as search_path
 
 
-def test_explicit_commit_is_refused_before_anything_runs(pg_url, adapter, files):
-    files.add("V1__commit.sql", "CREATE TABLE a (id int);\nCOMMIT;\nCREATE TABLE b (id int);\n")
+def test_a_commit_in_a_file_whose_header_promises_one_transaction_is_refused_before_anything_runs(
+        pg_url, adapter, files):
+    files.add("V1__commit.sql", "-- polymigrate: transactional=true\nCREATE TABLE a (id int);\nCOMMIT;\n"
+                                "CREATE TABLE b (id int);\n")
     with pytest.raises(PermanentError) as info:
         migrate(adapter, files.applicable(), ctx())
-    assert "V1__commit.sql:2" in str(info.value) and "COMMIT" in str(info.value)
+    assert "V1__commit.sql:3" in str(info.value) and "COMMIT" in str(info.value)
     assert q(pg_url, "SELECT to_regclass('a')") == [(None,)]
 
 
@@ -375,7 +377,7 @@ def test_a_run_whose_lock_session_ends_stops_before_the_next_file(pg_url, adapte
 
     def cut_lock_session(n, total, info):
         if n == 2:  # what idle_session_timeout or a proxy does to the idle lock session
-            pid = adapter._lock_conn.info.backend_pid
+            pid = adapter.conn.info.backend_pid
             q(pg_url, "SELECT pg_terminate_backend(%s, 5000)", pid)  # waits until that backend is gone
 
     with pytest.raises(TransientError, match="lost the migration lock"):

@@ -127,15 +127,39 @@ def test_kill_during_create_index_concurrently_then_rerun_repairs_the_invalid_in
     assert q(pg_url, "SELECT count(*) FROM pg_indexes WHERE tablename = 'events'") == [(1,)]
 
 
-def test_two_concurrent_runs_equal_one_run(pg_url, tmp_path):
+def wait_for_session(url: str, application_name: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not q(url, "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name = %s",
+                application_name):
+        if proc.poll() is not None:
+            raise AssertionError(f"CLI exited early ({proc.returncode}): {proc.communicate()}")
+        assert time.monotonic() < deadline, f"no session {application_name!r} within {timeout}s"
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def gate(pg_url):
+    """A table the test keeps locked: the first run's file waits on it for as long as the test needs,
+    however slowly the second process starts on a loaded machine."""
+    q(pg_url, "CREATE TABLE gate (id int)")
+    with psycopg.connect(pg_url) as holder:
+        holder.execute("LOCK TABLE gate IN ACCESS EXCLUSIVE MODE")
+        yield holder
+
+
+def test_two_concurrent_runs_equal_one_run(pg_url, tmp_path, gate):
     folder = write(tmp_path / "sql", {
-        "V1__slow.sql": "CREATE TABLE a (id int);\nSELECT pg_sleep(1);\nINSERT INTO a VALUES (1);\n",
+        "V1__slow.sql": "-- polymigrate: lock_timeout=120s\nCREATE TABLE a (id int);\nSELECT count(*) FROM gate;\n"
+                        "INSERT INTO a VALUES (1);\n",
         "V2__b.sql": "INSERT INTO a VALUES (2);\n",
         "R__v.sql": "CREATE OR REPLACE VIEW v AS SELECT count(*) AS n FROM a;\n",
     })
     first = start(pg_url, folder)
-    wait_for_query(pg_url, "pg_sleep", first)
+    wait_for_query(pg_url, "FROM gate", first)
     second = start(pg_url, folder)
+    wait_for_session(pg_url, "polymigrate apply adhoc", second)  # connected: now polling for the lock
+    time.sleep(0.5)
+    gate.commit()
     out1, err1 = first.communicate(timeout=60)
     out2, err2 = second.communicate(timeout=60)
     assert first.returncode == 0 and second.returncode == 0, (err1, err2)
@@ -146,12 +170,13 @@ def test_two_concurrent_runs_equal_one_run(pg_url, tmp_path):
     assert q(pg_url, "SELECT id FROM a ORDER BY id") == [(1,), (2,)]
 
 
-def test_a_run_that_cannot_wait_fails_fast_naming_the_holder(pg_url, tmp_path):
-    folder = write(tmp_path / "sql", {"V1__slow.sql": "SELECT pg_sleep(3);\n"})
+def test_a_run_that_cannot_wait_fails_fast_naming_the_holder(pg_url, tmp_path, gate):
+    folder = write(tmp_path / "sql", {"V1__slow.sql": "-- polymigrate: lock_timeout=120s\nSELECT count(*) FROM gate;\n"})
     first = start(pg_url, folder)
-    wait_for_query(pg_url, "pg_sleep", first)
+    wait_for_query(pg_url, "FROM gate", first)
     second = subprocess.run(cli("migrate", "--url", pg_url, "--locations", str(folder), "--lock-wait", "0"),
                             capture_output=True, text=True, timeout=60)
+    gate.commit()
     first.communicate(timeout=60)
     assert second.returncode == 1
     assert "held by" in second.stderr and "run=cli-" in second.stderr and "safe to retry" in second.stderr

@@ -114,6 +114,26 @@ def test_flyway_baseline_and_undo_rows_map_onto_statuses(pg_url):
         a.close()
 
 
+def test_a_flyway_history_with_a_version_applied_twice_still_imports(pg_url):
+    """The ledger admits one success per version: Flyway's own double apply keeps its first row."""
+    with psycopg.connect(pg_url, autocommit=True) as c:
+        c.execute(FLYWAY_DDL)
+        c.execute("INSERT INTO flyway_schema_history VALUES "
+                  "(1, '1', 'a', 'SQL', 'V1__a.sql', 42, 'f', now(), 5, true),"
+                  "(2, '1', 'a', 'SQL', 'V1__a.sql', 42, 'f', now(), 5, true),"
+                  "(3, '2', 'b', 'SQL', 'V2__b.sql', 43, 'f', now(), 5, true),"
+                  "(4, '2', 'b', 'DELETE', 'V2__b.sql', 43, 'f', now(), 0, true),"
+                  "(5, '2', 'b', 'SQL', 'V2__b.sql', 43, 'f', now(), 5, true)")
+    a = PostgresAdapter.from_url(pg_url, domain="shop")
+    try:
+        assert a.import_flyway(ctx()) == 5
+        rows = [(e.installed_rank, e.status, e.progress.get("duplicate_of")) for e in a.read_ledger()]
+    finally:
+        a.close()
+    assert rows == [(1, Status.SUCCESS, None), (2, Status.DELETED, 1), (3, Status.DELETED, None),
+                    (4, Status.DELETED, None), (5, Status.SUCCESS, None)]
+
+
 def test_importing_into_a_ledger_that_is_in_use_is_refused(pg_url):
     with psycopg.connect(pg_url, autocommit=True) as c:
         c.execute(FLYWAY_DDL)

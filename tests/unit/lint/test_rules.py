@@ -14,7 +14,8 @@ from polymigrate.lint import RULES, lint_migration
 from .helpers import migration
 
 PG, MONGO, REDIS, ES = "postgresql", "mongodb", "redis", "elasticsearch"
-TESTED_ELSEWHERE = {"version-collision": "test_collisions.py"}
+TESTED_ELSEWHERE = {"version-collision": "test_collisions.py",
+                    "table-not-found-on-target": "tests/integration/test_lint_risk.py (needs a target)"}
 
 
 def _es(*steps) -> str:
@@ -85,6 +86,11 @@ CASES = {
     "prefer-robust-stmts": (
         PG, "-- polymigrate: transactional=false\nCREATE TABLE t (id bigint);",
         "-- polymigrate: transactional=false\nCREATE TABLE IF NOT EXISTS t (id bigint);"),
+    "explicit-transaction-control": (PG, "CREATE TABLE a (id bigint);\nCOMMIT;\nCREATE TABLE b (id bigint);",
+                                     "CREATE TABLE a (id bigint);\nCREATE TABLE b (id bigint);"),
+    "commit-inside-do-block": (
+        PG, "DO $$\nBEGIN\n  FOR i IN 1..3 LOOP\n    INSERT INTO t VALUES (i);\n    COMMIT;\n  END LOOP;\nEND $$;",
+        "DO $$\nBEGIN\n  -- commit later\n  INSERT INTO t VALUES (1);\nEND $$;"),
     "sql-syntax-error": (PG, "ALTER TABLE orders ADD COLUMNN note text;", "ALTER TABLE orders ADD COLUMN note text;"),
     "secret-in-migration": (PG, "CREATE ROLE app LOGIN PASSWORD 's3cr3t-Value';",
                             "CREATE ROLE app LOGIN PASSWORD '${app_password}';"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pglast import ast, enums
 
-from polymigrate.lint.pgast import AT, alter_cmds, is_new_table, qualified
+from polymigrate.lint.pgast import AT, alter_cmds, dropped_relations, is_new_table, qualified
 from polymigrate.lint.rule import Hit, Rule
 
 OT = enums.ObjectType
@@ -14,6 +14,8 @@ def _drops(kind):
     def check(src):
         for s in src.statements:
             if isinstance(s.node, ast.DropStmt) and s.node.removeType == kind:
+                if kind == OT.OBJECT_TABLE and all(is_new_table(src, s, r) for r in dropped_relations(s.node)):
+                    continue  # a staging table this file created
                 yield Hit.at(s)
             elif kind == OT.OBJECT_DATABASE and isinstance(s.node, ast.DropdbStmt):
                 yield Hit.at(s, f"DROP DATABASE {s.node.dbname} deletes every table and row in it")
@@ -47,7 +49,8 @@ def _truncate(cascade: bool):
     def check(src):
         for s in src.statements:
             n = s.node
-            if isinstance(n, ast.TruncateStmt) and (n.behavior == enums.DropBehavior.DROP_CASCADE) == cascade:
+            if isinstance(n, ast.TruncateStmt) and (n.behavior == enums.DropBehavior.DROP_CASCADE) == cascade \
+                    and not all(is_new_table(src, s, r) for r in n.relations or ()):
                 yield Hit.at(s)
     return check
 

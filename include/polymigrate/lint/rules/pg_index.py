@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pglast import ast, enums
 
-from polymigrate.lint.pgast import is_new_table, qualified
+from polymigrate.lint.pgast import dropped_relations, is_new_index, is_new_table, qualified
 from polymigrate.lint.rule import Hit, Rule
 
 
@@ -18,7 +18,8 @@ def _create(src):
 def _drop(src):
     for s in src.statements:
         n = s.node
-        if isinstance(n, ast.DropStmt) and n.removeType == enums.ObjectType.OBJECT_INDEX and not n.concurrent:
+        if isinstance(n, ast.DropStmt) and n.removeType == enums.ObjectType.OBJECT_INDEX and not n.concurrent \
+                and not all(is_new_index(src, s, r.relname) for r in dropped_relations(n)):
             yield Hit.at(s, "DROP INDEX takes an ACCESS EXCLUSIVE lock on the table: reads and writes wait")
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pglast import ast
 
-from polymigrate.lint.locks import UNLIMITED_TEXT
 from polymigrate.lint.pgast import (AT, CT, alter_cmds, column_defs, constraints, default_expr, fills_every_row, has_constraint,
-                                    is_new_table, is_stored_generated, qualified, type_text, volatile_functions)
+                                    is_new_table, is_stored_generated, qualified, type_change, type_text, volatile_functions)
+from polymigrate.lint.source import type_of
 from polymigrate.lint.rule import Hit, Rule
 
 _EXPAND_CONTRACT = ("add a new column of the new type, backfill it in batches, switch readers and writers, "
@@ -17,9 +17,14 @@ def _type_change(src):
     for s, alter, cmd in alter_cmds(src):
         if cmd.subtype == AT.AT_AlterColumnType and not is_new_table(src, s, alter.relation):
             new = type_text(cmd.def_.typeName) if cmd.def_ else "?"
-            if new in UNLIMITED_TEXT:
-                yield Hit.at(s, f"{qualified(alter.relation)}.{cmd.name} TYPE {new}: no rewrite only if the column is "
-                                "varchar today, otherwise a full rewrite under ACCESS EXCLUSIVE", severity="medium")
+            verdict = type_change(src, s, alter.relation.relname, cmd.name, type_of(cmd.def_.typeName if cmd.def_ else None))
+            if verdict == "metadata":
+                continue  # widens a column the change set defined: a catalog change, no rewrite
+            if verdict == "maybe":
+                yield Hit.at(s, f"{qualified(alter.relation)}.{cmd.name} TYPE {new}: only a catalog change if it widens "
+                                "the column (varchar or numeric of the same kind and a smaller or equal limit today), "
+                                "otherwise a full rewrite under ACCESS EXCLUSIVE; lint --url with the target checks it",
+                             severity="medium")
             else:
                 yield Hit.at(s, f"{qualified(alter.relation)}.{cmd.name} TYPE {new} rewrites the table and every index "
                                 "under ACCESS EXCLUSIVE: no reads or writes until it finishes")

@@ -10,15 +10,32 @@ import re
 
 from polymigrate.lint.rule import Hit, Rule
 
-_CALL = re.compile(r"redis\.p?call\s*\(\s*['\"](?P<cmd>[A-Za-z]+)['\"]\s*(?P<args>[^)]*)\)", re.S)
+_CALL_ARGS = r"\s*\(\s*['\"](?P<cmd>[A-Za-z]+)['\"]\s*(?P<args>[^)]*)\)"
+_CALL = re.compile(r"redis\.p?call" + _CALL_ARGS, re.S)
+# `local rcall = redis.call` (or pcall): later `rcall('KEYS', …)` is the same call under another name
+_ALIAS = re.compile(r"(?<![\w.])(?:local\s+)?(?P<name>[A-Za-z_]\w*)\s*=\s*redis\.p?call\b(?!\s*\()")
 _LOOP_TO_ZERO = re.compile(r"\b(?:until|while)\b[^\n]*(?:~=|==)\s*['\"]?0['\"]?", re.S)
 _MULTI_KEY = {"RENAME": 2, "RENAMENX": 2, "COPY": 2, "SMOVE": 2, "LMOVE": 2, "RPOPLPUSH": 2, "BLMOVE": 2,
               "SUNIONSTORE": 0, "SINTERSTORE": 0, "SDIFFSTORE": 0, "ZUNIONSTORE": 0, "ZINTERSTORE": 0,
               "MSET": 0, "MGET": 0, "DEL": 0, "UNLINK": 0}
 
 
+def _call_pattern(src) -> re.Pattern:
+    """``redis.call(…)``/``redis.pcall(…)`` and every local alias the script gives them (cached per file)."""
+    pattern = src.state.get(("redis-call", src.file))
+    if pattern is None:
+        aliases = sorted({m.group("name") for m in _ALIAS.finditer(src.text)})
+        if aliases:
+            names = "|".join(re.escape(a) for a in aliases)
+            pattern = re.compile(rf"(?:redis\.p?call|(?<![\w.])(?:{names}))" + _CALL_ARGS, re.S)
+        else:
+            pattern = _CALL
+        src.state[("redis-call", src.file)] = pattern
+    return pattern
+
+
 def _calls(src, name: str | None = None):
-    for m in _CALL.finditer(src.text):
+    for m in _call_pattern(src).finditer(src.text):
         if name is None or m.group("cmd").upper() == name:
             yield m, src.line_of(m.start()), " ".join(m.group(0).split())[:160]
 
