@@ -12,7 +12,7 @@ from typing import Callable
 
 from polymigrate.adapters.base import Adapter
 from polymigrate.catalog import Migration
-from polymigrate.errors import PermanentError, SpecError, TransientError
+from polymigrate.errors import MigrationError, PermanentError, SpecError, TransientError
 from polymigrate.events import AuditEvent, EventSink, NullSink
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 from polymigrate.plan import TargetPlan
@@ -120,7 +120,7 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
             resume = info.entry if info.state is State.INCOMPLETE else None
             try:
                 applied = adapter.apply(m, body, ctx, resume=resume)
-            except (TransientError, PermanentError) as exc:
+            except MigrationError as exc:
                 sink.emit(_event("migration_failed", adapter, ctx, info,
                                  duration_ms=int((time.monotonic() - started) * 1000),
                                  details={"error": str(exc), "transient": isinstance(exc, TransientError)}))

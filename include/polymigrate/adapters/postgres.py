@@ -377,7 +377,7 @@ class PostgresAdapter(Adapter):
 
         try:
             self._run_autocommit(migration, statements, settings, done, progress, resuming=resume is not None)
-        except PermanentError:
+        except (PermanentError, TransientError):
             # on a fresh session if the error broke this one; a retry resumes from the progress mark
             self._mark(rank, {"status": Status.FAILED, "success": False,
                               "execution_time": spent + int((time.monotonic() - started) * 1000)})
