@@ -33,7 +33,7 @@ from polymigrate.adapters.pg_ledger import ELAPSED, LedgerTable, parse_ledger_na
 from polymigrate.adapters.pg_repair import repair_leftover
 from polymigrate.adapters.pg_snapshot import snapshot as take_snapshot
 from polymigrate.adapters.pg_statements import Statement, check_transaction_control, needs_autocommit, split
-from polymigrate.catalog import Kind, Migration
+from polymigrate.catalog import Migration, applicable
 from polymigrate.errors import LockNotAcquired, PermanentError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 from polymigrate.reconcile import State, reconcile
@@ -446,7 +446,7 @@ class PostgresAdapter(Adapter):
         Deleting that row (Flyway's repair does) would make the next run execute them a second time.
         """
         report = RepairReport([], [])
-        infos = reconcile([m for m in migrations if m.kind is not Kind.UNDO], self.read_ledger(), out_of_order=True)
+        infos = reconcile(applicable(migrations), self.read_ledger(), out_of_order=True)
         conn = self.conn
         with conn.transaction():
             for i in infos:
