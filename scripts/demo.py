@@ -30,8 +30,9 @@ ENVIRONMENT = "development"
 EMBEDDED = ("postgresql", "redis")
 sys.path.insert(0, str(ROOT / "include"))
 sys.path.insert(0, str(ROOT / "plugins"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
-from polymigrate_airflow import local  # noqa: E402
+import airflow_local as local  # noqa: E402
 
 
 def say(text: str) -> None:

@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from polymigrate.audit import PostgresAuditStore
-from polymigrate_airflow import local
+from scripts import airflow_local as local
 from tests.integration.test_audit_ui_app import seed_sample_history
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]

@@ -144,10 +144,12 @@ def test_spec_mode_uses_airflow_connection_env_vars_per_region(runner, specs, ma
     assert q(r1, "SELECT to_regclass('polymigrate.schema_history')") == [(None,)]  # r1 was not selected
 
 
-def test_spec_mode_refuses_an_environment_that_needs_approvals(runner, specs):
+def test_spec_mode_refuses_an_environment_that_needs_approvals(runner, specs, audit_url):
     out = runner.invoke(app, ["migrate", "-e", "production", "-d", "shop", "-s", str(specs)])
-    assert out.exit_code == 2
-    assert "requires 2 approval(s)" in out.stderr and "--skip-approval" in out.stderr
+    assert out.exit_code == 1
+    assert "refused by policy" in out.stderr and "requires 2 approval(s)" in out.stderr
+    assert "migrate__shop__production" in out.stderr  # the DAG that collects them
+    assert "--emergency-override" not in out.stderr  # this policy does not allow breaking the glass
 
 
 def test_spec_mode_without_a_connection_names_the_variable(runner, specs, monkeypatch):

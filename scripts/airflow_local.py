@@ -1,4 +1,5 @@
-"""Run Airflow on this machine for the demo and the end-to-end tests.
+"""Run Airflow on this machine for the demo and the end-to-end tests (not part of the plugin: nothing
+in production supervises Airflow's processes).
 
 ``scripts/demo.py`` and the e2e tests start a real ``airflow standalone`` or ``airflow api-server``
 in a throwaway AIRFLOW_HOME on free ports, wait for it, talk to its REST API and stop it without
