@@ -83,6 +83,8 @@ def test_a_missing_placeholder_exits_1_naming_the_line(runner, pg_url, folder):
     (["migrate", "--url", "mysql://x/y", "-l", "."], "unsupported URL scheme"),
     (["migrate", "--url", "postgresql://x/y", "-l", ".", "-p", "novalue"], "key=value"),
     (["baseline", "--url", "postgresql://x/y"], "exactly one of"),
+    (["migrate", "--url", "postgresql://x/y", "-l", ".", "--emergency-override", "--reason", "INC-1 it is down"],
+     "use it with -e ENV"),
 ])
 def test_usage_errors_exit_2(runner, args, message):
     out = runner.invoke(app, args)

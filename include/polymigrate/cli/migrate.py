@@ -147,6 +147,9 @@ def _adhoc(sel: Selection, verb: str, *, record: bool = True) -> Iterator[tuple[
     """The ad hoc target and its open adapter; its files are checked first."""
     if sel.environment:
         raise _usage("give either --url (ad hoc) or -e/--environment (specs), not both")
+    if sel.override:
+        raise _usage("--emergency-override overrides an environment's policy: use it with -e ENV (an ad hoc run "
+                     "has no policy to override, and none may be bypassed through --url)")
     if sel.needs_files and not sel.locations:
         raise _usage("--url needs --locations DIR (the folder of migration files)")
     tech = technology_of(sel.url or "")
