@@ -33,7 +33,6 @@ LOG = logging.getLogger("polymigrate.commands")
 MIN_OVERRIDE_REASON = 10  # "x" is not a reason an auditor can follow up
 EVENT_LIST_CAP = 50       # lists inside one audit event (findings, missing promotions) stay readable
 
-Conninfo = "str | dict[str, Any]"
 
 
 class UsageError(PermanentError):
