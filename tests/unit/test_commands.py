@@ -230,3 +230,17 @@ def test_the_core_never_imports_airflow():
             "sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_outside_the_window_the_command_line_refuses_saying_when_it_opens(specs):
+    from polymigrate.commands.verbs import require_window
+
+    run, sink = run_in(specs, "production")  # 00:54 on a Monday; the window opens at 01:00
+    with pytest.raises(PolicyRefused, match=r"p1/postgresql: the execution window of production is closed.*"
+                                            r"opens 2026-11-09T01:00:00\+00:00"):
+        require_window(run, "p1", "postgresql", pending_only=False)  # undo: closed is closed
+    assert sink.events[-1].details == {"reason": "the execution window of production is closed or too short for "
+                                                 "what is pending", "gate": "window",
+                                       "opens": "2026-11-09T01:00:00+00:00"}
+    run, _ = run_in(specs, "production", RunParams(dry_run=True))
+    require_window(run, "p1", "postgresql", pending_only=False)  # a dry run changes nothing: no window

@@ -20,6 +20,7 @@ from polymigrate.events import AuditEvent, EventSink, NullSink
 from polymigrate.executor import RunResult, migrate as execute, undo_to
 from polymigrate.ledger import RunContext
 from polymigrate.plan import Plan
+from polymigrate.policy import wait_until
 from polymigrate.reconcile import MigrationInfo, current_version, reconcile, to_apply, validation_problems
 
 Progress = Callable[[int, int, MigrationInfo], None]
@@ -171,9 +172,16 @@ def migrate_environment(run: Run, show: Callbacks | None = None) -> list[RunResu
     return results
 
 
-def require_window(run: Run, region: str, technology: str) -> None:
-    """Where nothing can wait (the command line), a closed window refuses, saying when it opens."""
-    moment = window_wait(run, region, technology)
+def require_window(run: Run, region: str, technology: str, *, pending_only: bool = True) -> None:
+    """Where nothing can wait (the command line), a closed window refuses, saying when it opens.
+
+    ``pending_only``: only when something is pending there, with the rehearsal estimate (migrate);
+    otherwise whenever the window is closed (undo, whose work no rehearsal estimates)."""
+    if pending_only:
+        moment = window_wait(run, region, technology)
+    else:
+        window = run.policy.window
+        moment = None if window is None or run.params.dry_run else wait_until(window, run.clock())
     if moment is None:
         return
     reason = f"the execution window of {run.environment.name} is closed or too short for what is pending"
@@ -197,7 +205,7 @@ def undo_environment(run: Run, to: str, show: Callbacks | None = None) -> list[R
     results = []
     for region in run.regions():
         for tech in run.technologies(region.name):
-            require_window(run, region.name, tech)
+            require_window(run, region.name, tech, pending_only=False)
             show.target(f"{region.name}/{tech} ({run.environment.connection_id(region.name, tech)})")
             with run.target(region.name, tech) as adapter:
                 result = undo(adapter, run.migrations(tech), run.run_context(region.name), to,
