@@ -12,27 +12,24 @@ Constructors only store strings, so parsing a DAG file never loads a migration o
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from polymigrate.commands import RunParams as _RunParams
-
 XCOM_VERSIONS_CAP = 50  # keep execute XComs small even for a 500-migration first run
 
 
-@dataclass(frozen=True)
-class RunParams(_RunParams):
-    """The run's params, as the command layer takes them; a bad param fails the task at once."""
+class RunParams:
+    """The run's params as the command layer takes them (``polymigrate.commands.RunParams``)."""
 
-    @classmethod
-    def from_context(cls, context) -> "RunParams":
-        from polymigrate.commands import UsageError
+    @staticmethod
+    def from_context(context):
+        """From the task's context; a bad param fails the task at once, naming it."""
+        from polymigrate.commands import RunParams as Params, UsageError  # not at DAG parse time
 
         try:
-            return _RunParams.from_params(context.get("params") or {})
+            return Params.from_params(context.get("params") or {})
         except UsageError as exc:
             raise AirflowFailException(str(exc)) from None
 
