@@ -80,7 +80,7 @@ def plan(run: Run, grant: Grant) -> Plan:
     params, env = run.params, run.environment
     unknown = [r for r in params.regions or [] if r not in env.regions]
     if unknown:
-        raise UsageError(f"regions {unknown} are not in {env.name} ({sorted(env.regions)})")
+        raise UsageError(f"param regions: {unknown} not in {env.name} ({sorted(env.regions)})")
     result = plan_domain(run.project, run.domain, run.catalog, env,
                          run.connector.connect(env, run.domain, params.technologies), regions=params.regions,
                          target_version=params.target_version, out_of_order=params.allow_out_of_order)
