@@ -6,6 +6,7 @@ module only imports the operator classes it names and wires the dependencies it 
 
 from __future__ import annotations
 
+import functools
 import importlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -15,6 +16,7 @@ from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 from polymigrate.blueprint import DagBlueprint, compile_project
 
 
+@functools.lru_cache(maxsize=None)
 def operator_class(path: str) -> type:
     """The operator class a blueprint names by its dotted path; a name that does not resolve is an
     error now, at DAG build time, never a generic stand-in that fails later."""
