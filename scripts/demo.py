@@ -46,8 +46,9 @@ EXTRA_ENGINES = {"mongodb": ("ferretdb", "go", ("MONGO_URI",)),
 COMPOSE_HINT = "docker-compose.yaml brings MongoDB and Elasticsearch for machines without Go or Java"
 sys.path.insert(0, str(ROOT / "include"))
 sys.path.insert(0, str(ROOT / "plugins"))
+sys.path.insert(0, str(ROOT / "scripts"))
 
-from polymigrate_airflow import local  # noqa: E402
+import airflow_local as local  # noqa: E402
 
 
 def say(text: str) -> None:

@@ -33,17 +33,20 @@ from polymigrate.spec.models import Domain, Environment, Project, Rollout, slug
 DAG_PREFIX = "migrate"
 START_DATE = "2024-01-01"  # fixed, so a scheduled DAG never backfills from "now" on each parse
 
+# Operators by dotted path (as cosmos names them): the renderer imports exactly these, so a name
+# without its class fails when the DAG file is built, never as a silent stand-in at run time.
+_OPS = "polymigrate_airflow.operators"
 OPERATORS = {
-    "validate": "ValidateOperator",
-    "approve": "ApproveOperator",
-    "plan": "PlanOperator",
-    "verify": "VerifyOperator",
+    "validate": f"{_OPS}.ValidateOperator",
+    "approve": "polymigrate_airflow.approval.ApproveOperator",
+    "plan": f"{_OPS}.PlanOperator",
+    "verify": f"{_OPS}.VerifyOperator",
 }
 MIGRATION_OPERATORS = {
-    "postgresql": "PostgresMigrationOperator",
-    "mongodb": "MongoMigrationOperator",
-    "redis": "RedisMigrationOperator",
-    "elasticsearch": "ElasticsearchMigrationOperator",
+    "postgresql": f"{_OPS}.PostgresMigrationOperator",
+    "mongodb": f"{_OPS}.MongoMigrationOperator",
+    "redis": f"{_OPS}.RedisMigrationOperator",
+    "elasticsearch": f"{_OPS}.ElasticsearchMigrationOperator",
 }
 
 # Trigger rules (Airflow's names, kept as strings so the core stays Airflow-free).

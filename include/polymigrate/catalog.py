@@ -134,7 +134,12 @@ class DomainCatalog:
 
     def applicable(self, technology: str) -> list[Migration]:
         """Versioned (by version) then repeatable (by description): the order they apply in."""
-        return [m for m in self.migrations.get(technology, []) if m.kind is not Kind.UNDO]
+        return applicable(self.migrations.get(technology, []))
+
+
+def applicable(migrations: list[Migration]) -> list[Migration]:
+    """What a forward run considers: every migration but the undo files (which only ``undo`` runs)."""
+    return [m for m in migrations if m.kind is not Kind.UNDO]
 
 
 def parse_name(technology: str, filename: str) -> tuple[Kind, Version | None, str] | None:

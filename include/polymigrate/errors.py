@@ -2,8 +2,9 @@
 
 Two families matter to callers: ``TransientError`` (worth retrying with backoff: connection
 lost, lock timeout, serialization failure) and ``PermanentError`` (retrying cannot help: syntax
-error, checksum drift, refused by policy). The Airflow layer maps the first to a normal task
-failure that burns a retry, the second to ``AirflowFailException``.
+error, checksum drift, refused by policy). They are siblings under ``MigrationError``, so
+``except PermanentError`` never catches a transient error by accident. The Airflow layer maps the
+first to a normal task failure that burns a retry, the second to ``AirflowFailException``.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ class SpecError(PolymigrateError):
         super().__init__("\n".join(str(p) for p in self.problems) or "invalid specification")
 
 
-class PermanentError(PolymigrateError):
-    """Retrying will not help; a person must change something first."""
+class MigrationError(PolymigrateError):
+    """An error while acting on a target, naming the file, line and statement where known, and the fix."""
 
     def __init__(self, message: str, *, file: str | Path | None = None,
                  statement: str | None = None, line: int | None = None, hint: str | None = None):
@@ -67,11 +68,12 @@ class PermanentError(PolymigrateError):
         return text
 
 
-class TransientError(PermanentError):
-    """Worth retrying with backoff (lost connection, lock timeout, serialization failure).
+class PermanentError(MigrationError):
+    """Retrying will not help; a person must change something first."""
 
-    Subclasses PermanentError only to share its formatting; callers test for TransientError first.
-    """
+
+class TransientError(MigrationError):
+    """Worth retrying with backoff (lost connection, lock timeout, serialization failure)."""
 
 
 class ValidationFailed(PermanentError):

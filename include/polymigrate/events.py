@@ -1,7 +1,8 @@
 """Audit events and the one sink interface every stage writes through.
 
-The Airflow layer and the CLI both emit through an ``EventSink``; the audit issue adds the
-PostgreSQL append-only, hash-chained store as one more sink.
+The Airflow layer and the CLI both emit through an ``EventSink`` that ``polymigrate.audit.open_sink``
+gives them: the PostgreSQL append-only, hash-chained store, or a ``NullSink`` where no store is
+configured nor required.
 """
 
 from __future__ import annotations
@@ -57,30 +58,10 @@ class EventSink(Protocol):
 
 
 class NullSink:
-    """Development default: drops events (staging/production require a real audit store)."""
+    """Where no audit store is configured nor required by the policy: drops events."""
 
     def emit(self, event: AuditEvent) -> None:
         pass
-
-
-class MemorySink:
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def emit(self, event: AuditEvent) -> None:
-        self.events.append(event)
-
-    def kinds(self) -> list[str]:
-        return [e.kind for e in self.events]
-
-
-class FanoutSink:
-    def __init__(self, *sinks: EventSink) -> None:
-        self.sinks = sinks
-
-    def emit(self, event: AuditEvent) -> None:
-        for s in self.sinks:
-            s.emit(event)
 
 
 def default_actor() -> str:

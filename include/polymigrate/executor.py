@@ -11,9 +11,9 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from polymigrate.adapters.base import NEEDS_UNDO_FILE, Adapter
-from polymigrate.catalog import Kind, Migration
+from polymigrate.catalog import Kind, Migration, applicable
 from polymigrate.checksums import flyway_checksum
-from polymigrate.errors import PermanentError, SpecError, TransientError
+from polymigrate.errors import MigrationError, PermanentError, SpecError, TransientError
 from polymigrate.events import AuditEvent, EventSink, NullSink
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 from polymigrate.plan import TargetPlan
@@ -73,29 +73,35 @@ def record_missing_successes(adapter: Adapter, entries: list[LedgerEntry], ctx: 
                                       "installed_on": e.installed_on.isoformat() if e.installed_on else None}))
 
 
-def plan_target(adapter: Adapter, migrations: list[Migration], region: str, *, target: str | None = None,
+def plan_target(adapter: Adapter, migrations: list[Migration], region: str, *, target_version: str | None = None,
                 out_of_order: bool = False) -> TargetPlan:
     """Read the ledger (no lock: planning is a read) and say what a run would do."""
     entries = adapter.read_ledger()
-    infos = reconcile(migrations, entries, target=target, out_of_order=out_of_order)
+    infos = reconcile(migrations, entries, target_version=target_version, out_of_order=out_of_order)
     return TargetPlan.from_infos(region, adapter.technology, adapter.target, infos, current_version(infos),
                                  out_of_order=out_of_order)
 
 
-def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, target: str | None = None,
+def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, target_version: str | None = None,
             out_of_order: bool = False, dry_run: bool = False, sink: EventSink | None = None,
-            on_progress: Callable[[int, int, MigrationInfo], None] | None = None) -> RunResult:
-    """Apply what is pending on one target. Raises TransientError or PermanentError on failure."""
+            on_progress: Callable[[int, int, MigrationInfo], None] | None = None,
+            target: str | None = None) -> RunResult:
+    """Apply what is pending on one target, up to ``target_version`` when given.
+
+    Raises TransientError or PermanentError on failure. ``target`` is the former name of
+    ``target_version`` (a "target" is a database everywhere else), still accepted.
+    """
+    target_version = target_version or target
     sink = sink or NullSink()
     result = RunResult(adapter.target, adapter.technology, dry_run=dry_run)
     with adapter.lock(ctx.owner, ctx.lock_wait_seconds):
         entries = adapter.read_ledger()
         if not dry_run:
             record_missing_successes(adapter, entries, ctx, sink)
-        infos = reconcile(migrations, entries, target=target, out_of_order=out_of_order)
+        infos = reconcile(migrations, entries, target_version=target_version, out_of_order=out_of_order)
         validate(infos, out_of_order=out_of_order)
         todo = to_apply(infos)
-        result.skipped = sum(1 for i in infos if i.state in (State.SUCCESS, State.OUT_OF_ORDER))
+        result.skipped = sum(1 for i in infos if i.state.succeeded)
         values = placeholders_for(ctx)
         # every body first: an unknown placeholder in file N must stop the run before file 1 is applied
         problems: list = []
@@ -127,7 +133,7 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
             resume = info.entry if info.state is State.INCOMPLETE else None
             try:
                 applied = adapter.apply(m, body, ctx, resume=resume)
-            except (TransientError, PermanentError) as exc:
+            except MigrationError as exc:
                 sink.emit(_event("migration_failed", adapter, ctx, info,
                                  duration_ms=int((time.monotonic() - started) * 1000),
                                  details={"error": str(exc), "transient": isinstance(exc, TransientError)}))
@@ -159,12 +165,11 @@ def undo_to(adapter: Adapter, migrations: list[Migration], ctx: RunContext, vers
                        and m.version not in undo_files and adapter.inline_undo(m)})
     result = RunResult(adapter.target, adapter.technology, dry_run=dry_run)
     with adapter.lock(ctx.owner, ctx.lock_wait_seconds):
-        infos = reconcile([m for m in migrations if m.kind is not Kind.UNDO], adapter.read_ledger(), out_of_order=True)
+        infos = reconcile(applicable(migrations), adapter.read_ledger(), out_of_order=True)
         above = sorted((i for i in infos if i.version is not None and Version(i.version) > floor
                         and i.entry is not None and i.state is not State.UNDONE),
                        key=lambda i: Version(i.version), reverse=True)  # type: ignore[arg-type]
-        problems = [f"{i.script}: version {i.version} is {i.state.value}" for i in above
-                    if i.state not in (State.SUCCESS, State.OUT_OF_ORDER)]
+        problems = [f"{i.script}: version {i.version} is {i.state.value}" for i in above if not i.state.succeeded]
         for i in above:
             if Version(i.version) not in undo_files:  # type: ignore[arg-type]
                 why = adapter.undo_blocker(i.entry)  # type: ignore[arg-type]
@@ -190,6 +195,5 @@ def undo_to(adapter: Adapter, migrations: list[Migration], ctx: RunContext, vers
                              details={"undo_script": script, **(applied.details or {})}))
             result.applied.append({"version": info.version, "script": script, "ms": applied.execution_time_ms,
                                    "action": "undo"})
-        result.current_version = current_version(reconcile(
-            [m for m in migrations if m.kind is not Kind.UNDO], adapter.read_ledger()))
+        result.current_version = current_version(reconcile(applicable(migrations), adapter.read_ledger()))
     return result

@@ -21,6 +21,11 @@ class Status(str, enum.Enum):
     UNDONE = "undone"      # reverted by its U file
     DELETED = "deleted"    # removed by repair; kept for the record
 
+    @property
+    def incomplete(self) -> bool:
+        """A run stopped half way (or is still running): a retry resumes it from its progress."""
+        return self in (Status.STARTED, Status.FAILED)
+
 
 @dataclass
 class LedgerEntry:

@@ -57,6 +57,7 @@ class Plan:
     domain: str
     environment: str
     targets: list[TargetPlan] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # what the run does not touch, and why (not hashed)
 
     @property
     def hash(self) -> str:
@@ -94,6 +95,7 @@ class Plan:
     def summary(self) -> dict:
         """Small enough for an XCom: counts and the hash, never the whole plan."""
         return {"hash": self.hash, "pending": self.pending, "problems": len(self.problems),
+                **({"skipped": self.skipped} if self.skipped else {}),
                 "targets": {f"{t.region}/{t.technology}": len(t.steps) for t in self.targets},
                 # where each target is now: the audit matrix shows it even when nothing is pending
                 "current": {f"{t.region}/{t.technology}": t.current_version for t in self.targets if not t.error}}

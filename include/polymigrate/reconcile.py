@@ -16,20 +16,35 @@ from polymigrate.versions import Version
 
 
 class State(str, enum.Enum):
-    PENDING = "pending"              # not applied yet
-    ABOVE_TARGET = "above_target"    # pending, but above the requested target version
-    SUCCESS = "success"
-    BASELINE = "baseline"
-    BELOW_BASELINE = "below_baseline"
-    INCOMPLETE = "incomplete"        # started/failed non-transactional run: resumable
-    OUTDATED = "outdated"            # repeatable whose checksum changed since it last ran
-    SUPERSEDED = "superseded"        # an older run of a repeatable
-    CHANGED = "changed"              # applied, but the file's checksum differs now
-    MISSING = "missing"              # applied, but the file is gone
-    FUTURE = "future"                # applied version newer than any file (another branch ran ahead)
-    IGNORED = "ignored"              # pending but older than the newest applied version (out of order)
-    OUT_OF_ORDER = "out_of_order"    # applied out of order, successfully
-    UNDONE = "undone"                # reverted; pending again
+    """One migration's state on a target. Each state carries its flags, as Flyway's MigrationState
+    does, so callers ask ``state.pending`` instead of re-testing lists of states."""
+
+    #                   value             applied failed pending succeeded
+    PENDING =         ("pending",         False, False, True,  False)  # not applied yet
+    ABOVE_TARGET =    ("above_target",    False, False, False, False)  # pending, but above the target version
+    SUCCESS =         ("success",         True,  False, False, True)
+    BASELINE =        ("baseline",        True,  False, False, False)
+    BELOW_BASELINE =  ("below_baseline",  False, False, False, False)
+    INCOMPLETE =      ("incomplete",      True,  True,  True,  False)  # started/failed non-transactional run: resumed
+    OUTDATED =        ("outdated",        True,  False, True,  False)  # repeatable whose checksum changed since it ran
+    SUPERSEDED =      ("superseded",      True,  False, False, False)  # an older run of a repeatable
+    CHANGED =         ("changed",         True,  False, False, False)  # applied, but the file's checksum differs now
+    MISSING =         ("missing",         True,  False, False, False)  # applied, but the file is gone
+    FUTURE =          ("future",          True,  False, False, False)  # applied version newer than any file
+    IGNORED =         ("ignored",         False, False, False, False)  # pending but older than the newest applied
+    OUT_OF_ORDER =    ("out_of_order",    True,  False, False, True)   # applied out of order, successfully
+    UNDONE =          ("undone",          False, False, True,  False)  # reverted by its undo file; pending again
+
+    applied: bool    # a ledger row says it ran (and was not undone)
+    failed: bool     # it ran and stopped half way
+    pending: bool    # a migrate run applies it
+    succeeded: bool  # it ran cleanly with the file as it is now
+
+    def __new__(cls, value: str, applied: bool, failed: bool, pending: bool, succeeded: bool) -> "State":
+        obj = str.__new__(cls, value)
+        obj._value_ = value
+        obj.applied, obj.failed, obj.pending, obj.succeeded = applied, failed, pending, succeeded
+        return obj
 
 
 @dataclass(frozen=True)
@@ -50,9 +65,10 @@ _APPLIED = (Status.SUCCESS, Status.BASELINE)
 
 
 def reconcile(migrations: list[Migration], entries: list[LedgerEntry], *,
-              target: str | None = None, out_of_order: bool = False) -> list[MigrationInfo]:
-    """One ``MigrationInfo`` per versioned migration (file or ledger) and per repeatable."""
-    target_v = Version(target) if target else None
+              target_version: str | None = None, out_of_order: bool = False) -> list[MigrationInfo]:
+    """One ``MigrationInfo`` per versioned migration (file or ledger) and per repeatable; versions above
+    ``target_version`` stay ``above_target``."""
+    target_v = Version(target_version) if target_version else None
     live = [e for e in entries if e.status is not Status.DELETED and e.type not in ("SCHEMA",)]
     versioned_entries: dict[Version, LedgerEntry] = {}
     for e in sorted(live, key=lambda e: e.installed_rank):
@@ -94,7 +110,7 @@ def reconcile(migrations: list[Migration], entries: list[LedgerEntry], *,
                 state = State.BASELINE
         elif e.status is Status.BASELINE:
             state = State.BASELINE
-        elif e.status in (Status.STARTED, Status.FAILED):
+        elif e.status.incomplete:
             state = State.INCOMPLETE if e.checksum == m.checksum else State.CHANGED
         elif e.checksum is not None and e.checksum != m.checksum:
             state = State.CHANGED
@@ -115,7 +131,7 @@ def reconcile(migrations: list[Migration], entries: list[LedgerEntry], *,
         last = runs[-1] if runs else None
         if last is None:
             state = State.PENDING
-        elif last.status in (Status.STARTED, Status.FAILED):
+        elif last.status.incomplete:
             state = State.INCOMPLETE if _same_file(last, m) else State.OUTDATED
         elif not _same_file(last, m):
             state = State.OUTDATED
@@ -139,18 +155,15 @@ def _same_file(e: LedgerEntry, m: Migration) -> bool:
 
 def to_apply(infos: list[MigrationInfo]) -> list[MigrationInfo]:
     """What a migrate run applies, in order: versioned (incomplete first resumed in place), then repeatables."""
-    versioned = [i for i in infos if i.version is not None and i.migration is not None
-                 and i.state in (State.PENDING, State.INCOMPLETE, State.UNDONE)]
-    repeatable = [i for i in infos if i.version is None and i.migration is not None
-                  and i.state in (State.PENDING, State.OUTDATED, State.INCOMPLETE)]
-    return versioned + repeatable
+    todo = [i for i in infos if i.migration is not None and i.state.pending]
+    return [i for i in todo if i.version is not None] + [i for i in todo if i.version is None]
 
 
 def validation_problems(infos: list[MigrationInfo], *, out_of_order: bool = False) -> list[str]:
     """Everything that must stop a run, each naming the file and the fix."""
     out = []
     for i in infos:
-        if i.state is State.CHANGED and i.entry is not None and i.entry.status in (Status.STARTED, Status.FAILED):
+        if i.state is State.CHANGED and i.entry is not None and i.entry.status.incomplete:
             done = i.entry.progress.get("statements_done", 0)
             out.append(f"{i.script}: version {i.version} stopped half way ({done} statement(s) committed) and the "
                        "file has changed since (fix: edit only the statements after those, then `polymigrate repair` "
@@ -177,6 +190,6 @@ def validate(infos: list[MigrationInfo], *, out_of_order: bool = False) -> None:
 
 
 def current_version(infos: list[MigrationInfo]) -> str | None:
-    done = [Version(i.version) for i in infos if i.version and i.state in
-            (State.SUCCESS, State.BASELINE, State.OUT_OF_ORDER, State.CHANGED, State.FUTURE, State.MISSING)]
+    """The highest version applied and not half done (changed, missing and future ones count: they ran)."""
+    done = [Version(i.version) for i in infos if i.version and i.state.applied and not i.state.failed]
     return str(max(done)) if done else None

@@ -1,28 +1,21 @@
 """Airflow connection → adapter client, through the provider hooks, at execute time only.
 
 Hooks own connections (as in Airflow's provider packages); this module only picks the fields an
-adapter needs. Extras are allowlisted: a connection's extra JSON is edited in the UI by people who
-are not reviewing code, so anything not listed here (``options`` carrying ``-c search_path=…``,
-``cursor``, ``iam`` …) is dropped instead of being passed to the driver.
+adapter needs, keeping the extras ``polymigrate.connections.EXTRAS`` allows (the CLI keeps the same
+ones, so a connection means the same target wherever it is read).
 
-Nothing here runs at DAG parse time: hooks are built inside ``open_adapter``, which operators call
-from ``execute`` (``MongoHook.__init__`` already fetches its connection, so building hooks at parse
-time would hit the secrets backend on every parse).
+Nothing here runs at DAG parse time: clients are built by ``AirflowConnector.open``, which the
+command layer calls while a task executes (``MongoHook.__init__`` already fetches its connection,
+so building hooks at parse time would hit the secrets backend on every parse).
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
+from polymigrate.commands import Connector
+from polymigrate.connections import allowed_extras, env_var
 from polymigrate.errors import PermanentError, TransientError
-
-# libpq parameters that change transport security or identification, never what SQL runs.
-POSTGRES_EXTRAS = frozenset({
-    "sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslpassword", "connect_timeout",
-    "application_name", "target_session_attrs", "keepalives", "keepalives_idle", "keepalives_interval",
-    "keepalives_count", "gssencmode", "channel_binding",
-})
 
 
 def postgres_client(conn_id: str) -> dict[str, Any]:
@@ -32,13 +25,7 @@ def postgres_client(conn_id: str) -> dict[str, Any]:
     conn = PostgresHook(postgres_conn_id=conn_id).connection
     kwargs: dict[str, Any] = {"host": conn.host, "port": conn.port, "user": conn.login,
                               "password": conn.password, "dbname": conn.schema}
-    extras = conn.extra_dejson or {}
-    kwargs.update({k: v for k, v in extras.items() if k in POSTGRES_EXTRAS})
-    # A URI such as postgresql://user@/db?host=/run/postgresql puts the socket directory in the
-    # extras; libpq would read it there, so it must not be dropped (the default socket is elsewhere).
-    for key in ("host", "hostaddr", "port"):
-        if kwargs.get(key) in (None, "") and extras.get(key) not in (None, ""):
-            kwargs[key] = extras[key]
+    kwargs.update(allowed_extras("postgresql", conn.extra_dejson or {}))
     return {k: v for k, v in kwargs.items() if v not in (None, "")}
 
 
@@ -47,11 +34,6 @@ def redis_client(conn_id: str):
     from airflow.providers.redis.hooks.redis import RedisHook
 
     return RedisHook(redis_conn_id=conn_id).get_conn()
-
-
-# Client options that change transport security or timeouts, never where requests go or as whom;
-# ``headers``, ``opaque_id`` and the like stay out.
-SEARCH_EXTRAS = frozenset({"use_ssl", "verify_certs", "ca_certs", "timeout", "http_compress"})
 
 
 def search_client(conn_id: str):
@@ -68,7 +50,7 @@ def search_client(conn_id: str):
     import polymigrate.adapters.es_api  # noqa: F401  quiets the clients' per-request INFO lines first
 
     conn = BaseHook.get_connection(conn_id)
-    extras = {k: v for k, v in (conn.extra_dejson or {}).items() if k in SEARCH_EXTRAS}
+    extras = allowed_extras("elasticsearch", conn.extra_dejson or {})
     if conn.conn_type == "https" or str(conn.schema or "").lower() == "https":
         extras["use_ssl"] = True
     clean = Connection(conn_id=conn.conn_id, conn_type=conn.conn_type, host=conn.host, port=conn.port or 9200,
@@ -104,16 +86,6 @@ def search_client(conn_id: str):
     return ElasticsearchPythonHook(hosts=[f"{scheme}://{conn.host}:{clean.port}"], es_conn_args=args).get_conn
 
 
-# MongoDB client options that change transport security, authentication source, topology or timeouts,
-# never what a migration does (``MongoHook`` would pass any extra straight to ``MongoClient``).
-MONGO_EXTRAS = frozenset({
-    "tls", "ssl", "tlsCAFile", "tlsCertificateKeyFile", "tlsCertificateKeyFilePassword", "tlsAllowInvalidHostnames",
-    "tlsAllowInvalidCertificates", "tlsInsecure", "authSource", "authMechanism", "replicaSet", "directConnection",
-    "readPreference", "w", "journal", "retryWrites", "retryReads", "connectTimeoutMS", "socketTimeoutMS",
-    "serverSelectionTimeoutMS", "heartbeatFrequencyMS", "appName", "compressors", "loadBalanced",
-})
-
-
 def mongo_client(conn_id: str):
     """A ``MongoConnection``: the ``MongoClient`` ``MongoHook`` builds (allowlisted extras only), plus the URL
     a Node child connects with for migrate-mongo ``.js`` files (it reaches the child in its environment)."""
@@ -124,33 +96,20 @@ def mongo_client(conn_id: str):
     from polymigrate.adapters.mongo import MongoConnection
 
     hook = MongoHook(mongo_conn_id=conn_id)
-    hook.extras = {k: v for k, v in hook.extras.items() if k in MONGO_EXTRAS}
+    hook.extras = allowed_extras("mongodb", hook.extras)
     client = hook.get_conn()  # adds tlsAllowInvalidCertificates when the connection allows insecure TLS
     options = {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in hook.extras.items()}
     url = hook.uri + ("?" + urlencode(options) if options else "")
     return MongoConnection(client, url=url, database=hook.connection.schema or None)
 
 
+# One entry per technology: (connection id) -> the client its adapter is given.
 CLIENT_FACTORIES: dict[str, Callable[[str], Any]] = {
     "postgresql": postgres_client,
     "redis": redis_client,
     "elasticsearch": search_client,
     "mongodb": mongo_client,
 }
-
-
-def describe(client: Any) -> str:
-    """A client's target without credentials, for logs."""
-    if isinstance(client, dict):
-        return f"postgresql://{client.get('user', '')}@{client.get('host', '')}:{client.get('port', '')}/{client.get('dbname', '')}"
-    if type(client).__module__.split(".")[0] in ("elasticsearch", "opensearchpy"):
-        from polymigrate.adapters.es_api import client_where
-        return client_where(client)
-    if getattr(client, "url", None) and str(client.url).startswith("mongodb"):
-        from polymigrate.connections import redact
-        return redact(client.url.split("?")[0])
-    kw = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
-    return f"redis://{kw.get('host', '?')}:{kw.get('port', '?')}/{kw.get('db', 0)}"
 
 
 def build_client(technology: str, conn_id: str) -> Any:
@@ -165,24 +124,50 @@ def build_client(technology: str, conn_id: str) -> Any:
     try:
         return factory(conn_id)
     except AirflowNotFoundException:
-        raise PermanentError(f"Airflow connection '{conn_id}' is not defined",
-                             hint=f"add it (Admin → Connections, `airflow connections add {conn_id} …`, "
-                                  f"or the AIRFLOW_CONN_{conn_id.upper()} variable)") from None
+        raise PermanentError(f"Airflow connection '{conn_id}' is not defined", hint=how_to_configure(conn_id)) from None
     except (ConnectionError, OSError) as exc:  # secrets backend or network briefly unavailable
         raise TransientError(f"cannot read connection '{conn_id}': {exc}") from exc
 
 
-@contextmanager
-def open_adapter(technology: str, conn_id: str, *, domain, settings=None) -> Iterator[Any]:
-    """An adapter on the target of ``conn_id``; closes the adapter and the client afterwards."""
-    from polymigrate.adapters import adapter_class
+def how_to_configure(conn_id: str) -> str:
+    return (f"add it (Admin → Connections, `airflow connections add {conn_id} …`, "
+            f"or the {env_var(conn_id)} variable)")
 
-    client = build_client(technology, conn_id)
-    adapter = adapter_class(technology)(client, domain=domain, settings=settings)
+
+def audit_conninfo() -> dict[str, Any] | None:
+    """The audit store's connection (``polymigrate_audit``), None when it is not defined."""
+    from polymigrate.connections import AUDIT_CONN_ID
+
     try:
-        yield adapter
-    finally:
-        adapter.close()
-        close = getattr(client, "close", None)
-        if callable(close):
-            close()
+        return build_client("postgresql", AUDIT_CONN_ID)
+    except PermanentError:  # not defined: the policy decides whether that is allowed
+        return None
+
+
+class AirflowConnector(Connector):
+    """Adapters on Airflow connections; the clients the hooks built are closed with the connector."""
+
+    def __init__(self) -> None:
+        self._clients: list[Any] = []
+
+    def open(self, environment, region: str, technology: str, domain):
+        from polymigrate.adapters import adapter_class
+
+        try:
+            cls = adapter_class(technology)
+        except KeyError as exc:
+            raise PermanentError(f"{region}/{technology}: {exc.args[0]}",
+                                 hint="this technology's adapter is not installed in this deployment") from None
+        client = build_client(technology, environment.connection_id(region, technology))
+        self._clients.append(client)
+        return cls(client, domain=domain.name, settings=domain.technologies.get(technology))
+
+    def how_to_configure(self, conn_id: str) -> str:
+        return how_to_configure(conn_id)
+
+    def close(self) -> None:
+        clients, self._clients = self._clients, []
+        for c in clients:
+            close = getattr(c, "close", None)
+            if callable(close):
+                close()

@@ -1,36 +1,33 @@
 """The one module that turns ``DagBlueprint``s into Airflow DAGs.
 
 Every decision about a DAG's shape was taken in ``polymigrate.blueprint`` (pure, unit-tested); this
-module only maps names to operator classes and wires the dependencies it was given.
+module only imports the operator classes it names and wires the dependencies it was given.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from airflow.sdk import DAG, Param, TaskGroup
+from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
 from polymigrate.blueprint import DagBlueprint, compile_project
-from polymigrate_airflow import operators as _operators
 from polymigrate_airflow.timetables import timetable_for
 
 
-def operator_class(name: str, technology: str | None = None) -> type:
-    """The operator class a blueprint names.
-
-    A technology whose operator has not landed yet (MongoDB, Elasticsearch before their adapters)
-    renders as the generic ``MigrationOperator``, which fails at execute time saying so, instead of
-    breaking the parse of every DAG.
-    """
-    if name == "ApproveOperator":
-        from polymigrate_airflow.approval import ApproveOperator
-        return ApproveOperator
-    cls = getattr(_operators, name, None)
-    if cls is None and technology:
-        return _operators.MigrationOperator
-    if cls is None:
-        raise KeyError(f"blueprint names unknown operator {name!r}")
+@functools.lru_cache(maxsize=None)
+def operator_class(path: str) -> type:
+    """The operator class a blueprint names by its dotted path; a name that does not resolve is an
+    error now, at DAG build time, never a generic stand-in that fails later."""
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise ImportError(f"blueprint names operator {path!r}, which cannot be imported: {exc}") from exc
+    if not (isinstance(cls, type) and issubclass(cls, BaseOperator)):
+        raise TypeError(f"blueprint names {path!r}, which is not an Airflow operator")
     return cls
 
 
@@ -62,7 +59,7 @@ def render(bp: DagBlueprint) -> DAG:
         tasks = {}
         for t in bp.tasks:
             extra = {} if t.retries is None else {"retries": t.retries}
-            cls = operator_class(t.operator, t.arguments.get("technology"))
+            cls = operator_class(t.operator)
             tasks[t.full_id] = cls(task_id=t.task_id, task_group=groups.get(t.group) if t.group else None,
                                    trigger_rule=t.trigger_rule, **extra, **t.arguments)
         for t in bp.tasks:

@@ -19,7 +19,7 @@ import httpx
 import psycopg
 import pytest
 
-from polymigrate_airflow import local
+from scripts import airflow_local as local
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from polymigrate.audit import PostgresAuditStore
-from polymigrate_airflow import local
+from scripts import airflow_local as local
 from tests.conftest import engine_tool
 from tests.integration.test_audit_ui_app import seed_sample_history
 

@@ -38,6 +38,7 @@ def test_every_sample_dag_loads_without_connections(monkeypatch):
     assert type(dag.get_task("plan")).__name__ == "PlanOperator"
     assert type(dag.get_task("approve")).__name__ == "ApproveOperator"
     assert type(dag.get_task("western_europe.postgresql")).__name__ == "PostgresMigrationOperator"
+    assert type(dag.get_task("western_europe.mongodb")).__name__ == "MongoMigrationOperator"
     assert dag.get_task("eastern_europe.postgresql").upstream_task_ids == {"western_europe.verify"}
     staging = bag.dags["migrate__social_commerce__staging"]
     assert type(staging.timetable).__name__ == "RehearsalTimetable" and staging.timetable._expression == "0 2 * * *"
@@ -111,3 +112,23 @@ def test_an_empty_region_or_technology_selection_is_refused_not_widened_to_all()
         RunParams.from_context({"params": {"technologies": []}})
     chosen = RunParams.from_context({"params": {"regions": ["north_africa"]}})
     assert chosen.selects("north_africa", "redis") and not chosen.selects("western_europe", "redis")
+
+
+def test_every_operator_the_blueprint_names_exists_and_a_missing_one_fails_the_build():
+    from polymigrate.blueprint import MIGRATION_OPERATORS, OPERATORS
+    from polymigrate_airflow.renderer import operator_class
+
+    for technology, path in {**OPERATORS, **MIGRATION_OPERATORS}.items():
+        assert operator_class(path).__name__ == path.rpartition(".")[2], technology
+    with pytest.raises(ImportError, match="CassandraMigrationOperator"):
+        operator_class("polymigrate_airflow.operators.CassandraMigrationOperator")
+
+
+def test_a_technology_without_an_adapter_fails_at_execute_saying_so(tmp_path):
+    from polymigrate.errors import PermanentError
+    from polymigrate.spec import Domain, Environment
+    from polymigrate_airflow.connections import AirflowConnector
+
+    env = Environment(name="production", regions={"r1": {"name": "r1"}})
+    with pytest.raises(PermanentError, match="r1/cassandra: no adapter for 'cassandra'"):
+        AirflowConnector().open(env, "r1", "cassandra", Domain(name="shop"))

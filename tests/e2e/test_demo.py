@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from polymigrate_airflow import local
+from scripts import airflow_local as local
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = [sys.executable, str(ROOT / "scripts" / "demo.py")]

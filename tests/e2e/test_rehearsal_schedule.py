@@ -20,7 +20,7 @@ import psycopg
 import pytest
 import redis
 
-from polymigrate_airflow import local
+from scripts import airflow_local as local
 from tests.conftest import REDIS_URL
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]

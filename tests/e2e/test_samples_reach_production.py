@@ -25,7 +25,7 @@ import pytest
 import redis
 import yaml
 
-from polymigrate_airflow import local
+from scripts import airflow_local as local
 from tests.conftest import REDIS_URL
 from tests.e2e.test_audit_ui import ARTIFACTS, browser  # noqa: F401  (the headless Chromium fixture)
 

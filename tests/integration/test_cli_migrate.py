@@ -83,6 +83,8 @@ def test_a_missing_placeholder_exits_1_naming_the_line(runner, pg_url, folder):
     (["migrate", "--url", "mysql://x/y", "-l", "."], "unsupported URL scheme"),
     (["migrate", "--url", "postgresql://x/y", "-l", ".", "-p", "novalue"], "key=value"),
     (["baseline", "--url", "postgresql://x/y"], "exactly one of"),
+    (["migrate", "--url", "postgresql://x/y", "-l", ".", "--emergency-override", "--reason", "INC-1 it is down"],
+     "use it with -e ENV"),
 ])
 def test_usage_errors_exit_2(runner, args, message):
     out = runner.invoke(app, args)
@@ -144,10 +146,12 @@ def test_spec_mode_uses_airflow_connection_env_vars_per_region(runner, specs, ma
     assert q(r1, "SELECT to_regclass('polymigrate.schema_history')") == [(None,)]  # r1 was not selected
 
 
-def test_spec_mode_refuses_an_environment_that_needs_approvals(runner, specs):
+def test_spec_mode_refuses_an_environment_that_needs_approvals(runner, specs, audit_url):
     out = runner.invoke(app, ["migrate", "-e", "production", "-d", "shop", "-s", str(specs)])
-    assert out.exit_code == 2
-    assert "requires 2 approval(s)" in out.stderr and "--skip-approval" in out.stderr
+    assert out.exit_code == 1
+    assert "refused by policy" in out.stderr and "requires 2 approval(s)" in out.stderr
+    assert "migrate__shop__production" in out.stderr  # the DAG that collects them
+    assert "--emergency-override" not in out.stderr  # this policy does not allow breaking the glass
 
 
 def test_spec_mode_without_a_connection_names_the_variable(runner, specs, monkeypatch):

@@ -14,7 +14,7 @@ from polymigrate.adapters.postgres import PostgresAdapter
 from polymigrate.commands import load_domain, plan_domain
 from polymigrate.errors import PermanentError
 from polymigrate.executor import migrate
-from polymigrate.gates import promotable, promotion_gate, read_staging_ledgers
+from polymigrate.commands.gates import promotable, promotion_gate, read_staging_ledgers
 from polymigrate.ledger import RunContext
 from polymigrate.policy import estimate_seconds
 
@@ -57,7 +57,7 @@ def world(tmp_path, make_pg_database):
             _, _, catalog = self.load()
             adapter = self.adapter(region)
             try:
-                migrate(adapter, catalog.applicable("postgresql"), RunContext("shop", "staging", region), target=target)
+                migrate(adapter, catalog.applicable("postgresql"), RunContext("shop", "staging", region), target_version=target)
             finally:
                 adapter.close()
 

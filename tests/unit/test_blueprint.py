@@ -87,8 +87,8 @@ def test_healthy_dag_shape(tree):
     # domain order: redis before postgresql inside each region, then verify
     assert upstream(bp, "r1.postgresql")[0] == {"r1.redis"}
     assert upstream(bp, "r1.verify")[0] == {"r1.postgresql"}
-    assert bp.task("r2.postgresql").operator == "PostgresMigrationOperator"
-    assert bp.task("r2.redis").operator == "RedisMigrationOperator"
+    assert bp.task("r2.postgresql").operator == "polymigrate_airflow.operators.PostgresMigrationOperator"
+    assert bp.task("r2.redis").operator == "polymigrate_airflow.operators.RedisMigrationOperator"
     assert bp.task("r2.redis").arguments == {"specs_root": str(tree.resolve()), "domain": "shop",
                                              "environment": "dev", "region": "r2", "technology": "redis"}
     assert bp.task("r2.verify").arguments["technologies"] == ["redis", "postgresql"]
@@ -172,7 +172,7 @@ def test_broken_domain_gets_a_validate_only_dag_naming_its_problems_and_others_s
     broken = bps["migrate__shop__dev"]
     assert broken.broken
     assert [t.full_id for t in broken.tasks] == ["validate"]
-    assert broken.task("validate").operator == "ValidateOperator"
+    assert broken.task("validate").operator == "polymigrate_airflow.operators.ValidateOperator"
     assert any("domain.yaml:2" in p and "aprovals" in p for p in broken.problems), broken.problems
     assert "aprovals" in broken.doc_md and "broken" in broken.tags
     assert not bps["migrate__base__dev"].broken

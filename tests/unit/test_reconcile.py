@@ -124,11 +124,11 @@ def test_out_of_order_once_applied_that_way():
 
 
 def test_above_target():
-    infos = reconcile([V1, V2, V3], [row(1, V1)], target="2")
+    infos = reconcile([V1, V2, V3], [row(1, V1)], target_version="2")
     assert states(infos) == [("1", "success"), ("2", "pending"), ("3", "above_target")]
     assert [i.version for i in to_apply(infos)] == ["2"]
     # target compares like versions: 2.0 is 2
-    assert states(reconcile([V1, V2, V3], [], target="2.0"))[2] == ("3", "above_target")
+    assert states(reconcile([V1, V2, V3], [], target_version="2.0"))[2] == ("3", "above_target")
 
 
 def test_baseline_and_below_baseline():
@@ -217,7 +217,7 @@ SCENARIOS = [
     (State.FUTURE, [V1], [row(1, V1), row(2, V2)], {}, "2"),
     (State.IGNORED, [V1, V2], [row(1, V2)], {}, "1"),
     (State.OUT_OF_ORDER, [V1, V2], [row(1, V2), row(2, V1)], {}, "1"),
-    (State.ABOVE_TARGET, [V1, V2], [], {"target": "1"}, "2"),
+    (State.ABOVE_TARGET, [V1, V2], [], {"target_version": "1"}, "2"),
     (State.BASELINE, [V1], [row(1, V1, checksum=None, status=Status.BASELINE)], {}, "1"),
     (State.BELOW_BASELINE, [V1, V2], [row(1, V2, checksum=None, status=Status.BASELINE)], {}, "1"),
     (State.UNDONE, [V1], [row(1, V1, status=Status.UNDONE)], {}, "1"),

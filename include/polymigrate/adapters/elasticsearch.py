@@ -33,7 +33,7 @@ from polymigrate.adapters.es_ledger import Ledger, ledger_index
 from polymigrate.adapters.es_steps import StepContext, classify, run_simple, short
 from polymigrate.catalog import Migration
 from polymigrate.connections import redact
-from polymigrate.errors import PermanentError, TransientError
+from polymigrate.errors import MigrationError, PermanentError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 from polymigrate.spec import formats
 
@@ -218,13 +218,13 @@ class ElasticsearchAdapter(Adapter):
             self._write(entry, what=f"{label} done", checkpoint=True)
         except LeaseLost:
             raise  # not ours to record any more
-        except (SearchError, PermanentError) as exc:
+        except (SearchError, MigrationError) as exc:
             error = self._error(exc, migration, i, step)
             self._record_failure(entry, error)
             raise error from exc
 
     def _error(self, exc: Exception, migration: Migration, i: int, step: formats.Step) -> PermanentError:
-        if isinstance(exc, PermanentError):
+        if isinstance(exc, MigrationError):
             cls = type(exc) if isinstance(exc, TransientError) else PermanentError
             return cls(f"step {i + 1} ({step.kind}): {exc.args[0] if exc.args else exc}", file=migration.path,
                        statement=short(step), hint=exc.hint)
@@ -238,7 +238,7 @@ class ElasticsearchAdapter(Adapter):
             entry.status, entry.success = Status.FAILED, False
             entry.progress["error"] = str(error)[:2000]
             self._write(entry, what="the failure")
-        except (SearchError, PermanentError):
+        except (SearchError, MigrationError):
             pass  # the row stays 'started', which resumes the same way
 
     # -- undo (an alias back to the retained index) ----------------------------------------

@@ -43,7 +43,7 @@ from typing import Any
 from polymigrate.adapters.es_api import SearchError, check_index_name
 from polymigrate.adapters.es_steps import (StepContext, TaskLost, check_reindex_response, index_body,
                                           start_and_watch)
-from polymigrate.errors import PermanentError, TransientError
+from polymigrate.errors import MigrationError, PermanentError, TransientError
 from polymigrate.spec import formats
 
 log = logging.getLogger("polymigrate.elasticsearch")
@@ -123,7 +123,7 @@ class BlueGreen:
             except Restart as why:
                 log.warning("%s: %s; restarting into a fresh index", self.ctx.label, why)
                 self.discard_target()
-            except PermanentError as exc:
+            except MigrationError as exc:
                 if not isinstance(exc, TransientError):  # a retry (or the lock's new holder) continues frozen
                     self.unfreeze_after_failure()
                 raise

@@ -43,7 +43,7 @@ from polymigrate.adapters.mongo_transform import MigrationContext
 from polymigrate.catalog import Kind, Migration, parse_name
 from polymigrate.checksums import flyway_checksum
 from polymigrate.connections import redact
-from polymigrate.errors import PermanentError, Problem, SpecError
+from polymigrate.errors import MigrationError, PermanentError, Problem, SpecError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 from polymigrate.lint.jsonlines import item_lines
 from polymigrate.reconcile import State, reconcile
@@ -314,7 +314,7 @@ class MongoAdapter(Adapter):
             pass  # the row stays 'started', which resumes the same way
 
     def _error(self, exc: BaseException, migration: Migration) -> PermanentError:
-        if isinstance(exc, (PermanentError, SpecError)):
+        if isinstance(exc, (MigrationError, SpecError)):
             return exc  # type: ignore[return-value]
         line, text = _line_in(exc, migration)
         if isinstance(exc, perr.PyMongoError):

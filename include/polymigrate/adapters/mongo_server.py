@@ -16,7 +16,7 @@ from typing import Any
 
 from pymongo import errors as perr
 
-from polymigrate.errors import PermanentError, TransientError
+from polymigrate.errors import MigrationError, PermanentError, TransientError
 
 
 @dataclass(frozen=True)
@@ -184,11 +184,11 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def classify(exc: BaseException, *, server: ServerInfo | None = None, file: Any = None, line: int | None = None,
-             statement: str | None = None, what: str | None = None) -> PermanentError:
+             statement: str | None = None, what: str | None = None) -> MigrationError:
     """A pymongo error as TransientError (worth a retry) or PermanentError (a person must act)."""
     prefix = f"{what}: " if what else ""
     where = f" on {server.describe()}" if server else ""
-    if isinstance(exc, PermanentError):
+    if isinstance(exc, MigrationError):
         return exc
     if is_transient(exc):
         return TransientError(f"{prefix}{type(exc).__name__}{where}: {message_of(exc)}", file=file, line=line,

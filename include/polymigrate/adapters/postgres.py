@@ -43,7 +43,7 @@ from polymigrate.adapters.pg_repair import repair_leftover
 from polymigrate.adapters.pg_snapshot import snapshot as take_snapshot
 from polymigrate.adapters.pg_statements import (Statement, check_transaction_control, needs_autocommit, split,
                                                 steps)
-from polymigrate.catalog import Kind, Migration
+from polymigrate.catalog import Migration, applicable
 from polymigrate.errors import LockNotAcquired, PermanentError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 from polymigrate.reconcile import State, reconcile
@@ -500,7 +500,7 @@ class PostgresAdapter(Adapter):
 
         try:
             self._run_steps(migration, statements, settings, done, progress, resuming=resume is not None)
-        except PermanentError:
+        except (PermanentError, TransientError):
             # on a fresh session if the error broke this one; a retry resumes from the progress mark
             self._mark(rank, {"status": Status.FAILED, "success": False,
                               "execution_time": spent + int((time.monotonic() - started) * 1000)})
@@ -602,7 +602,7 @@ class PostgresAdapter(Adapter):
         self._ledger_ready = False
         # the one-success index, now that this domain's duplicates no longer stand in its way
         self._ensure_ledger(tolerate_duplicates=True)
-        infos = reconcile([m for m in migrations if m.kind is not Kind.UNDO], entries, out_of_order=True)
+        infos = reconcile(applicable(migrations), entries, out_of_order=True)
         with conn.transaction():
             self._fence(conn)
             for i in infos:

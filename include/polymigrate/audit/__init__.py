@@ -9,11 +9,9 @@ from __future__ import annotations
 from polymigrate.audit.links import run_url
 from polymigrate.audit.store import (AuditRecord, Conninfo, PostgresAuditStore, SchemaResult, VerifyResult,
                                      canonical_json, chain_hash)
-from polymigrate.connections import env_var
+from polymigrate.connections import AUDIT_CONN_ID, env_var
 from polymigrate.errors import PermanentError
 from polymigrate.events import EventSink, NullSink
-
-AUDIT_CONN_ID = "polymigrate_audit"
 
 _HOW_TO_CONFIGURE = (
     f"create the Airflow connection '{AUDIT_CONN_ID}' (type postgres) pointing at the audit database, "

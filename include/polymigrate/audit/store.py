@@ -27,7 +27,7 @@ from psycopg import sql
 
 from polymigrate.audit.links import run_url
 from polymigrate.checksums import sha256
-from polymigrate.connections import redact
+from polymigrate.connections import describe
 from polymigrate.errors import PermanentError, TransientError
 from polymigrate.events import AuditEvent
 
@@ -131,10 +131,7 @@ class PostgresAuditStore:
     @property
     def target(self) -> str:
         """Where the store is, without credentials (for messages and logs)."""
-        if isinstance(self.conninfo, str):
-            return redact(self.conninfo)
-        c = self.conninfo
-        return f"postgresql://{c.get('user', '')}@{c.get('host', '')}:{c.get('port', 5432)}/{c.get('dbname', '')}"
+        return describe(self.conninfo)
 
     def _connect(self) -> psycopg.Connection:
         kwargs = {"autocommit": True, "connect_timeout": self.connect_timeout, "application_name": "polymigrate-audit"}

@@ -1,4 +1,4 @@
-"""CLI verbs over the spec tree: validate, plan, info, new."""
+"""CLI verbs over the spec tree: validate, plan, info, approve-status, new (read only; nothing recorded)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from polymigrate.adapters import adapter_class
 from polymigrate.adapters.redis_templates import new_file_template
-from polymigrate.catalog import EXTENSIONS, Kind, discover_domain, next_version
+from polymigrate.catalog import EXTENSIONS, discover_domain, next_version
 from polymigrate.cli.app import DEFAULT_SPECS, app, console, err_console
-from polymigrate.commands import plan_domain, validate_project
-from polymigrate.connections import url_for
-from polymigrate.reconcile import reconcile
+from polymigrate.commands import EnvironmentConnector, RunParams, Who, open_run, plan_domain, validate_project
+from polymigrate.connections import AUDIT_CONN_ID, url_for
+from polymigrate.errors import PolymigrateError
 from polymigrate.versions import Version
 
 SpecsArg = typer.Option(DEFAULT_SPECS, "--specs", "-s", help="folder holding environments/ and the domains")
@@ -40,16 +39,6 @@ def _check_version(flag: str, value: str | None) -> None:
     except ValueError as exc:
         err_console.print(f"{flag}: {exc}", highlight=False)
         raise typer.Exit(2) from None
-
-
-def cli_connect(project, domain, environment):
-    """(region, technology) -> adapter built from AIRFLOW_CONN_<ID> in the environment, or None."""
-    def connect(region: str, tech: str):
-        url = url_for(environment.connection_id(region, tech))
-        if not url:
-            return None
-        return adapter_class(tech).from_url(url, domain=domain.name, settings=domain.technologies.get(tech))
-    return connect
 
 
 @app.command()
@@ -96,8 +85,8 @@ def plan(environment: str = typer.Option(..., "--environment", "-e"),
         d = v.project.domains[name]
         if env not in v.project.environments_of(d):
             continue
-        plans.append(plan_domain(v.project, d, v.catalogs[name], env, cli_connect(v.project, d, env),
-                                 regions=region, target=target, out_of_order=out_of_order))
+        plans.append(plan_domain(v.project, d, v.catalogs[name], env, EnvironmentConnector().connect(env, d),
+                                 regions=region, target_version=target, out_of_order=out_of_order))
     broken = {n: [str(p) for p in v.domain_problems(n)] for n in sorted(set(v.project.broken_domains) |
               {n for n, c in v.catalogs.items() if c.problems})}
     if as_json:
@@ -127,38 +116,71 @@ def info(environment: str = typer.Option(..., "--environment", "-e"),
          region: Optional[str] = typer.Option(None, "--region", "-r"),
          specs: Path = SpecsArg) -> None:
     """State of every migration (pending, success, changed, missing, …) per region and technology."""
+    from polymigrate.commands.verbs import info as states
+
     v = validate_project(specs, [domain])
     if domain not in v.catalogs or v.catalogs[domain].problems:
         _print_problems(v.domain_problems(domain) or v.project.problems, f"domain '{domain}' is not usable:")
         raise typer.Exit(1)
-    env = v.project.environments.get(environment)
-    if env is None:
+    if environment not in v.project.environments:
         err_console.print(f"environment '{environment}' is not usable; known: {sorted(v.project.environments)}")
         raise typer.Exit(2)
-    d = v.project.domains[domain]
-    connect = cli_connect(v.project, d, env)
-    for r in v.project.regions_of(d, env):
-        if region and r.name != region:
-            continue
-        for tech in d.technology_order():
-            migs = [m for m in v.catalogs[domain].migrations.get(tech, []) if m.kind is not Kind.UNDO]
-            adapter = connect(r.name, tech)
-            entries = []
-            if adapter is not None:
-                try:
-                    entries = adapter.read_ledger()
-                finally:
-                    adapter.close()
-            table = Table(title=f"{domain} · {r.name} · {tech}" + ("" if adapter else "  (ledger not read: no connection)"),
-                          title_justify="left")
-            for col in ("version", "description", "script", "state", "installed on", "ms"):
-                table.add_column(col)
-            for i in reconcile(migs, entries):
-                e = i.entry
-                table.add_row(i.version or "R", i.description, i.script, i.state.value,
-                              e.installed_on.isoformat(timespec="seconds") if e and e.installed_on else "",
-                              str(e.execution_time) if e else "")
-            console.print(table)
+    run = open_run(specs, domain, environment, params=RunParams(), who=Who.cli(), connector=EnvironmentConnector(),
+                   audit=None)
+    for r, tech, infos, read in states(run, region):
+        table = Table(title=f"{domain} · {r} · {tech}" + ("" if read else "  (ledger not read: no connection)"),
+                      title_justify="left")
+        for col in ("version", "description", "script", "state", "installed on", "ms"):
+            table.add_column(col)
+        for i in infos:
+            e = i.entry
+            table.add_row(i.version or "R", i.description, i.script, i.state.value,
+                          e.installed_on.isoformat(timespec="seconds") if e and e.installed_on else "",
+                          str(e.execution_time) if e else "")
+        console.print(table)
+
+
+@app.command("approve-status")
+def approve_status(environment: str = typer.Option(..., "--environment", "-e"),
+                   domain: str = typer.Option(..., "--domain", "-d"),
+                   run_id: str = typer.Option(..., "--run-id", help="the DAG run whose approvals to read"),
+                   override: bool = typer.Option(False, "--emergency-override", help="judge it as an override (the stricter bar)"),
+                   specs: Path = SpecsArg, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Approvals on record in the audit store for a run and today's change set, judged by the policy now
+    (expiry, roles, four-eyes, rejections): exit 0 when approved, 1 otherwise."""
+    from dataclasses import replace
+
+    from polymigrate.commands.approval import approval_status
+    from polymigrate.commands.verbs import summarize
+
+    try:
+        run = open_run(specs, domain, environment, params=RunParams(override=override), who=Who.cli(),
+                       connector=EnvironmentConnector(), audit=lambda: url_for(AUDIT_CONN_ID))
+        run.who = replace(run.who, run_id=run_id)
+        try:
+            summary, _ = summarize(run)
+            triggered = [r.event for r in getattr(run.sink, "query", lambda **kw: [])(run_id=run_id, kind="triggered")]
+            if triggered:  # four-eyes compares approvers with the person who triggered that run
+                d = triggered[0].details
+                run.who = replace(run.who, triggered_by=str(d.get("by") or d.get("run_type") or triggered[0].actor))
+            decision = approval_status(run, summary["changeset_hash"], summary)
+        finally:
+            run.close()
+    except PolymigrateError as exc:
+        err_console.print(f"[bold red]{domain} in {environment}:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    if as_json:
+        print(json.dumps({"run_id": run_id, "changeset_hash": summary["changeset_hash"], **decision.to_dict()}, indent=2))
+    else:
+        console.print(f"{domain} in {environment}, run {run_id}, change set {summary['changeset_hash'][:12]}: "
+                      f"[bold]{decision.status}[/] ({len(decision.approved_by)}/{decision.required}: "
+                      f"{', '.join(decision.approved_by) or 'nobody yet'})", highlight=False, soft_wrap=True)
+        for line in decision.reasons:
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
+        for line in decision.ignored:
+            console.print(f"  not counted: {line}", style="dim", highlight=False, soft_wrap=True)
+    if decision.status != "approved":
+        raise typer.Exit(1)
 
 
 _TEMPLATES = {

@@ -1,59 +1,47 @@
-"""CLI verbs that change targets: migrate (alias apply), undo, baseline, flyway-import, repair, status.
+"""CLI verbs that change targets: migrate (alias apply), undo, baseline, flyway-import, repair; and status.
 
 Two ways to name the targets, the same for every verb:
 
 * from the specs: ``-e ENV -d DOMAIN [-r REGION]``; connections come from ``AIRFLOW_CONN_<ID>``
-  environment variables, the same ids Airflow resolves;
+  environment variables, the same ids Airflow resolves. The environment's policy applies exactly as
+  in its DAG (``polymigrate.commands``): lint, approvals, the window, the promotion gate, the
+  destructive ban, dependencies and the audit trail. Where people must approve, the command line
+  cannot ask them: it refuses, unless ``policy.emergency.cli`` allows breaking the glass with
+  ``--emergency-override --reason …``, recorded as ``overridden`` with who and why;
 * ad hoc, like Flyway: ``--url postgresql://… --locations DIR [--placeholder k=v]`` runs any
-  Flyway-style folder directly.
+  Flyway-style folder directly, recorded under environment ``adhoc``; refused against a target of a
+  policy-bound environment.
 
-Exit codes: 0 done, 1 failed (the message names the file, statement and fix), 2 usage.
+With an audit store configured (``AIRFLOW_CONN_POLYMIGRATE_AUDIT``), or required by the
+environment, every run of these verbs records its events as a DAG run does (``status`` only reads).
+Exit codes: 0 done, 1 failed or refused (the message names the file, statement or rule and the fix),
+2 usage.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-import time
-import uuid
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
-from urllib.parse import urlsplit
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from polymigrate.adapters import adapter_class
 from polymigrate.adapters.base import Adapter
-from polymigrate.catalog import Kind, Migration, discover
+from polymigrate.catalog import applicable
 from polymigrate.cli.app import DEFAULT_SPECS, app, console, err_console
-from polymigrate.cli.core import _print_problems, cli_connect
-from polymigrate.commands import load_domain
-from polymigrate.connections import env_var, redact
-from polymigrate.errors import PolymigrateError, Problem, SpecError, TransientError
-from polymigrate.events import default_actor
-from polymigrate.executor import RunResult, migrate as run_migrate, undo_to
-from polymigrate.ledger import RunContext
+from polymigrate.cli.core import _print_problems
+from polymigrate.commands import EnvironmentConnector, Run, RunParams, UsageError, Who, open_run
+from polymigrate.commands import verbs
+from polymigrate.commands.adhoc import AdhocRun, open_adhoc
+from polymigrate.connections import AUDIT_CONN_ID, SCHEMES, technology_of, url_for
+from polymigrate.errors import PolicyRefused, PolymigrateError, SpecError, TransientError
+from polymigrate.executor import RunResult
 from polymigrate.reconcile import MigrationInfo, reconcile
-from polymigrate.spec import TechnologyConfig
-
-SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "redis": "redis", "rediss": "redis",
-           "http": "elasticsearch", "https": "elasticsearch", "elasticsearch": "elasticsearch", "opensearch": "elasticsearch",
-           "mongodb": "mongodb", "mongo": "mongodb"}  # mongodb+srv too: the scheme is cut at '+'
-
-
-@dataclass
-class Target:
-    """One (region, technology) to act on, with its migrations (undo files included) and context."""
-
-    label: str
-    technology: str
-    connect: Callable[[], Adapter]
-    migrations: list[Migration]
-    ctx: RunContext
-    problems: list[Problem] = field(default_factory=list)
 
 
 @dataclass
@@ -71,12 +59,25 @@ class Selection:
     schema: Optional[str]
     table: Optional[str]
     lock_wait: Optional[float]
-    skip_approval: bool = False
+    override: bool = False
+    reason: Optional[str] = None
+    dry_run: bool = False
+    target_version: Optional[str] = None
+    out_of_order: bool = False
     needs_files: bool = True  # baseline and flyway-import work without migration files
+
+    def params(self) -> RunParams:
+        try:
+            return RunParams(dry_run=self.dry_run, target_version=self.target_version, regions=self.regions or None,
+                             allow_out_of_order=self.out_of_order,
+                             technologies=[self.technology] if self.technology else None, override=self.override,
+                             override_reason=(self.reason or "").strip() or None).checked(RunParams.CLI_NAMES)
+        except UsageError as exc:
+            raise _usage(str(exc)) from None
 
 
 def _usage(message: str) -> typer.Exit:
-    err_console.print(f"[red]usage:[/] {message}", highlight=False)
+    err_console.print(f"[red]usage:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -90,163 +91,151 @@ def _placeholders(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-def _discover_locations(domain: str, technology: str, locations: list[Path]) -> tuple[list[Migration], list[Problem]]:
-    """Every migration under the folders, in apply order; duplicates across folders are problems."""
-    problems: list[Problem] = []
-    found: list[Migration] = []
-    for folder in locations:
-        if not folder.is_dir():
-            problems.append(Problem(str(folder), "not a folder", hint="pass the folder holding V…__….sql files"))
-            continue
-        cat = discover(domain, technology, folder)
-        problems += cat.problems
-        found += cat.migrations.get(technology, [])
-    seen: dict[tuple, Migration] = {}
-    for m in found:
-        key = (m.kind, m.version if m.version is not None else m.description.lower())
-        if key in seen:
-            problems.append(Problem(str(m.path), f"duplicate {m.id} (also {seen[key].path})", hint="renumber one"))
-        seen[key] = m
-    order = {Kind.VERSIONED: 0, Kind.REPEATABLE: 1, Kind.UNDO: 2}
-    ms = sorted(seen.values(), key=lambda m: (order[m.kind], m.version.parts if m.version else (),
-                                              m.description.lower()))
-    return ms, problems
-
-
-def _run_id() -> str:
-    return f"cli-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
-
-
-def _targets(sel: Selection) -> Iterator[Target]:
-    """The targets the options name, in order; raises typer.Exit(2) on contradictory options."""
-    actor = default_actor()
-    run_id = _run_id()
-    if sel.url:
-        if sel.environment:
-            raise _usage("give either --url (ad hoc) or -e/--environment (specs), not both")
-        if sel.needs_files and not sel.locations:
-            raise _usage("--url needs --locations DIR (the folder of migration files)")
-        tech = SCHEMES.get(urlsplit(sel.url).scheme.split("+")[0])
-        if tech is None:
-            raise _usage(f"unsupported URL scheme in --url; use one of {', '.join(sorted(SCHEMES))}")
-        domain = sel.domain or "adhoc"
-        migrations, problems = _discover_locations(domain, tech, sel.locations or [])
-        settings = TechnologyConfig(schema=sel.schema, ledger=sel.table)
-        ctx = RunContext(domain=domain, actor=actor, run_id=run_id, placeholders=_placeholders(sel.placeholders),
-                         lock_wait_seconds=sel.lock_wait if sel.lock_wait is not None else 300.0)
-        cls = adapter_class(tech)
-        yield Target(redact(sel.url), tech,
-                     lambda: cls.from_url(sel.url, domain=domain, settings=settings), migrations, ctx, problems)
-        return
-    if not (sel.environment and sel.domain):
-        raise _usage("name the targets: -e ENV -d DOMAIN (specs), or --url URL --locations DIR (ad hoc)")
-    project, domain, catalog = load_domain(sel.specs, sel.domain)
-    env = project.environments.get(sel.environment)
-    if env is None:
-        raise _usage(f"unknown environment '{sel.environment}'; known: {sorted(project.environments)}")
-    if env.policy.approvals.required and not sel.skip_approval:
-        err_console.print(f"[red]{sel.environment} requires {env.policy.approvals.required} approval(s)[/]: run it "
-                          "through the Airflow DAG, which collects them, or pass --skip-approval to take "
-                          "responsibility yourself", highlight=False)
-        raise typer.Exit(2)
-    connect = cli_connect(project, domain, env)
-    policy = env.policy
-    regions = project.regions_of(domain, env)
-    unknown = set(sel.regions or []) - {r.name for r in regions}
-    if unknown:
-        raise _usage(f"unknown region(s) {sorted(unknown)}; {domain.name} runs in {[r.name for r in regions]}")
-    for region in regions:
-        if sel.regions and region.name not in sel.regions:
-            continue
-        for tech in domain.technology_order():
-            if sel.technology and tech != sel.technology:
-                continue
-            ctx = RunContext(domain=domain.name, environment=env.name, region=region.name, actor=actor,
-                             run_id=run_id, placeholders={**env.placeholders, **region.placeholders},
-                             lock_timeout=policy.lock_timeout, statement_timeout=policy.statement_timeout,
-                             lock_wait_seconds=sel.lock_wait if sel.lock_wait is not None else policy.lock_wait_seconds)
-            conn_id = env.connection_id(region.name, tech)
-
-            def make(region=region.name, tech=tech, conn_id=conn_id) -> Adapter:
-                adapter = connect(region, tech)
-                if adapter is None:
-                    raise SpecError([Problem(conn_id, "connection is not configured",
-                                             hint=f"export {env_var(conn_id)}=<url>")])
-                return adapter
-            yield Target(f"{region.name}/{tech} ({conn_id})", tech, make, catalog.migrations.get(tech, []), ctx)
-
-
-def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
-                    TimeElapsedColumn(), console=console, transient=False)
-
-
-_ROWS = 40  # a 500-file run prints its first and last files, not a 500-row table
-
-
-def _report(result: RunResult, verb: str) -> None:
-    console.print(f"[green]✓[/] {result.target}: {len(result.applied)} {verb}, now at {result.current_version or '-'}",
-                  highlight=False)
-    if not result.applied:
-        return
-    table = Table()
-    for col in ("version", "script", "action", "ms"):
-        table.add_column(col)
-    shown = result.applied if len(result.applied) <= _ROWS else result.applied[:_ROWS // 2] + result.applied[-_ROWS // 2:]
-    for n, a in enumerate(shown):
-        if len(shown) < len(result.applied) and n == _ROWS // 2:
-            table.add_row("…", f"{len(result.applied) - len(shown)} more (`polymigrate status` lists all)", "", "")
-        table.add_row(a["version"] or "R", a["script"], a["action"], str(a["ms"]))
-    console.print(table)
-
-
 def _fail(exc: Exception, label: str) -> typer.Exit:
-    kind = "transient, safe to retry" if isinstance(exc, TransientError) else "failed"
+    if isinstance(exc, SpecError):
+        kind = "invalid input"
+    elif isinstance(exc, PolicyRefused):
+        kind = "refused by policy"
+    else:
+        kind = "transient, safe to retry" if isinstance(exc, TransientError) else "failed"
     # soft_wrap: a long path, statement or lock holder stays on one line, greppable and copyable
-    err_console.print(f"[bold red]{label}: {'invalid input' if isinstance(exc, SpecError) else kind}[/]",
-                      highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]{label}: {kind}[/]", highlight=False, soft_wrap=True)
     err_console.print(str(exc), highlight=False, soft_wrap=True, markup=False)
     return typer.Exit(1)
 
 
 def _show_logs() -> None:
-    """Adapters log what a person at the terminal should see (e.g. whose lock a run waits for)."""
+    """What a person at the terminal should see: adapters' notices (whose lock a run waits for) and the
+    command layer's warnings (an override, what a dry run would be refused for)."""
     logger = logging.getLogger("polymigrate")
     if not logger.handlers:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+        logging.getLogger("polymigrate.commands").setLevel(logging.WARNING)
 
 
-def _each(sel: Selection, action: Callable[[Target, Adapter], None]) -> None:
-    """Run ``action`` per target in order; stop at the first failure with exit code 1."""
-    _show_logs()
-    for t in _targets(sel):
-        if t.problems:
-            _print_problems(t.problems, f"{t.label}: migrations are not valid")
+@contextmanager
+def _spec_run(sel: Selection, verb: str, *, record: bool = True) -> Iterator[Run]:
+    """The environment's run: its policy, its audit store (required where the policy says so)."""
+    if sel.url:
+        raise _usage("give either --url (ad hoc) or -e/--environment (specs), not both")
+    if not (sel.environment and sel.domain):
+        raise _usage("name the targets: -e ENV -d DOMAIN (specs), or --url URL --locations DIR (ad hoc)")
+    params, who = sel.params(), Who.cli()
+    try:
+        run = open_run(sel.specs, sel.domain, sel.environment, params=params, who=who, connector=EnvironmentConnector(),
+                       audit=(lambda: url_for(AUDIT_CONN_ID)) if record else None, lock_wait_seconds=sel.lock_wait,
+                       trigger=verbs.trigger_details(who, params, verb, by=who.triggered_by) if record else None)
+    except PolymigrateError as exc:
+        raise _fail(exc, f"{sel.domain} in {sel.environment}") from None
+    try:
+        unknown = set(sel.regions or []) - {r.name for r in run.project.regions_of(run.domain, run.environment)}
+        if unknown:
+            raise _usage(f"unknown region(s) {sorted(unknown)}; {run.domain.name} runs in "
+                         f"{[r.name for r in run.project.regions_of(run.domain, run.environment)]}")
+        yield run
+    except PolymigrateError as exc:
+        raise _fail(exc, f"{run.domain.name} in {run.environment.name}") from None
+    finally:
+        run.close()
+
+
+@contextmanager
+def _adhoc(sel: Selection, verb: str, *, record: bool = True) -> Iterator[tuple[AdhocRun, Adapter]]:
+    """The ad hoc target and its open adapter; its files are checked first."""
+    if sel.environment:
+        raise _usage("give either --url (ad hoc) or -e/--environment (specs), not both")
+    if sel.override:
+        raise _usage("--emergency-override overrides an environment's policy: use it with -e ENV (an ad hoc run "
+                     "has no policy to override, and none may be bypassed through --url)")
+    if sel.needs_files and not sel.locations:
+        raise _usage("--url needs --locations DIR (the folder of migration files)")
+    tech = technology_of(sel.url or "")
+    if tech is None:
+        raise _usage(f"unsupported URL scheme in --url; use one of {', '.join(sorted(SCHEMES))}")
+    placeholders, params = _placeholders(sel.placeholders), sel.params()
+    try:
+        run = open_adhoc(sel.url or "", tech, domain=sel.domain, locations=sel.locations or [], placeholders=placeholders,
+                         schema=sel.schema, table=sel.table, lock_wait=sel.lock_wait, specs=sel.specs, who=Who.cli(),
+                         audit=lambda: url_for(AUDIT_CONN_ID), verb=verb, params=params, record=record)
+    except PolymigrateError as exc:
+        raise _fail(exc, "ad hoc run") from None
+    try:
+        if run.problems:
+            _print_problems(run.problems, f"{run.label}: migrations are not valid")
             raise typer.Exit(1)
+        adapter = run.open()
         try:
-            adapter = t.connect()
-        except PolymigrateError as exc:
-            raise _fail(exc, t.label) from None
-        try:
-            action(t, adapter)
-        except PolymigrateError as exc:
-            raise _fail(exc, t.label) from None
+            yield run, adapter
         finally:
             adapter.close()
+    except PolymigrateError as exc:
+        raise _fail(exc, run.label) from None
+    finally:
+        run.close()
 
 
-def _on_progress(progress: Progress, task_id) -> Callable[[int, int, MigrationInfo], None]:
-    def update(n: int, total: int, info: MigrationInfo) -> None:
-        progress.update(task_id, total=total, completed=n - 1,
-                        description=f"{info.version or 'R'} {info.script}"[:60])
-    return update
+class _Display:
+    """A progress bar per target and the table of what it did (``verbs.Callbacks``)."""
+
+    _ROWS = 40  # a 500-file run prints its first and last files, not a 500-row table
+
+    def __init__(self, verb: str):
+        self.verb, self.progress, self.task = verb, None, None
+
+    def callbacks(self) -> verbs.Callbacks:
+        return verbs.Callbacks(target=self.start, progress=self.update, result=self.done)
+
+    def start(self, label: str) -> None:
+        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("files"),
+                                 TimeElapsedColumn(), console=console, transient=False)
+        self.progress.start()
+        self.label = label
+        self.task = self.progress.add_task(label, total=None)
+
+    def update(self, n: int, total: int, info: MigrationInfo) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, total=total, completed=n - 1,
+                                 description=f"{info.version or 'R'} {info.script}"[:60])
+
+    def done(self, result: RunResult) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, total=len(result.applied) or 1, completed=len(result.applied) or 1,
+                                 description=self.label)
+            self.progress.stop()
+            self.progress = None
+        console.print(f"[green]✓[/] {result.target}: {len(result.applied)} {self.verb}, now at "
+                      f"{result.current_version or '-'}", highlight=False)
+        if not result.applied:
+            return
+        table = Table()
+        for col in ("version", "script", "action", "ms"):
+            table.add_column(col)
+        rows, half = result.applied, self._ROWS // 2
+        shown = rows if len(rows) <= self._ROWS else rows[:half] + rows[-half:]
+        for n, a in enumerate(shown):
+            if len(shown) < len(rows) and n == half:
+                table.add_row("…", f"{len(rows) - len(shown)} more (`polymigrate status` lists all)", "", "")
+            table.add_row(a["version"] or "R", a["script"], a["action"], str(a["ms"]))
+        console.print(table)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _display(verb: str, action: Callable[[verbs.Callbacks], object]) -> None:
+    shown = _Display(verb)
+    try:
+        action(shown.callbacks())
+    finally:
+        shown.stop()
 
 
 # -- options shared by every verb ---------------------------------------------------------------
-EnvOpt = typer.Option(None, "--environment", "-e", help="environment from the specs")
+EnvOpt = typer.Option(None, "--environment", "-e", help="environment from the specs (its policy applies)")
 DomainOpt = typer.Option(None, "--domain", "-d", help="domain (ad hoc: the ledger's domain, default 'adhoc')")
 RegionOpt = typer.Option(None, "--region", "-r", help="only these regions")
 TechOpt = typer.Option(None, "--technology", "-t", help="only this technology")
@@ -257,7 +246,18 @@ PhOpt = typer.Option(None, "--placeholder", "-p", help="ad hoc: ${key} value, as
 SchemaOpt = typer.Option(None, "--schema", help="ad hoc: schema the migrations run in (search_path)")
 TableOpt = typer.Option(None, "--table", help="ad hoc: ledger table (table or schema.table)")
 WaitOpt = typer.Option(None, "--lock-wait", help="seconds to wait for another run's lock (default: policy, 300)")
-SkipOpt = typer.Option(False, "--skip-approval", help="run in an environment that requires approvals, on your own authority")
+OverrideOpt = typer.Option(False, "--emergency-override",
+                           help="break glass where the environment's policy.emergency.cli allows it: run without its "
+                                "approvals and past the gates an override passes; needs --reason; recorded")
+ReasonOpt = typer.Option(None, "--reason", help="why (e.g. the incident id); recorded with your name")
+SkipOpt = typer.Option(False, "--skip-approval", hidden=True)
+
+
+def _no_skip(skip_approval: bool) -> None:
+    if skip_approval:
+        raise _usage("--skip-approval is gone: an environment's approvals are collected by its DAG; in an emergency, "
+                     "--emergency-override --reason … where the policy allows it (policy.emergency.cli), recorded "
+                     "with your name")
 
 
 def _migrate(environment: Optional[str] = EnvOpt, domain: Optional[str] = DomainOpt,
@@ -265,25 +265,26 @@ def _migrate(environment: Optional[str] = EnvOpt, domain: Optional[str] = Domain
              specs: Path = SpecsOpt, url: Optional[str] = UrlOpt, locations: Optional[list[Path]] = LocOpt,
              placeholder: Optional[list[str]] = PhOpt, schema: Optional[str] = SchemaOpt,
              table: Optional[str] = TableOpt, lock_wait: Optional[float] = WaitOpt,
+             emergency_override: bool = OverrideOpt, reason: Optional[str] = ReasonOpt,
              skip_approval: bool = SkipOpt,
              target: Optional[str] = typer.Option(None, "--target", help="stop at this version"),
              out_of_order: bool = typer.Option(False, "--out-of-order", help="also apply pending versions older than the newest applied"),
              dry_run: bool = typer.Option(False, "--dry-run", help="say what would run, change nothing")) -> None:
     """Apply pending migrations: validate against the ledger, then each file with its ledger row."""
+    _no_skip(skip_approval)
     sel = Selection(environment, domain, region, technology, specs, url, locations, placeholder, schema, table,
-                    lock_wait, skip_approval)
-
-    def act(t: Target, adapter: Adapter) -> None:
-        migs = [m for m in t.migrations if m.kind is not Kind.UNDO]
-        with _progress() as progress:
-            task = progress.add_task(t.label, total=None)
-            result = run_migrate(adapter, migs, t.ctx, target=target, out_of_order=out_of_order, dry_run=dry_run,
-                                 on_progress=_on_progress(progress, task))
-            progress.update(task, total=len(result.applied) or 1, completed=len(result.applied) or 1,
-                            description=t.label)
-        _report(result, "would apply" if dry_run else "applied")
-
-    _each(sel, act)
+                    lock_wait, emergency_override, reason, dry_run, target, out_of_order)
+    _show_logs()
+    verb = "would apply" if dry_run else "applied"
+    if url:
+        with _adhoc(sel, "migrate") as (run, adapter):
+            p = run.params
+            _display(verb, lambda show: (show.target(run.label), show.result(verbs.migrate(
+                adapter, run.migrations, run.ctx, target_version=p.target_version, out_of_order=p.allow_out_of_order,
+                dry_run=p.dry_run, sink=run.sink, on_progress=show.progress))))
+        return
+    with _spec_run(sel, "migrate") as run:
+        _display(verb, lambda show: verbs.migrate_environment(run, show))
 
 
 app.command("migrate")(_migrate)
@@ -296,21 +297,22 @@ def undo(to: str = typer.Option(..., "--to", help="revert every version above th
          region: Optional[list[str]] = RegionOpt, technology: Optional[str] = TechOpt, specs: Path = SpecsOpt,
          url: Optional[str] = UrlOpt, locations: Optional[list[Path]] = LocOpt,
          placeholder: Optional[list[str]] = PhOpt, schema: Optional[str] = SchemaOpt,
-         table: Optional[str] = TableOpt, lock_wait: Optional[float] = WaitOpt, skip_approval: bool = SkipOpt,
+         table: Optional[str] = TableOpt, lock_wait: Optional[float] = WaitOpt,
+         emergency_override: bool = OverrideOpt, reason: Optional[str] = ReasonOpt, skip_approval: bool = SkipOpt,
          dry_run: bool = typer.Option(False, "--dry-run")) -> None:
     """Revert applied versions above --to, newest first, through their U files (MongoDB: down() in the file)."""
+    _no_skip(skip_approval)
     sel = Selection(environment, domain, region, technology, specs, url, locations, placeholder, schema, table,
-                    lock_wait, skip_approval)
-
-    def act(t: Target, adapter: Adapter) -> None:
-        with _progress() as progress:
-            task = progress.add_task(t.label, total=None)
-            result = undo_to(adapter, t.migrations, t.ctx, to, dry_run=dry_run, on_progress=_on_progress(progress, task))
-            progress.update(task, total=len(result.applied) or 1, completed=len(result.applied) or 1,
-                            description=t.label)
-        _report(result, "would undo" if dry_run else "undone")
-
-    _each(sel, act)
+                    lock_wait, emergency_override, reason, dry_run)
+    _show_logs()
+    verb = "would undo" if dry_run else "undone"
+    if url:
+        with _adhoc(sel, "undo") as (run, adapter):
+            _display(verb, lambda show: (show.target(run.label), show.result(verbs.undo(
+                adapter, run.migrations, run.ctx, to, dry_run=dry_run, sink=run.sink, on_progress=show.progress))))
+        return
+    with _spec_run(sel, "undo") as run:
+        _display(verb, lambda show: verbs.undo_environment(run, to, show))
 
 
 @app.command()
@@ -323,27 +325,26 @@ def baseline(version: Optional[str] = typer.Option(None, "--version", help="mark
              region: Optional[list[str]] = RegionOpt, technology: Optional[str] = TechOpt, specs: Path = SpecsOpt,
              url: Optional[str] = UrlOpt, locations: Optional[list[Path]] = LocOpt,
              schema: Optional[str] = SchemaOpt, table: Optional[str] = TableOpt,
-             lock_wait: Optional[float] = WaitOpt, skip_approval: bool = SkipOpt) -> None:
+             lock_wait: Optional[float] = WaitOpt, emergency_override: bool = OverrideOpt,
+             reason: Optional[str] = ReasonOpt, skip_approval: bool = SkipOpt) -> None:
     """Adopt an existing database: mark versions up to --version as applied, or import Flyway's history."""
+    _no_skip(skip_approval)
     if bool(version) == from_flyway:
         raise _usage("give exactly one of --version V or --from-flyway")
-    sel = Selection(environment, domain, region, technology, specs, url, locations, None, schema,
-                    table, lock_wait, skip_approval, needs_files=False)
+    sel = Selection(environment, domain, region, technology, specs, url, locations, None, schema, table,
+                    lock_wait, emergency_override, reason, needs_files=False)
+    _show_logs()
 
-    def act(t: Target, adapter: Adapter) -> None:
-        with adapter.lock(t.ctx.owner, t.ctx.lock_wait_seconds):
-            if from_flyway:
-                importer = getattr(adapter, "import_flyway", None)
-                if importer is None:
-                    raise PolymigrateError(f"{t.technology} has no Flyway history to import")
-                n = importer(t.ctx, schema=flyway_schema, table=flyway_table)
-                console.print(f"[green]✓[/] {t.label}: imported {n} row(s) from {flyway_schema}.{flyway_table}"
-                              + ("" if n else " (already imported)"))
-            else:
-                adapter.baseline(version, description, t.ctx)  # type: ignore[arg-type]
-                console.print(f"[green]✓[/] {t.label}: baselined at {version}")
+    def act(label: str, adapter: Adapter, ctx, sink) -> None:
+        if from_flyway:
+            n = verbs.import_flyway(adapter, ctx, schema=flyway_schema, table=flyway_table, sink=sink)
+            console.print(f"[green]✓[/] {label}: imported {n} row(s) from {flyway_schema}.{flyway_table}"
+                          + ("" if n else " (already imported)"))
+        else:
+            verbs.baseline(adapter, ctx, version, description, sink)  # type: ignore[arg-type]
+            console.print(f"[green]✓[/] {label}: baselined at {version}")
 
-    _each(sel, act)
+    _maintain(sel, "baseline", act)
 
 
 @app.command("flyway-import")
@@ -352,11 +353,13 @@ def flyway_import(flyway_schema: str = typer.Option("public", "--flyway-schema")
                   environment: Optional[str] = EnvOpt, domain: Optional[str] = DomainOpt,
                   region: Optional[list[str]] = RegionOpt, specs: Path = SpecsOpt, url: Optional[str] = UrlOpt,
                   schema: Optional[str] = SchemaOpt, table: Optional[str] = TableOpt,
-                  lock_wait: Optional[float] = WaitOpt, skip_approval: bool = SkipOpt) -> None:
+                  lock_wait: Optional[float] = WaitOpt, emergency_override: bool = OverrideOpt,
+                  reason: Optional[str] = ReasonOpt, skip_approval: bool = SkipOpt) -> None:
     """Import a Flyway-managed database's history so it continues under polymigrate (= baseline --from-flyway)."""
     baseline(version=None, description="", from_flyway=True, flyway_schema=flyway_schema, flyway_table=flyway_table,
              environment=environment, domain=domain, region=region, technology="postgresql", specs=specs, url=url,
-             locations=None, schema=schema, table=table, lock_wait=lock_wait, skip_approval=skip_approval)
+             locations=None, schema=schema, table=table, lock_wait=lock_wait, emergency_override=emergency_override,
+             reason=reason, skip_approval=skip_approval)
 
 
 @app.command()
@@ -364,21 +367,37 @@ def repair(environment: Optional[str] = EnvOpt, domain: Optional[str] = DomainOp
            region: Optional[list[str]] = RegionOpt, technology: Optional[str] = TechOpt, specs: Path = SpecsOpt,
            url: Optional[str] = UrlOpt, locations: Optional[list[Path]] = LocOpt,
            schema: Optional[str] = SchemaOpt, table: Optional[str] = TableOpt,
-           lock_wait: Optional[float] = WaitOpt, skip_approval: bool = SkipOpt) -> None:
-    """Realign the checksums of changed files; mark failed, half-done and missing rows deleted."""
+           lock_wait: Optional[float] = WaitOpt, emergency_override: bool = OverrideOpt,
+           reason: Optional[str] = ReasonOpt, skip_approval: bool = SkipOpt) -> None:
+    """Realign the checksums of changed files; mark rows whose file is gone deleted (kept for the record).
+    A half-done file keeps its row and progress, so the next run resumes after what committed."""
+    _no_skip(skip_approval)
     sel = Selection(environment, domain, region, technology, specs, url, locations, None, schema, table,
-                    lock_wait, skip_approval)
+                    lock_wait, emergency_override, reason)
+    _show_logs()
 
-    def act(t: Target, adapter: Adapter) -> None:
-        with adapter.lock(t.ctx.owner, t.ctx.lock_wait_seconds):
-            report = adapter.repair(t.migrations, t.ctx)
-        console.print(f"[green]✓[/] {t.label}: realigned {len(report.realigned)}, removed {len(report.removed)}")
+    def act(label: str, adapter: Adapter, ctx, sink, migrations) -> None:
+        report = verbs.repair(adapter, migrations, ctx, sink)
+        console.print(f"[green]✓[/] {label}: realigned {len(report.realigned)}, marked deleted {len(report.removed)}")
         for s in report.realigned:
             console.print(f"  realigned {s}", highlight=False)
         for s in report.removed:
-            console.print(f"  removed   {s}", highlight=False)
+            console.print(f"  deleted   {s} (its row is kept, marked deleted)", highlight=False)
 
-    _each(sel, act)
+    _maintain(sel, "repair", act, with_files=True)
+
+
+def _maintain(sel: Selection, verb: str, act: Callable, with_files: bool = False) -> None:
+    """A ledger verb on the targets the options name: ad hoc, or every target of the environment once
+    its policy allowed it."""
+    if sel.url:
+        with _adhoc(sel, verb) as (run, adapter):
+            act(run.label, adapter, run.ctx, run.sink, *([run.migrations] if with_files else []))
+        return
+    with _spec_run(sel, verb) as run:
+        verbs.each_target(run, verb, lambda region, tech, adapter, ctx: act(
+            f"{region}/{tech} ({run.environment.connection_id(region, tech)})", adapter, ctx, run.sink,
+            *([run.migrations(tech)] if with_files else [])))
 
 
 @app.command()
@@ -387,18 +406,26 @@ def status(environment: Optional[str] = EnvOpt, domain: Optional[str] = DomainOp
            url: Optional[str] = UrlOpt, locations: Optional[list[Path]] = LocOpt,
            schema: Optional[str] = SchemaOpt, table: Optional[str] = TableOpt) -> None:
     """Live state of every migration (pending, success, changed, …) from the target's ledger; works ad hoc too."""
-    sel = Selection(environment, domain, region, technology, specs, url, locations, None, schema, table, None, True)
+    sel = Selection(environment, domain, region, technology, specs, url, locations, None, schema, table, None)
 
-    def act(t: Target, adapter: Adapter) -> None:
-        migs = [m for m in t.migrations if m.kind is not Kind.UNDO]
-        tbl = Table(title=t.label, title_justify="left")
+    def show(label: str, infos: list[MigrationInfo]) -> None:
+        tbl = Table(title=label, title_justify="left")
         for col in ("version", "description", "script", "state", "installed on", "ms"):
             tbl.add_column(col)
-        for i in reconcile(migs, adapter.read_ledger()):
+        for i in infos:
             e = i.entry
             tbl.add_row(i.version or "R", i.description, i.script, i.state.value,
                         e.installed_on.isoformat(timespec="seconds") if e and e.installed_on else "",
                         str(e.execution_time) if e else "")
         console.print(tbl)
 
-    _each(sel, act)
+    _show_logs()
+    if url:
+        with _adhoc(sel, "status", record=False) as (run, adapter):
+            show(run.label, reconcile(applicable(run.migrations), adapter.read_ledger()))
+        return
+    with _spec_run(sel, "status", record=False) as run:
+        for r, tech in [(r.name, t) for r in run.regions() for t in run.technologies(r.name)]:
+            with run.target(r, tech) as adapter:
+                show(f"{r}/{tech} ({run.environment.connection_id(r, tech)})",
+                     reconcile(run.catalog.applicable(tech), adapter.read_ledger()))

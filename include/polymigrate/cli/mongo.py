@@ -15,9 +15,9 @@ import typer
 from polymigrate.adapters.base import Adapter
 from polymigrate.catalog import Kind
 from polymigrate.cli.app import console, err_console
-from polymigrate.cli.migrate import (DomainOpt, EnvOpt, LocOpt, RegionOpt, Selection, SkipOpt, SpecsOpt, TableOpt,
-                                     Target, UrlOpt, WaitOpt, _each, app)
-from polymigrate.errors import PolymigrateError
+from polymigrate.cli.migrate import (DomainOpt, EnvOpt, LocOpt, OverrideOpt, ReasonOpt, RegionOpt, Selection, SkipOpt,
+                                     SpecsOpt, TableOpt, UrlOpt, WaitOpt, _maintain, _no_skip, app)
+from polymigrate.errors import PermanentError
 
 
 @app.command("migrate-mongo-import")
@@ -26,17 +26,19 @@ def migrate_mongo_import(collection: str = typer.Option("changelog", "--collecti
                          environment: Optional[str] = EnvOpt, domain: Optional[str] = DomainOpt,
                          region: Optional[list[str]] = RegionOpt, specs: Path = SpecsOpt, url: Optional[str] = UrlOpt,
                          locations: Optional[list[Path]] = LocOpt, table: Optional[str] = TableOpt,
-                         lock_wait: Optional[float] = WaitOpt, skip_approval: bool = SkipOpt) -> None:
+                         lock_wait: Optional[float] = WaitOpt, emergency_override: bool = OverrideOpt,
+                         reason: Optional[str] = ReasonOpt, skip_approval: bool = SkipOpt) -> None:
     """Import migrate-mongo's changelog into the ledger: what migrate-mongo applied is never run again."""
+    _no_skip(skip_approval)
     sel = Selection(environment, domain, region, "mongodb", specs, url, locations, None, None, table, lock_wait,
-                    skip_approval)
+                    emergency_override, reason)
 
-    def act(t: Target, adapter: Adapter) -> None:
+    def act(label: str, adapter: Adapter, ctx, sink, migrations) -> None:
         importer = getattr(adapter, "import_migrate_mongo", None)
         if importer is None:
-            raise PolymigrateError(f"{t.label}: a migrate-mongo changelog can only be imported into MongoDB")
-        report = importer(t.ctx, [m for m in t.migrations if m.kind is Kind.VERSIONED], collection=collection)
-        console.print(f"[green]✓[/] {t.label}: imported {len(report.imported)} applied migration(s) from "
+            raise PermanentError(f"{label}: a migrate-mongo changelog can only be imported into MongoDB")
+        report = importer(ctx, [m for m in migrations if m.kind is Kind.VERSIONED], collection=collection)
+        console.print(f"[green]✓[/] {label}: imported {len(report.imported)} applied migration(s) from "
                       f"{collection}" + (f", {len(report.already)} already in the ledger" if report.already else ""),
                       highlight=False)
         for name in report.changed:
@@ -46,4 +48,4 @@ def migrate_mongo_import(collection: str = typer.Option("changelog", "--collecti
             err_console.print(f"  [yellow]missing[/] {name}: in the changelog, no such file in the locations; "
                               "restore it or run `polymigrate repair`", highlight=False)
 
-    _each(sel, act)
+    _maintain(sel, "migrate-mongo-import", act, with_files=True)

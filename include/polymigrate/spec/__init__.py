@@ -4,6 +4,7 @@ from polymigrate.spec.loader import load_project
 from polymigrate.spec.models import (
     ApprovalPolicy,
     Domain,
+    Emergency,
     Environment,
     Policy,
     Project,
@@ -14,6 +15,6 @@ from polymigrate.spec.models import (
 )
 
 __all__ = [
-    "ApprovalPolicy", "Domain", "Environment", "Policy", "Project", "Region", "Rollout",
+    "ApprovalPolicy", "Domain", "Emergency", "Environment", "Policy", "Project", "Region", "Rollout",
     "TechnologyConfig", "Window", "load_project",
 ]

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from polymigrate import TECHNOLOGIES
 from polymigrate.errors import Problem
+from polymigrate.secrets import URL_WITH_PASSWORD, token_in
 from polymigrate.spec.models import Domain, Environment, Project
 from polymigrate.spec.reading import inside, read_yaml
 
@@ -25,15 +26,12 @@ ENVIRONMENTS_DIR = "environments"
 DOMAIN_FILE = "domain.yaml"
 
 _SECRET_KEY = re.compile(r"(^|_|-)(password|passwd|pwd|secret|token|api_?key|private_?key|credentials?|auth)$", re.I)
-_URI_WITH_PASSWORD = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^@\s/]+@", re.I)
-# Values that are credentials whatever key they sit under: bearer tokens, JWTs, cloud/SaaS keys.
-_TOKEN_VALUE = re.compile(
-    r"(^bearer\s+\S{8,}"
-    r"|eyJ[\w-]{8,}\.[\w-]{8,}\.[\w-]{8,}"                     # JWT
-    r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"                          # AWS access key id
-    r"|\bgh[pousr]_[A-Za-z0-9]{30,}"                           # GitHub token
-    r"|\bxox[abprs]-[A-Za-z0-9-]{10,}"                          # Slack token
-    r"|-----BEGIN [A-Z ]*PRIVATE KEY-----)", re.I)
+_BEARER = re.compile(r"^bearer\s+\S{8,}", re.I)  # a whole value that is an Authorization header
+
+
+def _is_token(value: str) -> bool:
+    """Values that are credentials whatever key they sit under: bearer tokens, JWTs, cloud/SaaS keys."""
+    return bool(_BEARER.search(value) or token_in(value))
 _CREDENTIAL_HINT = "store credentials in an Airflow connection (or the secrets backend) and reference its connection id"
 
 
@@ -109,7 +107,7 @@ def _validation_problems(exc: ValidationError, file: str, node: yaml.Node | None
 def _safe_repr(value: Any) -> str:
     """repr for error messages, never echoing something that looks like a credential."""
     text = repr(value)
-    if _URI_WITH_PASSWORD.search(text) or _TOKEN_VALUE.search(str(value)):
+    if URL_WITH_PASSWORD.search(text) or _is_token(str(value)):
         return "(a value that looks like a credential; not shown)"
     return text
 
@@ -129,10 +127,10 @@ def _credential_problems(node: yaml.Node | None, file: str, domain: str | None =
         elif isinstance(n, yaml.SequenceNode):
             for item in n.value:
                 walk(item)
-        elif isinstance(n, yaml.ScalarNode) and _URI_WITH_PASSWORD.search(str(n.value)):
+        elif isinstance(n, yaml.ScalarNode) and URL_WITH_PASSWORD.search(str(n.value)):
             out.append(Problem(file, "URI with an inline password", line=n.start_mark.line + 1,
                                hint=_CREDENTIAL_HINT, domain=domain))
-        elif isinstance(n, yaml.ScalarNode) and _TOKEN_VALUE.search(str(n.value)):
+        elif isinstance(n, yaml.ScalarNode) and _is_token(str(n.value)):
             out.append(Problem(file, "value looks like a token or key", line=n.start_mark.line + 1,
                                hint=_CREDENTIAL_HINT, domain=domain))
 

@@ -76,6 +76,12 @@ class Rollout(_Model):
     halt_on_failure: bool = True
 
 
+class Emergency(_Model):
+    cli: bool = Field(False, description="break glass from the command line: `--emergency-override --reason …` runs "
+                                         "without the approvals (nobody can approve there) and past the gates an "
+                                         "override passes, recorded as 'overridden' with who and why")
+
+
 class Policy(_Model):
     approvals: ApprovalPolicy = ApprovalPolicy()
     window: Window | None = None
@@ -86,11 +92,31 @@ class Policy(_Model):
     start_unpaused: bool = Field(True, description="a scheduled DAG starts unpaused, so the schedule runs without "
                                                    "someone unpausing it first (false: paused until unpaused)")
     promotion_from: str | None = Field(None, description="environment whose ledgers must show success first")
+    rehearsal_from: str | None = Field(None, description="environment whose ledgers give the durations a window is "
+                                                         "checked against (default: promotion_from)")
+    audit_required: bool = Field(False, description="every run must be recorded in the audit store; without it a run "
+                                                    "fails before touching a target (always so where approvals are required)")
+    emergency: Emergency = Emergency()
     lock_timeout: str = "10s"
     statement_timeout: str | None = None
     lock_wait_seconds: float = Field(300, ge=0, description="how long to wait for another run's migration lock")
     retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(30, ge=0)
+
+    @property
+    def needs_audit(self) -> bool:
+        """Runs must be recorded; approvals are verified from the audit store, so requiring them requires it."""
+        return self.audit_required or self.approvals.required > 0
+
+    @property
+    def rehearsal(self) -> str | None:
+        """The environment whose successful runs estimate how long a migration takes here."""
+        return self.rehearsal_from or self.promotion_from
+
+    @property
+    def constrains_runs(self) -> bool:
+        """Anything beyond running what is pending: an ad hoc run against these targets would skip it."""
+        return bool(self.needs_audit or self.window or self.promotion_from or not self.destructive_allowed)
 
 
 class Region(_Model):

@@ -8,17 +8,15 @@ from pglast import ast, enums
 
 from polymigrate.lint.pgast import AT, alter_cmds, qualified
 from polymigrate.lint.rule import Hit, Rule
+from polymigrate.secrets import TOKENS, URL_WITH_PASSWORD
 
 # Each pattern names what it found; values themselves are never copied into a finding.
 _SECRETS = (
     ("a PASSWORD literal", re.compile(r"\bPASSWORD\s+'(?!\$\{)[^']+'", re.I)),
     ("a credential assignment", re.compile(
         r"""(?i)\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|auth[_-]?token|token)\b["']?\s*[:=]\s*["'](?!\$\{)[^"'\s]{6,}["']""")),
-    ("a URL with a password", re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s/:@'\"]+:(?!\$\{)[^\s@'\"/]+@", re.I)),
-    ("an AWS access key id", re.compile(r"\bAKIA[0-9A-Z]{16}\b")),
-    ("a private key", re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")),
-    ("a GitHub token", re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36}\b")),
-    ("a Slack token", re.compile(r"\bxox[abprs]-[A-Za-z0-9-]{10,}")),
+    ("a URL with a password", URL_WITH_PASSWORD),
+    *TOKENS,  # the same credential shapes the spec loader rejects (polymigrate.secrets)
 )
 
 

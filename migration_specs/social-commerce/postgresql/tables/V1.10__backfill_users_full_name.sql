@@ -2,6 +2,7 @@
 -- Backfill in batches of 5000 rows, committing each batch, so no long transaction holds row locks
 -- or bloats the table; safe to re-run after an interruption (it only touches rows still NULL).
 -- Rows without any name get '' so the contract step can make the column NOT NULL.
+-- polymigrate:lint-ignore commit-inside-do-block reason: every batch selects only rows whose full_name is still NULL, so re-running the block from its start skips what committed
 DO $$
 DECLARE
     touched integer;

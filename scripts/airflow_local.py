@@ -1,4 +1,5 @@
-"""Run Airflow on this machine for the demo and the end-to-end tests.
+"""Run Airflow on this machine for the demo and the end-to-end tests (not part of the plugin: nothing
+in production supervises Airflow's processes).
 
 ``scripts/demo.py`` and the e2e tests start a real ``airflow standalone`` or ``airflow api-server``
 in a throwaway AIRFLOW_HOME on free ports, wait for it, talk to its REST API and stop it without
@@ -84,9 +85,6 @@ def airflow_env(home: Path, port: int, *, dags_folder: Path, metadata_url: str,
         # the parse of the DAG file (every DAG then missing) while the machine was busy
         "AIRFLOW__DAG_PROCESSOR__DAG_FILE_PROCESSOR_TIMEOUT": "240",
         "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "200",
-        # the task's first call to the execution API timed out at 5 s under the same load, failing
-        # the task before it ran ("Workload execution failed … ReadTimeout")
-        "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
         "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "15",
         # standalone starts its components as `airflow ...` through PATH: they must be the venv's
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",

@@ -1,0 +1,23 @@
+"""The command layer: every policy and gate decision, the same wherever a migration is run from.
+
+As alembic's ``command`` module is for alembic, this package is what the command line and the
+Airflow operators call; they only turn their input (options, a task's context) into a call and its
+outcome into theirs (an exit code, an Airflow exception). Nothing here imports Airflow.
+
+* ``project``: loading specs, one domain's catalog, one environment;
+* ``planning``: plans read from each target's ledger;
+* ``context``: ``Run`` (scope, ``RunParams``, ``Who``, audit sink, ``Connector``), ``Grant``;
+* ``gates``: promotion, dependencies, execution window (with rehearsal estimates);
+* ``approval``: asking, each answer, the re-check from the audit store, the command line's authority;
+* ``verbs``: validate, lint, plan, migrate, verify, undo, baseline, repair, info, and the whole
+  DAG sequence in one process (``migrate_environment``);
+* ``adhoc``: ``--url`` runs, refused against the targets of a policy-bound environment.
+"""
+
+from polymigrate.commands.context import (Connector, EnvironmentConnector, Grant, Run, RunParams, UsageError, Who,
+                                          audit_sink, open_run)
+from polymigrate.commands.planning import Connect, plan_domain, plan_table
+from polymigrate.commands.project import Validated, all_migrations, environment_of, load_domain, validate_project
+
+__all__ = ["Connect", "Connector", "EnvironmentConnector", "Grant", "Run", "RunParams", "UsageError", "Validated", "Who", "all_migrations",
+           "audit_sink", "environment_of", "load_domain", "open_run", "plan_domain", "plan_table", "validate_project"]

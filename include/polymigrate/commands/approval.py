@@ -1,0 +1,324 @@
+"""Approval as every front end needs it: asking (the DAG's human-in-the-loop task), each answer,
+the check that plan and execute make hours later, and the command line where nobody can answer.
+
+The rules themselves are ``polymigrate.policy.evaluate`` (pure). What this module adds is where the
+answers come from: the audit store, where each answer is recorded as it is given, is read back and
+evaluated again at the moment of each check (expiry, roles, rejections). A task's XCom is only a
+claim; a ``Grant`` is what was verified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from polymigrate.commands.context import Grant, Run
+from polymigrate.commands.gates import promotion_check
+from polymigrate.commands.planning import plan_domain
+from polymigrate.errors import PolicyRefused
+from polymigrate.events import EventSink
+from polymigrate.policy import Approval, ChangeSet, Decision, eligible_roles, evaluate
+from polymigrate.spec.approvers import load_approvers
+
+SUPPRESSIONS_SHOWN = 20
+
+
+@dataclass
+class Pending:
+    """People must answer: who may, what they read, and what the approve task carries between answers."""
+
+    request: dict[str, Any]   # changeset_hash, triggered_by, override, reason, eligible
+    decision: Decision
+    body: str
+    approvals: list[dict]     # counted so far (recorded earlier in this run, or given since)
+
+
+def when(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, str) and value:
+        return datetime.fromisoformat(value)
+    return datetime.now(timezone.utc)
+
+
+def change_set(run: Run, summary: dict, changeset_hash: str | None = None) -> ChangeSet:
+    """What is being approved, from the validate step's summary: one definition for asking, each
+    answer and the later checks of plan and execute."""
+    return ChangeSet(domain=run.domain.name, environment=run.environment.name,
+                     hash=changeset_hash or summary.get("changeset_hash") or "", triggered_by=run.who.triggered_by,
+                     risk=summary.get("risk") or "low", destructive=bool(summary.get("destructive")),
+                     destructive_waived=bool(summary.get("destructive_waived")),
+                     blocking_findings=int((summary.get("lint") or {}).get("blocking", 0)))
+
+
+def recorded_answers(sink: EventSink, domain: str, environment: str, run_id: str | None,
+                     changeset_hash: str) -> tuple[list[dict], list[dict]]:
+    """(counted approvals, rejections) of this run and change set in the audit store, oldest first.
+
+    ``([], [])`` when the sink cannot be queried (no audit store configured).
+    """
+    query = getattr(sink, "query", None)
+    if query is None or not run_id:
+        return [], []
+    approvals: dict[str, dict] = {}
+    rejections: list[dict] = []
+    for r in query(domain=domain, environment=environment, run_id=run_id, kind=["approved", "rejected"]):
+        d = r.event.details
+        if d.get("changeset_hash") != changeset_hash or not d.get("by") or d.get("automatic"):
+            continue
+        answer = {"user": d["by"], "decision": "approve" if r.event.kind == "approved" else "reject",
+                  "hash": changeset_hash, "at": r.event.at.isoformat(),
+                  "comment": d.get("comment") or d.get("reason") or ""}
+        if r.event.kind == "rejected":
+            rejections.append(answer)
+        elif d.get("counted"):
+            approvals.setdefault(d["by"], answer)
+    return list(approvals.values()), rejections
+
+
+def decide(run: Run, change: ChangeSet, answers: list[dict], override: bool) -> Decision:
+    """The policy's decision on these answers, now (expiry and roles as of this moment)."""
+    people = load_approvers(run.project.root)
+    given = [Approval(a["user"], a["decision"], a["hash"], when(a["at"]), people.roles_of(a["user"]),
+                      a.get("comment", "")) for a in answers]
+    return evaluate(run.policy, change, given, run.clock(), override=override)
+
+
+def approval_status(run: Run, changeset_hash: str, summary: dict) -> Decision:
+    """The decision on the answers recorded in the audit store for this run and change set
+    (``approve-status``); ``PolicyRefused`` when there is no audit store to read them from."""
+    if getattr(run.sink, "query", None) is None:
+        raise PolicyRefused("no audit store to read the approvals from, so none can be confirmed",
+                            hint="configure the audit store (connection 'polymigrate_audit')")
+    approvals, rejections = recorded_answers(run.sink, run.domain.name, run.environment.name, run.who.run_id,
+                                             changeset_hash)
+    return decide(run, change_set(run, summary, changeset_hash), approvals + rejections, run.params.override)
+
+
+def check_approval(run: Run, claimed_hash: str | None, summary: dict) -> Grant:
+    """Refuse unless the files (and placeholders) are exactly what was approved, and the approval is
+    on record and still valid now; plan and every execute task call this, possibly hours later."""
+    current = run.changeset_hash()
+    if not claimed_hash:
+        raise PolicyRefused("no approval recorded in this run (the approve task pushed no change-set hash)",
+                            hint="clear the approve task so the change set is approved again")
+    if current != claimed_hash:
+        run.emit("refused", details={"reason": "the change set changed after approval",
+                                     "changeset_hash": claimed_hash, "current_hash": current})
+        raise PolicyRefused(f"the change set changed after approval (approved {claimed_hash[:12]}, files now "
+                            f"{current[:12]}); trigger a new run to approve it again")
+    if run.policy.approvals.required == 0 and not run.params.override:
+        return Grant(current)
+    decision = approval_status(run, current, summary)
+    if decision.status != "approved":
+        run.emit("refused", details={"reason": "no valid approval on record", "changeset_hash": current,
+                                     "decision": decision.to_dict()})
+        raise PolicyRefused(f"no valid approval on record for change set {current[:12]} in this run: "
+                            + "; ".join(decision.reasons + decision.ignored),
+                            hint="clear the approve task so the change set is approved again")
+    return Grant(current, tuple(decision.approved_by), decision.override, "approvals")
+
+
+def refuse(run: Run, reasons: list[str], details: dict) -> None:
+    run.emit("refused", details={**details, "reason": "; ".join(reasons)})
+    raise PolicyRefused("approval refused:\n  " + "\n  ".join(reasons))
+
+
+# --- asking people (the DAG's approve task) ------------------------------------------------------
+
+def request_approval(run: Run, summary: dict) -> dict | Pending:
+    """The approve task's result when nobody needs to answer (any more), else what to ask."""
+    params = run.params
+    request = {"changeset_hash": summary.get("changeset_hash") or "", "triggered_by": run.who.triggered_by,
+               "override": params.override, "reason": params.override_reason}
+    if not request["changeset_hash"]:
+        raise PolicyRefused("the validate task pushed no change-set hash; clear validate first")
+    change = change_set(run, summary)
+    decision = evaluate(run.policy, change, [], run.clock(), override=params.override)
+    base = {"changeset_hash": change.hash, "required": decision.required, "override": params.override}
+    if decision.status == "approved":
+        run.log.info("Approved automatically: the environment's policy needs no approval")
+        run.emit("approved", details={**base, "automatic": True, "reason": "approvals.required: 0", "by": "policy"})
+        return {"approved": True, "automatic": True, "approved_by": [], **base}
+    if decision.status == "refused":
+        refuse(run, decision.reasons, base)
+
+    ap = run.policy.approvals
+    exclude = None if ap.triggerer_may_approve else change.triggered_by
+    people = load_approvers(run.project.root).eligible(eligible_roles(ap, change, override=params.override),
+                                                       ap.users, exclude=exclude)
+    if len(people) < decision.required:
+        refuse(run, [f"needs {decision.required} distinct approver(s) but only {len(people)} may approve "
+                     f"({', '.join(people) or 'nobody'}) under the policy of {run.environment.name}"
+                     + (f", {exclude} excluded as the triggering user" if exclude else "")
+                     + "; add people with the required roles to migration_specs/approvers.yaml"], base)
+    request["eligible"] = people
+    prior, rejections = recorded_answers(run.sink, run.domain.name, run.environment.name, run.who.run_id, change.hash)
+    if rejections:
+        r = rejections[-1]
+        refuse(run, [f"rejected earlier in this run by {r['user']}" + (f": {r['comment']}" if r["comment"] else "")
+                     + "; a rejection stands (trigger a new run)"], {"changeset_hash": change.hash})
+    if prior:
+        # a new try of the approve task (cleared, or failed by Airflow while parked): the answers already
+        # given for this very change set still count, so approvers are not asked twice
+        decision = decide(run, change, prior, params.override)
+        run.log.info("Approvals recorded earlier in this run for %s: %s", change.hash[:12],
+                     ", ".join(a["user"] for a in prior))
+        if decision.status == "approved":
+            return _granted(run, change, decision, request, base)
+    body = summary_markdown(run.domain.name, run.environment.name, summary, decision, people, change.triggered_by,
+                            _preview(run), params.override_reason)
+    run.log.info("Waiting for %d approval(s) from %s (Browse → Required Actions)", decision.required, people)
+    run.emit("approval_requested", details={**base, "eligible": people, "escalated": decision.escalated,
+                                            "reason": params.override_reason})
+    return Pending(request, decision, body, prior)
+
+
+def record_answer(run: Run, request: dict, approvals: list[dict], summary: dict) -> dict | Pending:
+    """One more answer (the last of ``approvals``): recorded, then the policy decides again."""
+    answer = approvals[-1]
+    base = {"changeset_hash": request["changeset_hash"], "override": request.get("override", False)}
+    current = run.changeset_hash()
+    if current != request["changeset_hash"]:
+        refuse(run, ["the change set changed while waiting for approval (hash "
+                     f"{current[:12]}, approvers saw {request['changeset_hash'][:12]}); "
+                     "trigger a new run to approve it again"], {**base, "current_hash": current})
+    change = change_set(run, summary, request["changeset_hash"])
+    override = bool(request.get("override"))
+    decision = decide(run, change, approvals, override)
+    before = decide(run, change, approvals[:-1], override)
+    user, comment = answer["user"], answer.get("comment", "")
+    if answer["decision"] == "reject" and decision.status == "refused":
+        run.emit("rejected", details={**base, "by": user, "reason": comment or "no comment given"})
+        raise PolicyRefused("change set rejected:\n  " + "\n  ".join(decision.reasons))
+    counted = len(decision.approved_by) > len(before.approved_by)  # this answer, not an earlier one
+    why = [i for i in decision.ignored if i.startswith(f"{user}:")]
+    run.emit("approved", details={**base, "by": user, "counted": counted, "comment": comment,
+                                  "approved_by": decision.approved_by, "required": decision.required,
+                                  **({"not_counted": why[-1]} if not counted and why else {})})
+    if decision.status == "refused":
+        refuse(run, decision.reasons, base)
+    if decision.status == "approved":
+        return _granted(run, change, decision, request, base)
+    run.log.info("%s answered%s; still waiting: %s%s", user, "" if counted else " (not counted)",
+                 "; ".join(decision.reasons), "".join(f"\n  not counted: {i}" for i in decision.ignored))
+    return Pending(request, decision, "", approvals)
+
+
+def _granted(run: Run, change: ChangeSet, decision: Decision, request: dict, base: dict) -> dict:
+    if decision.override:
+        run.emit("overridden", details={**base, "by": ", ".join(decision.approved_by), "reason": request.get("reason"),
+                                        "gate": "approval", "how": "approvals", "approved_by": decision.approved_by})
+    run.log.info("Approved by %s for change set %s", ", ".join(decision.approved_by), change.hash[:12])
+    return {"approved": True, "automatic": False, "approved_by": decision.approved_by,
+            "required": decision.required, "decision": decision.status, **base}
+
+
+# --- where nobody can answer (the command line) ----------------------------------------------------
+
+def authorize(run: Run, summary: dict) -> Grant:
+    """The policy alone decides: automatic where it needs nobody; an emergency override breaks the glass
+    only where ``policy.emergency.cli`` allows it, recorded as ``overridden`` with who and why; a run
+    that needs approvals is refused, naming the DAG that collects them."""
+    from polymigrate.blueprint import dag_id
+
+    params, policy = run.params, run.policy
+    change = change_set(run, summary)
+    decision = evaluate(policy, change, [], run.clock())
+    base = {"changeset_hash": change.hash, "required": decision.required, "override": params.override}
+    dag = dag_id(run.domain.name, run.environment.name)
+    if params.override:
+        if not policy.emergency.cli:
+            refuse(run, [f"the policy of {run.environment.name} does not allow an emergency override from the command "
+                         f"line (policy.emergency.cli); trigger the DAG {dag} with emergency_override and a reason "
+                         "instead (it needs the stricter approval)"], base)
+        bypassed = decision.reasons if decision.status != "approved" else []
+        run.log.warning("EMERGENCY OVERRIDE by %s (%s): %s", run.who.actor, params.override_reason,
+                        "; ".join(bypassed) or "nothing the policy would refuse")
+        run.emit("overridden", details={**base, "by": run.who.actor, "reason": params.override_reason,
+                                        "gate": "approval", "how": "break_glass", "bypassed": bypassed})
+        return Grant(change.hash, (run.who.actor,), True, "break_glass")
+    if decision.status == "approved":
+        run.emit("approved", details={**base, "automatic": True, "reason": "approvals.required: 0", "by": "policy"})
+        return Grant(change.hash)
+    if decision.status == "waiting":
+        reasons = [f"{run.environment.name} requires {decision.required} approval(s), which the command line cannot "
+                   f"collect: trigger the DAG {dag}"
+                   + (", or break the glass with --emergency-override --reason …" if policy.emergency.cli else "")]
+    else:
+        reasons = decision.reasons
+    refuse(run, reasons, base)
+    raise AssertionError("unreachable")  # refuse raises
+
+
+# --- what the approvers read -------------------------------------------------------------------------
+
+def _preview(run: Run) -> dict[str, Any]:
+    """Pending per region and technology, and what staging has not run; never fails the request."""
+    try:
+        params = run.params
+        plan = plan_domain(run.project, run.domain, run.catalog, run.environment,
+                           run.connector.connect(run.environment, run.domain, params.technologies),
+                           regions=params.regions, target_version=params.target_version,
+                           out_of_order=params.allow_out_of_order)
+        plan.targets = [t for t in plan.targets if params.selects(t.region, t.technology)]
+        regions: dict[str, dict[str, Any]] = {}
+        for t in plan.targets:
+            regions.setdefault(t.region, {})[t.technology] = "?" if t.error else len(t.steps)
+        out: dict[str, Any] = {"regions": regions}
+        if plan.problems:
+            out["error"] = "; ".join(plan.problems)[:300]
+        if run.policy.promotion_from:
+            out["staging_env"] = run.policy.promotion_from
+            out["staging"] = promotion_check(run, plan)
+        return out
+    except Exception as exc:  # the approver still sees the files and lint; the plan task enforces
+        run.log.warning("preview not available: %s", exc)
+        return {"error": str(exc)[:300]}
+
+
+def summary_markdown(domain: str, environment: str, summary: dict[str, Any], decision: Decision, eligible: list[str],
+                     triggered_by: str, preview: dict[str, Any], override_reason: str | None = None) -> str:
+    """What the approver reads before choosing Approve or Reject."""
+    s = summary or {}
+    lint = s.get("lint") or {}
+    who = ", ".join(eligible)
+    lines = [f"**{domain}** in **{environment}**, triggered by **{triggered_by}**: needs **{decision.required}** "
+             f"approval(s) from distinct people ({who})."]
+    if decision.escalated:
+        lines.append("The bar is raised: " + ("**emergency override** requested" if decision.override else
+                     "high risk or destructive change set") + ".")
+    if override_reason:
+        lines.append(f"Override reason given: {_quoted(override_reason)} (what staging has not confirmed runs anyway).")
+    techs = s.get("migrations") or {}
+    regions = preview.get("regions") or {}
+    header = "| region | " + " | ".join(techs) + " |\n|---|" + "---|" * len(techs)
+    rows = [f"| {r} | " + " | ".join(str(counts.get(t, "-")) for t in techs) + " |" for r, counts in regions.items()]
+    lines += ["", "**Pending migrations per region** (from each target's ledger now):", "", header, *rows]
+    if preview.get("error"):
+        lines.append(f"\n_Ledgers not readable: {preview['error']}_ — files per technology: "
+                     + ", ".join(f"{t} {n}" for t, n in techs.items()))
+    destructive = "**yes**" if s.get("destructive") else "no"
+    lines += ["", f"- lint risk: **{s.get('risk') or 'not assessed'}**, findings: {lint.get('findings', 0)}, "
+              f"blocking: {lint.get('blocking', 0)}; destructive: {destructive}"]
+    for sup in (s.get("suppressions") or [])[:SUPPRESSIONS_SHOWN]:
+        lines.append(f"  - suppressed `{sup.get('rule')}` in {sup.get('file')}:{sup.get('line')}: "
+                     f"{_quoted(str(sup.get('reason') or ''))}")
+    if preview.get("staging") is not None:
+        missing = preview["staging"]
+        lines.append(f"- already succeeded in {preview.get('staging_env')}: "
+                     + ("**everything pending**" if not missing else
+                        f"**no** — {len(missing)} not yet: " + "; ".join(missing[:10])))
+    lines += [f"- change-set hash: `{s.get('changeset_hash', '?')}` (execution refuses if any file or "
+              "placeholder differs from what you approve)",
+              "", "Each answer is recorded with your name; this request reopens until enough distinct "
+              "people approved. **Reject** (with a comment) ends the run."]
+    return "\n".join(lines)
+
+
+def _quoted(text: str) -> str:
+    """Free text from a triggerer or a file author as one inert code span: no Markdown of theirs can
+    add lines that look like the facts approvers rely on."""
+    flat = " ".join(text.split()).replace("`", "'")
+    return f"`{flat[:500]}`"

@@ -1,0 +1,193 @@
+"""Gates that read targets before a run proceeds: the promotion gate (production only runs what
+already succeeded in staging), the dependencies of a domain, and the execution window checked
+against rehearsal timings. Composition of adapters and the pure checks in ``policy``; the same
+for a DAG task and the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from polymigrate.commands.context import EVENT_LIST_CAP, Grant, Run
+from polymigrate.commands.planning import Connect, plan_domain
+from polymigrate.commands.project import load_domain
+from polymigrate.errors import PermanentError, PolicyRefused, PolymigrateError
+from polymigrate.ledger import LedgerEntry
+from polymigrate.plan import Plan
+from polymigrate.policy import Promotable, estimate_seconds, promotion_missing, wait_until
+from polymigrate.reconcile import reconcile, to_apply
+from polymigrate.spec import Domain, Environment, Project
+
+
+@dataclass
+class StagingLedgers:
+    """Ledger rows of the rehearsal environment's targets, and the targets that could not be read."""
+
+    environment: str
+    ledgers: dict[tuple[str, str], list[LedgerEntry]] = field(default_factory=dict)
+    unreadable: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def promotable(plan: Plan) -> list[Promotable]:
+    """Everything a production plan would apply, once per (technology, script, checksum)."""
+    seen = {}
+    for t in plan.targets:
+        for s in t.steps:
+            seen[(t.technology, s.script, s.checksum)] = Promotable(t.technology, s.version, s.script, s.checksum)
+    return list(seen.values())
+
+
+def read_staging_ledgers(project: Project, domain: Domain, staging: Environment, connect: Connect,
+                         technologies: list[str] | None = None) -> StagingLedgers:
+    """(region, technology) → ledger rows of every staging target of the domain.
+
+    A target that cannot be read (missing connection, server down) is recorded in ``unreadable``
+    instead of raising: the gate then refuses what it cannot confirm, naming that target.
+    """
+    out = StagingLedgers(staging.name)
+    for region in project.regions_of(domain, staging):
+        for tech in domain.technology_order():
+            if technologies is not None and tech not in technologies:
+                continue
+            try:
+                adapter = connect(region.name, tech)
+            except PolymigrateError as exc:
+                out.unreadable[(region.name, tech)] = str(exc)
+                continue
+            if adapter is None:
+                continue
+            try:
+                out.ledgers[(region.name, tech)] = adapter.read_ledger()
+            except PolymigrateError as exc:
+                out.unreadable[(region.name, tech)] = str(exc)
+            finally:
+                adapter.close()
+    return out
+
+
+def promotion_gate(plan: Plan, project: Project, domain: Domain, environment: Environment,
+                   connect_staging: Connect) -> list[str]:
+    """What the plan would apply that has not succeeded in ``policy.promotion_from`` (empty: pass)."""
+    source = environment.policy.promotion_from
+    if not source:
+        return []
+    staging = project.environments.get(source)
+    if staging is None:
+        return [f"promotion_from names environment '{source}', which is not defined"]
+    pending = promotable(plan)
+    if not pending:
+        return []
+    techs = sorted({p.technology for p in pending})
+    read = read_staging_ledgers(project, domain, staging, connect_staging, techs)
+    missing = [f"{tech} in {source} region {region}: ledger not readable ({why})"
+               for (region, tech), why in sorted(read.unreadable.items())]
+    readable = [p for p in pending if not any(t == p.technology for (_, t) in read.unreadable)]
+    return missing + promotion_missing(readable, read.ledgers)
+
+
+def promotion_check(run: Run, plan: Plan) -> list[str]:
+    """What ``plan`` would apply that has not succeeded in every region of ``promotion_from``."""
+    staging = run.project.environments.get(run.policy.promotion_from or "")
+    connect = (lambda region, tech: None) if staging is None else \
+        run.connector.connect(staging, run.domain, run.params.technologies)
+    return promotion_gate(plan, run.project, run.domain, run.environment, connect)
+
+
+def check_promotion(run: Run, plan: Plan, grant: Grant) -> list[str]:
+    """Production runs only what succeeded in every staging region, unless an approved override says so.
+
+    Returns what staging has not confirmed (logged for a dry run, recorded for an override);
+    ``PolicyRefused`` otherwise. Who overrode comes from ``grant``, verified from the audit store
+    (or the break-glass run itself), never from what a task's XCom claims.
+    """
+    source = run.policy.promotion_from
+    if not source:
+        return []
+    missing = promotion_check(run, plan)
+    if not missing:
+        run.log.info("Promotion gate: everything pending already succeeded in %s", source)
+        return []
+    listing = "\n  ".join(missing)
+    if run.params.dry_run:
+        run.log.warning("Dry run: a real run would be refused by the promotion gate:\n  %s", listing)
+    elif run.params.override and grant.override:
+        run.log.warning("EMERGENCY OVERRIDE (%s), approved by %s; not yet succeeded in %s:\n  %s",
+                        run.params.override_reason, ", ".join(grant.approved_by), source, listing)
+        run.emit("overridden", details={"reason": run.params.override_reason, "gate": "promotion",
+                                        "by": ", ".join(grant.approved_by), "how": grant.how,
+                                        "missing": missing[:EVENT_LIST_CAP], "changeset_hash": grant.changeset_hash})
+    else:
+        run.emit("refused", details={"reason": f"not yet succeeded in {source}", "gate": "promotion",
+                                     "missing": missing[:EVENT_LIST_CAP]})
+        raise PolicyRefused(f"{len(missing)} migration(s) have not succeeded in {source} yet:\n  " + listing,
+                            hint=f"run them in {source} first (or, in an emergency, an override with a reason, "
+                                 "which needs the stricter approval)")
+    return missing
+
+
+def check_dependencies(run: Run, plan: Plan) -> None:
+    """Refuse while a ``depends_on`` domain has pending migrations on one of our targets."""
+    from polymigrate.blueprint import dag_id
+
+    ours = {(t.region, t.technology) for t in plan.targets}
+    for dep in run.domain.depends_on:
+        dep_project, dep_domain, dep_catalog = load_domain(run.project.root, dep, project=run.project)
+        connect = run.connector.connect(run.environment, dep_domain, sorted({tech for _, tech in ours}))
+        dep_plan = plan_domain(dep_project, dep_domain, dep_catalog, run.environment, connect,
+                               regions=run.params.regions)
+        dep_targets = [t for t in dep_plan.targets if (t.region, t.technology) in ours]
+        waiting = [f"{t.region}/{t.technology}: {len(t.steps)} pending (first {t.steps[0].script})"
+                   for t in dep_targets if t.steps]
+        waiting += [f"{t.region}/{t.technology}: {e}" for t in dep_targets for e in ([t.error] if t.error else []) + t.problems]
+        if waiting:
+            raise PermanentError(f"'{run.domain.name}' depends on '{dep}', which has pending migrations on the same "
+                                 "targets:\n  " + "\n  ".join(waiting),
+                                 hint=f"migrate '{dep}' first (the DAG {dag_id(dep, run.environment.name)}), then run again")
+
+
+def rehearsal_estimate(run: Run, technology: str, pending: list[Promotable]) -> tuple[float | None, list[str]]:
+    """Seconds the pending files took in the rehearsal environment's ledgers (None: unknown)."""
+    name = run.policy.rehearsal
+    rehearsal = run.project.environments.get(name or "")
+    if rehearsal is None:
+        return None, [p.script for p in pending]
+    read = read_staging_ledgers(run.project, run.domain, rehearsal,
+                                run.connector.connect(rehearsal, run.domain, [technology]), [technology])
+    for (region, tech), why in read.unreadable.items():
+        run.log.info("rehearsal ledger %s/%s in %s not readable: %s", region, tech, name, why)
+    return estimate_seconds(pending, read.ledgers)
+
+
+def window_wait(run: Run, region: str, technology: str) -> datetime | None:
+    """When this target may start under the execution window: None now (open long enough for what is
+    pending by its rehearsal estimate, nothing pending, no window, or a dry run).
+
+    ``PolicyRefused`` when the estimate is longer than a whole opening: waiting would never end.
+    """
+    window = run.policy.window
+    if window is None or run.params.dry_run:
+        return None
+    with run.target(region, technology) as adapter:
+        infos = reconcile(run.catalog.applicable(technology), adapter.read_ledger(),
+                          target_version=run.params.target_version, out_of_order=run.params.allow_out_of_order)
+    pending = [Promotable(technology, i.version, i.script, i.migration.checksum) for i in to_apply(infos)
+               if i.migration is not None]
+    if not pending:
+        return None  # nothing to run: no reason to wait for the window
+    estimate, unknown = rehearsal_estimate(run, technology, pending)
+    try:
+        moment = wait_until(window, run.clock(), estimate)
+    except ValueError as exc:
+        run.emit("refused", region=region, technology=technology,
+                 details={"reason": str(exc), "gate": "window", "estimate_seconds": estimate})
+        raise PolicyRefused(f"{region}/{technology}: {exc}; it would never start",
+                            hint="split the migration, or widen policy.window of " + run.environment.name) from None
+    what = (f"estimate {estimate:.0f}s from rehearsals" if estimate is not None else "no rehearsal estimate") + \
+        (f" ({len(unknown)} file(s) never rehearsed: {', '.join(unknown[:5])})" if unknown else "")
+    if moment is None:
+        run.log.info("Execution window open; %d pending, %s", len(pending), what)
+    else:
+        run.log.info("Execution window of %s closed or too short for %d pending (%s): not before %s",
+                     run.environment.name, len(pending), what, moment.isoformat())
+    return moment

@@ -1,0 +1,308 @@
+"""One function per verb. Policy-bound verbs take a ``Run`` (scope, params, who, sink, connector);
+target verbs take a resolved target (adapter, files, ``RunContext``) and a sink, so ad hoc runs use
+them too. The DAG's tasks and the command line call the same functions, in the same order
+(``migrate_environment`` is the DAG's sequence in one process).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Callable
+
+from polymigrate.adapters.base import Adapter, RepairReport
+from polymigrate.catalog import DomainCatalog, Migration, applicable
+from polymigrate.commands.approval import authorize
+from polymigrate.commands.context import EVENT_LIST_CAP, Grant, Run, RunParams, UsageError, Who
+from polymigrate.commands.gates import check_dependencies, check_promotion, window_wait
+from polymigrate.commands.planning import plan_domain, plan_table
+from polymigrate.errors import PermanentError, PolicyRefused
+from polymigrate.events import AuditEvent, EventSink, NullSink
+from polymigrate.executor import RunResult, migrate as execute, undo_to
+from polymigrate.ledger import RunContext
+from polymigrate.plan import Plan
+from polymigrate.policy import wait_until
+from polymigrate.reconcile import MigrationInfo, current_version, reconcile, to_apply, validation_problems
+
+Progress = Callable[[int, int, MigrationInfo], None]
+
+
+# --- the steps of a run (the DAG's tasks) ----------------------------------------------------------
+
+def trigger_details(who: Who, params: RunParams, verb: str, by: str | None = None) -> dict[str, Any]:
+    """What the ``triggered`` event says about a run: who, from where, asking for what."""
+    return {"by": by, "run_type": who.run_type, "origin": who.origin, "verb": verb, "params": asdict(params)}
+
+
+def lint(catalog: DomainCatalog, *, connection: Any = None, schema: str | None = None):
+    """The lint report of a domain (``polymigrate.lint``): findings, risk, destructive, suppressions."""
+    from polymigrate.lint import lint_catalog  # pglast: imported when linting, not at DAG parse
+
+    return lint_catalog(catalog, connection=connection, schema=schema)
+
+
+def summarize(run: Run) -> tuple[dict[str, Any], list]:
+    """(what an approval is about, the lint findings that block here): files per technology, lint
+    risk, destructive, suppressions and the change-set hash. Records nothing."""
+    counts = {tech: len(run.catalog.applicable(tech)) for tech in run.domain.technology_order()}
+    report = lint(run.catalog)
+    blocking = report.blocking(run.policy.lint_block_at)
+    for f in report.findings:
+        run.log.info("lint: %s", f)
+    # every destructive change carries a reasoned suppression: allowed where destructive changes are
+    # banned, but only through the stricter approval
+    waived = report.destructive and not any(f.destructive and not f.suppressed for f in report.findings)
+    return {"migrations": counts, "risk": report.risk, "destructive": report.destructive, "destructive_waived": waived,
+            "suppressions": report.suppressions[:EVENT_LIST_CAP], "changeset_hash": run.changeset_hash(),
+            "lint": {"findings": len(report.findings), "blocking": len(blocking)}}, blocking
+
+
+def validate(run: Run) -> dict[str, Any]:
+    """The domain's files and lint: a summary for the approval (recorded as ``validated``), or
+    ``PolicyRefused`` for blocking findings (recorded as ``refused``) unless an override carries them
+    to the stricter approval."""
+    policy, params = run.policy, run.params
+    summary, blocking = summarize(run)
+    if blocking and params.override:
+        run.log.warning("%d blocking lint finding(s) pass to approval under the emergency override "
+                        "(it needs the stricter approval): %s", len(blocking), params.override_reason)
+    elif blocking:
+        run.emit("refused", details={"reason": f"lint findings at or above {policy.lint_block_at}",
+                                     "findings": [str(f) for f in blocking][:EVENT_LIST_CAP]})
+        raise PolicyRefused(f"{len(blocking)} lint finding(s) at or above '{policy.lint_block_at}' block "
+                            f"{run.environment.name}:\n" + "\n".join(f"  - {f}" for f in blocking)
+                            + "\n(fix the migration, or waive the finding in the file as the lint docs describe)")
+    for note in run.catalog.notes:
+        run.log.info("note: %s", note)
+    run.log.info("Valid: %s", ", ".join(f"{t} {n}" for t, n in summary["migrations"].items()) or "no technology")
+    run.emit("validated", details=summary)
+    return summary
+
+
+def plan(run: Run, grant: Grant) -> Plan:
+    """Every selected target's plan, past the dependency and promotion gates; records ``planned``."""
+    params, env = run.params, run.environment
+    unknown = [r for r in params.regions or [] if r not in env.regions]
+    if unknown:
+        raise UsageError(f"param regions: {unknown} not in {env.name} ({sorted(env.regions)})")
+    from polymigrate.serving import served, skipped
+
+    # a target the environment cannot serve (not listed for the region, no adapter installed) is
+    # skipped and said why, never a failure: scheduled runs select every technology by default
+    serve = served(run.project, run.domain, env)
+    reachable = [t for t in params.technologies or run.domain.technology_order() if any(t in ts for ts in serve.values())]
+    result = plan_domain(run.project, run.domain, run.catalog, env,
+                         run.connector.connect(env, run.domain, reachable), regions=params.regions,
+                         target_version=params.target_version, out_of_order=params.allow_out_of_order)
+    result.targets = [t for t in result.targets if params.selects(t.region, t.technology)
+                      and t.technology in serve.get(t.region, ())]
+    result.skipped = skipped(run.project, run.domain, env, params.regions, params.technologies)
+    run.log.info("Plan %s/%s (hash %s)\n%s%s", run.domain.name, env.name, result.hash[:12], plan_table(result),
+                 "".join(f"\nskipped {line}" for line in result.skipped))
+    if result.problems:
+        fixes = [run.connector.how_to_configure(c) for c in sorted(run.connector.unconfigured)]
+        raise PermanentError("the plan cannot run:\n  " + "\n  ".join(result.problems),
+                             hint="; ".join(fixes + ["fix each line, then run again (in Airflow: clear this task)"]))
+    check_dependencies(run, result)
+    check_promotion(run, result, grant)
+    run.emit("planned", details={**result.summary(), "dry_run": params.dry_run})
+    return result
+
+
+def migrate_target(run: Run, region: str, technology: str, *, plan_hash: str | None,
+                   on_progress: Progress | None = None) -> RunResult:
+    """Apply one target's pending migrations (the executor re-reads the ledger under the target's lock)."""
+    params = run.params
+    with run.target(region, technology) as adapter:
+        run.log.info("%s/%s: %s via connection '%s'%s", region, technology, adapter.target,
+                     run.environment.connection_id(region, technology), " (dry run)" if params.dry_run else "")
+        result = execute(adapter, run.catalog.applicable(technology), run.run_context(region, plan_hash),
+                         target_version=params.target_version, out_of_order=params.allow_out_of_order,
+                         dry_run=params.dry_run, sink=run.sink, on_progress=on_progress)
+    for a in result.applied:
+        run.log.info("%s %s (%s ms)", a["action"], a["script"], a["ms"])
+    run.log.info("%s/%s: %d applied, %d already applied, now at version %s", region, technology,
+                 len(result.applied), result.skipped, result.current_version)
+    return result
+
+
+def verify_region(run: Run, region: str, technologies: list[str]) -> dict[str, Any]:
+    """After a region's targets ran: every ledger matches the files up to the target version."""
+    params = run.params
+    versions: dict[str, str | None] = {}
+    failures: list[str] = []
+    for tech in [t for t in technologies if params.selects(region, t)]:
+        with run.target(region, tech) as adapter:
+            infos = reconcile(run.catalog.applicable(tech), adapter.read_ledger(),
+                              target_version=params.target_version, out_of_order=params.allow_out_of_order)
+        versions[tech] = current_version(infos)
+        failures += [f"{tech}: {p}" for p in validation_problems(infos, out_of_order=params.allow_out_of_order)]
+        pending = to_apply(infos)
+        if pending and not params.dry_run:
+            failures.append(f"{tech}: {len(pending)} migration(s) still pending after execute, first {pending[0].script}")
+        run.log.info("%s/%s: version %s, %d pending", region, tech, versions[tech], len(pending))
+    if failures:
+        raise PermanentError(f"verification failed in {region}:\n  " + "\n  ".join(failures),
+                             hint="read the execute step's log for this region, fix, then run it again")
+    if params.dry_run:  # nothing was applied: the trail must not read as a verified change
+        run.log.info("dry run: %s checked, nothing applied, no 'verified' event", region)
+        return {"region": region, "versions": versions, "dry_run": True}
+    run.emit("verified", details={"region": region, "versions": versions}, region=region)
+    return {"region": region, "versions": versions}
+
+
+# --- a whole run in one process (the command line) -----------------------------------------------
+
+@dataclass
+class Callbacks:
+    """How a front end shows progress: a target starting, each file, a target's result."""
+
+    target: Callable[[str], None] = lambda label: None
+    progress: Progress | None = None
+    result: Callable[[RunResult], None] = lambda result: None
+
+
+def migrate_environment(run: Run, show: Callbacks | None = None) -> list[RunResult]:
+    """The DAG's sequence in one process: validate, approval, plan (dependencies, promotion), then per
+    region in rollout order each target inside the window, then verify. Stops at the first failure
+    (sequential rollout, halting). A closed window refuses instead of waiting."""
+    show = show or Callbacks()
+    summary = validate(run)
+    grant = authorize(run, summary)
+    planned = plan(run, grant)
+    results = []
+    planned_targets = {(t.region, t.technology) for t in planned.targets}
+    for region in run.regions():
+        techs = [t for t in run.technologies(region.name) if (region.name, t) in planned_targets]
+        for tech in techs:
+            require_window(run, region.name, tech)
+            show.target(f"{region.name}/{tech} ({run.environment.connection_id(region.name, tech)})")
+            result = migrate_target(run, region.name, tech, plan_hash=planned.hash, on_progress=show.progress)
+            results.append(result)
+            show.result(result)
+        if techs:
+            verify_region(run, region.name, techs)
+    return results
+
+
+def require_window(run: Run, region: str, technology: str, *, pending_only: bool = True) -> None:
+    """Where nothing can wait (the command line), a closed window refuses, saying when it opens.
+
+    ``pending_only``: only when something is pending there, with the rehearsal estimate (migrate);
+    otherwise whenever the window is closed (undo, whose work no rehearsal estimates)."""
+    if pending_only:
+        moment = window_wait(run, region, technology)
+    else:
+        window = run.policy.window
+        moment = None if window is None or run.params.dry_run else wait_until(window, run.clock())
+    if moment is None:
+        return
+    reason = f"the execution window of {run.environment.name} is closed or too short for what is pending"
+    run.emit("refused", region=region, technology=technology,
+             details={"reason": reason, "gate": "window", "opens": moment.isoformat()})
+    raise PolicyRefused(f"{region}/{technology}: {reason}; it opens {moment.isoformat()}",
+                        hint="run again then (the DAG waits for it by itself)")
+
+
+def authorize_maintenance(run: Run, verb: str) -> Grant:
+    """undo, baseline and repair from the command line have no DAG task to collect approvals, so where
+    approvals are required they need the break-glass override; undo reverts changes, so where
+    destructive changes are banned it needs the override too."""
+    summary = {"changeset_hash": run.changeset_hash(), "destructive": verb == "undo"}
+    return authorize(run, summary)
+
+
+def undo_environment(run: Run, to: str, show: Callbacks | None = None) -> list[RunResult]:
+    show = show or Callbacks()
+    authorize_maintenance(run, "undo")
+    results = []
+    for region in run.regions():
+        for tech in run.technologies(region.name):
+            require_window(run, region.name, tech, pending_only=False)
+            show.target(f"{region.name}/{tech} ({run.environment.connection_id(region.name, tech)})")
+            with run.target(region.name, tech) as adapter:
+                result = undo(adapter, run.migrations(tech), run.run_context(region.name), to,
+                              dry_run=run.params.dry_run, sink=run.sink, on_progress=show.progress)
+            results.append(result)
+            show.result(result)
+    return results
+
+
+def each_target(run: Run, verb: str, action: Callable[[str, str, Adapter, RunContext], Any]) -> list[Any]:
+    """``action(region, technology, adapter, ctx)`` on every selected target after the policy allowed ``verb``."""
+    authorize_maintenance(run, verb)
+    out = []
+    for region in run.regions():
+        for tech in run.technologies(region.name):
+            with run.target(region.name, tech) as adapter:
+                out.append(action(region.name, tech, adapter, run.run_context(region.name)))
+    return out
+
+
+def info(run: Run, region: str | None = None) -> list[tuple[str, str, list[MigrationInfo], bool]]:
+    """(region, technology, states, ledger read?) of every target; where no connection is configured
+    the states are those of an empty ledger."""
+    out = []
+    for r in run.project.regions_of(run.domain, run.environment):
+        if region and r.name != region:
+            continue
+        for tech in run.domain.technology_order():
+            adapter = run.connector.open(run.environment, r.name, tech, run.domain)
+            entries = []
+            if adapter is not None:
+                try:
+                    entries = adapter.read_ledger()
+                finally:
+                    adapter.close()
+            out.append((r.name, tech, reconcile(run.catalog.applicable(tech), entries), adapter is not None))
+    return out
+
+
+# --- verbs on one resolved target (spec or ad hoc) -------------------------------------------------
+
+def _event(kind: str, adapter: Adapter, ctx: RunContext, **kw: Any) -> AuditEvent:
+    return AuditEvent(kind=kind, domain=ctx.domain, environment=ctx.environment, region=ctx.region,
+                      technology=adapter.technology, actor=ctx.actor, run_id=ctx.run_id, dag_id=ctx.dag_id,
+                      task_id=ctx.task_id, try_number=ctx.try_number, **kw)
+
+
+def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, target_version: str | None = None,
+            out_of_order: bool = False, dry_run: bool = False, sink: EventSink | None = None,
+            on_progress: Progress | None = None) -> RunResult:
+    """Apply what is pending on one target (``polymigrate.executor.migrate``)."""
+    return execute(adapter, applicable(migrations), ctx, target_version=target_version, out_of_order=out_of_order,
+                   dry_run=dry_run, sink=sink, on_progress=on_progress)
+
+
+def undo(adapter: Adapter, migrations: list[Migration], ctx: RunContext, to: str, *, dry_run: bool = False,
+         sink: EventSink | None = None, on_progress: Progress | None = None) -> RunResult:
+    """Revert every applied version above ``to`` through its undo file; records ``undone`` per version."""
+    return undo_to(adapter, migrations, ctx, to, dry_run=dry_run, sink=sink, on_progress=on_progress)
+
+
+def baseline(adapter: Adapter, ctx: RunContext, version: str, description: str,
+             sink: EventSink | None = None) -> None:
+    """Mark versions up to ``version`` applied without running them; records ``baselined``."""
+    with adapter.lock(ctx.owner, ctx.lock_wait_seconds):
+        adapter.baseline(version, description, ctx)
+    (sink or NullSink()).emit(_event("baselined", adapter, ctx, version=version, details={"description": description}))
+
+
+def import_flyway(adapter: Adapter, ctx: RunContext, *, schema: str, table: str, sink: EventSink | None = None) -> int:
+    """Copy a Flyway history into the ledger (rows copied, 0 when already imported); records ``baselined``."""
+    importer = getattr(adapter, "import_flyway", None)
+    if importer is None:
+        raise PermanentError(f"{adapter.technology} has no Flyway history to import")
+    with adapter.lock(ctx.owner, ctx.lock_wait_seconds):
+        n = importer(ctx, schema=schema, table=table)
+    (sink or NullSink()).emit(_event("baselined", adapter, ctx, details={"from_flyway": f"{schema}.{table}", "rows": n}))
+    return n
+
+
+def repair(adapter: Adapter, migrations: list[Migration], ctx: RunContext, sink: EventSink | None = None) -> RepairReport:
+    """Realign checksums of changed files and mark rows of missing files deleted (kept for the record);
+    records ``repaired``."""
+    with adapter.lock(ctx.owner, ctx.lock_wait_seconds):
+        report = adapter.repair(migrations, ctx)
+    (sink or NullSink()).emit(_event("repaired", adapter, ctx, details={"realigned": report.realigned[:EVENT_LIST_CAP],
+                                                                        "removed": report.removed[:EVENT_LIST_CAP]}))
+    return report

@@ -1,0 +1,246 @@
+"""The command layer's policy decisions, without Airflow and without a server.
+
+Each test builds a small spec tree, opens a ``Run`` on it and asks one gate. Events go to a
+recorder that also answers queries, as the audit store does, so approvals "on record" can be
+written and read back; no target is ever touched by these gates.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from polymigrate.audit.store import AuditRecord
+from polymigrate.commands import Connector, RunParams, UsageError, Who, open_run
+from polymigrate.commands.adhoc import bound_environment
+from polymigrate.commands.approval import authorize, check_approval, request_approval
+from polymigrate.commands.verbs import validate
+from polymigrate.errors import PolicyRefused
+from polymigrate.events import AuditEvent
+from polymigrate.spec import load_project
+
+NOW = datetime(2026, 11, 9, 0, 54, tzinfo=timezone.utc)  # a Monday, six minutes before the window
+
+
+class Recorder:
+    """An event sink that keeps what it was given and answers ``query`` like the audit store."""
+
+    def __init__(self) -> None:
+        self.events: list[AuditEvent] = []
+
+    def emit(self, event: AuditEvent) -> None:
+        self.events.append(event)
+
+    def query(self, *, domain=None, environment=None, run_id=None, kind=None, **_):
+        kinds = [kind] if isinstance(kind, str) else kind
+        return [AuditRecord(n, "", e) for n, e in enumerate(self.events, 1)
+                if (domain is None or e.domain == domain) and (environment is None or e.environment == environment)
+                and (run_id is None or e.run_id == run_id) and (kinds is None or e.kind in kinds)]
+
+    def kinds(self) -> list[str]:
+        return [e.kind for e in self.events]
+
+
+class NoTargets(Connector):
+    """These gates must decide before any target is opened."""
+
+    def open(self, environment, region, technology, domain):
+        raise AssertionError(f"{region}/{technology} opened by a gate that must not touch targets")
+
+    def how_to_configure(self, conn_id: str) -> str:
+        return "n/a"
+
+
+@pytest.fixture
+def specs(tmp_path) -> Path:
+    root = tmp_path / "specs"
+    (root / "environments").mkdir(parents=True)
+    (root / "environments" / "production.yaml").write_text(textwrap.dedent("""\
+        regions: {p1: null}
+        policy:
+          approvals: {required: 2, roles: [dba], triggerer_may_approve: false, expiry_hours: 24}
+          destructive_allowed: false
+          lint_block_at: critical
+          promotion_from: staging
+          window: {days: [mon], start: "01:00", end: "05:00", timezone: UTC}
+        """))
+    (root / "environments" / "staging.yaml").write_text("regions: {s1: null}\npolicy: {audit_required: true}\n")
+    (root / "environments" / "testing.yaml").write_text("regions: {t1: null}\npolicy: {lint_block_at: high}\n")
+    (root / "approvers.yaml").write_text("users:\n  ann: [dba]\n  bob: [dba]\n  olga: [dba]\n")
+    (root / "shop" / "postgresql").mkdir(parents=True)
+    (root / "shop" / "domain.yaml").write_text("technologies:\n  postgresql: {}\n")
+    (root / "shop" / "postgresql" / "V1__customers.sql").write_text(
+        "CREATE TABLE customers (id bigint PRIMARY KEY, first_name text);\n")
+    return root
+
+
+def drop_a_column(specs: Path) -> None:
+    (specs / "shop" / "postgresql" / "V2__drop_first_name.sql").write_text("ALTER TABLE customers DROP COLUMN first_name;\n")
+
+
+def production(specs: Path, *, emergency_cli: bool) -> None:
+    path = specs / "environments" / "production.yaml"
+    path.write_text(path.read_text() + f"  emergency: {{cli: {str(emergency_cli).lower()}}}\n")
+
+
+def run_in(specs: Path, environment: str, params: RunParams | None = None, who: Who | None = None):
+    sink = Recorder()
+    run = open_run(specs, "shop", environment, params=params or RunParams(),
+                   who=who or Who("ann@laptop", "ann@laptop", "cli-1", origin="cli"), connector=NoTargets(), audit=None,
+                   clock=lambda: NOW)
+    run.sink = sink  # what the audit store would hold
+    return run, sink
+
+
+def test_the_command_line_cannot_collect_approvals_so_it_refuses_naming_the_dag(specs):
+    production(specs, emergency_cli=False)
+    run, sink = run_in(specs, "production")
+    with pytest.raises(PolicyRefused) as info:
+        authorize(run, validate(run))
+    assert "production requires 2 approval(s)" in str(info.value)
+    assert "migrate__shop__production" in str(info.value) and "--emergency-override" not in str(info.value)
+    assert sink.kinds() == ["validated", "refused"]
+
+
+def test_a_destructive_change_is_refused_where_the_policy_bans_it(specs):
+    drop_a_column(specs)
+    run, sink = run_in(specs, "production")
+    summary = validate(run)
+    assert summary["destructive"] is True
+    with pytest.raises(PolicyRefused, match="destructive changes are not allowed in production"):
+        authorize(run, summary)
+    assert sink.events[-1].kind == "refused"
+
+
+def test_break_glass_needs_the_policy_to_allow_it(specs):
+    production(specs, emergency_cli=False)
+    run, sink = run_in(specs, "production", RunParams(override=True, override_reason="INC-4711 checkout is down"))
+    with pytest.raises(PolicyRefused, match="policy.emergency.cli"):
+        authorize(run, validate(run))
+    assert "overridden" not in sink.kinds()
+
+
+def test_break_glass_records_who_and_why_and_what_it_bypassed(specs):
+    drop_a_column(specs)
+    production(specs, emergency_cli=True)
+    run, sink = run_in(specs, "production", RunParams(override=True, override_reason="INC-4711 checkout is down"))
+    grant = authorize(run, validate(run))
+    assert grant.how == "break_glass" and grant.override and grant.approved_by == ("ann@laptop",)
+    overridden = sink.events[-1]
+    assert overridden.kind == "overridden" and overridden.actor == "ann@laptop"
+    assert overridden.details["by"] == "ann@laptop" and overridden.details["reason"] == "INC-4711 checkout is down"
+    assert any("destructive" in b for b in overridden.details["bypassed"])
+
+
+def test_an_override_needs_a_reason_an_auditor_can_follow():
+    with pytest.raises(UsageError, match="--emergency-override needs --reason"):
+        RunParams(override=True, override_reason="fix").checked(RunParams.CLI_NAMES)
+    with pytest.raises(UsageError, match="param emergency_override needs emergency_reason"):
+        RunParams.from_params({"emergency_override": True})
+    with pytest.raises(UsageError, match="param regions is empty"):
+        RunParams.from_params({"regions": []})
+    with pytest.raises(UsageError, match="--target: invalid version"):
+        RunParams(target_version="v2").checked(RunParams.CLI_NAMES)
+
+
+def test_where_nobody_must_approve_the_run_is_approved_automatically_and_recorded(specs):
+    run, sink = run_in(specs, "testing")
+    grant = authorize(run, validate(run))
+    assert grant.how == "policy" and not grant.override
+    assert sink.events[-1].kind == "approved" and sink.events[-1].details["automatic"] is True
+
+
+def test_blocking_lint_refuses_at_validate_and_an_override_carries_it_to_approval(specs):
+    drop_a_column(specs)  # ban-drop-column: high, and testing blocks at high
+    run, sink = run_in(specs, "testing")
+    with pytest.raises(PolicyRefused, match="block testing"):
+        validate(run)
+    assert sink.kinds() == ["refused"]
+    run, sink = run_in(specs, "testing", RunParams(override=True, override_reason="INC-4711 checkout is down"))
+    assert validate(run)["lint"]["blocking"] >= 1 and sink.kinds() == ["validated"]
+
+
+def record_approval(sink: Recorder, who: str, changeset: str, at: datetime = NOW, run_id: str = "manual__1") -> None:
+    sink.emit(AuditEvent(kind="approved", domain="shop", environment="production", run_id=run_id, at=at,
+                         details={"by": who, "counted": True, "changeset_hash": changeset}))
+
+
+def airflow_run(specs: Path, params: RunParams | None = None):
+    return run_in(specs, "production", params, Who("olga@airflow", "olga", "manual__1", dag_id="migrate__shop__production"))
+
+
+def test_a_claimed_approval_counts_only_as_far_as_the_audit_store_confirms_it(specs):
+    run, sink = airflow_run(specs)
+    summary = validate(run)
+    changeset = summary["changeset_hash"]
+    with pytest.raises(PolicyRefused, match="no valid approval on record"):
+        check_approval(run, changeset, summary)  # an XCom claims it; nothing is on record
+    record_approval(sink, "ann", changeset)
+    record_approval(sink, "olga", changeset)  # triggered the run: four-eyes
+    with pytest.raises(PolicyRefused, match="olga: triggered this run"):
+        check_approval(run, changeset, summary)
+    record_approval(sink, "bob", changeset)
+    grant = check_approval(run, changeset, summary)
+    assert grant.approved_by == ("ann", "bob") and grant.how == "approvals"
+
+
+def test_approvals_expire_and_bind_to_the_change_set(specs):
+    run, sink = airflow_run(specs)
+    summary = validate(run)
+    changeset = summary["changeset_hash"]
+    for who in ("ann", "bob"):
+        record_approval(sink, who, changeset, at=NOW - timedelta(hours=25))
+    with pytest.raises(PolicyRefused, match="expired"):
+        check_approval(run, changeset, summary)
+    with pytest.raises(PolicyRefused, match="the change set changed after approval"):
+        check_approval(run, "0" * 64, summary)
+    assert sink.events[-1].details["current_hash"] == changeset
+
+
+def test_answers_already_on_record_are_not_asked_for_again(specs):
+    run, sink = airflow_run(specs)
+    summary = validate(run)
+    record_approval(sink, "ann", summary["changeset_hash"])
+    pending = request_approval(run, summary)
+    assert pending.request["eligible"] == ["ann", "bob"]  # not olga, who triggered
+    assert [a["user"] for a in pending.approvals] == ["ann"]
+    assert "needs **2** approval(s)" in pending.body
+    record_approval(sink, "bob", summary["changeset_hash"])
+    assert request_approval(run, summary)["approved_by"] == ["ann", "bob"]
+
+
+def test_an_adhoc_url_of_a_policy_bound_environment_is_recognised(specs, monkeypatch):
+    project = load_project(specs)
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_P1", "postgresql://app:secret@127.0.0.1:5432/shop")
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_TESTING_T1", "postgresql://app@127.0.0.1:5432/test")
+    env, where = bound_environment(project, "postgresql://someone@localhost/shop", "postgresql")
+    assert env == "production" and "polymigrate_postgresql_production_p1" in where
+    assert bound_environment(project, "postgresql://127.0.0.1/other", "postgresql") is None
+    assert bound_environment(project, "postgresql://127.0.0.1/test", "postgresql") is None  # testing: no policy
+
+
+def test_the_core_never_imports_airflow():
+    code = ("import sys; import polymigrate.commands.verbs, polymigrate.commands.adhoc, polymigrate.cli; "
+            "bad = sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')); print(bad); "
+            "sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_outside_the_window_the_command_line_refuses_saying_when_it_opens(specs):
+    from polymigrate.commands.verbs import require_window
+
+    run, sink = run_in(specs, "production")  # 00:54 on a Monday; the window opens at 01:00
+    with pytest.raises(PolicyRefused, match=r"p1/postgresql: the execution window of production is closed.*"
+                                            r"opens 2026-11-09T01:00:00\+00:00"):
+        require_window(run, "p1", "postgresql", pending_only=False)  # undo: closed is closed
+    assert sink.events[-1].details == {"reason": "the execution window of production is closed or too short for "
+                                                 "what is pending", "gate": "window",
+                                       "opens": "2026-11-09T01:00:00+00:00"}
+    run, _ = run_in(specs, "production", RunParams(dry_run=True))
+    require_window(run, "p1", "postgresql", pending_only=False)  # a dry run changes nothing: no window
