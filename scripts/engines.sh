@@ -283,14 +283,26 @@ start_opensearch() { # start the JVM; wait_opensearch waits for it (the rest sta
   command -v java >/dev/null || die "opensearch needs Java 17"
   command -v curl >/dev/null || apt_install curl
   mvn_fetch opensearch "$ROOT/scripts/engines/opensearch-pom.xml" "$E/opensearch/lib"
+  # The runner's own main gives its node no ingest role (pipelines are part of what migrations
+  # manage) and one fixed cluster name (a second checkout's node joined the first one's cluster):
+  # OpenSearchNode sets both.
+  local src="$ROOT/scripts/engines/OpenSearchNode.java" cls="$E/opensearch/classes"
+  if ! stamp_ok "$cls/.source" "$src" || [ ! -f "$cls/OpenSearchNode.class" ]; then
+    say "opensearch: compiling the OpenSearchNode starter"
+    rm -rf "$cls.tmp"; mkdir -p "$cls.tmp"
+    javac -d "$cls.tmp" -cp "$E/opensearch/lib/*" "$src" || die "javac $src failed"
+    stamp_write "$cls.tmp/.source" "$src"
+    rm -rf "$cls"; mv "$cls.tmp" "$cls"
+  fi
   rm -f "$RUN/opensearch.port"
-  mkdir -p "$E/opensearch/base"
-  say "opensearch: starting one node (-Xmx$OPENSEARCH_HEAP $OPENSEARCH_JAVA_OPTS)"
+  local cluster
+  cluster="polymigrate-$(printf '%s' "$ROOT" | md5sum | cut -c1-8)"  # one cluster per checkout
+  mkdir -p "$E/opensearch/$cluster"
+  say "opensearch: starting one node (-Xmx$OPENSEARCH_HEAP $OPENSEARCH_JAVA_OPTS, cluster $cluster)"
   : > "$LOGS/opensearch.log"
   # shellcheck disable=SC2086  # the options are words
   start_bg opensearch "$LOGS/opensearch.log" java "-Xms$OPENSEARCH_HEAP" "-Xmx$OPENSEARCH_HEAP" $OPENSEARCH_JAVA_OPTS \
-    -cp "$E/opensearch/lib/*" org.codelibs.opensearch.runner.OpenSearchRunner \
-    -basePath "$E/opensearch/base" -numOfNode 1 -baseHttpPort "$OPENSEARCH_BASE_PORT" -clusterName polymigrate-test
+    -cp "$E/opensearch/lib/*:$cls" OpenSearchNode "$E/opensearch/$cluster" "$OPENSEARCH_BASE_PORT" "$cluster"
   OPENSEARCH_STARTED=1
 }
 wait_opensearch() {
