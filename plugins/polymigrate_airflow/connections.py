@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from polymigrate.commands import Connector
-from polymigrate.connections import allowed_extras, env_var
+from polymigrate.connections import LOCATION_PARAMS, allowed_extras, env_var
 from polymigrate.errors import PermanentError, TransientError
 
 
@@ -25,7 +25,13 @@ def postgres_client(conn_id: str) -> dict[str, Any]:
     conn = PostgresHook(postgres_conn_id=conn_id).connection
     kwargs: dict[str, Any] = {"host": conn.host, "port": conn.port, "user": conn.login,
                               "password": conn.password, "dbname": conn.schema}
-    kwargs.update(allowed_extras("postgresql", conn.extra_dejson or {}))
+    extras = conn.extra_dejson or {}
+    kwargs.update(allowed_extras("postgresql", extras))
+    # A URI such as postgresql://user@/db?host=/run/postgresql puts the socket directory in the
+    # extras; libpq would read it there, so it must not be dropped (the default socket is elsewhere).
+    for key in LOCATION_PARAMS:
+        if kwargs.get(key) in (None, "") and extras.get(key) not in (None, ""):
+            kwargs[key] = extras[key]
     return {k: v for k, v in kwargs.items() if v not in (None, "")}
 
 
