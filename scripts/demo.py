@@ -8,8 +8,8 @@
    (``AIRFLOW_CONN_*``) of the ``development`` and ``staging`` environments (each region its own
    database, Redis DB number and MongoDB database) and ``polymigrate_audit``;
 3. starts ``airflow standalone`` in its own session, with low parallelism;
-4. triggers each chosen domain after its dependencies (default: ``social-commerce``, plus
-   ``warehousing`` when Elasticsearch/OpenSearch is available, so every technology runs), waits,
+4. triggers each chosen domain after its dependencies (default: ``social-commerce``, which uses all
+   four technologies, plus ``warehousing`` when Elasticsearch/OpenSearch is available), waits,
    prints each task's result and the state the audit store now shows;
 5. prints the UI address and login, and keeps everything running until Ctrl-C, SIGTERM or
    ``make demo-stop`` (``scripts/demo.py --stop``), then stops everything it started: Airflow,

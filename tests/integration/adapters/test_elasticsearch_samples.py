@@ -92,3 +92,21 @@ def test_centralized_dashboard_metrics_template_index_and_alias(search_target, t
                   body={"at": "2026-11-30T00:00:00Z", "domain": "warehousing", "region": "western_europe",
                         "metric": "orders", "value": 3})
     assert t.api.count(p + "dashboard-metrics") == 1
+
+
+def test_social_commerce_people_search_behind_its_alias(search_target, tmp_path):
+    t = search_target
+    p = t.prefix
+    files = sample_files("social-commerce", p)
+    result = run(t, tmp_path / "es", files)
+    assert [a["version"] for a in result.applied] == ["1"]
+    assert list(t.api.alias_targets(p + "people")) == [p + "people_v1"]
+    t.api.request("PUT", f"/{p}people/_doc/7", params={"refresh": "true"},
+                  body={"user_id": 7, "handle": "ada", "full_name": "Ada Lovelace", "followers": 3,
+                        "updated_at": "2026-11-30T00:00:00Z"})
+    found = t.api.request("GET", f"/{p}people/_search", body={"query": {"match": {"full_name": "lovelace"}}})
+    assert [h["_id"] for h in found["hits"]["hits"]] == ["7"]
+    # strict mapping: a field the release did not declare (first_name is PostgreSQL's old column) is refused
+    from polymigrate.adapters.es_api import SearchError
+    with pytest.raises(SearchError):
+        t.api.request("PUT", f"/{p}people/_doc/8", body={"user_id": 8, "first_name": "Grace"})
