@@ -174,7 +174,8 @@ def undo_to(adapter: Adapter, migrations: list[Migration], ctx: RunContext, vers
             if Version(i.version) not in undo_files:  # type: ignore[arg-type]
                 why = adapter.undo_blocker(i.entry)  # type: ignore[arg-type]
                 if why is not None:
-                    problems.append(f"{i.script}: version {i.version} has no undo (U{i.version}__….sql, or down() in the file)"
+                    inline = ", or down() in the file" if adapter.technology == "mongodb" else ""
+                    problems.append(f"{i.script}: version {i.version} has no undo file (U{i.version}__….sql{inline})"
                                     if why == NEEDS_UNDO_FILE else f"{i.script}: version {i.version} cannot be undone: {why}")
         if problems:
             raise PermanentError(f"cannot undo to {version}; nothing was changed:\n  " + "\n  ".join(problems),

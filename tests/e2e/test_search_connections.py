@@ -18,7 +18,8 @@ def _conn(monkeypatch, conn_id: str, url: str, conn_type: str, **extra) -> None:
 
 
 def test_an_opensearch_connection_builds_the_opensearch_client_without_unlisted_extras(opensearch_target, monkeypatch):
-    from polymigrate_airflow.connections import build_client, open_adapter
+    from polymigrate.adapters import adapter_class
+    from polymigrate_airflow.connections import build_client
 
     t = opensearch_target
     _conn(monkeypatch, "pm_search", t.url, "opensearch", headers={"X-Injected": "1"}, opaque_id="x", timeout=30)
@@ -29,9 +30,14 @@ def test_an_opensearch_connection_builds_the_opensearch_client_without_unlisted_
         assert "X-Injected" not in headers and "x-injected" not in headers
     finally:
         client.close()
-    with open_adapter("elasticsearch", "pm_search", domain="shop", settings=t.settings()) as adapter:
+    client = build_client("elasticsearch", "pm_search")  # as AirflowConnector.open builds the adapter
+    adapter = adapter_class("elasticsearch")(client, domain="shop", settings=t.settings())
+    try:
         assert adapter.read_ledger() == []
         assert adapter.target.startswith("OpenSearch 2.")
+    finally:
+        adapter.close()
+        client.close()
 
 
 def test_an_http_connection_is_served_by_whatever_the_server_says_it_is(search_target, monkeypatch):

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.integration
 def test_mongo_connection_through_mongohook_keeps_only_allowlisted_extras(monkeypatch, make_mongo_database):
     pytest.importorskip("airflow.providers.mongo.hooks.mongo")
     from polymigrate.adapters.mongo import MongoAdapter, MongoConnection
-    from polymigrate_airflow.connections import CLIENT_FACTORIES, describe, open_adapter
+    from polymigrate.adapters import adapter_class
+    from polymigrate_airflow.connections import CLIENT_FACTORIES, build_client
 
     dbname = urlsplit(make_mongo_database("pm_af")).path.strip("/")
     where = urlsplit(MONGO_URI)
@@ -29,9 +30,14 @@ def test_mongo_connection_through_mongohook_keeps_only_allowlisted_extras(monkey
         query = parse_qs(urlsplit(made.url).query)
         assert query == {"appName": ["polymigrate-test"], "connectTimeoutMS": ["5000"], "directConnection": ["true"]}
         assert made.client.options.pool_options.max_pool_size != 1  # maxPoolSize was not allowlisted
-        assert describe(made) == f"mongodb://{where.hostname}:{where.port}/{dbname}"
     finally:
         made.close()
-    with open_adapter("mongodb", "shop_mongo", domain="shop") as adapter:
+    client = build_client("mongodb", "shop_mongo")  # as AirflowConnector.open builds the adapter
+    adapter = adapter_class("mongodb")(client, domain="shop")
+    try:
         assert isinstance(adapter, MongoAdapter) and adapter.db.name == dbname
+        assert adapter.target.endswith(f"{where.hostname}:{where.port}/{dbname}")  # what the task log shows
         assert adapter.read_ledger() == []
+    finally:
+        adapter.close()
+        client.close()
