@@ -6,7 +6,9 @@ them too. The DAG's tasks and the command line call the same functions, in the s
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 from polymigrate.adapters.base import Adapter, RepairReport
@@ -40,9 +42,33 @@ def lint(catalog: DomainCatalog, *, connection: Any = None, schema: str | None =
     return lint_catalog(catalog, connection=connection, schema=schema)
 
 
+FINDINGS_SHOWN = 20  # findings an approver reads in the summary (the validate log has them all)
+
+
+def file_digests(run: Run) -> dict[str, str]:
+    """``technology/script`` → short content hash of every file the change-set hash covers, plus the
+    placeholders: what "changed since the last approval" compares, so approvers read file names."""
+    from polymigrate.commands.project import all_migrations
+    from polymigrate.checksums import sha256
+
+    env = run.environment
+    digests = {f"{m.technology}/{m.script}": m.sha256[:16] for m in all_migrations(run.domain, run.catalog)}
+    placeholders = {"": dict(env.placeholders), **{n: dict(r.placeholders) for n, r in env.regions.items()}}
+    digests["placeholders"] = sha256(json.dumps(placeholders, sort_keys=True))[:16]
+    return digests
+
+
+def changes_between(old: dict[str, str], new: dict[str, str]) -> dict[str, list[str]]:
+    """Files added, changed and removed from ``old`` to ``new`` (``file_digests`` of each)."""
+    return {"added": sorted(new.keys() - old.keys()), "removed": sorted(old.keys() - new.keys()),
+            "changed": sorted(k for k in new.keys() & old.keys() if new[k] != old[k])}
+
+
 def summarize(run: Run) -> tuple[dict[str, Any], list]:
     """(what an approval is about, the lint findings that block here): files per technology, lint
-    risk, destructive, suppressions and the change-set hash. Records nothing."""
+    risk, the findings themselves, destructive, suppressions and the change-set hash. Records nothing."""
+    from polymigrate.lint.model import severity_rank
+
     counts = {tech: len(run.catalog.applicable(tech)) for tech in run.domain.technology_order()}
     report = lint(run.catalog)
     blocking = report.blocking(run.policy.lint_block_at)
@@ -51,23 +77,47 @@ def summarize(run: Run) -> tuple[dict[str, Any], list]:
     # every destructive change carries a reasoned suppression: allowed where destructive changes are
     # banned, but only through the stricter approval
     waived = report.destructive and not any(f.destructive and not f.suppressed for f in report.findings)
+    # approvers decide on the findings, not on their count: worst first, where each one is
+    shown = sorted((f for f in report.findings if not f.suppressed and f.severity != "info"),
+                   key=lambda f: -severity_rank(f.severity))
     return {"migrations": counts, "risk": report.risk, "destructive": report.destructive, "destructive_waived": waived,
             "suppressions": report.suppressions[:EVENT_LIST_CAP], "changeset_hash": run.changeset_hash(),
-            "lint": {"findings": len(report.findings), "blocking": len(blocking)}}, blocking
+            "files": file_digests(run),
+            "lint": {"findings": len(report.findings), "blocking": len(blocking),
+                     "shown": [{"rule": f.rule, "severity": f.severity, "file": _relative(run, f.file), "line": f.line,
+                                "blocking": f in blocking} for f in shown[:FINDINGS_SHOWN]]}}, blocking
 
 
-def validate(run: Run) -> dict[str, Any]:
+def _relative(run: Run, path: str) -> str:
+    """A file as the repository names it (``shop/postgresql/V2__x.sql``), not where a worker checked it out."""
+    try:
+        return str(Path(path).resolve().relative_to(Path(run.project.root).resolve()))
+    except ValueError:
+        return path
+
+
+def validate(run: Run, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """The domain's files and lint: a summary for the approval (recorded as ``validated``), or
     ``PolicyRefused`` for blocking findings (recorded as ``refused``) unless an override carries them
-    to the stricter approval."""
+    to the stricter approval.
+
+    ``previous``: the summary of the change set approved earlier in this run, when the files changed
+    since (a fix, then a cleared task): the new summary then says what changed (``changes``)."""
     policy, params = run.policy, run.params
     summary, blocking = summarize(run)
+    if previous is not None:
+        summary["previous_hash"] = previous.get("changeset_hash") or ""
+        old = previous.get("files")
+        summary["changes"] = None if old is None else changes_between(old, summary["files"])
+        run.log.info("Re-evaluating: the files changed since change set %s was approved (now %s): %s",
+                     summary["previous_hash"][:12], summary["changeset_hash"][:12], describe_changes(summary["changes"]))
     if blocking and params.override:
         run.log.warning("%d blocking lint finding(s) pass to approval under the emergency override "
                         "(it needs the stricter approval): %s", len(blocking), params.override_reason)
     elif blocking:
         run.emit("refused", details={"reason": f"lint findings at or above {policy.lint_block_at}",
-                                     "findings": [str(f) for f in blocking][:EVENT_LIST_CAP]})
+                                     "findings": [str(f) for f in blocking][:EVENT_LIST_CAP],
+                                     **({"changeset_hash": summary["changeset_hash"]} if previous is not None else {})})
         raise PolicyRefused(f"{len(blocking)} lint finding(s) at or above '{policy.lint_block_at}' block "
                             f"{run.environment.name}:\n" + "\n".join(f"  - {f}" for f in blocking)
                             + "\n(fix the migration, or waive the finding in the file as the lint docs describe)")
@@ -76,6 +126,16 @@ def validate(run: Run) -> dict[str, Any]:
     run.log.info("Valid: %s", ", ".join(f"{t} {n}" for t, n in summary["migrations"].items()) or "no technology")
     run.emit("validated", details=summary)
     return summary
+
+
+def describe_changes(changes: dict[str, list[str]] | None) -> str:
+    """``changed: postgresql/V2__orders.sql; added: …`` (``unknown`` when nothing was recorded to compare)."""
+    if not changes:
+        return "unknown (no file list of the approved change set on record)"
+    parts = [f"{what}: {', '.join(changes[what][:10])}" + (f" and {len(changes[what]) - 10} more"
+                                                           if len(changes[what]) > 10 else "")
+             for what in ("changed", "added", "removed") if changes.get(what)]
+    return "; ".join(parts) or "no file differs (the placeholders or the hash scheme did)"
 
 
 def plan(run: Run, grant: Grant) -> Plan:
@@ -120,9 +180,17 @@ def migrate_target(run: Run, region: str, technology: str, *, plan_hash: str | N
                          dry_run=params.dry_run, sink=run.sink, on_progress=on_progress)
     for a in result.applied:
         run.log.info("%s %s (%s ms)", a["action"], a["script"], a["ms"])
-    run.log.info("%s/%s: %d applied, %d already applied, now at version %s", region, technology,
-                 len(result.applied), result.skipped, result.current_version)
+    run.log.info("%s", outcome_line(region, technology, result))
     return result
+
+
+def outcome_line(region: str, technology: str, result: RunResult) -> str:
+    """One target's result as the task log ends it; a dry run must never read like a real run."""
+    if result.dry_run:
+        return (f"{region}/{technology}: DRY RUN, nothing applied: {len(result.applied)} would apply, "
+                f"{result.skipped} already applied; stays at version {result.current_version or 'none (empty ledger)'}")
+    return (f"{region}/{technology}: {len(result.applied)} applied, {result.skipped} already applied, "
+            f"now at version {result.current_version or 'none'}")
 
 
 def verify_region(run: Run, region: str, technologies: list[str]) -> dict[str, Any]:
