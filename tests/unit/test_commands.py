@@ -18,7 +18,7 @@ import pytest
 from polymigrate.audit.store import AuditRecord
 from polymigrate.commands import Connector, RunParams, UsageError, Who, open_run
 from polymigrate.commands.adhoc import bound_environment
-from polymigrate.commands.approval import authorize, check_approval, request_approval
+from polymigrate.commands.approval import authorize, check_approval, record_answer, request_approval
 from polymigrate.commands.verbs import summarize, validate
 from polymigrate.errors import PolicyRefused
 from polymigrate.events import AuditEvent
@@ -313,6 +313,8 @@ def test_clearing_approve_reopens_the_request_for_the_new_files_showing_what_cha
     run, sink = airflow_run(specs)
     summary = validate(run)
     old = summary["changeset_hash"]
+    first = request_approval(run, summary)
+    assert "quote" not in first.request and "an approval counts only if its comment quotes" in first.body
     for who in ("ann", "bob"):
         record_approval(sink, who, old)
     fix_a_typo(specs)
@@ -321,6 +323,13 @@ def test_clearing_approve_reopens_the_request_for_the_new_files_showing_what_cha
     new = pending.request["changeset_hash"]
     assert new != old and new == again.changeset_hash()
     assert pending.approvals == []  # ann's and bob's approvals were for the old files
+    # Airflow keeps the first request text: an approval counts only if it quotes the new hash
+    assert pending.request["quote"] == new[:8]
+    answer = {"user": "ann", "decision": "approve", "hash": new, "at": NOW.isoformat(), "comment": "fine"}
+    still = record_answer(again, pending.request, [answer], summary)
+    assert still.approvals == [] and "without quoting change set" in sink.events[-1].details["not_counted"]
+    still = record_answer(again, pending.request, [{**answer, "comment": f"read {new[:8]}, fine"}], summary)
+    assert [a["user"] for a in still.approvals] == ["ann"] and sink.events[-1].details["counted"] is True
     assert f"**Changed since the last approval** (`{old[:12]}` → `{new[:12]}`)" in pending.body
     assert "- changed: `postgresql/V1__customers.sql`" in pending.body
     assert pending.request["summary"]["changes"]["changed"] == ["postgresql/V1__customers.sql"]
@@ -332,7 +341,7 @@ def test_clearing_approve_reopens_the_request_for_the_new_files_showing_what_cha
     granted = request_approval(reopen(specs, "production", sink, run.who), summary)
     assert granted["changeset_hash"] == new and granted["summary"]["changeset_hash"] == new
     grant = check_approval(reopen(specs, "production", sink, run.who), new, granted["summary"])
-    assert grant.approved_by == ("ann", "bob")
+    assert sorted(grant.approved_by) == ["ann", "bob"]
 
 
 # --- what people read (issue 16.6) -------------------------------------------------------------------

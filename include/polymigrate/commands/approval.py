@@ -22,6 +22,7 @@ from polymigrate.policy import Approval, ChangeSet, Decision, eligible_roles, ev
 from polymigrate.spec.approvers import load_approvers
 
 SUPPRESSIONS_SHOWN = 20
+QUOTE = 8  # characters of a new change-set hash an approval of a re-opened request must quote
 
 
 @dataclass
@@ -141,12 +142,17 @@ def files_of(run: Run, summary: dict, changeset_hash: str) -> dict[str, str] | N
     return None
 
 
-def _approved_events(run: Run) -> list:
+def _events(run: Run, kind: str) -> list:
+    """This run's audit events of ``kind``, oldest first (none without an audit store)."""
     query = getattr(run.sink, "query", None)
     if query is None or not run.who.run_id:
         return []
     return [r.event for r in query(domain=run.domain.name, environment=run.environment.name,
-                                   run_id=run.who.run_id, kind=["approved"])]
+                                   run_id=run.who.run_id, kind=[kind])]
+
+
+def _approved_events(run: Run) -> list:
+    return _events(run, "approved")
 
 
 def last_approved_hash(run: Run, other_than: str) -> str | None:
@@ -251,9 +257,21 @@ def request_approval(run: Run, summary: dict) -> dict | Pending:
             return _granted(run, change, decision, request, base)
     body = summary_markdown(run.domain.name, run.environment.name, summary, decision, people, change.triggered_by,
                             _preview(run), params.override_reason)
+    earlier = {e.details.get("changeset_hash") for e in _events(run, "approval_requested")} - {change.hash}
+    if earlier:
+        # Airflow 3.3.2 keeps the first request text of a task instance when it is cleared (apache/airflow
+        # #73235): approvers would read the old files' summary. The new one goes to this try's log, and an
+        # approval counts only if it quotes the new hash, proof that its author read the right summary.
+        request["quote"] = change.hash[:QUOTE]
+        run.log.info("The request re-opens for change set %s (the files changed). Airflow still shows the first "
+                     "request's text; this is what the approvers must read, and an approval counts only if its "
+                     "comment quotes %s:\n\n%s", change.hash[:12], request["quote"], body)
+    else:
+        run.log.info("What the approvers read:\n\n%s", body)
     run.log.info("Waiting for %d approval(s) from %s (Browse → Required Actions)", decision.required, people)
     run.emit("approval_requested", details={**base, "eligible": people, "escalated": decision.escalated,
-                                            "reason": params.override_reason, **_what_changed(summary)})
+                                            "reason": params.override_reason, **_what_changed(summary),
+                                            **({"quote": request["quote"]} if earlier else {})})
     return Pending(request, decision, body, prior)
 
 
@@ -291,9 +309,17 @@ def record_answer(run: Run, request: dict, approvals: list[dict], summary: dict)
                {**base, "current_hash": current})
     change = change_set(run, summary, request["changeset_hash"])
     override = bool(request.get("override"))
+    user, comment = answer["user"], answer.get("comment", "")
+    quote = request.get("quote")
+    if quote and answer["decision"] == "approve" and quote not in comment:
+        approvals = approvals[:-1]  # kept out of the next answers' count too
+        why = (f"{user}: approved without quoting change set {quote} in the comment (the request text Airflow "
+               "shows is the one before the files changed; the new summary is in the approve task's log)")
+        run.emit("approved", details={**base, "by": user, "counted": False, "comment": comment, "not_counted": why})
+        run.log.info("not counted: %s", why)
+        return Pending(request, decide(run, change, approvals, override), "", approvals)
     decision = decide(run, change, approvals, override)
     before = decide(run, change, approvals[:-1], override)
-    user, comment = answer["user"], answer.get("comment", "")
     if answer["decision"] == "reject" and decision.status == "refused":
         run.emit("rejected", details={**base, "by": user, "reason": comment or "no comment given"})
         raise PolicyRefused("change set rejected:\n  " + "\n  ".join(decision.reasons))
@@ -443,7 +469,10 @@ def summary_markdown(domain: str, environment: str, summary: dict[str, Any], dec
     lines += [f"- change-set hash: `{s.get('changeset_hash', '?')}` (execution refuses if any file or "
               "placeholder differs from what you approve)",
               "", "Each answer is recorded with your name; this request reopens until enough distinct "
-              "people approved. **Reject** (with a comment) ends the run."]
+              "people approved. **Reject** (with a comment) ends the run.",
+              "", f"_If the files change and this request re-opens, Airflow keeps showing this text: the new "
+              f"summary, with what changed, is in the log of the `{APPROVE_TASK}` task's latest try, and an "
+              f"approval counts only if its comment quotes the first {QUOTE} characters of the new hash._"]
     return "\n".join(lines)
 
 
