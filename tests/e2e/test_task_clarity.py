@@ -103,3 +103,15 @@ def test_a_dry_run_says_would_apply_and_a_skipped_task_says_why(world, lines):
     with pytest.raises(AirflowSkipException):
         dag.get_task("d2.postgresql").execute(context("d2.postgresql", {"regions": ["d1"]}, xcoms))
     assert "Skipped: d2/postgresql is not selected in this run (params regions: ['d1']" in lines.text()
+
+
+def test_the_audit_page_says_why_access_is_denied(airflow_db):
+    from fastapi.testclient import TestClient
+
+    from polymigrate_airflow.ui.app import create_app
+
+    client = TestClient(create_app())
+    page = client.get("/")
+    assert page.status_code == 401 and "not signed in to Airflow" in page.text and "Browse → Migration audit" in page.text
+    export = client.get("/export?format=csv")
+    assert export.status_code == 401 and "POST /auth/token" in export.json()["hint"]

@@ -196,10 +196,12 @@ def changed_since_approval(run: Run, approved_hash: str, current: str, summary: 
         changes = changes_between(old_files, file_digests(run))
     run.emit("refused", details={"reason": "the change set changed after approval", "changeset_hash": approved_hash,
                                  "current_hash": current, "changes": changes})
+    why = (f"{run.environment.name} needs people to approve the new files, and approvals of the old ones do not "
+           "count for them") if not automatic and policy.approvals.required else \
+        (f"the new files must pass the promotion gate from {policy.promotion_from} in plan first"
+         if policy.promotion_from else "the new files need the stricter approval")
     raise PolicyRefused(f"the change set changed after approval (approved {approved_hash[:12]}, files now "
-                        f"{current[:12]}; {describe_changes(changes)}); {run.environment.name} needs people to "
-                        "approve the new files, and approvals of the old ones do not count for them",
-                        hint=CLEAR_APPROVE)
+                        f"{current[:12]}; {describe_changes(changes)}); {why}", hint=CLEAR_APPROVE)
 
 
 def refuse(run: Run, reasons: list[str], details: dict) -> None:
