@@ -16,6 +16,7 @@ from typing import Any
 from polymigrate.commands.context import Grant, Run
 from polymigrate.commands.gates import promotion_check
 from polymigrate.commands.planning import plan_domain
+from polymigrate.commands.validation import changes_between, describe_changes, file_digests, validate
 from polymigrate.errors import PolicyRefused
 from polymigrate.events import EventSink
 from polymigrate.policy import Approval, ChangeSet, Decision, eligible_roles, evaluate
@@ -166,8 +167,6 @@ def last_approved_hash(run: Run, other_than: str) -> str | None:
 
 def changed_since_approval(run: Run, approved_hash: str, current: str, summary: dict) -> Grant:
     """See ``check_approval``: the retry after a fix, per environment."""
-    from polymigrate.commands.verbs import changes_between, describe_changes, file_digests, validate
-
     old_files = files_of(run, summary, approved_hash)
     previous = {"changeset_hash": approved_hash, "files": old_files}
     policy, override = run.policy, run.params.override
@@ -281,8 +280,6 @@ def reevaluate(run: Run, summary: dict) -> dict | None:
     """The approve task runs again (cleared) and the files changed since validate: the new change
     set evaluated as validate would, with what changed since the last approval in this run (or since
     validate). None when nothing changed."""
-    from polymigrate.commands.verbs import validate
-
     current = run.changeset_hash()
     if current == summary.get("changeset_hash"):
         return None
