@@ -377,3 +377,17 @@ def test_the_count_of_files_never_rehearsed_matches_the_list():
 
     assert listed(list("abcdef"), 5) == "a, b, c, d, e and 1 more"
     assert listed(list("abc"), 5) == "a, b, c"
+
+
+def test_where_approval_is_automatic_clearing_approve_after_a_fix_approves_the_new_files_on_record(specs):
+    who = Who("dev@airflow", "dev", "manual__9", dag_id="migrate__shop__testing", task_id="approve")
+    run, sink = run_in(specs, "testing", who=who)
+    summary = validate(run)
+    assert request_approval(run, summary)["changeset_hash"] == summary["changeset_hash"]
+    fix_a_typo(specs)
+    again = request_approval(reopen(specs, "testing", sink, who), summary)
+    assert again["automatic"] is True and again["changeset_hash"] != summary["changeset_hash"]
+    assert again["summary"]["changes"]["changed"] == ["postgresql/V1__customers.sql"]  # carried to plan and execute
+    approved = sink.events[-1]
+    assert approved.kind == "approved" and approved.details["previous_hash"] == summary["changeset_hash"]
+    assert check_approval(reopen(specs, "testing", sink, who), again["changeset_hash"], again["summary"]).how == "policy"
