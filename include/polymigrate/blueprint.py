@@ -354,7 +354,22 @@ def _doc(domain: Domain, env: Environment, regions: list[str], techs: list[str],
 **Approval**: {how}
 
 **Trigger params**: `dry_run`, `target_version`, `regions`, `technologies`, `allow_out_of_order`.
+A dry run applies nothing: its execute logs say "would apply" and "DRY RUN".
+
+**A run stays queued?** The DAG is paused: switch the toggle next to its name on (a paused DAG keeps
+triggered runs queued and starts none).
+
+**A task failed and you fixed a migration file?** {_retry_doc(env)}
 """
+
+
+def _retry_doc(env: Environment) -> str:
+    if env.policy.approvals.required == 0 and not env.policy.promotion_from:
+        return ("Clear the failed task: the new files are linted and approved automatically again (recorded "
+                "in the audit trail with what changed), then it runs them.")
+    return ("Clear the `approve` task with **Downstream** selected: the request re-opens for the new files, "
+            "showing what changed since the last approval; approvals of the old files do not count. Clearing "
+            "only the failed task is refused, naming `approve`.")
 
 
 def _schedule_doc(env: Environment) -> str:

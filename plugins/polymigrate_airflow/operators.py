@@ -93,6 +93,17 @@ class PolymigrateMixin:
     def upstream(context, task_id: str) -> dict:
         return context["ti"].xcom_pull(task_ids=task_id) or {}
 
+    def approved(self, context) -> tuple[str | None, dict]:
+        """(the hash the approve task approved, the summary it approved): re-evaluated by approve when
+        it was cleared after a fix, else validate's."""
+        approve = self.upstream(context, "approve")
+        return approve.get("changeset_hash"), approve.get("summary") or self.upstream(context, "validate")
+
+    def skip(self, reason: str):
+        """Skip saying why in the task's log (Airflow's own line does not carry the reason)."""
+        self.log.info("Skipped: %s", reason)
+        raise AirflowSkipException(reason)
+
 
 class PolymigrateOperator(PolymigrateMixin, BaseOperator):
     """Base of the polymigrate task operators: holds only strings until ``execute``."""
@@ -122,8 +133,7 @@ class ValidateOperator(PolymigrateOperator):
 
         ti, dag_run = context.get("ti"), context.get("dag_run")
         first = ti is None or (ti.try_number or 1) == 1  # first: even a run refused below is on record, with who
-        trigger = {"by": getattr(dag_run, "triggering_user_name", None),
-                   "run_type": str(getattr(dag_run, "run_type", "") or ""),
+        trigger = {"by": getattr(dag_run, "triggering_user_name", None), "run_type": who(context).run_type,
                    "params": asdict(RunParams.from_context(context))} if first else None
         return validate(self.open_run(context, trigger=trigger))
 
@@ -138,8 +148,7 @@ class PlanOperator(PolymigrateOperator):
         from polymigrate.commands.verbs import plan
 
         run = self.open_run(context)
-        grant = check_approval(run, self.upstream(context, "approve").get("changeset_hash"),
-                               self.upstream(context, "validate"))
+        grant = check_approval(run, *self.approved(context))
         return {**plan(run, grant).summary(), "dry_run": run.params.dry_run}
 
 
@@ -166,20 +175,20 @@ class MigrationOperator(PolymigrateOperator):
 
         params = RunParams.from_context(context)
         if not params.selects(self.region, self.technology):
-            raise AirflowSkipException(f"{self.region}/{self.technology} is not selected in this run "
-                                       "(params regions / technologies)")
+            self.skip(f"{self.region}/{self.technology} is not selected in this run (params regions: "
+                      f"{params.regions or 'all'}, technologies: {params.technologies or 'all'})")
         plan_summary = context["ti"].xcom_pull(task_ids="plan")
         if plan_summary is None:
             raise AirflowFailException("no plan in this run: the plan task did not succeed; clear it first")
         run = self.open_run(context)  # opens the audit sink before any target is touched
-        check_approval(run, self.upstream(context, "approve").get("changeset_hash"), self.upstream(context, "validate"))
+        check_approval(run, *self.approved(context))
         moment = window_wait(run, self.region, self.technology)
         if moment is not None:  # no worker slot held while waiting; the trigger resumes in execute_after_window
             self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_after_window")
         started = time.monotonic()
         result = migrate_target(run, self.region, self.technology, plan_hash=plan_summary.get("hash"),
                                 on_progress=lambda n, total, info: self.log.info(
-                                    "[%d/%d] %s %s", n, total, "checking" if params.dry_run else "applying", info.script))
+                                    "[%d/%d] %s %s", n, total, "would apply (dry run)" if params.dry_run else "applying", info.script))
         versions = [a["version"] or a["script"] for a in result.applied]
         return {"applied": len(versions), "versions": versions[:XCOM_VERSIONS_CAP],
                 "ms": sum(a["ms"] for a in result.applied), "wall_ms": int((time.monotonic() - started) * 1000),
@@ -228,5 +237,6 @@ class VerifyOperator(PolymigrateOperator):
         from polymigrate.commands.verbs import verify_region
 
         if not RunParams.from_context(context).selects(self.region):
-            raise AirflowSkipException(f"region {self.region} is not selected in this run (param regions)")
+            self.skip(f"region {self.region} is not selected in this run (param regions: "
+                      f"{RunParams.from_context(context).regions})")
         return verify_region(self.open_run(context), self.region, self.technologies)

@@ -59,8 +59,8 @@ def write_specs(root: Path) -> None:
 class Airflow:
     """The REST calls the people in this test make, each with their own token."""
 
-    def __init__(self, base: str, proc: subprocess.Popen, log: Path):
-        self.base, self.proc, self.log = base, proc, log
+    def __init__(self, base: str, proc: subprocess.Popen, log: Path, dag: str = DAG):
+        self.base, self.proc, self.log, self.dag = base, proc, log, dag
         self.tokens: dict[str, str] = {}
         self.parks: dict[str, int] = {}
 
@@ -76,20 +76,20 @@ class Airflow:
                              headers={"Authorization": f"Bearer {self.tokens[user]}"})
 
     def trigger(self, user: str) -> str:
-        r = self.call(user, "POST", f"/api/v2/dags/{DAG}/dagRuns", {"logical_date": None, "conf": {}})
+        r = self.call(user, "POST", f"/api/v2/dags/{self.dag}/dagRuns", {"logical_date": None, "conf": {}})
         assert r.status_code in (200, 201), r.text
         return r.json()["dag_run_id"]
 
     def ti(self, run: str, task: str) -> dict:
-        r = self.call("olga", "GET", f"/api/v2/dags/{DAG}/dagRuns/{run}/taskInstances/{task}")
+        r = self.call("olga", "GET", f"/api/v2/dags/{self.dag}/dagRuns/{run}/taskInstances/{task}")
         return r.json() if r.status_code == 200 else {}
 
     def hitl(self, run: str) -> dict:
-        return self.call("olga", "GET", f"/api/v2/dags/{DAG}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails").json()
+        return self.call("olga", "GET", f"/api/v2/dags/{self.dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails").json()
 
     def answer(self, user: str, run: str, option: str, comment: str | None = None) -> httpx.Response:
         body = {"chosen_options": [option], **({"params_input": {"comment": comment}} if comment else {})}
-        return self.call(user, "PATCH", f"/api/v2/dags/{DAG}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails", body)
+        return self.call(user, "PATCH", f"/api/v2/dags/{self.dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails", body)
 
     def awaiting(self, run: str) -> bool:
         """The approve task is parked for an answer, and its previous answer (if any) was cleared."""
@@ -105,17 +105,17 @@ class Airflow:
         """
         self.wait(what, lambda: self.awaiting(run))
         self.parks[run] = self.parks.get(run, 0) + 1
-        mark = f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{DAG}', " \
+        mark = f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{self.dag}', " \
                f"task_id='approve', run_id='{run}'"
         self.wait(f"the scheduler to settle the parked approve task ({what})",
                   lambda: self.log.read_text(errors="replace").count(mark) >= self.parks[run], 120)
 
     def run_state(self, run: str) -> str | None:
-        state = self.call("olga", "GET", f"/api/v2/dags/{DAG}/dagRuns/{run}").json().get("state")
+        state = self.call("olga", "GET", f"/api/v2/dags/{self.dag}/dagRuns/{run}").json().get("state")
         return state if state in ("success", "failed") else None
 
     def xcom(self, run: str, task: str):
-        r = self.call("olga", "GET", f"/api/v2/dags/{DAG}/dagRuns/{run}/taskInstances/{task}/xcomEntries/return_value")
+        r = self.call("olga", "GET", f"/api/v2/dags/{self.dag}/dagRuns/{run}/taskInstances/{task}/xcomEntries/return_value")
         return r.json().get("value") if r.status_code == 200 else None
 
 

@@ -164,6 +164,10 @@ def test_doc_describes_domain_regions_files_and_approval(tree):
     assert "R1, R2, R3" in doc and "Approval is automatic" in doc
     prod = bps["migrate__shop__prod"].doc_md
     assert "Needs 2 approval(s) by dba" in prod and "Required Actions" in prod
+    # the on-call's retry after fixing a file, per environment, and why a run stays queued
+    assert "Clear the failed task: the new files are linted and approved automatically again" in doc
+    assert "Clear the `approve` task with **Downstream** selected" in prod
+    assert "A run stays queued?** The DAG is paused" in doc
 
 
 def test_broken_domain_gets_a_validate_only_dag_naming_its_problems_and_others_stay(tree):

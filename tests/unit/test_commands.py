@@ -18,8 +18,8 @@ import pytest
 from polymigrate.audit.store import AuditRecord
 from polymigrate.commands import Connector, RunParams, UsageError, Who, open_run
 from polymigrate.commands.adhoc import bound_environment
-from polymigrate.commands.approval import authorize, check_approval, request_approval
-from polymigrate.commands.verbs import validate
+from polymigrate.commands.approval import authorize, check_approval, record_answer, request_approval
+from polymigrate.commands.verbs import summarize, validate
 from polymigrate.errors import PolicyRefused
 from polymigrate.events import AuditEvent
 from polymigrate.spec import load_project
@@ -244,3 +244,150 @@ def test_outside_the_window_the_command_line_refuses_saying_when_it_opens(specs)
                                        "opens": "2026-11-09T01:00:00+00:00"}
     run, _ = run_in(specs, "production", RunParams(dry_run=True))
     require_window(run, "p1", "postgresql", pending_only=False)  # a dry run changes nothing: no window
+
+
+# --- the on-call retry after a fix (issue 16.1) ------------------------------------------------------
+
+def reopen(specs: Path, environment: str, sink: Recorder, who: Who):
+    """The next task of the same run: it reads the files as they are now, into the same audit store."""
+    run, _ = run_in(specs, environment, who=who)
+    run.sink = sink
+    return run
+
+
+def fix_a_typo(specs: Path) -> None:
+    (specs / "shop" / "postgresql" / "V1__customers.sql").write_text(
+        "CREATE TABLE customers (id bigint PRIMARY KEY, first_name text, last_name text);\n")
+
+
+def test_where_approval_is_automatic_a_retry_after_a_fix_is_re_evaluated_and_proceeds(specs):
+    who = Who("dev@airflow", "dev", "manual__7", dag_id="migrate__shop__testing", task_id="t1.postgresql")
+    run, sink = run_in(specs, "testing", who=who)
+    summary = validate(run)
+    approved = summary["changeset_hash"]
+    assert authorize(run, summary).changeset_hash == approved
+    fix_a_typo(specs)
+    (specs / "shop" / "postgresql" / "V2__orders.sql").write_text("CREATE TABLE orders (id bigint PRIMARY KEY);\n")
+
+    grant = check_approval(reopen(specs, "testing", sink, who), approved, summary)  # the cleared execute task
+    assert grant.changeset_hash != approved and grant.how == "policy"
+    again = [e for e in sink.events if e.kind == "approved"][-1]
+    assert again.details["automatic"] is True and again.details["changeset_hash"] == grant.changeset_hash
+    assert again.details["previous_hash"] == approved
+    assert again.details["changes"] == {"added": ["postgresql/V2__orders.sql"], "removed": [],
+                                        "changed": ["postgresql/V1__customers.sql"]}
+    assert sink.kinds()[-2:] == ["validated", "approved"]  # linted as validate would, on record
+    # the next execute task of the run finds the new change set approved: not linted or recorded twice
+    check_approval(reopen(specs, "testing", sink, who), approved, summary)
+    assert sink.kinds().count("approved") == 2
+
+
+def test_where_approval_is_automatic_a_fix_with_blocking_findings_is_still_refused(specs):
+    who = Who("dev@airflow", "dev", "manual__8", dag_id="migrate__shop__testing")
+    run, sink = run_in(specs, "testing", who=who)
+    summary = validate(run)
+    drop_a_column(specs)  # ban-drop-column: high, and testing blocks at high
+    with pytest.raises(PolicyRefused, match="block testing"):
+        check_approval(reopen(specs, "testing", sink, who), summary["changeset_hash"], summary)
+    assert sink.kinds()[-1] == "refused" and [e.kind for e in sink.events].count("approved") == 0
+
+
+def test_where_people_approve_a_retry_after_a_fix_names_the_task_to_clear(specs):
+    run, sink = airflow_run(specs)
+    summary = validate(run)
+    old = summary["changeset_hash"]
+    for who in ("ann", "bob"):
+        record_approval(sink, who, old)
+    fix_a_typo(specs)
+    with pytest.raises(PolicyRefused) as info:
+        check_approval(reopen(specs, "production", sink, run.who), old, summary)
+    message = str(info.value)
+    assert "changed: postgresql/V1__customers.sql" in message
+    assert "clear the task `approve` with its downstream tasks" in message and "Downstream" in message
+    assert "trigger a new run" not in message and "migrate again" not in message  # no command-line words
+    refused = sink.events[-1]
+    assert refused.kind == "refused" and refused.details["changes"]["changed"] == ["postgresql/V1__customers.sql"]
+
+
+def test_clearing_approve_reopens_the_request_for_the_new_files_showing_what_changed(specs):
+    run, sink = airflow_run(specs)
+    summary = validate(run)
+    old = summary["changeset_hash"]
+    first = request_approval(run, summary)
+    assert "quote" not in first.request and "an approval counts only if its comment quotes" in first.body
+    for who in ("ann", "bob"):
+        record_approval(sink, who, old)
+    fix_a_typo(specs)
+    again = reopen(specs, "production", sink, run.who)  # the approve task's new try, validate not re-run
+    pending = request_approval(again, summary)
+    new = pending.request["changeset_hash"]
+    assert new != old and new == again.changeset_hash()
+    assert pending.approvals == []  # ann's and bob's approvals were for the old files
+    # Airflow keeps the first request text: an approval counts only if it quotes the new hash
+    assert pending.request["quote"] == new[:8]
+    answer = {"user": "ann", "decision": "approve", "hash": new, "at": NOW.isoformat(), "comment": "fine"}
+    still = record_answer(again, pending.request, [answer], summary)
+    assert still.approvals == [] and "without quoting change set" in sink.events[-1].details["not_counted"]
+    still = record_answer(again, pending.request, [{**answer, "comment": f"read {new[:8]}, fine"}], summary)
+    assert [a["user"] for a in still.approvals] == ["ann"] and sink.events[-1].details["counted"] is True
+    assert f"**Changed since the last approval** (`{old[:12]}` → `{new[:12]}`)" in pending.body
+    assert "- changed: `postgresql/V1__customers.sql`" in pending.body
+    assert pending.request["summary"]["changes"]["changed"] == ["postgresql/V1__customers.sql"]
+    asked = [e for e in sink.events if e.kind == "approval_requested"][-1]
+    assert asked.details["changeset_hash"] == new and asked.details["previous_hash"] == old
+    # once two people approve the new files, plan's check passes against the summary approve carried
+    for who in ("ann", "bob"):
+        record_approval(sink, who, new)
+    granted = request_approval(reopen(specs, "production", sink, run.who), summary)
+    assert granted["changeset_hash"] == new and granted["summary"]["changeset_hash"] == new
+    grant = check_approval(reopen(specs, "production", sink, run.who), new, granted["summary"])
+    assert sorted(grant.approved_by) == ["ann", "bob"]
+
+
+# --- what people read (issue 16.6) -------------------------------------------------------------------
+
+def test_the_approval_summary_lists_the_findings_in_the_usual_technology_order_and_says_who_may_answer(specs):
+    from polymigrate.commands.approval import summary_markdown
+    from polymigrate.policy import Decision
+
+    drop_a_column(specs)
+    run, _ = airflow_run(specs)
+    summary, _ = summarize(run)
+    summary["migrations"] = {"redis": 1, "mongodb": 2, "postgresql": 2}  # a domain that runs redis first
+    body = summary_markdown("shop", "production", summary, Decision("waiting", 2), ["ann", "bob"], "olga",
+                            {"regions": {"p1": {"redis": 1, "mongodb": 0, "postgresql": 1}}})
+    assert "| region | postgresql | mongodb | redis |" in body and "| p1 | 1 | 0 | 1 |" in body
+    assert "**high** `ban-drop-column` in shop/postgresql/V2__drop_first_name.sql:1" in body, body
+    assert 'Only ann, bob may answer' in body and "Access Denied" in body and "four-eyes" in body
+
+
+def test_a_dry_run_never_reads_like_a_real_run():
+    from polymigrate.commands.verbs import outcome_line
+    from polymigrate.executor import RunResult
+
+    result = RunResult("db", "postgresql", dry_run=True)
+    result.applied = [{"version": "1", "script": "V1__a.sql", "ms": 0, "action": "would apply"}] * 9
+    line = outcome_line("eu", "postgresql", result)
+    assert "9 would apply" in line and "DRY RUN, nothing applied" in line and "now at" not in line
+    assert "stays at version none (empty ledger)" in line
+
+
+def test_the_count_of_files_never_rehearsed_matches_the_list():
+    from polymigrate.commands.gates import listed
+
+    assert listed(list("abcdef"), 5) == "a, b, c, d, e and 1 more"
+    assert listed(list("abc"), 5) == "a, b, c"
+
+
+def test_where_approval_is_automatic_clearing_approve_after_a_fix_approves_the_new_files_on_record(specs):
+    who = Who("dev@airflow", "dev", "manual__9", dag_id="migrate__shop__testing", task_id="approve")
+    run, sink = run_in(specs, "testing", who=who)
+    summary = validate(run)
+    assert request_approval(run, summary)["changeset_hash"] == summary["changeset_hash"]
+    fix_a_typo(specs)
+    again = request_approval(reopen(specs, "testing", sink, who), summary)
+    assert again["automatic"] is True and again["changeset_hash"] != summary["changeset_hash"]
+    assert again["summary"]["changes"]["changed"] == ["postgresql/V1__customers.sql"]  # carried to plan and execute
+    approved = sink.events[-1]
+    assert approved.kind == "approved" and approved.details["previous_hash"] == summary["changeset_hash"]
+    assert check_approval(reopen(specs, "testing", sink, who), again["changeset_hash"], again["summary"]).how == "policy"

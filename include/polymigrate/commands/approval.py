@@ -16,12 +16,14 @@ from typing import Any
 from polymigrate.commands.context import Grant, Run
 from polymigrate.commands.gates import promotion_check
 from polymigrate.commands.planning import plan_domain
+from polymigrate.commands.validation import changes_between, describe_changes, file_digests, validate
 from polymigrate.errors import PolicyRefused
 from polymigrate.events import EventSink
 from polymigrate.policy import Approval, ChangeSet, Decision, eligible_roles, evaluate
 from polymigrate.spec.approvers import load_approvers
 
 SUPPRESSIONS_SHOWN = 20
+QUOTE = 8  # characters of a new change-set hash an approval of a re-opened request must quote
 
 
 @dataclass
@@ -96,18 +98,25 @@ def approval_status(run: Run, changeset_hash: str, summary: dict) -> Decision:
     return decide(run, change_set(run, summary, changeset_hash), approvals + rejections, run.params.override)
 
 
+APPROVE_TASK = "approve"  # the DAG's task that collects approvals (polymigrate.blueprint)
+CLEAR_APPROVE = (f"in this run, clear the task `{APPROVE_TASK}` with its downstream tasks (Airflow: the "
+                 f"`{APPROVE_TASK}` task → Clear → with \"Downstream\" selected): the request re-opens for the "
+                 "new change set, showing what changed, then plan and the execute tasks run again")
+
+
 def check_approval(run: Run, claimed_hash: str | None, summary: dict) -> Grant:
     """Refuse unless the files (and placeholders) are exactly what was approved, and the approval is
-    on record and still valid now; plan and every execute task call this, possibly hours later."""
+    on record and still valid now; plan and every execute task call this, possibly hours later.
+
+    Files changed since the approval (the on-call fixed a typo and cleared the failed task): where
+    the policy approves automatically the new change set is evaluated as validate would and, if it
+    passes, approved again on record; where people must approve, the refusal names the task to clear."""
     current = run.changeset_hash()
     if not claimed_hash:
         raise PolicyRefused("no approval recorded in this run (the approve task pushed no change-set hash)",
-                            hint="clear the approve task so the change set is approved again")
+                            hint=CLEAR_APPROVE)
     if current != claimed_hash:
-        run.emit("refused", details={"reason": "the change set changed after approval",
-                                     "changeset_hash": claimed_hash, "current_hash": current})
-        raise PolicyRefused(f"the change set changed after approval (approved {claimed_hash[:12]}, files now "
-                            f"{current[:12]}); trigger a new run to approve it again")
+        return changed_since_approval(run, claimed_hash, current, summary)
     if run.policy.approvals.required == 0 and not run.params.override:
         return Grant(current)
     decision = approval_status(run, current, summary)
@@ -115,9 +124,83 @@ def check_approval(run: Run, claimed_hash: str | None, summary: dict) -> Grant:
         run.emit("refused", details={"reason": "no valid approval on record", "changeset_hash": current,
                                      "decision": decision.to_dict()})
         raise PolicyRefused(f"no valid approval on record for change set {current[:12]} in this run: "
-                            + "; ".join(decision.reasons + decision.ignored),
-                            hint="clear the approve task so the change set is approved again")
+                            + "; ".join(decision.reasons + decision.ignored), hint=CLEAR_APPROVE)
     return Grant(current, tuple(decision.approved_by), decision.override, "approvals")
+
+
+def files_of(run: Run, summary: dict, changeset_hash: str) -> dict[str, str] | None:
+    """The file digests of an earlier change set of this run: from ``summary`` when it is that one,
+    else from its ``validated`` event in the audit store (None: nowhere on record)."""
+    if summary.get("changeset_hash") == changeset_hash and summary.get("files") is not None:
+        return summary["files"]
+    query = getattr(run.sink, "query", None)
+    if query is None or not run.who.run_id:
+        return None
+    for r in reversed(query(domain=run.domain.name, environment=run.environment.name, run_id=run.who.run_id,
+                            kind=["validated"])):
+        if r.event.details.get("changeset_hash") == changeset_hash and r.event.details.get("files") is not None:
+            return r.event.details["files"]
+    return None
+
+
+def _events(run: Run, kind: str) -> list:
+    """This run's audit events of ``kind``, oldest first (none without an audit store)."""
+    query = getattr(run.sink, "query", None)
+    if query is None or not run.who.run_id:
+        return []
+    return [r.event for r in query(domain=run.domain.name, environment=run.environment.name,
+                                   run_id=run.who.run_id, kind=[kind])]
+
+
+def _approved_events(run: Run) -> list:
+    return _events(run, "approved")
+
+
+def last_approved_hash(run: Run, other_than: str) -> str | None:
+    """The change set most recently approved in this run (by people or automatically), other than ``other_than``."""
+    for e in reversed(_approved_events(run)):
+        h = e.details.get("changeset_hash")
+        if h and h != other_than and (e.details.get("automatic") or e.details.get("counted")):
+            return h
+    return None
+
+
+def changed_since_approval(run: Run, approved_hash: str, current: str, summary: dict) -> Grant:
+    """See ``check_approval``: the retry after a fix, per environment."""
+    old_files = files_of(run, summary, approved_hash)
+    previous = {"changeset_hash": approved_hash, "files": old_files}
+    policy, override = run.policy, run.params.override
+    # a promotion gate is checked by plan alone: a new change set there goes back through plan
+    automatic = not policy.promotion_from and \
+        evaluate(policy, change_set(run, summary, current), [], run.clock(), override=override).status == "approved"
+    changes = None
+    if automatic:
+        if any(e.details.get("automatic") and e.details.get("changeset_hash") == current for e in _approved_events(run)):
+            run.log.info("Change set %s was re-evaluated and approved automatically earlier in this run", current[:12])
+            return Grant(current)
+        new = validate(run, previous=previous)  # blocking findings refuse here, as at validate
+        decision = evaluate(policy, change_set(run, new), [], run.clock(), override=override)
+        changes = new.get("changes")
+        if decision.status == "approved":
+            run.log.info("Approved automatically again: the policy of %s needs no approval (change set %s → %s: %s)",
+                         run.environment.name, approved_hash[:12], current[:12], describe_changes(changes))
+            run.emit("approved", details={"changeset_hash": current, "previous_hash": approved_hash,
+                                          "changes": changes, "automatic": True, "by": "policy",
+                                          "required": 0, "override": override,
+                                          "reason": "approvals.required: 0; re-evaluated after the files changed"})
+            return Grant(current)
+        if decision.status == "refused":
+            refuse(run, decision.reasons, {"changeset_hash": current, "previous_hash": approved_hash})
+    elif old_files is not None:
+        changes = changes_between(old_files, file_digests(run))
+    run.emit("refused", details={"reason": "the change set changed after approval", "changeset_hash": approved_hash,
+                                 "current_hash": current, "changes": changes})
+    why = (f"{run.environment.name} needs people to approve the new files, and approvals of the old ones do not "
+           "count for them") if not automatic and policy.approvals.required else \
+        (f"the new files must pass the promotion gate from {policy.promotion_from} in plan first"
+         if policy.promotion_from else "the new files need the stricter approval")
+    raise PolicyRefused(f"the change set changed after approval (approved {approved_hash[:12]}, files now "
+                        f"{current[:12]}; {describe_changes(changes)}); {why}", hint=CLEAR_APPROVE)
 
 
 def refuse(run: Run, reasons: list[str], details: dict) -> None:
@@ -134,13 +217,19 @@ def request_approval(run: Run, summary: dict) -> dict | Pending:
                "override": params.override, "reason": params.override_reason}
     if not request["changeset_hash"]:
         raise PolicyRefused("the validate task pushed no change-set hash; clear validate first")
+    revalidated = reevaluate(run, summary)
+    if revalidated is not None:  # cleared after a fix: the request is for the files as they are now
+        summary = revalidated
+        request["changeset_hash"] = summary["changeset_hash"]
+        request["summary"] = summary
     change = change_set(run, summary)
     decision = evaluate(run.policy, change, [], run.clock(), override=params.override)
     base = {"changeset_hash": change.hash, "required": decision.required, "override": params.override}
     if decision.status == "approved":
         run.log.info("Approved automatically: the environment's policy needs no approval")
-        run.emit("approved", details={**base, "automatic": True, "reason": "approvals.required: 0", "by": "policy"})
-        return {"approved": True, "automatic": True, "approved_by": [], **base}
+        run.emit("approved", details={**base, "automatic": True, "reason": "approvals.required: 0", "by": "policy",
+                                      **_what_changed(summary)})
+        return {"approved": True, "automatic": True, "approved_by": [], **base, **_carried(request)}
     if decision.status == "refused":
         refuse(run, decision.reasons, base)
 
@@ -169,26 +258,67 @@ def request_approval(run: Run, summary: dict) -> dict | Pending:
             return _granted(run, change, decision, request, base)
     body = summary_markdown(run.domain.name, run.environment.name, summary, decision, people, change.triggered_by,
                             _preview(run), params.override_reason)
+    earlier = {e.details.get("changeset_hash") for e in _events(run, "approval_requested")} - {change.hash}
+    if earlier:
+        # Airflow 3.3.2 keeps the first request text of a task instance when it is cleared (apache/airflow
+        # #73235): approvers would read the old files' summary. The new one goes to this try's log, and an
+        # approval counts only if it quotes the new hash, proof that its author read the right summary.
+        request["quote"] = change.hash[:QUOTE]
+        run.log.info("The request re-opens for change set %s (the files changed). Airflow still shows the first "
+                     "request's text; this is what the approvers must read, and an approval counts only if its "
+                     "comment quotes %s:\n\n%s", change.hash[:12], request["quote"], body)
+    else:
+        run.log.info("What the approvers read:\n\n%s", body)
     run.log.info("Waiting for %d approval(s) from %s (Browse → Required Actions)", decision.required, people)
     run.emit("approval_requested", details={**base, "eligible": people, "escalated": decision.escalated,
-                                            "reason": params.override_reason})
+                                            "reason": params.override_reason, **_what_changed(summary),
+                                            **({"quote": request["quote"]} if earlier else {})})
     return Pending(request, decision, body, prior)
+
+
+def reevaluate(run: Run, summary: dict) -> dict | None:
+    """The approve task runs again (cleared) and the files changed since validate: the new change
+    set evaluated as validate would, with what changed since the last approval in this run (or since
+    validate). None when nothing changed."""
+    current = run.changeset_hash()
+    if current == summary.get("changeset_hash"):
+        return None
+    since = last_approved_hash(run, current) or summary["changeset_hash"]
+    return validate(run, previous={"changeset_hash": since, "files": files_of(run, summary, since)})
+
+
+def _what_changed(summary: dict) -> dict:
+    return {k: summary[k] for k in ("previous_hash", "changes") if k in summary}
+
+
+def _carried(request: dict) -> dict:
+    """The re-evaluated summary travels with the approval, so plan and execute check against it."""
+    return {"summary": request["summary"]} if request.get("summary") else {}
 
 
 def record_answer(run: Run, request: dict, approvals: list[dict], summary: dict) -> dict | Pending:
     """One more answer (the last of ``approvals``): recorded, then the policy decides again."""
+    summary = request.get("summary") or summary
     answer = approvals[-1]
     base = {"changeset_hash": request["changeset_hash"], "override": request.get("override", False)}
     current = run.changeset_hash()
     if current != request["changeset_hash"]:
         refuse(run, ["the change set changed while waiting for approval (hash "
-                     f"{current[:12]}, approvers saw {request['changeset_hash'][:12]}); "
-                     "trigger a new run to approve it again"], {**base, "current_hash": current})
+                     f"{current[:12]}, approvers saw {request['changeset_hash'][:12]}); " + CLEAR_APPROVE],
+               {**base, "current_hash": current})
     change = change_set(run, summary, request["changeset_hash"])
     override = bool(request.get("override"))
+    user, comment = answer["user"], answer.get("comment", "")
+    quote = request.get("quote")
+    if quote and answer["decision"] == "approve" and quote not in comment:
+        approvals = approvals[:-1]  # kept out of the next answers' count too
+        why = (f"{user}: approved without quoting change set {quote} in the comment (the request text Airflow "
+               "shows is the one before the files changed; the new summary is in the approve task's log)")
+        run.emit("approved", details={**base, "by": user, "counted": False, "comment": comment, "not_counted": why})
+        run.log.info("not counted: %s", why)
+        return Pending(request, decide(run, change, approvals, override), "", approvals)
     decision = decide(run, change, approvals, override)
     before = decide(run, change, approvals[:-1], override)
-    user, comment = answer["user"], answer.get("comment", "")
     if answer["decision"] == "reject" and decision.status == "refused":
         run.emit("rejected", details={**base, "by": user, "reason": comment or "no comment given"})
         raise PolicyRefused("change set rejected:\n  " + "\n  ".join(decision.reasons))
@@ -212,7 +342,7 @@ def _granted(run: Run, change: ChangeSet, decision: Decision, request: dict, bas
                                         "gate": "approval", "how": "approvals", "approved_by": decision.approved_by})
     run.log.info("Approved by %s for change set %s", ", ".join(decision.approved_by), change.hash[:12])
     return {"approved": True, "automatic": False, "approved_by": decision.approved_by,
-            "required": decision.required, "decision": decision.status, **base}
+            "required": decision.required, "decision": decision.status, **base, **_carried(request)}
 
 
 # --- where nobody can answer (the command line) ----------------------------------------------------
@@ -286,12 +416,31 @@ def summary_markdown(domain: str, environment: str, summary: dict[str, Any], dec
     who = ", ".join(eligible)
     lines = [f"**{domain}** in **{environment}**, triggered by **{triggered_by}**: needs **{decision.required}** "
              f"approval(s) from distinct people ({who})."]
+    # what everyone else gets from Airflow is a bare "Access Denied": say here why
+    lines.append(f"Only {who or 'nobody'} may answer: Airflow refuses anyone else's Approve or Reject "
+                 "with \"Access Denied\" (" + ("the person who triggered the run may not approve it, four-eyes; "
+                                               if triggered_by not in eligible else "")
+                 + "others lack an approving role in migration_specs/approvers.yaml).")
+    if s.get("previous_hash"):
+        changes = s.get("changes")
+        lines += ["", f"**Changed since the last approval** (`{s['previous_hash'][:12]}` → "
+                  f"`{str(s.get('changeset_hash', '?'))[:12]}`); approvals of the earlier files do not count:"]
+        if changes is None:
+            lines.append("- the earlier file list is not on record: review every file")
+        else:
+            lines += [f"- {what}: " + ", ".join(f"`{f}`" for f in changes.get(what, []))
+                      for what in ("changed", "added", "removed") if changes.get(what)] or \
+                     ["- no file differs (the placeholders did)"]
     if decision.escalated:
         lines.append("The bar is raised: " + ("**emergency override** requested" if decision.override else
                      "high risk or destructive change set") + ".")
     if override_reason:
         lines.append(f"Override reason given: {_quoted(override_reason)} (what staging has not confirmed runs anyway).")
-    techs = s.get("migrations") or {}
+    from polymigrate import TECHNOLOGIES
+
+    # the order everyone knows (postgresql, mongodb, redis, elasticsearch), not the domain's execution order
+    techs = dict(sorted((s.get("migrations") or {}).items(),
+                        key=lambda kv: TECHNOLOGIES.index(kv[0]) if kv[0] in TECHNOLOGIES else len(TECHNOLOGIES)))
     regions = preview.get("regions") or {}
     header = "| region | " + " | ".join(techs) + " |\n|---|" + "---|" * len(techs)
     rows = [f"| {r} | " + " | ".join(str(counts.get(t, "-")) for t in techs) + " |" for r, counts in regions.items()]
@@ -302,6 +451,12 @@ def summary_markdown(domain: str, environment: str, summary: dict[str, Any], dec
     destructive = "**yes**" if s.get("destructive") else "no"
     lines += ["", f"- lint risk: **{s.get('risk') or 'not assessed'}**, findings: {lint.get('findings', 0)}, "
               f"blocking: {lint.get('blocking', 0)}; destructive: {destructive}"]
+    for f in lint.get("shown") or []:
+        where = f.get("file") if f.get("line") is None else f"{f.get('file')}:{f.get('line')}"
+        lines.append(f"  - **{f.get('severity')}** `{f.get('rule')}` in {where}"
+                     + (" (blocks here; carried by the override)" if f.get("blocking") else ""))
+    if lint.get("findings", 0) > len(lint.get("shown") or []) + len(s.get("suppressions") or []):
+        lines.append("  - (the other findings, info or suppressed: the validate task's log)")
     for sup in (s.get("suppressions") or [])[:SUPPRESSIONS_SHOWN]:
         lines.append(f"  - suppressed `{sup.get('rule')}` in {sup.get('file')}:{sup.get('line')}: "
                      f"{_quoted(str(sup.get('reason') or ''))}")
@@ -313,7 +468,10 @@ def summary_markdown(domain: str, environment: str, summary: dict[str, Any], dec
     lines += [f"- change-set hash: `{s.get('changeset_hash', '?')}` (execution refuses if any file or "
               "placeholder differs from what you approve)",
               "", "Each answer is recorded with your name; this request reopens until enough distinct "
-              "people approved. **Reject** (with a comment) ends the run."]
+              "people approved. **Reject** (with a comment) ends the run.",
+              "", f"_If the files change and this request re-opens, Airflow keeps showing this text: the new "
+              f"summary, with what changed, is in the log of the `{APPROVE_TASK}` task's latest try, and an "
+              f"approval counts only if its comment quotes the first {QUOTE} characters of the new hash._"]
     return "\n".join(lines)
 
 

@@ -159,6 +159,12 @@ def rehearsal_estimate(run: Run, technology: str, pending: list[Promotable]) -> 
     return estimate_seconds(pending, read.ledgers)
 
 
+def listed(items: list[str], shown: int) -> str:
+    """``a, b, c and 3 more``: a count and its list never disagree."""
+    rest = len(items) - shown
+    return ", ".join(items[:shown]) + (f" and {rest} more" if rest > 0 else "")
+
+
 def window_wait(run: Run, region: str, technology: str) -> datetime | None:
     """When this target may start under the execution window: None now (open long enough for what is
     pending by its rehearsal estimate, nothing pending, no window, or a dry run).
@@ -184,7 +190,7 @@ def window_wait(run: Run, region: str, technology: str) -> datetime | None:
         raise PolicyRefused(f"{region}/{technology}: {exc}; it would never start",
                             hint="split the migration, or widen policy.window of " + run.environment.name) from None
     what = (f"estimate {estimate:.0f}s from rehearsals" if estimate is not None else "no rehearsal estimate") + \
-        (f" ({len(unknown)} file(s) never rehearsed: {', '.join(unknown[:5])})" if unknown else "")
+        (f" ({len(unknown)} file(s) never rehearsed: {listed(unknown, 5)})" if unknown else "")
     if moment is None:
         run.log.info("Execution window open; %d pending, %s", len(pending), what)
     else:

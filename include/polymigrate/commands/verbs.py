@@ -12,6 +12,8 @@ from typing import Any, Callable
 from polymigrate.adapters.base import Adapter, RepairReport
 from polymigrate.catalog import DomainCatalog, Migration, applicable
 from polymigrate.commands.approval import authorize
+from polymigrate.commands.validation import (  # noqa: F401  (the verbs of a run, in one place)
+    changes_between, describe_changes, file_digests, lint, summarize, validate)
 from polymigrate.commands.context import EVENT_LIST_CAP, Grant, Run, RunParams, UsageError, Who
 from polymigrate.commands.gates import check_dependencies, check_promotion, window_wait
 from polymigrate.commands.planning import plan_domain, plan_table
@@ -31,51 +33,6 @@ Progress = Callable[[int, int, MigrationInfo], None]
 def trigger_details(who: Who, params: RunParams, verb: str, by: str | None = None) -> dict[str, Any]:
     """What the ``triggered`` event says about a run: who, from where, asking for what."""
     return {"by": by, "run_type": who.run_type, "origin": who.origin, "verb": verb, "params": asdict(params)}
-
-
-def lint(catalog: DomainCatalog, *, connection: Any = None, schema: str | None = None):
-    """The lint report of a domain (``polymigrate.lint``): findings, risk, destructive, suppressions."""
-    from polymigrate.lint import lint_catalog  # pglast: imported when linting, not at DAG parse
-
-    return lint_catalog(catalog, connection=connection, schema=schema)
-
-
-def summarize(run: Run) -> tuple[dict[str, Any], list]:
-    """(what an approval is about, the lint findings that block here): files per technology, lint
-    risk, destructive, suppressions and the change-set hash. Records nothing."""
-    counts = {tech: len(run.catalog.applicable(tech)) for tech in run.domain.technology_order()}
-    report = lint(run.catalog)
-    blocking = report.blocking(run.policy.lint_block_at)
-    for f in report.findings:
-        run.log.info("lint: %s", f)
-    # every destructive change carries a reasoned suppression: allowed where destructive changes are
-    # banned, but only through the stricter approval
-    waived = report.destructive and not any(f.destructive and not f.suppressed for f in report.findings)
-    return {"migrations": counts, "risk": report.risk, "destructive": report.destructive, "destructive_waived": waived,
-            "suppressions": report.suppressions[:EVENT_LIST_CAP], "changeset_hash": run.changeset_hash(),
-            "lint": {"findings": len(report.findings), "blocking": len(blocking)}}, blocking
-
-
-def validate(run: Run) -> dict[str, Any]:
-    """The domain's files and lint: a summary for the approval (recorded as ``validated``), or
-    ``PolicyRefused`` for blocking findings (recorded as ``refused``) unless an override carries them
-    to the stricter approval."""
-    policy, params = run.policy, run.params
-    summary, blocking = summarize(run)
-    if blocking and params.override:
-        run.log.warning("%d blocking lint finding(s) pass to approval under the emergency override "
-                        "(it needs the stricter approval): %s", len(blocking), params.override_reason)
-    elif blocking:
-        run.emit("refused", details={"reason": f"lint findings at or above {policy.lint_block_at}",
-                                     "findings": [str(f) for f in blocking][:EVENT_LIST_CAP]})
-        raise PolicyRefused(f"{len(blocking)} lint finding(s) at or above '{policy.lint_block_at}' block "
-                            f"{run.environment.name}:\n" + "\n".join(f"  - {f}" for f in blocking)
-                            + "\n(fix the migration, or waive the finding in the file as the lint docs describe)")
-    for note in run.catalog.notes:
-        run.log.info("note: %s", note)
-    run.log.info("Valid: %s", ", ".join(f"{t} {n}" for t, n in summary["migrations"].items()) or "no technology")
-    run.emit("validated", details=summary)
-    return summary
 
 
 def plan(run: Run, grant: Grant) -> Plan:
@@ -120,9 +77,17 @@ def migrate_target(run: Run, region: str, technology: str, *, plan_hash: str | N
                          dry_run=params.dry_run, sink=run.sink, on_progress=on_progress)
     for a in result.applied:
         run.log.info("%s %s (%s ms)", a["action"], a["script"], a["ms"])
-    run.log.info("%s/%s: %d applied, %d already applied, now at version %s", region, technology,
-                 len(result.applied), result.skipped, result.current_version)
+    run.log.info("%s", outcome_line(region, technology, result))
     return result
+
+
+def outcome_line(region: str, technology: str, result: RunResult) -> str:
+    """One target's result as the task log ends it; a dry run must never read like a real run."""
+    if result.dry_run:
+        return (f"{region}/{technology}: DRY RUN, nothing applied: {len(result.applied)} would apply, "
+                f"{result.skipped} already applied; stays at version {result.current_version or 'none (empty ledger)'}")
+    return (f"{region}/{technology}: {len(result.applied)} applied, {result.skipped} already applied, "
+            f"now at version {result.current_version or 'none'}")
 
 
 def verify_region(run: Run, region: str, technologies: list[str]) -> dict[str, Any]:

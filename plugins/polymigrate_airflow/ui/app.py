@@ -7,11 +7,13 @@ request (never at import, so the API server starts even when the store is down o
 
 from __future__ import annotations
 
+import html
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterator
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow.api_fastapi.core_api.security import requires_authenticated
 from polymigrate.audit import AUDIT_CONN_ID, PostgresAuditStore
@@ -20,6 +22,8 @@ from polymigrate.audit.report import FORMATS, MEDIA_TYPES, duration_chart_svg, r
 from polymigrate.errors import PolymigrateError
 from polymigrate_airflow.ui.page import render_page, render_unavailable
 
+SIGN_IN_HINT = ("not signed in to Airflow: this page uses your Airflow session. Open the Airflow UI, sign in, "
+                "then Browse → Migration audit (scripts: send 'Authorization: Bearer <token>' from POST /auth/token)")
 HISTORY_LIMIT = 500
 DEFAULT_DAYS = 30
 
@@ -98,6 +102,19 @@ def create_app() -> FastAPI:
     """The FastAPI sub-application (one per API server process)."""
     app = FastAPI(title="polymigrate audit", dependencies=[Depends(requires_authenticated())],
                   docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(StarletteHTTPException)
+    def denied(request, exc: StarletteHTTPException) -> Response:
+        """Airflow's bare "Not authenticated" / "Forbidden", said with why and what to do."""
+        headers = getattr(exc, "headers", None)
+        if exc.status_code not in (401, 403):
+            return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+        hint = (SIGN_IN_HINT if exc.status_code == 401 else
+                "your Airflow user is signed in but may not read this page; ask an Airflow admin for access")
+        if request.url.path.rstrip("/").endswith(("/api/matrix", "/api/history", "/export")):
+            return JSONResponse({"detail": exc.detail, "hint": hint}, status_code=exc.status_code, headers=headers)
+        return HTMLResponse(f"<!doctype html><title>Migration audit: access denied</title><h1>Access denied</h1>"
+                            f"<p>{html.escape(hint)}</p>", status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(StoreUnavailable)
     def unavailable(request, exc: StoreUnavailable) -> Response:
