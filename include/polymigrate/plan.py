@@ -22,13 +22,14 @@ class Step:
     script: str
     checksum: int
     action: str  # apply | reapply (outdated repeatable) | resume (incomplete)
+    sha256: str | None = None
 
     @classmethod
     def from_info(cls, info: MigrationInfo) -> "Step":
         m = info.migration
         assert m is not None
         action = {State.OUTDATED: "reapply", State.INCOMPLETE: "resume"}.get(info.state, "apply")
-        return cls(info.version, info.description, info.script, m.checksum, action)
+        return cls(info.version, info.description, info.script, m.checksum, action, m.sha256)
 
 
 @dataclass

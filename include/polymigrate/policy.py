@@ -257,7 +257,7 @@ def estimate_seconds(pending: Iterable["Promotable"],
     total, known, unknown = 0.0, 0, []
     for p in pending:
         times = [e.execution_time for (_, tech), rows in rehearsals.items() if tech == p.technology
-                 for e in rows if e.script == p.script and e.checksum == p.checksum and e.status is Status.SUCCESS]
+                 for e in rows if p.same_file(e) and e.status is Status.SUCCESS]
         if times:
             total += max(times) / 1000.0
             known += 1
@@ -276,6 +276,13 @@ class Promotable:
     version: str | None
     script: str
     checksum: int
+    sha256: str | None = None  # the file's bytes: a repeatable's checksum is recorded over rendered text
+
+    def same_file(self, e: LedgerEntry) -> bool:
+        """``e`` ran this very file: same checksum, or (a repeatable whose ledger checksum is over the
+        text with that environment's placeholders) the same sha256 of the file."""
+        return e.script == self.script and (e.checksum == self.checksum
+                                            or (self.sha256 is not None and e.sha256 == self.sha256))
 
 
 def promotion_missing(pending: Iterable[Promotable],
@@ -292,7 +299,7 @@ def promotion_missing(pending: Iterable[Promotable],
             continue
         bad = []
         for r in sorted(regions):
-            ok = any(e.script == p.script and e.checksum == p.checksum and e.status is Status.SUCCESS
+            ok = any(p.same_file(e) and e.status is Status.SUCCESS
                      and (e.version == p.version or (p.version is None and e.version is None))
                      for e in staging_ledgers[(r, p.technology)])
             if not ok:

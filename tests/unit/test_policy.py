@@ -123,6 +123,17 @@ def test_promotion_gate_refuses_a_checksum_staging_never_ran():
     assert promotion_missing([Promotable("postgresql", "1", "V1__a.sql", 11)], staging) == []
 
 
+def test_promotion_gate_knows_a_repeatable_with_placeholders_by_its_file():
+    # staging recorded the checksum of the text with staging's placeholder values (as Flyway does);
+    # production's plan has the file's own checksum: the file's sha256 says it is the same file
+    row = LedgerEntry(1, None, "grants", "SQL", "R__grants.sql", 555, status=Status.SUCCESS, sha256="ab" * 32)
+    staging = {("western_europe", "postgresql"): [row]}
+    same = Promotable("postgresql", None, "R__grants.sql", 1368749946, "ab" * 32)
+    edited = Promotable("postgresql", None, "R__grants.sql", 1368749946, "cd" * 32)
+    assert promotion_missing([same], staging) == []
+    assert "not succeeded in staging" in promotion_missing([edited], staging)[0]
+
+
 # --- who may answer, the bound hash, windows with estimates, rehearsal estimates ----------------
 
 def test_override_without_a_named_stricter_level_needs_one_more_approval():

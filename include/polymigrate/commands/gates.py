@@ -34,7 +34,8 @@ def promotable(plan: Plan) -> list[Promotable]:
     seen = {}
     for t in plan.targets:
         for s in t.steps:
-            seen[(t.technology, s.script, s.checksum)] = Promotable(t.technology, s.version, s.script, s.checksum)
+            seen[(t.technology, s.script, s.checksum)] = Promotable(t.technology, s.version, s.script, s.checksum,
+                                                                    s.sha256)
     return list(seen.values())
 
 
@@ -177,7 +178,7 @@ def window_wait(run: Run, region: str, technology: str) -> datetime | None:
     with run.target(region, technology) as adapter:
         infos = reconcile(run.catalog.applicable(technology), adapter.read_ledger(),
                           target_version=run.params.target_version, out_of_order=run.params.allow_out_of_order)
-    pending = [Promotable(technology, i.version, i.script, i.migration.checksum) for i in to_apply(infos)
+    pending = [Promotable(technology, i.version, i.script, i.migration.checksum, i.migration.sha256) for i in to_apply(infos)
                if i.migration is not None]
     if not pending:
         return None  # nothing to run: no reason to wait for the window
