@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from polymigrate.checksums import flyway_checksum, sha256
-from polymigrate.errors import Problem, SpecError
+from polymigrate.errors import PolymigrateError, Problem, SpecError
 from polymigrate.spec import formats
 from polymigrate.spec.reading import MAX_MIGRATION_BYTES, inside, read_bytes
 from polymigrate.versions import Version
@@ -62,8 +62,29 @@ class Directives:
     statement_timeout: str | None = None
     batch_size: int | None = None
     pause_ms: int | None = None
+    # zero-downtime releases (docs/phases.md): the release phase this file belongs to
+    phase: str | None = None
+    # a PostgreSQL backfill (docs/postgresql.md#backfills): the file's one UPDATE runs in keyset batches
+    backfill: bool | None = None
+    key: str | None = None
+    batch_time: str | None = None
+    max_batch: int | None = None
+    max_lag: str | None = None
 
-    KEYS = ("transactional", "lock_timeout", "statement_timeout", "batch_size", "pause_ms")
+    KEYS = ("transactional", "lock_timeout", "statement_timeout", "batch_size", "pause_ms", "phase",
+            "backfill", "key", "batch_time", "max_batch", "max_lag")
+
+
+PHASES = ("expand", "migrate", "contract")
+_IDENT = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_$]*|"[^"]+")$')
+
+
+def duration_seconds(text: str) -> float:
+    """``500ms``, ``5s``, ``10min``, ``1h`` (a bare number is seconds) → seconds."""
+    m = re.match(r"^(\d+(?:\.\d+)?)\s*(ms|s|min|h)?$", text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a duration (e.g. 500ms, 5s, 10min, 1h)")
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "min": 60, "h": 3600, None: 1}[m.group(2)]
 
 
 @dataclass(frozen=True)
@@ -186,12 +207,24 @@ def parse_directives(text: str, file: str, domain: str | None = None) -> tuple[D
                 problems.append(Problem(file, f"unknown directive '{item}'", line=lineno, domain=domain,
                                         hint=f"use key=value with one of {', '.join(Directives.KEYS)}"))
                 continue
-            if key == "transactional":
+            if key in ("transactional", "backfill"):
                 if value.lower() not in ("true", "false"):
-                    problems.append(Problem(file, f"transactional={value}", line=lineno, domain=domain, hint="use true or false"))
+                    problems.append(Problem(file, f"{key}={value}", line=lineno, domain=domain, hint="use true or false"))
                     continue
                 values[key] = value.lower() == "true"
-            elif key in ("batch_size", "pause_ms"):
+            elif key == "phase":
+                if value.lower() not in PHASES:
+                    problems.append(Problem(file, f"unknown phase '{value}'", line=lineno, domain=domain,
+                                            hint=f"use one of {', '.join(PHASES)} (docs/phases.md)"))
+                    continue
+                values[key] = value.lower()
+            elif key == "key":
+                if not _IDENT.match(value):
+                    problems.append(Problem(file, f"key={value} is not a column name", line=lineno, domain=domain,
+                                            hint="name one column of the table, e.g. key=id"))
+                    continue
+                values[key] = value[1:-1] if value.startswith('"') else value.lower()
+            elif key in ("batch_size", "pause_ms", "max_batch"):
                 if not value.isdigit():
                     problems.append(Problem(file, f"{key}={value} is not a whole number", line=lineno, domain=domain))
                     continue
@@ -203,6 +236,37 @@ def parse_directives(text: str, file: str, domain: str | None = None) -> tuple[D
                     continue
                 values[key] = value
     return Directives(**values), problems
+
+
+_BACKFILL_ONLY = ("key", "batch_time", "max_batch", "max_lag")
+
+
+def _check_backfill(technology: str, kind: Kind, d: Directives, body: str, path: Path, domain: str) -> list[Problem]:
+    """What validate can say about a backfill file without a server (the table is checked when it runs)."""
+    file = str(path)
+    stray = [k for k in _BACKFILL_ONLY if getattr(d, k) is not None]
+    if not d.backfill:
+        return [Problem(file, f"{', '.join(stray)} only apply to a backfill", line=1, domain=domain,
+                        hint="add backfill=true to the header, or remove them")] if stray else []
+    if technology != "postgresql":
+        return [Problem(file, f"backfill=true is for PostgreSQL files; {technology} has its own way", line=1,
+                        domain=domain, hint="MongoDB: ctx.transform in a .py migration (docs/mongodb.md); "
+                                            "Elasticsearch: a reindex step")]
+    if kind is not Kind.VERSIONED:
+        return [Problem(file, f"a {kind.value} file cannot be a backfill", line=1, domain=domain,
+                        hint="make it a versioned V<version>__<description>.sql file")]
+    if d.transactional:
+        return [Problem(file, "a backfill runs in many short transactions; transactional=true contradicts it",
+                        line=1, domain=domain, hint="remove transactional=true")]
+    if _PLACEHOLDER.search(body):
+        return []  # parsed when it runs, with the values filled in
+    from polymigrate.adapters.pg_backfill import parse  # pglast: only for the files that need it
+    try:
+        parse(body, path)
+    except PolymigrateError as exc:
+        return [Problem(file, exc.args[0], line=getattr(exc, "line", None), domain=domain,
+                        hint=getattr(exc, "hint", None))]
+    return []
 
 
 def load_file(domain: str, technology: str, root: Path, path: Path,
@@ -237,6 +301,7 @@ def load_file(domain: str, technology: str, root: Path, path: Path,
         return None, [Problem(str(path), "empty migration file", domain=domain,
                               hint="add the change, or delete the file if it was created by mistake")], []
     directives, problems = parse_directives(body, str(path), domain)
+    problems += _check_backfill(technology, kind, directives, body, path, domain)
     if path.suffix.lower() == ".json":
         bad = formats.check(technology, body)
         if bad is not None:
