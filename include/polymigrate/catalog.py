@@ -79,14 +79,6 @@ PHASES = ("expand", "migrate", "contract")
 _IDENT = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_$]*|"[^"]+")$')
 
 
-def duration_seconds(text: str) -> float:
-    """``500ms``, ``5s``, ``10min``, ``1h`` (a bare number is seconds) → seconds."""
-    m = re.match(r"^(\d+(?:\.\d+)?)\s*(ms|s|min|h)?$", text.strip())
-    if not m:
-        raise ValueError(f"{text!r} is not a duration (e.g. 500ms, 5s, 10min, 1h)")
-    return float(m.group(1)) * {"ms": 0.001, "s": 1, "min": 60, "h": 3600, None: 1}[m.group(2)]
-
-
 @dataclass(frozen=True)
 class Migration:
     domain: str

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +43,6 @@ from pglast.parser import ParseError
 from pglast.stream import RawStream
 from psycopg import sql
 
-from polymigrate.catalog import Migration, duration_seconds
 from polymigrate.errors import PermanentError, TransientError
 
 log = logging.getLogger("polymigrate.postgres")
@@ -58,6 +58,14 @@ MAX_PAUSE_S = 60.0  # one pause never lasts longer: a database that always has a
 MAX_RETRIES = 30  # consecutive batches lost to lock timeouts / deadlocks before the run gives up (transient)
 _RETRY_STATES = {"55P03", "40P01", "40001"}
 _HINT = "see docs/postgresql.md#backfills: one UPDATE, e.g. UPDATE users SET full_name = first || ' ' || last WHERE full_name IS NULL"
+
+
+def duration_seconds(text: str) -> float:
+    """``500ms``, ``5s``, ``10min``, ``1h`` (a bare number is seconds) → seconds."""
+    m = re.match(r"^(\d+(?:\.\d+)?)\s*(ms|s|min|h)?$", text.strip())
+    if not m:
+        raise ValueError(f"{text!r} is not a duration (e.g. 500ms, 5s, 10min, 1h)")
+    return float(m.group(1)) * {"ms": 0.001, "s": 1, "min": 60, "h": 3600, None: 1}[m.group(2)]
 
 
 @dataclass(frozen=True)
@@ -131,7 +139,7 @@ class Settings:
     pause: float  # between checks while pausing
 
     @classmethod
-    def of(cls, migration: Migration) -> "Settings":
+    def of(cls, migration: Any) -> "Settings":
         d = migration.directives
         max_batch = d.max_batch or DEFAULT_MAX_BATCH
         return cls(batch_size=max(MIN_BATCH, min(d.batch_size or DEFAULT_BATCH_SIZE, max_batch)), max_batch=max_batch,
@@ -169,7 +177,7 @@ def fmt_eta(seconds: float) -> str:
 class Backfill:
     """One backfill file on the adapter's session (which holds the migration lock)."""
 
-    def __init__(self, conn: psycopg.Connection, migration: Migration, spec: BackfillSpec, settings: Settings, *,
+    def __init__(self, conn: psycopg.Connection, migration: Any, spec: BackfillSpec, settings: Settings, *,
                  fence: Callable[[psycopg.Connection], None],
                  checkpoint: Callable[[psycopg.Connection, dict], None], state: dict):
         self.conn, self.migration, self.spec, self.s = conn, migration, spec, settings
