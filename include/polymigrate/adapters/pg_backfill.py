@@ -236,28 +236,32 @@ class Backfill:
 
     # -- the batches ---------------------------------------------------------------------------
 
-    def _batch_sql(self, key: str, last: Any, n: int) -> sql.Composed:
-        spec = self.spec
+    def _range_sql(self, key: str, last: Any, n: int) -> sql.Composed:
+        """The next batch's last key and size, from the key's index."""
         k = sql.Identifier(key)
-        qk = sql.Identifier(spec.alias or spec.table, key)
         after = sql.SQL("") if last is None else sql.SQL(" WHERE {} > {}").format(k, sql.Literal(last))
+        return sql.SQL("SELECT max({k}), count(*) FROM (SELECT {k} FROM {rel}{after} ORDER BY {k} LIMIT {n}) b").format(
+            k=k, rel=self.spec.relation, after=after, n=sql.Literal(n))
+
+    def _update_sql(self, key: str, last: Any, hi: Any) -> sql.Composed:
+        """The file's UPDATE on ``last < key <= hi``. Both bounds are literals, so the planner sees a
+        narrow range and scans the key's index (a bound it cannot see made it scan the whole table)."""
+        spec = self.spec
+        qk = sql.Identifier(spec.alias or spec.table, key)
         lower = sql.SQL("") if last is None else sql.SQL("{} > {} AND ").format(qk, sql.Literal(last))
         # the user's text goes to the server as written (deparsed by pglast); no client-side parameters
         # are sent with this statement, so a '%' in it is never read as a placeholder
         cond = sql.SQL(" AND ({})").format(sql.SQL(spec.where)) if spec.where else sql.SQL("")
-        return sql.SQL(
-            "WITH b AS (SELECT {k} FROM {rel}{after} ORDER BY {k} LIMIT {n}), "
-            "r AS (SELECT max({k}) AS hi, count(*) AS n FROM b), "
-            "u AS ({head} WHERE {lower}{qk} <= (SELECT hi FROM r){cond} RETURNING 1) "
-            "SELECT r.hi, r.n, (SELECT count(*) FROM u) FROM r").format(
-            k=k, rel=spec.relation, after=after, n=sql.Literal(n), head=sql.SQL(spec.head), lower=lower, qk=qk,
-            cond=cond)
+        return sql.SQL("{head} WHERE {lower}{qk} <= {hi}{cond}").format(
+            head=sql.SQL(spec.head), lower=lower, qk=qk, hi=sql.Literal(hi), cond=cond)
 
     def _waits(self) -> tuple[int, float]:
         """(sessions of this database waiting on a lock, worst replica replay lag in seconds)."""
         row = self.conn.execute(
+            # a session our last batch blocked may still show as waiting for a moment after our commit:
+            # only one some session still blocks counts
             "SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()), "
+            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid() AND cardinality(pg_blocking_pids(pid)) > 0), "
             "(SELECT coalesce(max(extract(epoch FROM replay_lag)), 0) FROM pg_stat_replication)").fetchone()
         return int(row[0]), float(row[1] or 0)
 
@@ -296,6 +300,7 @@ class Backfill:
         started = last_log = time.monotonic()
         scanned_here = retries = streak = 0
         paused = 0.0
+        smooth: float | None = None
         settings = {"lock_timeout": self.s.lock_timeout, "synchronous_commit": "off"}
         if self.s.statement_timeout:
             settings["statement_timeout"] = self.s.statement_timeout
@@ -307,7 +312,8 @@ class Backfill:
                 with conn.transaction():
                     conn.execute(set_sql)
                     self.fence(conn)  # first: a session without the lock does no work at all
-                    hi, n, changed = conn.execute(self._batch_sql(key, last, size)).fetchone()
+                    hi, n = conn.execute(self._range_sql(key, last, size)).fetchone()
+                    changed = conn.execute(self._update_sql(key, last, hi)).rowcount if n else 0
                     if n:
                         new = {**st, "key": key, "last_key": _json_key(hi), "scanned": scanned + n,
                                "updated": updated + changed, "batches": batches + 1, "batch_size": size}
@@ -335,8 +341,11 @@ class Backfill:
             last, scanned, updated, batches = st["last_key"], st["scanned"], st["updated"], st["batches"]
             scanned_here += n
             if n >= size:  # a short batch (the end of the table) says nothing about the rate
-                # aim at batch_time; change by at most 2x a batch so one slow batch does not swing it
-                size = int(min(self.s.max_batch, max(MIN_BATCH, size * min(2.0, max(0.5, self.s.batch_time / max(elapsed, 1e-4))))))
+                # aim at batch_time from the smoothed rate; at most 2x up or down per batch, so one batch
+                # slowed by the machine (or an application lock) does not swing it
+                rate_now = n / max(elapsed, 1e-4)
+                smooth = rate_now if smooth is None else 0.5 * smooth + 0.5 * rate_now
+                size = int(min(self.s.max_batch, max(MIN_BATCH, size / 2, min(size * 2, smooth * self.s.batch_time))))
             now = time.monotonic()
             if now - last_log >= PROGRESS_EVERY_S:
                 last_log = now
