@@ -23,7 +23,7 @@ from __future__ import annotations
 import enum
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -94,6 +94,15 @@ class Migration:
     directives: Directives = Directives()
 
     @property
+    def phase(self) -> str:
+        """The release phase (docs/phases.md): declared in the header or JSON, else ``expand``."""
+        return self.directives.phase or "expand"
+
+    @property
+    def declares_phase(self) -> bool:
+        return self.directives.phase is not None
+
+    @property
     def id(self) -> str:
         """Version for versioned/undo migrations, the description for repeatables."""
         return str(self.version) if self.version is not None else f"R:{self.description}"
@@ -148,6 +157,46 @@ class DomainCatalog:
     def applicable(self, technology: str) -> list[Migration]:
         """Versioned (by version) then repeatable (by description): the order they apply in."""
         return applicable(self.migrations.get(technology, []))
+
+    @property
+    def phased(self) -> bool:
+        """Some file declares a release phase: the domain runs phase-major (docs/phases.md)."""
+        return any(m.declares_phase for ms in self.migrations.values() for m in ms)
+
+    def phases(self, technology: str) -> list[str]:
+        """The phases the technology's files are in, in release order."""
+        present = {m.phase for m in self.applicable(technology)}
+        return [p for p in PHASES if p in present]
+
+
+def phase_counts(catalog: "DomainCatalog", technologies: list[str]) -> dict[str, dict[str, int]]:
+    """``{phase: {technology: files}}`` in release order, or ``{}`` when no file declares a phase."""
+    if not catalog.phased:
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for ph in PHASES:
+        for tech in technologies:
+            n = sum(1 for m in catalog.applicable(tech) if m.phase == ph)
+            if n:
+                out.setdefault(ph, {})[tech] = n
+    return out
+
+
+def phases_line(phases: dict[str, dict[str, int]], soak_minutes: float = 0) -> str:
+    """``expand (postgresql 1, redis 1) → migrate (…) → contract (…)``, for logs and the approval summary."""
+    text = " → ".join(f"{ph} ({', '.join(f'{t} {n}' for t, n in techs.items())})" for ph, techs in phases.items())
+    if "contract" in phases:
+        text += "; contract runs only after the earlier phases verified in the region" + \
+            (f", then {soak_minutes:g} min of soak" if soak_minutes else "")
+    return text
+
+
+def in_phase(migration: Migration | None, phase: str | None) -> bool:
+    """Whether a run of ``phase`` applies ``migration``: its phase or an earlier one (an earlier phase's
+    file still pending, e.g. a resumed backfill, runs first); every file when ``phase`` is None."""
+    if phase is None or migration is None:
+        return True
+    return PHASES.index(migration.phase) <= PHASES.index(phase)
 
 
 def applicable(migrations: list[Migration]) -> list[Migration]:
@@ -261,6 +310,43 @@ def _check_backfill(technology: str, kind: Kind, d: Directives, body: str, path:
     return []
 
 
+_JSON_PHASE = re.compile(r'"phase"\s*:\s*"(?P<phase>[A-Za-z]+)"')
+
+
+def json_phase(text: str) -> str | None:
+    """The ``"phase"`` of a JSON migration (validated by its format model), without parsing it all."""
+    m = _JSON_PHASE.search(text)
+    return m.group("phase").lower() if m else None
+
+
+def header_phase(technology: str, head: str) -> str | None:
+    """The phase a file declares, from its first few KB (for the DAG's shape at parse time: no full read)."""
+    if head.lstrip("\ufeff").lstrip().startswith("{"):
+        phase = json_phase(head)
+    else:
+        phase = parse_directives(head.lstrip("\ufeff"), "")[0].phase
+    return phase if phase in PHASES else None
+
+
+def phase_order_problems(migrations: list[Migration], domain: str) -> list[Problem]:
+    """Within one technology, versions must not go back to an earlier phase: a phase-major run applies
+    every expand file before any migrate file, so V3 (expand) after V2 (migrate) would run out of order."""
+    out: list[Problem] = []
+    versioned = [m for m in migrations if m.kind is Kind.VERSIONED]
+    if not any(m.declares_phase for m in migrations):
+        return out
+    highest: Migration | None = None
+    for m in versioned:
+        if highest is not None and PHASES.index(m.phase) < PHASES.index(highest.phase):
+            out.append(Problem(str(m.path), f"version {m.version} is in phase {m.phase} but comes after version "
+                               f"{highest.version} ({highest.script}) in phase {highest.phase}", domain=domain,
+                               hint=f"give it a version below {highest.version}, or declare phase={highest.phase} "
+                                    "(docs/phases.md: within a technology, phases follow version order)"))
+        elif highest is None or PHASES.index(m.phase) > PHASES.index(highest.phase):
+            highest = m
+    return out
+
+
 def load_file(domain: str, technology: str, root: Path, path: Path,
               tree: Path | None = None) -> tuple[Migration | None, list[Problem], list[Problem]]:
     """One file → (migration or None, problems, notes); ``tree`` is the folder links may not leave
@@ -299,6 +385,10 @@ def load_file(domain: str, technology: str, root: Path, path: Path,
         if bad is not None:
             problems.append(Problem(str(path), f"not a valid {technology} migration: {bad}", line=bad.line, domain=domain,
                                     hint="see migration_specs/README.md for the format"))
+        else:
+            phase = json_phase(body)
+            if phase:
+                directives = replace(directives, phase=phase)
     mig = Migration(domain=domain, technology=technology, kind=kind, version=version, description=desc,
                     script=rel, path=path, checksum=flyway_checksum(text), sha256=sha256(raw),
                     text=body, directives=directives)
@@ -355,6 +445,7 @@ def discover(domain: str, technology: str, folder: Path, tree: Path | None = Non
         if u.version not in versions:
             cat.problems.append(Problem(str(u.path), f"undo for version {u.version}, which has no V file",
                                         domain=domain, hint="rename it to match a versioned migration"))
+    cat.problems += phase_order_problems(versioned, domain)
     cat.migrations[technology] = versioned + repeatable + undo
     return cat
 

@@ -20,7 +20,7 @@ from polymigrate.commands import Connector, RunParams, UsageError, Who, open_run
 from polymigrate.commands.adhoc import bound_environment
 from polymigrate.commands.approval import authorize, check_approval, request_approval
 from polymigrate.commands.verbs import validate
-from polymigrate.errors import PolicyRefused
+from polymigrate.errors import PermanentError, PolicyRefused
 from polymigrate.events import AuditEvent
 from polymigrate.spec import load_project
 
@@ -244,3 +244,42 @@ def test_outside_the_window_the_command_line_refuses_saying_when_it_opens(specs)
                                        "opens": "2026-11-09T01:00:00+00:00"}
     run, _ = run_in(specs, "production", RunParams(dry_run=True))
     require_window(run, "p1", "postgresql", pending_only=False)  # a dry run changes nothing: no window
+
+
+def phased(specs: Path, soak: float) -> None:
+    path = specs / "environments" / "production.yaml"
+    path.write_text(path.read_text() + f"  contract_soak_minutes: {soak}\n")
+    (specs / "shop" / "postgresql" / "V1__customers.sql").write_text(
+        "-- polymigrate: phase=expand\nCREATE TABLE customers (id bigint PRIMARY KEY, first_name text);\n")
+    (specs / "shop" / "postgresql" / "V2__drop_first_name.sql").write_text(
+        "-- polymigrate: phase=contract\n"
+        "ALTER TABLE customers DROP COLUMN first_name;\n")
+
+
+def test_contract_waits_for_its_soak_after_the_earlier_phases_verified(specs):
+    from polymigrate.commands.verbs import contract_gate
+
+    phased(specs, 30)
+    run, _ = run_in(specs, "production")
+    assert contract_gate(run, "p1", NOW - timedelta(minutes=10)) == NOW + timedelta(minutes=20)
+    assert contract_gate(run, "p1", NOW - timedelta(minutes=31)) is None
+    with pytest.raises(PermanentError, match="needs the earlier phases verified first"):
+        contract_gate(run, "p1", None)
+    run, _ = run_in(specs, "production", RunParams(dry_run=True))
+    assert contract_gate(run, "p1", NOW) is None  # nothing is dropped by a dry run
+
+
+def test_the_approval_summary_shows_the_release_phases(specs):
+    from polymigrate.catalog import phase_counts
+    from polymigrate.commands.approval import summary_markdown
+    from polymigrate.policy import Decision
+
+    phased(specs, 0)
+    run, _ = run_in(specs, "production")
+    phases = phase_counts(run.catalog, ["postgresql"])
+    assert phases == {"expand": {"postgresql": 1}, "contract": {"postgresql": 1}}
+    decision = Decision(status="waiting", required=2)
+    text = summary_markdown("shop", "production", {"migrations": {"postgresql": 2}, "phases": phases}, decision, ["dba"],
+                            "ann", {"regions": {}})
+    assert "**Release phases**" in text and "expand (postgresql 1) → contract (postgresql 1); contract runs only " \
+                                              "after the earlier phases verified" in text

@@ -54,6 +54,7 @@ DEFAULT_MAX_LAG = "10s"
 DEFAULT_LOCK_TIMEOUT = "1s"  # per batch: a batch waiting longer is rolled back, halved and retried
 MIN_BATCH = 10
 PROGRESS_EVERY_S = 5.0
+QUICK_RECHECK_S = 0.01
 MAX_PAUSE_S = 60.0  # one pause never lasts longer: a database that always has a waiter still moves on
 MAX_RETRIES = 30  # consecutive batches lost to lock timeouts / deadlocks before the run gives up (transient)
 _RETRY_STATES = {"55P03", "40P01", "40001"}
@@ -258,10 +259,13 @@ class Backfill:
     def _waits(self) -> tuple[int, float]:
         """(sessions of this database waiting on a lock, worst replica replay lag in seconds)."""
         row = self.conn.execute(
-            # a session our last batch blocked may still show as waiting for a moment after our commit:
-            # only one some session still blocks counts
+            # waits on tables and rows only: relation-extension and page locks last microseconds, and an
+            # advisory wait may be another run queuing for our own migration lock. A session our last
+            # batch blocked may still show as waiting for a moment after our commit: only one some
+            # session still blocks counts
             "SELECT (SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-            "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid() AND cardinality(pg_blocking_pids(pid)) > 0), "
+            "AND wait_event_type = 'Lock' AND wait_event IN ('relation', 'tuple', 'transactionid') "
+            "AND pid <> pg_backend_pid() AND cardinality(pg_blocking_pids(pid)) > 0), "
             "(SELECT coalesce(max(extract(epoch FROM replay_lag)), 0) FROM pg_stat_replication)").fetchone()
         return int(row[0]), float(row[1] or 0)
 
@@ -269,10 +273,17 @@ class Backfill:
         """Wait while others wait on locks or replicas lag; the seconds paused."""
         started = time.monotonic()
         told = False
+        first = True
         while True:
             waiting, lag = self._waits()
             if waiting == 0 and lag <= self.s.max_lag:
                 break
+            if first and lag <= self.s.max_lag:
+                # an application transaction's own row-lock wait usually ends within milliseconds: only
+                # one still there a moment later is worth stopping for
+                first = False
+                time.sleep(QUICK_RECHECK_S)
+                continue
             spent = time.monotonic() - started
             if spent >= MAX_PAUSE_S:
                 log.warning("%s: backfill goes on after pausing %.0fs (%d session(s) waiting on locks, replica lag "
