@@ -185,6 +185,7 @@ class Backfill:
         self.fence, self.checkpoint = fence, checkpoint
         self.state = dict(state)
         self.file = str(migration.path)
+        self.floor = max(MIN_BATCH, min(settings.batch_size, settings.max_batch) // 4)
 
     # -- checks against the live table, before the first batch --------------------------------
 
@@ -296,6 +297,17 @@ class Backfill:
             time.sleep(self.s.pause)
         return time.monotonic() - started
 
+    def _next_size(self, size: int, n: int, elapsed: float) -> int:
+        """Aim at ``batch_time`` with a dead band: change only when a batch took under 2/3 or over 3/2
+        of it, by at most 2x. A busy machine makes every batch slow whatever its size (a fixed cost
+        per batch), and shrinking then only multiplies that cost; so never below a quarter of the
+        first size."""
+        target = self.s.batch_time
+        if target / 1.5 <= elapsed <= target * 1.5:
+            return size
+        want = size * min(2.0, max(0.5, target / max(elapsed, 1e-4)))
+        return int(min(self.s.max_batch, max(self.floor, want)))
+
     def run(self, key: str) -> Outcome:
         conn, st = self.conn, self.state
         last = st.get("last_key")
@@ -311,7 +323,6 @@ class Backfill:
         started = last_log = time.monotonic()
         scanned_here = retries = streak = 0
         paused = 0.0
-        smooth: float | None = None
         settings = {"lock_timeout": self.s.lock_timeout, "synchronous_commit": "off"}
         if self.s.statement_timeout:
             settings["statement_timeout"] = self.s.statement_timeout
@@ -352,11 +363,7 @@ class Backfill:
             last, scanned, updated, batches = st["last_key"], st["scanned"], st["updated"], st["batches"]
             scanned_here += n
             if n >= size:  # a short batch (the end of the table) says nothing about the rate
-                # aim at batch_time from the smoothed rate; at most 2x up or down per batch, so one batch
-                # slowed by the machine (or an application lock) does not swing it
-                rate_now = n / max(elapsed, 1e-4)
-                smooth = rate_now if smooth is None else 0.5 * smooth + 0.5 * rate_now
-                size = int(min(self.s.max_batch, max(MIN_BATCH, size / 2, min(size * 2, smooth * self.s.batch_time))))
+                size = self._next_size(size, n, elapsed)
             now = time.monotonic()
             if now - last_log >= PROGRESS_EVERY_S:
                 last_log = now
