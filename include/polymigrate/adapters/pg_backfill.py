@@ -137,7 +137,8 @@ class Settings:
     max_lag: float
     lock_timeout: str
     statement_timeout: str | None
-    pause: float  # between checks while pausing
+    pause: float  # between batches (pause_ms), leaving room to the application
+    recheck: float = 0.1  # between checks while paused
 
     @classmethod
     def of(cls, migration: Any) -> "Settings":
@@ -148,7 +149,7 @@ class Settings:
                    max_lag=duration_seconds(d.max_lag or DEFAULT_MAX_LAG),
                    lock_timeout=(d.lock_timeout or DEFAULT_LOCK_TIMEOUT).replace(" ", ""),
                    statement_timeout=d.statement_timeout.replace(" ", "") if d.statement_timeout else None,
-                   pause=(d.pause_ms if d.pause_ms is not None else 100) / 1000)
+                   pause=(d.pause_ms or 0) / 1000)
 
 
 @dataclass
@@ -294,7 +295,7 @@ class Backfill:
                 log.info("%s: backfill paused: %d session(s) waiting on locks, replica lag %.1fs (max_lag %gs)",
                          self.migration.script, waiting, lag, self.s.max_lag)
                 told = True
-            time.sleep(self.s.pause)
+            time.sleep(self.s.recheck)
         return time.monotonic() - started
 
     def _next_size(self, size: int, n: int, elapsed: float) -> int:
@@ -351,8 +352,8 @@ class Backfill:
                     size = max(MIN_BATCH, size // 2)
                     log.info("%s: backfill batch after %s = %r rolled back (%s); retrying with %d rows",
                              self.migration.script, key, last, str(exc).strip().splitlines()[0], size)
-                    paused += self._pause() + self.s.pause
-                    time.sleep(self.s.pause)
+                    time.sleep(self.s.recheck)
+                    paused += self._pause() + self.s.recheck
                     continue
                 raise
             elapsed = time.monotonic() - t0
@@ -372,6 +373,9 @@ class Backfill:
                 log.info("%s: backfill %s %s/~%s rows (%.1f%%), %s changed, %s rows/s, batch %d rows ~%.0f ms, ETA %s",
                          self.migration.script, self.spec.display, f"{scanned:,}", f"{total:,}", pct, f"{updated:,}",
                          f"{rate:,.0f}", size, elapsed * 1000, fmt_eta(max(total - scanned, 0) / rate if rate else float("nan")))
+            if self.s.pause:
+                time.sleep(self.s.pause)
+                paused += self.s.pause
             paused += self._pause()
         seconds = time.monotonic() - started
         log.info("%s: backfill %s done: %s rows scanned, %s changed, %d batches, %.1fs (%.1fs paused, %d batches retried)",
