@@ -192,15 +192,21 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--rate", type=int, default=200, help="application transactions per second, all clients")
     ap.add_argument("--chunk", type=int, default=5, help="seconds per pgbench slice")
-    ap.add_argument("--header", default="backfill=true", help="the backfill file's header options")
+    ap.add_argument("--header", action="append", default=None,
+                    help="the backfill file's header options; repeat to compare settings side by side "
+                         "(default: backfill=true, the defaults)")
     ap.add_argument("--url", help="admin URL of an existing server (default: start a private one)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="    %(message)s")
     logging.getLogger("polymigrate").setLevel(logging.INFO)
     work = Path(tempfile.mkdtemp(prefix="pm_bench_bf_"))
-    folder = work / "sql"
-    folder.mkdir()
-    (folder / "V1__backfill_full_name.sql").write_text(f"-- polymigrate: {args.header}\n{UPDATE};\n")
+    headers = args.header or ["backfill=true"]
+    folders = []
+    for i, header in enumerate(headers):
+        folder = work / f"sql{i}"
+        folder.mkdir()
+        (folder / "V1__backfill_full_name.sql").write_text(f"-- polymigrate: {header}\n{UPDATE};\n")
+        folders.append(folder)
     server = None if args.url else PrivateServer()
     admin = args.url or server.__enter__()
     try:
@@ -214,9 +220,10 @@ def main() -> None:
         template = make_template(admin, args.rows)
         print(f"table built in {time.perf_counter() - started:.1f}s")
         rows: list[tuple[str, float, dict, dict]] = []
-        contenders = [("app alone (no backfill, 10 s)", idle(10.0)), ("naive UPDATE (one statement)", naive),
-                      ("polymigrate backfill", batched)]
-        for name, fn in contenders:
+        contenders = [("app alone (no backfill, 10 s)", idle(10.0), None), ("naive UPDATE (one statement)", naive, None)]
+        contenders += [("polymigrate backfill" + ("" if h == "backfill=true" else f" ({h.replace('backfill=true, ', '')})"),
+                        batched, f) for h, f in zip(headers, folders)]
+        for name, fn, folder in contenders:
             url, db = copy_of(admin, template)
             try:
                 app = App(url, args.rows, args.clients, args.rate, args.chunk, work).start()
@@ -238,12 +245,13 @@ def main() -> None:
         drop(admin, template)
         naive_s = rows[1][1]
         print()
-        print(f"{'contender':34} {'backfill s':>10} {'× naive':>8} {'app tx':>7} {'p50 ms':>7} {'p99 ms':>8} "
+        width = max(34, *(len(r[0]) for r in rows))
+        print(f"{'contender':{width}} {'backfill s':>10} {'× naive':>8} {'app tx':>7} {'p50 ms':>7} {'p99 ms':>8} "
               f"{'max ms':>9} {'failed':>6}")
         for name, seconds, f, out in rows:
             ratio = "" if name.startswith("app alone") else f"{seconds / naive_s:8.2f}"
             secs = "" if name.startswith("app alone") else f"{seconds:10.1f}"
-            print(f"{name:34} {secs:>10} {ratio:>8} {f['tx']:7d} {f['p50_ms']:7.1f} {f['p99_ms']:8.1f} "
+            print(f"{name:{width}} {secs:>10} {ratio:>8} {f['tx']:7d} {f['p50_ms']:7.1f} {f['p99_ms']:8.1f} "
                   f"{f['max_ms']:9.1f} {f['failed']:6d}")
         print("targets (issue 18): polymigrate backfill app max <= 100 ms, 0 failed, <= 1.5x naive")
     finally:
