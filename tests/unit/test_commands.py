@@ -283,3 +283,26 @@ def test_the_approval_summary_shows_the_release_phases(specs):
                             "ann", {"regions": {}})
     assert "**Release phases**" in text and "expand (postgresql 1) → contract (postgresql 1); contract runs only " \
                                               "after the earlier phases verified" in text
+
+
+def test_the_soak_counts_from_the_first_verify_after_the_earlier_phases_last_changed(specs):
+    from polymigrate.commands.verbs import contract_gate, phase_verified_at
+
+    phased(specs, 30)
+    run, sink = run_in(specs, "production")
+
+    def at(minutes_ago, kind, **details):
+        sink.events.append(AuditEvent(kind=kind, domain="shop", environment="production", region="p1",
+                                      details=details, at=NOW - timedelta(minutes=minutes_ago)))
+
+    at(120, "migration_succeeded", phase="migrate")
+    at(100, "verified", phase="migrate")
+    at(5, "verified", phase="migrate")  # a later run verifying again does not restart the soak
+    assert phase_verified_at(run, "p1") == NOW - timedelta(minutes=100)
+    assert contract_gate(run, "p1", NOW) is None
+    at(20, "migration_succeeded", phase="migrate")  # the earlier phases changed: the soak starts again
+    at(10, "verified", phase="migrate")
+    assert phase_verified_at(run, "p1") == NOW - timedelta(minutes=10)
+    assert contract_gate(run, "p1", NOW) == NOW + timedelta(minutes=20)
+    at(1, "migration_succeeded", phase="contract")  # contract files do not restart it
+    assert phase_verified_at(run, "p1") == NOW - timedelta(minutes=10)
