@@ -21,6 +21,7 @@ pipe is refused, never read, and a file is read up to ``MAX_MIGRATION_BYTES``.
 from __future__ import annotations
 
 import enum
+import json
 import os
 import re
 from dataclasses import dataclass, field, replace
@@ -314,9 +315,15 @@ _JSON_PHASE = re.compile(r'"phase"\s*:\s*"(?P<phase>[A-Za-z]+)"')
 
 
 def json_phase(text: str) -> str | None:
-    """The ``"phase"`` of a JSON migration (validated by its format model), without parsing it all."""
-    m = _JSON_PHASE.search(text)
-    return m.group("phase").lower() if m else None
+    """The top-level ``"phase"`` of a JSON migration (validated by its format model). A head cut at
+    4 KB (the blueprint's read) does not parse: then the first ``"phase": "…"`` in it."""
+    try:
+        data = json.loads(_PLACEHOLDER.sub("0", text))
+    except ValueError:
+        m = _JSON_PHASE.search(text)
+        return m.group("phase").lower() if m else None
+    phase = data.get("phase") if isinstance(data, dict) else None
+    return phase.lower() if isinstance(phase, str) else None
 
 
 def header_phase(technology: str, head: str) -> str | None:

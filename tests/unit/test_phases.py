@@ -210,3 +210,10 @@ def test_undo_of_a_contract_phase_migration_is_refused_with_the_reason(tree):
         undo_to(a, cat.migrations["postgresql"], ctx, "1")
     assert "nothing was changed" in str(exc.value) and "write a new expand migration" in str(exc.value)
     assert not any(s.startswith("undo") for s in a.applied)
+
+
+def test_only_the_top_level_phase_key_of_a_json_file_counts(tmp_path):
+    write(tmp_path / "mongo/1-a.json", json.dumps({"commands": [{"update": "jobs", "updates": [
+        {"q": {"phase": "contract"}, "u": {"$set": {"phase": "expand"}}}]}]}))
+    [m] = discover("shop", "mongodb", tmp_path / "mongo").applicable("mongodb")
+    assert m.phase == "expand" and not m.declares_phase
