@@ -1,7 +1,7 @@
 """A release in phases as an Airflow DAG run (``dag.test()``) on the real PostgreSQL and Redis:
 expand on both engines, migrate (a PostgreSQL backfill, a Redis script), verify, then contract.
 A failing migrate leaves the contract task not run and the old column in place; after the fix,
-clearing nothing but running again completes the release."""
+the next run completes the release, its contract task deferred (no worker slot) for the soak."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def release(tmp_path, make_pg_database, monkeypatch, airflow_db):
           approvals: {required: 0}
           retries: 0
           lock_wait_seconds: 5
+          contract_soak_minutes: 0.05
         regions:
           r1: {}
         """)
@@ -101,6 +102,9 @@ def test_a_phased_release_runs_phase_major_and_contract_waits_for_a_good_migrate
     assert fixed.exit_code == 0, fixed.output
     dr, states = run(specs)
     assert dr.state == "success", states
+    tis = {ti.task_id: ti for ti in dr.get_task_instances()}
+    soaked = tis["r1.contract_postgresql"].end_date - tis["r1.verify_before_contract"].end_date
+    assert soaked.total_seconds() >= 3  # the contract waited out the soak (0.05 min) after the verify
     assert [x.decode() for x in client.lrange("rel:log", 0, -1)] == ["expand", "migrate"]
     assert "first_name" not in columns(pg)
     with psycopg.connect(pg) as c:
