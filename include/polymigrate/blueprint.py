@@ -9,12 +9,21 @@ The shape of a healthy DAG::
     validate >> approve >> plan >> <region groups per rollout>
     region group: <technology tasks in domain order> >> verify
 
+When some file of the domain declares a release phase (docs/phases.md), a region group runs
+phase-major across technologies instead::
+
+    expand_<tech>… >> migrate_<tech>… >> verify_before_contract >> contract_<tech>… >> verify
+
+(only the phases and technologies that have files; ``contract`` only after the earlier phases
+verified). Domains without phases keep the shape above exactly.
+
 A broken domain (or a domain in a broken environment file) still gets a DAG, holding only
 ``validate``: that task fails naming every problem with file and line, and ``doc_md`` lists them,
 so one bad file never hides the other DAGs nor silently drops its own.
 
-Parse-time budget: this module reads spec YAML only (through ``load_project``) and lists migration
-file *names* for the description; it never opens a migration file nor touches a database.
+Parse-time budget: this module reads spec YAML only (through ``load_project``), lists migration
+file *names* for the description and reads the first 4 KB of each migration file for the phase it
+declares (the DAG's shape depends on it); it never touches a database.
 """
 
 from __future__ import annotations
@@ -25,7 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from polymigrate.catalog import parse_name
+from polymigrate.catalog import PHASES, header_phase, parse_name
+from polymigrate.spec.reading import inside
 from polymigrate.errors import Problem
 from polymigrate.spec.loader import ENVIRONMENTS_DIR, load_project
 from polymigrate.spec.models import Domain, Environment, Project, Rollout, slug
@@ -131,8 +141,9 @@ def compile_project(root: str | Path, project: Project | None = None) -> list[Da
     env_broken = _broken_environment_files(project)
     for domain in project.domains.values():
         files = _file_counts(domain)
+        phases = file_phases(domain, root)
         for env in project.environments_of(domain):
-            out.append(compile_dag(project, domain, env, root, files))
+            out.append(compile_dag(project, domain, env, root, files, phases))
         for env_name, problems in env_broken.items():
             if domain.environments is None or env_name in domain.environments:
                 out.append(broken_dag(domain.name, env_name, problems, root, owners=domain.owners))
@@ -200,8 +211,11 @@ def _default_args(env: Environment, owners: list[str]) -> dict[str, Any]:
             "retry_delay_seconds": p.retry_delay_seconds, "retry_exponential_backoff": True}
 
 
+_UNREAD = object()
+
+
 def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
-                files: dict[str, tuple[int, str | None]] | None = None) -> DagBlueprint:
+                files: dict[str, tuple[int, str | None]] | None = None, phases: Any = _UNREAD) -> DagBlueprint:
     """The blueprint of one healthy (domain, environment) DAG."""
     from polymigrate.serving import default_technologies, served, skipped
 
@@ -220,14 +234,26 @@ def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
     ]
     groups = [RegionGroup(r.name, r.title, tuple(declared[r.name])) for r in regions]
     entry_upstream = _region_entries([g.name for g in groups], rollout)
+    if phases is _UNREAD:
+        phases = file_phases(domain, root)
     for g in groups:
         previous: tuple[str, ...] = ()
-        for i, tech in enumerate(g.technologies):
+        steps: list[tuple[str | None, str]] = [(None, tech) for tech in g.technologies] if phases is None else \
+            [(ph, tech) for ph in PHASES for tech in g.technologies if ph in (phases.get(tech) or ["expand"])]
+        for i, (phase, tech) in enumerate(steps):
             if i == 0:
                 after, rule = entry_upstream[g.name]
             else:
                 after, rule = previous, NONE_FAILED
-            t = TaskBlueprint(tech, MIGRATION_OPERATORS[tech], {**base, "region": g.name, "technology": tech},
+            if phase == "contract" and (i == 0 or steps[i - 1][0] != "contract"):
+                # contract drops what the old application needs: only after the earlier phases verified
+                gate = TaskBlueprint("verify_before_contract", OPERATORS["verify"],
+                                     {**base, "region": g.name, "technologies": list(g.technologies), "phase": "migrate"},
+                                     group=g.name, upstream=after, trigger_rule=rule)
+                tasks.append(gate)
+                after, rule = (gate.full_id,), ALL_SUCCESS
+            args = {**base, "region": g.name, "technology": tech, **({"phase": phase} if phase else {})}
+            t = TaskBlueprint(f"{phase}_{tech}" if phase else tech, MIGRATION_OPERATORS[tech], args,
                               group=g.name, upstream=after, trigger_rule=rule)
             tasks.append(t)
             previous = (t.full_id,)
@@ -241,7 +267,7 @@ def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
     return DagBlueprint(
         dag_id=dag_id(domain.name, env.name), domain=domain.name, environment=env.name, specs_root=str(root),
         description=(domain.description or f"Migrations of {domain.name}")[:200] + f" ({env.name})",
-        doc_md=_doc(domain, env, [g.title for g in groups], techs, rollout, files or {}, skips),
+        doc_md=_doc(domain, env, [g.title for g in groups], techs, rollout, files or {}, skips, phases),
         tags=tuple(dict.fromkeys(["polymigrate", f"domain:{domain.name}", f"env:{env.name}", *techs, *domain.tags])),
         owners=tuple(domain.owners), schedule=env.policy.schedule,
         start_paused=(not env.policy.start_unpaused) if env.policy.schedule else None,
@@ -285,6 +311,43 @@ def _region_entries(names: list[str], rollout: Rollout) -> dict[str, tuple[tuple
     return out
 
 
+HEAD_BYTES = 4096
+
+
+def file_phases(domain: Domain, root: Path | None = None) -> dict[str, list[str]] | None:
+    """Per technology, the phases its files are in (release order), from each file's first 4 KB; None
+    when no file declares a phase (the domain keeps one block per technology). Unreadable files and
+    links out of the tree are skipped here: validate reports them."""
+    out: dict[str, list[str]] = {}
+    declared = False
+    tree = (root or Path(domain.path).parent).resolve()
+    for tech in domain.technology_order():
+        found: set[str] = set()
+        for dirpath, dirnames, filenames in os.walk(domain.technology_dir(tech)):
+            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__pycache__"]
+            for name in filenames:
+                try:
+                    parsed = parse_name(tech, name)
+                except ValueError:
+                    continue
+                if not parsed or parsed[0].value == "undo":
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    real = path.resolve(strict=True)
+                    if not inside(real, tree) or not real.is_file():
+                        continue
+                    with real.open("rb") as f:
+                        head = f.read(HEAD_BYTES).decode("utf-8", errors="replace")
+                except (OSError, RuntimeError):
+                    continue
+                phase = header_phase(tech, head)
+                declared = declared or phase is not None
+                found.add(phase or "expand")
+        out[tech] = [p for p in PHASES if p in found]
+    return out if declared else None
+
+
 def _file_counts(domain: Domain) -> dict[str, tuple[int, str | None]]:
     """Per technology: how many migration files and the newest version, from names only."""
     out: dict[str, tuple[int, str | None]] = {}
@@ -307,7 +370,8 @@ def _file_counts(domain: Domain) -> dict[str, tuple[int, str | None]]:
 
 
 def _doc(domain: Domain, env: Environment, regions: list[str], techs: list[str], rollout: Rollout,
-         files: dict[str, tuple[int, str | None]], unserved: list[str] = ()) -> str:
+         files: dict[str, tuple[int, str | None]], unserved: list[str] = (),
+         phases: dict[str, list[str]] | None = None) -> str:
     approvals = env.policy.approvals
     if approvals.required == 0:
         how = "Approval is automatic in this environment."
@@ -340,6 +404,7 @@ def _doc(domain: Domain, env: Environment, regions: list[str], techs: list[str],
 - **Owners**: {", ".join(domain.owners) or "-"}
 - **Regions**: {", ".join(regions) or "-"}
 - **Technologies** (in execution order): {", ".join(techs) or "-"}
+- **Phases**: {_phases_doc(techs, phases, env)}
 - **Rollout**: {strategy}
 - **Schedule**: {_schedule_doc(env)}
 - **Skipped by default**: {"; ".join(unserved) or "nothing: every technology is served"}
@@ -370,6 +435,21 @@ def _retry_doc(env: Environment) -> str:
     return ("Clear the `approve` task with **Downstream** selected: the request re-opens for the new files, "
             "showing what changed since the last approval; approvals of the old files do not count. Clearing "
             "only the failed task is refused, naming `approve`.")
+
+
+def _phases_doc(techs: list[str], phases: dict[str, list[str]] | None, env: Environment) -> str:
+    if phases is None:
+        return "none declared: each technology's files run in one block"
+    parts = []
+    for ph in PHASES:
+        with_it = [t for t in techs if ph in (phases.get(t) or ["expand"])]
+        if with_it:
+            parts.append(f"{ph} ({', '.join(with_it)})")
+    text = " → ".join(parts) + "; contract runs after the earlier phases verified"
+    soak = env.policy.contract_soak_minutes
+    if soak:
+        text += f" and {soak:g} min of soak"
+    return text
 
 
 def _schedule_doc(env: Environment) -> str:

@@ -21,14 +21,15 @@ pipe is refused, never read, and a file is read up to ``MAX_MIGRATION_BYTES``.
 from __future__ import annotations
 
 import enum
+import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from polymigrate.checksums import flyway_checksum, sha256
-from polymigrate.errors import Problem, SpecError
+from polymigrate.errors import PolymigrateError, Problem, SpecError
 from polymigrate.spec import formats
 from polymigrate.spec.reading import MAX_MIGRATION_BYTES, inside, read_bytes
 from polymigrate.versions import Version
@@ -62,8 +63,21 @@ class Directives:
     statement_timeout: str | None = None
     batch_size: int | None = None
     pause_ms: int | None = None
+    # zero-downtime releases (docs/phases.md): the release phase this file belongs to
+    phase: str | None = None
+    # a PostgreSQL backfill (docs/postgresql.md#backfills): the file's one UPDATE runs in keyset batches
+    backfill: bool | None = None
+    key: str | None = None
+    batch_time: str | None = None
+    max_batch: int | None = None
+    max_lag: str | None = None
 
-    KEYS = ("transactional", "lock_timeout", "statement_timeout", "batch_size", "pause_ms")
+    KEYS = ("transactional", "lock_timeout", "statement_timeout", "batch_size", "pause_ms", "phase",
+            "backfill", "key", "batch_time", "max_batch", "max_lag")
+
+
+PHASES = ("expand", "migrate", "contract")
+_IDENT = re.compile(r'^(?:[A-Za-z_][A-Za-z0-9_$]*|"[^"]+")$')
 
 
 @dataclass(frozen=True)
@@ -79,6 +93,15 @@ class Migration:
     sha256: str
     text: str = field(repr=False, compare=False)
     directives: Directives = Directives()
+
+    @property
+    def phase(self) -> str:
+        """The release phase (docs/phases.md): declared in the header or JSON, else ``expand``."""
+        return self.directives.phase or "expand"
+
+    @property
+    def declares_phase(self) -> bool:
+        return self.directives.phase is not None
 
     @property
     def id(self) -> str:
@@ -136,6 +159,46 @@ class DomainCatalog:
         """Versioned (by version) then repeatable (by description): the order they apply in."""
         return applicable(self.migrations.get(technology, []))
 
+    @property
+    def phased(self) -> bool:
+        """Some file declares a release phase: the domain runs phase-major (docs/phases.md)."""
+        return any(m.declares_phase for ms in self.migrations.values() for m in ms)
+
+    def phases(self, technology: str) -> list[str]:
+        """The phases the technology's files are in, in release order."""
+        present = {m.phase for m in self.applicable(technology)}
+        return [p for p in PHASES if p in present]
+
+
+def phase_counts(catalog: "DomainCatalog", technologies: list[str]) -> dict[str, dict[str, int]]:
+    """``{phase: {technology: files}}`` in release order, or ``{}`` when no file declares a phase."""
+    if not catalog.phased:
+        return {}
+    out: dict[str, dict[str, int]] = {}
+    for ph in PHASES:
+        for tech in technologies:
+            n = sum(1 for m in catalog.applicable(tech) if m.phase == ph)
+            if n:
+                out.setdefault(ph, {})[tech] = n
+    return out
+
+
+def phases_line(phases: dict[str, dict[str, int]], soak_minutes: float = 0) -> str:
+    """``expand (postgresql 1, redis 1) → migrate (…) → contract (…)``, for logs and the approval summary."""
+    text = " → ".join(f"{ph} ({', '.join(f'{t} {n}' for t, n in techs.items())})" for ph, techs in phases.items())
+    if "contract" in phases:
+        text += "; contract runs only after the earlier phases verified in the region" + \
+            (f", then {soak_minutes:g} min of soak" if soak_minutes else "")
+    return text
+
+
+def in_phase(migration: Migration | None, phase: str | None) -> bool:
+    """Whether a run of ``phase`` applies ``migration``: its phase or an earlier one (an earlier phase's
+    file still pending, e.g. a resumed backfill, runs first); every file when ``phase`` is None."""
+    if phase is None or migration is None:
+        return True
+    return PHASES.index(migration.phase) <= PHASES.index(phase)
+
 
 def applicable(migrations: list[Migration]) -> list[Migration]:
     """What a forward run considers: every migration but the undo files (which only ``undo`` runs)."""
@@ -186,12 +249,24 @@ def parse_directives(text: str, file: str, domain: str | None = None) -> tuple[D
                 problems.append(Problem(file, f"unknown directive '{item}'", line=lineno, domain=domain,
                                         hint=f"use key=value with one of {', '.join(Directives.KEYS)}"))
                 continue
-            if key == "transactional":
+            if key in ("transactional", "backfill"):
                 if value.lower() not in ("true", "false"):
-                    problems.append(Problem(file, f"transactional={value}", line=lineno, domain=domain, hint="use true or false"))
+                    problems.append(Problem(file, f"{key}={value}", line=lineno, domain=domain, hint="use true or false"))
                     continue
                 values[key] = value.lower() == "true"
-            elif key in ("batch_size", "pause_ms"):
+            elif key == "phase":
+                if value.lower() not in PHASES:
+                    problems.append(Problem(file, f"unknown phase '{value}'", line=lineno, domain=domain,
+                                            hint=f"use one of {', '.join(PHASES)} (docs/phases.md)"))
+                    continue
+                values[key] = value.lower()
+            elif key == "key":
+                if not _IDENT.match(value):
+                    problems.append(Problem(file, f"key={value} is not a column name", line=lineno, domain=domain,
+                                            hint="name one column of the table, e.g. key=id"))
+                    continue
+                values[key] = value[1:-1] if value.startswith('"') else value.lower()
+            elif key in ("batch_size", "pause_ms", "max_batch"):
                 if not value.isdigit():
                     problems.append(Problem(file, f"{key}={value} is not a whole number", line=lineno, domain=domain))
                     continue
@@ -203,6 +278,80 @@ def parse_directives(text: str, file: str, domain: str | None = None) -> tuple[D
                     continue
                 values[key] = value
     return Directives(**values), problems
+
+
+_BACKFILL_ONLY = ("key", "batch_time", "max_batch", "max_lag")
+
+
+def _check_backfill(technology: str, kind: Kind, d: Directives, body: str, path: Path, domain: str) -> list[Problem]:
+    """What validate can say about a backfill file without a server (the table is checked when it runs)."""
+    file = str(path)
+    stray = [k for k in _BACKFILL_ONLY if getattr(d, k) is not None]
+    if not d.backfill:
+        return [Problem(file, f"{', '.join(stray)} only apply to a backfill", line=1, domain=domain,
+                        hint="add backfill=true to the header, or remove them")] if stray else []
+    if technology != "postgresql":
+        return [Problem(file, f"backfill=true is for PostgreSQL files; {technology} has its own way", line=1,
+                        domain=domain, hint="MongoDB: ctx.transform in a .py migration (docs/mongodb.md); "
+                                            "Elasticsearch: a reindex step")]
+    if kind is not Kind.VERSIONED:
+        return [Problem(file, f"a {kind.value} file cannot be a backfill", line=1, domain=domain,
+                        hint="make it a versioned V<version>__<description>.sql file")]
+    if d.transactional:
+        return [Problem(file, "a backfill runs in many short transactions; transactional=true contradicts it",
+                        line=1, domain=domain, hint="remove transactional=true")]
+    if _PLACEHOLDER.search(body):
+        return []  # parsed when it runs, with the values filled in
+    from polymigrate.adapters.pg_backfill import parse  # pglast: only for the files that need it
+    try:
+        parse(body, path)
+    except PolymigrateError as exc:
+        return [Problem(file, exc.args[0], line=getattr(exc, "line", None), domain=domain,
+                        hint=getattr(exc, "hint", None))]
+    return []
+
+
+_JSON_PHASE = re.compile(r'"phase"\s*:\s*"(?P<phase>[A-Za-z]+)"')
+
+
+def json_phase(text: str) -> str | None:
+    """The top-level ``"phase"`` of a JSON migration (validated by its format model). A head cut at
+    4 KB (the blueprint's read) does not parse: then the first ``"phase": "…"`` in it."""
+    try:
+        data = json.loads(_PLACEHOLDER.sub("0", text))
+    except ValueError:
+        m = _JSON_PHASE.search(text)
+        return m.group("phase").lower() if m else None
+    phase = data.get("phase") if isinstance(data, dict) else None
+    return phase.lower() if isinstance(phase, str) else None
+
+
+def header_phase(technology: str, head: str) -> str | None:
+    """The phase a file declares, from its first few KB (for the DAG's shape at parse time: no full read)."""
+    if head.lstrip("\ufeff").lstrip().startswith("{"):
+        phase = json_phase(head)
+    else:
+        phase = parse_directives(head.lstrip("\ufeff"), "")[0].phase
+    return phase if phase in PHASES else None
+
+
+def phase_order_problems(migrations: list[Migration], domain: str) -> list[Problem]:
+    """Within one technology, versions must not go back to an earlier phase: a phase-major run applies
+    every expand file before any migrate file, so V3 (expand) after V2 (migrate) would run out of order."""
+    out: list[Problem] = []
+    versioned = [m for m in migrations if m.kind is Kind.VERSIONED]
+    if not any(m.declares_phase for m in migrations):
+        return out
+    highest: Migration | None = None
+    for m in versioned:
+        if highest is not None and PHASES.index(m.phase) < PHASES.index(highest.phase):
+            out.append(Problem(str(m.path), f"version {m.version} is in phase {m.phase} but comes after version "
+                               f"{highest.version} ({highest.script}) in phase {highest.phase}", domain=domain,
+                               hint=f"give it a version below {highest.version}, or declare phase={highest.phase} "
+                                    "(docs/phases.md: within a technology, phases follow version order)"))
+        elif highest is None or PHASES.index(m.phase) > PHASES.index(highest.phase):
+            highest = m
+    return out
 
 
 def load_file(domain: str, technology: str, root: Path, path: Path,
@@ -237,11 +386,16 @@ def load_file(domain: str, technology: str, root: Path, path: Path,
         return None, [Problem(str(path), "empty migration file", domain=domain,
                               hint="add the change, or delete the file if it was created by mistake")], []
     directives, problems = parse_directives(body, str(path), domain)
+    problems += _check_backfill(technology, kind, directives, body, path, domain)
     if path.suffix.lower() == ".json":
         bad = formats.check(technology, body)
         if bad is not None:
             problems.append(Problem(str(path), f"not a valid {technology} migration: {bad}", line=bad.line, domain=domain,
                                     hint="see migration_specs/README.md for the format"))
+        else:
+            phase = json_phase(body)
+            if phase:
+                directives = replace(directives, phase=phase)
     mig = Migration(domain=domain, technology=technology, kind=kind, version=version, description=desc,
                     script=rel, path=path, checksum=flyway_checksum(text), sha256=sha256(raw),
                     text=body, directives=directives)
@@ -298,6 +452,7 @@ def discover(domain: str, technology: str, folder: Path, tree: Path | None = Non
         if u.version not in versions:
             cat.problems.append(Problem(str(u.path), f"undo for version {u.version}, which has no V file",
                                         domain=domain, hint="rename it to match a versioned migration"))
+    cat.problems += phase_order_problems(versioned, domain)
     cat.migrations[technology] = versioned + repeatable + undo
     return cat
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from polymigrate.adapters.base import NEEDS_UNDO_FILE, Adapter
-from polymigrate.catalog import Kind, Migration, applicable
+from polymigrate.catalog import Kind, Migration, applicable, in_phase
 from polymigrate.checksums import flyway_checksum
 from polymigrate.errors import MigrationError, PermanentError, SpecError, TransientError
 from polymigrate.events import AuditEvent, EventSink, NullSink
@@ -85,8 +85,9 @@ def plan_target(adapter: Adapter, migrations: list[Migration], region: str, *, t
 def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, target_version: str | None = None,
             out_of_order: bool = False, dry_run: bool = False, sink: EventSink | None = None,
             on_progress: Callable[[int, int, MigrationInfo], None] | None = None,
-            target: str | None = None) -> RunResult:
-    """Apply what is pending on one target, up to ``target_version`` when given.
+            target: str | None = None, phase: str | None = None) -> RunResult:
+    """Apply what is pending on one target, up to ``target_version`` when given; with ``phase``, only
+    the files of that phase and earlier ones (docs/phases.md).
 
     Raises TransientError or PermanentError on failure. ``target`` is the former name of
     ``target_version`` (a "target" is a database everywhere else), still accepted.
@@ -100,7 +101,7 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
             record_missing_successes(adapter, entries, ctx, sink)
         infos = reconcile(migrations, entries, target_version=target_version, out_of_order=out_of_order)
         validate(infos, out_of_order=out_of_order)
-        todo = to_apply(infos)
+        todo = [i for i in to_apply(infos) if in_phase(i.migration, phase)]
         result.skipped = sum(1 for i in infos if i.state.succeeded)
         values = placeholders_for(ctx)
         # every body first: an unknown placeholder in file N must stop the run before file 1 is applied
@@ -138,8 +139,11 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
                                  duration_ms=int((time.monotonic() - started) * 1000),
                                  details={"error": str(exc), "transient": isinstance(exc, TransientError)}))
                 raise
+            details = dict(applied.details or {})
+            if m.declares_phase:
+                details["phase"] = m.phase
             sink.emit(_event("migration_succeeded", adapter, ctx, info, duration_ms=applied.execution_time_ms,
-                             details=applied.details or {}))
+                             details=details))
             result.applied.append({"version": info.version, "script": info.script,
                                    "ms": applied.execution_time_ms, "action": "resume" if resume else "apply"})
         result.current_version = current_version(reconcile(migrations, adapter.read_ledger())) if not dry_run \
@@ -170,6 +174,10 @@ def undo_to(adapter: Adapter, migrations: list[Migration], ctx: RunContext, vers
                         and i.entry is not None and i.state is not State.UNDONE),
                        key=lambda i: Version(i.version), reverse=True)  # type: ignore[arg-type]
         problems = [f"{i.script}: version {i.version} is {i.state.value}" for i in above if not i.state.succeeded]
+        problems += [f"{i.script}: version {i.version} is a contract-phase migration: what it removed is gone for the "
+                     "application versions that still need it, so undoing it is refused (docs/phases.md; to bring "
+                     "something back, write a new expand migration)"
+                     for i in above if i.migration is not None and i.migration.phase == "contract"]
         for i in above:
             if Version(i.version) not in undo_files:  # type: ignore[arg-type]
                 why = adapter.undo_blocker(i.entry)  # type: ignore[arg-type]

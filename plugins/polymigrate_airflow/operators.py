@@ -12,6 +12,7 @@ Constructors only store strings, so parsing a DAG file never loads a migration o
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Any, Callable
 
 from airflow.sdk import BaseOperator
@@ -163,9 +164,9 @@ class MigrationOperator(PolymigrateOperator):
     ui_color = "#d4f0d4"
     template_fields = ("domain", "environment", "region", "technology")
 
-    def __init__(self, *, region: str, technology: str, **kwargs):
+    def __init__(self, *, region: str, technology: str, phase: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.region, self.technology = region, technology
+        self.region, self.technology, self.phase = region, technology, phase
 
     def run(self, context):
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
@@ -183,10 +184,14 @@ class MigrationOperator(PolymigrateOperator):
         run = self.open_run(context)  # opens the audit sink before any target is touched
         check_approval(run, *self.approved(context))
         moment = window_wait(run, self.region, self.technology)
+        if self.phase == "contract" and moment is None:  # the soak after the earlier phases verified
+            from polymigrate.commands.verbs import contract_gate
+            verified = self.upstream(context, f"{self.region}.verify_before_contract").get("verified_at")
+            moment = contract_gate(run, self.region, datetime.fromisoformat(verified) if verified else None)
         if moment is not None:  # no worker slot held while waiting; the trigger resumes in execute_after_window
             self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_after_window")
         started = time.monotonic()
-        result = migrate_target(run, self.region, self.technology, plan_hash=plan_summary.get("hash"),
+        result = migrate_target(run, self.region, self.technology, plan_hash=plan_summary.get("hash"), phase=self.phase,
                                 on_progress=lambda n, total, info: self.log.info(
                                     "[%d/%d] %s %s", n, total, "would apply (dry run)" if params.dry_run else "applying", info.script))
         versions = [a["version"] or a["script"] for a in result.applied]
@@ -229,9 +234,9 @@ class VerifyOperator(PolymigrateOperator):
     ui_color = "#cdeee6"
     template_fields = ("domain", "environment", "region")
 
-    def __init__(self, *, region: str, technologies: list[str], **kwargs):
+    def __init__(self, *, region: str, technologies: list[str], phase: str | None = None, **kwargs):
         super().__init__(**kwargs)
-        self.region, self.technologies = region, list(technologies)
+        self.region, self.technologies, self.phase = region, list(technologies), phase
 
     def run(self, context):
         from polymigrate.commands.verbs import verify_region
@@ -239,4 +244,4 @@ class VerifyOperator(PolymigrateOperator):
         if not RunParams.from_context(context).selects(self.region):
             self.skip(f"region {self.region} is not selected in this run (param regions: "
                       f"{RunParams.from_context(context).regions})")
-        return verify_region(self.open_run(context), self.region, self.technologies)
+        return verify_region(self.open_run(context), self.region, self.technologies, phase=self.phase)

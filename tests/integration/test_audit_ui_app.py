@@ -200,3 +200,12 @@ def test_unreachable_store_is_reported_not_crashed(monkeypatch):
     app.dependency_overrides[get_user] = lambda: object()
     response = TestClient(app).get("/")
     assert response.status_code == 503 and "cannot read the audit store" in response.text
+
+
+def test_history_shows_the_release_phase_of_a_migration(client, seeded):
+    store, _ = seeded
+    store.emit(AuditEvent(kind="migration_succeeded", domain="social-commerce", environment="staging",
+                          region="western_europe", technology="postgresql", version="9",
+                          script="V9__drop_first_name.sql", details={"phase": "contract"}))
+    html = client.get("/").text
+    assert "V9__drop_first_name.sql<div class=\"small\">phase: contract</div>" in html

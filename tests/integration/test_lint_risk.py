@@ -125,3 +125,11 @@ def test_lint_url_resolves_the_environment_placeholders(tmp_path, target, pg_url
     report = json.loads(with_env.stdout)["domains"]["shop"]
     [impact] = report["impacts"]
     assert impact["table"] == "public.big" and impact["rows"] > 900_000, with_env.output
+
+
+def test_a_backfill_scores_by_its_batches_not_by_the_whole_table(tmp_path, target):
+    plain = _lint(tmp_path / "a", target, "UPDATE big SET v = v + 1;")
+    batched = _lint(tmp_path / "b", target, "-- polymigrate: backfill=true\nUPDATE big SET v = v + 1;")
+    [ip], [ib] = plain.impacts, batched.impacts
+    assert ip.seconds > 0 and ib.seconds == 0 and "backfill" in ib.note
+    assert batched.risk == "low" and RISK_LEVELS.index(plain.risk) >= RISK_LEVELS.index(batched.risk)

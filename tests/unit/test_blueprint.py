@@ -196,7 +196,44 @@ def test_blueprints_are_plain_json(tree):
         json.dumps(dataclasses.asdict(bp))
 
 
-def test_compiling_never_opens_a_migration_file(tree, monkeypatch):
+def test_compiling_reads_only_the_head_of_each_migration_file(tree, monkeypatch):
+    """Spec YAML is read whole; a migration file only for the phase its header declares (docs/phases.md):
+    opened once, in binary, and never read past HEAD_BYTES."""
+    from polymigrate.blueprint import HEAD_BYTES
+
+    reads: list[int] = []
+
+    class Counted:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def read(self, n=-1):
+            reads.append(n)
+            return self.f.read(n)
+
+    heads: list[str] = []
+    real_open = pathlib.Path.open
+
+    def spy_open(self, mode="r", *a, **kw):
+        if self.suffix not in (".yaml", ".yml"):
+            assert mode == "rb", (self, mode)
+            heads.append(str(self))
+            return Counted(real_open(self, mode, *a, **kw))
+        return real_open(self, mode, *a, **kw)
+
+    monkeypatch.setattr(pathlib.Path, "open", spy_open)
+    assert compile_project(tree)
+    assert sorted(heads) == sorted(set(heads)) and heads  # each file once, however many environments
+    assert reads and all(0 < n <= HEAD_BYTES for n in reads)
+
+
+def test_compiling_never_reads_a_migration_file_whole(tree, monkeypatch):
     opened = []
     real_read_text, real_read_bytes = pathlib.Path.read_text, pathlib.Path.read_bytes
 
@@ -217,6 +254,8 @@ def test_compiling_never_opens_a_migration_file(tree, monkeypatch):
     monkeypatch.setattr(pathlib.Path, "read_text", spy_text)
     monkeypatch.setattr(pathlib.Path, "read_bytes", spy_bytes)
     monkeypatch.setattr(pathlib.Path, "open", spy_open)
+    import polymigrate.blueprint as blueprint
+    monkeypatch.setattr(blueprint, "file_phases", lambda domain, root=None: None)  # the head reader: above
     assert compile_project(tree)
     assert opened and set(opened) <= {".yaml", ".yml"}
 

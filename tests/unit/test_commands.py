@@ -20,7 +20,7 @@ from polymigrate.commands import Connector, RunParams, UsageError, Who, open_run
 from polymigrate.commands.adhoc import bound_environment
 from polymigrate.commands.approval import authorize, check_approval, record_answer, request_approval
 from polymigrate.commands.verbs import summarize, validate
-from polymigrate.errors import PolicyRefused
+from polymigrate.errors import PermanentError, PolicyRefused
 from polymigrate.events import AuditEvent
 from polymigrate.spec import load_project
 
@@ -391,3 +391,65 @@ def test_where_approval_is_automatic_clearing_approve_after_a_fix_approves_the_n
     approved = sink.events[-1]
     assert approved.kind == "approved" and approved.details["previous_hash"] == summary["changeset_hash"]
     assert check_approval(reopen(specs, "testing", sink, who), again["changeset_hash"], again["summary"]).how == "policy"
+
+
+def phased(specs: Path, soak: float) -> None:
+    path = specs / "environments" / "production.yaml"
+    path.write_text(path.read_text() + f"  contract_soak_minutes: {soak}\n")
+    (specs / "shop" / "postgresql" / "V1__customers.sql").write_text(
+        "-- polymigrate: phase=expand\nCREATE TABLE customers (id bigint PRIMARY KEY, first_name text);\n")
+    (specs / "shop" / "postgresql" / "V2__drop_first_name.sql").write_text(
+        "-- polymigrate: phase=contract\n"
+        "ALTER TABLE customers DROP COLUMN first_name;\n")
+
+
+def test_contract_waits_for_its_soak_after_the_earlier_phases_verified(specs):
+    from polymigrate.commands.verbs import contract_gate
+
+    phased(specs, 30)
+    run, _ = run_in(specs, "production")
+    assert contract_gate(run, "p1", NOW - timedelta(minutes=10)) == NOW + timedelta(minutes=20)
+    assert contract_gate(run, "p1", NOW - timedelta(minutes=31)) is None
+    with pytest.raises(PermanentError, match="needs the earlier phases verified first"):
+        contract_gate(run, "p1", None)
+    run, _ = run_in(specs, "production", RunParams(dry_run=True))
+    assert contract_gate(run, "p1", NOW) is None  # nothing is dropped by a dry run
+
+
+def test_the_approval_summary_shows_the_release_phases(specs):
+    from polymigrate.catalog import phase_counts
+    from polymigrate.commands.approval import summary_markdown
+    from polymigrate.policy import Decision
+
+    phased(specs, 0)
+    run, _ = run_in(specs, "production")
+    phases = phase_counts(run.catalog, ["postgresql"])
+    assert phases == {"expand": {"postgresql": 1}, "contract": {"postgresql": 1}}
+    decision = Decision(status="waiting", required=2)
+    text = summary_markdown("shop", "production", {"migrations": {"postgresql": 2}, "phases": phases}, decision, ["dba"],
+                            "ann", {"regions": {}})
+    assert "**Release phases**" in text and "expand (postgresql 1) → contract (postgresql 1); contract runs only " \
+                                              "after the earlier phases verified" in text
+
+
+def test_the_soak_counts_from_the_first_verify_after_the_earlier_phases_last_changed(specs):
+    from polymigrate.commands.verbs import contract_gate, phase_verified_at
+
+    phased(specs, 30)
+    run, sink = run_in(specs, "production")
+
+    def at(minutes_ago, kind, **details):
+        sink.events.append(AuditEvent(kind=kind, domain="shop", environment="production", region="p1",
+                                      details=details, at=NOW - timedelta(minutes=minutes_ago)))
+
+    at(120, "migration_succeeded", phase="migrate")
+    at(100, "verified", phase="migrate")
+    at(5, "verified", phase="migrate")  # a later run verifying again does not restart the soak
+    assert phase_verified_at(run, "p1") == NOW - timedelta(minutes=100)
+    assert contract_gate(run, "p1", NOW) is None
+    at(20, "migration_succeeded", phase="migrate")  # the earlier phases changed: the soak starts again
+    at(10, "verified", phase="migrate")
+    assert phase_verified_at(run, "p1") == NOW - timedelta(minutes=10)
+    assert contract_gate(run, "p1", NOW) == NOW + timedelta(minutes=20)
+    at(1, "migration_succeeded", phase="contract")  # contract files do not restart it
+    assert phase_verified_at(run, "p1") == NOW - timedelta(minutes=10)

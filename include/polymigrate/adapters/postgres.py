@@ -36,6 +36,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from polymigrate.adapters import pg_backfill
 from polymigrate.adapters.base import Adapter, Applied, Capabilities, RepairReport
 from polymigrate.adapters.pg_errors import classify, connect_error
 from polymigrate.adapters.pg_ledger import ELAPSED, LedgerTable, parse_ledger_name, row_values
@@ -454,6 +455,8 @@ class PostgresAdapter(Adapter):
     def apply(self, migration: Migration, body: str, ctx: RunContext, resume: LedgerEntry | None = None) -> Applied:
         """Run one versioned or repeatable file and record it (see the module docstring)."""
         self._ensure_ledger()
+        if migration.directives.backfill:
+            return self._apply_backfill(migration, body, ctx, resume)
         statements = self._statements(migration, body)
         settings = self._settings_for(migration, ctx)
         if not needs_autocommit(statements, migration.directives.transactional):
@@ -518,6 +521,72 @@ class PostgresAdapter(Adapter):
                               "committed (a retry only records it)", version=version) from exc
         return Applied(ms, n - done, {"transactional": False, "resumed_at": done + 1 if resume else None,
                                       "reasons": reasons})
+
+    def _apply_backfill(self, migration: Migration, body: str, ctx: RunContext, resume: LedgerEntry | None) -> Applied:
+        """A backfill file (``pg_backfill``): ``started`` row, keyset batches each committed with its
+        checkpoint in that row, ``success`` at the end; a retry resumes after the last committed batch."""
+        spec = pg_backfill.parse(body, migration.path)
+        opts = pg_backfill.Settings.of(migration)
+        conn = self.conn
+        version = str(migration.version) if migration.version is not None else None
+        state = pg_backfill.state_of(resume.progress if resume else None)
+        spent = resume.execution_time if resume else 0
+        started = time.monotonic()
+        base = {"statements": 1, "statements_done": 0}
+        try:
+            with conn.transaction():
+                self._fence(conn)
+                if resume is not None:
+                    rank = resume.installed_rank
+                    self.ledger.update(conn, self.domain, rank, {"status": Status.STARTED, "run_id": ctx.run_id,
+                                                                 "installed_by": ctx.actor or "unknown"})
+                else:
+                    rank = self.ledger.insert(conn, self._row(migration, ctx, Status.STARTED,
+                                                              progress={**base, "backfill": state}))
+                    assert rank is not None
+        except psycopg.Error as exc:
+            raise self._error(exc, file=str(migration.path), what="writing the 'started' ledger row failed",
+                              version=version) from exc
+
+        def checkpoint(c: psycopg.Connection, st: dict) -> None:
+            self.ledger.update(c, self.domain, rank, {"progress": {**base, "backfill": st}})
+
+        session = {k: v for k, v in self._settings_for(migration, ctx).items() if k == "search_path"}
+        job = pg_backfill.Backfill(conn, migration, spec, opts, fence=self._fence, checkpoint=checkpoint, state=state)
+        try:
+            try:
+                self._set(conn, session, local=False)
+                key = job.resolve_key(migration.directives.key or state.get("key"))
+                outcome = job.run(key)
+            except psycopg.Error as exc:
+                raise self._error(exc, file=str(migration.path), what=f"backfill of {spec.display} failed (every "
+                                  "batch before it is committed with its checkpoint; a retry resumes after it)",
+                                  version=version) from exc
+            finally:
+                if not conn.broken and not conn.closed:
+                    try:
+                        conn.execute(sql.SQL("; ").join(sql.SQL(x) for x in _RESET))
+                        self._set(conn, self._session, local=False)
+                    except psycopg.Error:
+                        pass
+        except (PermanentError, TransientError):
+            self._mark(rank, {"status": Status.FAILED, "success": False,
+                              "execution_time": spent + int((time.monotonic() - started) * 1000)})
+            raise
+        ms = spent + int((time.monotonic() - started) * 1000)
+        try:
+            with self.conn.transaction():
+                self._fence(self.conn)
+                self.ledger.update(self.conn, self.domain, rank, {
+                    "status": Status.SUCCESS, "success": True, "execution_time": ms,
+                    "progress": {**base, "statements_done": 1, "backfill": job.state}})
+        except psycopg.Error as exc:
+            raise self._error(exc, file=str(migration.path), what="recording success failed after every batch "
+                              "committed (a retry only records it)", version=version) from exc
+        return Applied(ms, 1, {"transactional": False, "backfill": {
+            "table": spec.display, "key": key, "rows_scanned": outcome.scanned, "rows_changed": outcome.updated,
+            "batches": outcome.batches, "resumed_after": outcome.resumed_after, "retried_batches": outcome.retries,
+            "paused_s": round(outcome.paused_s, 1)}})
 
     def _mark(self, rank: int, values: dict[str, Any]) -> None:
         """Best effort after a failure: the row stays ``started`` otherwise, which resumes the same way."""

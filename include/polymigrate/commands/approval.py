@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from polymigrate.catalog import phases_line
 from polymigrate.commands.context import Grant, Run
 from polymigrate.commands.gates import promotion_check
 from polymigrate.commands.planning import plan_domain
@@ -448,6 +449,9 @@ def summary_markdown(domain: str, environment: str, summary: dict[str, Any], dec
     if preview.get("error"):
         lines.append(f"\n_Ledgers not readable: {preview['error']}_ — files per technology: "
                      + ", ".join(f"{t} {n}" for t, n in techs.items()))
+    if s.get("phases"):
+        lines.append("\n**Release phases** (files per technology, run phase-major in each region): "
+                     + phases_line(s["phases"]))
     destructive = "**yes**" if s.get("destructive") else "no"
     lines += ["", f"- lint risk: **{s.get('risk') or 'not assessed'}**, findings: {lint.get('findings', 0)}, "
               f"blocking: {lint.get('blocking', 0)}; destructive: {destructive}"]

@@ -59,7 +59,9 @@ def summarize(run: Run) -> tuple[dict[str, Any], list]:
     # approvers decide on the findings, not on their count: worst first, where each one is
     shown = sorted((f for f in report.findings if not f.suppressed and f.severity != "info"),
                    key=lambda f: -severity_rank(f.severity))
-    return {"migrations": counts, "risk": report.risk, "destructive": report.destructive, "destructive_waived": waived,
+    phases = phase_counts(run.catalog, run.domain.technology_order())
+    return {"migrations": counts, **({"phases": phases} if phases else {}), "risk": report.risk,
+            "destructive": report.destructive, "destructive_waived": waived,
             "suppressions": report.suppressions[:EVENT_LIST_CAP], "changeset_hash": run.changeset_hash(),
             "files": file_digests(run),
             "lint": {"findings": len(report.findings), "blocking": len(blocking),

@@ -7,10 +7,11 @@ them too. The DAG's tasks and the command line call the same functions, in the s
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from polymigrate.adapters.base import Adapter, RepairReport
-from polymigrate.catalog import DomainCatalog, Migration, applicable
+from polymigrate.catalog import PHASES, DomainCatalog, Migration, applicable, in_phase, phase_counts, phases_line
 from polymigrate.commands.approval import authorize
 from polymigrate.commands.validation import (  # noqa: F401  (the verbs of a run, in one place)
     changes_between, describe_changes, file_digests, lint, summarize, validate)
@@ -53,8 +54,10 @@ def plan(run: Run, grant: Grant) -> Plan:
     result.targets = [t for t in result.targets if params.selects(t.region, t.technology)
                       and t.technology in serve.get(t.region, ())]
     result.skipped = skipped(run.project, run.domain, env, params.regions, params.technologies)
-    run.log.info("Plan %s/%s (hash %s)\n%s%s", run.domain.name, env.name, result.hash[:12], plan_table(result),
-                 "".join(f"\nskipped {line}" for line in result.skipped))
+    phases = phase_counts(run.catalog, run.domain.technology_order())
+    run.log.info("Plan %s/%s (hash %s)\n%s%s%s", run.domain.name, env.name, result.hash[:12], plan_table(result),
+                 "".join(f"\nskipped {line}" for line in result.skipped),
+                 f"\nphases in each region: {phases_line(phases, run.policy.contract_soak_minutes)}" if phases else "")
     if result.problems:
         fixes = [run.connector.how_to_configure(c) for c in sorted(run.connector.unconfigured)]
         raise PermanentError("the plan cannot run:\n  " + "\n  ".join(result.problems),
@@ -66,18 +69,20 @@ def plan(run: Run, grant: Grant) -> Plan:
 
 
 def migrate_target(run: Run, region: str, technology: str, *, plan_hash: str | None,
-                   on_progress: Progress | None = None) -> RunResult:
-    """Apply one target's pending migrations (the executor re-reads the ledger under the target's lock)."""
+                   on_progress: Progress | None = None, phase: str | None = None) -> RunResult:
+    """Apply one target's pending migrations (the executor re-reads the ledger under the target's lock);
+    with ``phase``, only the files of that release phase (and any earlier one still pending)."""
     params = run.params
     with run.target(region, technology) as adapter:
-        run.log.info("%s/%s: %s via connection '%s'%s", region, technology, adapter.target,
-                     run.environment.connection_id(region, technology), " (dry run)" if params.dry_run else "")
+        run.log.info("%s/%s%s: %s via connection '%s'%s", region, technology, f" [{phase}]" if phase else "",
+                     adapter.target, run.environment.connection_id(region, technology),
+                     " (dry run)" if params.dry_run else "")
         result = execute(adapter, run.catalog.applicable(technology), run.run_context(region, plan_hash),
                          target_version=params.target_version, out_of_order=params.allow_out_of_order,
-                         dry_run=params.dry_run, sink=run.sink, on_progress=on_progress)
+                         dry_run=params.dry_run, sink=run.sink, on_progress=on_progress, phase=phase)
     for a in result.applied:
         run.log.info("%s %s (%s ms)", a["action"], a["script"], a["ms"])
-    run.log.info("%s", outcome_line(region, technology, result))
+    run.log.info("%s", outcome_line(region, technology + (f" [{phase}]" if phase else ""), result))
     return result
 
 
@@ -89,9 +94,24 @@ def outcome_line(region: str, technology: str, result: RunResult) -> str:
     return (f"{region}/{technology}: {len(result.applied)} applied, {result.skipped} already applied, "
             f"now at version {result.current_version or 'none'}")
 
+def contract_gate(run: Run, region: str, verified_at: datetime | None) -> datetime | None:
+    """When a region's contract phase may start: ``None`` now, else the moment its soak ends
+    (``policy.contract_soak_minutes`` after the earlier phases verified there as they are now: the
+    audit trail's first such record, else ``verified_at``, this run's verify)."""
+    soak = run.policy.contract_soak_minutes
+    if not soak or run.params.dry_run:
+        return None
+    verified_at = phase_verified_at(run, region) or verified_at
+    if verified_at is None:
+        raise PermanentError(f"{region}: the contract phase needs the earlier phases verified first, and this run "
+                             "has no record of it", hint="clear verify_before_contract of this region, then contract")
+    ends = verified_at + timedelta(minutes=soak)
+    return ends if ends > run.clock() else None
 
-def verify_region(run: Run, region: str, technologies: list[str]) -> dict[str, Any]:
-    """After a region's targets ran: every ledger matches the files up to the target version."""
+
+def verify_region(run: Run, region: str, technologies: list[str], phase: str | None = None) -> dict[str, Any]:
+    """After a region's targets ran: every ledger matches the files up to the target version (with
+    ``phase``: every file of that phase and the earlier ones is applied; later ones may be pending)."""
     params = run.params
     versions: dict[str, str | None] = {}
     failures: list[str] = []
@@ -101,18 +121,24 @@ def verify_region(run: Run, region: str, technologies: list[str]) -> dict[str, A
                               target_version=params.target_version, out_of_order=params.allow_out_of_order)
         versions[tech] = current_version(infos)
         failures += [f"{tech}: {p}" for p in validation_problems(infos, out_of_order=params.allow_out_of_order)]
-        pending = to_apply(infos)
+        pending = [i for i in to_apply(infos) if in_phase(i.migration, phase)]
         if pending and not params.dry_run:
             failures.append(f"{tech}: {len(pending)} migration(s) still pending after execute, first {pending[0].script}")
-        run.log.info("%s/%s: version %s, %d pending", region, tech, versions[tech], len(pending))
+        run.log.info("%s/%s: version %s, %d pending%s", region, tech, versions[tech], len(pending),
+                     f" up to phase {phase}" if phase else "")
     if failures:
-        raise PermanentError(f"verification failed in {region}:\n  " + "\n  ".join(failures),
-                             hint="read the execute step's log for this region, fix, then run it again")
+        raise PermanentError(f"verification failed in {region}" + (f" (phases up to {phase})" if phase else "")
+                             + ":\n  " + "\n  ".join(failures),
+                             hint="read the execute step's log for this region, fix, then run it again"
+                                  + ("; contract does not run until this passes" if phase else ""))
     if params.dry_run:  # nothing was applied: the trail must not read as a verified change
         run.log.info("dry run: %s checked, nothing applied, no 'verified' event", region)
         return {"region": region, "versions": versions, "dry_run": True}
-    run.emit("verified", details={"region": region, "versions": versions}, region=region)
-    return {"region": region, "versions": versions}
+    verified_at = run.clock()
+    run.emit("verified", details={"region": region, "versions": versions, **({"phase": phase} if phase else {})},
+             region=region)
+    return {"region": region, "versions": versions, "verified_at": verified_at.isoformat(),
+            **({"phase": phase} if phase else {})}
 
 
 # --- a whole run in one process (the command line) -----------------------------------------------
@@ -138,15 +164,51 @@ def migrate_environment(run: Run, show: Callbacks | None = None) -> list[RunResu
     planned_targets = {(t.region, t.technology) for t in planned.targets}
     for region in run.regions():
         techs = [t for t in run.technologies(region.name) if (region.name, t) in planned_targets]
-        for tech in techs:
+        # phase-major across technologies when the domain declares phases (the DAG's shape)
+        steps = [(None, t) for t in techs] if not run.catalog.phased else \
+            [(ph, t) for ph in PHASES for t in techs if ph in (run.catalog.phases(t) or ["expand"])]
+        verified = None
+        for phase, tech in steps:
+            if phase == "contract" and verified is None:
+                verified = verify_region(run, region.name, techs, phase="migrate")
+                moment = contract_gate(run, region.name, run.clock())
+                if moment is not None:
+                    run.emit("refused", region=region.name, details={"reason": "contract soak", "gate": "soak",
+                                                                     "opens": moment.isoformat()})
+                    raise PolicyRefused(f"{region.name}: expand and migrate are applied and verified; the contract "
+                                        f"phase waits {run.policy.contract_soak_minutes:g} min of soak "
+                                        f"(policy.contract_soak_minutes), until {moment.isoformat()}",
+                                        hint="run migrate again then: it applies only the contract phase")
             require_window(run, region.name, tech)
-            show.target(f"{region.name}/{tech} ({run.environment.connection_id(region.name, tech)})")
-            result = migrate_target(run, region.name, tech, plan_hash=planned.hash, on_progress=show.progress)
+            show.target(f"{region.name}/{tech}{' [' + phase + ']' if phase else ''} "
+                        f"({run.environment.connection_id(region.name, tech)})")
+            result = migrate_target(run, region.name, tech, plan_hash=planned.hash, on_progress=show.progress,
+                                    phase=phase)
             results.append(result)
             show.result(result)
         if techs:
             verify_region(run, region.name, techs)
     return results
+
+
+def phase_verified_at(run: Run, region: str) -> datetime | None:
+    """When the region's earlier phases last verified before a contract, from the audit store (None
+    without one, or without such a record)."""
+    query = getattr(run.sink, "query", None)
+    if query is None:
+        return None
+    since: datetime | None = None
+    for r in query(domain=run.domain.name, environment=run.environment.name,
+                   kind=["verified", "migration_succeeded"]):
+        e = r.event
+        if e.region != region:
+            continue
+        phase = (e.details or {}).get("phase")
+        if e.kind == "migration_succeeded" and phase != "contract":
+            since = None  # the earlier phases changed: their soak starts again at the next verify
+        elif e.kind == "verified" and phase == "migrate" and since is None:
+            since = e.at
+    return since
 
 
 def require_window(run: Run, region: str, technology: str, *, pending_only: bool = True) -> None:

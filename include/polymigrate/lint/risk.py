@@ -121,6 +121,11 @@ def estimate(source: Source, stmt: Statement, stats: StatsReader | None) -> list
         if e.lock is None or e.work == "none" or (e.table is not None and is_new_table(source, stmt, e.table)):
             out.append(Impact(**base, risk="low", seconds=0.0 if stats else None, note="new or untouched table"))
             continue
+        if source.migration.directives.backfill and e.work == "rows":
+            # docs/postgresql.md#backfills: rows are locked one short batch at a time, never the whole table
+            out.append(Impact(**base, risk="low", seconds=0.0 if stats else None,
+                              note="backfill: keyset batches of ~50 ms, each its own transaction"))
+            continue
         verdict = type_change(source, stmt, e.table.relname, e.column, (e.new_type, e.new_mods)) \
             if e.column and e.new_type and e.table is not None else None
         if verdict == "metadata":

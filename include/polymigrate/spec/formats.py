@@ -47,6 +47,7 @@ class LintIgnore(_Model):
 
 class MongoCommandFile(_Model):
     description: str = ""
+    phase: Literal["expand", "migrate", "contract"] | None = Field(None, description="release phase (docs/phases.md)")
     lint_ignore: list[LintIgnore] = Field(default_factory=list)
     commands: list[dict[str, Any]] = Field(min_length=1)
     down: list[dict[str, Any]] = Field(default_factory=list, description="commands that revert it (polymigrate undo)")
@@ -223,6 +224,7 @@ class Step(_Model):
 
 class ElasticsearchStepFile(_Model):
     description: str = ""
+    phase: Literal["expand", "migrate", "contract"] | None = Field(None, description="release phase (docs/phases.md)")
     lint_ignore: list[LintIgnore] = Field(default_factory=list)
     steps: list[Step] = Field(min_length=1)
 

@@ -99,6 +99,8 @@ class Policy(_Model):
     emergency: Emergency = Emergency()
     lock_timeout: str = "10s"
     statement_timeout: str | None = None
+    contract_soak_minutes: float = Field(0, ge=0, description="a release's contract phase starts only this long "
+                                         "after its earlier phases verified in the region (docs/phases.md)")
     lock_wait_seconds: float = Field(300, ge=0, description="how long to wait for another run's migration lock")
     retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(30, ge=0)

@@ -84,7 +84,7 @@ _PAGE = _env.from_string("""<!doctype html>
 <tr><th>#</th><th>When (UTC)</th><th>Event</th><th>Domain</th><th>Environment</th><th>Region</th><th>Technology</th><th>Change</th><th>Who</th><th>Duration</th><th>Run</th></tr>
 {% for rec in history | reverse %}{% set e = rec.event %}
 <tr><td class="small">{{ rec.id }}</td><td>{{ fmt_time(e.at) }}</td><td>{{ e.kind }}</td><td>{{ e.domain }}</td><td>{{ e.environment }}</td>
-<td>{{ e.region or "" }}</td><td>{{ e.technology or "" }}</td><td>{{ e.script or e.version or "" }}{% if e.details.error %}<div class="small">{{ e.details.error }}</div>{% endif %}{% if e.kind in ("overridden", "refused") and e.details.reason %}<div class="small">{{ e.details.gate ~ ": " if e.details.gate else "" }}{{ e.details.reason }}</div>{% endif %}</td>
+<td>{{ e.region or "" }}</td><td>{{ e.technology or "" }}</td><td>{{ e.script or e.version or "" }}{% if e.details.phase %}<div class="small">phase: {{ e.details.phase }}</div>{% endif %}{% if e.details.error %}<div class="small">{{ e.details.error }}</div>{% endif %}{% if e.kind in ("overridden", "refused") and e.details.reason %}<div class="small">{{ e.details.gate ~ ": " if e.details.gate else "" }}{{ e.details.reason }}</div>{% endif %}</td>
 <td>{{ (e.details.by or e.actor) | person }}</td><td>{{ fmt_ms(e.duration_ms) if e.duration_ms is not none else "" }}</td>
 <td>{% set link = event_link(e) %}{% if link %}<a href="{{ link }}" target="_top" class="small">{{ e.run_id }}</a>{% else %}<span class="small">{{ e.run_id or "" }}</span>{% endif %}</td></tr>
 {% endfor %}

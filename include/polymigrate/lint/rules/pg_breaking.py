@@ -74,6 +74,8 @@ def _drop_owned(src):
 
 
 def _unbounded_dml(src):
+    if src.migration.directives.backfill:
+        return  # declared as a backfill: batched by key range, each batch its own short transaction
     for s in src.statements:
         n = s.node
         if isinstance(n, (ast.DeleteStmt, ast.UpdateStmt)) and n.whereClause is None \
@@ -98,7 +100,7 @@ RULES = (
          "REASSIGN OWNED BY the role TO another owner, then drop only what you name", _drop_owned, destructive=True),
     Rule("unbounded-delete-or-update", "postgresql", "high",
          "DELETE or UPDATE without WHERE rewrites or removes every row under one long transaction",
-         "add the WHERE you mean; for a backfill, batch by key range (transactional=false, one batch per statement)",
+         "add the WHERE you mean; for a backfill, mark the file `-- polymigrate: backfill=true` (docs/postgresql.md#backfills)",
          _unbounded_dml, destructive=True),
     Rule("ban-drop-column", "postgresql", "high", "DROP COLUMN loses the data and breaks clients", _EXPAND,
          _drop_column, destructive=True, squawk=True),
