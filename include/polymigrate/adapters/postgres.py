@@ -36,7 +36,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from polymigrate.adapters.base import Adapter, Applied, Capabilities, RepairReport
+from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, RepairReport
 from polymigrate.adapters.pg_errors import classify, connect_error
 from polymigrate.adapters.pg_ledger import ELAPSED, LedgerTable, parse_ledger_name, row_values
 from polymigrate.adapters.pg_repair import repair_leftover
@@ -641,3 +641,28 @@ class PostgresAdapter(Adapter):
         schema = self.schema or conn.execute("SELECT current_schema()").fetchone()[0]
         skip = [self.ledger.table, self.ledger.table + "_lock"] if schema == self.ledger.schema else []
         return take_snapshot(conn, schema, skip)
+
+    def health_checks(self, ctx: RunContext, migrations: list[Migration]) -> list[Check]:
+        """No INVALID index in the schema, and no constraint left ``NOT VALID`` unless the domain's
+        ``allow_not_valid`` names it (``table.constraint`` patterns: a constraint validated by a later
+        release on purpose)."""
+        from fnmatch import fnmatchcase
+
+        from polymigrate.adapters.pg_snapshot import invalid_indexes, not_valid_constraints
+
+        conn = self._ensure_ledger()
+        schema = self.schema or conn.execute("SELECT current_schema()").fetchone()[0]
+        bad = invalid_indexes(conn, schema)
+        checks = [Check("invalid indexes", not bad, technology=self.technology, detail=(
+            f"{len(bad)} INVALID index(es) in schema {schema}: " + ", ".join(f"{i} on {t}" for i, t in bad)
+            + " (an interrupted CREATE INDEX CONCURRENTLY: DROP INDEX CONCURRENTLY it and create it again)"
+            if bad else f"none in schema {schema}"))]
+        allowed = list(getattr(self.settings, "allow_not_valid", None) or [])
+        found = not_valid_constraints(conn, schema)
+        left = [(t, c) for t, c, _ in found if not any(fnmatchcase(f"{t}.{c}", p) or fnmatchcase(c, p) for p in allowed)]
+        declared = len(found) - len(left)
+        checks.append(Check("NOT VALID constraints", not left, technology=self.technology, detail=(
+            f"{len(left)} constraint(s) in schema {schema} still NOT VALID: " + ", ".join(f"{t}.{c}" for t, c in left)
+            + " (ALTER TABLE … VALIDATE CONSTRAINT in a migration, or list them under allow_not_valid in domain.yaml)"
+            if left else f"none left in schema {schema}" + (f" ({declared} declared in allow_not_valid)" if declared else ""))))
+        return checks

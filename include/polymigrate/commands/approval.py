@@ -310,6 +310,13 @@ def summary_markdown(domain: str, environment: str, summary: dict[str, Any], dec
         lines.append(f"- already succeeded in {preview.get('staging_env')}: "
                      + ("**everything pending**" if not missing else
                         f"**no** — {len(missing)} not yet: " + "; ".join(missing[:10])))
+    drift = s.get("drift")
+    if drift:
+        count = int(drift.get("count") or 0)
+        lines.append(f"- drift (report of {str(drift.get('at', '?'))[:16]} UTC): " + (
+            "none: every target matches the snapshot of its last successful run" if not count else
+            f"**{count} object(s) changed outside migrations**: " + "; ".join(_quoted(i) for i in drift.get("items") or [])
+            + (" …" if count > len(drift.get("items") or []) else "")))
     lines += [f"- change-set hash: `{s.get('changeset_hash', '?')}` (execution refuses if any file or "
               "placeholder differs from what you approve)",
               "", "Each answer is recorded with your name; this request reopens until enough distinct "

@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-from polymigrate.adapters.base import Adapter, RepairReport
+from polymigrate.adapters.base import Adapter, Check, RepairReport
 from polymigrate.catalog import DomainCatalog, Migration, applicable
 from polymigrate.commands.approval import authorize
 from polymigrate.commands.context import EVENT_LIST_CAP, Grant, Run, RunParams, UsageError, Who
 from polymigrate.commands.gates import check_dependencies, check_promotion, window_wait
 from polymigrate.commands.planning import plan_domain, plan_table
-from polymigrate.errors import PermanentError, PolicyRefused
+from polymigrate.errors import MigrationError, PermanentError, PolicyRefused
 from polymigrate.events import AuditEvent, EventSink, NullSink
 from polymigrate.executor import RunResult, migrate as execute, undo_to
 from polymigrate.ledger import RunContext
@@ -53,7 +53,16 @@ def summarize(run: Run) -> tuple[dict[str, Any], list]:
     waived = report.destructive and not any(f.destructive and not f.suppressed for f in report.findings)
     return {"migrations": counts, "risk": report.risk, "destructive": report.destructive, "destructive_waived": waived,
             "suppressions": report.suppressions[:EVENT_LIST_CAP], "changeset_hash": run.changeset_hash(),
-            "lint": {"findings": len(report.findings), "blocking": len(blocking)}}, blocking
+            "lint": {"findings": len(report.findings), "blocking": len(blocking)},
+            **_drift(run)}, blocking
+
+
+def _drift(run: Run) -> dict[str, Any]:
+    """The latest drift report of this domain and environment, for the approvers (never blocks)."""
+    from polymigrate.commands.drift import latest_drift
+
+    found = latest_drift(run.sink, run.domain.name, run.environment.name)
+    return {"drift": found} if found else {}
 
 
 def validate(run: Run) -> dict[str, Any]:
@@ -126,28 +135,83 @@ def migrate_target(run: Run, region: str, technology: str, *, plan_hash: str | N
 
 
 def verify_region(run: Run, region: str, technologies: list[str]) -> dict[str, Any]:
-    """After a region's targets ran: every ledger matches the files up to the target version."""
+    """After a region's targets ran, prove them: every ledger equals the plan (the files up to the
+    target version, nothing pending, checksums as applied), then each adapter's built-in checks
+    (``Adapter.health_checks``). A ledger that disagrees fails; a failed built-in check fails or
+    warns as ``policy.verify_failures`` says. The checks are recorded in the ``verified`` event (or
+    ``verify_failed``); retention runs (``expire_retained``) and each target's snapshot becomes the
+    drift baseline."""
+    from polymigrate.commands.drift import record_snapshot
+
     params = run.params
     versions: dict[str, str | None] = {}
-    failures: list[str] = []
-    for tech in [t for t in technologies if params.selects(region, t)]:
+    checks: list[Check] = []
+    expired: dict[str, list[str]] = {}
+    snapshots: dict[str, Any] = {}
+    ctx = run.run_context(region)
+    selected = [t for t in technologies if params.selects(region, t)]
+    for tech in selected:
         with run.target(region, tech) as adapter:
             infos = reconcile(run.catalog.applicable(tech), adapter.read_ledger(),
                               target_version=params.target_version, out_of_order=params.allow_out_of_order)
-        versions[tech] = current_version(infos)
-        failures += [f"{tech}: {p}" for p in validation_problems(infos, out_of_order=params.allow_out_of_order)]
-        pending = to_apply(infos)
-        if pending and not params.dry_run:
-            failures.append(f"{tech}: {len(pending)} migration(s) still pending after execute, first {pending[0].script}")
-        run.log.info("%s/%s: version %s, %d pending", region, tech, versions[tech], len(pending))
-    if failures:
-        raise PermanentError(f"verification failed in {region}:\n  " + "\n  ".join(failures),
-                             hint="read the execute step's log for this region, fix, then run it again")
+            versions[tech] = current_version(infos)
+            problems = validation_problems(infos, out_of_order=params.allow_out_of_order)
+            pending = to_apply(infos)
+            if pending and not params.dry_run:
+                problems.append(f"{len(pending)} migration(s) still pending after execute, first {pending[0].script}")
+            checks.append(Check(LEDGER_CHECK, not problems, technology=tech, detail="; ".join(problems) if problems
+                                else f"version {versions[tech] or '-'}, nothing pending, checksums as applied"))
+            run.log.info("%s/%s: version %s, %d pending", region, tech, versions[tech], len(pending))
+            if params.dry_run:
+                continue
+            try:
+                checks += adapter.health_checks(ctx, run.catalog.applicable(tech))
+            except PermanentError as exc:  # a check that cannot run proves nothing: it fails
+                checks.append(Check("built-in checks", False, f"could not run: {exc}", technology=tech))
+            expired[tech] = _retention(run, adapter, ctx)
+    for c in checks:
+        (run.log.info if c.ok else run.log.warning)("%s/%s", region, c)
+    failed = [c for c in checks if not c.ok]
+    hard = [c for c in failed if c.name == LEDGER_CHECK or run.policy.verify_failures == "fail"]
+    details: dict[str, Any] = {"region": region, "versions": versions, "checks": [c.to_dict() for c in checks],
+                               "failed": len(failed)}
+    if hard:
+        if not params.dry_run:
+            run.emit("verify_failed", details=details, region=region)
+        raise PermanentError(f"verification failed in {region}:\n  " + "\n  ".join(str(c) for c in hard),
+                             hint="each line says what to fix; then clear this task (verify changes nothing)")
     if params.dry_run:  # nothing was applied: the trail must not read as a verified change
         run.log.info("dry run: %s checked, nothing applied, no 'verified' event", region)
         return {"region": region, "versions": versions, "dry_run": True}
-    run.emit("verified", details={"region": region, "versions": versions}, region=region)
-    return {"region": region, "versions": versions}
+    if failed:
+        run.log.warning("%d check(s) failed in %s; the policy of %s warns instead of failing", len(failed), region,
+                        run.environment.name)
+    for tech in selected:  # the baseline drift compares with: what this successful run left
+        with run.target(region, tech) as adapter:
+            try:
+                snapshots[tech] = record_snapshot(run, region, adapter, source="verify")
+            except MigrationError as exc:  # a missing baseline only weakens tomorrow's drift report
+                run.log.warning("%s/%s: snapshot not recorded: %s", region, tech, exc)
+    details.update(expired={t: n for t, n in expired.items() if n}, snapshots={t: s for t, s in snapshots.items() if s})
+    run.emit("verified", details=details, region=region)
+    return {"region": region, "versions": versions, "checks": len(checks), "failed": len(failed)}
+
+
+LEDGER_CHECK = "ledger equals plan"
+
+
+def _retention(run: Run, adapter: Adapter, ctx: RunContext) -> list[str]:
+    """What earlier migrations retained for undo and whose time is up, deleted now (Elasticsearch:
+    blue-green's old index). Retention never fails a verified region: what is not deleted today is
+    tomorrow."""
+    try:
+        names = adapter.expire_retained(ctx)
+    except MigrationError as exc:
+        run.log.warning("%s: retention not applied: %s", adapter.target, exc)
+        return []
+    for name in names:
+        run.log.info("%s: deleted %s, its retention passed", adapter.target, name)
+    return names
 
 
 # --- a whole run in one process (the command line) -----------------------------------------------

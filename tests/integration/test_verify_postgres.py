@@ -1,0 +1,158 @@
+"""The verify step's built-in checks and the drift report, on real PostgreSQL with a real audit store.
+
+One environment with one region; the domain's target and the audit store are fresh databases. Runs
+go through the command layer (``migrate_target`` then ``verify_region``), as the DAG's tasks do.
+"""
+
+from __future__ import annotations
+
+import textwrap
+
+import psycopg
+import pytest
+
+from polymigrate.audit import PostgresAuditStore
+from polymigrate.commands import EnvironmentConnector, RunParams, Who, open_run
+from polymigrate.commands.drift import drift_domain, latest_drift
+from polymigrate.commands.verbs import migrate_target, summarize, verify_region
+from polymigrate.connections import env_var
+from polymigrate.errors import PermanentError
+
+pytestmark = pytest.mark.integration
+
+V1 = "CREATE TABLE orders (id bigint PRIMARY KEY, total numeric NOT NULL DEFAULT 0);\n"
+V2 = "ALTER TABLE orders ADD CONSTRAINT total_positive CHECK (total >= 0) NOT VALID;\n"
+
+
+class World:
+    def __init__(self, root, target, audit, monkeypatch):
+        self.root, self.target, self.audit = root, target, audit
+        monkeypatch.setenv(env_var("polymigrate_postgresql_staging_r1"), target)
+
+    def env(self, policy: str = "") -> None:
+        (self.root / "environments" / "staging.yaml").write_text(
+            "regions:\n  r1: null\n" + (f"policy:\n{textwrap.indent(policy, '  ')}" if policy else ""))
+
+    def domain(self, extra: str = "") -> None:
+        (self.root / "shop" / "domain.yaml").write_text("technologies:\n  postgresql:\n    schema: shop\n" + extra)
+
+    def file(self, name: str, text: str) -> None:
+        (self.root / "shop" / "postgresql" / name).write_text(text)
+
+    def run(self, **params):
+        return open_run(self.root, "shop", "staging", params=RunParams(**params), who=Who.cli(),
+                        connector=EnvironmentConnector(), audit=lambda: self.audit)
+
+    def migrate_and_verify(self) -> dict:
+        run = self.run()
+        try:
+            migrate_target(run, "r1", "postgresql", plan_hash=None)
+            return verify_region(run, "r1", ["postgresql"])
+        finally:
+            run.close()
+
+    def drift(self) -> dict:
+        run = self.run()
+        try:
+            return drift_domain(run)
+        finally:
+            run.close()
+
+    def sql(self, text: str) -> None:
+        with psycopg.connect(self.target, autocommit=True) as c:
+            c.execute(text)
+
+    def events(self, kind: str):
+        with PostgresAuditStore(self.audit) as store:
+            return [r.event for r in store.query(kind=kind)]
+
+
+@pytest.fixture
+def world(tmp_path, make_pg_database, monkeypatch) -> World:
+    root = tmp_path / "specs"
+    (root / "environments").mkdir(parents=True)
+    (root / "shop" / "postgresql").mkdir(parents=True)
+    w = World(root, make_pg_database("pm_verify"), make_pg_database("pm_verify_audit"), monkeypatch)
+    w.env()
+    w.domain()
+    w.file("V1__orders.sql", V1)
+    return w
+
+
+def test_a_clean_run_is_verified_with_its_checks_recorded_and_a_baseline(world):
+    out = world.migrate_and_verify()
+    assert out["failed"] == 0
+    [verified] = world.events("verified")
+    names = [(c["name"], c["ok"]) for c in verified.details["checks"]]
+    assert names == [("ledger equals plan", True), ("invalid indexes", True), ("NOT VALID constraints", True)]
+    [snap] = world.events("snapshot")
+    assert "orders" in snap.details["snapshot"]["tables"] and snap.region == "r1" and snap.technology == "postgresql"
+    # verifying again with nothing changed records no second baseline
+    world.migrate_and_verify()
+    assert len(world.events("snapshot")) == 1
+    assert world.events("verified")[-1].details["snapshots"]["postgresql"]["unchanged_since"]
+
+
+def test_a_constraint_left_not_valid_fails_verify_naming_it_unless_declared(world):
+    world.file("V2__check.sql", V2)
+    with pytest.raises(PermanentError) as err:
+        world.migrate_and_verify()
+    assert "orders.total_positive" in str(err.value) and "NOT VALID" in str(err.value)
+    [failed] = world.events("verify_failed")
+    bad = [c for c in failed.details["checks"] if not c["ok"]]
+    assert [c["name"] for c in bad] == ["NOT VALID constraints"]
+    assert world.events("verified") == [] and world.events("snapshot") == []
+
+    world.domain("    allow_not_valid: [orders.total_*]\n")
+    assert world.migrate_and_verify()["failed"] == 0
+    assert "1 declared in allow_not_valid" in world.events("verified")[-1].details["checks"][2]["detail"]
+
+
+def test_an_invalid_index_warns_where_the_policy_says_warn(world):
+    world.migrate_and_verify()
+    world.sql("INSERT INTO shop.orders VALUES (1, 5), (2, 5)")
+    with pytest.raises(psycopg.errors.UniqueViolation):  # what an interrupted CONCURRENTLY build leaves
+        world.sql("CREATE UNIQUE INDEX CONCURRENTLY orders_total_unique ON shop.orders (total)")
+    with pytest.raises(PermanentError) as err:
+        world.migrate_and_verify()
+    assert "orders_total_unique on orders" in str(err.value)
+
+    world.env("verify_failures: warn\n")
+    out = world.migrate_and_verify()
+    assert out["failed"] == 1
+    verified = world.events("verified")[-1]
+    assert [c["name"] for c in verified.details["checks"] if not c["ok"]] == ["invalid indexes"]
+
+
+def test_a_manual_alter_shows_up_in_drift_and_an_allowlisted_one_does_not(world):
+    world.migrate_and_verify()
+    assert world.drift()["count"] == 0
+
+    world.sql("ALTER TABLE shop.orders ADD COLUMN note text")
+    world.sql("CREATE INDEX manual_total ON shop.orders (total)")
+    world.domain("drift:\n  allow: ['postgresql:indexes.manual_*']\n")
+    assert world.drift()["count"] == 1
+    first = world.events("drift")[-1]
+    [d] = first.details["differences"]
+    assert (d["object"], d["change"], d["region"]) == ("tables.orders.columns.note", "added", "r1")
+    assert d["after"] == {"type": "text", "not_null": False, "default": None}
+    assert first.details["targets"]["r1/postgresql"]["allowlisted"] == 1
+
+    # the next night it is still there: reported again, since the first night it was seen
+    world.drift()
+    again = world.events("drift")[-1]
+    assert again.details["differences"][0]["since"] == d["since"]
+
+    # the approval summary of the next run shows it
+    run = world.run()
+    try:
+        summary, _ = summarize(run)
+    finally:
+        run.close()
+    assert summary["drift"]["count"] == 1 and "tables.orders.columns.note added" in summary["drift"]["items"][0]
+
+    # a successful run records the new baseline: what it left is what drift compares with next
+    world.file("V2__note.sql", "ALTER TABLE orders ADD COLUMN IF NOT EXISTS note text;\n")
+    world.migrate_and_verify()
+    assert world.drift()["count"] == 0
+    assert latest_drift(PostgresAuditStore(world.audit), "shop", "staging")["count"] == 0
