@@ -1,4 +1,4 @@
-"""The verify step's built-in checks and the drift report, on real PostgreSQL with a real audit store.
+"""The verify step's built-in checks and the drift report, on real PostgreSQL (and FerretDB) with a real audit store.
 
 One environment with one region; the domain's target and the audit store are fresh databases. Runs
 go through the command layer (``migrate_target`` then ``verify_region``), as the DAG's tasks do.
@@ -156,3 +156,43 @@ def test_a_manual_alter_shows_up_in_drift_and_an_allowlisted_one_does_not(world)
     world.migrate_and_verify()
     assert world.drift()["count"] == 0
     assert latest_drift(PostgresAuditStore(world.audit), "shop", "staging")["count"] == 0
+
+
+def test_mongodb_drift_an_index_created_by_hand(tmp_path, make_mongo_database, make_pg_database, monkeypatch):
+    import pymongo
+
+    root = tmp_path / "specs"
+    (root / "environments").mkdir(parents=True)
+    (root / "environments" / "staging.yaml").write_text("regions:\n  r1: null\n")
+    (root / "feed" / "mongodb").mkdir(parents=True)
+    (root / "feed" / "domain.yaml").write_text("technologies:\n  mongodb: {}\n"
+                                               "drift:\n  allow: ['mongodb:collections.posts.indexes.ops_*']\n")
+    (root / "feed" / "mongodb" / "1-posts.json").write_text(
+        '{"description": "posts", "commands": [{"create": "posts"}, '
+        '{"createIndexes": "posts", "indexes": [{"key": {"author": 1}, "name": "by_author"}]}]}')
+    url, audit = make_mongo_database("pm_drift"), make_pg_database("pm_drift_audit")
+    monkeypatch.setenv(env_var("polymigrate_mongodb_staging_r1"), url)
+
+    def run():
+        return open_run(root, "feed", "staging", params=RunParams(), who=Who.cli(), connector=EnvironmentConnector(),
+                        audit=lambda: audit)
+
+    r = run()
+    try:
+        migrate_target(r, "r1", "mongodb", plan_hash=None)
+        assert verify_region(r, "r1", ["mongodb"])["failed"] == 0
+    finally:
+        r.close()
+    client = pymongo.MongoClient(url)
+    client.get_default_database()["posts"].create_index([("at", -1)], name="recent")
+    client.get_default_database()["posts"].create_index([("x", 1)], name="ops_probe")
+    client.close()
+    r = run()
+    try:
+        assert drift_domain(r)["count"] == 1
+    finally:
+        r.close()
+    with PostgresAuditStore(audit) as store:
+        [d] = store.query(kind="drift")[-1].event.details["differences"]
+    assert (d["technology"], d["object"], d["change"]) == ("mongodb", "collections.posts.indexes.recent", "added")
+    assert d["after"]["key"] == {"at": -1}
