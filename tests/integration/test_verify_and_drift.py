@@ -196,3 +196,51 @@ def test_mongodb_drift_an_index_created_by_hand(tmp_path, make_mongo_database, m
         [d] = store.query(kind="drift")[-1].event.details["differences"]
     assert (d["technology"], d["object"], d["change"]) == ("mongodb", "collections.posts.indexes.recent", "added")
     assert d["after"]["key"] == {"at": -1}
+
+
+SUITE = """description: after the full_name backfill every user has one
+technology: postgresql
+object: users
+expectations:
+  - expect_column_values_to_not_be_null: {column: full_name}
+  - expect_table_row_count_to_be_between: {min_value: 1}
+"""
+
+
+def test_a_backfill_that_leaves_nulls_fails_verify_naming_the_expectation(world):
+    """GX Core through its SQL datasource (importing GX takes seconds: one test covers the cases)."""
+    world.file("V2__users.sql", "CREATE TABLE users (id int PRIMARY KEY, first text, full_name text);\n"
+                                "INSERT INTO users VALUES (1, 'Ann', NULL), (2, NULL, NULL);\n")
+    world.file("V3__backfill.sql", "UPDATE users SET full_name = first WHERE first IS NOT NULL;\n")
+    (world.root / "shop" / "expectations").mkdir()
+    (world.root / "shop" / "expectations" / "users_full_name.yaml").write_text(SUITE)
+    with pytest.raises(PermanentError) as err:
+        world.migrate_and_verify()
+    text = str(err.value)
+    assert "expectation users_full_name: expect_column_values_to_not_be_null" in text
+    assert "users (column=full_name): 1 of 2 row(s) unexpected" in text
+    [failed] = world.events("verify_failed")
+    assert [(c["name"], c["ok"]) for c in failed.details["checks"] if c["name"].startswith("expectation")] == [
+        ("expectation users_full_name: expect_column_values_to_not_be_null", False),
+        ("expectation users_full_name: expect_table_row_count_to_be_between", True)]
+
+    world.file("V4__backfill_rest.sql", "UPDATE users SET full_name = 'unknown' WHERE full_name IS NULL;\n")
+    assert world.migrate_and_verify()["failed"] == 0
+
+    # a suite naming no GX expectation fails verify saying so; a suite with a typo'd key fails validate
+    (world.root / "shop" / "expectations" / "typo.yaml").write_text(
+        "technology: postgresql\nobject: users\nexpectations:\n  - expect_column_to_be_lovely: {column: id}\n")
+    with pytest.raises(PermanentError, match="GX has no expectation 'expect_column_to_be_lovely'"):
+        world.migrate_and_verify()
+    (world.root / "shop" / "expectations" / "typo.yaml").write_text(
+        "technology: postgresql\nobject: users\nregion: [r1]\nexpectations:\n  - expect_column_to_exist: {column: id}\n")
+    from polymigrate.commands.verbs import validate
+    from polymigrate.errors import SpecError
+
+    run = world.run()
+    try:
+        with pytest.raises(SpecError) as bad:
+            validate(run)
+    finally:
+        run.close()
+    assert "expectations/typo.yaml:3: unknown key 'region'" in str(bad.value)

@@ -139,6 +139,12 @@ class Adapter(abc.ABC):
         what they declare can be compared with what is there). Read-only; every adapter has them."""
         return []
 
+    def run_expectations(self, suites: list[Any]) -> list[Check]:
+        """Run the domain's expectation suites bound to this target (``polymigrate.expectations``),
+        one ``Check`` per expectation. Default: the technology runs none, each suite says so."""
+        return [Check(f"expectations {s.name}", False, f"{s.path}: {self.technology} suites are not run yet",
+                      technology=self.technology) for s in suites]
+
     def baseline(self, version: str, description: str, ctx: RunContext) -> None:
         from polymigrate.errors import PermanentError
         raise PermanentError(f"baseline is not supported for {self.technology}")

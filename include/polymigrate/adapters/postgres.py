@@ -666,3 +666,28 @@ class PostgresAdapter(Adapter):
             + " (ALTER TABLE … VALIDATE CONSTRAINT in a migration, or list them under allow_not_valid in domain.yaml)"
             if left else f"none left in schema {schema}" + (f" ({declared} declared in allow_not_valid)" if declared else ""))))
         return checks
+
+    def sqlalchemy_url(self) -> Any:
+        """This target as a SQLAlchemy ``URL`` (psycopg 3 driver), for libraries that take one (GX)."""
+        from sqlalchemy.engine import URL
+
+        k = {key: v for key, v in self._given().items() if v not in (None, "")}
+        query = {key: str(v) for key, v in k.items() if key not in ("host", "port", "user", "password", "dbname")}
+        return URL.create("postgresql+psycopg", username=k.get("user"), password=k.get("password"),
+                          host=k.get("host"), port=int(k["port"]) if k.get("port") else None,
+                          database=k.get("dbname"), query=query)
+
+    def run_expectations(self, suites: list[Any]) -> list[Check]:
+        """The suites through GX Core's SQL datasource; unqualified tables are in the domain's schema."""
+        from polymigrate.expectations import run_sql_suites
+
+        if not suites:
+            return []
+        try:
+            outcomes = run_sql_suites(suites, self.sqlalchemy_url(), self.schema)
+        except Exception as exc:  # noqa: BLE001  GX wraps driver errors in its own: say which target
+            raise PermanentError(f"{self.target}: the expectation suites could not run: "
+                                 f"{(str(exc).splitlines() or [type(exc).__name__])[0][:300]}",
+                                 hint="check each suite's object (table and schema) and arguments") from exc
+        return [Check(f"expectation {o.suite}: {o.expectation}", o.ok, o.detail, technology=self.technology)
+                for o in outcomes]

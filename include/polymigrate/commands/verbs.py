@@ -80,6 +80,8 @@ def validate(run: Run) -> dict[str, Any]:
         raise PolicyRefused(f"{len(blocking)} lint finding(s) at or above '{policy.lint_block_at}' block "
                             f"{run.environment.name}:\n" + "\n".join(f"  - {f}" for f in blocking)
                             + "\n(fix the migration, or waive the finding in the file as the lint docs describe)")
+    suites = expectation_suites(run)  # a bad suite fails here, before approval, not after execute
+    summary["expectations"] = len(suites)
     for note in run.catalog.notes:
         run.log.info("note: %s", note)
     run.log.info("Valid: %s", ", ".join(f"{t} {n}" for t, n in summary["migrations"].items()) or "no technology")
@@ -150,6 +152,7 @@ def verify_region(run: Run, region: str, technologies: list[str]) -> dict[str, A
     snapshots: dict[str, Any] = {}
     ctx = run.run_context(region)
     selected = [t for t in technologies if params.selects(region, t)]
+    suites = expectation_suites(run)
     for tech in selected:
         with run.target(region, tech) as adapter:
             infos = reconcile(run.catalog.applicable(tech), adapter.read_ledger(),
@@ -168,6 +171,12 @@ def verify_region(run: Run, region: str, technologies: list[str]) -> dict[str, A
                 checks += adapter.health_checks(ctx, run.catalog.applicable(tech))
             except PermanentError as exc:  # a check that cannot run proves nothing: it fails
                 checks.append(Check("built-in checks", False, f"could not run: {exc}", technology=tech))
+            bound = [s for s in suites if s.applies(tech, region)]
+            if bound:
+                try:
+                    checks += adapter.run_expectations(bound)
+                except PermanentError as exc:
+                    checks.append(Check("expectations", False, f"could not run: {exc}", technology=tech))
             expired[tech] = _retention(run, adapter, ctx)
     for c in checks:
         (run.log.info if c.ok else run.log.warning)("%s/%s", region, c)
@@ -198,6 +207,19 @@ def verify_region(run: Run, region: str, technologies: list[str]) -> dict[str, A
 
 
 LEDGER_CHECK = "ledger equals plan"
+
+
+def expectation_suites(run: Run) -> list:
+    """The domain's expectation suites (``<domain>/expectations/``); ``SpecError`` naming each bad one."""
+    from polymigrate.errors import SpecError
+    from polymigrate.expectations import load_suites
+
+    regions = sorted({r.name for env in run.project.environments_of(run.domain)
+                      for r in run.project.regions_of(run.domain, env)})
+    suites, problems = load_suites(run.domain.path, regions=regions, domain=run.domain.name)
+    if problems:
+        raise SpecError(problems)
+    return suites
 
 
 def _retention(run: Run, adapter: Adapter, ctx: RunContext) -> list[str]:
