@@ -6,6 +6,7 @@ go through the command layer (``migrate_target`` then ``verify_region``), as the
 
 from __future__ import annotations
 
+import os
 import textwrap
 
 import psycopg
@@ -244,3 +245,52 @@ def test_a_backfill_that_leaves_nulls_fails_verify_naming_the_expectation(world)
     finally:
         run.close()
     assert "expectations/typo.yaml:3: unknown key 'region'" in str(bad.value)
+
+
+def test_production_approval_summary_shows_staging_durations_per_region_and_drift(tmp_path, make_pg_database,
+                                                                                 monkeypatch):
+    from polymigrate.commands.approval import _preview, summary_markdown
+    from polymigrate.policy import Decision
+
+    root = tmp_path / "specs"
+    (root / "environments").mkdir(parents=True)
+    (root / "environments" / "staging.yaml").write_text("regions:\n  s1: null\n")
+    (root / "environments" / "production.yaml").write_text(
+        "regions:\n  p1: null\n  p2: null\npolicy:\n  promotion_from: staging\n")
+    (root / "shop" / "postgresql").mkdir(parents=True)
+    (root / "shop" / "domain.yaml").write_text("technologies:\n  postgresql: {}\n")
+    (root / "shop" / "postgresql" / "V1__slow.sql").write_text("CREATE TABLE t (id int);\nSELECT pg_sleep(0.4);\n")
+    (root / "shop" / "postgresql" / "V2__fast.sql").write_text("ALTER TABLE t ADD COLUMN x int;\n")
+    audit = make_pg_database("pm_rehearsal_audit")
+    for env, region in (("staging", "s1"), ("production", "p1"), ("production", "p2")):
+        monkeypatch.setenv(env_var(f"polymigrate_postgresql_{env}_{region}"), make_pg_database(f"pm_rehearsal_{region}"))
+
+    def run(env):
+        return open_run(root, "shop", env, params=RunParams(), who=Who.cli(), connector=EnvironmentConnector(),
+                        audit=lambda: audit)
+
+    staging = run("staging")
+    try:
+        migrate_target(staging, "s1", "postgresql", plan_hash=None)
+        verify_region(staging, "s1", ["postgresql"])
+    finally:
+        staging.close()
+    (root / "shop" / "postgresql" / "V3__new.sql").write_text("ALTER TABLE t ADD COLUMN y int;\n")  # not rehearsed
+    prod = run("production")
+    try:
+        migrate_target(prod, "p2", "postgresql", plan_hash=None)  # p2 is up to date: nothing to estimate there
+        verify_region(prod, "p2", ["postgresql"])
+        with psycopg.connect(os.environ[env_var("polymigrate_postgresql_production_p2")], autocommit=True) as c:
+            c.execute("CREATE INDEX by_hand ON t (x)")
+        drift_domain(prod)
+        preview = _preview(prod)
+        summary, _ = summarize(prod)
+    finally:
+        prod.close()
+    est = preview["rehearsal"]["regions"]
+    assert list(est) == ["p1"] and est["p1"]["files"] == 3 and est["p1"]["never_rehearsed"] == ["V3__new.sql"]
+    assert 0.4 <= est["p1"]["seconds"] < 5 and est["p1"]["slowest"][0]["file"] == "postgresql V1__slow.sql"
+    text = summary_markdown("shop", "production", summary, Decision("waiting", 1), ["anyone"], "ann", preview)
+    assert "- measured in staging (slowest successful run of the same files), per region:" in text
+    assert "  - p1: ~" in text and "1 of 3 file(s) never rehearsed (slowest: postgresql V1__slow.sql" in text
+    assert "**1 object(s) changed outside migrations**: `p2/postgresql indexes.by_hand added" in text
