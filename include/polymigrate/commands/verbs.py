@@ -177,7 +177,6 @@ def verify_region(run: Run, region: str, technologies: list[str]) -> dict[str, A
                     checks += adapter.run_expectations(bound)
                 except PermanentError as exc:
                     checks.append(Check("expectations", False, f"could not run: {exc}", technology=tech))
-            expired[tech] = _retention(run, adapter, ctx)
     for c in checks:
         (run.log.info if c.ok else run.log.warning)("%s/%s", region, c)
     failed = [c for c in checks if not c.ok]
@@ -188,15 +187,17 @@ def verify_region(run: Run, region: str, technologies: list[str]) -> dict[str, A
         if not params.dry_run:
             run.emit("verify_failed", details=details, region=region)
         raise PermanentError(f"verification failed in {region}:\n  " + "\n  ".join(str(c) for c in hard),
-                             hint="each line says what to fix; then clear this task (verify changes nothing)")
+                             hint="each line says what to fix; then clear this task (a failed verify deleted and recorded nothing "
+                                  "but this event)")
     if params.dry_run:  # nothing was applied: the trail must not read as a verified change
         run.log.info("dry run: %s checked, nothing applied, no 'verified' event", region)
         return {"region": region, "versions": versions, "dry_run": True}
     if failed:
         run.log.warning("%d check(s) failed in %s; the policy of %s warns instead of failing", len(failed), region,
                         run.environment.name)
-    for tech in selected:  # the baseline drift compares with: what this successful run left
+    for tech in selected:  # retention, and the baseline drift compares with: what this run left
         with run.target(region, tech) as adapter:
+            expired[tech] = _retention(run, adapter, ctx)
             try:
                 snapshots[tech] = record_snapshot(run, region, adapter, source="verify")
             except MigrationError as exc:  # a missing baseline only weakens tomorrow's drift report
