@@ -150,7 +150,8 @@ def run_sql_suites(suites: list[Suite], sqlalchemy_url: Any, schema: str | None)
             try:
                 expectation = cls(**(args or {}))
             except Exception as exc:  # noqa: BLE001  pydantic's message names the bad argument
-                out.append(Outcome(suite.name, name, False, f"{suite.path}: bad arguments {args}: {exc}".splitlines()[0]))
+                reason = " ".join(str(exc).split())[:300]
+                out.append(Outcome(suite.name, name, False, f"{suite.path}: bad arguments {args}: {reason}"))
                 continue
             result = batch.validate(expectation)
             out.append(Outcome(suite.name, name, bool(result.success), _describe(suite, args, result)))

@@ -234,6 +234,12 @@ def test_a_backfill_that_leaves_nulls_fails_verify_naming_the_expectation(world)
     with pytest.raises(PermanentError, match="GX has no expectation 'expect_column_to_be_lovely'"):
         world.migrate_and_verify()
     (world.root / "shop" / "expectations" / "typo.yaml").write_text(
+        "technology: postgresql\nobject: no_such_table\nexpectations:\n  - expect_column_to_exist: {column: id}\n")
+    with pytest.raises(PermanentError) as gone:
+        world.migrate_and_verify()
+    assert "postgresql: expectations: FAILED (could not run: postgresql://" in str(gone.value)
+    assert "no_such_table" in str(gone.value)
+    (world.root / "shop" / "expectations" / "typo.yaml").write_text(
         "technology: postgresql\nobject: users\nregion: [r1]\nexpectations:\n  - expect_column_to_exist: {column: id}\n")
     from polymigrate.commands.verbs import validate
     from polymigrate.errors import SpecError

@@ -683,11 +683,14 @@ class PostgresAdapter(Adapter):
 
         if not suites:
             return []
+        url = self.sqlalchemy_url()
         try:
-            outcomes = run_sql_suites(suites, self.sqlalchemy_url(), self.schema)
+            outcomes = run_sql_suites(suites, url, self.schema)
         except Exception as exc:  # noqa: BLE001  GX wraps driver errors in its own: say which target
-            raise PermanentError(f"{self.target}: the expectation suites could not run: "
-                                 f"{(str(exc).splitlines() or [type(exc).__name__])[0][:300]}",
-                                 hint="check each suite's object (table and schema) and arguments") from exc
+            message = (str(exc).splitlines() or [type(exc).__name__])[0]
+            if url.password:  # GX and SQLAlchemy may quote the connection string in their errors
+                message = message.replace(str(url.password), "***")
+            raise PermanentError(f"{self.target}: the expectation suites could not run: {message[:300]}",
+                                 hint="check each suite's object (table and schema) and arguments") from None
         return [Check(f"expectation {o.suite}: {o.expectation}", o.ok, o.detail, technology=self.technology)
                 for o in outcomes]
