@@ -41,16 +41,16 @@ class Difference:
         d = asdict(self)
         for k in ("before", "after"):  # an added table's whole definition would bloat the audit event
             if d[k] is not None and len(json.dumps(d[k], default=str)) > VALUE_CAP:
-                d[k] = _short(d[k], VALUE_CAP)
+                d[k] = short(d[k], VALUE_CAP)
         return d
 
     def __str__(self) -> str:
-        what = {"added": f"added: {_short(self.after)}", "removed": f"removed (was {_short(self.before)})",
-                "changed": f"{_short(self.before)} → {_short(self.after)}"}[self.change]
+        what = {"added": f"added: {short(self.after)}", "removed": f"removed (was {short(self.before)})",
+                "changed": f"{short(self.before)} → {short(self.after)}"}[self.change]
         return f"{self.region}/{self.technology} {self.object} {what}" + (f" (since {self.since[:16]})" if self.since else "")
 
 
-def _short(value: Any, limit: int = 120) -> str:
+def short(value: Any, limit: int = 120) -> str:
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= limit else text[:limit - 1] + "…"
 

@@ -123,13 +123,13 @@ _UNAVAILABLE = _env.from_string("""<!doctype html>
 
 def drift_what(d: dict[str, Any]) -> str:
     """A difference as one line: what it was and what it is."""
-    from polymigrate.drift import _short
+    from polymigrate.drift import short
 
     if d.get("change") == "added":
-        return _short(d.get("after"))
+        return short(d.get("after"))
     if d.get("change") == "removed":
-        return "was " + _short(d.get("before"))
-    return f"{_short(d.get('before'))} → {_short(d.get('after'))}"
+        return "was " + short(d.get("before"))
+    return f"{short(d.get('before'))} → {short(d.get('after'))}"
 
 
 _env.globals["drift_what"] = drift_what
