@@ -1,4 +1,5 @@
-"""Every polymigrate DAG: one per (domain, environment) of the spec tree.
+"""Every polymigrate DAG: one per (domain, environment) of the spec tree, and a nightly
+``drift__<environment>`` per environment.
 
 POLYMIGRATE_SPECS points at another spec tree (default: migration_specs/ beside this folder).
 Parsing reads spec YAML only: no database, no connection, no migration file contents.
@@ -13,7 +14,8 @@ import logging
 import os
 from pathlib import Path
 
-from polymigrate.blueprint import compile_project
+from polymigrate.blueprint import compile_drift, compile_project
+from polymigrate.spec.loader import load_project
 from polymigrate_airflow.renderer import render
 
 SPECS = os.environ.get("POLYMIGRATE_SPECS") or str(Path(__file__).resolve().parent.parent / "migration_specs")
@@ -22,10 +24,15 @@ log = logging.getLogger("polymigrate.dags")
 
 def build_dags(specs: str) -> dict:
     try:
-        blueprints = compile_project(specs)
+        project = load_project(Path(specs).resolve())
+        blueprints = compile_project(specs, project)
     except Exception:  # noqa: BLE001  the DAG processor must keep every other DAG file working
         log.exception("polymigrate: cannot compile the spec tree %s; no polymigrate DAG defined", specs)
         return {}
+    try:
+        blueprints += compile_drift(specs, project)
+    except Exception:  # noqa: BLE001  a drift DAG bug must not take the migrate DAGs down
+        log.exception("polymigrate: the drift DAGs of %s could not be compiled; the migrate DAGs are unaffected", specs)
     dags = {}
     for bp in blueprints:
         try:

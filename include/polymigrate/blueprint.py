@@ -51,7 +51,9 @@ OPERATORS = {
     "approve": "polymigrate_airflow.approval.ApproveOperator",
     "plan": f"{_OPS}.PlanOperator",
     "verify": f"{_OPS}.VerifyOperator",
+    "drift": f"{_OPS}.DriftOperator",
 }
+DRIFT_PREFIX = "drift"
 MIGRATION_OPERATORS = {
     "postgresql": f"{_OPS}.PostgresMigrationOperator",
     "mongodb": f"{_OPS}.MongoMigrationOperator",
@@ -476,3 +478,55 @@ def broken_dag(domain: str, environment: str, problems: list[Problem], root: Pat
                              {"specs_root": str(root), "domain": domain, "environment": environment}, retries=0),),
         problems=listed,
     )
+
+
+def drift_dag_id(environment: str) -> str:
+    """``drift__<environment>``."""
+    return f"{DRIFT_PREFIX}__{_clean(environment)}"
+
+
+def _clean(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", slug(name))
+
+
+def compile_drift(root: str | Path, project: Project | None = None) -> list[DagBlueprint]:
+    """One ``drift__<environment>`` DAG per environment whose policy has a ``drift_schedule``: a task
+    per domain deployed there, side by side (one domain's failure or broken spec never stops the
+    others' comparison), each comparing every target with its last recorded snapshot.
+
+    A broken domain keeps its task, which fails naming the problems, as its migrate DAG's validate
+    does; an environment whose own file is broken has no drift DAG (its migrate DAGs say why).
+    """
+    root = Path(root).resolve()
+    project = project or load_project(root)
+    out: list[DagBlueprint] = []
+    for env in project.environments.values():
+        if not env.policy.drift_schedule:
+            continue
+        domains = [d for d in project.domains.values() if env.name in [e.name for e in project.environments_of(d)]]
+        names = list(dict.fromkeys([d.name for d in domains] + sorted(project.broken_domains)))
+        if not names:
+            continue
+        tasks = tuple(TaskBlueprint(_clean(name), OPERATORS["drift"],
+                                    {"specs_root": str(root), "domain": name, "environment": env.name}, retries=1)
+                      for name in names)
+        owners = tuple(dict.fromkeys(o for d in domains for o in d.owners))
+        allow = {d.name: len(d.drift.allow) for d in domains if d.drift.allow}
+        doc = (f"### Drift in {env.name}\n\nEvery night at `{env.policy.drift_schedule}` (UTC), each domain's targets are "
+               "snapshotted (PostgreSQL catalog; MongoDB collections, validators and indexes; Elasticsearch mappings, "
+               "templates and aliases; Redis key shapes with TTL) and compared with the snapshot recorded after their "
+               "last successful run. Differences are recorded as a `drift` audit event (object, what changed, since "
+               "when), shown on the audit page and in the next run's approval summary; drift never fails a migration."
+               "\n\n- **Domains**: " + ", ".join(names)
+               + "\n- **Allowlisted manual objects** (domain.yaml `drift.allow`): "
+               + (", ".join(f"{d} {n}" for d, n in allow.items()) or "none")
+               + ("\n- **Broken specs** (their task fails naming the problems): " + ", ".join(sorted(project.broken_domains))
+                  if project.broken_domains else ""))
+        out.append(DagBlueprint(
+            dag_id=drift_dag_id(env.name), domain="", environment=env.name, specs_root=str(root),
+            description=f"Nightly drift report of {env.name}: live schemas against the last successful run's",
+            doc_md=doc, tags=("polymigrate", "drift", f"env:{env.name}"), owners=owners,
+            schedule=env.policy.drift_schedule, start_paused=not env.policy.start_unpaused, params={},
+            default_args={"owner": ", ".join(owners) or "polymigrate", "retries": 1, "retry_delay_seconds": 300},
+            tasks=tasks))
+    return sorted(out, key=lambda b: b.dag_id)

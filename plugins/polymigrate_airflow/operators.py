@@ -245,3 +245,20 @@ class VerifyOperator(PolymigrateOperator):
             self.skip(f"region {self.region} is not selected in this run (param regions: "
                       f"{RunParams.from_context(context).regions})")
         return verify_region(self.open_run(context), self.region, self.technologies, phase=self.phase)
+
+
+class DriftOperator(PolymigrateOperator):
+    """Nightly, one domain of an environment: every target's live schema against the snapshot its
+    last successful run recorded; the differences go to the audit store as a ``drift`` event. Skips
+    where no audit store is configured (no baselines to compare with)."""
+
+    ui_color = "#f3e5d0"
+
+    def run(self, context):
+        from polymigrate.commands.drift import drift_domain, store_of
+
+        run = self.open_run(context)
+        if store_of(run.sink) is None:
+            raise AirflowSkipException(f"{self.environment} has no audit store configured: drift compares with the "
+                                       "snapshots recorded there (configure the polymigrate_audit connection)")
+        return drift_domain(run)

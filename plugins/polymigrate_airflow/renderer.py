@@ -13,7 +13,8 @@ from pathlib import Path
 
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
 
-from polymigrate.blueprint import DagBlueprint, compile_project
+from polymigrate.blueprint import DagBlueprint, compile_drift, compile_project
+from polymigrate.spec.loader import load_project
 from polymigrate_airflow.timetables import timetable_for
 
 
@@ -68,6 +69,12 @@ def render(bp: DagBlueprint) -> DAG:
     return dag
 
 
+def blueprints(specs_root: str | Path) -> list[DagBlueprint]:
+    """Every DAG's blueprint: the migrate DAGs, then the nightly ``drift__<environment>`` ones."""
+    project = load_project(Path(specs_root).resolve())
+    return compile_project(specs_root, project) + compile_drift(specs_root, project)
+
+
 def build_dags(specs_root: str | Path) -> dict[str, DAG]:
     """Every DAG of a spec tree, by dag_id (what ``dags/polymigrate_dags.py`` exposes)."""
-    return {bp.dag_id: render(bp) for bp in compile_project(specs_root)}
+    return {bp.dag_id: render(bp) for bp in blueprints(specs_root)}

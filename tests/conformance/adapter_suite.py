@@ -99,6 +99,23 @@ class AdapterConformance:
         finally:
             a.close()
 
+    def test_health_checks_pass_after_a_clean_run_and_are_read_only(self, kit: AdapterKit):
+        """Every adapter has the verify step's built-in checks, the same shape: ``Check``s that all
+        hold after a clean run, and change nothing (the ledger and the snapshot stay as they were)."""
+        from polymigrate.adapters.base import Check
+
+        migs = kit.migrations(kit.good_files)
+        a = kit.make_adapter()
+        try:
+            migrate(a, migs, ctx())
+            ledger, snap = a.read_ledger(), a.snapshot()
+            checks = a.health_checks(ctx(), migs)
+            assert all(isinstance(c, Check) and c.technology == kit.technology for c in checks)
+            assert [str(c) for c in checks if not c.ok] == []
+            assert a.read_ledger() == ledger and a.snapshot() == snap
+        finally:
+            a.close()
+
     def test_lock_is_exclusive_and_names_its_holder(self, kit: AdapterKit):
         a, b = kit.make_adapter(), kit.make_adapter()
         try:

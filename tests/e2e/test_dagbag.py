@@ -20,12 +20,17 @@ def dagbag(monkeypatch, specs: Path):
 
 
 def test_every_sample_dag_loads_without_connections(monkeypatch):
-    from polymigrate.blueprint import compile_project
+    from polymigrate.blueprint import compile_drift, compile_project
 
     bag = dagbag(monkeypatch, SPECS)
     assert bag.import_errors == {}
-    expected = {b.dag_id for b in compile_project(SPECS)}
+    expected = {b.dag_id for b in compile_project(SPECS) + compile_drift(SPECS)}
     assert set(bag.dags) == expected
+    drift = bag.dags["drift__production"]
+    assert type(drift.timetable).__name__ == "RehearsalTimetable" and drift.timetable._expression == "0 3 * * *"
+    assert {t.task_id for t in drift.tasks} == {"common", "social_commerce", "warehousing", "centralized_dashboard",
+                                                "courier_services"}
+    assert all(type(t).__name__ == "DriftOperator" and not t.upstream_task_ids for t in drift.tasks)
     dag = bag.dags["migrate__social_commerce__production"]
     assert dag.max_active_runs == 1
     assert dag.schedule is None  # production: manual only
@@ -76,7 +81,9 @@ def test_hostile_domains_never_hide_the_other_dags(monkeypatch, tmp_path):
     bag = dagbag(monkeypatch, specs)
     assert bag.import_errors == {}
     assert set(clean.dags) <= set(bag.dags)  # every sample DAG, intact
-    assert all(len(bag.dags[d].tasks) == len(clean.dags[d].tasks) for d in clean.dags)
+    assert all(len(bag.dags[d].tasks) == len(clean.dags[d].tasks) for d in clean.dags if not d.startswith("drift__"))
+    # the drift DAG keeps every sample domain's task beside the hostile ones' (which fail naming why)
+    assert {t.task_id for t in clean.dags["drift__development"].tasks} < {t.task_id for t in bag.dags["drift__development"].tasks}
     for domain, needle in (("hostile_bomb", "alias"), ("hostile_deep", "nested"), ("hostile_big", "MB"),
                            ("hostile_fifo", "not a regular file"), ("hostile_yaml_zero", "leaves the spec tree")):
         broken = bag.dags[f"migrate__{domain}__development"]
@@ -101,6 +108,21 @@ def test_broken_dag_validate_task_fails_naming_every_problem(monkeypatch, tmp_pa
     n = len(domain_yaml.read_text().splitlines())
     assert f"domain.yaml:{n - 1}: unknown key 'aprovals'" in text
     assert f"domain.yaml:{n}" in text and "strategy" in text
+
+
+def test_a_broken_domains_drift_task_fails_naming_its_problems_beside_the_others(monkeypatch, tmp_path, airflow_db):
+    from airflow.sdk.exceptions import AirflowFailException
+    from polymigrate_airflow.renderer import build_dags
+
+    specs = tmp_path / "specs"
+    shutil.copytree(SPECS, specs)
+    domain_yaml = specs / "social-commerce" / "domain.yaml"
+    domain_yaml.write_text(domain_yaml.read_text() + "aprovals: 2\n")
+    dag = build_dags(specs)["drift__development"]
+    assert {"warehousing", "common", "social_commerce"} <= set(dag.task_ids)
+    with pytest.raises(AirflowFailException) as err:
+        dag.get_task("social_commerce").execute(context={"ti": None, "params": {}})
+    assert "unknown key 'aprovals'" in str(err.value)
 
 
 def test_an_empty_region_or_technology_selection_is_refused_not_widened_to_all():

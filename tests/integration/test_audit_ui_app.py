@@ -209,3 +209,30 @@ def test_history_shows_the_release_phase_of_a_migration(client, seeded):
                           script="V9__drop_first_name.sql", details={"phase": "contract"}))
     html = client.get("/").text
     assert "V9__drop_first_name.sql<div class=\"small\">phase: contract</div>" in html
+
+
+def test_page_shows_failed_verify_checks_and_the_latest_drift_report(client, seeded):
+    store, _ = seeded
+    now = datetime.now(timezone.utc)
+    check = {"name": "invalid indexes", "ok": False, "technology": "postgresql",
+             "detail": "1 INVALID index(es) in schema shop: orders_total_unique on orders"}
+    store.emit(AuditEvent(kind="verify_failed", domain="shop", environment="staging", region="r1", run_id="run-v",
+                          actor="ann@airflow", at=now - timedelta(minutes=5),
+                          details={"region": "r1", "checks": [{"name": "ledger equals plan", "ok": True,
+                                                               "technology": "postgresql", "detail": ""}, check]}))
+    diff = {"technology": "postgresql", "region": "r1", "change": "added", "before": None, "since": now.isoformat()}
+    for n, objects in enumerate((["tables.orders.columns.old"], ["tables.orders.columns.note"])):
+        store.emit(AuditEvent(kind="drift", domain="shop", environment="staging", run_id=f"drift-{n}",
+                              at=now - timedelta(minutes=2 - n), details={
+                                  "count": len(objects), "targets": {"r1/postgresql": {"differences": 1}},
+                                  "differences": [{**diff, "object": o, "after": {"type": "text"}} for o in objects]}))
+    html = client.get("/", params={"domain": "shop"}).text
+    drift = html.split('id="drift"')[1].split("</table>")[0]
+    assert "tables.orders.columns.note" in drift and '{&#34;type&#34;: &#34;text&#34;}' in drift
+    assert "columns.old" not in drift  # only the newest report of each domain and environment
+    history = html.split('id="history"')[1]
+    assert "orders_total_unique on orders" in history and "verify_failed" in history
+    runs = client.get("/export", params={"format": "json", "domain": "shop"}).json()
+    [run] = [r for r in runs["runs"] if r["run_id"] == "run-v"]
+    assert run["outcome"] == "verification failed"
+    assert run["notes"] == ["verification failed in r1: postgresql invalid indexes: " + check["detail"]]

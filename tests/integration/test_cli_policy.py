@@ -149,7 +149,7 @@ def test_break_glass_runs_recorded_with_who_and_why_and_the_audit_page_shows_it(
     events = world.events("production")
     assert [e.kind for e in events] == ["triggered", "validated", "overridden", "overridden", "planned",
                                         "migration_started", "migration_succeeded", "migration_started",
-                                        "migration_succeeded", "verified"]
+                                        "migration_succeeded", "snapshot", "verified"]
     approval, promotion = [e for e in events if e.kind == "overridden"]
     me = default_actor()
     assert approval.details["by"] == me and approval.details["reason"] == REASON and approval.details["how"] == "break_glass"
@@ -214,7 +214,7 @@ def test_every_cli_run_with_an_audit_store_is_recorded_like_a_dag_run(world):
     assert out.exit_code == 0, out.output
     events = world.events("testing")
     assert [e.kind for e in events] == ["triggered", "validated", "approved", "planned", "migration_started",
-                                        "migration_succeeded", "verified"]
+                                        "migration_succeeded", "snapshot", "verified"]
     assert events[2].details["automatic"] is True
     planned = events[3].details["hash"]
     assert world.ledger("t1") == [("1", "success", "testing", True)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 
-from polymigrate.adapters.base import Adapter, Applied, Capabilities, RepairReport
+from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, RepairReport
 
 REGISTRY: dict[str, str] = {
     "postgresql": "polymigrate.adapters.postgres:PostgresAdapter",
@@ -24,4 +24,4 @@ def adapter_class(technology: str) -> type[Adapter]:
     return getattr(importlib.import_module(module), name)
 
 
-__all__ = ["Adapter", "Applied", "Capabilities", "RepairReport", "REGISTRY", "adapter_class"]
+__all__ = ["Adapter", "Applied", "Capabilities", "Check", "RepairReport", "REGISTRY", "adapter_class"]

@@ -13,6 +13,8 @@ CLI from a URL) and never reads Airflow connections itself. It offers exactly:
 * ``undo``, ``baseline``, ``repair``: the maintenance verbs (raise ``PermanentError`` when not
   supported, as ``capabilities`` says);
 * ``snapshot()``: a JSON-able picture of the live schema, for drift detection;
+* ``health_checks(ctx, migrations)``: what the verify step proves beyond the ledger (no INVALID
+  index, aliases where the ledger says, indexes as declared, cursors finished), as ``Check``s;
 * ``target``: a description of the target without credentials.
 
 Errors are classified by the adapter: ``TransientError`` for what a retry may fix, otherwise
@@ -47,6 +49,24 @@ class Applied:
     execution_time_ms: int
     statements: int = 0
     details: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Check:
+    """One built-in verification of a target after a run: what was checked, whether it held, and
+    what a person needs to act on it when it did not."""
+
+    name: str          # short and stable: "invalid indexes", "alias products"
+    ok: bool
+    detail: str = ""   # what was found (failing: the objects and the fix)
+    technology: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail, "technology": self.technology}
+
+    def __str__(self) -> str:
+        return f"{self.technology + ': ' if self.technology else ''}{self.name}: {'ok' if self.ok else 'FAILED'}" \
+               + (f" ({self.detail})" if self.detail else "")
 
 
 @dataclass
@@ -113,6 +133,17 @@ class Adapter(abc.ABC):
         """Delete what earlier migrations kept for undo once its retention passed (Elasticsearch: the
         index a blue-green switch left); the names. Nothing to do for most technologies."""
         return []
+
+    def health_checks(self, ctx: RunContext, migrations: list[Migration]) -> list[Check]:
+        """Built-in checks of the live target after a run (``migrations``: the applicable files, so
+        what they declare can be compared with what is there). Read-only; every adapter has them."""
+        return []
+
+    def run_expectations(self, suites: list[Any]) -> list[Check]:
+        """Run the domain's expectation suites bound to this target (``polymigrate.expectations``),
+        one ``Check`` per expectation. Default: the technology runs none, each suite says so."""
+        return [Check(f"expectations {s.name}", False, f"{s.path}: {self.technology} suites are not run yet",
+                      technology=self.technology) for s in suites]
 
     def baseline(self, version: str, description: str, ctx: RunContext) -> None:
         from polymigrate.errors import PermanentError

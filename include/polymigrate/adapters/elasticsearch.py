@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterator
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from polymigrate.adapters.base import Adapter, Applied, Capabilities
+from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check
 from polymigrate.adapters.es_api import SearchApi, SearchError, client_where
 from polymigrate.adapters.es_bluegreen import BlueGreen, undo_switch
 from polymigrate.adapters.es_lease import Lease, LeaseLost
@@ -318,6 +318,43 @@ class ElasticsearchAdapter(Adapter):
                 if changed:
                     self._write(entry, what="retention")
         return done
+
+    # -- verify ----------------------------------------------------------------------------
+
+    def health_checks(self, ctx: RunContext, migrations: list[Migration]) -> list[Check]:
+        """Every alias a blue_green switch moved points where the ledger says (the new index, or the
+        retained one after an undo), and while the retained index is kept the alias holds at least
+        its documents (the copy lost none; writes since the switch only add, bar deletions)."""
+        latest: dict[str, tuple[LedgerEntry, dict]] = {}
+        for entry in self.read_ledger():
+            if entry.status in (Status.DELETED, Status.FAILED, Status.STARTED):
+                continue
+            for sw in (entry.progress or {}).get("switches") or []:
+                if sw.get("alias") and sw.get("to"):
+                    latest[sw["alias"]] = (entry, sw)
+        checks = []
+        for alias, (entry, sw) in sorted(latest.items()):
+            undone = entry.status is Status.UNDONE
+            expected, other = (sw.get("from"), sw.get("to")) if undone else (sw.get("to"), sw.get("from"))
+            actual = sorted(self.api.alias_targets(alias))
+            where = "the retained index (undone)" if undone else "the new index"
+            if actual != [expected]:
+                checks.append(Check(f"alias {alias}", False, technology=self.technology, detail=(
+                    f"points to {', '.join(actual) or 'nothing'}, the ledger ({entry.script}) says {expected}, "
+                    f"{where}; someone moved it by hand? move it back with POST /_aliases")))
+                continue
+            detail = f"on {expected} as {entry.script} recorded"
+            ok = True
+            retained = other and not sw.get("deleted_at" if not undone else "to_deleted_at") and self.api.exists(other)
+            if retained:
+                self.api.refresh(expected)
+                have, kept = self.api.count(alias), self.api.count(other)
+                skipped = int(((sw.get("counts") or {}).get("skipped")) or 0) if not undone else 0
+                ok = have >= kept - skipped
+                detail += f"; {have:,} document(s), retained {other} has {kept:,}" + (
+                    "" if ok else f": {kept - skipped - have:,} missing (inspect before {other} expires)")
+            checks.append(Check(f"alias {alias}", ok, detail, technology=self.technology))
+        return checks
 
     # -- snapshot --------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ from bson import json_util
 from pymongo import errors as perr
 
 from polymigrate.adapters import mongo_js
-from polymigrate.adapters.base import Adapter, Applied, Capabilities, RepairReport
+from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, RepairReport
 from polymigrate.adapters.mongo_lease import Lease, LeaseLost, ServerClock
 from polymigrate.adapters.mongo_ledger import AlreadyApplied, MongoLedger
 from polymigrate.adapters.mongo_server import (ServerInfo, classify, not_supported_error, server_info,
@@ -617,6 +617,35 @@ class MongoAdapter(Adapter):
             raise classify(exc, server=self.server, what="cannot read the schema") from exc
         return {"database": self.db.name, "server": self.server.label, "collections": out}
 
+    def health_checks(self, ctx: RunContext, migrations: list[Migration]) -> list[Check]:
+        """Every index the applied ``.json`` files declare (``createIndexes`` net of later
+        ``dropIndexes``/``drop``) is there, with the declared key. Transforms (``.py``/``.js``) declare
+        no index and are not read."""
+        done = {e.script for e in self.read_ledger() if e.status in (Status.SUCCESS, Status.BASELINE)}
+        commands: list[dict] = []
+        for m in migrations:
+            if m.script in done and m.path.suffix == ".json" and m.kind is Kind.VERSIONED:
+                data = json_util.loads(m.render(ctx.placeholders))
+                commands += [c for c in (data.get("commands") or []) if isinstance(c, dict)]
+        declared = declared_indexes(commands)
+        problems: list[str] = []
+        try:
+            present: dict[str, dict[str, Any]] = {}
+            for coll in sorted({c for c, _ in declared}):
+                present[coll] = {ix["name"]: dict(ix["key"]) for ix in self.db[coll].list_indexes()}
+        except perr.PyMongoError as exc:
+            raise classify(exc, server=self.server, what="cannot list the indexes") from exc
+        for (coll, name), key in sorted(declared.items()):
+            have = present.get(coll, {}).get(name)
+            if have is None:
+                problems.append(f"{coll}.{name} missing")
+            elif key is not None and list(have.items()) != list(key.items()):
+                problems.append(f"{coll}.{name} has key {have}, declared {key}")
+        return [Check("declared indexes", not problems, technology=self.technology, detail=(
+            f"{len(problems)} of {len(declared)} declared index(es) not as declared: " + "; ".join(problems)
+            + " (dropped or changed by hand? create it again in a new migration)" if problems
+            else f"{len(declared)} declared index(es) present"))]
+
 
 def _raise_write_errors(reply: dict) -> None:
     """``insert``/``update``/``delete`` commands report failed writes inside an ``ok: 1`` reply."""
@@ -639,3 +668,32 @@ def _line_in(exc: BaseException, m: Migration) -> tuple[int | None, str | None]:
     if found[0] is None and isinstance(exc, SyntaxError) and exc.filename == str(m.path):
         return exc.lineno, exc.text
     return found
+
+
+def declared_indexes(commands: list[dict]) -> dict[tuple[str, str], dict | None]:
+    """``(collection, index name) -> key`` after running ``commands`` in order: what the files declare
+    should exist. A ``dropIndexes`` of ``*`` keeps only ``_id_``, which is never declared."""
+    out: dict[tuple[str, str], dict | None] = {}
+    for cmd in commands:
+        verb = next(iter(cmd), None)
+        coll = cmd.get(verb) if verb else None
+        if not isinstance(coll, str):
+            continue
+        if verb == "createIndexes":
+            for ix in cmd.get("indexes") or []:
+                if isinstance(ix, dict) and ix.get("name"):
+                    out[(coll, ix["name"])] = dict(ix["key"]) if isinstance(ix.get("key"), dict) else None
+        elif verb == "dropIndexes":
+            which = cmd.get("index")
+            names = which if isinstance(which, list) else [which]
+            for k in [k for k in out if k[0] == coll]:
+                if which == "*" or k[1] in names or (isinstance(which, dict) and out[k] == which):
+                    del out[k]
+        elif verb == "drop":
+            for k in [k for k in out if k[0] == coll]:
+                del out[k]
+        elif verb == "renameCollection":
+            to = str(cmd.get("to") or "").split(".", 1)[-1]
+            for k in [k for k in out if k[0] == coll.split(".", 1)[-1]]:
+                out[(to, k[1])] = out.pop(k)
+    return out

@@ -66,3 +66,28 @@ def snapshot(conn: psycopg.Connection, schema: str, skip_tables: list[str]) -> d
                  for name, ident, result, kind, body in conn.execute(_FUNCTIONS, args).fetchall()}
     return {"schema": schema, "tables": tables, "indexes": indexes, "constraints": constraints,
             "functions": functions}
+
+
+_INVALID_INDEXES = """
+SELECT i.relname, t.relname
+FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid
+JOIN pg_namespace n ON n.oid = i.relnamespace
+WHERE n.nspname = %(schema)s AND NOT x.indisvalid
+ORDER BY i.relname"""
+
+_NOT_VALID = """
+SELECT t.relname, co.conname, co.contype::text
+FROM pg_constraint co JOIN pg_class t ON t.oid = co.conrelid JOIN pg_namespace n ON n.oid = t.relnamespace
+WHERE n.nspname = %(schema)s AND NOT co.convalidated
+ORDER BY t.relname, co.conname"""
+
+
+def invalid_indexes(conn: psycopg.Connection, schema: str) -> list[tuple[str, str]]:
+    """(index, table) of every INVALID index in ``schema``: what a failed or interrupted
+    ``CREATE INDEX CONCURRENTLY`` leaves behind; it is maintained on every write but never used."""
+    return [tuple(r) for r in conn.execute(_INVALID_INDEXES, {"schema": schema}).fetchall()]
+
+
+def not_valid_constraints(conn: psycopg.Connection, schema: str) -> list[tuple[str, str, str]]:
+    """(table, constraint, type) of every constraint added ``NOT VALID`` and never validated."""
+    return [tuple(r) for r in conn.execute(_NOT_VALID, {"schema": schema}).fetchall()]

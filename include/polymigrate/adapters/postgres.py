@@ -37,7 +37,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from polymigrate.adapters import pg_backfill
-from polymigrate.adapters.base import Adapter, Applied, Capabilities, RepairReport
+from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, RepairReport
 from polymigrate.adapters.pg_errors import classify, connect_error
 from polymigrate.adapters.pg_ledger import ELAPSED, LedgerTable, parse_ledger_name, row_values
 from polymigrate.adapters.pg_repair import repair_leftover
@@ -710,3 +710,56 @@ class PostgresAdapter(Adapter):
         schema = self.schema or conn.execute("SELECT current_schema()").fetchone()[0]
         skip = [self.ledger.table, self.ledger.table + "_lock"] if schema == self.ledger.schema else []
         return take_snapshot(conn, schema, skip)
+
+    def health_checks(self, ctx: RunContext, migrations: list[Migration]) -> list[Check]:
+        """No INVALID index in the schema, and no constraint left ``NOT VALID`` unless the domain's
+        ``allow_not_valid`` names it (``table.constraint`` patterns: a constraint validated by a later
+        release on purpose)."""
+        from fnmatch import fnmatchcase
+
+        from polymigrate.adapters.pg_snapshot import invalid_indexes, not_valid_constraints
+
+        conn = self._ensure_ledger()
+        schema = self.schema or conn.execute("SELECT current_schema()").fetchone()[0]
+        bad = invalid_indexes(conn, schema)
+        checks = [Check("invalid indexes", not bad, technology=self.technology, detail=(
+            f"{len(bad)} INVALID index(es) in schema {schema}: " + ", ".join(f"{i} on {t}" for i, t in bad)
+            + " (an interrupted CREATE INDEX CONCURRENTLY: DROP INDEX CONCURRENTLY it and create it again)"
+            if bad else f"none in schema {schema}"))]
+        allowed = list(getattr(self.settings, "allow_not_valid", None) or [])
+        found = not_valid_constraints(conn, schema)
+        left = [(t, c) for t, c, _ in found if not any(fnmatchcase(f"{t}.{c}", p) or fnmatchcase(c, p) for p in allowed)]
+        declared = len(found) - len(left)
+        checks.append(Check("NOT VALID constraints", not left, technology=self.technology, detail=(
+            f"{len(left)} constraint(s) in schema {schema} still NOT VALID: " + ", ".join(f"{t}.{c}" for t, c in left)
+            + " (ALTER TABLE … VALIDATE CONSTRAINT in a migration, or list them under allow_not_valid in domain.yaml)"
+            if left else f"none left in schema {schema}" + (f" ({declared} declared in allow_not_valid)" if declared else ""))))
+        return checks
+
+    def sqlalchemy_url(self) -> Any:
+        """This target as a SQLAlchemy ``URL`` (psycopg 3 driver), for libraries that take one (GX)."""
+        from sqlalchemy.engine import URL
+
+        k = {key: v for key, v in self._given().items() if v not in (None, "")}
+        query = {key: str(v) for key, v in k.items() if key not in ("host", "port", "user", "password", "dbname")}
+        return URL.create("postgresql+psycopg", username=k.get("user"), password=k.get("password"),
+                          host=k.get("host"), port=int(k["port"]) if k.get("port") else None,
+                          database=k.get("dbname"), query=query)
+
+    def run_expectations(self, suites: list[Any]) -> list[Check]:
+        """The suites through GX Core's SQL datasource; unqualified tables are in the domain's schema."""
+        from polymigrate.expectations import run_sql_suites
+
+        if not suites:
+            return []
+        url = self.sqlalchemy_url()
+        try:
+            outcomes = run_sql_suites(suites, url, self.schema)
+        except Exception as exc:  # noqa: BLE001  GX wraps driver errors in its own: say which target
+            message = (str(exc).splitlines() or [type(exc).__name__])[0]
+            if url.password:  # GX and SQLAlchemy may quote the connection string in their errors
+                message = message.replace(str(url.password), "***")
+            raise PermanentError(f"{self.target}: the expectation suites could not run: {message[:300]}",
+                                 hint="check each suite's object (table and schema) and arguments") from None
+        return [Check(f"expectation {o.suite}: {o.expectation}", o.ok, o.detail, technology=self.technology)
+                for o in outcomes]

@@ -38,7 +38,7 @@ import redis
 from redis import exceptions as rexc
 from redis.cluster import RedisCluster
 
-from polymigrate.adapters.base import Adapter, Applied, Capabilities
+from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check
 from polymigrate.adapters.redis_lease import Lease
 from polymigrate.adapters.redis_scripts import (LEASE_LOST, check_same_slot, classify, declared_keys, is_transient,
                                                  parse_reply, text, wrap)
@@ -323,6 +323,31 @@ class RedisAdapter(Adapter):
         if shard.node is not None:
             return self.client.execute_command("EVALSHA", sha, 0, *args, target_nodes=shard.node)
         return self.client.evalsha(sha, len(keys), *keys, *args)
+
+    def health_checks(self, ctx: RunContext, migrations: list[Migration]) -> list[Check]:
+        """The last migration finished: its row says success and its cursor (every shard's, on a
+        cluster) came back to ``0``, with no live progress row left behind."""
+        entries = [e for e in self.read_ledger() if e.status not in (Status.DELETED, Status.UNDONE)]
+        if not entries:
+            return [Check("last cursor finished", True, "no migration recorded", technology=self.technology)]
+        last = entries[-1]
+        cursors = {name: str(st.get("cursor", "0")) for name, st in (last.progress.get("shards") or {}).items()}
+        if "cursor" in last.progress:
+            cursors[""] = str(last.progress["cursor"])
+        open_cursors = {k: v for k, v in cursors.items() if v != "0"}
+        live = bool(self.client.hexists(self.progress_key, str(last.installed_rank)))
+        problems = []
+        if last.status not in (Status.SUCCESS, Status.BASELINE):
+            problems.append(f"{last.script} is {last.status.value}")
+        if open_cursors:
+            problems.append(f"{last.script} stopped at cursor " + ", ".join(
+                f"{k + ' ' if k else ''}{v}" for k, v in sorted(open_cursors.items())))
+        if live and last.status is Status.SUCCESS:
+            problems.append(f"{last.script} left a progress row in {self.progress_key}")
+        detail = ("; ".join(problems) + " (run the DAG again: the migration resumes from its cursor)" if problems
+                  else f"{last.script}: {last.progress.get('processed', 0)} key(s) in "
+                       f"{last.progress.get('batches', 1)} batch(es), cursor back to 0")
+        return [Check("last cursor finished", not problems, detail, technology=self.technology)]
 
     # -- snapshot ---------------------------------------------------------------------------
 

@@ -73,6 +73,7 @@ class RunSummary:
     plan_hash: str | None = None
     migrations: list[MigrationOutcome] = field(default_factory=list)
     verified_regions: list[str] = field(default_factory=list)
+    unverified_regions: list[str] = field(default_factory=list)  # a verify_failed event there
     planned_regions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
@@ -90,15 +91,21 @@ class RunSummary:
 
     @property
     def outcome(self) -> str:
-        return _outcome(self.kinds, self.migrations, bool(self.verified_regions))
+        # a verify cleared after the fix and passing on the retry verified the region after all
+        still = set(self.unverified_regions) - set(self.verified_regions)
+        kinds = self.kinds if still else [k for k in self.kinds if k != "verify_failed"]
+        return _outcome(kinds, self.migrations, bool(self.verified_regions))
 
     def region_outcome(self, region: str) -> str:
         """How the run ended in one region (the matrix shows this)."""
         migs = [m for m in self.migrations if m.region == region]
+        if region in self.unverified_regions and region not in self.verified_regions:
+            return "verification failed"
         if not migs and region not in self.verified_regions and region in self.planned_regions:
             overall = self.outcome
             return {"failed": "halted before this region", "in progress": "waiting"}.get(overall, "not applied")
-        return _outcome(self.kinds if not migs else [k for k in self.kinds if k != "verified"], migs,
+        kinds = [k for k in self.kinds if k != "verify_failed"]
+        return _outcome(kinds if not migs else [k for k in kinds if k != "verified"], migs,
                         region in self.verified_regions)
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +114,7 @@ class RunSummary:
             "run_url": self.run_url, "outcome": self.outcome, "triggered_by": self.triggered_by,
             "approved_by": self.approvers, "rejected_by": self.rejected_by, "overridden_by": self.overridden_by,
             "plan_hash": self.plan_hash, "regions": self.regions, "verified_regions": self.verified_regions,
+            "unverified_regions": self.unverified_regions,
             "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at), "duration_ms": self.duration_ms,
             "notes": self.notes,
             "migrations": [{"region": m.region, "technology": m.technology, "version": m.version, "script": m.script,
@@ -120,11 +128,21 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def _check_line(c: dict[str, Any]) -> str:
+    return f"{c.get('technology') + ' ' if c.get('technology') else ''}{c.get('name')}: {c.get('detail') or 'failed'}"
+
+
+# Recorded by a run but not steps of it: baselines (``snapshot``) and the nightly ``drift`` report.
+NOT_RUN_STEPS = ("snapshot", "drift")
+
+
 def _outcome(kinds: list[str], migrations: list[MigrationOutcome], verified: bool) -> str:
     if "refused" in kinds:
         return "refused by policy"
     if any(m.outcome == "failed" for m in migrations):
         return "failed"
+    if "verify_failed" in kinds:
+        return "verification failed"
     if "rejected" in kinds and not migrations:
         return "rejected"
     if any(m.outcome == "started" for m in migrations):
@@ -149,6 +167,8 @@ def summarize_runs(records: Iterable[AuditRecord]) -> list[RunSummary]:
     migrations: dict[tuple, MigrationOutcome] = {}
     for rec in records:
         e = rec.event
+        if e.kind in NOT_RUN_STEPS:
+            continue
         key = _run_key(e)
         run = runs.get(key)
         if run is None:
@@ -197,6 +217,15 @@ def summarize_runs(records: Iterable[AuditRecord]) -> list[RunSummary]:
                     run.planned_regions.append(region)
         elif e.kind == "verified" and e.region and e.region not in run.verified_regions:
             run.verified_regions.append(e.region)
+            warned = [c for c in e.details.get("checks") or [] if not c.get("ok")]
+            if warned:
+                run.notes.append(f"verified in {e.region} with {len(warned)} failed check(s) the policy only warns "
+                                 "about: " + "; ".join(_check_line(c) for c in warned))
+        elif e.kind == "verify_failed":
+            if e.region and e.region not in run.unverified_regions:
+                run.unverified_regions.append(e.region)
+            failed = [c for c in e.details.get("checks") or [] if not c.get("ok")]
+            run.notes.append(f"verification failed in {e.region}: " + "; ".join(_check_line(c) for c in failed))
         elif e.kind.startswith("migration_"):
             mkey = key + (e.region, e.technology, e.script or e.version)
             m = migrations.get(mkey)

@@ -224,7 +224,7 @@ def outcome_class(outcome: str | None) -> str:
         return "neutral"
     if outcome == "succeeded":
         return "ok"
-    if outcome in ("failed", "refused by policy", "rejected", "halted before this region"):
+    if outcome in ("failed", "refused by policy", "rejected", "halted before this region", "verification failed"):
         return "bad"
     if outcome in ("in progress", "awaiting approval"):
         return "wait"

@@ -349,7 +349,7 @@ class PostgresAuditStore:
     def query(self, from_: date | datetime | str | None = None, to: date | datetime | str | None = None, *,
               domain: str | None = None, environment: str | None = None, region: str | None = None,
               kind: str | Iterable[str] | None = None, run_id: str | Iterable[str] | None = None,
-              limit: int | None = None, newest_first: bool = False) -> list[AuditRecord]:
+              limit: int | None = None, newest_first: bool = False, technology: str | None = None) -> list[AuditRecord]:
         """Events with ``from_ <= at < to`` matching every filter given (``kind`` and ``run_id`` may
         list several), in chain order.
 
@@ -358,7 +358,8 @@ class PostgresAuditStore:
         where: list[sql.Composable] = []
         params: list[Any] = []
         for column, value, op in (("at", _bound(from_), ">="), ("at", _bound(to), "<"), ("domain", domain, "="),
-                                  ("environment", environment, "="), ("region", region, "=")):
+                                  ("environment", environment, "="), ("region", region, "="),
+                                  ("technology", technology, "=")):
             if value is not None and value != "":
                 where.append(sql.SQL("{} " + op + " %s").format(sql.Identifier(column)))
                 params.append(value)

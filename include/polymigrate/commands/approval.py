@@ -15,7 +15,7 @@ from typing import Any
 
 from polymigrate.catalog import phases_line
 from polymigrate.commands.context import Grant, Run
-from polymigrate.commands.gates import promotion_check
+from polymigrate.commands.gates import promotion_check, rehearsal_by_region
 from polymigrate.commands.planning import plan_domain
 from polymigrate.commands.validation import changes_between, describe_changes, file_digests, validate
 from polymigrate.errors import PolicyRefused
@@ -403,6 +403,13 @@ def _preview(run: Run) -> dict[str, Any]:
         if run.policy.promotion_from:
             out["staging_env"] = run.policy.promotion_from
             out["staging"] = promotion_check(run, plan)
+        try:
+            rehearsal = rehearsal_by_region(run, plan)
+        except Exception as exc:  # noqa: BLE001  an estimate is advice: the window check enforces
+            run.log.warning("rehearsal estimate not available: %s", exc)
+            rehearsal = None
+        if rehearsal and rehearsal["regions"]:
+            out["rehearsal"] = rehearsal
         return out
     except Exception as exc:  # the approver still sees the files and lint; the plan task enforces
         run.log.warning("preview not available: %s", exc)
@@ -469,6 +476,26 @@ def summary_markdown(domain: str, environment: str, summary: dict[str, Any], dec
         lines.append(f"- already succeeded in {preview.get('staging_env')}: "
                      + ("**everything pending**" if not missing else
                         f"**no** — {len(missing)} not yet: " + "; ".join(missing[:10])))
+    rehearsal = preview.get("rehearsal")
+    if rehearsal:
+        lines.append(f"- measured in {rehearsal.get('environment')} (slowest successful run of the same files), per region:")
+        for region, est in (rehearsal.get("regions") or {}).items():
+            secs = est.get("seconds")
+            text = f"~{_duration(secs)}" if secs is not None else "no estimate"
+            never = est.get("never_rehearsed") or []
+            if never:
+                text += f"; {len(never)} of {est.get('files')} file(s) never rehearsed"
+            slow = ", ".join(f"{x['file']} {_duration(x['seconds'])}" for x in est.get("slowest") or [])
+            lines.append(f"  - {region}: {text}" + (f" (slowest: {slow})" if slow else ""))
+        if rehearsal.get("unreadable"):
+            lines.append(f"  - not readable: {', '.join(rehearsal['unreadable'])}")
+    drift = s.get("drift")
+    if drift:
+        count = int(drift.get("count") or 0)
+        lines.append(f"- drift (report of {str(drift.get('at', '?'))[:16]} UTC): " + (
+            "none: every target matches the snapshot of its last successful run" if not count else
+            f"**{count} object(s) changed outside migrations**: " + "; ".join(_quoted(i) for i in drift.get("items") or [])
+            + (" …" if count > len(drift.get("items") or []) else "")))
     lines += [f"- change-set hash: `{s.get('changeset_hash', '?')}` (execution refuses if any file or "
               "placeholder differs from what you approve)",
               "", "Each answer is recorded with your name; this request reopens until enough distinct "
@@ -477,6 +504,14 @@ def summary_markdown(domain: str, environment: str, summary: dict[str, Any], dec
               f"summary, with what changed, is in the log of the `{APPROVE_TASK}` task's latest try, and an "
               f"approval counts only if its comment quotes the first {QUOTE} characters of the new hash._"]
     return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    return f"{seconds / 60:.1f} min"
 
 
 def _quoted(text: str) -> str:

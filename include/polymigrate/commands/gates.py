@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from polymigrate.commands.context import EVENT_LIST_CAP, Grant, Run
 from polymigrate.commands.planning import Connect, plan_domain
@@ -164,6 +165,35 @@ def listed(items: list[str], shown: int) -> str:
     """``a, b, c and 3 more``: a count and its list never disagree."""
     rest = len(items) - shown
     return ", ".join(items[:shown]) + (f" and {rest} more" if rest > 0 else "")
+
+
+def rehearsal_by_region(run: Run, plan: Plan, *, slowest: int = 3) -> dict[str, Any] | None:
+    """Per region of ``plan``: how long its pending files took in the rehearsal environment
+    (``policy.rehearsal_from`` or ``promotion_from``), from the ledgers' ``execution_time`` of the same
+    checksums, the files never rehearsed and the slowest ones; None without a rehearsal environment."""
+    name = run.policy.rehearsal
+    rehearsal = run.project.environments.get(name or "")
+    if rehearsal is None:
+        return None
+    techs = sorted({t.technology for t in plan.targets if t.steps})
+    read = read_staging_ledgers(run.project, run.domain, rehearsal,
+                                run.connector.connect(rehearsal, run.domain, techs), techs)
+    regions: dict[str, Any] = {}
+    for region in dict.fromkeys(t.region for t in plan.targets):
+        pending = [Promotable(t.technology, s.version, s.script, s.checksum, s.sha256)
+                   for t in plan.targets if t.region == region for s in t.steps]
+        if not pending:
+            continue
+        seconds, unknown = estimate_seconds(pending, read.ledgers)
+        files = []
+        for p in pending:
+            one, _ = estimate_seconds([p], read.ledgers)
+            if one is not None:
+                files.append((one, f"{p.technology} {p.script}"))
+        regions[region] = {"seconds": seconds, "files": len(pending), "never_rehearsed": unknown[:EVENT_LIST_CAP],
+                           "slowest": [{"file": f, "seconds": round(sec, 3)} for sec, f in sorted(files, reverse=True)[:slowest]]}
+    return {"environment": name, "regions": regions,
+            "unreadable": [f"{r}/{t}" for (r, t) in read.unreadable][:EVENT_LIST_CAP]}
 
 
 def window_wait(run: Run, region: str, technology: str) -> datetime | None:

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from polymigrate.catalog import DomainCatalog
+from polymigrate.catalog import DomainCatalog, phase_counts
 from polymigrate.commands.context import EVENT_LIST_CAP, Run
 from polymigrate.errors import PolicyRefused
 
@@ -66,7 +66,16 @@ def summarize(run: Run) -> tuple[dict[str, Any], list]:
             "files": file_digests(run),
             "lint": {"findings": len(report.findings), "blocking": len(blocking),
                      "shown": [{"rule": f.rule, "severity": f.severity, "file": _relative(run, f.file), "line": f.line,
-                                "blocking": f in blocking} for f in shown[:FINDINGS_SHOWN]]}}, blocking
+                                "blocking": f in blocking} for f in shown[:FINDINGS_SHOWN]]},
+            **_drift(run)}, blocking
+
+
+def _drift(run: Run) -> dict[str, Any]:
+    """The latest drift report of this domain and environment, for the approvers (never blocks)."""
+    from polymigrate.commands.drift import latest_drift
+
+    found = latest_drift(run.sink, run.domain.name, run.environment.name)
+    return {"drift": found} if found else {}
 
 
 def _relative(run: Run, path: str) -> str:
@@ -102,6 +111,8 @@ def validate(run: Run, previous: dict[str, Any] | None = None) -> dict[str, Any]
         raise PolicyRefused(f"{len(blocking)} lint finding(s) at or above '{policy.lint_block_at}' block "
                             f"{run.environment.name}:\n" + "\n".join(f"  - {f}" for f in blocking)
                             + "\n(fix the migration, or waive the finding in the file as the lint docs describe)")
+    suites = expectation_suites(run)  # a bad suite fails here, before approval, not after execute
+    summary["expectations"] = len(suites)
     for note in run.catalog.notes:
         run.log.info("note: %s", note)
     run.log.info("Valid: %s", ", ".join(f"{t} {n}" for t, n in summary["migrations"].items()) or "no technology")
@@ -117,3 +128,16 @@ def describe_changes(changes: dict[str, list[str]] | None) -> str:
                                                            if len(changes[what]) > 10 else "")
              for what in ("changed", "added", "removed") if changes.get(what)]
     return "; ".join(parts) or "no file differs (the placeholders or the hash scheme did)"
+
+
+def expectation_suites(run: Run) -> list:
+    """The domain's expectation suites (``<domain>/expectations/``); ``SpecError`` naming each bad one."""
+    from polymigrate.errors import SpecError
+    from polymigrate.expectations import load_suites
+
+    regions = sorted({r.name for env in run.project.environments_of(run.domain)
+                      for r in run.project.regions_of(run.domain, env)})
+    suites, problems = load_suites(run.domain.path, regions=regions, domain=run.domain.name)
+    if problems:
+        raise SpecError(problems)
+    return suites

@@ -10,15 +10,15 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-from polymigrate.adapters.base import Adapter, RepairReport
+from polymigrate.adapters.base import Adapter, Check, RepairReport
 from polymigrate.catalog import PHASES, DomainCatalog, Migration, applicable, in_phase, phase_counts, phases_line
 from polymigrate.commands.approval import authorize
 from polymigrate.commands.validation import (  # noqa: F401  (the verbs of a run, in one place)
-    changes_between, describe_changes, file_digests, lint, summarize, validate)
+    changes_between, describe_changes, expectation_suites, file_digests, lint, summarize, validate)
 from polymigrate.commands.context import EVENT_LIST_CAP, Grant, Run, RunParams, UsageError, Who
 from polymigrate.commands.gates import check_dependencies, check_promotion, window_wait
 from polymigrate.commands.planning import plan_domain, plan_table
-from polymigrate.errors import PermanentError, PolicyRefused
+from polymigrate.errors import MigrationError, PermanentError, PolicyRefused
 from polymigrate.events import AuditEvent, EventSink, NullSink
 from polymigrate.executor import RunResult, migrate as execute, undo_to
 from polymigrate.ledger import RunContext
@@ -94,6 +94,7 @@ def outcome_line(region: str, technology: str, result: RunResult) -> str:
     return (f"{region}/{technology}: {len(result.applied)} applied, {result.skipped} already applied, "
             f"now at version {result.current_version or 'none'}")
 
+
 def contract_gate(run: Run, region: str, verified_at: datetime | None) -> datetime | None:
     """When a region's contract phase may start: ``None`` now, else the moment its soak ends
     (``policy.contract_soak_minutes`` after the earlier phases verified there as they are now: the
@@ -110,35 +111,101 @@ def contract_gate(run: Run, region: str, verified_at: datetime | None) -> dateti
 
 
 def verify_region(run: Run, region: str, technologies: list[str], phase: str | None = None) -> dict[str, Any]:
-    """After a region's targets ran: every ledger matches the files up to the target version (with
-    ``phase``: every file of that phase and the earlier ones is applied; later ones may be pending)."""
+    """After a region's targets ran, prove them: every ledger equals the plan (the files up to the
+    target version, nothing pending, checksums as applied), then each adapter's built-in checks
+    (``Adapter.health_checks``). A ledger that disagrees fails; a failed built-in check fails or
+    warns as ``policy.verify_failures`` says. The checks are recorded in the ``verified`` event (or
+    ``verify_failed``); retention runs (``expire_retained``) and each target's snapshot becomes the
+    drift baseline. With ``phase`` (the check before contract): every file of that phase and the
+    earlier ones is applied, later ones may be pending; retention and the baseline wait for the
+    final verify."""
+    from polymigrate.commands.drift import record_snapshot
+
     params = run.params
     versions: dict[str, str | None] = {}
-    failures: list[str] = []
-    for tech in [t for t in technologies if params.selects(region, t)]:
+    checks: list[Check] = []
+    expired: dict[str, list[str]] = {}
+    snapshots: dict[str, Any] = {}
+    ctx = run.run_context(region)
+    selected = [t for t in technologies if params.selects(region, t)]
+    suites = expectation_suites(run)
+    for tech in selected:
         with run.target(region, tech) as adapter:
             infos = reconcile(run.catalog.applicable(tech), adapter.read_ledger(),
                               target_version=params.target_version, out_of_order=params.allow_out_of_order)
-        versions[tech] = current_version(infos)
-        failures += [f"{tech}: {p}" for p in validation_problems(infos, out_of_order=params.allow_out_of_order)]
-        pending = [i for i in to_apply(infos) if in_phase(i.migration, phase)]
-        if pending and not params.dry_run:
-            failures.append(f"{tech}: {len(pending)} migration(s) still pending after execute, first {pending[0].script}")
-        run.log.info("%s/%s: version %s, %d pending%s", region, tech, versions[tech], len(pending),
-                     f" up to phase {phase}" if phase else "")
-    if failures:
+            versions[tech] = current_version(infos)
+            problems = validation_problems(infos, out_of_order=params.allow_out_of_order)
+            pending = [i for i in to_apply(infos) if in_phase(i.migration, phase)]
+            if pending and not params.dry_run:
+                problems.append(f"{len(pending)} migration(s) still pending after execute, first {pending[0].script}")
+            checks.append(Check(LEDGER_CHECK, not problems, technology=tech, detail="; ".join(problems) if problems
+                                else f"version {versions[tech] or '-'}, nothing pending, checksums as applied"))
+            run.log.info("%s/%s: version %s, %d pending%s", region, tech, versions[tech], len(pending),
+                         f" up to phase {phase}" if phase else "")
+            if params.dry_run:
+                continue
+            try:
+                checks += adapter.health_checks(ctx, run.catalog.applicable(tech))
+            except PermanentError as exc:  # a check that cannot run proves nothing: it fails
+                checks.append(Check("built-in checks", False, f"could not run: {exc}", technology=tech))
+            bound = [s for s in suites if s.applies(tech, region)]
+            if bound:
+                try:
+                    checks += adapter.run_expectations(bound)
+                except PermanentError as exc:
+                    checks.append(Check("expectations", False, f"could not run: {exc}", technology=tech))
+    for c in checks:
+        (run.log.info if c.ok else run.log.warning)("%s/%s", region, c)
+    failed = [c for c in checks if not c.ok]
+    hard = [c for c in failed if c.name == LEDGER_CHECK or run.policy.verify_failures == "fail"]
+    details: dict[str, Any] = {"region": region, "versions": versions, "checks": [c.to_dict() for c in checks],
+                               "failed": len(failed), **({"phase": phase} if phase else {})}
+    if hard:
+        if not params.dry_run:
+            run.emit("verify_failed", details=details, region=region)
         raise PermanentError(f"verification failed in {region}" + (f" (phases up to {phase})" if phase else "")
-                             + ":\n  " + "\n  ".join(failures),
-                             hint="read the execute step's log for this region, fix, then run it again"
-                                  + ("; contract does not run until this passes" if phase else ""))
+                             + ":\n  " + "\n  ".join(str(c) for c in hard),
+                             hint="each line says what to fix; then clear this task (a failed verify deleted and recorded nothing "
+                                  "but this event)")
     if params.dry_run:  # nothing was applied: the trail must not read as a verified change
         run.log.info("dry run: %s checked, nothing applied, no 'verified' event", region)
         return {"region": region, "versions": versions, "dry_run": True}
+    if failed:
+        run.log.warning("%d check(s) failed in %s; the policy of %s warns instead of failing", len(failed), region,
+                        run.environment.name)
     verified_at = run.clock()
-    run.emit("verified", details={"region": region, "versions": versions, **({"phase": phase} if phase else {})},
-             region=region)
-    return {"region": region, "versions": versions, "verified_at": verified_at.isoformat(),
-            **({"phase": phase} if phase else {})}
+    if phase:  # before contract: retention and the drift baseline wait for the final verify
+        run.emit("verified", details=details, region=region)
+        return {"region": region, "versions": versions, "checks": len(checks), "failed": len(failed),
+                "verified_at": verified_at.isoformat(), "phase": phase}
+    for tech in selected:  # retention, and the baseline drift compares with: what this run left
+        with run.target(region, tech) as adapter:
+            expired[tech] = _retention(run, adapter, ctx)
+            try:
+                snapshots[tech] = record_snapshot(run, region, adapter, source="verify")
+            except MigrationError as exc:  # a missing baseline only weakens tomorrow's drift report
+                run.log.warning("%s/%s: snapshot not recorded: %s", region, tech, exc)
+    details.update(expired={t: n for t, n in expired.items() if n}, snapshots={t: s for t, s in snapshots.items() if s})
+    run.emit("verified", details=details, region=region)
+    return {"region": region, "versions": versions, "checks": len(checks), "failed": len(failed),
+            "verified_at": verified_at.isoformat()}
+
+
+LEDGER_CHECK = "ledger equals plan"
+
+
+def _retention(run: Run, adapter: Adapter, ctx: RunContext) -> list[str]:
+    """What earlier migrations retained for undo and whose time is up, deleted now (Elasticsearch:
+    blue-green's old index). Retention never fails a verified region: what is not deleted today is
+    tomorrow."""
+    try:
+        names = adapter.expire_retained(ctx)
+    except MigrationError as exc:
+        run.log.warning("%s: retention not applied: %s", adapter.target, exc)
+        return []
+    for name in names:
+        run.log.info("%s: deleted %s, its retention passed", adapter.target, name)
+    return names
 
 
 # --- a whole run in one process (the command line) -----------------------------------------------

@@ -102,6 +102,13 @@ class Policy(_Model):
     contract_soak_minutes: float = Field(0, ge=0, description="a release's contract phase starts only this long "
                                          "after its earlier phases verified in the region (docs/phases.md)")
     lock_wait_seconds: float = Field(300, ge=0, description="how long to wait for another run's migration lock")
+    verify_failures: Literal["fail", "warn"] = Field("fail", description=(
+        "what a failed built-in check of the verify step does (INVALID index, NOT VALID constraint, alias "
+        "elsewhere than the ledger says, declared index missing, cursor not finished): fail the region, or warn "
+        "and record it. A ledger that disagrees with the plan always fails"))
+    drift_schedule: str | None = Field("0 3 * * *", description=(
+        "when the drift__<environment> DAG compares every target with its last recorded snapshot (cron, UTC); "
+        "null: no drift DAG for this environment"))
     retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(30, ge=0)
 
@@ -180,8 +187,18 @@ class TechnologyConfig(_Model):
     index_prefix: str | None = Field(None, description="Elasticsearch index prefix")
     batch_size: int | None = Field(None, gt=0)
     pause_ms: int | None = Field(None, ge=0)
+    allow_not_valid: list[str] = Field(default_factory=list, description=(
+        "PostgreSQL constraints left NOT VALID on purpose ('table.constraint' or fnmatch patterns): the verify "
+        "step fails on any other NOT VALID constraint"))
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class DriftSpec(_Model):
+    allow: list[str] = Field(default_factory=list, description=(
+        "objects changed by hand on purpose, never reported as drift: fnmatch patterns over "
+        "'<technology>:<object>' (e.g. 'postgresql:indexes.manual_*', 'elasticsearch:index_templates.ops-*'); "
+        "without a 'technology:' prefix a pattern applies to every technology"))
 
 
 class Domain(_Model):
@@ -195,6 +212,7 @@ class Domain(_Model):
     environments: list[str] | None = Field(None, description="subset of environments (default: all)")
     regions: list[str] | None = Field(None, description="subset of regions (default: all of the environment)")
     rollout: Rollout | None = None
+    drift: DriftSpec = DriftSpec()
     path: str = ""
 
     @field_validator("name")

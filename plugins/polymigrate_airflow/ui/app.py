@@ -25,6 +25,7 @@ from polymigrate_airflow.ui.page import render_page, render_unavailable
 SIGN_IN_HINT = ("not signed in to Airflow: this page uses your Airflow session. Open the Airflow UI, sign in, "
                 "then Browse → Migration audit (scripts: send 'Authorization: Bearer <token>' from POST /auth/token)")
 HISTORY_LIMIT = 500
+DRIFT_REPORTS_READ = 200  # newest drift events read to find each (domain, environment)'s latest
 DEFAULT_DAYS = 30
 
 
@@ -86,6 +87,16 @@ def _matrix(store: PostgresAuditStore, filters: Filters):
                                                           region=filters.region, kind=MATRIX_KINDS)))
 
 
+def _drift(store: PostgresAuditStore, filters: Filters):
+    """The newest drift report of each (domain, environment) in scope: drift is a state, not a period."""
+    found = _guard(store, lambda: store.query(domain=filters.domain, environment=filters.environment, kind="drift",
+                                              limit=DRIFT_REPORTS_READ, newest_first=True))
+    latest = {}
+    for rec in reversed(found):
+        latest.setdefault((rec.event.domain, rec.event.environment), rec)
+    return sorted(latest.values(), key=lambda r: (r.event.domain, r.event.environment))
+
+
 def _guard(store: PostgresAuditStore, read):
     import psycopg
 
@@ -128,7 +139,7 @@ def create_app() -> FastAPI:
         technologies, rows = _matrix(store, filters)
         runs = summarize_runs(history)
         return render_page(filters=filters.as_dict(), technologies=technologies, rows=rows, history=history,
-                           chart=duration_chart_svg(runs), limit=HISTORY_LIMIT,
+                           chart=duration_chart_svg(runs), limit=HISTORY_LIMIT, drift=_drift(store, filters),
                            base=request.scope.get("root_path", "").rstrip("/") + "/")
 
     @app.get("/export")

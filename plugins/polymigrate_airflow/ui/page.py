@@ -63,6 +63,22 @@ _PAGE = _env.from_string("""<!doctype html>
 {% endfor %}
 </table>{% endif %}
 
+<h2>Drift</h2>
+{% if not drift %}<p class="muted" id="drift-empty">No drift report recorded{% if filters.domain or filters.environment %} for this scope{% endif %} (the nightly <code>drift__&lt;environment&gt;</code> DAGs write them).</p>{% else %}
+<table id="drift">
+<tr><th>Domain</th><th>Environment</th><th>Report (UTC)</th><th>Region</th><th>Technology</th><th>Object</th><th>What changed</th><th>Since</th></tr>
+{% for rec in drift %}{% set e = rec.event %}{% set diffs = e.details.differences or [] %}
+{% if not diffs %}
+<tr data-domain="{{ e.domain }}" data-environment="{{ e.environment }}"><td>{{ e.domain }}</td><td>{{ e.environment }}</td><td>{{ fmt_time(e.at) }}</td>
+<td colspan="5"><span class="badge ok">no drift</span> <span class="small muted">{{ (e.details.targets or {}) | length }} target(s) match the snapshot of their last successful run</span></td></tr>
+{% else %}{% for d in diffs %}
+<tr data-domain="{{ e.domain }}" data-environment="{{ e.environment }}" class="drift-row"><td>{{ e.domain }}</td><td>{{ e.environment }}</td><td>{{ fmt_time(e.at) }}</td>
+<td>{{ d.region }}</td><td>{{ d.technology }}</td><td><code>{{ d.object }}</code></td>
+<td><span class="badge bad">{{ d.change }}</span> <span class="small">{{ drift_what(d) }}</span></td><td class="small">{{ (d.since or "")[:16] | replace("T", " ") }}</td></tr>
+{% endfor %}{% if e.details.count > diffs | length %}<tr><td colspan="8" class="small muted">… {{ e.details.count - diffs | length }} more in the event's details (export JSON)</td></tr>{% endif %}{% endif %}
+{% endfor %}
+</table>{% endif %}
+
 <h2>History</h2>
 <form class="filters" method="get" action="{{ base }}">
 <label>From<input type="date" name="from" value="{{ filters.from }}"></label>
@@ -84,7 +100,10 @@ _PAGE = _env.from_string("""<!doctype html>
 <tr><th>#</th><th>When (UTC)</th><th>Event</th><th>Domain</th><th>Environment</th><th>Region</th><th>Technology</th><th>Change</th><th>Who</th><th>Duration</th><th>Run</th></tr>
 {% for rec in history | reverse %}{% set e = rec.event %}
 <tr><td class="small">{{ rec.id }}</td><td>{{ fmt_time(e.at) }}</td><td>{{ e.kind }}</td><td>{{ e.domain }}</td><td>{{ e.environment }}</td>
-<td>{{ e.region or "" }}</td><td>{{ e.technology or "" }}</td><td>{{ e.script or e.version or "" }}{% if e.details.phase %}<div class="small">phase: {{ e.details.phase }}</div>{% endif %}{% if e.details.error %}<div class="small">{{ e.details.error }}</div>{% endif %}{% if e.kind in ("overridden", "refused") and e.details.reason %}<div class="small">{{ e.details.gate ~ ": " if e.details.gate else "" }}{{ e.details.reason }}</div>{% endif %}</td>
+<td>{{ e.region or "" }}</td><td>{{ e.technology or "" }}</td><td>{{ e.script or e.version or "" }}{% if e.details.phase %}<div class="small">phase: {{ e.details.phase }}</div>{% endif %}{% if e.details.error %}<div class="small">{{ e.details.error }}</div>{% endif %}{% if e.kind in ("verified", "verify_failed") and e.details.checks %}{% set bad = e.details.checks | rejectattr("ok") | list %}<div class="small checks">{% if bad %}{% for c in bad %}<div><span class="badge {{ 'bad' if e.kind == 'verify_failed' else 'wait' }}">{{ c.technology }} {{ c.name }}</span> {{ c.detail }}</div>{% endfor %}{% else %}{{ e.details.checks | length }} check(s) passed: {{ e.details.checks | map(attribute="name") | unique | join(", ") }}{% endif %}</div>{% endif %}
+{% if e.kind == "drift" %}<div class="small">{{ e.details.count or 0 }} difference(s){% for d in (e.details.differences or [])[:3] %}; {{ d.region }}/{{ d.technology }} {{ d.object }} {{ d.change }}{% endfor %}</div>{% endif %}
+{% if e.kind == "snapshot" %}<div class="small muted">baseline for drift ({{ e.details.source }})</div>{% endif %}
+{% if e.kind in ("overridden", "refused") and e.details.reason %}<div class="small">{{ e.details.gate ~ ": " if e.details.gate else "" }}{{ e.details.reason }}</div>{% endif %}</td>
 <td>{{ (e.details.by or e.actor) | person }}</td><td>{{ fmt_ms(e.duration_ms) if e.duration_ms is not none else "" }}</td>
 <td>{% set link = event_link(e) %}{% if link %}<a href="{{ link }}" target="_top" class="small">{{ e.run_id }}</a>{% else %}<span class="small">{{ e.run_id or "" }}</span>{% endif %}</td></tr>
 {% endfor %}
@@ -102,12 +121,27 @@ _UNAVAILABLE = _env.from_string("""<!doctype html>
 """)
 
 
+def drift_what(d: dict[str, Any]) -> str:
+    """A difference as one line: what it was and what it is."""
+    from polymigrate.drift import short
+
+    if d.get("change") == "added":
+        return short(d.get("after"))
+    if d.get("change") == "removed":
+        return "was " + short(d.get("before"))
+    return f"{short(d.get('before'))} → {short(d.get('after'))}"
+
+
+_env.globals["drift_what"] = drift_what
+
+
 def render_page(*, filters: dict[str, str], technologies: list[str], rows: list[Any], history: list[Any],
-                chart: str, limit: int, base: str = "") -> str:
-    """The whole page; ``base`` is the mount path ending in '/', so links work with or without it."""
+                chart: str, limit: int, base: str = "", drift: list[Any] = ()) -> str:
+    """The whole page; ``base`` is the mount path ending in '/', so links work with or without it.
+    ``drift``: the newest drift report of each (domain, environment) in scope."""
     return _PAGE.render(styles=PAGE_STYLES, conn_id=AUDIT_CONN_ID, filters=filters, technologies=technologies,
                         rows=rows, history=history, chart=chart, limit=limit, base=base, kinds=KINDS, qs=_qs,
-                        fmt_ms=fmt_ms, fmt_time=fmt_time)
+                        fmt_ms=fmt_ms, fmt_time=fmt_time, drift=list(drift))
 
 
 def render_unavailable(problem: str) -> str:
