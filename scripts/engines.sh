@@ -275,6 +275,16 @@ mvn_fetch() { # mvn_fetch WHAT POM OUTDIR: the pom's dependencies, copied once i
     >"$LOGS/mvn-$what.log" 2>&1 || { tail -20 "$LOGS/mvn-$what.log"; die "mvn could not fetch $what"; }
   stamp_write "$out/.complete" "$pom"
 }
+compile_java() { # compile_java ENGINE CLASS: scripts/engines/CLASS.java against .engines/ENGINE/lib, once per source
+  local src="$ROOT/scripts/engines/$2.java" cls="$E/$1/classes"
+  if ! stamp_ok "$cls/.source" "$src" || [ ! -f "$cls/$2.class" ]; then
+    say "$1: compiling $2"
+    rm -rf "$cls.tmp"; mkdir -p "$cls.tmp"
+    javac -d "$cls.tmp" -cp "$E/$1/lib/*" "$src" || die "javac $src failed"
+    stamp_write "$cls.tmp/.source" "$src"
+    rm -rf "$cls"; mv "$cls.tmp" "$cls"
+  fi
+}
 opensearch_url() { [ -f "$RUN/opensearch.port" ] && echo "http://127.0.0.1:$(cat "$RUN/opensearch.port")"; }
 opensearch_up() { alive "$RUN/opensearch.pid" && [ -f "$RUN/opensearch.port" ] && curl -fsS "$(opensearch_url)" >/dev/null 2>&1; }
 start_opensearch() { # start the JVM; wait_opensearch waits for it (the rest starts meanwhile)
@@ -286,14 +296,8 @@ start_opensearch() { # start the JVM; wait_opensearch waits for it (the rest sta
   # The runner's own main gives its node no ingest role (pipelines are part of what migrations
   # manage) and one fixed cluster name (a second checkout's node joined the first one's cluster):
   # OpenSearchNode sets both.
-  local src="$ROOT/scripts/engines/OpenSearchNode.java" cls="$E/opensearch/classes"
-  if ! stamp_ok "$cls/.source" "$src" || [ ! -f "$cls/OpenSearchNode.class" ]; then
-    say "opensearch: compiling the OpenSearchNode starter"
-    rm -rf "$cls.tmp"; mkdir -p "$cls.tmp"
-    javac -d "$cls.tmp" -cp "$E/opensearch/lib/*" "$src" || die "javac $src failed"
-    stamp_write "$cls.tmp/.source" "$src"
-    rm -rf "$cls"; mv "$cls.tmp" "$cls"
-  fi
+  local cls="$E/opensearch/classes"
+  compile_java opensearch OpenSearchNode
   rm -f "$RUN/opensearch.port"
   local cluster
   cluster="polymigrate-$(printf '%s' "$ROOT" | md5sum | cut -c1-8)"  # one cluster per checkout
@@ -331,14 +335,7 @@ down_opensearch() { stop_pid opensearch; rm -f "$RUN/opensearch.port"; }
 up_flyway() {
   command -v java >/dev/null || die "flyway needs Java 17"
   mvn_fetch flyway "$ROOT/scripts/engines/flyway-pom.xml" "$E/flyway/lib"
-  local src="$ROOT/scripts/engines/FlywayCli.java" cls="$E/flyway/classes"
-  if ! stamp_ok "$cls/.source" "$src" || [ ! -f "$cls/FlywayCli.class" ]; then
-    say "flyway: compiling the FlywayCli wrapper"
-    rm -rf "$cls.tmp"; mkdir -p "$cls.tmp"
-    javac -d "$cls.tmp" -cp "$E/flyway/lib/*" "$src" || die "javac $src failed"
-    stamp_write "$cls.tmp/.source" "$src"
-    rm -rf "$cls"; mv "$cls.tmp" "$cls"
-  fi
+  compile_java flyway FlywayCli
   say "flyway $FLYWAY_VERSION ready (.engines/flyway)"
 }
 down_flyway() { :; }

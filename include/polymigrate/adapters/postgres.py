@@ -403,6 +403,26 @@ class PostgresAdapter(Adapter):
             if not conn.closed and not conn.broken:
                 conn.isolation_level, conn.read_only, conn.deferrable = saved
 
+    def _start_row(self, migration: Migration, ctx: RunContext, resume: LedgerEntry | None, progress: dict,
+                   version: str | None) -> int:
+        """The ledger row a file runs under, marked ``started`` behind the lock's fence: the resumed
+        row of an incomplete run, else a new one with ``progress``. Its rank."""
+        conn = self.conn
+        try:
+            with conn.transaction():
+                self._fence(conn)
+                if resume is not None:
+                    self.ledger.update(conn, self.domain, resume.installed_rank,
+                                       {"status": Status.STARTED, "run_id": ctx.run_id,
+                                        "installed_by": ctx.actor or "unknown"})
+                    return resume.installed_rank
+                rank = self.ledger.insert(conn, self._row(migration, ctx, Status.STARTED, progress=progress))
+                assert rank is not None
+                return rank
+        except psycopg.Error as exc:
+            raise self._error(exc, file=str(migration.path), what="writing the 'started' ledger row failed",
+                              version=version) from exc
+
     def _run_steps(self, migration: Migration, statements: list[Statement], settings: dict[str, str],
                    start_at: int, progress: Callable[[psycopg.Connection, int], None] | None,
                    resuming: bool = False) -> None:
@@ -473,7 +493,6 @@ class PostgresAdapter(Adapter):
 
     def _apply_resumable(self, migration: Migration, statements: list[Statement], settings: dict[str, str],
                          ctx: RunContext, resume: LedgerEntry | None) -> Applied:
-        conn = self.conn
         n = len(statements)
         reasons = sorted({s.non_transactional for s in statements if s.non_transactional})
         if any(s.transaction_control for s in statements):
@@ -483,20 +502,7 @@ class PostgresAdapter(Adapter):
         spent = resume.execution_time if resume else 0
         started = time.monotonic()
         version = str(migration.version) if migration.version is not None else None
-        try:
-            with conn.transaction():
-                self._fence(conn)
-                if resume is not None:
-                    rank = resume.installed_rank
-                    self.ledger.update(conn, self.domain, rank, {"status": Status.STARTED, "run_id": ctx.run_id,
-                                                                 "installed_by": ctx.actor or "unknown"})
-                else:
-                    rank = self.ledger.insert(conn, self._row(migration, ctx, Status.STARTED,
-                                                              progress={**base, "statements_done": 0}))
-                    assert rank is not None
-        except psycopg.Error as exc:
-            raise self._error(exc, file=str(migration.path), what="writing the 'started' ledger row failed",
-                              version=version) from exc
+        rank = self._start_row(migration, ctx, resume, {**base, "statements_done": 0}, version)
 
         def progress(c: psycopg.Connection, k: int) -> None:
             self.ledger.update(c, self.domain, rank, {"progress": {**base, "statements_done": k}})
@@ -533,20 +539,7 @@ class PostgresAdapter(Adapter):
         spent = resume.execution_time if resume else 0
         started = time.monotonic()
         base = {"statements": 1, "statements_done": 0}
-        try:
-            with conn.transaction():
-                self._fence(conn)
-                if resume is not None:
-                    rank = resume.installed_rank
-                    self.ledger.update(conn, self.domain, rank, {"status": Status.STARTED, "run_id": ctx.run_id,
-                                                                 "installed_by": ctx.actor or "unknown"})
-                else:
-                    rank = self.ledger.insert(conn, self._row(migration, ctx, Status.STARTED,
-                                                              progress={**base, "backfill": state}))
-                    assert rank is not None
-        except psycopg.Error as exc:
-            raise self._error(exc, file=str(migration.path), what="writing the 'started' ledger row failed",
-                              version=version) from exc
+        rank = self._start_row(migration, ctx, resume, {**base, "backfill": state}, version)
 
         def checkpoint(c: psycopg.Connection, st: dict) -> None:
             self.ledger.update(c, self.domain, rank, {"progress": {**base, "backfill": st}})
