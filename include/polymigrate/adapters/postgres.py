@@ -423,6 +423,18 @@ class PostgresAdapter(Adapter):
             raise self._error(exc, file=str(migration.path), what="writing the 'started' ledger row failed",
                               version=version) from exc
 
+    def _finish_row(self, rank: int, migration: Migration, version: str | None, ms: int, progress: dict,
+                    unit: str) -> None:
+        """The ``success`` of a file run in committed units (steps, batches), behind the lock's fence."""
+        try:
+            with self.conn.transaction():
+                self._fence(self.conn)
+                self.ledger.update(self.conn, self.domain, rank, {"status": Status.SUCCESS, "success": True,
+                                                                  "execution_time": ms, "progress": progress})
+        except psycopg.Error as exc:
+            raise self._error(exc, file=str(migration.path), what=f"recording success failed after every {unit} "
+                              "committed (a retry only records it)", version=version) from exc
+
     def _run_steps(self, migration: Migration, statements: list[Statement], settings: dict[str, str],
                    start_at: int, progress: Callable[[psycopg.Connection, int], None] | None,
                    resuming: bool = False) -> None:
@@ -515,16 +527,8 @@ class PostgresAdapter(Adapter):
                               "execution_time": spent + int((time.monotonic() - started) * 1000)})
             raise
         ms = spent + int((time.monotonic() - started) * 1000)
-        try:
-            with self.conn.transaction():
-                self._fence(self.conn)
-                self.ledger.update(self.conn, self.domain, rank, {"status": Status.SUCCESS, "success": True,
-                                                                  "execution_time": ms,
-                                                                  "progress": {**base, "statements_done": n}})
-        except psycopg.Error as exc:
-            # every step is committed with its progress: a retry finds statements_done = n and only records success
-            raise self._error(exc, file=str(migration.path), what="recording success failed after every step "
-                              "committed (a retry only records it)", version=version) from exc
+        # every step is committed with its progress: a retry finds statements_done = n and only records success
+        self._finish_row(rank, migration, version, ms, {**base, "statements_done": n}, "step")
         return Applied(ms, n - done, {"transactional": False, "resumed_at": done + 1 if resume else None,
                                       "reasons": reasons})
 
@@ -567,15 +571,7 @@ class PostgresAdapter(Adapter):
                               "execution_time": spent + int((time.monotonic() - started) * 1000)})
             raise
         ms = spent + int((time.monotonic() - started) * 1000)
-        try:
-            with self.conn.transaction():
-                self._fence(self.conn)
-                self.ledger.update(self.conn, self.domain, rank, {
-                    "status": Status.SUCCESS, "success": True, "execution_time": ms,
-                    "progress": {**base, "statements_done": 1, "backfill": job.state}})
-        except psycopg.Error as exc:
-            raise self._error(exc, file=str(migration.path), what="recording success failed after every batch "
-                              "committed (a retry only records it)", version=version) from exc
+        self._finish_row(rank, migration, version, ms, {**base, "statements_done": 1, "backfill": job.state}, "batch")
         return Applied(ms, 1, {"transactional": False, "backfill": {
             "table": spec.display, "key": key, "rows_scanned": outcome.scanned, "rows_changed": outcome.updated,
             "batches": outcome.batches, "resumed_after": outcome.resumed_after, "retried_batches": outcome.retries,
