@@ -24,12 +24,12 @@ Errors are classified by the adapter: ``TransientError`` for what a retry may fi
 from __future__ import annotations
 
 import abc
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 from polymigrate.catalog import Migration
-from polymigrate.ledger import LedgerEntry, RunContext
+from polymigrate.ledger import LedgerEntry, RunContext, Status
 
 
 NEEDS_UNDO_FILE = "needs an undo file"  # ``undo_blocker`` of adapters that only undo through U files
@@ -149,9 +149,35 @@ class Adapter(abc.ABC):
         from polymigrate.errors import PermanentError
         raise PermanentError(f"baseline is not supported for {self.technology}")
 
+    def _baseline_wanted(self, version: str, where: str) -> bool:
+        """Whether ``baseline(version)`` has a row to write: False when the ledger already holds that
+        baseline (so a retried baseline is a no-op); refused when it holds anything else."""
+        from polymigrate.errors import PermanentError
+        live = [e for e in self.read_ledger() if e.status is not Status.DELETED]
+        if any(e.status is Status.BASELINE and e.version == version for e in live):
+            return False
+        if live:
+            raise PermanentError(f"cannot baseline {self.domain} at {version}: the ledger already has "
+                                 f"{len(live)} row(s) (latest {live[-1].script})", file=where,
+                                 hint="baseline only a target polymigrate has never migrated; use repair otherwise")
+        return True
+
     def repair(self, migrations: list[Migration], ctx: RunContext) -> RepairReport:
         from polymigrate.errors import PermanentError
         raise PermanentError(f"repair is not supported for {self.technology}")
 
     def close(self) -> None:
         """Release what the adapter opened itself (not the client it was given)."""
+
+
+@contextmanager
+def holding(stack: list[Any], lease: Any) -> Iterator[None]:
+    """Keep an acquired lease on the adapter's ``stack`` while the block runs (the ledger writes in it
+    fence with the top one) and release it afterwards, also when the block fails."""
+    stack.append(lease)
+    try:
+        yield
+    finally:
+        lease.release()
+        if lease in stack:
+            stack.remove(lease)

@@ -20,12 +20,12 @@ import hashlib
 import json
 import logging
 import time
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check
+from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, holding
 from polymigrate.adapters.es_api import SearchApi, SearchError, client_where
 from polymigrate.adapters.es_bluegreen import BlueGreen, undo_switch
 from polymigrate.adapters.es_lease import Lease, LeaseLost
@@ -100,18 +100,11 @@ class ElasticsearchAdapter(Adapter):
 
     # -- lock ------------------------------------------------------------------------------
 
-    @contextmanager
-    def lock(self, owner: str, wait_seconds: float) -> Iterator[None]:
+    def lock(self, owner: str, wait_seconds: float) -> AbstractContextManager[None]:
         self._ensure_ledger()
         lease = Lease(self.api, self.ledger.index, owner, self.lease_ms)
         lease.acquire(wait_seconds, self.target)
-        self._leases.append(lease)
-        try:
-            yield
-        finally:
-            lease.release()
-            if lease in self._leases:
-                self._leases.remove(lease)
+        return holding(self._leases, lease)
 
     def _lease(self) -> Lease | None:
         return self._leases[-1] if self._leases else None

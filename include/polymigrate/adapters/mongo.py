@@ -494,13 +494,8 @@ class MongoAdapter(Adapter):
     def baseline(self, version: str, description: str, ctx: RunContext) -> None:
         """Mark everything up to ``version`` as applied without running it (an empty ledger only)."""
         with self._held(ctx) as lease:
-            live = [e for e in self.read_ledger() if e.status is not Status.DELETED]
-            if any(e.status is Status.BASELINE and e.version == version for e in live):
+            if not self._baseline_wanted(version, self.ledger.qualified):
                 return
-            if live:
-                raise PermanentError(f"cannot baseline {self.domain} at {version}: the ledger already has "
-                                     f"{len(live)} row(s) (latest {live[-1].script})", file=self.ledger.qualified,
-                                     hint="baseline only a target polymigrate has never migrated; use repair otherwise")
             now = datetime.now(timezone.utc).replace(tzinfo=None)
             self.ledger.insert_done({
                 "_id": self.ledger.row_id(version), "domain": self.domain, "version": version,

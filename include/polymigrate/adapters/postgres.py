@@ -621,13 +621,8 @@ class PostgresAdapter(Adapter):
 
     def baseline(self, version: str, description: str, ctx: RunContext) -> None:
         """Mark everything up to ``version`` as applied without running it (an empty ledger only)."""
-        live = [e for e in self.read_ledger() if e.status is not Status.DELETED]
-        if any(e.status is Status.BASELINE and e.version == version for e in live):
+        if not self._baseline_wanted(version, self.ledger.qualified):
             return
-        if live:
-            raise PermanentError(f"cannot baseline {self.domain} at {version}: the ledger already has "
-                                 f"{len(live)} row(s) (latest {live[-1].script})", file=self.ledger.qualified,
-                                 hint="baseline only a target polymigrate has never migrated; use repair otherwise")
         row = {"version": version, "description": description or "<< Baseline >>", "type": "BASELINE",
                "script": description or "<< Baseline >>", "checksum": None, "installed_by": ctx.actor or "unknown",
                "execution_time": 0, "success": True, "status": Status.BASELINE, "domain": self.domain,

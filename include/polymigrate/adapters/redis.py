@@ -29,16 +29,16 @@ import logging
 import re
 import time
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 from redis import exceptions as rexc
 from redis.cluster import RedisCluster
 
-from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check
+from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, holding
 from polymigrate.adapters.redis_lease import Lease
 from polymigrate.adapters.redis_scripts import (LEASE_LOST, check_same_slot, classify, declared_keys, is_transient,
                                                  parse_reply, text, wrap)
@@ -123,17 +123,10 @@ class RedisAdapter(Adapter):
 
     # -- lock -------------------------------------------------------------------------------
 
-    @contextmanager
-    def lock(self, owner: str, wait_seconds: float) -> Iterator[None]:
+    def lock(self, owner: str, wait_seconds: float) -> AbstractContextManager[None]:
         lease = Lease(self.client, self.lock_key, owner, self.lease_ms)
         lease.acquire(wait_seconds, self.target)
-        self._leases.append(lease)
-        try:
-            yield
-        finally:
-            lease.release()
-            if lease in self._leases:
-                self._leases.remove(lease)
+        return holding(self._leases, lease)
 
     # -- ledger -----------------------------------------------------------------------------
 
