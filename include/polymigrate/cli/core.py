@@ -110,6 +110,19 @@ def plan(environment: str = typer.Option(..., "--environment", "-e"),
         raise typer.Exit(1)
 
 
+def ledger_table(title: str, infos) -> Table:
+    """One target's migrations and their ledger state (``info`` and ``status``)."""
+    table = Table(title=title, title_justify="left")
+    for col in ("version", "description", "script", "state", "installed on", "ms"):
+        table.add_column(col)
+    for i in infos:
+        e = i.entry
+        table.add_row(i.version or "R", i.description, i.script, i.state.value,
+                      e.installed_on.isoformat(timespec="seconds") if e and e.installed_on else "",
+                      str(e.execution_time) if e else "")
+    return table
+
+
 @app.command()
 def info(environment: str = typer.Option(..., "--environment", "-e"),
          domain: str = typer.Option(..., "--domain", "-d"),
@@ -128,16 +141,8 @@ def info(environment: str = typer.Option(..., "--environment", "-e"),
     run = open_run(specs, domain, environment, params=RunParams(), who=Who.cli(), connector=EnvironmentConnector(),
                    audit=None)
     for r, tech, infos, read in states(run, region):
-        table = Table(title=f"{domain} · {r} · {tech}" + ("" if read else "  (ledger not read: no connection)"),
-                      title_justify="left")
-        for col in ("version", "description", "script", "state", "installed on", "ms"):
-            table.add_column(col)
-        for i in infos:
-            e = i.entry
-            table.add_row(i.version or "R", i.description, i.script, i.state.value,
-                          e.installed_on.isoformat(timespec="seconds") if e and e.installed_on else "",
-                          str(e.execution_time) if e else "")
-        console.print(table)
+        console.print(ledger_table(f"{domain} · {r} · {tech}" + ("" if read else "  (ledger not read: no connection)"),
+                                   infos))
 
 
 @app.command("approve-status")

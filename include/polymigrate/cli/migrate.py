@@ -34,7 +34,7 @@ from rich.table import Table
 from polymigrate.adapters.base import Adapter
 from polymigrate.catalog import applicable
 from polymigrate.cli.app import DEFAULT_SPECS, app, console, err_console
-from polymigrate.cli.core import _print_problems
+from polymigrate.cli.core import _print_problems, ledger_table
 from polymigrate.commands import EnvironmentConnector, Run, RunParams, UsageError, Who, open_run
 from polymigrate.commands import verbs
 from polymigrate.commands.adhoc import AdhocRun, open_adhoc
@@ -409,15 +409,7 @@ def status(environment: Optional[str] = EnvOpt, domain: Optional[str] = DomainOp
     sel = Selection(environment, domain, region, technology, specs, url, locations, None, schema, table, None)
 
     def show(label: str, infos: list[MigrationInfo]) -> None:
-        tbl = Table(title=label, title_justify="left")
-        for col in ("version", "description", "script", "state", "installed on", "ms"):
-            tbl.add_column(col)
-        for i in infos:
-            e = i.entry
-            tbl.add_row(i.version or "R", i.description, i.script, i.state.value,
-                        e.installed_on.isoformat(timespec="seconds") if e and e.installed_on else "",
-                        str(e.execution_time) if e else "")
-        console.print(tbl)
+        console.print(ledger_table(label, infos))
 
     _show_logs()
     if url:
