@@ -203,7 +203,7 @@ def test_verify_names_the_expectation_drift_reports_by_hand_changes_and_producti
     assert [(d["object"], d["change"]) for d in report.details["differences"]] == [
         ("tables.users.columns.nickname", "added")]
     assert report.details["targets"]["s1/postgresql"]["allowlisted"] == 1
-    page = audit_page(store)
+    page = audit_page(store, "staging")
     assert "tables.users.columns.nickname" in page and "manual_last_name" not in page
 
     # 3. production: a first drift baseline, then a table created there by hand
@@ -229,16 +229,27 @@ def test_verify_names_the_expectation_drift_reports_by_hand_changes_and_producti
     [approved] = [r.event for r in store.query(kind="approved", environment="production") if r.event.details.get("by") == "ann"]
     assert approved.details["counted"] is True and approved.run_id == dr.run_id
 
+    # the audit page: each file's runs in staging next to the estimate shown and what production took
+    from polymigrate_airflow.ui.app import Filters, _trends
 
-def audit_page(store) -> str:
-    """The audit page's HTML for the staging scope, from the same reads the page's route makes."""
+    [trend] = _trends(store, Filters(from_=None, to=None, domain="shop", environment="production", region=None, kind=None))
+    assert (trend.rehearsal, trend.run_id, list(trend.regions)) == ("staging", dr.run_id, ["p1"])
+    assert [f.script for f in trend.files] == ["V1__users.sql", "V2__backfill_full_name.sql", "V3__backfill_rest.sql"]
+    assert all(len(f.runs_ms) == 1 and f.estimate_ms == f.runs_ms[0] and f.production_ms is not None for f in trend.files)
+    page = audit_page(store, "production")
+    assert "shop in production: estimate from staging" in page and 'data-script="V2__backfill_full_name.sql"' in page
+
+
+def audit_page(store, environment: str) -> str:
+    """The audit page's HTML for one environment, from the same reads the page's route makes."""
     from polymigrate.audit.report import duration_chart_svg
     from polymigrate.audit.history import summarize_runs
-    from polymigrate_airflow.ui.app import Filters, _drift, _history, _matrix
+    from polymigrate_airflow.ui.app import Filters, _drift, _history, _matrix, _trends
     from polymigrate_airflow.ui.page import render_page
 
-    filters = Filters(from_=None, to=None, domain="shop", environment="staging", region=None, kind=None)
+    filters = Filters(from_=None, to=None, domain="shop", environment=environment, region=None, kind=None)
     history = _history(store, filters)
     technologies, rows = _matrix(store, filters)
     return render_page(filters=filters.as_dict(), technologies=technologies, rows=rows, history=history,
-                       chart=duration_chart_svg(summarize_runs(history)), limit=500, drift=_drift(store, filters))
+                       chart=duration_chart_svg(summarize_runs(history)), limit=500, drift=_drift(store, filters),
+                       trends=_trends(store, filters))
