@@ -205,6 +205,7 @@ def test_verify_names_the_expectation_drift_reports_by_hand_changes_and_producti
     assert report.details["targets"]["s1/postgresql"]["allowlisted"] == 1
     page = audit_page(store, "staging")
     assert "tables.users.columns.nickname" in page and "manual_last_name" not in page
+    assert f'<span class="badge bad">postgresql {named}</span>' in page  # the failed verify in the history
 
     # 3. production: a first drift baseline, then a table created there by hand
     sql(production, "CREATE SCHEMA shop")
@@ -226,7 +227,8 @@ def test_verify_names_the_expectation_drift_reports_by_hand_changes_and_producti
     assert "(slowest: postgresql V" in body and "V2__backfill_full_name.sql" in body, body
     assert "**1 object(s) changed outside migrations**: `p1/postgresql tables.export_tmp added" in body, body
     assert dr.state == "success", states
-    [approved] = [r.event for r in store.query(kind="approved", environment="production") if r.event.details.get("by") == "ann"]
+    [approved] = [r.event for r in store.query(kind="approved", environment="production")
+                  if r.event.details.get("by") == "ann"]
     assert approved.details["counted"] is True and approved.run_id == dr.run_id
 
     # the audit page: each file's runs in staging next to the estimate shown and what production took

@@ -60,7 +60,8 @@ def outcomes(checks) -> list[tuple[str, bool, str]]:
 
 
 EXPECTED = [
-    ("expect_column_values_to_not_be_null", False, "users (column=full_name): 2 of 20 document(s) unexpected, e.g. [None, None]"),
+    ("expect_column_values_to_not_be_null", False,
+     "users (column=full_name): 2 of 20 document(s) unexpected, e.g. [None, None]"),
     ("expect_column_values_to_not_be_null", True, "users (column=full_name, mostly=0.9): 2 of 20 document(s) unexpected"),
     ("expect_column_values_to_be_in_set", False,
      "users (column=status, value_set=['active', 'closed']): 1 of 19 document(s) unexpected, e.g. ['banned']"),

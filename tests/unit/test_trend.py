@@ -17,7 +17,8 @@ class Events:
 
     def add(self, kind: str, env: str, *, domain: str = "shop", **kw) -> AuditRecord:
         n = len(self.records) + 1
-        rec = AuditRecord(n, f"h{n}", AuditEvent(kind=kind, domain=domain, environment=env, at=T0 + timedelta(hours=n), **kw))
+        event = AuditEvent(kind=kind, domain=domain, environment=env, at=T0 + timedelta(hours=n), **kw)
+        rec = AuditRecord(n, f"h{n}", event)
         self.records.append(rec)
         return rec
 
