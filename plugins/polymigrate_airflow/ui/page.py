@@ -84,7 +84,7 @@ _PAGE = _env.from_string("""<!doctype html>
 {% for t in trends %}
 <h3 class="trend-head" data-domain="{{ t.domain }}" data-environment="{{ t.environment }}">{{ t.domain }} in {{ t.environment }}: estimate from {{ t.rehearsal }}</h3>
 <p class="small">Shown to the approvers at {{ fmt_time(t.at) }}{% if t.run_id %} ({{ t.run_id }}){% endif %}:
-{% for region, est in t.regions.items() %}{{ region }} <span class="estimate">{{ seconds(est.seconds) }}</span>{% if est.never_rehearsed %} ({{ est.never_rehearsed | length }} of {{ est.files }} file(s) never rehearsed){% endif %}{% if not loop.last %}; {% endif %}{% endfor %}</p>
+{% for region, est in t.regions.items() %}{{ region }} <span class="estimate">{{ seconds(est.get("seconds")) }}</span>{% if est.never_rehearsed %} ({{ est.never_rehearsed | length }} of {{ est.files }} file(s) never rehearsed){% endif %}{% if not loop.last %}; {% endif %}{% endfor %}</p>
 <table class="trend" data-domain="{{ t.domain }}" data-environment="{{ t.environment }}">
 <tr><th>Technology</th><th>File</th><th>Last runs in {{ t.rehearsal }} (oldest → newest)</th><th>Estimate (slowest)</th><th>Latest in {{ t.environment }}</th></tr>
 {% for f in t.files %}
