@@ -161,6 +161,10 @@ def test_audit_page_in_the_api_server_shows_the_matrix_and_exports(api_server, b
     assert "failed" in failed
     assert tools.evaluate("document.querySelectorAll('#history tr').length") > 10
     assert tools.evaluate("!!document.querySelector('svg.chart')")
+    # the staging trend of each file next to production's estimate
+    domain, env = expected["trend"]
+    trend = tools.evaluate(f"document.querySelector('table.trend[data-domain=\"{domain}\"][data-environment=\"{env}\"]')?.innerText")
+    assert trend and "Last runs in staging" in trend and "not yet" not in trend.split("\n")[1], trend
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = tools.call("Page.captureScreenshot", format="png")  # the first screen: matrix, filters, chart

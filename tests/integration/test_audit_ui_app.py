@@ -57,6 +57,11 @@ def seed_sample_history(store: PostgresAuditStore, *, now: datetime | None = Non
         techs = project_domain.technology_order()
         migrations = {t: [m for m in v.catalogs[domain].migrations.get(t, []) if m.kind is Kind.VERSIONED] for t in techs}
         emit("triggered")
+        if env.policy.rehearsal:  # what the approvers were shown (the page's rehearsal trend starts from it)
+            emit("approval_requested", details={"changeset_hash": "ab" * 32, "rehearsal": {
+                "environment": env.policy.rehearsal, "regions": {r.name: {"seconds": 12.5, "files": 3, "never_rehearsed": []}
+                                                                 for r in v.project.regions_of(project_domain, env)}}})
+            expected["trend"] = (domain, env_name)
         for who in approvers:
             emit("approved", details={"by": who})
         emit("planned", details={"hash": "ab" * 32, "targets": {f"{r}/{t}": len(migrations[t]) for r in regions for t in techs}})
@@ -236,3 +241,23 @@ def test_page_shows_failed_verify_checks_and_the_latest_drift_report(client, see
     [run] = [r for r in runs["runs"] if r["run_id"] == "run-v"]
     assert run["outcome"] == "verification failed"
     assert run["notes"] == ["verification failed in r1: postgresql invalid indexes: " + check["detail"]]
+
+
+def test_page_shows_the_staging_trend_next_to_the_production_estimate(client, seeded):
+    store, _ = seeded
+    now = datetime.now(timezone.utc)
+    for n, ms in enumerate((800, 1200, 1900)):  # three nightly rehearsals, the backfill slowing down
+        store.emit(AuditEvent(kind="migration_succeeded", domain="trendy", environment="staging", region="s1",
+                              technology="postgresql", version="7", script="V7__backfill.sql", checksum=7,
+                              duration_ms=ms, run_id=f"nightly-{n}", at=now - timedelta(days=3 - n)))
+    store.emit(AuditEvent(kind="approval_requested", domain="trendy", environment="production", run_id="prod-1",
+                          at=now - timedelta(minutes=1), details={"changeset_hash": "c" * 64, "rehearsal": {
+                              "environment": "staging", "regions": {"p1": {"seconds": 1.9, "files": 1,
+                                                                           "never_rehearsed": [], "slowest": []}}}}))
+    html = client.get("/", params={"domain": "trendy"}).text
+    head = html.split('class="trend-head"')[1].split("</h3>")[0]
+    assert "trendy in production: estimate from staging" in head
+    assert 'p1 <span class="estimate">~1.9 s</span>' in html
+    row = html.split('data-script="V7__backfill.sql"')[1].split("</tr>")[0]
+    assert '<td class="runs">800 ms · 1.2 s · 1.9 s' in row and "<td>1.9 s</td>" in row and "not yet" in row
+    assert 'id="trend-empty"' in client.get("/", params={"domain": "nobody"}).text

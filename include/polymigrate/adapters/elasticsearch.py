@@ -314,6 +314,19 @@ class ElasticsearchAdapter(Adapter):
 
     # -- verify ----------------------------------------------------------------------------
 
+    def run_expectations(self, suites: list[Any]) -> list[Check]:
+        """The suites' expectations as ``_count`` queries (one terms aggregation for uniqueness) on the
+        index or alias each suite names (``polymigrate.expectations``: the documented subset)."""
+        from polymigrate.expectations import SearchProbe, run_document_suites
+
+        try:
+            outcomes = run_document_suites(suites, SearchProbe(self.api))
+        except SearchError as exc:
+            raise classify(exc)(f"{self.target}: the expectation suites could not run: {exc}",
+                                hint="check each suite's object (index or alias) and field names") from exc
+        return [Check(f"expectation {o.suite}: {o.expectation}", o.ok, o.detail, technology=self.technology)
+                for o in outcomes]
+
     def health_checks(self, ctx: RunContext, migrations: list[Migration]) -> list[Check]:
         """Every alias a blue_green switch moved points where the ledger says (the new index, or the
         retained one after an undo), and while the retained index is kept the alias holds at least

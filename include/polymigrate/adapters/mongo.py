@@ -612,6 +612,18 @@ class MongoAdapter(Adapter):
             raise classify(exc, server=self.server, what="cannot read the schema") from exc
         return {"database": self.db.name, "server": self.server.label, "collections": out}
 
+    def run_expectations(self, suites: list[Any]) -> list[Check]:
+        """The suites' expectations as server-side counts on the domain's database
+        (``polymigrate.expectations``: the documented subset, up to 5 example values read)."""
+        from polymigrate.expectations import MongoProbe, run_document_suites
+
+        try:
+            outcomes = run_document_suites(suites, MongoProbe(self.db))
+        except perr.PyMongoError as exc:
+            raise classify(exc, server=self.server, what="the expectation suites could not run") from exc
+        return [Check(f"expectation {o.suite}: {o.expectation}", o.ok, o.detail, technology=self.technology)
+                for o in outcomes]
+
     def health_checks(self, ctx: RunContext, migrations: list[Migration]) -> list[Check]:
         """Every index the applied ``.json`` files declare (``createIndexes`` net of later
         ``dropIndexes``/``drop``) is there, with the declared key. Transforms (``.py``/``.js``) declare

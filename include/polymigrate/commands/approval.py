@@ -257,8 +257,9 @@ def request_approval(run: Run, summary: dict) -> dict | Pending:
                      ", ".join(a["user"] for a in prior))
         if decision.status == "approved":
             return _granted(run, change, decision, request, base)
+    preview = _preview(run)
     body = summary_markdown(run.domain.name, run.environment.name, summary, decision, people, change.triggered_by,
-                            _preview(run), params.override_reason)
+                            preview, params.override_reason)
     earlier = {e.details.get("changeset_hash") for e in _events(run, "approval_requested")} - {change.hash}
     if earlier:
         # Airflow 3.3.2 keeps the first request text of a task instance when it is cleared (apache/airflow
@@ -273,7 +274,10 @@ def request_approval(run: Run, summary: dict) -> dict | Pending:
     run.log.info("Waiting for %d approval(s) from %s (Browse → Required Actions)", decision.required, people)
     run.emit("approval_requested", details={**base, "eligible": people, "escalated": decision.escalated,
                                             "reason": params.override_reason, **_what_changed(summary),
-                                            **({"quote": request["quote"]} if earlier else {})})
+                                            **({"quote": request["quote"]} if earlier else {}),
+                                            # the estimate approvers were shown: the audit page puts the
+                                            # rehearsal trend of each file next to it
+                                            **({"rehearsal": preview["rehearsal"]} if preview.get("rehearsal") else {})})
     return Pending(request, decision, body, prior)
 
 

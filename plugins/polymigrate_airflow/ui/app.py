@@ -26,6 +26,7 @@ SIGN_IN_HINT = ("not signed in to Airflow: this page uses your Airflow session. 
                 "then Browse → Migration audit (scripts: send 'Authorization: Bearer <token>' from POST /auth/token)")
 HISTORY_LIMIT = 500
 DRIFT_REPORTS_READ = 200  # newest drift events read to find each (domain, environment)'s latest
+TREND_EVENTS_READ = 2000  # newest migration_succeeded events read per (domain, environment) for the trend
 DEFAULT_DAYS = 30
 
 
@@ -97,6 +98,24 @@ def _drift(store: PostgresAuditStore, filters: Filters):
     return sorted(latest.values(), key=lambda r: (r.event.domain, r.event.environment))
 
 
+def _trends(store: PostgresAuditStore, filters: Filters):
+    """Per (domain, environment) whose approvals showed a rehearsal estimate: the newest estimate and
+    each file's last runs in the rehearsal environment, with its latest run where it was approved."""
+    from polymigrate.audit.trend import latest_estimates, rehearsal_trend
+
+    requests = _guard(store, lambda: store.query(domain=filters.domain, environment=filters.environment,
+                                                 kind="approval_requested", limit=DRIFT_REPORTS_READ, newest_first=True))
+    out = []
+    for req in latest_estimates(requests):
+        e = req.event
+        runs = []
+        for env in (e.details["rehearsal"]["environment"], e.environment):
+            runs += _guard(store, lambda env=env: store.query(domain=e.domain, environment=env, kind="migration_succeeded",
+                                                              limit=TREND_EVENTS_READ, newest_first=True))
+        out.append(rehearsal_trend(req, runs))
+    return out
+
+
 def _guard(store: PostgresAuditStore, read):
     import psycopg
 
@@ -140,6 +159,7 @@ def create_app() -> FastAPI:
         runs = summarize_runs(history)
         return render_page(filters=filters.as_dict(), technologies=technologies, rows=rows, history=history,
                            chart=duration_chart_svg(runs), limit=HISTORY_LIMIT, drift=_drift(store, filters),
+                           trends=_trends(store, filters),
                            base=request.scope.get("root_path", "").rstrip("/") + "/")
 
     @app.get("/export")

@@ -79,6 +79,23 @@ _PAGE = _env.from_string("""<!doctype html>
 {% endfor %}
 </table>{% endif %}
 
+<h2>Rehearsal trend</h2>
+{% if not trends %}<p class="muted" id="trend-empty">No approval has shown a rehearsal estimate yet{% if filters.domain or filters.environment %} for this scope{% endif %} (environments with <code>promotion_from</code> or <code>rehearsal_from</code> record one with each approval request).</p>{% else %}
+{% for t in trends %}
+<h3 class="trend-head" data-domain="{{ t.domain }}" data-environment="{{ t.environment }}">{{ t.domain }} in {{ t.environment }}: estimate from {{ t.rehearsal }}</h3>
+<p class="small">Shown to the approvers at {{ fmt_time(t.at) }}{% if t.run_id %} ({{ t.run_id }}){% endif %}:
+{% for region, est in t.regions.items() %}{{ region }} <span class="estimate">{{ seconds(est.get("seconds")) }}</span>{% if est.never_rehearsed %} ({{ est.never_rehearsed | length }} of {{ est.files }} file(s) never rehearsed){% endif %}{% if not loop.last %}; {% endif %}{% endfor %}</p>
+<table class="trend" data-domain="{{ t.domain }}" data-environment="{{ t.environment }}">
+<tr><th>Technology</th><th>File</th><th>Last runs in {{ t.rehearsal }} (oldest → newest)</th><th>Estimate (slowest)</th><th>Latest in {{ t.environment }}</th></tr>
+{% for f in t.files %}
+<tr data-script="{{ f.script }}"><td>{{ f.technology }}</td><td><code>{{ f.script }}</code></td>
+<td class="runs">{{ f.runs_ms | map("fmt_ms") | join(" · ") }}{% if f.changed %} <span class="small muted">(the file changed: the estimate uses its newest version)</span>{% endif %}{% if f.regions | length > 1 %} <span class="small muted">{{ f.regions | join(", ") }}</span>{% endif %}</td>
+<td>{{ fmt_ms(f.estimate_ms) if f.estimate_ms is not none else "–" }}</td>
+<td>{{ fmt_ms(f.production_ms) if f.production_ms is not none else "not yet" }}</td></tr>
+{% endfor %}
+</table>
+{% endfor %}{% endif %}
+
 <h2>History</h2>
 <form class="filters" method="get" action="{{ base }}">
 <label>From<input type="date" name="from" value="{{ filters.from }}"></label>
@@ -133,15 +150,24 @@ def drift_what(d: dict[str, Any]) -> str:
 
 
 _env.globals["drift_what"] = drift_what
+_env.filters["fmt_ms"] = fmt_ms
+
+
+def seconds(value: float | None) -> str:
+    return "no estimate" if value is None else "~" + fmt_ms(int(value * 1000))
+
+
+_env.globals["seconds"] = seconds
 
 
 def render_page(*, filters: dict[str, str], technologies: list[str], rows: list[Any], history: list[Any],
-                chart: str, limit: int, base: str = "", drift: list[Any] = ()) -> str:
+                chart: str, limit: int, base: str = "", drift: list[Any] = (), trends: list[Any] = ()) -> str:
     """The whole page; ``base`` is the mount path ending in '/', so links work with or without it.
-    ``drift``: the newest drift report of each (domain, environment) in scope."""
+    ``drift``: the newest drift report of each (domain, environment) in scope; ``trends``: the
+    rehearsal trend behind each (domain, environment)'s latest approval estimate (``audit.trend``)."""
     return _PAGE.render(styles=PAGE_STYLES, conn_id=AUDIT_CONN_ID, filters=filters, technologies=technologies,
                         rows=rows, history=history, chart=chart, limit=limit, base=base, kinds=KINDS, qs=_qs,
-                        fmt_ms=fmt_ms, fmt_time=fmt_time, drift=list(drift))
+                        fmt_ms=fmt_ms, fmt_time=fmt_time, drift=list(drift), trends=list(trends))
 
 
 def render_unavailable(problem: str) -> str:
