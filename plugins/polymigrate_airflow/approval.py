@@ -93,7 +93,6 @@ class ApproveContractOperator(ApproveOperator):
     its earlier phases verified; ``polymigrate.commands.contract_approval`` decides and records."""
 
     ui_color = "#f9cfa0"
-    template_fields = ("domain", "environment", "region")
 
     def __init__(self, *, region: str, **kwargs):
         kwargs.setdefault("subject", f"Approve the contract phase of {kwargs.get('domain')} in "
