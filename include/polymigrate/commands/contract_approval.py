@@ -187,6 +187,6 @@ and writes the new shape only. Nothing of it can be undone by an undo file.
 |---|---|
 {rows or "| - | none |"}
 
-Needs **{decision.required}** approval(s) from: {who}.{" Then " + format(soak, "g") + " min of soak (policy.contract_soak_minutes) from the verify." if soak else ""}
+This needs **{decision.required}** approval(s) from: {who}.{" Then " + format(soak, "g") + " min of soak (policy.contract_soak_minutes) from the verify." if soak else ""}
 Rejecting keeps the earlier phases applied and stops this region's contract.
 """
