@@ -481,6 +481,10 @@ def test_the_contract_phase_waits_for_its_own_approval_per_region_recorded_apart
     run, sink = airflow_run(specs)
     summary = validate(run)
     assert summary["contract_gates"] == {"soak_minutes": 0, "approval": True}
+    # the change set's approvers read that the contract will be asked for again, region by region
+    main = request_approval(run, summary)
+    assert "contract runs only after the earlier phases verified in the region, and a separate approval of the " \
+           "contract phase there" in main.body
     with pytest.raises(PolicyRefused, match="no valid approval of the contract phase on record") as refused:
         check_contract_approval(run, "p1")
     assert "p1.approve_contract" in refused.value.hint
