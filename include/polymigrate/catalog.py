@@ -183,12 +183,13 @@ def phase_counts(catalog: "DomainCatalog", technologies: list[str]) -> dict[str,
     return out
 
 
-def phases_line(phases: dict[str, dict[str, int]], soak_minutes: float = 0) -> str:
+def phases_line(phases: dict[str, dict[str, int]], soak_minutes: float = 0, contract_approval: bool = False) -> str:
     """``expand (postgresql 1, redis 1) → migrate (…) → contract (…)``, for logs and the approval summary."""
     text = " → ".join(f"{ph} ({', '.join(f'{t} {n}' for t, n in techs.items())})" for ph, techs in phases.items())
     if "contract" in phases:
         text += "; contract runs only after the earlier phases verified in the region" + \
-            (f", then {soak_minutes:g} min of soak" if soak_minutes else "")
+            (f", then {soak_minutes:g} min of soak" if soak_minutes else "") + \
+            (", and a separate approval of the contract phase there" if contract_approval else "")
     return text
 
 

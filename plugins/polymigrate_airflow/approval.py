@@ -86,3 +86,45 @@ class ApproveOperator(PolymigrateMixin, ApprovalOperator):
                            params=self.serialized_params, assigned_users=self.assigned_users)
         raise TaskAwaitingInput(method_name="execute_complete",
                                 kwargs={"approvals": approvals, "request": request}, timeout=self.response_timeout)
+
+
+class ApproveContractOperator(ApproveOperator):
+    """A region's separate approval of a release's contract phase (``policy.contract_approval``), after
+    its earlier phases verified; ``polymigrate.commands.contract_approval`` decides and records."""
+
+    ui_color = "#f9cfa0"
+
+    def __init__(self, *, region: str, **kwargs):
+        kwargs.setdefault("subject", f"Approve the contract phase of {kwargs.get('domain')} in "
+                                     f"{kwargs.get('environment')} / {region}")
+        super().__init__(**kwargs)
+        self.region = region
+
+    def _request(self, context):
+        from polymigrate.commands.contract_approval import request_contract_approval
+
+        approved_hash, summary = self.approved(context)  # the change set approve approved, re-evaluated after a fix
+        outcome = request_contract_approval(self.open_run(context), self.region,
+                                            {**summary, "changeset_hash": approved_hash or summary.get("changeset_hash")})
+        if isinstance(outcome, dict):
+            return outcome
+        self.body = outcome.body
+        self._park(context, outcome.approvals, outcome.request)
+
+    def _answer(self, context, event: dict[str, Any], approvals: list[dict], request: dict):
+        from polymigrate.commands.approval import refuse, when
+        from polymigrate.commands.contract_approval import GATE, record_contract_answer
+
+        run = self.open_run(context)
+        if event.get("timedout") or "error" in event:
+            refuse(run, [f"{self.region}: no decision on the contract phase before the response timeout; its earlier "
+                         "phases stay applied (trigger a new run)"], {"gate": GATE, "changeset_hash": request["changeset_hash"]})
+        chosen = (event.get("chosen_options") or [None])[0]
+        approvals.append({"user": (event.get("responded_by_user") or {}).get("name") or "unknown",
+                          "decision": "approve" if chosen == self.APPROVE else "reject",
+                          "hash": request["changeset_hash"], "at": when(event.get("responded_at")).isoformat(),
+                          "comment": ((event.get("params_input") or {}).get("comment") or "").strip()})
+        outcome = record_contract_answer(run, self.region, request, approvals)
+        if isinstance(outcome, dict):
+            return outcome
+        self._park(context, outcome.approvals, outcome.request)

@@ -184,6 +184,9 @@ class MigrationOperator(PolymigrateOperator):
         run = self.open_run(context)  # opens the audit sink before any target is touched
         check_approval(run, *self.approved(context))
         moment = window_wait(run, self.region, self.technology)
+        if self.phase == "contract":  # its separate approval, on record now (clearing only this task skips nothing)
+            from polymigrate.commands.contract_approval import check_contract_approval
+            check_contract_approval(run, self.region)
         if self.phase == "contract" and moment is None:  # the soak after the earlier phases verified
             from polymigrate.commands.verbs import contract_gate
             verified = self.upstream(context, f"{self.region}.verify_before_contract").get("verified_at")

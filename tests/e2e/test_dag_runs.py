@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SPECS = ROOT / "migration_specs"
 REGIONS = {"western_europe": 1, "eastern_europe": 2, "north_africa": 3}  # region -> Redis DB number
 CURRENCY = {"western_europe": "EUR", "eastern_europe": "EURO", "north_africa": "MAD"}  # EURO: a region's typo
-RUN_TECHS = ["postgresql", "redis"]  # MongoDB has no adapter yet; its tasks are skipped by param
+RUN_TECHS = ["postgresql", "redis"]  # MongoDB and Elasticsearch tasks are skipped by param (tests/e2e/test_phased_release_four_engines.py runs them)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -49,6 +49,7 @@ def e2e(tmp_path, make_pg_database, monkeypatch, airflow_db):
         shutil.rmtree(specs / extra, ignore_errors=True)  # fewer DAGs to parse per dag.test()
     (specs / "environments" / "e2e.yaml").write_text(env_yaml(CURRENCY))
     (specs / "social-commerce" / "postgresql" / "tables" / "V9__regional_settings.sql").write_text(
+        "-- polymigrate: phase=contract\n"  # after the full_name release's contract files, so in its phase
         "CREATE TABLE regional_settings (currency char(3) NOT NULL);\n"
         "INSERT INTO regional_settings VALUES ('${currency}');\n")
     monkeypatch.setenv("POLYMIGRATE_SPECS", str(specs))
@@ -109,6 +110,13 @@ def e2e(tmp_path, make_pg_database, monkeypatch, airflow_db):
         c.close()
 
 
+def in_release_order(applied: list[str], expected: list[str]) -> bool:
+    """Every file applied once, versions in order; a phased domain runs its repeatables (unphased:
+    expand) at the end of the expand phase, before the migrate and contract versions."""
+    versions = lambda xs: [x for x in xs if x[:1].isdigit()]  # noqa: E731
+    return sorted(applied) == sorted(expected) and versions(applied) == versions(expected)
+
+
 def test_full_run_applies_every_region_then_a_second_run_is_a_no_op(e2e):
     # the e2e env renders V9 with EURO in eastern_europe; fix it for this test
     (e2e.root / "environments" / "e2e.yaml").write_text(env_yaml({**CURRENCY, "eastern_europe": "PLN"}))
@@ -117,13 +125,14 @@ def test_full_run_applies_every_region_then_a_second_run_is_a_no_op(e2e):
     assert dr.state == "success", states
     dr, states = e2e.run("social_commerce")
     assert dr.state == "success", states
-    assert states["western_europe.mongodb"] == "skipped"  # not selected by the technologies param
+    assert states["western_europe.expand_mongodb"] == "skipped"  # not selected by the technologies param
     assert states["north_africa.verify"] == "success"
 
     for region in REGIONS:
         for domain, tech in (("common", "postgresql"), ("social-commerce", "postgresql"), ("social-commerce", "redis")):
             rows = e2e.ledger(domain, tech, region)
-            assert [r[0] for r in rows if r[4] == "success"] == e2e.expected(domain, tech), (domain, tech, region)
+            assert in_release_order([r[0] for r in rows if r[4] == "success"], e2e.expected(domain, tech)), \
+                (domain, tech, region)
             assert all(r[3] == region for r in rows)
         assert e2e.redis[region].exists(f"social:user_profile:{REGIONS[region]}")
         # every row names the plan it was applied under (one plan per run and domain)
@@ -147,9 +156,9 @@ def test_sequential_rollout_halts_at_the_broken_region_and_resumes_after_the_fix
     dr, states = e2e.run("social_commerce")
     assert dr.state == "failed"
     assert states["western_europe.verify"] == "success"
-    assert states["eastern_europe.postgresql"] == "failed"
+    assert states["eastern_europe.contract_postgresql"] == "failed"
     assert states["eastern_europe.verify"] == "upstream_failed"
-    assert states["north_africa.postgresql"] == "upstream_failed"  # halted: never started
+    assert states["north_africa.expand_postgresql"] == "upstream_failed"  # halted: never started
 
     region_one = e2e.ledger("social-commerce", "postgresql", "western_europe")
     assert "9" in [r[0] for r in region_one]
@@ -164,7 +173,7 @@ def test_sequential_rollout_halts_at_the_broken_region_and_resumes_after_the_fix
     assert e2e.ledger("social-commerce", "postgresql", "western_europe") == region_one  # not re-applied
     for region in ("eastern_europe", "north_africa"):
         rows = e2e.ledger("social-commerce", "postgresql", region)
-        assert [r[0] for r in rows if r[4] == "success"] == e2e.expected("social-commerce", "postgresql")
+        assert in_release_order([r[0] for r in rows if r[4] == "success"], e2e.expected("social-commerce", "postgresql"))
     resumed = [r for r in e2e.ledger("social-commerce", "postgresql", "eastern_europe") if r[0] == "9"]
     assert [r[2] for r in resumed] == [dr2.run_id]
 
@@ -173,7 +182,7 @@ def test_plan_refuses_while_a_dependency_has_pending_migrations(e2e):
     dr, states = e2e.run("social_commerce")
     assert dr.state == "failed"
     assert states["plan"] == "failed"
-    assert states["western_europe.postgresql"] == "upstream_failed"
+    assert states["western_europe.expand_postgresql"] == "upstream_failed"
     assert e2e.ledger("social-commerce", "postgresql", "western_europe") == []
 
 
@@ -187,7 +196,7 @@ def test_dry_run_changes_nothing(e2e):
 def test_blocking_lint_findings_fail_validate_before_any_target_is_touched(e2e):
     (e2e.root / "environments" / "e2e.yaml").write_text(env_yaml(CURRENCY, lint_block_at="high"))
     (e2e.root / "social-commerce" / "postgresql" / "tables" / "V10__drop_created_at.sql").write_text(
-        "ALTER TABLE users DROP COLUMN created_at;\n")  # ban-drop-column (high), not suppressed
+        "-- polymigrate: phase=contract\nALTER TABLE users DROP COLUMN created_at;\n")  # ban-drop-column (high), not suppressed
     dr, states = e2e.run("common")
     assert dr.state == "success", states  # common drops nothing
     dr, states = e2e.run("social_commerce")

@@ -42,9 +42,13 @@ def test_every_sample_dag_loads_without_connections(monkeypatch):
     assert "team-social@example.com" in dag.owner
     assert type(dag.get_task("plan")).__name__ == "PlanOperator"
     assert type(dag.get_task("approve")).__name__ == "ApproveOperator"
-    assert type(dag.get_task("western_europe.postgresql")).__name__ == "PostgresMigrationOperator"
-    assert type(dag.get_task("western_europe.mongodb")).__name__ == "MongoMigrationOperator"
-    assert dag.get_task("eastern_europe.postgresql").upstream_task_ids == {"western_europe.verify"}
+    # the full_name release runs phase-major; production approves its contract phase separately, per region
+    assert type(dag.get_task("western_europe.expand_postgresql")).__name__ == "PostgresMigrationOperator"
+    assert type(dag.get_task("western_europe.migrate_mongodb")).__name__ == "MongoMigrationOperator"
+    assert dag.get_task("eastern_europe.expand_postgresql").upstream_task_ids == {"western_europe.verify"}
+    assert type(dag.get_task("western_europe.approve_contract")).__name__ == "ApproveContractOperator"
+    assert dag.get_task("western_europe.approve_contract").upstream_task_ids == {"western_europe.verify_before_contract"}
+    assert dag.get_task("western_europe.contract_postgresql").upstream_task_ids == {"western_europe.approve_contract"}
     staging = bag.dags["migrate__social_commerce__staging"]
     assert type(staging.timetable).__name__ == "RehearsalTimetable" and staging.timetable._expression == "0 2 * * *"
     assert staging.is_paused_upon_creation is False  # nightly rehearsal, unpaused from the start

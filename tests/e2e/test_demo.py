@@ -58,11 +58,18 @@ def test_demo_once_runs_common_then_social_commerce_fills_the_audit_store_and_st
     assert "migrate__common__development: SUCCESS" in text
     assert "migrate__social_commerce__development: SUCCESS" in text
     assert text.index("migrate__common__development: SUCCESS") < text.index("migrate__social_commerce__development: SUCCESS")
-    assert "western_europe.redis             success" in text and "north_africa.postgresql          success" in text
-    # every engine make engines starts: OpenSearch serves social-commerce's people index; FerretDB
-    # lacks collMod, so the demo says it skips social-commerce's MongoDB files and why
-    assert re.search(r"western_europe\.elasticsearch +success", text), text
-    assert "social-commerce: skipping mongodb: " in text and "collMod" in text, text
+    # social-commerce's full_name release runs phase-major in each region, on every engine make engines
+    # starts: OpenSearch serves the people index (blue-green to people_v2 in migrate); FerretDB lacks
+    # collMod, so the demo says which MongoDB files it leaves out and why, and runs the others
+    for task in ("expand_postgresql", "expand_redis", "expand_elasticsearch", "migrate_postgresql", "migrate_mongodb",
+                 "migrate_elasticsearch", "migrate_redis", "verify_before_contract", "contract_postgresql",
+                 "contract_mongodb", "verify"):
+        for region in ("western_europe", "north_africa"):
+            assert re.search(rf"{region}\.{task} +success", text), (region, task, text)
+    assert "social-commerce: running mongodb without 2 file(s) this server cannot run" in text, text
+    assert "collections/4-require-posts-schema-version-2.json: `collMod` is not supported" in text, text
+    assert text.index("western_europe.migrate_postgresql") < text.index("western_europe.verify_before_contract") \
+        < text.index("western_europe.contract_postgresql"), text
     assert "Airflow UI: http://127.0.0.1:" in text and "login: admin / " in text
     # what it cannot run, it says, with the reason (no adapter yet, or no Go/Java here)
     for tech in ("mongodb", "elasticsearch"):

@@ -98,28 +98,28 @@ class Airflow:
                 out.append(f"--- {task}: {r.text[-2500:]}")
         return "\n".join(out)
 
-    def hitl(self, dag: str, run: str) -> dict:
-        return self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails").json()
+    def hitl(self, dag: str, run: str, task: str = "approve") -> dict:
+        return self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails").json()
 
-    def awaiting(self, dag: str, run: str) -> bool:
-        ti = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve").json()
-        return ti.get("state") == "awaiting_input" and not self.hitl(dag, run).get("response_received")
+    def awaiting(self, dag: str, run: str, task: str = "approve") -> bool:
+        ti = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}").json()
+        return ti.get("state") == "awaiting_input" and not self.hitl(dag, run, task).get("response_received")
 
-    def wait_for_request(self, dag: str, run: str, what: str) -> None:
+    def wait_for_request(self, dag: str, run: str, what: str, task: str = "approve") -> None:
         """The request is open and the scheduler has settled the try that parked it (Airflow 3.3.2
         reports the parked try's success a moment later; an answer that re-queued the task before
         that report is lost: see test_approval_flow.py)."""
-        self.wait(what, lambda: self.awaiting(dag, run))
-        self.parks[(dag, run)] = self.parks.get((dag, run), 0) + 1
+        self.wait(what, lambda: self.awaiting(dag, run, task))
+        self.parks[(dag, run, task)] = self.parks.get((dag, run, task), 0) + 1
         mark = (f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{dag}', "
-                f"task_id='approve', run_id='{run}'")
-        self.wait("the scheduler to settle the parked approve task",
-                  lambda: self.log.read_text(errors="replace").count(mark) >= self.parks[(dag, run)], 180)
+                f"task_id='{task}', run_id='{run}'")
+        self.wait(f"the scheduler to settle the parked {task} task",
+                  lambda: self.log.read_text(errors="replace").count(mark) >= self.parks[(dag, run, task)], 180)
 
-    def approve(self, dag: str, run: str, people: list[str]) -> None:
+    def approve(self, dag: str, run: str, people: list[str], task: str = "approve") -> None:
         for n, user in enumerate(people):
-            self.wait_for_request(dag, run, f"the approval request for {user}")
-            r = self.call(user, "PATCH", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails",
+            self.wait_for_request(dag, run, f"the {task} request for {user}", task)
+            r = self.call(user, "PATCH", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails",
                           {"chosen_options": ["Approve"], "params_input": {"comment": f"reviewed by {user}"}})
             assert r.status_code == 200, (user, r.status_code, r.text)
 
@@ -171,7 +171,7 @@ def test_common_and_social_commerce_rehearse_in_staging_then_pass_production_s_p
     api.wait_for_request(dag, run, "common's approval request")
     body = api.hitl(dag, run)["body"]
     assert "needs **2** approval(s)" in body and "already succeeded in staging: **everything pending**" in body, body
-    api.parks[(dag, run)] -= 1  # approve() waits for the same open request again
+    api.parks[(dag, run, "approve")] -= 1  # approve() waits for the same open request again
     api.approve(dag, run, ["ann", "bob"])
     api.finish(dag, run)
     assert api.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve/xcomEntries/return_value"
@@ -184,11 +184,24 @@ def test_common_and_social_commerce_rehearse_in_staging_then_pass_production_s_p
     # the waived DROP COLUMN raises the bar, and the approvers read the waiver's reason
     assert "needs **3** approval(s)" in body and "high risk or destructive change set" in body, body
     assert "suppressed `ban-drop-column`" in body and "reads and writes full_name only" in body
-    api.parks[(dag, run)] -= 1
+    api.parks[(dag, run, "approve")] -= 1
     api.approve(dag, run, ["ann", "cid", "admin"])
+    # the full_name release: each region's contract phase waits for its own approval (policy.contract_approval),
+    # the canary region first; until then the old columns are there
+    for region in REGIONS:
+        task = f"{region}.approve_contract"
+        api.wait_for_request(dag, run, f"{region}'s contract approval request", task)
+        body = api.hitl(dag, run, task)["body"]
+        assert f"Contract phase of social-commerce in production / {region}" in body, body
+        assert "`tables/V3__drop_users_first_last_name.sql`" in body and "needs **2** approval(s)" in body, body
+        with psycopg.connect(api.dbs[("production", region)]) as c:
+            assert c.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'social_commerce' "
+                             "AND table_name = 'users' AND column_name = 'first_name'").fetchone() == (1,)
+        api.parks[(dag, run, task)] -= 1
+        api.approve(dag, run, ["ann", "bob"], task)
     api.finish(dag, run)
     tis = api.tis(dag, run)
-    assert tis["western_europe.postgresql"] == tis["north_africa.redis"] == "success"
+    assert tis["western_europe.contract_postgresql"] == tis["north_africa.migrate_redis"] == "success"
 
     # 3. Compliance: the production runs, exported as a reviewer would.
     r = api.call("admin", "GET", "/polymigrate/export?format=json&environment=production")

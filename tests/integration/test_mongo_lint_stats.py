@@ -85,7 +85,8 @@ def test_cli_lint_url_mongodb_reads_each_domains_database(mongo_url, tmp_path):
     client[dbname].activity_feed.insert_many([{"at": i} for i in range(20)])
     # an index build the samples do not have (theirs say background): the finding scores by the live count
     (specs / "social-commerce" / "mongodb" / "collections" / "6-feed-by-kind.json").write_text(json.dumps(
-        {"commands": [{"createIndexes": "activity_feed", "indexes": [{"key": {"kind": 1}, "name": "by_kind"}]}]}))
+        {"phase": "contract",  # after the full_name release's contract files
+         "commands": [{"createIndexes": "activity_feed", "indexes": [{"key": {"kind": 1}, "name": "by_kind"}]}]}))
     proc = subprocess.run([sys.executable, "-c", "from polymigrate.cli import main; main()", "lint", str(specs),
                            "-d", "social-commerce", "--url", mongo_url, "--json"], capture_output=True, text=True,
                           timeout=120)

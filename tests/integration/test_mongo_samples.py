@@ -73,14 +73,29 @@ def test_social_commerce_posts_transform_and_what_needs_real_mongodb(make_mongo_
         assert [a["script"] for a in first.applied] == ["collections/1-create-posts.json",
                                                         "collections/2-create-activity-feed.json"]
         _seed_posts(db)
-        rest = migrate(adapter, ok, ctx, out_of_order=True)
-        assert rest.applied[0]["script"] == "transforms/3-posts-author-full-name.py"
+        # the full_name release up to its migrate phase: the index (expand), then the transform (migrate)
+        release = migrate(adapter, ok, ctx, target="3", out_of_order=True)
+        assert [a["script"] for a in release.applied] == ["collections/2.1-index-posts-author-full-name.json",
+                                                          "transforms/3-posts-author-full-name.py"]
+        assert "author_full_name_recent" in db.posts.index_information()
         assert db.posts.count_documents({"schemaVersion": 2}) == 40
-        assert db.posts.find_one({"author.user_id": 3})["author"] == {"user_id": 3, "full_name": "Ada L3"}
+        # the old names stay until the contract phase: application versions that read them still run
+        assert db.posts.find_one({"author.user_id": 3})["author"] == {"user_id": 3, "first_name": "Ada", "last_name": "L3",
+                                                                      "full_name": "Ada L3"}
         assert db.posts.count_documents({"_polymigrate": {"$exists": True}}) == 0  # the filter is the guard
         rows = {e.script: e for e in adapter.read_ledger()}
         assert rows["transforms/3-posts-author-full-name.py"].progress["transforms"]["posts-v2"]["processed"] == 40
         assert rows["transforms/3-posts-author-full-name.py"].progress["transforms"]["posts-v2"]["batches"] == 6
+        # and back: down() of the transform restores version 1 documents
+        undo_to(adapter, migrations, ctx, "2")
+        assert db.posts.count_documents({"schemaVersion": 1}) == 40
+        assert db.posts.find_one({"author.user_id": 3})["author"] == {"user_id": 3, "first_name": "Ada", "last_name": "L3"}
+        assert {e.script: e.status for e in adapter.read_ledger()}["transforms/3-posts-author-full-name.py"] is Status.UNDONE
+        # the whole release, contract included: the old names go
+        rest = migrate(adapter, ok, ctx, out_of_order=True)
+        assert "transforms/3.1-posts-drop-author-first-last-name.py" in [a["script"] for a in rest.applied]
+        assert db.posts.count_documents({"schemaVersion": 2}) == 40
+        assert db.posts.find_one({"author.user_id": 3})["author"] == {"user_id": 3, "full_name": "Ada L3"}
         if not mongo_server.is_ferretdb:
             opts = db.command("listCollections", filter={"name": "posts"})["cursor"]["firstBatch"][0]["options"]
             assert opts["validator"]["$jsonSchema"]["properties"]["schemaVersion"] == {"enum": [2]}
@@ -88,11 +103,8 @@ def test_social_commerce_posts_transform_and_what_needs_real_mongodb(make_mongo_
             with pytest.raises(pymongo.errors.WriteError):
                 db.posts.insert_one({"schemaVersion": 1, "author": {}, "body": "x", "created_at": datetime.now()})
         assert migrate(adapter, ok, ctx, out_of_order=True).applied == []
-        # and back: down() of the transform restores version 1 documents
-        undo_to(adapter, migrations, ctx, "2")
-        assert db.posts.count_documents({"schemaVersion": 1}) == 40
-        assert db.posts.find_one({"author.user_id": 3})["author"] == {"user_id": 3, "first_name": "Ada", "last_name": "L3"}
-        assert {e.script: e.status for e in adapter.read_ledger()}["transforms/3-posts-author-full-name.py"] is Status.UNDONE
+        with pytest.raises(PermanentError, match="contract-phase migration"):
+            undo_to(adapter, migrations, ctx, "3")
     finally:
         adapter.close()
 

@@ -125,3 +125,17 @@ def test_matrix_uses_the_version_the_plan_read_when_the_run_then_failed():
     _, rows = build_matrix(records(events))
     assert {r.region: (r.cells["postgresql"].version, r.cells["postgresql"].pending) for r in rows} == \
         {"western_europe": ("2", 1), "north_africa": (None, 3)}
+
+
+def test_a_region_s_contract_approval_is_a_note_of_the_run_not_an_approver_of_its_change_set():
+    base = dict(domain="social-commerce", environment="production", run_id="manual__1", actor="dev1@airflow")
+    events = [AuditEvent("approved", at=T0, details={"by": "ann", "counted": True}, **base),
+              AuditEvent("approved", at=T0, details={"by": "cid", "counted": True}, **base),
+              AuditEvent("approved", at=T0, region="western_europe",
+                         details={"by": "bob", "counted": True, "gate": "contract"}, **base),
+              AuditEvent("rejected", at=T0, region="north_africa",
+                         details={"by": "ann", "gate": "contract", "reason": "old app still live"}, **base)]
+    (run,) = summarize_runs(records(events))
+    assert run.approvers == ["ann", "cid"] and run.rejected_by == []
+    assert "contract phase in western_europe approved by bob" in run.notes
+    assert "contract phase in north_africa rejected by ann: old app still live" in run.notes

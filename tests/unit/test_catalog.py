@@ -242,7 +242,26 @@ def test_samples_show_flyway_ordering_and_the_expand_contract_steps(samples):
     assert [m.script for m in samples["social-commerce"].undo("postgresql")] == [
         "tables/U2.1__users_full_name_not_null.sql", "tables/U3__drop_users_first_last_name.sql"]
     backfill = next(m for m in samples["social-commerce"].versioned("postgresql") if str(m.version) == "1.10")
-    assert backfill.directives.transactional is False
+    assert backfill.directives.backfill is True and backfill.phase == "migrate"
+
+
+def test_the_full_name_sample_is_one_release_in_phases_across_the_four_engines(samples):
+    cat = samples["social-commerce"]
+    declared = {t: {m.script: m.phase for m in cat.versioned(t) if m.declares_phase}
+                for t in ("postgresql", "mongodb", "elasticsearch", "redis")}
+    assert declared["postgresql"] == {"tables/V1.9__expand_users_full_name.sql": "expand",
+                                      "tables/V1.10__backfill_users_full_name.sql": "migrate",
+                                      "tables/V2__check_users_full_name_present.sql": "contract",
+                                      "tables/V2.1__users_full_name_not_null.sql": "contract",
+                                      "tables/V3__drop_users_first_last_name.sql": "contract"}
+    assert declared["mongodb"]["collections/2.1-index-posts-author-full-name.json"] == "expand"
+    assert declared["mongodb"]["transforms/3-posts-author-full-name.py"] == "migrate"
+    assert declared["mongodb"]["transforms/3.1-posts-drop-author-first-last-name.py"] == "contract"
+    assert declared["elasticsearch"] == {"2-people-v2-full-name-autocomplete.json": "migrate"}
+    assert declared["redis"] == {"4-profile-cache-full-name.lua": "migrate"}
+    assert {t: cat.phases(t) for t in declared} == {
+        "postgresql": ["expand", "migrate", "contract"], "mongodb": ["expand", "migrate", "contract"],
+        "elasticsearch": ["expand", "migrate"], "redis": ["expand", "migrate"]}
 
 
 def test_samples_cover_all_four_technologies(samples):
@@ -273,10 +292,12 @@ def test_every_elasticsearch_step_kind_has_an_implementation():
 
 
 def test_sample_python_transform_defines_up_and_down(samples):
-    (m,) = [m for m in samples["social-commerce"].migrations["mongodb"] if m.path.suffix == ".py"]
-    functions = {n.name for n in ast.parse(m.text).body if isinstance(n, ast.FunctionDef)}
-    assert {"up", "down"} <= functions
-    assert "schemaVersion" in m.text
+    transforms = [m for m in samples["social-commerce"].migrations["mongodb"] if m.path.suffix == ".py"]
+    assert len(transforms) == 2
+    for m in transforms:
+        functions = {n.name for n in ast.parse(m.text).body if isinstance(n, ast.FunctionDef)}
+        assert {"up", "down"} <= functions, m.script
+    assert "schemaVersion" in transforms[0].text
 
 
 # --- next_version -----------------------------------------------------------------------------

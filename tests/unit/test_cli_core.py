@@ -102,7 +102,9 @@ def test_new_creates_the_next_numbered_files(specs):
     r = run("new", "social-commerce", "postgresql", "Add orders index", "--dir", "indexes", "--specs", str(specs))
     assert r.returncode == 0, r.stderr
     created = specs / "social-commerce/postgresql/indexes/V4__add_orders_index.sql"
-    assert created.read_text().startswith("-- Add orders index\n")
+    # social-commerce is a phased release ending in contract: a new last file is contract too, so it validates
+    assert created.read_text().startswith("-- Add orders index\n-- polymigrate: phase=contract, lock_timeout=5s\n")
+    assert "phase contract" in r.stdout
     # the next one sees the file just created
     r = run("new", "social-commerce", "postgresql", "second", "--specs", str(specs))
     assert (specs / "social-commerce/postgresql/V5__second.sql").exists(), r.stderr
@@ -113,6 +115,9 @@ def test_new_creates_the_next_numbered_files(specs):
     r = run("new", "warehousing", "elasticsearch", 'say "hi"', "--specs", str(specs))
     es = specs / "warehousing/elasticsearch/5-say-hi.json"
     assert json.loads(es.read_text())["description"] == 'say "hi"'
+    r = run("new", "social-commerce", "redis", "warm caches", "--phase", "migrate", "--specs", str(specs))
+    assert "-- polymigrate: phase=migrate, batch_size=100\n" in (specs / "social-commerce/redis/5-warm-caches.lua").read_text()
+    assert run("new", "social-commerce", "redis", "x", "--phase", "later", "--specs", str(specs)).returncode == 2
     assert run("validate", str(specs), "-d", "social-commerce").returncode == 0
 
 

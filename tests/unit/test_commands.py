@@ -453,3 +453,114 @@ def test_the_soak_counts_from_the_first_verify_after_the_earlier_phases_last_cha
     assert contract_gate(run, "p1", NOW) == NOW + timedelta(minutes=20)
     at(1, "migration_succeeded", phase="contract")  # contract files do not restart it
     assert phase_verified_at(run, "p1") == NOW - timedelta(minutes=10)
+
+
+# --- the separate approval of the contract phase (policy.contract_approval) ---------------------------
+
+def contract_approval(specs: Path) -> None:
+    phased(specs, 0)
+    path = specs / "environments" / "production.yaml"
+    path.write_text(path.read_text() + "  contract_approval: true\n")
+    # the contract file is a reviewed drop: waived with a reason, as production requires
+    (specs / "shop" / "postgresql" / "V2__drop_first_name.sql").write_text(
+        "-- polymigrate: phase=contract\n"
+        "-- polymigrate:lint-ignore ban-drop-column reason: every application version reads full_name only\n"
+        "ALTER TABLE customers DROP COLUMN first_name;\n")
+
+
+def answer(user: str, decision: str = "approve", comment: str = "") -> dict:
+    return {"user": user, "decision": decision, "hash": "", "at": NOW.isoformat(), "comment": comment}
+
+
+def test_the_contract_phase_waits_for_its_own_approval_per_region_recorded_apart_from_the_change_set_s(specs):
+    from polymigrate.commands.approval import approval_status
+    from polymigrate.commands.contract_approval import (check_contract_approval, record_contract_answer,
+                                                        request_contract_approval)
+
+    contract_approval(specs)
+    run, sink = airflow_run(specs)
+    summary = validate(run)
+    assert summary["contract_gates"] == {"soak_minutes": 0, "approval": True}
+    # the change set's approvers read that the contract will be asked for again, region by region
+    main = request_approval(run, summary)
+    assert "contract runs only after the earlier phases verified in the region, and a separate approval of the " \
+           "contract phase there" in main.body
+    with pytest.raises(PolicyRefused, match="no valid approval of the contract phase on record") as refused:
+        check_contract_approval(run, "p1")
+    assert "p1.approve_contract" in refused.value.hint
+    pending = request_contract_approval(run, "p1", summary)
+    assert pending.request["eligible"] == ["ann", "bob"]  # olga triggered the run: four-eyes holds here too
+    assert pending.decision.required == 2  # production's count, without the destructive escalation
+    assert "`V2__drop_first_name.sql`" in pending.body and "Contract phase of shop in production / p1" in pending.body
+    asked = sink.events[-1]
+    assert (asked.kind, asked.region, asked.details["gate"]) == ("approval_requested", "p1", "contract")
+    assert asked.details["files"] == {"postgresql": ["V2__drop_first_name.sql"]}
+
+    request = {**pending.request, "changeset_hash": summary["changeset_hash"]}
+    ann = {**answer("ann"), "hash": request["changeset_hash"]}
+    still = record_contract_answer(run, "p1", request, [ann])
+    assert still.decision.status == "waiting"
+    bob = {**answer("bob", comment="new app on 100% of p1 since Monday"), "hash": request["changeset_hash"]}
+    granted = record_contract_answer(run, "p1", request, [ann, bob])
+    assert granted["approved_by"] == ["ann", "bob"] and granted["region"] == "p1"
+    assert [(e.kind, e.region, e.details.get("gate"), e.details.get("by")) for e in sink.events[-2:]] == [
+        ("approved", "p1", "contract", "ann"), ("approved", "p1", "contract", "bob")]
+    assert check_contract_approval(run, "p1") == ("ann", "bob")
+    # they approved p1's contract, not the change set, nor another region's contract
+    assert approval_status(run, summary["changeset_hash"], summary).status == "waiting"
+    with pytest.raises(PolicyRefused, match="p2: no valid approval of the contract phase"):
+        check_contract_approval(run, "p2")
+    # a new try of the task finds the answers on record and asks nobody again
+    assert request_contract_approval(run, "p1", summary)["approved_by"] == ["ann", "bob"]
+
+
+def test_a_rejected_contract_stands_and_the_earlier_phases_stay(specs):
+    from polymigrate.commands.contract_approval import record_contract_answer, request_contract_approval
+
+    contract_approval(specs)
+    run, sink = airflow_run(specs)
+    summary = validate(run)
+    request = {**request_contract_approval(run, "p1", summary).request}
+    with pytest.raises(PolicyRefused, match="p1: contract phase rejected by ann: old app still in p1"):
+        record_contract_answer(run, "p1", request, [{**answer("ann", "reject", "old app still in p1"),
+                                                     "hash": request["changeset_hash"]}])
+    assert (sink.events[-1].kind, sink.events[-1].details["gate"]) == ("rejected", "contract")
+    with pytest.raises(PolicyRefused, match="rejected earlier in this run by ann"):
+        request_contract_approval(run, "p1", summary)
+
+
+def test_without_the_policy_or_in_a_dry_run_the_contract_needs_no_separate_approval(specs):
+    from polymigrate.commands.contract_approval import check_contract_approval, request_contract_approval
+
+    phased(specs, 0)
+    run, sink = airflow_run(specs)
+    summary = validate(run)
+    assert request_contract_approval(run, "p1", summary)["automatic"] is True
+    assert check_contract_approval(run, "p1") == ()
+    contract_approval(specs)
+    run, _ = airflow_run(specs, RunParams(dry_run=True))
+    assert request_contract_approval(run, "p1", validate(run))["automatic"] is True
+
+
+def test_where_nobody_approves_change_sets_a_contract_approval_still_needs_one_person(specs):
+    from polymigrate.commands.contract_approval import request_contract_approval
+
+    contract_approval(specs)
+    (specs / "environments" / "testing.yaml").write_text("regions: {t1: null}\npolicy: {contract_approval: true}\n")
+    run, _ = run_in(specs, "testing", who=Who("olga@airflow", "olga", "manual__1", dag_id="migrate__shop__testing"))
+    pending = request_contract_approval(run, "t1", validate(run))
+    assert pending.decision.required == 1 and pending.request["eligible"] == ["ann", "bob", "olga"]
+
+
+def test_the_command_line_stops_before_a_contract_that_needs_its_own_approval(specs):
+    from polymigrate.commands.verbs import contract_approval_from_cli
+
+    contract_approval(specs)
+    run, sink = run_in(specs, "production")
+    with pytest.raises(PolicyRefused, match="needs a separate approval") as refused:
+        contract_approval_from_cli(run, "p1")
+    assert "migrate__shop__production" in refused.value.hint
+    assert (sink.events[-1].kind, sink.events[-1].details["gate"]) == ("refused", "contract")
+    run, sink = run_in(specs, "production", RunParams(override=True, override_reason="INC-4711 disk full, drop now"))
+    contract_approval_from_cli(run, "p1")
+    assert (sink.events[-1].kind, sink.events[-1].details["how"]) == ("overridden", "break_glass")

@@ -132,6 +132,21 @@ def test_the_dag_runs_phase_major_across_technologies(tree):
     assert "30 min of soak" in bp.doc_md
 
 
+def test_with_contract_approval_each_region_asks_between_the_verify_and_its_contract(tree):
+    env = tree / "environments/prod.yaml"
+    env.write_text(env.read_text() + "  contract_approval: true\n")
+    bp = {b.domain: b for b in compile_project(tree)}["shop"]
+    for region in ("r1", "r2"):
+        ask = bp.task(f"{region}.approve_contract")
+        assert ask.operator == "polymigrate_airflow.approval.ApproveContractOperator"
+        assert ask.upstream == (f"{region}.verify_before_contract",) and ask.trigger_rule == ALL_SUCCESS
+        assert ask.arguments["region"] == region and ask.retries == 0
+        assert bp.task(f"{region}.contract_postgresql").upstream == (ask.full_id,)
+    assert "and a separate approval in each region (task `approve_contract`" in bp.doc_md
+    plain = {b.domain: b for b in compile_project(tree)}["plain"]
+    assert not [t for t in plain.tasks if t.task_id == "approve_contract"]  # nothing to contract, nothing to ask
+
+
 def test_a_domain_without_phases_keeps_one_block_per_technology(tree):
     bp = {b.domain: b for b in compile_project(tree)}["plain"]
     assert [t.task_id for t in bp.tasks if t.group == "r1"] == ["postgresql", "redis", "verify"]

@@ -191,7 +191,12 @@ def summarize_runs(records: Iterable[AuditRecord]) -> list[RunSummary]:
                 or person(e.details.get("run_type") and f"{e.details['run_type']}{AIRFLOW_SUFFIX}") or person(e.actor)
         elif run.triggered_by is None and e.details.get("triggered_by"):
             run.triggered_by = person(e.details["triggered_by"])
-        if e.kind == "approved":
+        if e.kind in ("approved", "rejected") and e.details.get("gate") == "contract":
+            # a region's go-ahead for the contract phase (docs/phases.md), not an approval of the change set
+            if e.details.get("counted") is not False:
+                run.notes.append(f"contract phase in {e.region or '?'} {e.kind} by {_decider(e)}"
+                                 + (f": {e.details['reason']}" if e.kind == "rejected" and e.details.get("reason") else ""))
+        elif e.kind == "approved":
             who = _decider(e)
             # an answer the policy did not count (same person twice, wrong role) approved nothing
             if who not in run.approvers and e.details.get("counted") is not False:

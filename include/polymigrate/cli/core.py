@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from polymigrate.adapters.redis_templates import new_file_template
-from polymigrate.catalog import EXTENSIONS, discover_domain, next_version
+from polymigrate.catalog import EXTENSIONS, PHASES, discover_domain, next_version
 from polymigrate.cli.app import DEFAULT_SPECS, app, console, err_console
 from polymigrate.commands import EnvironmentConnector, RunParams, Who, open_run, plan_domain, validate_project
 from polymigrate.connections import AUDIT_CONN_ID, url_for
@@ -196,12 +196,24 @@ _TEMPLATES = {
 }
 
 
+def _with_phase(technology: str, body: str, phase: str) -> str:
+    """The template with its phase declared: a header line for SQL and Lua, a key for JSON."""
+    if body.startswith("{"):
+        return body.replace("{\n", f'{{\n  "phase": "{phase}",\n', 1)
+    first, _, rest = body.partition("\n")
+    if rest.startswith("-- polymigrate: "):  # one header line carries every option
+        return f"{first}\n-- polymigrate: phase={phase}, " + rest[len("-- polymigrate: "):]
+    return f"{first}\n-- polymigrate: phase={phase}\n{rest}"
+
+
 @app.command()
 def new(domain: str = typer.Argument(...), technology: str = typer.Argument(..., help="postgresql|mongodb|redis|elasticsearch"),
         description: str = typer.Argument(..., help="words, e.g. 'add orders index'"),
         repeatable: bool = typer.Option(False, "--repeatable", help="PostgreSQL R__ file"),
         undo: Optional[str] = typer.Option(None, "--undo", help="PostgreSQL U file for this version"),
         subdir: Optional[str] = typer.Option(None, "--dir", help="sub-folder, e.g. tables"),
+        phase: Optional[str] = typer.Option(None, "--phase", help="release phase: expand|migrate|contract "
+                                            "(default in a phased domain: the newest file's phase, docs/phases.md)"),
         specs: Path = SpecsArg) -> None:
     """Scaffold a correctly numbered migration file from a template."""
     v = validate_project(specs, [domain])
@@ -228,8 +240,17 @@ def new(domain: str = typer.Argument(...), technology: str = typer.Argument(...,
     _check_version("--undo", undo)
     folder = d.technology_dir(technology) / (subdir or "")
     folder.mkdir(parents=True, exist_ok=True)
+    if phase is not None and phase not in PHASES:
+        err_console.print(f"--phase: unknown phase '{phase}'; one of {', '.join(PHASES)} (docs/phases.md)")
+        raise typer.Exit(2)
     cat = discover_domain(d)
     version = undo or next_version(cat.versioned(technology))
+    if phase is None and cat.phased and not undo and not repeatable and cat.versioned(technology):
+        # the new file comes last: in the newest file's phase it validates (an expand file after a
+        # contract one would run before it, phase-major, and is refused)
+        phase = max((m.phase for m in cat.versioned(technology)), key=PHASES.index)
+        if phase != "expand":
+            console.print(f"phase {phase} (the newest {technology} file's; --phase to choose a later one)", highlight=False)
     if technology == "postgresql":
         name = f"R__{words}.sql" if repeatable else f"{'U' if undo else 'V'}{version}__{words}.sql"
     else:
@@ -241,5 +262,8 @@ def new(domain: str = typer.Argument(...), technology: str = typer.Argument(...,
         raise typer.Exit(1)
     # JSON templates get the description JSON-escaped, so quotes in it keep the file valid
     text = description if technology in ("postgresql", "redis") else json.dumps(description)[1:-1]
-    path.write_text(_TEMPLATES[technology].format(description=text), encoding="utf-8")
+    body = _TEMPLATES[technology].format(description=text)
+    if phase and not undo:
+        body = _with_phase(technology, body, phase)
+    path.write_text(body, encoding="utf-8")
     console.print(f"[green]created[/] {path}")

@@ -68,8 +68,8 @@ def recorded_answers(sink: EventSink, domain: str, environment: str, run_id: str
     rejections: list[dict] = []
     for r in query(domain=domain, environment=environment, run_id=run_id, kind=["approved", "rejected"]):
         d = r.event.details
-        if d.get("changeset_hash") != changeset_hash or not d.get("by") or d.get("automatic"):
-            continue
+        if d.get("changeset_hash") != changeset_hash or not d.get("by") or d.get("automatic") or d.get("gate") == "contract":
+            continue  # gate: a contract phase's own approval (commands/contract_approval.py), not the change set's
         answer = {"user": d["by"], "decision": "approve" if r.event.kind == "approved" else "reject",
                   "hash": changeset_hash, "at": r.event.at.isoformat(),
                   "comment": d.get("comment") or d.get("reason") or ""}
@@ -154,7 +154,7 @@ def _events(run: Run, kind: str) -> list:
 
 
 def _approved_events(run: Run) -> list:
-    return _events(run, "approved")
+    return [e for e in _events(run, "approved") if e.details.get("gate") != "contract"]
 
 
 def last_approved_hash(run: Run, other_than: str) -> str | None:
@@ -462,7 +462,8 @@ def summary_markdown(domain: str, environment: str, summary: dict[str, Any], dec
                      + ", ".join(f"{t} {n}" for t, n in techs.items()))
     if s.get("phases"):
         lines.append("\n**Release phases** (files per technology, run phase-major in each region): "
-                     + phases_line(s["phases"]))
+                     + phases_line(s["phases"], (s.get("contract_gates") or {}).get("soak_minutes") or 0,
+                                   bool((s.get("contract_gates") or {}).get("approval"))))
     destructive = "**yes**" if s.get("destructive") else "no"
     lines += ["", f"- lint risk: **{s.get('risk') or 'not assessed'}**, findings: {lint.get('findings', 0)}, "
               f"blocking: {lint.get('blocking', 0)}; destructive: {destructive}"]

@@ -60,7 +60,8 @@ def summarize(run: Run) -> tuple[dict[str, Any], list]:
     shown = sorted((f for f in report.findings if not f.suppressed and f.severity != "info"),
                    key=lambda f: -severity_rank(f.severity))
     phases = phase_counts(run.catalog, run.domain.technology_order())
-    return {"migrations": counts, **({"phases": phases} if phases else {}), "risk": report.risk,
+    gates = {"soak_minutes": run.policy.contract_soak_minutes, "approval": run.policy.contract_approval}
+    return {"migrations": counts, **({"phases": phases, "contract_gates": gates} if phases else {}), "risk": report.risk,
             "destructive": report.destructive, "destructive_waived": waived,
             "suppressions": report.suppressions[:EVENT_LIST_CAP], "changeset_hash": run.changeset_hash(),
             "files": file_digests(run),

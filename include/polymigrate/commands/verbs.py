@@ -57,7 +57,7 @@ def plan(run: Run, grant: Grant) -> Plan:
     phases = phase_counts(run.catalog, run.domain.technology_order())
     run.log.info("Plan %s/%s (hash %s)\n%s%s%s", run.domain.name, env.name, result.hash[:12], plan_table(result),
                  "".join(f"\nskipped {line}" for line in result.skipped),
-                 f"\nphases in each region: {phases_line(phases, run.policy.contract_soak_minutes)}" if phases else "")
+                 f"\nphases in each region: {phases_line(phases, run.policy.contract_soak_minutes, run.policy.contract_approval)}" if phases else "")
     if result.problems:
         fixes = [run.connector.how_to_configure(c) for c in sorted(run.connector.unconfigured)]
         raise PermanentError("the plan cannot run:\n  " + "\n  ".join(result.problems),
@@ -246,6 +246,8 @@ def migrate_environment(run: Run, show: Callbacks | None = None) -> list[RunResu
                                         f"phase waits {run.policy.contract_soak_minutes:g} min of soak "
                                         f"(policy.contract_soak_minutes), until {moment.isoformat()}",
                                         hint="run migrate again then: it applies only the contract phase")
+                if run.policy.contract_approval and not run.params.dry_run:
+                    contract_approval_from_cli(run, region.name)
             require_window(run, region.name, tech)
             show.target(f"{region.name}/{tech}{' [' + phase + ']' if phase else ''} "
                         f"({run.environment.connection_id(region.name, tech)})")
@@ -256,6 +258,22 @@ def migrate_environment(run: Run, show: Callbacks | None = None) -> list[RunResu
         if techs:
             verify_region(run, region.name, techs)
     return results
+
+
+def contract_approval_from_cli(run: Run, region: str) -> None:
+    """The command line cannot collect the contract phase's separate approval: it stops before the
+    contract, naming the DAG that asks, unless an emergency override breaks the glass (recorded)."""
+    from polymigrate.blueprint import dag_id
+
+    if run.params.override:
+        run.emit("overridden", region=region, details={"gate": "contract", "by": run.who.actor, "how": "break_glass",
+                                                       "reason": run.params.override_reason})
+        return
+    run.emit("refused", region=region, details={"gate": "contract", "reason": "contract approval"})
+    raise PolicyRefused(f"{region}: expand and migrate are applied and verified; the contract phase needs a separate "
+                        f"approval (policy.contract_approval), which the command line cannot collect",
+                        hint=f"trigger the DAG {dag_id(run.domain.name, run.environment.name)}: it runs only the "
+                             "contract phase, after its approve_contract task")
 
 
 def phase_verified_at(run: Run, region: str) -> datetime | None:

@@ -101,6 +101,9 @@ class Policy(_Model):
     statement_timeout: str | None = None
     contract_soak_minutes: float = Field(0, ge=0, description="a release's contract phase starts only this long "
                                          "after its earlier phases verified in the region (docs/phases.md)")
+    contract_approval: bool = Field(False, description="a release's contract phase in each region waits, after "
+                                    "its earlier phases verified there, for a separate approval by the people "
+                                    "`approvals` names (at least one; docs/phases.md)")
     lock_wait_seconds: float = Field(300, ge=0, description="how long to wait for another run's migration lock")
     verify_failures: Literal["fail", "warn"] = Field("fail", description=(
         "what a failed built-in check of the verify step does (INVALID index, NOT VALID constraint, alias "
@@ -115,7 +118,7 @@ class Policy(_Model):
     @property
     def needs_audit(self) -> bool:
         """Runs must be recorded; approvals are verified from the audit store, so requiring them requires it."""
-        return self.audit_required or self.approvals.required > 0
+        return self.audit_required or self.approvals.required > 0 or self.contract_approval
 
     @property
     def rehearsal(self) -> str | None:

@@ -1,4 +1,4 @@
--- polymigrate: lock_timeout=3s
+-- polymigrate: phase=expand, lock_timeout=3s
 -- Expand step of first_name/last_name -> full_name: a nullable column (no table rewrite, brief lock)
 -- and a trigger so application versions that still write first/last name keep full_name in sync.
 ALTER TABLE users ADD COLUMN full_name text;

@@ -1,4 +1,4 @@
--- polymigrate: lock_timeout=3s
+-- polymigrate: phase=contract, lock_timeout=3s
 -- Contract, step 2 of 3. VALIDATE scans the table under SHARE UPDATE EXCLUSIVE only (reads and
 -- writes go on), in its own migration so it does not share a transaction with the ADD above.
 -- The validated CHECK then lets SET NOT NULL skip its own full-table scan (PostgreSQL 12+).

@@ -1,4 +1,4 @@
--- polymigrate: lock_timeout=3s
+-- polymigrate: phase=contract, lock_timeout=3s
 -- Contract, step 3 of 3: nothing reads first_name/last_name any more.
 DROP TRIGGER users_sync_full_name ON users;
 DROP FUNCTION users_sync_full_name();
