@@ -1,4 +1,4 @@
-"""The sample Elasticsearch migrations (warehousing, centralized-dashboard) run for real.
+"""The sample Elasticsearch migrations (warehousing, centralized-dashboard, social-commerce) run for real.
 
 The server is shared, so every index, alias and template name of the samples gets this test's
 prefix; everything else (mappings, analyzers, steps, their order) is the sample files' own.
@@ -99,13 +99,19 @@ def test_social_commerce_people_search_behind_its_alias(search_target, tmp_path)
     p = t.prefix
     files = sample_files("social-commerce", p)
     result = run(t, tmp_path / "es", files)
-    assert [a["version"] for a in result.applied] == ["1"]
-    assert list(t.api.alias_targets(p + "people")) == [p + "people_v1"]
+    # expand (people_v1 behind the alias), then the release's migrate step: blue-green to people_v2
+    assert [a["version"] for a in result.applied] == ["1", "2"]
+    assert list(t.api.alias_targets(p + "people")) == [p + "people_v2"]
     t.api.request("PUT", f"/{p}people/_doc/7", params={"refresh": "true"},
                   body={"user_id": 7, "handle": "ada", "full_name": "Ada Lovelace", "followers": 3,
                         "updated_at": "2026-11-30T00:00:00Z"})
     found = t.api.request("GET", f"/{p}people/_search", body={"query": {"match": {"full_name": "lovelace"}}})
     assert [h["_id"] for h in found["hits"]["hits"]] == ["7"]
+    # what people_v2 adds: the name answers while it is being typed
+    typed = t.api.request("GET", f"/{p}people/_search", body={"query": {"multi_match": {
+        "query": "ada lov", "type": "bool_prefix",
+        "fields": ["full_name.prefix", "full_name.prefix._2gram", "full_name.prefix._3gram"]}}})
+    assert [h["_id"] for h in typed["hits"]["hits"]] == ["7"]
     # strict mapping: a field the release did not declare (first_name is PostgreSQL's old column) is refused
     from polymigrate.adapters.es_api import SearchError
     with pytest.raises(SearchError):
