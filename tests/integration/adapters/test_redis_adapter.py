@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import shutil
 import threading
 import time
@@ -122,6 +124,9 @@ def test_sample_social_commerce_migrations_rename_move_and_expire(client, adapte
     for i in range(3000):
         pipe.set(f"social:user:{i}:profile", f"profile-{i}")
     pipe.set("social:user:7:profile", "profile-7", ex=500)  # RENAME keeps the TTL
+    # cached JSON profiles: the release's migrate step adds full_name, keeping the old names and the TTL
+    pipe.set("social:user:8:profile", json.dumps({"first_name": "Ada", "last_name": "Lovelace"}), ex=900)
+    pipe.set("social:user:9:profile", json.dumps({"first_name": "Grace", "full_name": "G. Hopper"}))
     for i in range(200):
         pipe.set(f"social:post:{i}:likes", i)
         pipe.set(f"social:post:{i}:views", 10 * i)
@@ -135,7 +140,11 @@ def test_sample_social_commerce_migrations_rename_move_and_expire(client, adapte
     result = migrate(a, migs, ctx())
 
     assert [x["script"] for x in result.applied] == ["1-rename-profile-keys.lua", "2-post-counters-to-hash.lua",
-                                                      "3-session-ttl-policy.lua"]
+                                                      "3-session-ttl-policy.lua", "4-profile-cache-full-name.lua"]
+    assert json.loads(client.get("social:user_profile:8")) == {"first_name": "Ada", "last_name": "Lovelace",
+                                                                "full_name": "Ada Lovelace"}
+    assert 0 < client.ttl("social:user_profile:8") <= 900
+    assert json.loads(client.get("social:user_profile:9")) == {"first_name": "Grace", "full_name": "G. Hopper"}
     assert not list(client.scan_iter(match="social:user:*:profile", count=1000))
     assert client.get("social:user_profile:2999") == b"profile-2999"
     assert 0 < client.ttl("social:user_profile:7") <= 500
