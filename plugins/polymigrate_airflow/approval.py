@@ -48,10 +48,9 @@ class ApproveOperator(PolymigrateMixin, ApprovalOperator):
         from polymigrate.commands.approval import request_approval
 
         outcome = request_approval(self.open_run(context), self.upstream(context, "validate"))
-        if isinstance(outcome, dict):
-            return outcome
-        self.body = outcome.body
-        self._park(context, outcome.approvals, outcome.request)
+        if not isinstance(outcome, dict):
+            self.body = outcome.body
+        return self._settle(context, outcome)
 
     def execute_complete(self, context, event: dict[str, Any], approvals: list[dict] | None = None,
                          request: dict | None = None):
@@ -60,18 +59,27 @@ class ApproveOperator(PolymigrateMixin, ApprovalOperator):
         return self.guarded(context, lambda ctx: self._answer(ctx, event, list(approvals or []), request))
 
     def _answer(self, context, event: dict[str, Any], approvals: list[dict], request: dict):
-        from polymigrate.commands.approval import record_answer, refuse, when
+        from polymigrate.commands.approval import record_answer, refuse
 
         run = self.open_run(context)
         base = {"changeset_hash": request["changeset_hash"], "override": request.get("override", False)}
         if event.get("timedout") or "error" in event:
             refuse(run, ["no decision before the response timeout; trigger a new run"], base)
+        approvals.append(self._response(event, request))
+        return self._settle(context, record_answer(run, request, approvals, self.upstream(context, "validate")))
+
+    def _response(self, event: dict[str, Any], request: dict) -> dict:
+        """One HITL response as an answer for the command layer to judge."""
+        from polymigrate.commands.approval import when
+
         chosen = (event.get("chosen_options") or [None])[0]
-        approvals.append({"user": (event.get("responded_by_user") or {}).get("name") or "unknown",
-                          "decision": "approve" if chosen == self.APPROVE else "reject",
-                          "hash": request["changeset_hash"], "at": when(event.get("responded_at")).isoformat(),
-                          "comment": ((event.get("params_input") or {}).get("comment") or "").strip()})
-        outcome = record_answer(run, request, approvals, self.upstream(context, "validate"))
+        return {"user": (event.get("responded_by_user") or {}).get("name") or "unknown",
+                "decision": "approve" if chosen == self.APPROVE else "reject",
+                "hash": request["changeset_hash"], "at": when(event.get("responded_at")).isoformat(),
+                "comment": ((event.get("params_input") or {}).get("comment") or "").strip()}
+
+    def _settle(self, context, outcome):
+        """The task's result once decided; otherwise it waits for the next answer."""
         if isinstance(outcome, dict):
             return outcome
         self._park(context, outcome.approvals, outcome.request)
@@ -106,25 +114,17 @@ class ApproveContractOperator(ApproveOperator):
         approved_hash, summary = self.approved(context)  # the change set approve approved, re-evaluated after a fix
         outcome = request_contract_approval(self.open_run(context), self.region,
                                             {**summary, "changeset_hash": approved_hash or summary.get("changeset_hash")})
-        if isinstance(outcome, dict):
-            return outcome
-        self.body = outcome.body
-        self._park(context, outcome.approvals, outcome.request)
+        if not isinstance(outcome, dict):
+            self.body = outcome.body
+        return self._settle(context, outcome)
 
     def _answer(self, context, event: dict[str, Any], approvals: list[dict], request: dict):
-        from polymigrate.commands.approval import refuse, when
+        from polymigrate.commands.approval import refuse
         from polymigrate.commands.contract_approval import GATE, record_contract_answer
 
         run = self.open_run(context)
         if event.get("timedout") or "error" in event:
             refuse(run, [f"{self.region}: no decision on the contract phase before the response timeout; its earlier "
                          "phases stay applied (trigger a new run)"], {"gate": GATE, "changeset_hash": request["changeset_hash"]})
-        chosen = (event.get("chosen_options") or [None])[0]
-        approvals.append({"user": (event.get("responded_by_user") or {}).get("name") or "unknown",
-                          "decision": "approve" if chosen == self.APPROVE else "reject",
-                          "hash": request["changeset_hash"], "at": when(event.get("responded_at")).isoformat(),
-                          "comment": ((event.get("params_input") or {}).get("comment") or "").strip()})
-        outcome = record_contract_answer(run, self.region, request, approvals)
-        if isinstance(outcome, dict):
-            return outcome
-        self._park(context, outcome.approvals, outcome.request)
+        approvals.append(self._response(event, request))
+        return self._settle(context, record_contract_answer(run, self.region, request, approvals))
