@@ -145,6 +145,11 @@ class Adapter(abc.ABC):
         return [Check(f"expectations {s.name}", False, f"{s.path}: {self.technology} suites are not run yet",
                       technology=self.technology) for s in suites]
 
+    def _expectation_checks(self, outcomes: list[Any]) -> list[Check]:
+        """One verify check per expectation outcome (``polymigrate.expectations.Outcome``)."""
+        return [Check(f"expectation {o.suite}: {o.expectation}", o.ok, o.detail, technology=self.technology)
+                for o in outcomes]
+
     def baseline(self, version: str, description: str, ctx: RunContext) -> None:
         from polymigrate.errors import PermanentError
         raise PermanentError(f"baseline is not supported for {self.technology}")

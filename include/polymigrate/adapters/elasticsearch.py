@@ -324,8 +324,7 @@ class ElasticsearchAdapter(Adapter):
         except SearchError as exc:
             raise classify(exc)(f"{self.target}: the expectation suites could not run: {exc}",
                                 hint="check each suite's object (index or alias) and field names") from exc
-        return [Check(f"expectation {o.suite}: {o.expectation}", o.ok, o.detail, technology=self.technology)
-                for o in outcomes]
+        return self._expectation_checks(outcomes)
 
     def health_checks(self, ctx: RunContext, migrations: list[Migration]) -> list[Check]:
         """Every alias a blue_green switch moved points where the ledger says (the new index, or the

@@ -621,8 +621,7 @@ class MongoAdapter(Adapter):
             outcomes = run_document_suites(suites, MongoProbe(self.db))
         except perr.PyMongoError as exc:
             raise classify(exc, server=self.server, what="the expectation suites could not run") from exc
-        return [Check(f"expectation {o.suite}: {o.expectation}", o.ok, o.detail, technology=self.technology)
-                for o in outcomes]
+        return self._expectation_checks(outcomes)
 
     def health_checks(self, ctx: RunContext, migrations: list[Migration]) -> list[Check]:
         """Every index the applied ``.json`` files declare (``createIndexes`` net of later

@@ -745,5 +745,4 @@ class PostgresAdapter(Adapter):
                 message = message.replace(str(url.password), "***")
             raise PermanentError(f"{self.target}: the expectation suites could not run: {message[:300]}",
                                  hint="check each suite's object (table and schema) and arguments") from None
-        return [Check(f"expectation {o.suite}: {o.expectation}", o.ok, o.detail, technology=self.technology)
-                for o in outcomes]
+        return self._expectation_checks(outcomes)
