@@ -26,6 +26,7 @@ SIGN_IN_HINT = ("not signed in to Airflow: this page uses your Airflow session. 
                 "then Browse → Migration audit (scripts: send 'Authorization: Bearer <token>' from POST /auth/token)")
 HISTORY_LIMIT = 500
 DRIFT_REPORTS_READ = 200  # newest drift events read to find each (domain, environment)'s latest
+APPROVAL_REQUESTS_READ = 200  # newest approval requests read to find each one's latest estimate
 TREND_EVENTS_READ = 2000  # newest migration_succeeded events read per (domain, environment) for the trend
 DEFAULT_DAYS = 30
 
@@ -104,7 +105,8 @@ def _trends(store: PostgresAuditStore, filters: Filters):
     from polymigrate.audit.trend import latest_estimates, rehearsal_trend
 
     requests = _guard(store, lambda: store.query(domain=filters.domain, environment=filters.environment,
-                                                 kind="approval_requested", limit=DRIFT_REPORTS_READ, newest_first=True))
+                                                 kind="approval_requested", limit=APPROVAL_REQUESTS_READ,
+                                                 newest_first=True))
     out = []
     for req in latest_estimates(requests):
         e = req.event
