@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import errors as perr
-
 SMALL = 10_000         # documents: below this a whole-collection write or index build is quick
 LARGE = 1_000_000      # documents: above this it is an event on the primary and its secondaries
 
@@ -25,6 +23,11 @@ def level(count: int | None, default: str) -> str:
 
 class MongoStats:
     def __init__(self, db: Any):
+        # pymongo only here, where a client exists: `validate` imports the MongoDB rules without one,
+        # and a project of PostgreSQL alone installs no MongoDB driver
+        from pymongo.errors import PyMongoError
+
+        self._read_error = PyMongoError
         self.db = db
         self._counts: dict[str, int | None] = {}
         self._names: set[str] | None = None
@@ -33,7 +36,7 @@ class MongoStats:
         if self._names is None:
             try:
                 self._names = set(self.db.list_collection_names())
-            except perr.PyMongoError:
+            except self._read_error:
                 self._names = set()
         return self._names
 
@@ -47,7 +50,7 @@ class MongoStats:
             else:
                 try:
                     self._counts[collection] = int(self.db[collection].estimated_document_count())
-                except perr.PyMongoError:
+                except self._read_error:
                     self._counts[collection] = None
         return self._counts[collection]
 
@@ -62,5 +65,5 @@ class MongoStats:
             return None
         try:
             return int(self.db[collection].count_documents({"$nor": [validator]}, maxTimeMS=10_000))
-        except perr.PyMongoError:
+        except self._read_error:
             return None
