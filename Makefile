@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test demo demo-stop bench clean engines engines-down
+.PHONY: install test demo demo-stop bench clean engines engines-down cluster cluster-down
 
 $(BIN)/polymigrate: requirements.txt constraints.txt pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -21,6 +21,14 @@ engines:
 engines-down:
 	bash scripts/engines.sh down
 
+# a production-shaped Airflow on loopback: API server, scheduler, DAG processor, triggerer, two Celery
+# workers with their own hostnames and homes (scripts/cluster.sh; docs/deploy.md#make-cluster)
+cluster: install engines
+	bash scripts/cluster.sh up
+
+cluster-down:
+	bash scripts/cluster.sh down
+
 test: install engines
 	. .engines/env && $(BIN)/pytest -q -p no:cacheprovider tests
 
@@ -35,4 +43,4 @@ bench: install engines
 	. .engines/env && for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .demo .airflow-test .engines
+	rm -rf $(VENV) .demo .airflow-test .engines .cluster
