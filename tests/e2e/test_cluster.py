@@ -1,0 +1,265 @@
+"""A release on a production-shaped Airflow: `make cluster`'s API server, scheduler, DAG processor,
+triggerer and two Celery workers (each its own host name, home, logs and copy of the specs), driven
+only through the REST API as users drive it.
+
+``common`` and ``social-commerce`` (their PostgreSQL and Redis files: this is about where tasks run,
+the other engines are proven elsewhere) rehearse in staging, then run in production in four
+regions after two approvers answered. On the way: the triggerer is restarted while the approval
+waits (the answer still counts); the worker applying a slow file in north_africa is SIGKILLed
+mid-file and the scheduler SIGKILLed and restarted while the run is in flight. Airflow hands the
+task to the other worker, the retry resumes under the target's lock: every file applied once
+(ledger rows, and a table the slow file adds a row to).
+
+Test-only changes to the copied specs: regions run in parallel in staging (production keeps its
+canary first), no execution window, and production's approvals are what two people can give
+(two of dba/release_manager, no third for high risk, no per-region contract approval: those are
+tested in test_samples_reach_production.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import yaml
+
+from scripts import airflow_local as local
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.cluster]
+
+ROOT = Path(__file__).resolve().parents[2]
+REGIONS = ("western_europe", "eastern_europe", "north_africa", "sub_saharan_africa")
+PREFIX = "pmc_e2e"
+SLOW_REGION = "north_africa"
+# Sleeps only in production's north_africa: long enough to kill its worker in the middle.
+SLOW_FILE = f"""\
+-- polymigrate: phase=migrate
+-- Test only: adds one row each time it is applied, so "applied once" is visible in the data.
+CREATE TABLE cluster_applied (applied_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO cluster_applied DEFAULT VALUES;
+SELECT pg_sleep(CASE WHEN current_database() = '{PREFIX}_production_{SLOW_REGION}' THEN 45 ELSE 0 END);
+"""
+
+
+def copy_specs(dest: Path) -> Path:
+    (dest / "environments").mkdir(parents=True)
+    for name in ("_defaults", "staging", "production"):
+        shutil.copy(ROOT / "migration_specs" / "environments" / f"{name}.yaml", dest / "environments")
+    shutil.copy(ROOT / "migration_specs" / "approvers.yaml", dest)
+    shutil.copytree(ROOT / "migration_specs" / "common", dest / "common")
+    sc = dest / "social-commerce"
+    sc.mkdir()
+    for part in ("postgresql", "redis"):
+        shutil.copytree(ROOT / "migration_specs" / "social-commerce" / part, sc / part)
+    domain = yaml.safe_load((ROOT / "migration_specs" / "social-commerce" / "domain.yaml").read_text())
+    domain["technologies"] = {t: domain["technologies"][t] for t in ("postgresql", "redis")}
+    (sc / "domain.yaml").write_text(yaml.safe_dump(domain, sort_keys=False))
+    (sc / "postgresql" / "tables" / "V1.11__cluster_applied_once.sql").write_text(SLOW_FILE)
+    for env in ("staging", "production"):
+        path = dest / "environments" / f"{env}.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["regions"] = list(REGIONS)
+        data["technologies"] = ["postgresql", "redis"]
+        policy = data["policy"]
+        policy.pop("window", None)
+        policy.pop("schedule", None)  # triggered here, not at 02:00
+        policy["retries"] = 2
+        policy["retry_delay_seconds"] = 5
+        if env == "staging":
+            policy["rollout"] = {"strategy": "parallel", "halt_on_failure": True}
+        else:
+            policy["approvals"].update(high_risk_required=2, high_risk_roles=["dba", "release_manager"])
+            policy["contract_approval"] = False
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return dest
+
+
+def sh(*args: str, env: dict) -> str:
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "cluster.sh"), *args], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, f"cluster.sh {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def read_env(path: Path) -> dict[str, str]:
+    """The values of a file of `export NAME='value'` lines (cluster.sh writes them)."""
+    out = {}
+    for line in path.read_text().splitlines():
+        for name, value in re.findall(r"(\w+)=('[^']*'|\S+)", line.removeprefix("export ")):
+            out[name] = value.strip("'")
+    return out
+
+
+class Cluster:
+    """The REST calls the people of this test make, each with their own token."""
+
+    def __init__(self, home: Path, env: dict):
+        self.home, self.env = home, env
+        info = read_env(home / "env")
+        self.base = info["AIRFLOW_URL"]
+        self.passwords = {info[f"AIRFLOW_{who}_USER"]: info[f"AIRFLOW_{who}_PASSWORD"]
+                          for who in ("ADMIN", "APPROVER1", "APPROVER2")}
+        conns = read_env(home / "connections.env")
+        self.pg = {(e, r): f"postgresql://postgres@{self._pg_host()}/{PREFIX}_{e}_{r}"
+                   for e in ("staging", "production") for r in REGIONS}
+        self.conns = conns
+        self.tokens: dict[str, str] = {}
+        self.parks: dict[tuple, int] = {}
+        self.scheduler_log = home / "logs" / "scheduler.log"
+
+    @staticmethod
+    def _pg_host() -> str:
+        url = os.environ["POLYMIGRATE_TEST_PG"]
+        return url.split("@", 1)[1].split("/", 1)[0]
+
+    def wait(self, what: str, check, timeout: float = 600):
+        return local.wait_until(what, check, timeout, log=self.scheduler_log, interval=2, ignore=(httpx.HTTPError,))
+
+    def call(self, user: str, method: str, path: str, body=None) -> httpx.Response:
+        if user not in self.tokens:
+            r = httpx.post(f"{self.base}/auth/token", json={"username": user, "password": self.passwords[user]},
+                           timeout=60)
+            assert r.status_code in (200, 201), r.text
+            self.tokens[user] = r.json()["access_token"]
+        return httpx.request(method, f"{self.base}{path}", json=body, timeout=120,
+                             headers={"Authorization": f"Bearer {self.tokens[user]}"})
+
+    def trigger(self, dag: str) -> str:
+        self.wait(f"{dag} to be parsed", lambda: self.call("admin", "GET", f"/api/v2/dags/{dag}").status_code == 200)
+        r = self.call("admin", "POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": {}})
+        assert r.status_code in (200, 201), r.text
+        return r.json()["dag_run_id"]
+
+    def state(self, dag: str, run: str) -> str | None:
+        s = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}").json().get("state")
+        return s if s in ("success", "failed") else None
+
+    def tis(self, dag: str, run: str) -> dict[str, dict]:
+        body = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances?limit=200").json()
+        return {t["task_id"]: t for t in body["task_instances"]}
+
+    def finish(self, dag: str, run: str, timeout: float = 900) -> dict[str, dict]:
+        state = self.wait(f"{dag} {run} to finish", lambda: self.state(dag, run), timeout)
+        tis = self.tis(dag, run)
+        assert state == "success", (dag, {t: ti["state"] for t, ti in tis.items()})
+        return tis
+
+    def hitl(self, dag: str, run: str) -> dict:
+        return self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails").json()
+
+    def awaiting(self, dag: str, run: str) -> bool:
+        ti = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve").json()
+        return ti.get("state") == "awaiting_input" and not self.hitl(dag, run).get("response_received")
+
+    def wait_for_request(self, dag: str, run: str, what: str) -> None:
+        """The request is open and the scheduler has settled the try that parked it (an answer that
+        re-queues the task before the executor's report of the parked try is lost in Airflow 3.3.2:
+        see test_approval_flow.py)."""
+        self.wait(what, lambda: self.awaiting(dag, run))
+        self.parks[(dag, run)] = self.parks.get((dag, run), 0) + 1
+        mark = (f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{dag}', "
+                f"task_id='approve', run_id='{run}'")
+        self.wait("the scheduler to settle the parked approve task",
+                  lambda: self.scheduler_log.read_text(errors="replace").count(mark) >= self.parks[(dag, run)], 180)
+
+    def approve(self, dag: str, run: str, people: list[str], before_answer=None) -> None:
+        for user in people:
+            self.wait_for_request(dag, run, f"the approval request for {user}")
+            if before_answer:
+                before_answer()
+            r = self.call(user, "PATCH", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails",
+                          {"chosen_options": ["Approve"], "params_input": {"comment": f"reviewed by {user}"}})
+            assert r.status_code == 200, (user, r.status_code, r.text)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cluster")
+    specs = copy_specs(tmp / "specs")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(POLYMIGRATE_SPECS=str(specs), POLYMIGRATE_CLUSTER_DIR=str(tmp / "cluster"),
+               POLYMIGRATE_CLUSTER_DB_PREFIX=PREFIX, POLYMIGRATE_CLUSTER_BROKER_DB="29",
+               POLYMIGRATE_CLUSTER_REDIS_DBS="20 28")
+    started = time.monotonic()
+    try:
+        sh("up", env=env)
+        c = Cluster(tmp / "cluster", env)
+        c.startup_seconds = time.monotonic() - started
+        yield c
+    finally:
+        sh("down", env=env)
+
+
+def worker_of(hostname: str) -> str:
+    return hostname.removeprefix("polymigrate-")
+
+
+def test_a_release_reaches_production_on_two_workers_through_a_worker_and_a_scheduler_dying(cluster):
+    c = cluster
+    hosts: set[str] = set()
+    # 1. The nightly rehearsal, triggered: regions fan out over both workers.
+    for domain in ("common", "social_commerce"):
+        tis = c.finish(f"migrate__{domain}__staging", c.trigger(f"migrate__{domain}__staging"))
+        hosts |= {ti["hostname"] for ti in tis.values() if ti["hostname"]}
+    assert hosts == {"polymigrate-worker-1", "polymigrate-worker-2"}, hosts
+
+    # 2. Production's common: two approvers; the triggerer is restarted while the request waits,
+    #    and the answers given afterwards still count.
+    dag = "migrate__common__production"
+    run = c.trigger(dag)
+
+    def restart_triggerer():
+        sh("kill", "triggerer", "TERM", env=c.env)
+        sh("start", "triggerer", env=c.env)
+    restarted = []
+    c.approve(dag, run, ["ann", "bob"],
+              before_answer=lambda: restarted or (restart_triggerer(), restarted.append(1)))
+    c.finish(dag, run)
+    assert c.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve/xcomEntries/return_value"
+                  ).json()["value"]["approved_by"] == ["ann", "bob"]
+
+    # 3. Production's social-commerce: while north_africa sleeps inside the slow file, SIGKILL the
+    #    worker running it, and SIGKILL and restart the scheduler.
+    dag = "migrate__social_commerce__production"
+    run = c.trigger(dag)
+    c.approve(dag, run, ["ann", "bob"])
+    slow_db = c.pg[("production", SLOW_REGION)]
+
+    def sleeping() -> bool:
+        with psycopg.connect(slow_db.rsplit("/", 1)[0] + "/postgres", autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND query LIKE %s",
+                                (slow_db.rsplit("/", 1)[1], "%pg_sleep%")).fetchone()[0] > 0
+    c.wait("north_africa to be inside the slow file", sleeping, 600)
+    task = f"{SLOW_REGION}.migrate_postgresql"
+    victim = c.tis(dag, run)[task]
+    assert victim["state"] == "running", victim
+    killed = worker_of(victim["hostname"])
+    sh("kill", killed, env=c.env)
+    sh("kill", "scheduler", env=c.env)
+    time.sleep(3)
+    sh("start", "scheduler", env=c.env)
+
+    tis = c.finish(dag, run, timeout=900)
+    survivor = {"worker-1": "worker-2", "worker-2": "worker-1"}[killed]
+    done = tis[task]
+    assert worker_of(done["hostname"]) == survivor and done["try_number"] >= 2, done
+    with psycopg.connect(slow_db) as conn:
+        assert conn.execute("SELECT count(*) FROM social_commerce.cluster_applied").fetchone() == (1,)
+        rows = conn.execute("SELECT domain, version, count(*) FROM polymigrate.schema_history "
+                            "WHERE version IS NOT NULL GROUP BY domain, version").fetchall()
+    versions = {(domain, version): n for domain, version, n in rows}
+    assert versions and set(versions.values()) == {1}, versions  # each file once, no row of a lost try
+    assert ("social-commerce", "1.11") in versions and ("social-commerce", "3") in versions, versions
+    # every region ends at the same version, whichever worker ran it
+    for region in REGIONS:
+        with psycopg.connect(c.pg[("production", region)]) as conn:
+            assert conn.execute("SELECT count(*) FROM social_commerce.cluster_applied").fetchone() == (1,), region
+    print(f"\ncluster up in {c.startup_seconds:.0f} s; {task} ran on {done['hostname']} (try {done['try_number']}) "
+          f"after {killed} was killed")
