@@ -80,6 +80,7 @@ class TaskBlueprint:
     upstream: tuple[str, ...] = ()  # full task ids
     trigger_rule: str = ALL_SUCCESS
     retries: int | None = None  # None: the DAG default
+    queue: str | None = None  # None: Airflow's default queue (any worker)
 
     @property
     def full_id(self) -> str:
@@ -241,6 +242,7 @@ def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
     if phases is _UNREAD:
         phases = file_phases(domain, root)
     for g in groups:
+        queue = env.regions[g.name].queue  # only workers that reach the region's targets take its tasks
         previous: tuple[str, ...] = ()
         steps: list[tuple[str | None, str]] = [(None, tech) for tech in g.technologies] if phases is None else \
             [(ph, tech) for ph in PHASES for tech in g.technologies if ph in (phases.get(tech) or ["expand"])]
@@ -253,17 +255,17 @@ def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
                 # contract drops what the old application needs: only after the earlier phases verified
                 gate = TaskBlueprint("verify_before_contract", OPERATORS["verify"],
                                      {**base, "region": g.name, "technologies": list(g.technologies), "phase": "migrate"},
-                                     group=g.name, upstream=after, trigger_rule=rule)
+                                     group=g.name, upstream=after, trigger_rule=rule, queue=queue)
                 tasks.append(gate)
                 after, rule = (gate.full_id,), ALL_SUCCESS
                 if env.policy.contract_approval:  # production: people confirm before anything is dropped
                     ask = TaskBlueprint("approve_contract", OPERATORS["approve_contract"], {**base, "region": g.name},
-                                        group=g.name, upstream=after, trigger_rule=ALL_SUCCESS, retries=0)
+                                        group=g.name, upstream=after, trigger_rule=ALL_SUCCESS, retries=0, queue=queue)
                     tasks.append(ask)
                     after = (ask.full_id,)
             args = {**base, "region": g.name, "technology": tech, **({"phase": phase} if phase else {})}
             t = TaskBlueprint(f"{phase}_{tech}" if phase else tech, MIGRATION_OPERATORS[tech], args,
-                              group=g.name, upstream=after, trigger_rule=rule)
+                              group=g.name, upstream=after, trigger_rule=rule, queue=queue)
             tasks.append(t)
             previous = (t.full_id,)
         if g.technologies:
@@ -272,7 +274,7 @@ def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
             verify_after, verify_rule = entry_upstream[g.name]
         tasks.append(TaskBlueprint("verify", OPERATORS["verify"],
                                    {**base, "region": g.name, "technologies": list(g.technologies)},
-                                   group=g.name, upstream=verify_after, trigger_rule=verify_rule))
+                                   group=g.name, upstream=verify_after, trigger_rule=verify_rule, queue=queue))
     return DagBlueprint(
         dag_id=dag_id(domain.name, env.name), domain=domain.name, environment=env.name, specs_root=str(root),
         description=(domain.description or f"Migrations of {domain.name}")[:200] + f" ({env.name})",

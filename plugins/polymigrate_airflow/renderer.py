@@ -60,6 +60,8 @@ def render(bp: DagBlueprint) -> DAG:
         tasks = {}
         for t in bp.tasks:
             extra = {} if t.retries is None else {"retries": t.retries}
+            if t.queue:
+                extra["queue"] = t.queue
             cls = operator_class(t.operator)
             tasks[t.full_id] = cls(task_id=t.task_id, task_group=groups.get(t.group) if t.group else None,
                                    trigger_rule=t.trigger_rule, **extra, **t.arguments)

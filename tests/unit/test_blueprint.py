@@ -118,6 +118,28 @@ def test_sequential_rollout_chains_regions_and_halts(tree):
     assert bp.rollout == {"strategy": "sequential", "halt_on_failure": True, "order": ["r1", "r2", "r3"]}
 
 
+def test_a_region_with_a_queue_sends_only_its_own_tasks_there(tree):
+    """Workers that can reach a region's servers listen on its queue; the other tasks stay on
+    Airflow's default queue (any worker)."""
+    write(tree / "environments/dev.yaml", """
+        regions: {r1: {queue: net-r1}, r2: {}}
+    """)
+    bp = by_id(compile_project(tree))["migrate__shop__dev"]
+    queues = {t.full_id: t.queue for t in bp.tasks}
+    assert {k for k, q in queues.items() if q == "net-r1"} == {"r1.redis", "r1.postgresql", "r1.verify"}
+    assert queues["plan"] is queues["validate"] is queues["r2.postgresql"] is None
+
+
+def test_a_queue_name_a_worker_cannot_listen_on_is_refused(tree):
+    from polymigrate.spec import load_project
+
+    write(tree / "environments/dev.yaml", """
+        regions: {r1: {queue: "net r1; rm"}}
+    """)
+    problems = "\n".join(str(p) for p in load_project(tree).problems)
+    assert "dev.yaml" in problems and "queue" in problems, problems
+
+
 def test_sequential_without_halt_continues_after_a_failed_region(tree):
     write(tree / "shop/domain.yaml", """
         technologies: {postgresql: {}}

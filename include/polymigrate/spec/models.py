@@ -138,6 +138,10 @@ class Region(_Model):
     placeholders: dict[str, str] = Field(default_factory=dict)
     technologies: list[Technology] | None = Field(
         None, description="technologies this region has servers for (default: the environment's)")
+    queue: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$",
+        description="the Celery (or Kubernetes) queue of the workers that can reach this region's targets; "
+                    "default: Airflow's default queue, any worker")
 
     @field_validator("name")
     @classmethod
