@@ -376,7 +376,7 @@ def print_run(dag_id: str, state: str, tis: list[dict]) -> None:
 
 def print_audit(pg_socket: str, base: str) -> None:
     """What a compliance reviewer finds: the demo's runs are in the audit store, chain intact."""
-    from polymigrate.audit.history import build_matrix
+    from polymigrate.audit.matrix import build_matrix
 
     store = audit_store(pg_socket)
     try:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 KINDS = (
     "triggered", "validated", "approval_requested", "approved", "rejected", "overridden", "refused",
     "planned", "migration_started", "migration_succeeded", "migration_failed", "migration_skipped",
-    "lock_waiting", "task_retried", "verified", "verify_failed", "baselined", "repaired", "undone",
+    "lock_waiting", "task_retried", "task_failed", "verified", "verify_failed", "baselined", "repaired", "undone",
     "snapshot", "drift",
 )
 

@@ -73,22 +73,42 @@ class PolymigrateMixin:
 
     def guarded(self, context, fn: Callable[[Any], Any]) -> Any:
         """Run ``fn`` mapping polymigrate errors onto Airflow's retry semantics."""
+        from airflow.sdk.exceptions import AirflowRescheduleException, AirflowTaskTimeout, DownstreamTasksSkipped
         from polymigrate.errors import PolymigrateError, SpecError, TransientError
 
         try:
             return fn(context)
+        except (AirflowSkipException, AirflowRescheduleException, DownstreamTasksSkipped):
+            raise  # not failures (deferral and awaiting input are BaseExceptions, never caught here)
         except TransientError as exc:
             self.log.warning("Transient failure, Airflow will retry with backoff: %s", exc)
+            self.record_failure(context, exc, retryable=True)
             raise
         except SpecError as exc:
-            raise AirflowFailException(f"{len(exc.problems)} problem(s) in the specs of '{self.domain}':\n"
-                                       + "\n".join(f"  - {p}" for p in exc.problems)) from None
+            failure = AirflowFailException(f"{len(exc.problems)} problem(s) in the specs of '{self.domain}':\n"
+                                           + "\n".join(f"  - {p}" for p in exc.problems))
+            self.record_failure(context, failure)
+            raise failure from None
         except PolymigrateError as exc:
+            self.record_failure(context, exc)
             raise AirflowFailException(str(exc)) from None
+        except (Exception, AirflowTaskTimeout) as exc:  # a bug, a driver error, a timeout: a failure all the same
+            self.record_failure(context, exc, retryable=not isinstance(exc, AirflowFailException))
+            raise
         finally:
             run, self._run = getattr(self, "_run", None), None
             if run is not None:
                 run.close()
+
+    def record_failure(self, context, error: BaseException, *, retryable: bool = False) -> None:
+        """The failure as a ``task_failed`` audit event (compliance reads a run's outcome there),
+        through the run's sink, or one opened for it when the run could not be opened."""
+        from polymigrate.commands.failures import record_failure
+        from polymigrate_airflow.connections import audit_conninfo
+
+        record_failure(getattr(self, "_run", None), error, retryable=retryable, region=getattr(self, "region", None),
+                       technology=getattr(self, "technology", None), root=self.specs_root, domain=self.domain,
+                       environment=self.environment, who=who(context), audit=audit_conninfo, log=self.log)
 
     @staticmethod
     def upstream(context, task_id: str) -> dict:

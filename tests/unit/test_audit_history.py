@@ -7,7 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from polymigrate.audit.history import build_matrix, person, summarize_runs
+from polymigrate.audit.history import person, summarize_runs
+from polymigrate.audit.matrix import build_matrix
 from polymigrate.audit.report import render_html
 from polymigrate.audit.store import AuditRecord
 from polymigrate.events import AuditEvent
@@ -139,3 +140,65 @@ def test_a_region_s_contract_approval_is_a_note_of_the_run_not_an_approver_of_it
     assert run.approvers == ["ann", "cid"] and run.rejected_by == []
     assert "contract phase in western_europe approved by bob" in run.notes
     assert "contract phase in north_africa rejected by ann: old app still live" in run.notes
+
+
+def failed_plan_run(*, retried: bool = False) -> list[AuditEvent]:
+    """A production run whose plan failed (issue 22.3): before this, nothing but 'approved' was on record."""
+    run_id = "manual__2026-11-30T04:00:00+00:00"
+    base = dict(domain="common", environment="production", run_id=run_id, dag_id="migrate__common__production",
+                actor="admin@airflow")
+    at = T0 + timedelta(hours=2)
+    error = ("the plan cannot run:\n  western_europe/postgresql: connection 'polymigrate_postgresql_production_"
+             "western_europe' is not defined")
+    out = [AuditEvent("triggered", at=at, task_id="validate", details={"by": "admin", "run_type": "manual"}, **base),
+           AuditEvent("approved", at=at, task_id="approve", details={"by": "ann", "counted": True}, **base),
+           AuditEvent("task_failed", at=at + timedelta(seconds=5), task_id="plan", try_number=1,
+                      details={"error": error, "error_type": "PermanentError", "retryable": False}, **base)]
+    if retried:
+        out.append(AuditEvent("task_retried", at=at + timedelta(minutes=5), task_id="plan", try_number=2,
+                              details={"try_number": 2}, **base))
+    return out
+
+
+def test_a_run_whose_plan_failed_reads_failed_with_its_error_in_every_export():
+    import json
+
+    from polymigrate.audit.report import render_json
+
+    recs = records(failed_plan_run())
+    run, = summarize_runs(recs)
+    assert run.outcome == "failed"
+    assert [(f.task_id, f.resolved) for f in run.failures] == [("plan", False)]
+    assert any(n.startswith("task plan failed (try 1): the plan cannot run") for n in run.notes)
+    exported, = json.loads(render_json(recs))["runs"]
+    assert exported["outcome"] == "failed" and "is not defined" in exported["failures"][0]["error"]
+    html = render_html(recs)
+    assert "recorded</span>" not in html and "No migration was applied in this run" not in html
+    assert "the run failed first" in html and "polymigrate_postgresql_production_western_europe" in html
+
+
+def test_a_failed_task_retried_since_no_longer_fails_the_run_but_stays_on_record():
+    run, = summarize_runs(records(failed_plan_run(retried=True)))
+    assert run.outcome != "failed" and run.failures[0].resolved
+    assert "retried since" in render_html(records(failed_plan_run(retried=True)))
+
+
+def test_an_execute_task_failing_before_any_migration_fails_its_region():
+    from polymigrate.audit.matrix import build_matrix as matrix
+
+    events = scheduled_staging_run(apply=False)[:-2]  # planned; the region's task lost its target
+    events.append(AuditEvent("task_failed", domain="common", environment="staging", region="western_europe",
+                             technology="postgresql", task_id="western_europe.postgresql", run_id=events[0].run_id,
+                             at=T0 + timedelta(minutes=1), details={"error": "connection refused", "retryable": True}))
+    run, = summarize_runs(records(events))
+    assert run.outcome == "failed" and run.region_outcome("western_europe") == "failed"
+    _, rows = matrix(records(events))
+    assert {r.region: r.last_run_outcome for r in rows}["western_europe"] == "failed"
+
+
+def test_an_automatic_approval_is_not_a_person():
+    run, = summarize_runs(records(scheduled_staging_run()))
+    assert run.approvers == [] and run.auto_approved == "approvals.required: 0"
+    html = render_html(records(scheduled_staging_run()))
+    assert "Approved by automatically" not in html.replace("</dt><dd>", " ")
+    assert "the policy approved automatically (approvals.required: 0)" in html

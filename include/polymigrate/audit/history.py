@@ -12,7 +12,6 @@ from typing import Any, Iterable
 from polymigrate.audit.links import run_url
 from polymigrate.audit.store import AuditRecord
 from polymigrate.events import AuditEvent
-from polymigrate.versions import Version
 
 NO_RUN = "(no run id)"
 AIRFLOW_SUFFIX = "@airflow"
@@ -56,6 +55,23 @@ class MigrationOutcome:
 
 
 @dataclass
+class TaskFailure:
+    """One failed try of one task, with the error its log ends on."""
+
+    task_id: str | None
+    region: str | None
+    technology: str | None
+    error: str
+    at: datetime | None
+    try_number: int | None = None
+    resolved: bool = False  # a later try of the same task (a retry, or a clear after a fix) supersedes it
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"task_id": self.task_id, "region": self.region, "technology": self.technology, "error": self.error,
+                "at": _iso(self.at), "try_number": self.try_number, "resolved": self.resolved}
+
+
+@dataclass
 class RunSummary:
     """Everything a reviewer asks about one run: who, what, where, when, and how it ended."""
 
@@ -77,6 +93,9 @@ class RunSummary:
     planned_regions: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
+    # every ``task_failed`` of the run, in order; ``resolved``: the same task was retried (or cleared) after it
+    failures: list[TaskFailure] = field(default_factory=list)
+    auto_approved: str | None = None  # why the policy approved without anyone (an approval, not a person)
 
     @property
     def regions(self) -> list[str]:
@@ -94,29 +113,36 @@ class RunSummary:
         # a verify cleared after the fix and passing on the retry verified the region after all
         still = set(self.unverified_regions) - set(self.verified_regions)
         kinds = self.kinds if still else [k for k in self.kinds if k != "verify_failed"]
-        return _outcome(kinds, self.migrations, bool(self.verified_regions))
+        return _outcome(kinds, self.migrations, bool(self.verified_regions), self.failed_tasks())
+
+    def failed_tasks(self, region: str | None = None) -> list[TaskFailure]:
+        """The failures no later try superseded; with ``region``, those of its tasks and of the run-wide
+        ones (validate, approve, plan)."""
+        return [f for f in self.failures if not f.resolved and (region is None or f.region in (None, region))]
 
     def region_outcome(self, region: str) -> str:
         """How the run ended in one region (the matrix shows this)."""
         migs = [m for m in self.migrations if m.region == region]
         if region in self.unverified_regions and region not in self.verified_regions:
             return "verification failed"
+        if any(f.region == region for f in self.failed_tasks(region)):
+            return "failed"  # one of this region's tasks failed (its migrations may never have started)
         if not migs and region not in self.verified_regions and region in self.planned_regions:
             overall = self.outcome
             return {"failed": "halted before this region", "in progress": "waiting"}.get(overall, "not applied")
         kinds = [k for k in self.kinds if k != "verify_failed"]
         return _outcome(kinds if not migs else [k for k in kinds if k != "verified"], migs,
-                        region in self.verified_regions)
+                        region in self.verified_regions, self.failed_tasks(region))
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "run_id": self.run_id, "dag_id": self.dag_id, "domain": self.domain, "environment": self.environment,
             "run_url": self.run_url, "outcome": self.outcome, "triggered_by": self.triggered_by,
-            "approved_by": self.approvers, "rejected_by": self.rejected_by, "overridden_by": self.overridden_by,
+            "approved_by": self.approvers, "approved_automatically": self.auto_approved, "rejected_by": self.rejected_by, "overridden_by": self.overridden_by,
             "plan_hash": self.plan_hash, "regions": self.regions, "verified_regions": self.verified_regions,
             "unverified_regions": self.unverified_regions,
             "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at), "duration_ms": self.duration_ms,
-            "notes": self.notes,
+            "notes": self.notes, "failures": [f.to_dict() for f in self.failures],
             "migrations": [{"region": m.region, "technology": m.technology, "version": m.version, "script": m.script,
                             "checksum": m.checksum, "outcome": m.outcome, "duration_ms": m.duration_ms,
                             "attempts": m.attempts, "error": m.error, "started_at": _iso(m.started_at),
@@ -136,7 +162,8 @@ def _check_line(c: dict[str, Any]) -> str:
 NOT_RUN_STEPS = ("snapshot", "drift")
 
 
-def _outcome(kinds: list[str], migrations: list[MigrationOutcome], verified: bool) -> str:
+def _outcome(kinds: list[str], migrations: list[MigrationOutcome], verified: bool,
+             failed: list[TaskFailure] = ()) -> str:
     if "refused" in kinds:
         return "refused by policy"
     if any(m.outcome == "failed" for m in migrations):
@@ -145,6 +172,8 @@ def _outcome(kinds: list[str], migrations: list[MigrationOutcome], verified: boo
         return "verification failed"
     if "rejected" in kinds and not migrations:
         return "rejected"
+    if failed:  # a task failed and nobody retried it since: whatever else it recorded, the run failed
+        return "failed"
     if any(m.outcome == "started" for m in migrations):
         return "in progress"
     if verified or (migrations and all(m.outcome in ("succeeded", "skipped") for m in migrations)):
@@ -196,6 +225,9 @@ def summarize_runs(records: Iterable[AuditRecord]) -> list[RunSummary]:
             if e.details.get("counted") is not False:
                 run.notes.append(f"contract phase in {e.region or '?'} {e.kind} by {_decider(e)}"
                                  + (f": {e.details['reason']}" if e.kind == "rejected" and e.details.get("reason") else ""))
+        elif e.kind == "approved" and e.details.get("automatic"):
+            # nobody approved: the policy needs no one here; said as such, never listed as a person
+            run.auto_approved = str(e.details.get("reason") or "the policy needs no approval")
         elif e.kind == "approved":
             who = _decider(e)
             # an answer the policy did not count (same person twice, wrong role) approved nothing
@@ -213,7 +245,16 @@ def summarize_runs(records: Iterable[AuditRecord]) -> list[RunSummary]:
                              + (f": {e.details['reason']}" if e.details.get("reason") else ""))
         elif e.kind == "refused":
             run.notes.append("refused by policy: " + str(e.details.get("reason") or e.details.get("error") or ""))
+        elif e.kind == "task_failed":
+            run.failures.append(TaskFailure(e.task_id, e.region, e.technology, str(e.details.get("error") or ""),
+                                            e.at, e.try_number))
+            first = str(e.details.get("error") or "no error text").strip().splitlines()[0]
+            run.notes.append(f"task {e.task_id or '?'} failed" + (f" (try {e.try_number})" if e.try_number else "")
+                             + f": {first}")
         elif e.kind == "task_retried":
+            for f in run.failures:  # the new try decides now; if it fails too it records its own failure
+                if f.task_id == e.task_id:
+                    f.resolved = True
             who = e.details.get("cleared_by")
             run.notes.append(f"task {e.task_id or '?'} retried (try {e.try_number})" + (f", cleared by {who}" if who else ""))
         elif e.kind == "planned":
@@ -248,7 +289,7 @@ def _decider(e: AuditEvent) -> str:
     'automatically' when policy needed nobody, else the event's actor."""
     if e.details.get("automatic"):
         reason = e.details.get("reason")
-        return "automatically by policy" + (f" ({reason})" if reason else "")
+        return "the policy, automatically" + (f" ({reason})" if reason else "")
     return person(str(e.details.get("by") or e.actor)) or "unknown"
 
 
@@ -288,48 +329,6 @@ def _elapsed(start: datetime | None, end: datetime) -> int | None:
     return int((end - start).total_seconds() * 1000) if start else None
 
 
-# -- the matrix: domain × environment × region, current version per technology ----------------------
-
-@dataclass
-class Cell:
-    """One technology of one (domain, environment, region): what is applied and what is pending."""
-
-    version: str | None = None
-    pending: int | None = None
-    at: datetime | None = None
-
-
-@dataclass
-class MatrixRow:
-    domain: str
-    environment: str
-    region: str
-    cells: dict[str, Cell] = field(default_factory=dict)
-    last_run_id: str | None = None
-    last_run_outcome: str | None = None
-    last_run_url: str | None = None
-    last_run_at: datetime | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"domain": self.domain, "environment": self.environment, "region": self.region,
-                "technologies": {t: {"version": c.version, "pending": c.pending, "at": _iso(c.at)}
-                                 for t, c in sorted(self.cells.items())},
-                "last_run": {"run_id": self.last_run_id, "outcome": self.last_run_outcome,
-                             "url": self.last_run_url, "at": _iso(self.last_run_at)}}
-
-
-# Only these kinds change what the matrix shows; the UI asks the store for just these.
-MATRIX_KINDS = ("planned", "migration_started", "migration_succeeded", "migration_failed", "baselined", "undone",
-                "verified", "refused", "rejected", "approval_requested", "approved", "triggered")
-
-
-def _version_key(v: str) -> Version | None:
-    try:
-        return Version(v)
-    except ValueError:
-        return None
-
-
 def _plan_pending(e: AuditEvent) -> dict[tuple[str, str], int]:
     """Pending counts per (region, technology) from a 'planned' event, in any of the shapes emitted:
     a per-target event (``details.pending``), ``Plan.summary()`` (``targets: {"region/tech": n}``) or
@@ -350,86 +349,3 @@ def _plan_pending(e: AuditEvent) -> dict[tuple[str, str], int]:
     elif e.region and e.technology and isinstance(d.get("pending"), int):
         out[(e.region, e.technology)] = d["pending"]
     return out
-
-
-def build_matrix(records: Iterable[AuditRecord]) -> tuple[list[str], list[MatrixRow]]:
-    """(technologies seen, one row per domain × environment × region) from the events, in chain order.
-
-    The current version of a target is the highest version applied (succeeded or baselined) and not
-    undone since; pending is the latest plan's count minus what succeeded after it.
-    """
-    records = list(records)
-    applied: dict[tuple, dict[str, Version]] = {}
-    latest_at: dict[tuple, datetime] = {}
-    pending: dict[tuple, int] = {}
-    rows: dict[tuple[str, str, str], MatrixRow] = {}
-    technologies: set[str] = set()
-
-    def row_for(domain: str, env: str, region: str) -> MatrixRow:
-        return rows.setdefault((domain, env, region), MatrixRow(domain, env, region))
-
-    def report(target: tuple, version: str | None, at: datetime) -> None:
-        """A step read the target's ledger and says where it is: that is the truth at that moment,
-        also for what this store never saw applied (before it existed, or by the CLI elsewhere)."""
-        key = _version_key(version) if version else None
-        kept = {k: v for k, v in (applied.get(target) or {}).items() if key is not None and v <= key}
-        if key is not None:
-            kept[str(key)] = key
-        applied[target] = kept
-        latest_at.setdefault(target, at)
-
-    for rec in records:
-        e = rec.event
-        if e.kind == "planned":
-            for (region, tech), n in _plan_pending(e).items():
-                pending[(e.domain, e.environment, region, tech)] = n
-                technologies.add(tech)
-                row_for(e.domain, e.environment, region)
-            for name, version in (e.details.get("current") or {}).items():
-                region, _, tech = str(name).partition("/")
-                if region and tech:
-                    report((e.domain, e.environment, region, tech), version, e.at)
-            continue
-        if e.kind == "verified" and e.region and isinstance(e.details.get("versions"), dict):
-            if e.details.get("dry_run"):
-                continue
-            for tech, version in e.details["versions"].items():
-                target = (e.domain, e.environment, e.region, tech)
-                technologies.add(tech)
-                row_for(e.domain, e.environment, e.region)
-                report(target, version, e.at)
-            continue
-        if not (e.region and e.technology):
-            continue
-        target = (e.domain, e.environment, e.region, e.technology)
-        technologies.add(e.technology)
-        row_for(e.domain, e.environment, e.region)
-        key = _version_key(e.version) if e.version else None
-        if e.kind in ("migration_succeeded", "baselined") and key is not None:
-            applied.setdefault(target, {})[str(key)] = key
-        elif e.kind == "undone" and key is not None:
-            applied.setdefault(target, {}).pop(str(key), None)
-        if e.kind in ("migration_succeeded", "baselined", "undone"):
-            latest_at[target] = e.at
-            if e.kind == "migration_succeeded" and target in pending:
-                pending[target] = max(0, pending[target] - 1)
-
-    for (domain, env, region, tech) in set(applied) | set(pending):
-        target = (domain, env, region, tech)
-        versions = applied.get(target) or {}
-        current = max(versions.values()) if versions else None
-        row_for(domain, env, region).cells[tech] = Cell(str(current) if current else None, pending.get(target),
-                                                         latest_at.get(target))
-
-    for run in summarize_runs(records):
-        for row in rows.values():
-            if (row.domain, row.environment) != (run.domain, run.environment):
-                continue
-            touched = row.region in run.regions or row.region in run.planned_regions \
-                or (not run.regions and run.run_id != NO_RUN)
-            if touched and (row.last_run_at is None or (run.finished_at and run.finished_at >= row.last_run_at)):
-                row.last_run_id, row.last_run_url, row.last_run_at = run.run_id, run.run_url, run.finished_at
-                row.last_run_outcome = run.region_outcome(row.region) \
-                    if row.region in run.regions or row.region in run.planned_regions else run.outcome
-    ordered = sorted(rows.values(), key=lambda r: (r.domain, r.environment, r.region))
-    return sorted(technologies), ordered

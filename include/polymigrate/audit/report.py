@@ -62,6 +62,7 @@ def select(store, **query: Any) -> tuple[list[AuditRecord], list[RunSummary]]:
             run.migrations = [m for m in run.migrations if m.region == region]
             run.verified_regions = [r for r in run.verified_regions if r == region]
             run.planned_regions = [r for r in run.planned_regions if r == region]
+            run.failures = [f for f in run.failures if f.region in (None, region)]
     return records, runs
 
 
@@ -251,7 +252,7 @@ who approved it, what changed in which region, how it ended and how long each ch
 <dl>
 <dt>When</dt><dd>{{ fmt_time(run.started_at) }} → {{ fmt_time(run.finished_at) }} ({{ fmt_ms(run.duration_ms) }})</dd>
 <dt>Triggered by</dt><dd>{{ run.triggered_by or "not recorded" }}</dd>
-<dt>Approved by</dt><dd>{{ run.approvers | join(", ") if run.approvers else "no approval recorded" }}</dd>
+<dt>Approved by</dt><dd>{% if run.approvers %}{{ run.approvers | join(", ") }}{% elif run.auto_approved %}nobody needed to: the policy approved automatically ({{ run.auto_approved }}){% else %}no approval recorded{% endif %}</dd>
 {% if run.rejected_by %}<dt>Rejected by</dt><dd>{{ run.rejected_by | join(", ") }}</dd>{% endif %}
 {% if run.overridden_by %}<dt>Overridden by</dt><dd>{{ run.overridden_by | join(", ") }}</dd>{% endif %}
 <dt>Regions</dt><dd>{{ run.regions | join(", ") if run.regions else "–" }}{% if run.verified_regions %} (verified: {{ run.verified_regions | join(", ") }}){% endif %}
@@ -267,7 +268,16 @@ who approved it, what changed in which region, how it ended and how long each ch
 <td>{{ fmt_ms(m.duration_ms) }}</td><td>{{ m.attempts }}</td></tr>
 {% endfor %}
 </table>
+{% elif run.failed_tasks() %}<p>No migration was applied: the run failed first.</p>
 {% else %}<p class="muted">No migration was applied in this run.</p>{% endif %}
+{% if run.failures %}
+<table class="failures"><tr><th>Failed task</th><th>Where</th><th>When</th><th>Error</th></tr>
+{% for f in run.failures %}
+<tr><td><code>{{ f.task_id or "?" }}</code>{% if f.try_number %} <span class="small muted">try {{ f.try_number }}</span>{% endif %}{% if f.resolved %} <span class="badge neutral">retried since</span>{% endif %}</td>
+<td>{{ [f.region, f.technology] | select | join(" / ") or "the whole run" }}</td><td>{{ fmt_time(f.at) }}</td>
+<td class="small"><pre style="white-space: pre-wrap; margin: 0">{{ f.error }}</pre></td></tr>
+{% endfor %}
+</table>{% endif %}
 {% if run.notes %}<ul>{% for n in run.notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
 </section>
 {% endfor %}

@@ -17,7 +17,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow.api_fastapi.core_api.security import requires_authenticated
 from polymigrate.audit import AUDIT_CONN_ID, PostgresAuditStore
-from polymigrate.audit.history import MATRIX_KINDS, build_matrix, summarize_runs
+from polymigrate.audit.history import summarize_runs
+from polymigrate.audit.matrix import MATRIX_KINDS, build_matrix
 from polymigrate.audit.report import FORMATS, MEDIA_TYPES, duration_chart_svg, render, select
 from polymigrate.errors import PolymigrateError
 from polymigrate_airflow.ui.page import render_page, render_unavailable
@@ -29,6 +30,7 @@ DRIFT_REPORTS_READ = 200  # newest drift events read to find each (domain, envir
 APPROVAL_REQUESTS_READ = 200  # newest approval requests read to find each one's latest estimate
 TREND_EVENTS_READ = 2000  # newest migration_succeeded events read per (domain, environment) for the trend
 DEFAULT_DAYS = 30
+RUNS_SHOWN = 25  # the page's recent runs; the exports have them all
 
 
 class StoreUnavailable(Exception):
@@ -161,7 +163,7 @@ def create_app() -> FastAPI:
         runs = summarize_runs(history)
         return render_page(filters=filters.as_dict(), technologies=technologies, rows=rows, history=history,
                            chart=duration_chart_svg(runs), limit=HISTORY_LIMIT, drift=_drift(store, filters),
-                           trends=_trends(store, filters),
+                           trends=_trends(store, filters), runs=list(reversed(runs))[:RUNS_SHOWN],
                            base=request.scope.get("root_path", "").rstrip("/") + "/")
 
     @app.get("/export")

@@ -63,6 +63,21 @@ _PAGE = _env.from_string("""<!doctype html>
 {% endfor %}
 </table>{% endif %}
 
+<h2>Recent runs</h2>
+{% if not runs %}<p class="muted" id="runs-empty">No run in this selection.</p>{% else %}
+<table id="runs">
+<tr><th>Run</th><th>Domain</th><th>Environment</th><th>Outcome</th><th>Triggered by</th><th>Approved by</th><th>Why it failed</th></tr>
+{% for run in runs %}
+<tr data-run="{{ run.run_id }}" data-domain="{{ run.domain }}" data-environment="{{ run.environment }}">
+<td>{% if run.run_url %}<a href="{{ run.run_url }}" target="_top" class="small">{{ run.run_id }}</a>{% else %}<span class="small">{{ run.run_id }}</span>{% endif %}<div class="small muted">{{ fmt_time(run.started_at) }}</div></td>
+<td>{{ run.domain }}</td><td>{{ run.environment }}</td>
+<td><span class="badge {{ run.outcome | outcome_class }}">{{ run.outcome }}</span></td>
+<td>{{ run.triggered_by or "–" }}</td>
+<td>{% if run.approvers %}{{ run.approvers | join(", ") }}{% elif run.auto_approved %}<span class="small">the policy, automatically</span>{% else %}–{% endif %}</td>
+<td class="small failure">{% for f in run.failed_tasks() %}<div><code>{{ f.task_id }}</code>: {{ f.error | truncate(300) }}</div>{% endfor %}</td></tr>
+{% endfor %}
+</table>{% endif %}
+
 <h2>Drift</h2>
 {% if not drift %}<p class="muted" id="drift-empty">No drift report recorded{% if filters.domain or filters.environment %} for this scope{% endif %} (the nightly <code>drift__&lt;environment&gt;</code> DAGs write them).</p>{% else %}
 <table id="drift">
@@ -85,6 +100,7 @@ _PAGE = _env.from_string("""<!doctype html>
 <h3 class="trend-head" data-domain="{{ t.domain }}" data-environment="{{ t.environment }}">{{ t.domain }} in {{ t.environment }}: estimate from {{ t.rehearsal }}</h3>
 <p class="small">Shown to the approvers at {{ fmt_time(t.at) }}{% if t.run_id %} ({{ t.run_id }}){% endif %}:
 {% for region, est in t.regions.items() %}{{ region }} <span class="estimate">{{ seconds(est.get("seconds")) }}</span>{% if est.never_rehearsed %} ({{ est.never_rehearsed | length }} of {{ est.files }} file(s) never rehearsed){% endif %}{% if not loop.last %}; {% endif %}{% endfor %}</p>
+{% if not t.files %}<p class="muted trend-none" data-domain="{{ t.domain }}" data-environment="{{ t.environment }}">No trend yet: no file of {{ t.domain }} has run in {{ t.rehearsal }} since the audit store started recording (the nightly rehearsal adds one row per file).</p>{% else %}
 <table class="trend" data-domain="{{ t.domain }}" data-environment="{{ t.environment }}">
 <tr><th>Technology</th><th>File</th><th>Last runs in {{ t.rehearsal }} (oldest → newest)</th><th>Estimate (slowest)</th><th>Latest in {{ t.environment }}</th></tr>
 {% for f in t.files %}
@@ -93,7 +109,7 @@ _PAGE = _env.from_string("""<!doctype html>
 <td>{{ fmt_ms(f.estimate_ms) if f.estimate_ms is not none else "–" }}</td>
 <td>{{ fmt_ms(f.production_ms) if f.production_ms is not none else "not yet" }}</td></tr>
 {% endfor %}
-</table>
+</table>{% endif %}
 {% endfor %}{% endif %}
 
 <h2>History</h2>
@@ -161,13 +177,16 @@ _env.globals["seconds"] = seconds
 
 
 def render_page(*, filters: dict[str, str], technologies: list[str], rows: list[Any], history: list[Any],
-                chart: str, limit: int, base: str = "", drift: list[Any] = (), trends: list[Any] = ()) -> str:
+                chart: str, limit: int, base: str = "", drift: list[Any] = (), trends: list[Any] = (),
+                runs: list[Any] = ()) -> str:
     """The whole page; ``base`` is the mount path ending in '/', so links work with or without it.
     ``drift``: the newest drift report of each (domain, environment) in scope; ``trends``: the
-    rehearsal trend behind each (domain, environment)'s latest approval estimate (``audit.trend``)."""
+    rehearsal trend behind each (domain, environment)'s latest approval estimate (``audit.trend``);
+    ``runs``: the run summaries to list, newest first (a failed one with its error)."""
     return _PAGE.render(styles=PAGE_STYLES, conn_id=AUDIT_CONN_ID, filters=filters, technologies=technologies,
                         rows=rows, history=history, chart=chart, limit=limit, base=base, kinds=KINDS, qs=_qs,
-                        fmt_ms=fmt_ms, fmt_time=fmt_time, drift=list(drift), trends=list(trends))
+                        fmt_ms=fmt_ms, fmt_time=fmt_time, drift=list(drift), trends=list(trends),
+                        runs=list(runs))
 
 
 def render_unavailable(problem: str) -> str:
