@@ -65,3 +65,13 @@ def test_the_latest_request_with_an_estimate_per_domain_and_environment():
     ev.add("approval_requested", "production", details={"changeset_hash": "y"})  # no rehearsal environment
     other = ev.asked(domain="feed")
     assert [r.id for r in latest_estimates(ev.records)] == [other.id, newer.id]
+
+
+def test_an_estimate_without_rehearsed_files_says_there_is_no_trend_yet_not_an_empty_table():
+    from polymigrate_airflow.ui.page import render_page
+
+    ev = Events()
+    trend = rehearsal_trend(ev.asked(), ev.records)
+    assert trend.files == []
+    page = render_page(filters={}, technologies=[], rows=[], history=[], chart="", limit=500, trends=[trend])
+    assert 'class="trend"' not in page and "No trend yet: no file of shop has run in staging" in page
