@@ -40,7 +40,7 @@ T0=$(date +%s)
 say() { printf '[cluster %3ss] %s\n' "$(( $(date +%s) - T0 ))" "$*"; }
 die() { printf '[cluster] ERROR: %s\n' "$*" >&2; exit 1; }
 free_port() { "$BIN/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+alive() { [ -f "$RUN/$1.pid" ] && pgrep -s "$(cat "$RUN/$1.pid")" >/dev/null; }
 names() { echo api-server scheduler dag-processor triggerer $WORKERS; }
 
 engines_env() {
@@ -118,26 +118,28 @@ start_component() { # start_component NAME: detached, in its own process group (
     ${hostname_cmd:+exec $hostname_cmd}bash -c '${hostname_cmd:+hostname polymigrate-$name; }exec $cmd'
   " >>"$C/logs/$name.log" 2>&1 < /dev/null &
   echo $! > "$RUN/$name.pid"
-  say "$name: started (pid $!, log .cluster/logs/$name.log)"
+  say "$name: started (pid $!, log $C/logs/$name.log)"
 }
 
 stop_component() { # stop_component NAME [SIGNAL]: TERM (or SIGNAL) to the group, then KILL
   local name=$1 sig=${2:-TERM} pid
   [ -f "$RUN/$name.pid" ] || return 0
   pid=$(cat "$RUN/$name.pid")
-  kill "-$sig" -- "-$pid" 2>/dev/null || true
+  # the session, not only the group: a process that made a group of its own (a task's supervisor
+  # may) dies with its host all the same
   if [ "$sig" = TERM ]; then
-    for _ in $(seq 1 60); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -KILL -- "-$pid" 2>/dev/null || true
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for _ in $(seq 1 60); do pgrep -s "$pid" >/dev/null || break; sleep 0.5; done
   fi
-  for _ in $(seq 1 20); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.25; done
+  pkill -KILL -s "$pid" 2>/dev/null || true
+  for _ in $(seq 1 20); do pgrep -s "$pid" >/dev/null || break; sleep 0.25; done
   rm -f "$RUN/$name.pid"
 }
 
 wait_for() { # wait_for SECONDS WHAT CMD…
   local end=$(( $(date +%s) + $1 )) what=$2; shift 2
   until "$@" >/dev/null 2>&1; do
-    [ "$(date +%s)" -lt "$end" ] || die "$what did not come up in time (logs: .cluster/logs/)"
+    [ "$(date +%s)" -lt "$end" ] || die "$what did not come up in time (logs: $C/logs/)"
     sleep 1
   done
 }
@@ -230,7 +232,7 @@ export AIRFLOW_APPROVER2_USER=bob AIRFLOW_APPROVER2_PASSWORD='$pw_bob'
 export POLYMIGRATE_CLUSTER_HOME='$C'
 EOF
   chmod 600 "$C/env" "$C/passwords.json" "$C"/*.env
-  say "ready in $(( $(date +%s) - T0 )) s: $AIRFLOW_URL (users and passwords: .cluster/env)"
+  say "ready in $(( $(date +%s) - T0 )) s: $AIRFLOW_URL (users and passwords: $C/env)"
 }
 
 down() {
@@ -256,9 +258,13 @@ case "$cmd" in
   down) down ;;
   status) status ;;
   kill) [ $# -ge 1 ] || die "usage: scripts/cluster.sh kill NAME [SIGNAL]"
-        pid=$(cat "$RUN/$1.pid" 2>/dev/null) || die "$1 is not running"
-        kill "-${2:-KILL}" -- "-$pid"; say "$1: SIG${2:-KILL} to process group $pid"
-        [ "${2:-KILL}" = KILL ] && rm -f "$RUN/$1.pid" ;;
+        alive "$1" || die "$1 is not running"
+        sig=${2:-KILL}
+        say "$1: SIG$sig to process group $(cat "$RUN/$1.pid")"
+        case $sig in
+          TERM|KILL) stop_component "$1" "$sig" ;;   # gone, with its pid file, when this returns
+          *) kill "-$sig" -- "-$(cat "$RUN/$1.pid")" ;;  # STOP, CONT…: it stays recorded
+        esac ;;
   reset-targets) engines_env; reset_targets; say "targets emptied" ;;
   start) [ $# -ge 1 ] || die "usage: scripts/cluster.sh start NAME"; engines_env; start_component "$1" ;;
   *) die "usage: scripts/cluster.sh up | down | status | kill NAME [SIGNAL] | start NAME | reset-targets" ;;
