@@ -74,9 +74,9 @@ def record_missing_successes(adapter: Adapter, entries: list[LedgerEntry], ctx: 
 
 
 def plan_target(adapter: Adapter, migrations: list[Migration], region: str, *, target_version: str | None = None,
-                out_of_order: bool = False) -> TargetPlan:
-    """Read the ledger (no lock: planning is a read) and say what a run would do."""
-    entries = adapter.read_ledger()
+                out_of_order: bool = False, entries: list[LedgerEntry] | None = None) -> TargetPlan:
+    """Read the ledger (no lock: planning is a read; ``entries``: already read) and say what a run would do."""
+    entries = adapter.read_ledger() if entries is None else entries
     infos = reconcile(migrations, entries, target_version=target_version, out_of_order=out_of_order)
     return TargetPlan.from_infos(region, adapter.technology, adapter.target, infos, current_version(infos),
                                  out_of_order=out_of_order)

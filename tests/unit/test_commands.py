@@ -564,3 +564,12 @@ def test_the_command_line_stops_before_a_contract_that_needs_its_own_approval(sp
     run, sink = run_in(specs, "production", RunParams(override=True, override_reason="INC-4711 disk full, drop now"))
     contract_approval_from_cli(run, "p1")
     assert (sink.events[-1].kind, sink.events[-1].details["how"]) == ("overridden", "break_glass")
+
+
+def test_where_a_ledger_lives_does_not_depend_on_who_connects():
+    from polymigrate.commands.planning import ledger_location
+
+    assert ledger_location("postgresql://app@db.internal:5432/shop") == "postgresql://db.internal:5432/shop"
+    assert ledger_location("postgresql://ro@db.internal:5432/shop") == ledger_location("postgresql://db.internal:5432/shop")
+    assert ledger_location("mongodb://u:***@h:27017/shop") == "mongodb://h:27017/shop"
+    assert ledger_location("http://h:9200 / polymigrate_shop") == "http://h:9200 / polymigrate_shop"

@@ -42,7 +42,7 @@ def promotable(plan: Plan) -> list[Promotable]:
 
 def read_staging_ledgers(project: Project, domain: Domain, staging: Environment, connect: Connect,
                          technologies: list[str] | None = None) -> StagingLedgers:
-    """(region, technology) → ledger rows of every staging target of the domain.
+    """(region, technology) → the ledger rows that staging's runs wrote on every staging target of the domain.
 
     A target that cannot be read (missing connection, server down) is recorded in ``unreadable``
     instead of raising: the gate then refuses what it cannot confirm, naming that target.
@@ -60,7 +60,10 @@ def read_staging_ledgers(project: Project, domain: Domain, staging: Environment,
             if adapter is None:
                 continue
             try:
-                out.ledgers[(region.name, tech)] = adapter.read_ledger()
+                # only what this environment's runs wrote there: a ledger another environment shares
+                # (the plan refuses that) must never make a file look rehearsed or lend it a duration
+                out.ledgers[(region.name, tech)] = [e for e in adapter.read_ledger() if e.environment == staging.name
+                                                    and e.region in (None, region.name)]
             except PolymigrateError as exc:
                 out.unreadable[(region.name, tech)] = str(exc)
             finally:
