@@ -22,8 +22,9 @@ def registered() -> set[str]:
 def why_not(env: Environment, region: str, technology: str, adapters: set[str] | None = None) -> str | None:
     """Why ``region`` of ``env`` cannot serve ``technology`` (None: it can)."""
     if env.technologies is not None and technology not in env.technologies:
-        return (f"{env.name} does not serve {technology} (technologies: {', '.join(env.technologies)} in "
-                f"environments/{env.name}.yaml)")
+        why = env.left_out.get(technology)
+        return (f"{env.name} does not serve {technology}" + (f": {why}" if why else "")
+                + f" (technologies: {', '.join(env.technologies)} in environments/{env.name}.yaml)")
     r = env.regions.get(region)
     if r is not None and r.technologies is not None and technology not in r.technologies:
         return f"region {region} of {env.name} does not serve {technology} (its technologies: {', '.join(r.technologies)})"
@@ -71,3 +72,11 @@ def skipped(project: Project, domain: Domain, env: Environment, regions: list[st
             scope = "" if len(where) == len(chosen) else f" in {', '.join(where)}"
             out.append(f"{tech}{scope}: {why}")
     return out
+
+
+def left_out_files(env: Environment, domain: str) -> list[str]:
+    """One line per file of ``domain`` the environment's specs leave out (``left_out``), with why: the
+    file is absent, so the plan cannot show it; without this line nobody would know it was meant to run."""
+    prefix = f"{domain}/"
+    return [f"{key.removeprefix(prefix)}: left out of these specs: {why}"
+            for key, why in sorted(env.left_out.items()) if key.startswith(prefix)]

@@ -45,3 +45,26 @@ def test_skipped_says_what_and_why(tmp_path):
         "redis: not selected in this run (param technologies)",
         "elasticsearch: staging does not serve elasticsearch (technologies: postgresql, redis in environments/staging.yaml)",
     ]
+
+
+def test_what_the_specs_leave_out_is_said_with_why(tmp_path):
+    from polymigrate.serving import left_out_files
+
+    write(tmp_path / "environments/staging.yaml", """
+        regions: {west: {}}
+        technologies: [postgresql, redis]
+        left_out:
+          elasticsearch: no OpenSearch on this machine
+          shop/redis/2-b.lua: this Redis lacks a command it needs
+          other/postgresql/V9__x.sql: not this domain's
+    """)
+    write(tmp_path / "shop/domain.yaml", "technologies: {postgresql: {}, elasticsearch: {}}\n")
+    write(tmp_path / "shop/postgresql/V1__a.sql", "select 1;")
+    write(tmp_path / "shop/elasticsearch/1-a.json", "{}")
+    p = load_project(tmp_path)
+    assert p.ok, p.problems
+    staging = p.environments["staging"]
+    assert skipped(p, p.domains["shop"], staging) == [
+        "elasticsearch: staging does not serve elasticsearch: no OpenSearch on this machine (technologies: "
+        "postgresql, redis in environments/staging.yaml)"]
+    assert left_out_files(staging, "shop") == ["redis/2-b.lua: left out of these specs: this Redis lacks a command it needs"]

@@ -42,7 +42,7 @@ def plan(run: Run, grant: Grant) -> Plan:
     unknown = [r for r in params.regions or [] if r not in env.regions]
     if unknown:
         raise UsageError(f"param regions: {unknown} not in {env.name} ({sorted(env.regions)})")
-    from polymigrate.serving import served, skipped
+    from polymigrate.serving import left_out_files, served, skipped
 
     # a target the environment cannot serve (not listed for the region, no adapter installed) is
     # skipped and said why, never a failure: scheduled runs select every technology by default
@@ -53,7 +53,8 @@ def plan(run: Run, grant: Grant) -> Plan:
                          target_version=params.target_version, out_of_order=params.allow_out_of_order)
     result.targets = [t for t in result.targets if params.selects(t.region, t.technology)
                       and t.technology in serve.get(t.region, ())]
-    result.skipped = skipped(run.project, run.domain, env, params.regions, params.technologies)
+    result.skipped = skipped(run.project, run.domain, env, params.regions, params.technologies) \
+        + left_out_files(env, run.domain.name)
     phases = phase_counts(run.catalog, run.domain.technology_order())
     run.log.info("Plan %s/%s (hash %s)\n%s%s%s", run.domain.name, env.name, result.hash[:12], plan_table(result),
                  "".join(f"\nskipped {line}" for line in result.skipped),

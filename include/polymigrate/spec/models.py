@@ -162,6 +162,10 @@ class Environment(_Model):
     connection_id_template: str = "polymigrate_{technology}_{environment}_{region}"
     technologies: list[Technology] | None = Field(
         None, description="technologies this environment has servers and connections for (default: all)")
+    left_out: dict[str, str] = Field(
+        default_factory=dict, description="what these specs leave out for this environment, and why: a technology "
+        "it does not serve ('elasticsearch') or a file removed from this copy of the specs "
+        "('<domain>/<technology>/<script>'); each reason is said in the plan's log")
     path: str = ""
 
     @field_validator("name")
