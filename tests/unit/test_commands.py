@@ -573,3 +573,32 @@ def test_where_a_ledger_lives_does_not_depend_on_who_connects():
     assert ledger_location("postgresql://ro@db.internal:5432/shop") == ledger_location("postgresql://db.internal:5432/shop")
     assert ledger_location("mongodb://u:***@h:27017/shop") == "mongodb://h:27017/shop"
     assert ledger_location("http://h:9200 / polymigrate_shop") == "http://h:9200 / polymigrate_shop"
+
+
+def test_the_approval_summary_reads_cleanly_issue_22_4(specs):
+    """One suppression once, named as the repository names its file; unreadable ledgers and files not
+    yet in staging one per line, whole (a connection id's underscores once ended Markdown italics)."""
+    from polymigrate.commands.approval import summary_markdown
+    from polymigrate.policy import Decision
+
+    (specs / "shop" / "postgresql" / "V2__drop_names.sql").write_text(
+        "-- polymigrate:lint-ignore ban-drop-column reason: the app stopped reading both in 4.2\n"
+        "ALTER TABLE customers DROP COLUMN first_name, DROP COLUMN last_name;\n")
+    run, _ = airflow_run(specs)
+    summary, _ = summarize(run)
+    sups = [s for s in summary["suppressions"] if s["rule"] == "ban-drop-column"]
+    assert len(sups) == 1 and sups[0]["file"] == "shop/postgresql/V2__drop_names.sql", summary["suppressions"]
+    assert sups[0]["count"] == 2  # one statement, two dropped columns: two findings, one line to read
+    problem = ("p1/elasticsearch: ledger not read: connection 'polymigrate_elasticsearch_production_p1' is not "
+               "configured")
+    missing = [f"postgresql {n} V{n}__f.sql (checksum {n}) in staging region(s) s1" for n in range(1, 13)]
+    body = summary_markdown("shop", "production", summary, Decision("waiting", 1), ["ann"], "olga",
+                            {"regions": {"p1": {"postgresql": 1}}, "problems": [problem],
+                             "staging_env": "staging", "staging": missing})
+    assert body.count("suppressed `ban-drop-column`") == 1
+    assert "suppressed `ban-drop-column` in shop/postgresql/V2__drop_names.sql:2" in body, body
+    assert str(specs) not in body
+    assert f"- `{problem}`" in body.splitlines() and "_Ledgers" not in body
+    assert "- already succeeded in staging: **no**, 12 not yet:" in body.splitlines()
+    assert f"  - {missing[0]}" in body.splitlines() and f"  - {missing[9]}" in body.splitlines()
+    assert "  - … and 2 more (the plan task's log lists them)" in body.splitlines()

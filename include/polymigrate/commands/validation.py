@@ -63,7 +63,8 @@ def summarize(run: Run) -> tuple[dict[str, Any], list]:
     gates = {"soak_minutes": run.policy.contract_soak_minutes, "approval": run.policy.contract_approval}
     return {"migrations": counts, **({"phases": phases, "contract_gates": gates} if phases else {}), "risk": report.risk,
             "destructive": report.destructive, "destructive_waived": waived,
-            "suppressions": report.suppressions[:EVENT_LIST_CAP], "changeset_hash": run.changeset_hash(),
+            "suppressions": _suppressions(run, report.suppressions)[:EVENT_LIST_CAP],
+            "changeset_hash": run.changeset_hash(),
             "files": file_digests(run),
             "lint": {"findings": len(report.findings), "blocking": len(blocking),
                      "shown": [{"rule": f.rule, "severity": f.severity, "file": _relative(run, f.file), "line": f.line,
@@ -77,6 +78,19 @@ def _drift(run: Run) -> dict[str, Any]:
 
     found = latest_drift(run.sink, run.domain.name, run.environment.name)
     return {"drift": found} if found else {}
+
+
+def _suppressions(run: Run, found: list[dict]) -> list[dict]:
+    """Each suppression once, its file as the repository names it: one suppressed statement can trip a
+    rule twice (two columns dropped in one ALTER), and the approver read the same line twice."""
+    out: dict[tuple, dict] = {}
+    for sup in found:
+        key = (sup.get("rule"), sup.get("file"), sup.get("line"))
+        if key in out:
+            out[key]["count"] = out[key].get("count", 1) + 1
+        else:
+            out[key] = {**sup, "file": _relative(run, sup["file"]) if sup.get("file") else sup.get("file")}
+    return list(out.values())
 
 
 def _relative(run: Run, path: str) -> str:
