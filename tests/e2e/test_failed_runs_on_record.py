@@ -7,7 +7,8 @@ audit page's own app (the page, the JSON and the HTML export):
    ``validated`` and ``approved`` was recorded, so the run read "recorded" with "No migration was
    applied in this run";
 2. an execute task fails (a statement PostgreSQL refuses): the run is failed, the task's error is on
-   record as ``task_failed`` next to the migration's own ``migration_failed``.
+   record as ``task_failed`` next to the migration's own ``migration_failed``, and its fix says which
+   task to clear (issue 22.6: it said "run migrate again", the command line's way).
 """
 
 from __future__ import annotations
@@ -98,6 +99,9 @@ def test_a_failed_plan_and_a_failed_execute_are_failed_runs_with_their_error(wor
     assert dr2.state == "failed" and states["p1.postgresql"] == "failed", states
     kinds = [(e.event.kind, e.event.task_id) for e in store.query(run_id=dr2.run_id)]
     assert ("migration_failed", "p1.postgresql") in kinds and ("task_failed", "p1.postgresql") in kinds
+    error = next(e.event.details["error"] for e in store.query(run_id=dr2.run_id) if e.event.kind == "task_failed")
+    # issue 22.6: Airflow's advice, not the command line's
+    assert "clear the task `p1.postgresql` in this run" in error and "run migrate again" not in error, error
 
     client = audit_client(audit)
     page = client.get("/", params={"domain": "shop"})

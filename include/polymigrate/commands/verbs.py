@@ -78,13 +78,30 @@ def migrate_target(run: Run, region: str, technology: str, *, plan_hash: str | N
         run.log.info("%s/%s%s: %s via connection '%s'%s", region, technology, f" [{phase}]" if phase else "",
                      adapter.target, run.environment.connection_id(region, technology),
                      " (dry run)" if params.dry_run else "")
-        result = execute(adapter, run.catalog.applicable(technology), run.run_context(region, plan_hash),
-                         target_version=params.target_version, out_of_order=params.allow_out_of_order,
-                         dry_run=params.dry_run, sink=run.sink, on_progress=on_progress, phase=phase)
+        try:
+            result = execute(adapter, run.catalog.applicable(technology), run.run_context(region, plan_hash),
+                             target_version=params.target_version, out_of_order=params.allow_out_of_order,
+                             dry_run=params.dry_run, sink=run.sink, on_progress=on_progress, phase=phase)
+        except MigrationError as exc:
+            exc.hint = retry_advice(run, exc.hint, f"{region}.{technology}")
+            raise
     for a in result.applied:
         run.log.info("%s %s (%s ms)", a["action"], a["script"], a["ms"])
     run.log.info("%s", outcome_line(region, technology + (f" [{phase}]" if phase else ""), result))
     return result
+
+
+RUN_AGAIN = "run migrate again"  # the adapters' advice, in the command line's words
+
+
+def retry_advice(run: Run, hint: str | None, task: str) -> str | None:
+    """The adapters say "run migrate again", which is the command line's way; in Airflow the retry is
+    clearing the failed task (it re-reads the ledger under the lock and applies only what is pending)."""
+    if not hint or run.who.origin != "airflow" or RUN_AGAIN not in hint:
+        return hint
+    name = run.who.task_id or task
+    return hint.replace(RUN_AGAIN, f"clear the task `{name}` in this run (its grid cell → Clear): it re-reads the "
+                                   "ledger and applies only what is still pending")
 
 
 def outcome_line(region: str, technology: str, result: RunResult) -> str:
