@@ -39,8 +39,8 @@ import uuid
 from datetime import datetime
 from pathlib import Path
 
-from polymigrate.adapters.elasticsearch import ElasticsearchAdapter
-from polymigrate.adapters.es_api import SearchApi, SearchError
+from polymigrate.adapters.elasticsearch.adapter import ElasticsearchAdapter
+from polymigrate.adapters.elasticsearch.api import SearchApi, SearchError
 from polymigrate.catalog import discover
 from polymigrate.executor import migrate
 from polymigrate.ledger import RunContext

@@ -34,8 +34,8 @@ from bson import ObjectId
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "include"), str(ROOT)]
 
-from polymigrate.adapters.mongo import MongoAdapter  # noqa: E402
-from polymigrate.adapters.mongo_server import server_info  # noqa: E402
+from polymigrate.adapters.mongodb.adapter import MongoAdapter  # noqa: E402
+from polymigrate.adapters.mongodb.server import server_info  # noqa: E402
 from polymigrate.catalog import discover  # noqa: E402
 from polymigrate.executor import migrate  # noqa: E402
 from polymigrate.ledger import RunContext  # noqa: E402

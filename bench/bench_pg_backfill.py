@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "include"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_postgres_apply import PrivateServer  # noqa: E402
-from polymigrate.adapters.postgres import PostgresAdapter  # noqa: E402
+from polymigrate.adapters.postgresql.adapter import PostgresAdapter  # noqa: E402
 from polymigrate.catalog import discover  # noqa: E402
 from polymigrate.executor import migrate  # noqa: E402
 from polymigrate.ledger import RunContext  # noqa: E402

@@ -36,7 +36,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "include"))
 
-from polymigrate.adapters.postgres import PostgresAdapter  # noqa: E402
+from polymigrate.adapters.postgresql.adapter import PostgresAdapter  # noqa: E402
 from polymigrate.catalog import discover  # noqa: E402
 from polymigrate.executor import migrate  # noqa: E402
 from polymigrate.ledger import RunContext  # noqa: E402

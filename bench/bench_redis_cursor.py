@@ -33,8 +33,8 @@ from pathlib import Path
 
 import redis
 
-from polymigrate.adapters.redis import RedisAdapter
-from polymigrate.adapters.redis_templates import template
+from polymigrate.adapters.redis.adapter import RedisAdapter
+from polymigrate.adapters.redis.templates import template
 from polymigrate.catalog import Directives, discover
 from polymigrate.executor import migrate
 from polymigrate.ledger import RunContext

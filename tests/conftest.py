@@ -115,7 +115,7 @@ class SearchTarget:
     """
 
     def __init__(self, engine: str, url: str):
-        from polymigrate.adapters.es_api import SearchApi
+        from polymigrate.adapters.elasticsearch.api import SearchApi
 
         self.engine, self.url = engine, url
         self.api = SearchApi.from_url(url)
@@ -143,7 +143,7 @@ class SearchTarget:
         return TechnologyConfig(ledger=self.ledger, index_prefix=self.prefix, **kw)
 
     def cleanup(self) -> None:
-        from polymigrate.adapters.es_api import SearchError
+        from polymigrate.adapters.elasticsearch.api import SearchError
 
         api, p = self.api, self.prefix
         tasks = api.request("GET", "/_tasks", params={"actions": "*reindex*", "detailed": True})
@@ -224,7 +224,7 @@ def mongo_server():
     """What answers at MONGO_URI (``ServerInfo``: FerretDB or a real MongoDB), asked once per session."""
     import pymongo
 
-    from polymigrate.adapters.mongo_server import server_info
+    from polymigrate.adapters.mongodb.server import server_info
 
     client = pymongo.MongoClient(MONGO_URI, serverSelectionTimeoutMS=5000)
     try:

@@ -303,7 +303,7 @@ def _check_backfill(technology: str, kind: Kind, d: Directives, body: str, path:
                         line=1, domain=domain, hint="remove transactional=true")]
     if _PLACEHOLDER.search(body):
         return []  # parsed when it runs, with the values filled in
-    from polymigrate.adapters.pg_backfill import parse  # pglast: only for the files that need it
+    from polymigrate.adapters.postgresql.backfill import parse  # pglast: only for the files that need it
     try:
         parse(body, path)
     except PolymigrateError as exc:

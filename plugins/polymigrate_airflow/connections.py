@@ -53,7 +53,7 @@ def search_client(conn_id: str):
     from airflow.providers.opensearch.hooks.opensearch import OpenSearchHook
     from airflow.sdk import BaseHook, Connection
 
-    import polymigrate.adapters.es_api  # noqa: F401  quiets the clients' per-request INFO lines first
+    import polymigrate.adapters.elasticsearch.api  # noqa: F401  quiets the clients' per-request INFO lines first
 
     conn = BaseHook.get_connection(conn_id)
     extras = allowed_extras("elasticsearch", conn.extra_dejson or {})
@@ -99,7 +99,7 @@ def mongo_client(conn_id: str):
 
     from airflow.providers.mongo.hooks.mongo import MongoHook
 
-    from polymigrate.adapters.mongo import MongoConnection
+    from polymigrate.adapters.mongodb.adapter import MongoConnection
 
     hook = MongoHook(mongo_conn_id=conn_id)
     hook.extras = allowed_extras("mongodb", hook.extras)

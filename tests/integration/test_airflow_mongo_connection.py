@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 
 def test_mongo_connection_through_mongohook_keeps_only_allowlisted_extras(monkeypatch, make_mongo_database):
     pytest.importorskip("airflow.providers.mongo.hooks.mongo")
-    from polymigrate.adapters.mongo import MongoAdapter, MongoConnection
+    from polymigrate.adapters.mongodb.adapter import MongoAdapter, MongoConnection
     from polymigrate.adapters import adapter_class
     from polymigrate_airflow.connections import CLIENT_FACTORIES, build_client
 

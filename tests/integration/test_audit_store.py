@@ -235,7 +235,7 @@ class _DropsAfterFirstCommit:
 
 
 def test_a_retry_records_the_success_event_the_store_missed(store, make_pg_database, tmp_path):
-    from polymigrate.adapters.postgres import PostgresAdapter
+    from polymigrate.adapters.postgresql.adapter import PostgresAdapter
     from polymigrate.catalog import discover
     from polymigrate.executor import migrate
     from polymigrate.ledger import RunContext

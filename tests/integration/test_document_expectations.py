@@ -9,7 +9,7 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from polymigrate.adapters.mongo import MongoAdapter
+from polymigrate.adapters.mongodb.adapter import MongoAdapter
 from polymigrate.errors import PermanentError
 from polymigrate.expectations import load_suites
 from tests.integration.adapters.es_helpers import adapter as es_adapter

@@ -10,7 +10,7 @@ import pymongo
 import pytest
 from bson import Int64
 
-from polymigrate.adapters.mongo import MongoAdapter
+from polymigrate.adapters.mongodb.adapter import MongoAdapter
 from polymigrate.commands import validate_project
 from polymigrate.errors import PermanentError
 from polymigrate.executor import migrate, placeholders_for, undo_to

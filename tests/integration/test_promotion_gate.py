@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from polymigrate.adapters.postgres import PostgresAdapter
+from polymigrate.adapters.postgresql.adapter import PostgresAdapter
 from polymigrate.commands import load_domain, plan_domain
 from polymigrate.errors import PermanentError
 from polymigrate.executor import migrate

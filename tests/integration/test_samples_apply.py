@@ -4,7 +4,7 @@ This is what the demo and a new domain's first staging run do; it caught psycopg
 prepared statements in pipeline mode after a DROP (the social-commerce files failed at the view).
 """
 
-from polymigrate.adapters.postgres import PostgresAdapter
+from polymigrate.adapters.postgresql.adapter import PostgresAdapter
 from polymigrate.commands import validate_project
 from polymigrate.executor import migrate
 from polymigrate.ledger import RunContext

@@ -10,8 +10,8 @@ import pymongo
 import pytest
 import redis
 
-from polymigrate.adapters.mongo import MongoAdapter, declared_indexes
-from polymigrate.adapters.redis import RedisAdapter
+from polymigrate.adapters.mongodb.adapter import MongoAdapter, declared_indexes
+from polymigrate.adapters.redis.adapter import RedisAdapter
 from polymigrate.catalog import discover
 from polymigrate.errors import PermanentError
 from polymigrate.executor import migrate

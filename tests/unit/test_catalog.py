@@ -287,7 +287,7 @@ def test_products_v2_is_a_blue_green_behind_the_products_alias(samples):
 
 
 def test_every_elasticsearch_step_kind_has_an_implementation():
-    from polymigrate.adapters.es_steps import SIMPLE_STEPS
+    from polymigrate.adapters.elasticsearch.steps import SIMPLE_STEPS
     assert set(formats.STEP_KINDS) == set(SIMPLE_STEPS) | {"blue_green"}
 
 

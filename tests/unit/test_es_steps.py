@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from polymigrate.adapters.es_api import check_index_name, flavour_of
-from polymigrate.adapters.es_bluegreen import field_type, next_number, overlap_of
-from polymigrate.adapters.es_steps import component_body, composable_template, mapping_conflicts, unwrap_mapping
+from polymigrate.adapters.elasticsearch.api import check_index_name, flavour_of
+from polymigrate.adapters.elasticsearch.bluegreen import field_type, next_number, overlap_of
+from polymigrate.adapters.elasticsearch.steps import (component_body, composable_template, mapping_conflicts,
+                                                      unwrap_mapping)
 from polymigrate.errors import PermanentError
 from polymigrate.spec import formats
 

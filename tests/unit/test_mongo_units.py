@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pymongo import errors as perr
 
-from polymigrate.adapters.mongo_server import ServerInfo, classify, unsupported
+from polymigrate.adapters.mongodb.server import ServerInfo, classify, unsupported
 from polymigrate.catalog import load_file
 from polymigrate.errors import PermanentError, TransientError
 from polymigrate.spec import formats

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from polymigrate.adapters.pg_backfill import Settings, parse
+from polymigrate.adapters.postgresql.backfill import Settings, parse
 from polymigrate.catalog import discover, parse_directives
 from polymigrate.errors import PermanentError
 

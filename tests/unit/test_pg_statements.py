@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from polymigrate.adapters.pg_statements import DO_COMMIT, check_transaction_control, needs_autocommit, split, steps
+from polymigrate.adapters.postgresql.statements import (DO_COMMIT, check_transaction_control, needs_autocommit, split,
+                                                        steps)
 from polymigrate.errors import PermanentError
 
 

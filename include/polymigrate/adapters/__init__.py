@@ -8,10 +8,10 @@ import importlib
 from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, RepairReport
 
 REGISTRY: dict[str, str] = {
-    "postgresql": "polymigrate.adapters.postgres:PostgresAdapter",
-    "mongodb": "polymigrate.adapters.mongo:MongoAdapter",
-    "redis": "polymigrate.adapters.redis:RedisAdapter",
-    "elasticsearch": "polymigrate.adapters.elasticsearch:ElasticsearchAdapter",
+    "postgresql": "polymigrate.adapters.postgresql.adapter:PostgresAdapter",
+    "mongodb": "polymigrate.adapters.mongodb.adapter:MongoAdapter",
+    "redis": "polymigrate.adapters.redis.adapter:RedisAdapter",
+    "elasticsearch": "polymigrate.adapters.elasticsearch.adapter:ElasticsearchAdapter",
 }
 
 

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from polymigrate.adapters.redis_templates import new_file_template
+from polymigrate.adapters.redis.templates import new_file_template
 from polymigrate.catalog import EXTENSIONS, PHASES, discover_domain, next_version
 from polymigrate.cli.app import DEFAULT_SPECS, app, console, err_console
 from polymigrate.commands import EnvironmentConnector, RunParams, Who, open_run, plan_domain, validate_project

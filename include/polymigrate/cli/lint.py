@@ -23,7 +23,7 @@ _STYLE = {"info": "dim", "low": "cyan", "medium": "yellow", "high": "red", "crit
 
 def _connect(url: str):
     if urlsplit(url).scheme in ("http", "https", "elasticsearch", "opensearch"):  # an Elasticsearch/OpenSearch target
-        from polymigrate.adapters.es_api import SearchApi, SearchError
+        from polymigrate.adapters.elasticsearch.api import SearchApi, SearchError
         try:
             return SearchApi.from_url(url)
         except SearchError as exc:

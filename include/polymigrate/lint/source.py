@@ -18,7 +18,7 @@ from typing import Any
 from pglast import ast, enums, parse_sql
 from pglast.parser import ParseError
 
-from polymigrate.adapters import pg_statements
+from polymigrate.adapters.postgresql import statements as pg_statements
 from polymigrate.catalog import Migration
 
 _PLACEHOLDER = re.compile(r"\$\{(?P<name>[A-Za-z_][\w.:-]*)\}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from polymigrate.adapters.elasticsearch import ElasticsearchAdapter
+from polymigrate.adapters.elasticsearch.adapter import ElasticsearchAdapter
 from polymigrate.catalog import discover
 from polymigrate.executor import migrate
 from polymigrate.ledger import RunContext

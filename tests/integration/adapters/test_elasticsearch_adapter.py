@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from polymigrate.adapters.es_api import SearchError
+from polymigrate.adapters.elasticsearch.api import SearchError
 from polymigrate.errors import PermanentError
 from polymigrate.executor import migrate, undo_to
 from polymigrate.ledger import Status

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from polymigrate.adapters.elasticsearch import ElasticsearchAdapter
+from polymigrate.adapters.elasticsearch.adapter import ElasticsearchAdapter
 from tests.conformance.adapter_suite import AdapterConformance, AdapterKit
 
 pytestmark = pytest.mark.integration

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from polymigrate.adapters.es_api import SearchError
+from polymigrate.adapters.elasticsearch.api import SearchError
 from polymigrate.executor import migrate
 from polymigrate.ledger import Status
 

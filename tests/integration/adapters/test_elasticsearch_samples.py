@@ -113,6 +113,6 @@ def test_social_commerce_people_search_behind_its_alias(search_target, tmp_path)
         "fields": ["full_name.prefix", "full_name.prefix._2gram", "full_name.prefix._3gram"]}}})
     assert [h["_id"] for h in typed["hits"]["hits"]] == ["7"]
     # strict mapping: a field the release did not declare (first_name is PostgreSQL's old column) is refused
-    from polymigrate.adapters.es_api import SearchError
+    from polymigrate.adapters.elasticsearch.api import SearchError
     with pytest.raises(SearchError):
         t.api.request("PUT", f"/{p}people/_doc/8", body={"user_id": 8, "first_name": "Grace"})

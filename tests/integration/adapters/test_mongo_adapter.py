@@ -11,7 +11,7 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from polymigrate.adapters.mongo import MongoAdapter
+from polymigrate.adapters.mongodb.adapter import MongoAdapter
 from polymigrate.catalog import discover
 from polymigrate.errors import PermanentError, SpecError, TransientError
 from polymigrate.executor import migrate, undo_to

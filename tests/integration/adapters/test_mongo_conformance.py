@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from polymigrate.adapters.mongo import MongoAdapter
+from polymigrate.adapters.mongodb.adapter import MongoAdapter
 from tests.conformance.adapter_suite import AdapterConformance, AdapterKit
 
 pytestmark = pytest.mark.integration

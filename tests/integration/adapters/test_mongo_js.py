@@ -14,8 +14,8 @@ from pathlib import Path
 import pymongo
 import pytest
 
-from polymigrate.adapters import mongo_js
-from polymigrate.adapters.mongo import MongoAdapter
+from polymigrate.adapters.mongodb import js as mongo_js
+from polymigrate.adapters.mongodb.adapter import MongoAdapter
 from polymigrate.catalog import discover
 from polymigrate.errors import PermanentError, SpecError, ValidationFailed
 from polymigrate.executor import migrate
@@ -213,7 +213,7 @@ def test_a_failing_js_migration_names_file_and_line_and_is_recorded_failed(mongo
 CHILD = '''
 import sys
 from pathlib import Path
-from polymigrate.adapters.mongo import MongoAdapter
+from polymigrate.adapters.mongodb.adapter import MongoAdapter
 from polymigrate.catalog import discover
 from polymigrate.executor import migrate
 from polymigrate.ledger import RunContext

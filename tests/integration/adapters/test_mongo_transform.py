@@ -23,9 +23,9 @@ import pymongo
 import pytest
 from bson import ObjectId
 
-from polymigrate.adapters import mongo_transform
-from polymigrate.adapters.mongo import MongoAdapter
-from polymigrate.adapters.mongo_lease import LeaseLost
+from polymigrate.adapters.mongodb import transform as mongo_transform
+from polymigrate.adapters.mongodb.adapter import MongoAdapter
+from polymigrate.adapters.mongodb.lease import LeaseLost
 from polymigrate.catalog import discover
 from polymigrate.errors import PermanentError
 from polymigrate.executor import migrate
@@ -214,7 +214,7 @@ CHILD = '''
 import os, signal, sys
 from pathlib import Path
 from pymongo.collection import Collection
-from polymigrate.adapters.mongo import MongoAdapter
+from polymigrate.adapters.mongodb.adapter import MongoAdapter
 from polymigrate.catalog import discover
 from polymigrate.executor import migrate
 from polymigrate.ledger import RunContext

@@ -8,7 +8,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from polymigrate.adapters.postgres import PostgresAdapter
+from polymigrate.adapters.postgresql.adapter import PostgresAdapter
 from polymigrate.catalog import Kind, discover
 from polymigrate.errors import LockNotAcquired, PermanentError, TransientError, ValidationFailed
 from polymigrate.executor import migrate, undo_to

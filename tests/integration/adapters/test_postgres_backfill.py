@@ -135,7 +135,7 @@ def test_a_frozen_run_that_lost_its_lock_cannot_apply_a_batch_twice(pg_url, tmp_
 def test_a_session_that_dropped_its_lock_commits_no_further_batch(pg_url, tmp_path):
     """Every batch's transaction proves the lock (the fence): here the SET expression itself drops the
     session's advisory locks, another session takes the lock, and the next batch is refused."""
-    from polymigrate.adapters.postgres import _lock_key
+    from polymigrate.adapters.postgresql.adapter import _lock_key
     make_items(pg_url, 2000)
     folder = write(tmp_path / "sql", {"V1__noop.sql": "SELECT 1;\n", "V2__backfill.sql":
         "-- polymigrate: backfill=true, batch_size=50, max_batch=50\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from polymigrate.adapters.postgres import PostgresAdapter
+from polymigrate.adapters.postgresql.adapter import PostgresAdapter
 from tests.conformance.adapter_suite import AdapterConformance, AdapterKit
 
 pytestmark = pytest.mark.integration

@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from polymigrate.adapters.postgres import PostgresAdapter
+from polymigrate.adapters.postgresql.adapter import PostgresAdapter
 from polymigrate.catalog import discover
 from polymigrate.errors import PermanentError, TransientError
 from polymigrate.executor import migrate

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from polymigrate.adapters.postgres import PostgresAdapter
+from polymigrate.adapters.postgresql.adapter import PostgresAdapter
 from polymigrate.catalog import discover
 from polymigrate.cli import app
 from polymigrate.errors import PermanentError

@@ -13,10 +13,10 @@ import pytest
 import redis
 from redis.cluster import key_slot
 
-from polymigrate.adapters.redis import RedisAdapter
-from polymigrate.adapters.redis_lease import Lease
-from polymigrate.adapters.redis_scripts import check_same_slot, declared_keys
-from polymigrate.adapters.redis_templates import NAMES, template
+from polymigrate.adapters.redis.adapter import RedisAdapter
+from polymigrate.adapters.redis.lease import Lease
+from polymigrate.adapters.redis.scripts import check_same_slot, declared_keys
+from polymigrate.adapters.redis.templates import NAMES, template
 from polymigrate.catalog import discover
 from polymigrate.errors import LockNotAcquired, PermanentError, TransientError
 from polymigrate.executor import migrate

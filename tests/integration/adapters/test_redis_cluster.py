@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from redis.cluster import RedisCluster, key_slot
 
-from polymigrate.adapters.redis import RedisAdapter
+from polymigrate.adapters.redis.adapter import RedisAdapter
 from polymigrate.catalog import discover
 from polymigrate.errors import PermanentError
 from polymigrate.executor import migrate

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from polymigrate.adapters.redis import RedisAdapter
+from polymigrate.adapters.redis.adapter import RedisAdapter
 from polymigrate.errors import LockNotAcquired
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from polymigrate.adapters.redis import RedisAdapter
-from polymigrate.adapters.redis_templates import template
+from polymigrate.adapters.redis.adapter import RedisAdapter
+from polymigrate.adapters.redis.templates import template
 from polymigrate.catalog import discover
 from polymigrate.errors import TransientError
 from polymigrate.executor import migrate

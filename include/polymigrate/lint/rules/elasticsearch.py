@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from polymigrate.adapters.es_steps import mapping_conflicts, unwrap_mapping
+from polymigrate.adapters.elasticsearch.steps import mapping_conflicts, unwrap_mapping
 from polymigrate.lint.jsonlines import first_key, item_lines
 from polymigrate.lint.risk import STEPS
 from polymigrate.lint.rule import Hit, Rule

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pglast import ast
 
-from polymigrate.adapters.pg_statements import DO_COMMIT
+from polymigrate.adapters.postgresql.statements import DO_COMMIT
 from polymigrate.lint.pgast import AT, alter_cmds
 from polymigrate.lint.rule import Hit, Rule
 

@@ -1,7 +1,7 @@
 """The Elasticsearch / OpenSearch adapter: JSON step files, a ledger index, a lease lock, blue-green.
 
-What it keeps in the target (``es_ledger``): the hidden index ``.polymigrate-<domain>`` with one
-document per ledger row and the lease document ``lock`` (``es_lease``). Elasticsearch has no
+What it keeps in the target (``ledger``): the hidden index ``.polymigrate-<domain>`` with one
+document per ledger row and the lease document ``lock`` (``lease``). Elasticsearch has no
 transaction spanning a step and its ledger row, so a migration writes ``started`` before its first
 step and, after each step, the row again with what the step did (``progress``: steps done, the
 running step's state such as a reindex task id); a retry gets the incomplete row as ``resume`` and
@@ -26,11 +26,11 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, holding
-from polymigrate.adapters.es_api import SearchApi, SearchError, client_where
-from polymigrate.adapters.es_bluegreen import BlueGreen, undo_switch
-from polymigrate.adapters.es_lease import Lease, LeaseLost
-from polymigrate.adapters.es_ledger import Ledger, ledger_index
-from polymigrate.adapters.es_steps import StepContext, classify, run_simple, short
+from polymigrate.adapters.elasticsearch.api import SearchApi, SearchError, client_where
+from polymigrate.adapters.elasticsearch.bluegreen import BlueGreen, undo_switch
+from polymigrate.adapters.elasticsearch.lease import Lease, LeaseLost
+from polymigrate.adapters.elasticsearch.ledger import Ledger, ledger_index
+from polymigrate.adapters.elasticsearch.steps import StepContext, classify, run_simple, short
 from polymigrate.catalog import Migration
 from polymigrate.connections import redact
 from polymigrate.errors import MigrationError, PermanentError, TransientError

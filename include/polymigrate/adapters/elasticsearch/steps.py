@@ -1,4 +1,4 @@
-"""The steps of an Elasticsearch/OpenSearch migration file, except ``blue_green`` (``es_bluegreen``).
+"""The steps of an Elasticsearch/OpenSearch migration file, except ``blue_green`` (``bluegreen``).
 
 Each step gets a ``StepContext``: the REST seam, the lease's fence (called right before every write),
 a ``state`` dict persisted in the ledger row's progress (so a retry knows what the step had done),
@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from polymigrate.adapters.es_api import SearchApi, SearchError, check_index_name
-from polymigrate.adapters.es_lease import LeaseLost
+from polymigrate.adapters.elasticsearch.api import SearchApi, SearchError, check_index_name
+from polymigrate.adapters.elasticsearch.lease import LeaseLost
 from polymigrate.errors import PermanentError, TransientError
 from polymigrate.spec import formats
 
@@ -359,7 +359,7 @@ def _pipeline(ctx: StepContext, args: formats.Pipeline) -> None:
     ctx.api.put_pipeline(args.name, args.body)
 
 
-# every step kind of ``formats.STEP_KINDS`` but blue_green (es_bluegreen); a unit test checks the two agree
+# every step kind of ``formats.STEP_KINDS`` but blue_green (bluegreen); a unit test checks the two agree
 SIMPLE_STEPS: dict[str, Callable[[StepContext, Any], Any]] = {
     "create_index": create_index,
     "index_template": _index_template,

@@ -2,7 +2,7 @@
 
 Index ``.polymigrate-<domain>`` (the domain's ``ledger`` setting names another), one primary shard,
 ``auto_expand_replicas: 0-1`` (a single-node cluster stays usable). Row ``r<rank>`` holds a
-``LedgerEntry``; the lease document ``lock`` lives beside the rows (``es_lease``).
+``LedgerEntry``; the lease document ``lock`` lives beside the rows (``lease``).
 
 A new row and every final status (success, failed, undone) is written with ``refresh=wait_for``, so
 whoever searches the index next sees it; checkpoints in between are not waited for (``read``
@@ -14,8 +14,8 @@ lock cannot overwrite what its successor wrote: its write fails with 409.
 
 from __future__ import annotations
 
-from polymigrate.adapters.es_api import SearchApi, SearchError, check_index_name
-from polymigrate.adapters.es_lease import LeaseLost
+from polymigrate.adapters.elasticsearch.api import SearchApi, SearchError, check_index_name
+from polymigrate.adapters.elasticsearch.lease import LeaseLost
 from polymigrate.errors import PermanentError
 from polymigrate.ledger import LedgerEntry
 

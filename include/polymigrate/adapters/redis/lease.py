@@ -15,7 +15,7 @@ import uuid
 
 from redis import exceptions as rexc
 
-from polymigrate.adapters.redis_scripts import is_transient
+from polymigrate.adapters.redis.scripts import is_transient
 from polymigrate.errors import LockNotAcquired, TransientError
 
 log = logging.getLogger(__name__)

@@ -115,7 +115,7 @@ def run(path: Any, source: str, fn: str, *, url: str, database: str, lease: dict
     if e.get("name") == "SyntaxError" or e.get("code") == "MODULE_NOT_FOUND":
         raise SpecError([Problem(str(path), message, line=e.get("line"), hint="fix the file or install the module")])
     cls = TransientError if transient else PermanentError
-    from polymigrate.adapters.mongo_server import TRANSIENT_CODES
+    from polymigrate.adapters.mongodb.server import TRANSIENT_CODES
     if isinstance(e.get("code"), int) and e["code"] in TRANSIENT_CODES:
         cls = TransientError
     raise cls(message, file=path, line=e.get("line"), statement=(e.get("stack") or "")[:600] or None,

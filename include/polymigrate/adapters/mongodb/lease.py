@@ -9,7 +9,7 @@ One document per domain in ``<ledger>_lock``::
   the first time), and increments ``token``; the document is never deleted, so tokens only grow;
 * **renew**: a thread extends ``expires_at`` three times per lease, conditional on ``holder`` and
   ``token`` still being ours; a renewal that matches nothing means another run took over;
-* **fencing**: every ledger and checkpoint write carries the token (``mongo_ledger``); rows a newer
+* **fencing**: every ledger and checkpoint write carries the token (``ledger``); rows a newer
   holder touched refuse it, so a holder that was paused (SIGSTOP, a long GC, a cut network) past its
   lease writes nothing after it wakes up. ``assert_held`` also checks the lease locally before each
   batch: a process that slept through its lease notices without a round trip;
@@ -29,7 +29,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo import errors as perr
 
-from polymigrate.adapters.mongo_server import is_transient
+from polymigrate.adapters.mongodb.server import is_transient
 from polymigrate.errors import LockNotAcquired, TransientError
 
 log = logging.getLogger(__name__)

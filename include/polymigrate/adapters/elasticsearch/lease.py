@@ -22,7 +22,7 @@ import time
 import uuid
 from datetime import datetime, timezone
 
-from polymigrate.adapters.es_api import SearchApi, SearchError
+from polymigrate.adapters.elasticsearch.api import SearchApi, SearchError
 from polymigrate.errors import LockNotAcquired, TransientError
 
 LOCK_ID = "lock"

@@ -290,7 +290,7 @@ def _operations(docs: list[dict], base: dict, guard: dict, update: Any, marker: 
         groups.setdefault(key, (kind, body, []))[2].append(doc["_id"])
     for kind, body, ids in groups.values():
         if kind == "pipeline" and ferret:
-            from polymigrate.adapters.mongo_server import not_supported_error
+            from polymigrate.adapters.mongodb.server import not_supported_error
             raise not_supported_error("a transform whose update is an aggregation pipeline", server)
         if kind == "replace":
             ops += [ReplaceOne(_and({"_id": i}, base, guard), body) for i in ids]

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING
 import psycopg
 from psycopg import sql
 
-from polymigrate.adapters.pg_errors import classify
+from polymigrate.adapters.postgresql.errors import classify
 from polymigrate.errors import PermanentError
 from polymigrate.ledger import RunContext, Status
 
 if TYPE_CHECKING:
-    from polymigrate.adapters.postgres import PostgresAdapter
+    from polymigrate.adapters.postgresql.adapter import PostgresAdapter
 
 # Flyway types polymigrate has files for; other applied rows (JDBC, SCRIPT, …) are kept as baselines
 log = logging.getLogger(__name__)

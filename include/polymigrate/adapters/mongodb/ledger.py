@@ -5,7 +5,7 @@ installed_on, execution_time, success``) plus ``status, domain, sha256, run_id, 
 region, plan_hash, progress`` (the checkpoint of a running migration) and three of its own:
 
 * ``attempt``: a random id of this application of the migration. Documents a batched transform
-  changes are marked with it (``mongo_transform``), so a resumed or duplicated batch skips them;
+  changes are marked with it (``transform``), so a resumed or duplicated batch skips them;
 * ``fence``: the lock token of the last holder that wrote the row. Every write is conditional on
   ``fence <= <our token>`` and sets it to our token, so once a newer holder has written a row, an
   older one (paused past its lease) can no longer change it. A new holder raises the fence of the
@@ -28,7 +28,7 @@ from bson import json_util
 from pymongo import ASCENDING, DESCENDING
 from pymongo import errors as perr
 
-from polymigrate.adapters.mongo_lease import LeaseLost
+from polymigrate.adapters.mongodb.lease import LeaseLost
 from polymigrate.catalog import Migration
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 

@@ -17,7 +17,7 @@ import re
 
 import psycopg
 
-from polymigrate.adapters.pg_statements import Statement
+from polymigrate.adapters.postgresql.statements import Statement
 from polymigrate.errors import PermanentError, TransientError
 
 TRANSIENT_SQLSTATES = {

@@ -6,8 +6,8 @@ three keys live in one slot and can change together):
 
 * ``<ns>:ledger``   hash, field = installed rank, value = the ``LedgerEntry`` as JSON;
 * ``<ns>:progress`` hash, field = installed rank, value = ``{cursor, processed, batches, done}`` of
-  a migration still running (written by the batch itself, see ``redis_scripts``);
-* ``<ns>:lock``     the lease (``redis_lease``).
+  a migration still running (written by the batch itself, see ``scripts``);
+* ``<ns>:lock``     the lease (``lease``).
 
 Redis has no transactions spanning a script's batches, so a migration writes ``started`` before the
 first batch, progress with every batch and ``success`` at the end; a retry gets the incomplete row as
@@ -39,9 +39,9 @@ from redis import exceptions as rexc
 from redis.cluster import RedisCluster
 
 from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, holding
-from polymigrate.adapters.redis_lease import Lease
-from polymigrate.adapters.redis_scripts import (LEASE_LOST, check_same_slot, classify, declared_keys, is_transient,
-                                                 parse_reply, text, wrap)
+from polymigrate.adapters.redis.lease import Lease
+from polymigrate.adapters.redis.scripts import (LEASE_LOST, check_same_slot, classify, declared_keys, is_transient,
+                                                parse_reply, text, wrap)
 from polymigrate.catalog import Migration
 from polymigrate.errors import PermanentError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status

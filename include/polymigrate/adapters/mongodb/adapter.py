@@ -7,13 +7,13 @@ Migration files (``{version}-{description}.{json,py,js}``, ordered by version):
   in order against the domain's database; the ledger row counts the commands done, so a retry
   continues after the last one that finished (and accepts "already exists" from the one in flight);
 * ``.py``: ``up(db, ctx)`` and optionally ``down(db, ctx)`` (``up(db)`` works too); ``ctx.transform``
-  is the batched, checkpointed, exactly-once document transform (``mongo_transform``);
+  is the batched, checkpointed, exactly-once document transform (``transform``);
 * ``.js``: migrate-mongo's ``module.exports = {up(db, client), down(db, client)}``, run unchanged by
-  Node with the official driver (``mongo_js``); a file runs whole, like migrate-mongo runs it.
+  Node with the official driver (``js``); a file runs whole, like migrate-mongo runs it.
 
 MongoDB has no transaction spanning a migration and its ledger row (FerretDB none at all), so a row
 is ``started`` first, carries the checkpoint while the migration runs and becomes ``success`` at the
-end; every one of those writes is fenced by the lock token (``mongo_ledger``, ``mongo_lease``).
+end; every one of those writes is fenced by the lock token (``ledger``, ``lease``).
 """
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ import pymongo
 from bson import json_util
 from pymongo import errors as perr
 
-from polymigrate.adapters import mongo_js
 from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, RepairReport
-from polymigrate.adapters.mongo_lease import Lease, LeaseLost, ServerClock
-from polymigrate.adapters.mongo_ledger import AlreadyApplied, MongoLedger
-from polymigrate.adapters.mongo_server import (ServerInfo, classify, not_supported_error, server_info,
-                                               unsupported)
-from polymigrate.adapters.mongo_transform import MigrationContext
+from polymigrate.adapters.mongodb import js as mongo_js
+from polymigrate.adapters.mongodb.lease import Lease, LeaseLost, ServerClock
+from polymigrate.adapters.mongodb.ledger import AlreadyApplied, MongoLedger
+from polymigrate.adapters.mongodb.server import (ServerInfo, classify, not_supported_error, server_info,
+                                                 unsupported)
+from polymigrate.adapters.mongodb.transform import MigrationContext
 from polymigrate.catalog import Kind, Migration, parse_name
 from polymigrate.checksums import flyway_checksum
 from polymigrate.connections import redact

@@ -13,7 +13,7 @@ import logging
 import psycopg
 from psycopg import sql
 
-from polymigrate.adapters.pg_statements import Statement
+from polymigrate.adapters.postgresql.statements import Statement
 
 log = logging.getLogger(__name__)
 

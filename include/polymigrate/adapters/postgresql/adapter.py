@@ -36,14 +36,14 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from polymigrate.adapters import pg_backfill
 from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, RepairReport
-from polymigrate.adapters.pg_errors import classify, connect_error
-from polymigrate.adapters.pg_ledger import ELAPSED, LedgerTable, parse_ledger_name, row_values
-from polymigrate.adapters.pg_repair import repair_leftover
-from polymigrate.adapters.pg_snapshot import snapshot as take_snapshot
-from polymigrate.adapters.pg_statements import (Statement, check_transaction_control, needs_autocommit, split,
-                                                steps)
+from polymigrate.adapters.postgresql import backfill as pg_backfill
+from polymigrate.adapters.postgresql.errors import classify, connect_error
+from polymigrate.adapters.postgresql.ledger import ELAPSED, LedgerTable, parse_ledger_name, row_values
+from polymigrate.adapters.postgresql.repair import repair_leftover
+from polymigrate.adapters.postgresql.snapshot import snapshot as take_snapshot
+from polymigrate.adapters.postgresql.statements import (Statement, check_transaction_control, needs_autocommit, split,
+                                                        steps)
 from polymigrate.catalog import Migration, applicable
 from polymigrate.errors import LockNotAcquired, PermanentError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
@@ -438,7 +438,7 @@ class PostgresAdapter(Adapter):
     def _run_steps(self, migration: Migration, statements: list[Statement], settings: dict[str, str],
                    start_at: int, progress: Callable[[psycopg.Connection, int], None] | None,
                    resuming: bool = False) -> None:
-        """The file step by step (``pg_statements.steps``), each transaction committed with ``progress``,
+        """The file step by step (``statements.steps``), each transaction committed with ``progress``,
         each statement that cannot run in one followed by ``progress``. When ``resuming``, first
         repairs what an interrupted run of statement ``start_at`` left behind."""
         conn = self.conn
@@ -533,7 +533,7 @@ class PostgresAdapter(Adapter):
                                       "reasons": reasons})
 
     def _apply_backfill(self, migration: Migration, body: str, ctx: RunContext, resume: LedgerEntry | None) -> Applied:
-        """A backfill file (``pg_backfill``): ``started`` row, keyset batches each committed with its
+        """A backfill file (``backfill``): ``started`` row, keyset batches each committed with its
         checkpoint in that row, ``success`` at the end; a retry resumes after the last committed batch."""
         spec = pg_backfill.parse(body, migration.path)
         opts = pg_backfill.Settings.of(migration)
@@ -686,7 +686,7 @@ class PostgresAdapter(Adapter):
         Ranks, checksums and timestamps are kept, so nothing re-runs and Flyway's checksums (the
         same CRC32 the catalog computes) validate. Importing twice is a no-op.
         """
-        from polymigrate.adapters.pg_flyway import import_history
+        from polymigrate.adapters.postgresql.flyway import import_history
         return import_history(self, ctx, schema=schema, table=table)
 
     def snapshot(self) -> dict[str, Any]:
@@ -701,7 +701,7 @@ class PostgresAdapter(Adapter):
         release on purpose)."""
         from fnmatch import fnmatchcase
 
-        from polymigrate.adapters.pg_snapshot import invalid_indexes, not_valid_constraints
+        from polymigrate.adapters.postgresql.snapshot import invalid_indexes, not_valid_constraints
 
         conn = self._ensure_ledger()
         schema = self.schema or conn.execute("SELECT current_schema()").fetchone()[0]

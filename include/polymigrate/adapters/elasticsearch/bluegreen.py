@@ -40,9 +40,9 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from polymigrate.adapters.es_api import SearchError, check_index_name
-from polymigrate.adapters.es_steps import (StepContext, TaskLost, check_reindex_response, index_body,
-                                          start_and_watch)
+from polymigrate.adapters.elasticsearch.api import SearchError, check_index_name
+from polymigrate.adapters.elasticsearch.steps import (StepContext, TaskLost, check_reindex_response, index_body,
+                                                      start_and_watch)
 from polymigrate.errors import MigrationError, PermanentError, TransientError
 from polymigrate.spec import formats
 
