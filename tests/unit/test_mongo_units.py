@@ -61,3 +61,10 @@ def test_json_files_may_carry_down_and_js_files_are_never_rendered(tmp_path):
     (tmp_path / "1-tiers.js").write_text("module.exports = { async up(db) { console.log(`tier ${name}`); } };\n")
     m, problems, _ = load_file("shop", "mongodb", tmp_path, tmp_path / "1-tiers.js")
     assert not problems and m.render({}) == m.text  # ${name} is JavaScript, not a placeholder
+
+
+def test_the_node_runner_and_the_repository_root_are_found_from_the_mongodb_package():
+    from polymigrate.adapters.mongodb import js
+
+    assert js.RUNNER.is_file()
+    assert (js._REPO / "pyproject.toml").is_file() and (js._REPO / "include" / "polymigrate").is_dir()

@@ -28,7 +28,7 @@ from polymigrate.errors import PermanentError, Problem, SpecError, TransientErro
 
 log = logging.getLogger("polymigrate.mongo.js")
 RUNNER = Path(__file__).with_name("node") / "runner.js"
-_REPO = Path(__file__).resolve().parents[3]
+_REPO = Path(__file__).resolve().parents[4]  # include/polymigrate/adapters/mongodb/js.py -> the repository
 _TRANSIENT_NAMES = ("MongoNetworkError", "MongoNetworkTimeoutError", "MongoServerSelectionError",
                     "MongoNotConnectedError", "MongoTopologyClosedError", "PoolClearedError", "LeaseLost")
 
