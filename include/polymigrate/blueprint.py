@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from polymigrate.adapters import TECHNOLOGIES
 from polymigrate.catalog import PHASES, header_phase, parse_name
 from polymigrate.spec.reading import inside
 from polymigrate.errors import Problem
@@ -56,12 +57,7 @@ OPERATORS = {
     "drift": f"{_OPS}.DriftOperator",
 }
 DRIFT_PREFIX = "drift"
-MIGRATION_OPERATORS = {
-    "postgresql": f"{_OPS}.PostgresMigrationOperator",
-    "mongodb": f"{_OPS}.MongoMigrationOperator",
-    "redis": f"{_OPS}.RedisMigrationOperator",
-    "elasticsearch": f"{_OPS}.ElasticsearchMigrationOperator",
-}
+MIGRATION_OPERATORS = {key: f"{_OPS}.{t.operator}" for key, t in TECHNOLOGIES.items()}
 
 # Trigger rules (Airflow's names, kept as strings so the core stays Airflow-free).
 ALL_SUCCESS = "all_success"

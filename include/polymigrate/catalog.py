@@ -28,18 +28,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+from polymigrate.adapters import TECHNOLOGIES
 from polymigrate.checksums import flyway_checksum, sha256
 from polymigrate.errors import PolymigrateError, Problem, SpecError
 from polymigrate.spec import formats
 from polymigrate.spec.reading import MAX_MIGRATION_BYTES, inside, read_bytes
 from polymigrate.versions import Version
 
-EXTENSIONS = {
-    "postgresql": (".sql",),
-    "mongodb": (".json", ".py", ".js"),
-    "redis": (".lua",),
-    "elasticsearch": (".json",),
-}
+EXTENSIONS = {key: t.extensions for key, t in TECHNOLOGIES.items()}
 _PG_NAME = re.compile(r"^(?P<prefix>[VUR])(?P<version>[^_]*(?:_[^_]+)*?)__(?P<desc>.+)\.sql$")
 _DASH_NAME = re.compile(r"^(?P<version>\d+(?:[._]\d+)*)-(?P<desc>.+)\.(?P<ext>json|py|js|lua)$")
 _DIRECTIVE = re.compile(r"^\s*(?:--|#|//)\s*polymigrate:\s+(?P<body>.*)$")

@@ -15,43 +15,22 @@ import socket
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
+from polymigrate.adapters import TECHNOLOGIES
+
 AUDIT_CONN_ID = "polymigrate_audit"  # the audit store's connection, for every task, CLI run and the UI page
 
-# Connection extras a client may be given, per technology: transport security, timeouts and how the
-# client names itself. A connection's extra JSON is edited in the UI by people who are not reviewing
-# code, so anything else (``options`` carrying ``-c search_path=…``, Airflow-only keys, driver options
-# nobody vetted) is dropped instead of being passed to the driver.
-EXTRAS: dict[str, frozenset[str]] = {
-    "postgresql": frozenset({"sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslpassword", "connect_timeout",
-                             "application_name", "target_session_attrs", "keepalives", "keepalives_idle",
-                             "keepalives_interval", "keepalives_count", "gssencmode", "channel_binding"}),
-    "redis": frozenset({"ssl", "ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}),
-    # the Airflow layer's MONGO_EXTRAS; srv picks mongodb+srv
-    "mongodb": frozenset({"tls", "ssl", "tlsCAFile", "tlsCertificateKeyFile", "tlsAllowInvalidHostnames",
-                          "tlsAllowInvalidCertificates", "tlsInsecure", "authSource", "authMechanism", "replicaSet",
-                          "directConnection", "readPreference", "w", "journal", "retryWrites", "retryReads",
-                          "connectTimeoutMS", "socketTimeoutMS", "serverSelectionTimeoutMS", "heartbeatFrequencyMS",
-                          "appName", "compressors", "loadBalanced", "srv"}),
-    "elasticsearch": frozenset({"use_ssl", "verify_certs", "ca_certs", "timeout", "http_compress"}),
-}
+# Connection extras a client may be given, per technology (each package's descriptor): transport
+# security, timeouts and how the client names itself. A connection's extra JSON is edited in the UI by
+# people who are not reviewing code, so anything else (``options`` carrying ``-c search_path=…``,
+# Airflow-only keys, driver options nobody vetted) is dropped instead of being passed to the driver.
+EXTRAS: dict[str, frozenset[str]] = {key: t.extras for key, t in TECHNOLOGIES.items()}
 # Where the server is, not how to talk to it: libpq reads these from a URI's query string too
 # (``postgresql://user@/db?host=/run/postgresql`` is how a unix socket directory is written), so
 # dropping them would silently point the CLI at a different server.
 LOCATION_PARAMS = frozenset({"host", "hostaddr", "port"})
 # URL schemes (and Airflow conn types) per technology: the CLI's ``--url`` and AIRFLOW_CONN_* values
-SCHEMES: dict[str, str] = {
-    "postgresql": "postgresql",
-    "postgres": "postgresql",
-    "redis": "redis",
-    "rediss": "redis",
-    "mongodb": "mongodb",  # mongodb+srv too: the scheme is cut at '+'
-    "mongo": "mongodb",
-    "http": "elasticsearch",  # Elasticsearch or OpenSearch, told apart by GET /
-    "https": "elasticsearch",
-    "elasticsearch": "elasticsearch",
-    "opensearch": "elasticsearch",
-}
-DEFAULT_PORTS = {"postgresql": 5432, "redis": 6379, "mongodb": 27017, "elasticsearch": 9200}
+SCHEMES: dict[str, str] = {scheme: key for key, t in TECHNOLOGIES.items() for scheme in t.schemes}
+DEFAULT_PORTS = {key: t.default_port for key, t in TECHNOLOGIES.items()}
 
 
 def env_var(conn_id: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from polymigrate.adapters import TECHNOLOGIES
 from polymigrate.commands import Connector
 from polymigrate.connections import LOCATION_PARAMS, allowed_extras, env_var
 from polymigrate.errors import PermanentError, TransientError
@@ -110,12 +111,7 @@ def mongo_client(conn_id: str):
 
 
 # One entry per technology: (connection id) -> the client its adapter is given.
-CLIENT_FACTORIES: dict[str, Callable[[str], Any]] = {
-    "postgresql": postgres_client,
-    "redis": redis_client,
-    "elasticsearch": search_client,
-    "mongodb": mongo_client,
-}
+CLIENT_FACTORIES: dict[str, Callable[[str], Any]] = {key: globals()[t.client_factory] for key, t in TECHNOLOGIES.items()}
 
 
 def build_client(technology: str, conn_id: str) -> Any:

@@ -18,6 +18,8 @@ from typing import Any, Callable
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from polymigrate.adapters import TECHNOLOGIES  # descriptors only: no adapter, no driver
+
 XCOM_VERSIONS_CAP = 50  # keep execute XComs small even for a 500-migration first run
 
 
@@ -230,25 +232,25 @@ class MigrationOperator(PolymigrateOperator):
 class PostgresMigrationOperator(MigrationOperator):
     """PostgreSQL migrations of one region (connection through ``PostgresHook``)."""
 
-    ui_color = "#cfe3f3"
+    ui_color = TECHNOLOGIES["postgresql"].ui_color
 
 
 class MongoMigrationOperator(MigrationOperator):
     """MongoDB migrations of one region (connection through ``MongoHook``)."""
 
-    ui_color = "#d9ead3"
+    ui_color = TECHNOLOGIES["mongodb"].ui_color
 
 
 class RedisMigrationOperator(MigrationOperator):
     """Redis Lua migrations of one region (connection through ``RedisHook``)."""
 
-    ui_color = "#f6d2cc"
+    ui_color = TECHNOLOGIES["redis"].ui_color
 
 
 class ElasticsearchMigrationOperator(MigrationOperator):
     """Elasticsearch / OpenSearch migrations of one region (connection through the Elasticsearch hook)."""
 
-    ui_color = "#fff2cc"
+    ui_color = TECHNOLOGIES["elasticsearch"].ui_color
 
 
 class VerifyOperator(PolymigrateOperator):

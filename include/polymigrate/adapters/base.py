@@ -26,10 +26,12 @@ from __future__ import annotations
 import abc
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
-from polymigrate.catalog import Migration
 from polymigrate.ledger import LedgerEntry, RunContext, Status
+
+if TYPE_CHECKING:  # annotations only: the catalog builds its extensions from polymigrate.adapters
+    from polymigrate.catalog import Migration
 
 
 NEEDS_UNDO_FILE = "needs an undo file"  # ``undo_blocker`` of adapters that only undo through U files

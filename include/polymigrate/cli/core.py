@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from polymigrate.adapters.redis.templates import new_file_template
+from polymigrate.adapters import TECHNOLOGIES
 from polymigrate.catalog import EXTENSIONS, PHASES, discover_domain, next_version
 from polymigrate.cli.app import DEFAULT_SPECS, app, console, err_console
 from polymigrate.commands import EnvironmentConnector, RunParams, Who, open_run, plan_domain, validate_project
@@ -188,12 +188,7 @@ def approve_status(environment: str = typer.Option(..., "--environment", "-e"),
         raise typer.Exit(1)
 
 
-_TEMPLATES = {
-    "postgresql": "-- {description}\n-- polymigrate: lock_timeout=5s\n\n",
-    "mongodb": '{{\n  "description": "{description}",\n  "commands": [\n  ]\n}}\n',
-    "redis": new_file_template(),  # include/polymigrate/templates/redis/cursor.lua
-    "elasticsearch": '{{\n  "description": "{description}",\n  "steps": [\n  ]\n}}\n',
-}
+_TEMPLATES = {key: t.template for key, t in TECHNOLOGIES.items()}
 
 
 def _with_phase(technology: str, body: str, phase: str) -> str:

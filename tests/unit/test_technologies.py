@@ -1,0 +1,103 @@
+"""Each technology package's descriptor, and the tables built from them: the values are those the
+tables held literally before they were built from the descriptors (issue 25, item 1)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from polymigrate.adapters import REGISTRY, TECHNOLOGIES, Technology
+
+
+def test_every_technology_package_exports_its_descriptor_under_its_registry_key():
+    import importlib
+
+    for key, tech in TECHNOLOGIES.items():
+        assert isinstance(tech, Technology)
+        assert importlib.import_module(f"polymigrate.adapters.{key}").DESCRIPTOR is tech
+        assert tech.adapter.startswith(f"polymigrate.adapters.{key}.")
+    assert list(TECHNOLOGIES) == ["postgresql", "mongodb", "redis", "elasticsearch"]
+
+
+def test_the_registry_and_the_catalogs_extensions():
+    from polymigrate.catalog import EXTENSIONS
+
+    assert REGISTRY == {
+        "postgresql": "polymigrate.adapters.postgresql.adapter:PostgresAdapter",
+        "mongodb": "polymigrate.adapters.mongodb.adapter:MongoAdapter",
+        "redis": "polymigrate.adapters.redis.adapter:RedisAdapter",
+        "elasticsearch": "polymigrate.adapters.elasticsearch.adapter:ElasticsearchAdapter",
+    }
+    assert EXTENSIONS == {"postgresql": (".sql",), "mongodb": (".json", ".py", ".js"), "redis": (".lua",),
+                          "elasticsearch": (".json",)}
+
+
+def test_the_connection_tables():
+    from polymigrate.connections import DEFAULT_PORTS, EXTRAS, SCHEMES
+
+    assert SCHEMES == {"postgresql": "postgresql", "postgres": "postgresql", "redis": "redis", "rediss": "redis",
+                       "mongodb": "mongodb", "mongo": "mongodb", "http": "elasticsearch", "https": "elasticsearch",
+                       "elasticsearch": "elasticsearch", "opensearch": "elasticsearch"}
+    assert DEFAULT_PORTS == {"postgresql": 5432, "redis": 6379, "mongodb": 27017, "elasticsearch": 9200}
+    assert EXTRAS == {
+        "postgresql": {"sslmode", "sslrootcert", "sslcert", "sslkey", "sslcrl", "sslpassword", "connect_timeout",
+                       "application_name", "target_session_attrs", "keepalives", "keepalives_idle",
+                       "keepalives_interval", "keepalives_count", "gssencmode", "channel_binding"},
+        "redis": {"ssl", "ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"},
+        "mongodb": {"tls", "ssl", "tlsCAFile", "tlsCertificateKeyFile", "tlsAllowInvalidHostnames",
+                    "tlsAllowInvalidCertificates", "tlsInsecure", "authSource", "authMechanism", "replicaSet",
+                    "directConnection", "readPreference", "w", "journal", "retryWrites", "retryReads",
+                    "connectTimeoutMS", "socketTimeoutMS", "serverSelectionTimeoutMS", "heartbeatFrequencyMS",
+                    "appName", "compressors", "loadBalanced", "srv"},
+        "elasticsearch": {"use_ssl", "verify_certs", "ca_certs", "timeout", "http_compress"},
+    }
+    assert all(isinstance(v, frozenset) for v in EXTRAS.values())
+
+
+def test_the_new_file_templates():
+    from polymigrate.adapters.redis.templates import new_file_template
+    from polymigrate.cli.core import _TEMPLATES
+
+    assert _TEMPLATES == {
+        "postgresql": "-- {description}\n-- polymigrate: lock_timeout=5s\n\n",
+        "mongodb": '{{\n  "description": "{description}",\n  "commands": [\n  ]\n}}\n',
+        "redis": new_file_template(),
+        "elasticsearch": '{{\n  "description": "{description}",\n  "steps": [\n  ]\n}}\n',
+    }
+
+
+def test_the_migration_operators_their_colours_and_the_client_factories():
+    from polymigrate.blueprint import MIGRATION_OPERATORS
+
+    ops = "polymigrate_airflow.operators"
+    assert MIGRATION_OPERATORS == {"postgresql": f"{ops}.PostgresMigrationOperator",
+                                   "mongodb": f"{ops}.MongoMigrationOperator",
+                                   "redis": f"{ops}.RedisMigrationOperator",
+                                   "elasticsearch": f"{ops}.ElasticsearchMigrationOperator"}
+    pytest.importorskip("airflow")
+    from polymigrate_airflow import connections, operators
+
+    colours = {name: getattr(operators, name).ui_color for name in
+               ("PostgresMigrationOperator", "MongoMigrationOperator", "RedisMigrationOperator",
+                "ElasticsearchMigrationOperator")}
+    assert colours == {"PostgresMigrationOperator": "#cfe3f3", "MongoMigrationOperator": "#d9ead3",
+                       "RedisMigrationOperator": "#f6d2cc", "ElasticsearchMigrationOperator": "#fff2cc"}
+    assert connections.CLIENT_FACTORIES == {"postgresql": connections.postgres_client,
+                                            "redis": connections.redis_client,
+                                            "elasticsearch": connections.search_client,
+                                            "mongodb": connections.mongo_client}
+
+
+@pytest.mark.parametrize("module", ["polymigrate.catalog", "polymigrate.adapters", "polymigrate.adapters.base",
+                                    "polymigrate.adapters.redis.templates", "polymigrate.adapters.postgresql.statements",
+                                    "polymigrate.connections", "polymigrate.blueprint"])
+def test_each_module_imports_first_in_a_fresh_interpreter_without_a_driver(module):
+    """No import cycle through the descriptors whatever is imported first, and reading the descriptors
+    imports no technology's driver."""
+    code = (f"import sys, {module}\n"
+            "drivers = {'pymongo', 'bson', 'redis', 'elasticsearch', 'opensearchpy'} & set(sys.modules)\n"
+            "assert not drivers, drivers\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
