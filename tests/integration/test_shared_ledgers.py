@@ -11,7 +11,7 @@ import textwrap
 
 import pytest
 
-from polymigrate.adapters.postgres import PostgresAdapter
+from polymigrate.adapters.postgresql.adapter import PostgresAdapter
 from polymigrate.commands import load_domain, plan_domain
 from polymigrate.commands.gates import promotable, promotion_gate, read_staging_ledgers
 from polymigrate.executor import migrate
