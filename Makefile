@@ -43,4 +43,4 @@ bench: install engines
 	. .engines/env && for b in bench/bench_*.py; do $(BIN)/python $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) .demo .airflow-test .engines .cluster
+	rm -rf $(VENV) .demo .airflow-test .engines .cluster .bench-cluster

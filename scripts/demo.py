@@ -5,8 +5,10 @@
    OpenSearch through ``scripts/engines.sh`` (or uses the ones already running: ``MONGO_URI``,
    ``OPENSEARCH_URL``/``ES_URL``); it says which technologies it skips and why;
 2. creates the audit store in its PostgreSQL and registers the Airflow connections
-   (``AIRFLOW_CONN_*``) of the ``development`` and ``staging`` environments (each region its own
-   database, Redis DB number and MongoDB database) and ``polymigrate_audit``;
+   (``AIRFLOW_CONN_*``) of the ``development``, ``staging`` and ``production`` environments (each
+   region its own database, Redis DB number and MongoDB database) and ``polymigrate_audit``; writes
+   the specs its DAGs read (``scripts/demo_specs.py``: what it cannot serve, said in every plan);
+   creates the users ``approvers.yaml`` names, with passwords it prints;
 3. starts ``airflow standalone`` in its own session, with low parallelism;
 4. triggers each chosen domain after its dependencies (default: ``social-commerce``, which uses all
    four technologies, plus ``warehousing`` when Elasticsearch/OpenSearch is available), waits,
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -38,7 +41,9 @@ DEMO = Path(os.environ.get("POLYMIGRATE_DEMO_DIR") or ROOT / ".demo")  # tests u
 LOG = DEMO / "airflow-standalone.log"
 STATE = DEMO / "state.json"
 ENVIRONMENT = "development"               # the environment the demo runs
-ENVIRONMENTS = ("development", "staging")  # connections registered (staging rehearses nightly)
+# connections registered: staging rehearses nightly, production is where the approvers' four-eyes
+# journey can be tried (its DAGs stay paused until someone unpauses one)
+ENVIRONMENTS = ("development", "staging", "production")
 EMBEDDED = ("postgresql", "redis")
 # technology -> (engines.sh name, tool it needs, variables that may already name a server)
 EXTRA_ENGINES = {"mongodb": ("ferretdb", "go", ("MONGO_URI",)),
@@ -226,53 +231,6 @@ def start_extra(stack: ExitStack, wanted: list[str]) -> tuple[dict[str, tuple[st
     return found, skipped
 
 
-def server_gaps(project, domain: str, technology: str, url: str) -> dict[str, str]:
-    """The domain's files of ``technology`` this server cannot run, each with why ({} when it runs them
-    all), asked file by file of the adapter's own preflight: FerretDB, the MongoDB-protocol server
-    here, lacks collMod, validators and TTL indexes that some sample files use. The demo leaves those
-    files out of its copy of the specs and says so, and runs the rest of the technology."""
-    from polymigrate.adapters import adapter_class
-    from polymigrate.catalog import discover_domain
-    from polymigrate.errors import MigrationError
-    from polymigrate.ledger import RunContext
-    from polymigrate.executor import placeholders_for
-
-    d = project.domains[domain]
-    files = discover_domain(d).applicable(technology)
-    if not files:
-        return {}
-    adapter = adapter_class(technology).from_url(url, domain=domain, settings=d.technologies.get(technology))
-    gaps: dict[str, str] = {}
-    try:
-        values = placeholders_for(RunContext(domain=domain, environment=ENVIRONMENT, region="demo"))
-        for m in files:
-            try:
-                adapter.preflight([(m, m.render(values))])
-            except MigrationError as exc:
-                first = str(exc).strip().splitlines()[0]
-                first = first.split(f"{m.path}", 1)[-1].lstrip(":0123456789 ")  # the script is named already
-                gaps[m.script] = first.split("; nothing of this file was run")[0].split(": statement:")[0].rstrip(":")
-    finally:
-        adapter.close()
-    return gaps
-
-
-def demo_specs(project, left_out: dict[tuple[str, str], dict[str, str]]) -> Path:
-    """The spec tree the demo's DAGs read: migration_specs itself, or, when the servers here cannot
-    run some files, a copy under .demo/specs without them (rebuilt on every start)."""
-    source = ROOT / "migration_specs"
-    if not any(left_out.values()):
-        return source
-    copy = DEMO / "specs"
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    for (domain, tech), files in left_out.items():
-        folder = copy / Path(project.domains[domain].technology_dir(tech)).relative_to(source)
-        for script in files:
-            (folder / script).unlink()
-    return copy
-
-
 def connection_env(project, slots: dict[str, list[str]], pg_socket: str, redis_port: int,
                    extra: dict[str, tuple[str, str]]) -> dict[str, str]:
     """AIRFLOW_CONN_* for every (environment, region, technology) the demo serves, and the audit store."""
@@ -323,9 +281,10 @@ def ui_port(requested: int | None) -> int:
     return local.free_port()
 
 
-def start_airflow(stack: ExitStack, extra_env: dict[str, str], pg_socket: str, port: int) -> tuple[subprocess.Popen, str, Path]:
+def start_airflow(stack: ExitStack, extra_env: dict[str, str], pg_socket: str, port: int,
+                  users: dict[str, str]) -> tuple[subprocess.Popen, str, Path]:
     home = DEMO / "airflow"
-    env = local.airflow_env(home, port, dags_folder=ROOT / "dags",
+    env = local.airflow_env(home, port, dags_folder=ROOT / "dags", users=users,
                             metadata_url=f"postgresql+psycopg2://postgres@/airflow?host={pg_socket}", extra=extra_env)
     proc = local.start([local.AIRFLOW, "standalone"], env, LOG)
     stack.callback(stop_airflow, proc)
@@ -343,10 +302,30 @@ def wait(what: str, check, timeout: float, proc: subprocess.Popen):
     return local.wait_until(what, check, timeout, proc=proc, log=LOG, interval=2, ignore=(OSError,))
 
 
-def password(home: Path) -> tuple[str, str]:
-    data = json.loads((home / "simple_auth_manager_passwords.json.generated").read_text())
-    user = "admin" if "admin" in data else next(iter(data))
-    return user, data[user]
+def demo_users(project) -> dict[str, str]:
+    """Every user approvers.yaml names, with a password kept under .demo/ (the same on every start):
+    the approvers the sample policies need exist, so four-eyes works without adding anyone."""
+    from polymigrate.spec.approvers import load_approvers
+
+    path = DEMO / "users.json"
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    names = ["admin", *sorted(load_approvers(project.root).users)]
+    users = {name: known.get(name) or secrets.token_urlsafe(9) for name in dict.fromkeys(names)}
+    path.write_text(json.dumps(users))
+    path.chmod(0o600)
+    return users
+
+
+def print_users(project, users: dict[str, str]) -> None:
+    from polymigrate.spec.approvers import load_approvers
+
+    roles = load_approvers(project.root).users
+    say("users (Airflow's simple auth manager; roles from migration_specs/approvers.yaml):")
+    for name, pw in users.items():
+        print(f"         {name:8} {pw:14} {', '.join(roles.get(name, [])) or 'Airflow admin'}", flush=True)
 
 
 def run_dag(api: local.Client, dag_id: str, conf: dict, proc) -> tuple[str, list[dict]]:
@@ -363,6 +342,11 @@ def run_dag(api: local.Client, dag_id: str, conf: dict, proc) -> tuple[str, list
         return r["state"] if s == 200 and r["state"] in ("success", "failed") else None
 
     state = wait(f"{dag_id} to finish", finished, 900, proc)
+    status, plan = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/plan/xcomEntries/return_value"
+                           "?deserialize=true&stringify=false")
+    value = (plan or {}).get("value") if status == 200 and isinstance(plan, dict) else None
+    for line in (value or {}).get("skipped", []) if isinstance(value, dict) else []:
+        print(f"         plan skipped {line}", flush=True)  # what the plan's log says, reasons included
     _, tis = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")
     return state, sorted(tis["task_instances"], key=lambda t: (t.get("start_date") or "~", t["task_id"]))
 
@@ -461,6 +445,8 @@ def main() -> int:
     ap.add_argument("--domain", action="append", help="domain to run, repeatable (its dependencies run first); "
                     "default: social-commerce, plus warehousing when Elasticsearch/OpenSearch is available")
     ap.add_argument("--once", action="store_true", help="stop everything after the runs (exit 1 if one failed)")
+    ap.add_argument("--rehearse", action="store_true", help="then trigger every staging DAG, in dependency order, "
+                    "as the nightly schedule would")
     ap.add_argument("--port", type=int, default=int(os.environ.get("POLYMIGRATE_DEMO_PORT") or 0) or None,
                     help="Airflow UI port (default 8080, or a free one when it is taken)")
     ap.add_argument("--stop", action="store_true", help="stop a demo running in the background (make demo-stop)")
@@ -474,8 +460,9 @@ def main() -> int:
     if running:  # a demo killed outright: clean its leftovers first
         stop_running_demo()
 
+    import demo_specs
     from polymigrate.blueprint import dag_id
-    from polymigrate.catalog import discover_domain
+    from polymigrate.serving import default_technologies
     from polymigrate.spec import load_project
 
     project = load_project(ROOT / "migration_specs")
@@ -498,33 +485,21 @@ def main() -> int:
             available = set(EMBEDDED) | set(extra)
             for tech, why in skipped.items():
                 say(f"skipping {tech}: {why}")
-            for tech in extra:
-                say(f"{tech}: one {EXTRA_ENGINES[tech][0]} server serves every region here (a deployment has one per "
-                    "region), so the regions after the first find the migrations already in its ledger")
+            # one copy of the specs for every DAG: what is not served here is not served by the
+            # environments, and what is left out is said in each plan's log (scripts/demo_specs.py)
+            unavailable = {t: skipped.get(t) or "the demo started no server for it (the domains it runs do not use it)"
+                           for t in ("postgresql", "mongodb", "elasticsearch", "redis") if t not in available}
+            left_out = demo_specs.scope(project, ENVIRONMENTS, ENVIRONMENT, available, unavailable, extra, say)
+            specs = demo_specs.write_copy(ROOT / "migration_specs", DEMO / "specs", project, left_out, available)
+            served = load_project(specs)
             chosen = args.domain or ["social-commerce"] + (["warehousing"] if "elasticsearch" in available else [])
             order = plan_domains(project, chosen)
-            runs: dict[str, list[str]] = {}
-            left_out: dict[tuple[str, str], dict[str, str]] = {}
+            runs = {name: default_technologies(served, served.domains[name], served.environments[ENVIRONMENT])
+                    for name in order}
             for name in order:
-                techs = [t for t in project.domains[name].technology_order() if t in available]
-                left = [t for t in project.domains[name].technology_order() if t not in available]
-                for tech in [t for t in techs if t in extra]:
-                    gaps = server_gaps(project, name, tech, extra[tech][0])
-                    runnable = len(discover_domain(project.domains[name]).applicable(tech)) - len(gaps)
-                    hint = f"(point {extra[tech][1]} at a real server, e.g. docker compose's, to run {'them' if runnable else 'it'})"
-                    if gaps and not runnable:
-                        techs.remove(tech)
-                        say(f"{name}: skipping {tech}: {next(iter(gaps.values()))} {hint}")
-                    elif gaps:
-                        left_out[(name, tech)] = gaps
-                        say(f"{name}: running {tech} without {len(gaps)} file(s) this server cannot run, left out of "
-                            f"the demo's copy of the specs ({DEMO / 'specs'}) {hint}:")
-                        for script, why in gaps.items():
-                            print(f"         {script}: {why}", flush=True)
+                left = [t for t in project.domains[name].technology_order() if t not in runs[name]]
                 if left:
-                    say(f"{name}: running {', '.join(techs) or 'nothing'}; skipping {', '.join(left)} (see above)")
-                runs[name] = techs
-            specs = demo_specs(project, left_out)
+                    say(f"{name}: running {', '.join(runs[name]) or 'nothing'}; skipping {', '.join(left)} (see above)")
             store = audit_store(pg_socket)
             try:
                 store.ensure_schema()
@@ -532,23 +507,32 @@ def main() -> int:
                 store.close()
             airflow_env = connection_env(project, slots, pg_socket, redis_port, extra)
             airflow_env["POLYMIGRATE_SPECS"] = str(specs)
-            proc, base, home = start_airflow(stack, airflow_env, pg_socket, ui_port(args.port))
+            users = demo_users(project)
+            proc, base, home = start_airflow(stack, airflow_env, pg_socket, ui_port(args.port), users)
             api = local.Client(base)
             local.wait_healthy(base, 600, proc=proc, log=LOG, interval=2)
-            user, pw = wait("the generated admin password", lambda: password(home), 120, proc)
+            user, pw = "admin", users["admin"]
             api.login(user, pw)
             for name in order:
                 techs = runs[name]
                 if not techs:
                     continue
-                state, tis = run_dag(api, dag_id(name, ENVIRONMENT), {"technologies": techs}, proc)
+                state, tis = run_dag(api, dag_id(name, ENVIRONMENT), {}, proc)
                 print_run(dag_id(name, ENVIRONMENT), state, tis)
                 if state != "success":
                     ok = False
                     say("a run failed: open its failed task's log in the UI for the file, statement and fix")
                     break
+            if ok and args.rehearse:  # every staging DAG, as tonight's schedule would run it
+                for name in plan_domains(served, sorted(served.domains)):
+                    if not default_technologies(served, served.domains[name], served.environments["staging"]):
+                        continue
+                    state, tis = run_dag(api, dag_id(name, "staging"), {}, proc)
+                    print_run(dag_id(name, "staging"), state, tis)
+                    ok = ok and state == "success"
             print_audit(pg_socket, base)
             say(f"staging DAGs rehearse nightly at 02:00 UTC (unpaused; never a catch-up run)")
+            print_users(project, users)
             say(f"Airflow UI: {base}  login: {user} / {pw}")
             if args.once:
                 return 0 if ok else 1

@@ -27,7 +27,9 @@ def why_not(env: Environment, region: str, technology: str, adapters: set[str] |
                 + f" (technologies: {', '.join(env.technologies)} in environments/{env.name}.yaml)")
     r = env.regions.get(region)
     if r is not None and r.technologies is not None and technology not in r.technologies:
-        return f"region {region} of {env.name} does not serve {technology} (its technologies: {', '.join(r.technologies)})"
+        why = env.left_out.get(f"{region}/{technology}")
+        return (f"region {region} of {env.name} does not serve {technology}" + (f": {why}" if why else "")
+                + f" (its technologies: {', '.join(r.technologies)})")
     adapters = registered() if adapters is None else adapters
     if technology not in adapters:
         return f"no {technology} adapter in this installation (registered: {', '.join(sorted(adapters))})"
@@ -79,4 +81,4 @@ def left_out_files(env: Environment, domain: str) -> list[str]:
     file is absent, so the plan cannot show it; without this line nobody would know it was meant to run."""
     prefix = f"{domain}/"
     return [f"{key.removeprefix(prefix)}: left out of these specs: {why}"
-            for key, why in sorted(env.left_out.items()) if key.startswith(prefix)]
+            for key, why in sorted(env.left_out.items()) if key.startswith(prefix) and key.count("/") >= 2]

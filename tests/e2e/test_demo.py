@@ -52,22 +52,37 @@ def _env(demo_dir: Path) -> dict[str, str]:
 
 
 def test_demo_once_runs_common_then_social_commerce_fills_the_audit_store_and_stops_cleanly(tmp_path):
-    out = subprocess.run([*DEMO, "--once"], env=_env(tmp_path / "demo"), capture_output=True, text=True, timeout=1500)
+    out = subprocess.run([*DEMO, "--once", "--rehearse"], env=_env(tmp_path / "demo"), capture_output=True, text=True,
+                         timeout=2400)
     text = out.stdout
     assert out.returncode == 0, text + out.stderr[-3000:]
     assert "migrate__common__development: SUCCESS" in text
     assert "migrate__social_commerce__development: SUCCESS" in text
     assert text.index("migrate__common__development: SUCCESS") < text.index("migrate__social_commerce__development: SUCCESS")
     # social-commerce's full_name release runs phase-major in each region, on every engine make engines
-    # starts: OpenSearch serves the people index (blue-green to people_v2 in migrate); FerretDB lacks
-    # collMod, so the demo says which MongoDB files it leaves out and why, and runs the others
+    # starts: OpenSearch serves the people index (blue-green to people_v2 in migrate) in the one target
+    # it can serve alone; FerretDB lacks collMod, so the files it cannot run are left out for every DAG
     for task in ("expand_postgresql", "expand_redis", "expand_elasticsearch", "migrate_postgresql", "migrate_mongodb",
                  "migrate_elasticsearch", "migrate_redis", "verify_before_contract", "contract_postgresql",
                  "contract_mongodb", "verify"):
         for region in ("western_europe", "north_africa"):
+            if region == "north_africa" and task.endswith("elasticsearch"):
+                continue
             assert re.search(rf"{region}\.{task} +success", text), (region, task, text)
     assert "social-commerce: running mongodb without 2 file(s) this server cannot run" in text, text
     assert "collections/4-require-posts-schema-version-2.json: `collMod` is not supported" in text, text
+    # issue 22.1: the reasons are in each plan's log (the demo prints the plan's own lines), not only here
+    assert "plan skipped mongodb/collections/4-require-posts-schema-version-2.json: left out of these specs: " \
+        "`collMod` is not supported" in text, text
+    assert "plan skipped elasticsearch in north_africa: region north_africa of development does not serve " \
+        "elasticsearch: one OpenSearch server on this machine" in text, text
+    # ... and every domain's nightly rehearsal, triggered as the schedule would, succeeds
+    for domain in ("common", "social_commerce", "warehousing", "courier_services", "centralized_dashboard"):
+        assert f"migrate__{domain}__staging: SUCCESS" in text, (domain, text)
+    assert "plan skipped elasticsearch: staging does not serve elasticsearch: one OpenSearch server" in text, text
+    # issue 22.5: the approvers the sample policies name exist, with their passwords printed
+    for user in ("ann", "bob", "cid"):
+        assert re.search(rf"^ +{user} +\S+ +(dba|release_manager)", text, re.M), (user, text)
     assert text.index("western_europe.migrate_postgresql") < text.index("western_europe.verify_before_contract") \
         < text.index("western_europe.contract_postgresql"), text
     assert "Airflow UI: http://127.0.0.1:" in text and "login: admin / " in text

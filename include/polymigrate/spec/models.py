@@ -131,6 +131,22 @@ class Policy(_Model):
         return bool(self.needs_audit or self.window or self.promotion_from or not self.destructive_allowed)
 
 
+NotifyEvent = Literal["run_failed", "rehearsal_failed", "verify_failed", "approval_requested", "production_completed",
+                      "override_used", "drift_found"]
+
+
+class Notify(_Model):
+    """Where a domain's or an environment's messages go (docs/observability.md). Addresses are not
+    secrets; the webhook URLs are, so they live in Airflow connections and only their ids are here."""
+
+    email: list[str] = Field(default_factory=list, description="addresses besides the domain's owners")
+    webhooks: list[str] = Field(default_factory=list, description=(
+        "Airflow connection ids of Slack-compatible incoming webhooks (slackwebhook connections)"))
+    events: list[NotifyEvent] | None = Field(None, description="only these events reach this route (default: all)")
+    owners: bool = Field(True, description="environment only: whether the domains' owners are e-mailed here")
+    smtp_conn_id: str | None = Field(None, description="environment only: the SMTP connection (default smtp_default)")
+
+
 class Region(_Model):
     name: str
     display_name: str | None = None
@@ -162,6 +178,8 @@ class Environment(_Model):
     connection_id_template: str = "polymigrate_{technology}_{environment}_{region}"
     technologies: list[Technology] | None = Field(
         None, description="technologies this environment has servers and connections for (default: all)")
+    notify: Notify = Field(default_factory=Notify, description="every domain's messages in this environment also "
+                           "go here (e.g. production's on-call)")
     left_out: dict[str, str] = Field(
         default_factory=dict, description="what these specs leave out for this environment, and why: a technology "
         "it does not serve ('elasticsearch') or a file removed from this copy of the specs "
@@ -224,6 +242,7 @@ class Domain(_Model):
     regions: list[str] | None = Field(None, description="subset of regions (default: all of the environment)")
     rollout: Rollout | None = None
     drift: DriftSpec = DriftSpec()
+    notify: Notify = Field(default_factory=Notify, description="this domain's routes besides its owners' e-mail")
     path: str = ""
 
     @field_validator("name")
