@@ -29,15 +29,14 @@ declares (the DAG's shape depends on it); it never touches a database.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from polymigrate.adapters import TECHNOLOGIES
-from polymigrate.catalog import PHASES, header_phase, parse_name
-from polymigrate.spec.reading import inside
+from polymigrate.catalog import PHASES
+from polymigrate.filescan import HEAD_BYTES, file_phases  # noqa: F401  (HEAD_BYTES: tests)
 from polymigrate.errors import Problem
 from polymigrate.spec.loader import ENVIRONMENTS_DIR, load_project
 from polymigrate.spec.models import Domain, Environment, Project, Rollout, slug
@@ -141,8 +140,8 @@ def compile_project(root: str | Path, project: Project | None = None) -> list[Da
     out: list[DagBlueprint] = []
     env_broken = _broken_environment_files(project)
     for domain in project.domains.values():
-        files = _file_counts(domain)
-        phases = file_phases(domain, root)
+        files: dict[str, tuple[int, str | None]] = {}  # per technology: file count, newest version
+        phases = file_phases(domain, root, counts=files)  # one walk of the domain for every environment
         for env in project.environments_of(domain):
             out.append(compile_dag(project, domain, env, root, files, phases))
         for env_name, problems in env_broken.items():
@@ -315,64 +314,6 @@ def _region_entries(names: list[str], rollout: Rollout) -> dict[str, tuple[tuple
     for n in names:
         out[n] = ((("plan",), NONE_FAILED) if previous is None else ((f"{previous}.verify",), after_failure))
         previous = n
-    return out
-
-
-HEAD_BYTES = 4096
-
-
-def file_phases(domain: Domain, root: Path | None = None) -> dict[str, list[str]] | None:
-    """Per technology, the phases its files are in (release order), from each file's first 4 KB; None
-    when no file declares a phase (the domain keeps one block per technology). Unreadable files and
-    links out of the tree are skipped here: validate reports them."""
-    out: dict[str, list[str]] = {}
-    declared = False
-    tree = (root or Path(domain.path).parent).resolve()
-    for tech in domain.technology_order():
-        found: set[str] = set()
-        for dirpath, dirnames, filenames in os.walk(domain.technology_dir(tech)):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".") and d != "__pycache__"]
-            for name in filenames:
-                try:
-                    parsed = parse_name(tech, name)
-                except ValueError:
-                    continue
-                if not parsed or parsed[0].value == "undo":
-                    continue
-                path = Path(dirpath) / name
-                try:
-                    real = path.resolve(strict=True)
-                    if not inside(real, tree) or not real.is_file():
-                        continue
-                    with real.open("rb") as f:
-                        head = f.read(HEAD_BYTES).decode("utf-8", errors="replace")
-                except (OSError, RuntimeError):
-                    continue
-                phase = header_phase(tech, head)
-                declared = declared or phase is not None
-                found.add(phase or "expand")
-        out[tech] = [p for p in PHASES if p in found]
-    return out if declared else None
-
-
-def _file_counts(domain: Domain) -> dict[str, tuple[int, str | None]]:
-    """Per technology: how many migration files and the newest version, from names only."""
-    out: dict[str, tuple[int, str | None]] = {}
-    for tech in domain.technology_order():
-        count, top = 0, None
-        for _dirpath, dirnames, filenames in os.walk(domain.technology_dir(tech)):
-            dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-            for name in filenames:
-                try:
-                    parsed = parse_name(tech, name)
-                except ValueError:
-                    continue  # validate reports it with the fix
-                if parsed and parsed[1] is not None and parsed[0].value == "versioned":
-                    count += 1
-                    top = parsed[1] if top is None or parsed[1] > top else top
-                elif parsed and parsed[0].value == "repeatable":
-                    count += 1
-        out[tech] = (count, str(top) if top is not None else None)
     return out
 
 

@@ -12,6 +12,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from airflow.sdk import DAG, BaseOperator, Param, TaskGroup
+from airflow.providers.standard.operators.hitl import HITLOperator
+from airflow.sdk.definitions.param import ParamsDict
 
 from polymigrate.blueprint import DagBlueprint, compile_drift, compile_project
 from polymigrate.spec.loader import load_project
@@ -53,8 +55,34 @@ def render(bp: DagBlueprint) -> DAG:
         **({} if bp.start_paused is None else {"is_paused_upon_creation": bp.start_paused}),
         max_active_runs=bp.max_active_runs,
         default_args=_default_args(bp),
-        params={name: Param(**spec) for name, spec in bp.params.items()},
+        params=_params(bp),
     )
+    # Airflow deep-copies the DAG's params into every operator, once per class of its hierarchy
+    # (about three times per task): with our params' schemas that was most of the parse time (issue
+    # 24). Tasks are built while the DAG holds none, then each gets what Airflow would have given it:
+    # Params of its own, with source "dag" (test_dagbag compares the serialized DAGs).
+    dag_params = dag.params
+    object.__setattr__(dag, "params", ParamsDict())
+    try:
+        tasks = _tasks(bp, dag)
+    finally:
+        object.__setattr__(dag, "params", dag_params)
+    for task in tasks.values():
+        if isinstance(task, HITLOperator):
+            continue  # the approval form keeps only its task-sourced fields, as it does when Airflow merges
+        own = task.params
+        task.params = _params(bp, source="dag")
+        task.params.update(own)
+    return dag
+
+
+def _params(bp: DagBlueprint, source: str | None = None) -> ParamsDict:
+    """Fresh Param objects from the blueprint (a list default copied: nothing is shared between tasks)."""
+    return ParamsDict({name: Param(**{**spec, "default": list(spec["default"])} if isinstance(spec.get("default"), list)
+                                   else spec, source=source) for name, spec in bp.params.items()})
+
+
+def _tasks(bp: DagBlueprint, dag: DAG) -> dict[str, BaseOperator]:
     with dag:
         groups = {g.name: TaskGroup(group_id=g.name, tooltip=g.title) for g in bp.groups}
         tasks = {}
@@ -68,7 +96,7 @@ def render(bp: DagBlueprint) -> DAG:
         for t in bp.tasks:
             for up in t.upstream:
                 tasks[up] >> tasks[t.full_id]
-    return dag
+    return tasks
 
 
 def blueprints(specs_root: str | Path) -> list[DagBlueprint]:

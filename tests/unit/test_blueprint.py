@@ -277,7 +277,7 @@ def test_compiling_never_reads_a_migration_file_whole(tree, monkeypatch):
     monkeypatch.setattr(pathlib.Path, "read_bytes", spy_bytes)
     monkeypatch.setattr(pathlib.Path, "open", spy_open)
     import polymigrate.blueprint as blueprint
-    monkeypatch.setattr(blueprint, "file_phases", lambda domain, root=None: None)  # the head reader: above
+    monkeypatch.setattr(blueprint, "file_phases", lambda domain, root=None, counts=None: None)  # the head reader: above
     assert compile_project(tree)
     assert opened and set(opened) <= {".yaml", ".yml"}
 
