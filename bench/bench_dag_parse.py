@@ -5,7 +5,11 @@ DagBag in a fresh process after Airflow's own import. Prints figures; asserts no
 Target (issue 4): polymigrate's parse ≤ 2 s beyond Airflow's own import, with no database or
 network I/O (the generated tree has no connection configured, and parse reads no migration file).
 
-    .venv/bin/python bench/bench_dag_parse.py [--domains 50] [--migrations 500] [--repeat 3]
+    .venv/bin/python bench/bench_dag_parse.py [--domains 50] [--migrations 500] [--repeat 3] [--before TREE]
+
+``--before TREE`` adds a row for another checkout's polymigrate (e.g. ``git worktree add /tmp/before
+HEAD~3``: its include/ and plugins/ first on PYTHONPATH), so a change is measured beside what it
+replaces in the same run and under the same load.
 """
 
 from __future__ import annotations
@@ -83,7 +87,9 @@ print(json.dumps({"import_s": t1 - t0, "parse_s": t2 - t1, "dags": len(bag.dags)
 """
 
 
-def probe(dag_file: Path, env: dict) -> dict:
+def probe(dag_file: Path, env: dict, tree: Path | None = None) -> dict:
+    if tree is not None:
+        env = {**env, "PYTHONPATH": f"{tree / 'include'}{os.pathsep}{tree / 'plugins'}"}
     out = subprocess.run([sys.executable, "-c", PROBE, str(dag_file)], capture_output=True, text=True, env=env)
     if out.returncode:
         raise SystemExit(f"probe failed for {dag_file}:\n{out.stderr[-3000:]}")
@@ -95,6 +101,7 @@ def main() -> None:
     ap.add_argument("--domains", type=int, default=50)
     ap.add_argument("--migrations", type=int, default=500)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--before", type=Path, help="another checkout of polymigrate, parsed beside this one")
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="pm-bench-parse-") as tmp:
@@ -107,6 +114,10 @@ def main() -> None:
             "same shape (EmptyOperators)": tmp / "shaped.py",
             "polymigrate": ROOT / "dags" / "polymigrate_dags.py",
         }
+        trees = {}
+        if args.before:
+            files["polymigrate (--before)"] = args.before.resolve() / "dags" / "polymigrate_dags.py"
+            trees["polymigrate (--before)"] = args.before.resolve()
         files["trivial (1 EmptyOperator)"].write_text(textwrap.dedent(TRIVIAL.format(n=n)))
         files["same shape (EmptyOperators)"].write_text(textwrap.dedent(SAME_SHAPE.format(n=n, regions=REGIONS)))
         home = tmp / "airflow"
@@ -120,7 +131,7 @@ def main() -> None:
         print(f"{'DAG file':32} {'dags':>5} {'tasks':>6} {'airflow import s':>17} {'parse s':>8}")
         results = {}
         for label, path in files.items():
-            runs = [probe(path, env) for _ in range(args.repeat)]
+            runs = [probe(path, env, trees.get(label)) for _ in range(args.repeat)]
             med = {k: statistics.median(r[k] for r in runs) for k in ("import_s", "parse_s")}
             r = runs[-1]
             results[label] = med["parse_s"]
@@ -129,7 +140,12 @@ def main() -> None:
         extra = results["polymigrate"] - results["trivial (1 EmptyOperator)"]
         print(f"polymigrate beyond Airflow's import: {results['polymigrate']:.2f} s (target ≤ 2 s); "
               f"{extra:+.2f} s vs trivial DAGs, "
-              f"{results['polymigrate'] - results['same shape (EmptyOperators)']:+.2f} s vs same-shape EmptyOperator DAGs")
+              f"{results['polymigrate'] - results['same shape (EmptyOperators)']:+.2f} s vs same-shape EmptyOperator DAGs; "
+              f"{results['polymigrate'] / results['same shape (EmptyOperators)']:.2f}× the same-shape DAGs")
+        if args.before:
+            print(f"--before {args.before}: {results['polymigrate (--before)']:.2f} s = "
+                  f"{results['polymigrate (--before)'] / results['same shape (EmptyOperators)']:.2f}× the same-shape DAGs")
+        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
