@@ -99,14 +99,6 @@ def write_copy(source: Path, copy: Path, project, left_out: dict[str, dict[str, 
         domain, tech, script = key.split("/", 2)
         folder = copy / Path(project.domains[domain].technology_dir(tech)).relative_to(source)
         (folder / script).unlink()
-    for domain_file in sorted(copy.glob("*/domain.yaml")):
-        # every demo target names its own MongoDB database in its connection; a domain's fixed database
-        # would put every environment and region into one (plan refuses such a shared ledger)
-        data = yaml.safe_load(domain_file.read_text(encoding="utf-8")) or {}
-        mongo = (data.get("technologies") or {}).get("mongodb") or {}
-        if mongo.pop("database", None):
-            domain_file.write_text("# Written by make demo: the MongoDB database is each connection's.\n"
-                                   + yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
     order = ("postgresql", "mongodb", "elasticsearch", "redis")
     for env_file in sorted((copy / "environments").glob("*.yaml")):
         if env_file.name.startswith("_"):

@@ -63,8 +63,8 @@ def plan_domain(project: Project, domain: Domain, catalog: DomainCatalog, enviro
 # by two connections, or a domain setting that overrides the connection's database) would each see
 # the other's rows as their own: staging would look rehearsed because development ran, and an
 # estimate would count another environment's durations. Such a plan is refused, naming both.
-SHARED_HINT = ("give each environment and region its own database, schema, key prefix or index (for MongoDB: "
-               "the connection's database, with no mongodb.database in domain.yaml), then clear plan")
+SHARED_HINT = ("give each environment and region its own database, schema, key prefix or index (a MongoDB "
+               "connection that names a database wins over the domain's mongodb.database), then clear plan")
 NO_OWNER = (None, "", "adhoc")  # rows of ad hoc runs, Flyway or migrate-mongo imports: no environment to compare
 
 

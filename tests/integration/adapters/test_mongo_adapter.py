@@ -234,3 +234,29 @@ def test_airflow_style_mongo_uri_from_an_environment_connection(mongo_url):
         assert a.read_ledger() == [] and a.target.startswith("mongodb://")
     finally:
         a.close()
+
+
+def test_a_connection_that_names_a_database_wins_over_the_domains_setting(make_mongo_database, tmp_path):
+    """Issue 22.2: every environment and region names its own database in its connection; the domain's
+    ``mongodb.database`` put them all into one (one ledger: staging looked rehearsed because development
+    ran). The domain's name now applies only where the connection names none."""
+    from types import SimpleNamespace
+
+    from urllib.parse import urlsplit
+
+    from tests.conftest import mongo_url_for
+
+    development, staging = make_mongo_database(), make_mongo_database()
+    settings = SimpleNamespace(database="shop_everywhere", ledger=None)
+    files = write(tmp_path / "m", {"1-customers.json": json.dumps(CREATE)})
+    dev = MongoAdapter.from_url(development, domain="shop", settings=settings)
+    stg = MongoAdapter.from_url(staging, domain="shop", settings=settings)
+    bare = MongoAdapter.from_url(mongo_url_for(""), domain="shop", settings=settings)
+    try:
+        assert (dev.db.name, stg.db.name) == (urlsplit(development).path[1:], urlsplit(staging).path[1:])
+        assert bare.db.name == "shop_everywhere"  # the connection names none: the domain's setting
+        migrate(dev, files, ctx())
+        assert [e.version for e in dev.read_ledger()] == ["1"] and stg.read_ledger() == []
+    finally:
+        for a in (dev, stg, bare):
+            a.close()

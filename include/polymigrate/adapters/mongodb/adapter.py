@@ -81,7 +81,9 @@ class MongoAdapter(Adapter):
     """Adapter for one MongoDB database (and one domain in it).
 
     ``client``: a ``pymongo.MongoClient``, a ``MongoConnection`` or a ``mongodb://`` URL. The database is
-    the domain's ``mongodb.database`` setting, else the connection's default database. ``settings.ledger``
+    the one the connection names (``mongodb://host/DB``, the Airflow connection's schema), else the
+    domain's ``mongodb.database`` setting: each environment and region names its own database in its
+    connection, and a domain-wide name must not put them all in one (one ledger). ``settings.ledger``
     names the ledger collection (default ``polymigrate_schema_history``, lock in ``<ledger>_lock``).
     """
 
@@ -104,7 +106,7 @@ class MongoAdapter(Adapter):
                 default_db = client.get_default_database().name
             except perr.ConfigurationError:
                 default_db = None
-        database = getattr(settings, "database", None) or default_db
+        database = default_db or getattr(settings, "database", None)
         if not database:
             raise PermanentError(f"no MongoDB database for domain {domain}",
                                  hint="set technologies.mongodb.database in domain.yaml, or a database in the "
