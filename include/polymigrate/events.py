@@ -19,6 +19,7 @@ KINDS = (
     "planned", "migration_started", "migration_succeeded", "migration_failed", "migration_skipped",
     "lock_waiting", "task_retried", "task_failed", "verified", "verify_failed", "baselined", "repaired", "undone",
     "snapshot", "drift",
+    "notification_failed",  # a notification (polymigrate.notify) that could not be delivered, and where to
 )
 
 

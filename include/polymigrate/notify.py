@@ -138,6 +138,16 @@ def completed_message(domain: Domain, env: Environment, *, region: str, versions
                    facts={"versions": versions[:50], "run_id": run_id})
 
 
+def verify_warned_message(domain: Domain, env: Environment, *, region: str, failed: int, checks: int,
+                          link: str | None = None, run_id: str | None = None) -> Message | None:
+    """Checks that failed where the policy only warns (``verify_failures: warn``): the region went on,
+    and its people learn what to look at (a failing verify fails its task and is told as a failure)."""
+    lines = [f"{failed} of {checks} check(s) failed in {region}; the policy of {env.name} warns instead of failing.",
+             "The verify task's log and the audit page list each one."]
+    return compose("verify_failed", domain, env, lines=lines, region=region, link=link,
+                   facts={"failed": failed, "checks": checks, "run_id": run_id})
+
+
 def drift_message(domain: Domain, env: Environment, *, result: dict[str, Any],
                   link: str | None = None) -> Message | None:
     """The nightly drift report, only when something drifted (a quiet night tells nobody)."""

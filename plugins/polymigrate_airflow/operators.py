@@ -19,6 +19,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from polymigrate.adapters import TECHNOLOGIES  # descriptors only: no adapter, no driver
+from polymigrate_airflow import observability  # metrics and notifications; nothing there fails a task
 
 XCOM_VERSIONS_CAP = 50  # keep execute XComs small even for a 500-migration first run
 
@@ -71,6 +72,7 @@ class PolymigrateMixin:
             # compliance wants every retry (or clear) of a task on record, not only its outcome
             self._retry_recorded = True
             run.emit("task_retried", details={"try_number": ti.try_number, "max_tries": getattr(ti, "max_tries", None)})
+            observability.retried(self)
         return run
 
     def guarded(self, context, fn: Callable[[Any], Any]) -> Any:
@@ -111,6 +113,7 @@ class PolymigrateMixin:
         record_failure(getattr(self, "_run", None), error, retryable=retryable, region=getattr(self, "region", None),
                        technology=getattr(self, "technology", None), root=self.specs_root, domain=self.domain,
                        environment=self.environment, who=who(context), audit=audit_conninfo, log=self.log)
+        observability.failure(self, context, error, retryable=retryable, who=who(context))  # told on the final try
 
     @staticmethod
     def upstream(context, task_id: str) -> dict:
@@ -219,6 +222,7 @@ class MigrationOperator(PolymigrateOperator):
         result = migrate_target(run, self.region, self.technology, plan_hash=plan_summary.get("hash"), phase=self.phase,
                                 on_progress=lambda n, total, info: self.log.info(
                                     "[%d/%d] %s %s", n, total, "would apply (dry run)" if params.dry_run else "applying", info.script))
+        observability.migrated(self, result)
         versions = [a["version"] or a["script"] for a in result.applied]
         return {"applied": len(versions), "versions": versions[:XCOM_VERSIONS_CAP],
                 "ms": sum(a["ms"] for a in result.applied), "wall_ms": int((time.monotonic() - started) * 1000),
@@ -269,7 +273,8 @@ class VerifyOperator(PolymigrateOperator):
         if not RunParams.from_context(context).selects(self.region):
             self.skip(f"region {self.region} is not selected in this run (param regions: "
                       f"{RunParams.from_context(context).regions})")
-        return verify_region(self.open_run(context), self.region, self.technologies, phase=self.phase)
+        result = verify_region(self.open_run(context), self.region, self.technologies, phase=self.phase)
+        return observability.verified(self, context, result)
 
 
 class DriftOperator(PolymigrateOperator):
@@ -286,4 +291,4 @@ class DriftOperator(PolymigrateOperator):
         if store_of(run.sink) is None:
             raise AirflowSkipException(f"{self.environment} has no audit store configured: drift compares with the "
                                        "snapshots recorded there (configure the polymigrate_audit connection)")
-        return drift_domain(run)
+        return observability.drifted(self, context, drift_domain(run))

@@ -74,3 +74,10 @@ def test_approval_request_carries_summary_and_link():
     m = approval_message(domain(), env(), summary="3 migrations, risk high", link="http://airflow/required_actions",
                          run_id="r")
     assert m.event == "approval_requested" and "risk high" in m.text and "required_actions" in m.text
+
+
+def test_a_verify_that_only_warned_is_told_as_verify_failed():
+    from polymigrate.notify import verify_warned_message
+
+    m = verify_warned_message(domain(), env(), region="eu", failed=1, checks=5)
+    assert m.event == "verify_failed" and "1 of 5 check(s) failed in eu" in m.text

@@ -1,0 +1,176 @@
+"""Issue 23.1: a failed run tells its owners and on-call once, through Airflow's notifiers.
+
+A ``dag.test()`` run on real PostgreSQL with a real audit store; the e-mail goes to a local SMTP
+server (aiosmtpd) through ``SmtpNotifier`` and the webhook posts reach a local HTTP server through
+``SlackWebhookNotifier``. Nothing leaves 127.0.0.1. In one run:
+
+* first run: p2's server refuses connections, so ``plan`` fails with a transient error Airflow tries
+  three times → one e-mail and one post, on the last try, not one per try;
+* second run, p2 up: the file has a statement PostgreSQL refuses (permanent: one try) → in each
+  region one e-mail and one post naming the file, the statement, the fix and the task's log;
+* a second webhook's receiver is down throughout → logged, recorded as ``notification_failed`` in the
+  audit store, and the tasks fail with their own errors, not the notification's.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import socket
+import textwrap
+import threading
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_server():
+    """A real SMTP server on loopback; ``mails`` holds every message it accepted."""
+    from aiosmtpd.controller import Controller
+
+    class Handler:
+        mails: list = []
+
+        async def handle_DATA(self, server, session, envelope):
+            self.mails.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
+            return "250 OK"
+
+    handler = Handler()
+    handler.mails = []
+    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    yield controller.port, handler.mails
+    controller.stop()
+
+
+@pytest.fixture
+def webhook_server():
+    """A Slack-compatible incoming webhook on loopback: answers 200 "ok", keeps each JSON body."""
+    posts: list = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            posts.append((self.path, json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], posts
+    server.shutdown()
+
+
+@pytest.fixture
+def world(tmp_path, make_pg_database, monkeypatch, airflow_db, smtp_server, webhook_server):
+    from polymigrate.audit import PostgresAuditStore
+
+    smtp_port, mails = smtp_server
+    hook_port, posts = webhook_server
+    specs = tmp_path / "specs"
+    write(specs / "environments/production.yaml", """\
+        regions: {p1: null, p2: null}
+        policy:
+          approvals: {required: 0}
+          rollout: {strategy: parallel}
+          retries: 2
+          retry_delay_seconds: 0
+          lock_wait_seconds: 5
+        notify:
+          email: [oncall@example.com]
+          webhooks: [oncall_hook, dead_hook]
+          events: [run_failed, verify_failed, production_completed]
+        """)
+    write(specs / "shop/domain.yaml", """\
+        owners: [shop-team@example.com]
+        technologies: {postgresql: {}}
+        """)
+    write(specs / "shop/postgresql/V1__orders.sql", "CREATE TABLE orders (id bigint PRIMARY KEY);\n")
+    write(specs / "shop/postgresql/V2__order_lines.sql",  # the typo: orderz
+          "CREATE TABLE order_lines (id bigint PRIMARY KEY, order_id bigint REFERENCES orderz (id));\n")
+    audit = make_pg_database("pm_e2e23_audit")
+    monkeypatch.setenv("POLYMIGRATE_SPECS", str(specs))
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", audit)
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_P1", make_pg_database("pm_e2e23_p1"))
+    # nothing listens there: connection refused, a transient error Airflow retries
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_P2",
+                       f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere?connect_timeout=2")
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps({
+        "conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port,
+        "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "polymigrate@example.com",
+                  "retry_limit": 1, "timeout": 10}}))
+    monkeypatch.setenv("AIRFLOW_CONN_ONCALL_HOOK", json.dumps(
+        {"conn_type": "slackwebhook", "password": f"http://127.0.0.1:{hook_port}/services/oncall"}))
+    monkeypatch.setenv("AIRFLOW_CONN_DEAD_HOOK", json.dumps(
+        {"conn_type": "slackwebhook", "password": f"http://127.0.0.1:{free_port()}/services/dead"}))
+    store = PostgresAuditStore(audit)
+    store.ensure_schema()
+    yield specs, store, mails, posts, monkeypatch, make_pg_database
+    store.close()
+
+
+def body_of(mail) -> str:
+    """The text of the e-mail (HTML, its text in <pre>)."""
+    parts = [mail] if not mail.is_multipart() else [p for p in mail.walk() if not p.is_multipart()]
+    return html.unescape("".join(p.get_payload(decode=True).decode() for p in parts))
+
+
+def test_a_failed_run_tells_owners_and_on_call_once_per_failed_task(world):
+    from polymigrate_airflow.renderer import build_dags
+
+    specs, store, mails, posts, monkeypatch, make_pg_database = world
+    dr = build_dags(specs)["migrate__shop__production"].test()
+    tis = {ti.task_id: ti for ti in dr.get_task_instances()}
+    assert dr.state == "failed" and tis["plan"].state == "failed"
+    assert tis["plan"].try_number == 3  # three tries: the transient error was retried
+    assert [m["Subject"] for _, m in mails] == ["[polymigrate] shop production: migration failed"]
+    assert sorted(mails[0][0]) == ["oncall@example.com", "shop-team@example.com"]
+    text = body_of(mails[0][1])
+    assert "Step: plan (try 3)" in text and "Connection refused" in text and "tasks/plan?try_number=3" in text, text
+    assert [p for p, _ in posts] == ["/services/oncall"] and "Step: plan (try 3)" in posts[0][1]["text"]
+
+    mails.clear(), posts.clear()
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_P2", make_pg_database("pm_e2e23_p2"))
+    dr2 = build_dags(specs)["migrate__shop__production"].test()
+    tis = {ti.task_id: ti for ti in dr2.get_task_instances()}
+    assert tis["p1.postgresql"].state == "failed" and tis["p2.postgresql"].state == "failed", tis
+    assert sorted(m["Subject"] for _, m in mails) == ["[polymigrate] shop production/p1/postgresql: migration failed",
+                                                      "[polymigrate] shop production/p2/postgresql: migration failed"]
+    text = body_of(next(m for _, m in mails if "/p1/" in m["Subject"]))
+    for part in ("Step: execute (try 1)", "V2__order_lines.sql", 'relation "orderz" does not exist', "statement: CREATE TABLE order_lines",
+                 "fix: fix the statement, then clear the task `p1.postgresql`", "Link: http",
+                 "/dags/migrate__shop__production/runs/", "/tasks/p1.postgresql?try_number=1"):
+        assert part in text, (part, text)
+    assert [p for p, _ in posts] == ["/services/oncall"] * 2, posts
+    post = next(body["text"] for _, body in posts if "/p1/" in body["text"])
+    assert "V2__order_lines.sql" in post and "statement: CREATE TABLE order_lines" in post and "fix: " in post
+
+    # the dead receiver: recorded once per message, and the tasks failed for their own errors
+    for run, regions in ((dr, [None]), (dr2, ["p1", "p2"])):
+        undelivered = [e.event for e in store.query(run_id=run.run_id) if e.event.kind == "notification_failed"]
+        assert sorted(e.region or "" for e in undelivered) == sorted(r or "" for r in regions)
+        for e in undelivered:
+            assert [u["route"] for u in e.details["undelivered"]] == ["webhook:dead_hook"]
+            assert e.details["delivered"] == ["email:shop-team@example.com,oncall@example.com", "webhook:oncall_hook"]
+    failed = [e.event.details["error"] for e in store.query(run_id=dr2.run_id) if e.event.kind == "task_failed"]
+    assert len(failed) == 2 and all("orderz" in f for f in failed)
