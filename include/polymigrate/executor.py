@@ -28,6 +28,7 @@ class RunResult:
     skipped: int = 0
     dry_run: bool = False
     current_version: str | None = None
+    lock_wait_ms: int = 0  # from asking for the target's migration lock to holding it
 
     def to_dict(self) -> dict:
         return {"target": self.target, "technology": self.technology, "applied": self.applied,
@@ -95,7 +96,10 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
     target_version = target_version or target
     sink = sink or NullSink()
     result = RunResult(adapter.target, adapter.technology, dry_run=dry_run)
+    asked = time.monotonic()
     with adapter.lock(ctx.owner, ctx.lock_wait_seconds):
+        # how long another run held the target (plus opening the connection): the lock-wait metric
+        result.lock_wait_ms = int((time.monotonic() - asked) * 1000)
         entries = adapter.read_ledger()
         if not dry_run:
             record_missing_successes(adapter, entries, ctx, sink)
