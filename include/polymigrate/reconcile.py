@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from polymigrate.catalog import Kind, Migration
 from polymigrate.errors import ValidationFailed
 from polymigrate.ledger import LedgerEntry, Status
+from polymigrate.recovery import nothing_committed, what_ran
 from polymigrate.versions import Version
 
 
@@ -111,7 +112,8 @@ def reconcile(migrations: list[Migration], entries: list[LedgerEntry], *,
         elif e.status is Status.BASELINE:
             state = State.BASELINE
         elif e.status.incomplete:
-            state = State.INCOMPLETE if e.checksum == m.checksum else State.CHANGED
+            # a changed file whose failed try committed nothing reruns with its new text (recovery)
+            state = State.INCOMPLETE if e.checksum == m.checksum or nothing_committed(e) else State.CHANGED
         elif e.checksum is not None and e.checksum != m.checksum:
             state = State.CHANGED
         elif min_rank_above.get(v, e.installed_rank) < e.installed_rank:
@@ -164,15 +166,19 @@ def validation_problems(infos: list[MigrationInfo], *, out_of_order: bool = Fals
     out = []
     for i in infos:
         if i.state is State.CHANGED and i.entry is not None and i.entry.status.incomplete:
-            done = i.entry.progress.get("statements_done", 0)
-            out.append(f"{i.script}: version {i.version} stopped half way ({done} statement(s) committed) and the "
-                       "file has changed since (fix: edit only the statements after those, then `polymigrate repair` "
-                       "to accept the new checksum; the next run resumes after the committed statements)")
+            out.append(f"{i.script}: version {i.version} stopped half way ({what_ran(i.entry)}) and the file has "
+                       "changed since. Choices: restore the file as it ran (the next run resumes "
+                       "after that); or, if the edit touches only what had not run, `polymigrate repair` to accept "
+                       "the new checksum (the next run resumes after that with the new text); or leave this "
+                       "version as it is and put the fix in a new version after `polymigrate repair`")
         elif i.state is State.CHANGED:
             out.append(f"{i.script}: version {i.version} was applied with checksum {i.entry.checksum if i.entry else '?'} "
                        f"but the file now has {i.migration.checksum if i.migration else '?'} "
                        "(fix: restore the file as applied and add a new version; or, if the change is cosmetic, "
                        "`polymigrate repair` to realign checksums)")
+        elif i.state is State.MISSING and i.entry is not None and i.entry.status.incomplete:
+            out.append(f"{i.script}: version {i.version or i.description} stopped half way ({what_ran(i.entry)}) "
+                       "and its file is gone (fix: restore the file, or `polymigrate repair` to mark its row deleted)")
         elif i.state is State.MISSING:
             out.append(f"{i.script}: version {i.version or i.description} is applied but its file is missing "
                        "(fix: restore the file, or `polymigrate repair` to mark it deleted)")

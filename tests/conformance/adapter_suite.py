@@ -33,6 +33,9 @@ class AdapterKit:
     tmp_path: Path
     # how to change a file's content without breaking its syntax (a trailing comment for SQL/Lua)
     edit: Callable[[str], str] = lambda text: text + "\n-- edited after it ran\n"
+    # (file name, text the server refuses before anything of it runs, the fixed text): versioned after
+    # good_files; None where the technology has no such failure to show
+    nothing_run_file: tuple[str, str, str] | None = None
 
     def folder(self, files: dict[str, str]) -> Path:
         d = self.tmp_path / f"m{len(list(self.tmp_path.iterdir()))}" / self.technology
@@ -53,7 +56,72 @@ def ctx(**kw) -> RunContext:
     return RunContext(**{**values, **kw})
 
 
-class AdapterConformance:
+class RecoveryConformance:
+    """The way back after an ordinary mistake, through the command layer (what the CLI and the
+    Airflow tasks call): every adapter has ``repair`` and ``baseline``, and a file that failed before
+    anything of it ran is fixed and rerun (docs/reliability.md#the-way-back)."""
+
+    def test_a_file_that_failed_before_anything_ran_is_fixed_and_rerun_with_its_new_text(self, kit: AdapterKit):
+        if kit.nothing_run_file is None:
+            pytest.skip(f"{kit.technology}: no file the server refuses before running any of it")
+        name, broken, fixed = kit.nothing_run_file
+        a = kit.make_adapter()
+        try:
+            with pytest.raises(PermanentError) as info:
+                migrate(a, kit.migrations({**kit.good_files, name: broken}), ctx())
+            assert name in str(info.value)
+            migs = kit.migrations({**kit.good_files, name: fixed})
+            result = migrate(a, migs, ctx(run_id="run-2"))
+            assert [x["script"] for x in result.applied] == [name]
+            [row] = [e for e in a.read_ledger() if e.script == name]
+            assert row.status is Status.SUCCESS and row.checksum == migs[-1].checksum
+            assert row.progress.get("untouched") is None and "error" not in row.progress
+            assert migrate(a, migs, ctx(run_id="run-3")).applied == []
+        finally:
+            a.close()
+
+    def test_repair_realigns_a_changed_file_and_marks_a_missing_one_deleted(self, kit: AdapterKit):
+        from polymigrate.commands import verbs
+
+        names = sorted(kit.good_files)
+        a = kit.make_adapter()
+        try:
+            migrate(a, kit.migrations(kit.good_files), ctx())
+            edited = {n: kit.good_files[n] for n in names[1:]}  # the first file is gone, the last edited
+            edited[names[-1]] = kit.edit(kit.good_files[names[-1]])
+            migs = kit.migrations(edited)
+            with pytest.raises(PermanentError):
+                migrate(a, migs, ctx(run_id="run-2"))
+            report = verbs.repair(a, migs, ctx(run_id="repair-1"))
+            assert (report.realigned, report.removed) == ([names[-1]], [names[0]])
+            assert migrate(a, migs, ctx(run_id="run-3")).applied == []
+            rows = {e.script: e for e in a.read_ledger()}
+            assert rows[names[-1]].checksum == migs[-1].checksum and rows[names[0]].status is Status.DELETED
+            again = verbs.repair(a, migs, ctx(run_id="repair-2"))
+            assert (again.realigned, again.removed) == ([], [])
+        finally:
+            a.close()
+
+    def test_baseline_marks_earlier_versions_applied_once_and_refuses_a_used_ledger(self, kit: AdapterKit):
+        from polymigrate.commands import verbs
+
+        migs = kit.migrations(kit.good_files)
+        a = kit.make_adapter()
+        try:
+            # the target already has what the files make (made by hand, or by another tool): adopt it
+            version = str(migs[-1].version)
+            verbs.baseline(a, ctx(), version, "adopted")
+            verbs.baseline(a, ctx(), version, "adopted")  # a retried baseline is a no-op
+            [row] = a.read_ledger()
+            assert (row.status, row.version) == (Status.BASELINE, version)
+            assert migrate(a, migs, ctx()).applied == []  # nothing at or below the baseline runs
+            with pytest.raises(PermanentError, match="already has"):
+                verbs.baseline(a, ctx(), "99", "late")
+        finally:
+            a.close()
+
+
+class AdapterConformance(RecoveryConformance):
     """Inherited by each adapter's integration test class."""
 
     def test_fresh_target_has_empty_ledger_created_on_read(self, kit: AdapterKit):
@@ -175,3 +243,4 @@ class AdapterConformance:
             assert first in str(info.value) and "repair" in str(info.value)
         finally:
             a.close()
+

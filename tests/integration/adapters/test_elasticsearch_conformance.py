@@ -36,4 +36,10 @@ class TestElasticsearchConformance(AdapterConformance):
                 {"put_mapping": {"index": items, "body": {"properties": {"sku": {"type": "long"}}}}})),
             tmp_path=tmp_path,
             edit=lambda text: text.replace("{", '{"description": "edited after it ran", ', 1),
+            # a mapping put on an index nobody created; the fix names the one the files made
+            nothing_run_file=("3-add-price.json",
+                              step_file({"put_mapping": {"index": t.name("itmes"),
+                                                         "body": {"properties": {"price": {"type": "float"}}}}}),
+                              step_file({"put_mapping": {"index": items,
+                                                         "body": {"properties": {"price": {"type": "float"}}}}})),
         )

@@ -22,4 +22,7 @@ class TestPostgresConformance(AdapterConformance):
             },
             broken_file=("V3__broken.sql", "ALTER TABLE orders ADD COLUMN note text;\nALTER TABLE nope ADD x int;\n"),
             tmp_path=tmp_path,
+            # a transactional file rolls back whole: nothing of it committed
+            nothing_run_file=("V3__note.sql", "ALTER TABLE ordres ADD COLUMN note text;\n",
+                              "ALTER TABLE orders ADD COLUMN note text;\n"),
         )

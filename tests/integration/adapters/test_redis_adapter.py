@@ -116,6 +116,9 @@ class TestRedisConformance(AdapterConformance):
             good_files={"1-seed-items.lua": SEED_ITEMS, "2-views-to-hash.lua": VIEWS_TO_HASH},
             broken_file=("3-broken.lua", BROKEN),
             tmp_path=tmp_path,
+            # a Lua syntax error: SCRIPT LOAD refuses it, so no call of it ever ran
+            nothing_run_file=("3-mark.lua", "redis.call('SET', 'marked', '1'\nreturn 1\n",
+                              "redis.call('SET', 'marked', '1')\nreturn 1\n"),
         )
 
 

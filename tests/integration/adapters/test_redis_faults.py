@@ -142,3 +142,52 @@ def test_a_redis_connection_that_can_never_work_is_permanent(redis_url):
     finally:
         a.close()
     assert not isinstance(info.value, TransientError) and "out of range" in str(info.value)
+
+
+def cli(url: str, folder: Path, *verb: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *verb, "--url", url, "--locations", str(folder), "-d", "shop"],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_lua_syntax_error_fixed_in_the_file_reruns_with_the_new_text(client, redis_url, tmp_path):
+    """Issue 28: nothing of the file ran (the server refused to compile it), so the fixed file runs
+    and its row takes the new checksum; no `repair`, no ledger edited by hand."""
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    lua = folder / "1-mark.lua"
+    lua.write_text("redis.call('INCR', 'marked'\nreturn 1\n")
+    failed = cli(redis_url, folder, "migrate")
+    assert failed.returncode != 0 and "nothing ran" in failed.stderr, failed.stdout + failed.stderr
+    lua.write_text("redis.call('INCR', 'marked')\nreturn 1\n")
+    fixed = cli(redis_url, folder, "migrate")
+    assert fixed.returncode == 0 and "1 applied" in fixed.stdout, fixed.stdout + fixed.stderr
+    [row] = RedisAdapter.from_url(redis_url, domain="shop").read_ledger()
+    from polymigrate.catalog import discover
+    assert row.status.value == "success" and row.checksum == discover("shop", "redis", folder).applicable("redis")[0].checksum
+    assert client.get("marked") == b"1"
+    assert "0 applied" in cli(redis_url, folder, "migrate").stdout
+
+
+def test_a_file_edited_after_it_failed_half_way_is_refused_saying_what_ran_and_repair_resumes_it(client, redis_url,
+                                                                                                 tmp_path):
+    """Part of the file committed (batches up to the cursor): the edited file is not rerun from the
+    start; the refusal names the keys, batches and cursor and the choices; after `repair` the new text
+    resumes from the cursor, and every key is counted once."""
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    lua = folder / "1-count.lua"
+    lua.write_text(COUNT_ONCE.replace("for i = start, last do redis.call('INCR'",
+                                      "if start > 1000 then return redis.error_reply('poisoned') end\n"
+                                      "for i = start, last do redis.call('INCR'"))
+    failed = cli(redis_url, folder, "migrate")
+    assert failed.returncode != 0 and "poisoned" in failed.stdout + failed.stderr
+    lua.write_text(COUNT_ONCE)  # the fix: the check that failed is gone
+    refused = cli(redis_url, folder, "migrate")
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0 and "stopped half way" in out and "key(s) in" in out and "cursor" in out, out
+    assert "restore the file as it ran" in " ".join(out.split()) and "repair" in out
+    repaired = cli(redis_url, folder, "repair")
+    assert repaired.returncode == 0 and "realigned 1-count.lua" in repaired.stdout, repaired.stdout + repaired.stderr
+    resumed = cli(redis_url, folder, "migrate")
+    assert resumed.returncode == 0 and "resume" in resumed.stdout, resumed.stdout + resumed.stderr
+    assert set(client.mget([f"c:{i}" for i in range(1, TOTAL + 1)])) == {b"1"}

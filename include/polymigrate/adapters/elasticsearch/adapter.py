@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, holding
+from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, RepairReport, holding
 from polymigrate.adapters.elasticsearch.api import SearchApi, SearchError, client_where
 from polymigrate.adapters.elasticsearch.bluegreen import BlueGreen, undo_switch
 from polymigrate.adapters.elasticsearch.lease import Lease, LeaseLost
@@ -35,6 +35,8 @@ from polymigrate.catalog import Migration
 from polymigrate.connections import redact
 from polymigrate.errors import MigrationError, PermanentError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
+from polymigrate.adapters.documents import baseline_entry, repair_rows
+from polymigrate.recovery import UNTOUCHED, take_new_text
 from polymigrate.spec import formats
 
 log = logging.getLogger("polymigrate.elasticsearch")
@@ -156,6 +158,7 @@ class ElasticsearchAdapter(Adapter):
         try:
             if resume is not None:
                 entry, new = resume, False
+                take_new_text(entry, migration)
                 entry.progress.pop("error", None)
                 previous_ms = entry.execution_time
             else:
@@ -167,6 +170,8 @@ class ElasticsearchAdapter(Adapter):
             raise classify(exc)(f"{self.target}: cannot record the start of {migration.script}: {exc}",
                                 file=migration.path) from exc
         progress = entry.progress
+        # nothing of the file has reached the cluster: a new row, or a rerun after an untouched failure
+        self._untouched = new or bool(progress.pop(UNTOUCHED, False))
         for i, step in enumerate(spec.steps):
             if i < int(progress.get("steps_done", 0)):
                 continue
@@ -213,6 +218,11 @@ class ElasticsearchAdapter(Adapter):
             raise  # not ours to record any more
         except (SearchError, MigrationError) as exc:
             error = self._error(exc, migration, i, step)
+            # the first step rejected (a 4xx, not a timeout: a timed-out request may still be applied)
+            # before it recorded any state: the cluster is as it was, so a fixed file may rerun
+            if (self._untouched and i == 0 and not progress.get("step_state") and step.kind != "blue_green"
+                    and not isinstance(error, TransientError)):
+                progress[UNTOUCHED] = True
             self._record_failure(entry, error)
             raise error from exc
 
@@ -388,6 +398,25 @@ class ElasticsearchAdapter(Adapter):
             out[kind] = {t["name"]: hashlib.sha256(json.dumps(t, sort_keys=True).encode()).hexdigest()[:16]
                          for t in found}
         return out
+
+    # -- recovery verbs (polymigrate.recovery) ----------------------------------------------
+
+    def repair(self, migrations: list[Migration], ctx: RunContext) -> RepairReport:
+        """Realign checksums of changed files (a half-done row keeps its progress); mark rows whose
+        file is gone deleted. Each write is fenced and conditional, as in a run."""
+        try:
+            return repair_rows(migrations, self.read_ledger(), lambda e: self._write(e, what="repair"))
+        except SearchError as exc:
+            raise classify(exc)(f"{self.target}: repair: {exc}") from exc
+
+    def baseline(self, version: str, description: str, ctx: RunContext) -> None:
+        """Mark everything up to ``version`` as applied without running it (an empty ledger only)."""
+        try:
+            if self._baseline_wanted(version, self.ledger.index):  # reads the ledger: next_rank is current
+                entry = baseline_entry(self.domain, self.ledger.next_rank(), version, description, ctx)
+                self._write(entry, new=True, what="the baseline")
+        except SearchError as exc:
+            raise classify(exc)(f"{self.target}: baseline: {exc}") from exc
 
     def close(self) -> None:
         for lease in list(self._leases):

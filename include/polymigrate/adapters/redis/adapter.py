@@ -38,13 +38,15 @@ import redis
 from redis import exceptions as rexc
 from redis.cluster import RedisCluster
 
-from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, holding
+from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, RepairReport, holding
 from polymigrate.adapters.redis.lease import Lease
 from polymigrate.adapters.redis.scripts import (LEASE_LOST, check_same_slot, classify, declared_keys, is_transient,
                                                 parse_reply, text, wrap)
 from polymigrate.catalog import Migration
 from polymigrate.errors import PermanentError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
+from polymigrate.adapters.documents import baseline_entry, repair_rows
+from polymigrate.recovery import UNTOUCHED, take_new_text
 
 DEFAULT_BATCH_SIZE = 100
 DEFAULT_LEASE_MS = 15_000
@@ -203,20 +205,27 @@ class RedisAdapter(Adapter):
         try:
             if resume is not None:
                 entry = resume
+                take_new_text(entry, migration)
                 entry.progress.pop("error", None)
                 previous_ms = entry.execution_time
             else:
                 entry = self._entry(migration, ctx, self._next_rank())
                 previous_ms = 0
+            # nothing of the file has reached the server yet: a new row, or a rerun after an untouched
+            # failure (not a row a crashed run left 'started': its script may have run)
+            untouched = resume is None or bool(entry.progress.pop(UNTOUCHED, False))
             entry.status, entry.success, entry.run_id = Status.STARTED, False, ctx.run_id
             self._write(entry)
         except rexc.RedisError as exc:
             raise classify(exc, migration, body) from exc
+        self._called = False
         try:
             self._run(migration, body, keys, entry, batch, pause)
         except Exception as exc:
             error = classify(exc, migration, body)
-            self._record_failure(entry, error)
+            # untouched only while no call of the script was sent: SCRIPT LOAD compiles without running,
+            # but a script that errors keeps the writes it made before the error
+            self._record_failure(entry, error, untouched=untouched and not self._called)
             raise error from exc
         entry.execution_time = previous_ms + int((time.monotonic() - started) * 1000)
         entry.status, entry.success = Status.SUCCESS, True
@@ -262,6 +271,7 @@ class RedisAdapter(Adapter):
                 if lease is not None and lease.lost:
                     raise TransientError("the migration lock lease was lost (renewal failed); stopping before "
                                          "the next batch", file=migration.path, hint="retry; the run resumes")
+                self._called = True
                 try:
                     raw = self._evalsha(sha, keys, [cursor, batch, self.key_prefix], shard)
                 except rexc.NoScriptError:  # the server restarted or flushed its script cache
@@ -283,12 +293,17 @@ class RedisAdapter(Adapter):
         state["cursor"], state["done"] = reply.cursor, reply.cursor == "0"
         self._write(entry, row=False, progress=progress)
 
-    def _record_failure(self, entry: LedgerEntry, error: Exception) -> None:
-        """Mark the row failed with the error, keeping its cursor (the progress row stays as it is)."""
+    def _record_failure(self, entry: LedgerEntry, error: Exception, untouched: bool = False) -> None:
+        """Mark the row failed with the error, keeping its cursor (the progress row stays as it is);
+        ``untouched``: no call of the script was sent, so a fixed file may rerun (``recovery``)."""
         try:
             entry.status, entry.success = Status.FAILED, False
             entry.progress.update(self._progress(entry))
             entry.progress["error"] = str(error)[:2000]
+            if untouched:
+                entry.progress[UNTOUCHED] = True
+            elif not any(k in entry.progress for k in ("cursor", "batches", "shards")):
+                entry.progress["called"] = True  # what_ran: the script ran, its writes before the error stay
             self._write(entry)
         except (rexc.RedisError, TransientError) as exc:
             # the row stays 'started' (resumed the same way), or it is another run's now
@@ -316,6 +331,25 @@ class RedisAdapter(Adapter):
         if shard.node is not None:
             return self.client.execute_command("EVALSHA", sha, 0, *args, target_nodes=shard.node)
         return self.client.evalsha(sha, len(keys), *keys, *args)
+
+    # -- recovery verbs (polymigrate.recovery) ----------------------------------------------
+
+    def repair(self, migrations: list[Migration], ctx: RunContext) -> RepairReport:
+        """Realign checksums of changed files (a half-done row keeps its cursor); mark rows whose
+        file is gone deleted. Fenced by the lease like every ledger write."""
+        try:
+            return repair_rows(migrations, self.read_ledger(),
+                               lambda e: self._write(e, clear_progress=e.status is Status.DELETED))
+        except rexc.RedisError as exc:
+            raise (TransientError if is_transient(exc) else PermanentError)(f"{self.target}: repair: {exc}") from exc
+
+    def baseline(self, version: str, description: str, ctx: RunContext) -> None:
+        """Mark everything up to ``version`` as applied without running it (an empty ledger only)."""
+        try:
+            if self._baseline_wanted(version, self.ledger_key):
+                self._write(baseline_entry(self.domain, self._next_rank(), version, description, ctx))
+        except rexc.RedisError as exc:
+            raise (TransientError if is_transient(exc) else PermanentError)(f"{self.target}: baseline: {exc}") from exc
 
     def health_checks(self, ctx: RunContext, migrations: list[Migration]) -> list[Check]:
         """The last migration finished: its row says success and its cursor (every shard's, on a
