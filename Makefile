@@ -30,7 +30,7 @@ cluster-down:
 	bash scripts/cluster.sh down
 
 test: install engines
-	. .engines/env && $(BIN)/pytest -q -p no:cacheprovider tests
+	. .engines/env && $(BIN)/pytest -q -p no:cacheprovider --durations=25 tests
 
 demo: install
 	$(BIN)/python scripts/demo.py
