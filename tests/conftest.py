@@ -286,6 +286,7 @@ ENGINE_FIXTURES: dict[str, str] = {
 ENGINE_LABELS: dict[str, str] = {}  # engine -> "PostgreSQL 15.18", filled by the fixtures that meet the server
 _ENGINE_DEFAULT_LABELS = {"postgresql": "PostgreSQL", "redis": "Redis", "mongodb": "MongoDB protocol",
                           "elasticsearch": "Elasticsearch", "opensearch": "OpenSearch", "airflow": "Airflow", "flyway": "Flyway",
+                          "airflow-cluster": "Airflow cluster (CeleryExecutor, 2 workers)",
                           "chromium": "Chromium"}
 _engine_counts: Counter = Counter()
 

@@ -32,7 +32,8 @@ import yaml
 
 from scripts import airflow_local as local
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.cluster]
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.cluster,
+              pytest.mark.engine("airflow-cluster", "postgresql", "redis")]
 
 ROOT = Path(__file__).resolve().parents[2]
 REGIONS = ("western_europe", "eastern_europe", "north_africa", "sub_saharan_africa")
