@@ -60,7 +60,7 @@ def render(bp: DagBlueprint) -> DAG:
     # Airflow deep-copies the DAG's params into every operator, once per class of its hierarchy
     # (about three times per task): with our params' schemas that was most of the parse time (issue
     # 24). Tasks are built while the DAG holds none, then each gets what Airflow would have given it:
-    # Params of its own, with source "dag" (test_dagbag compares the serialized DAGs).
+    # Params of its own, with source "dag" (serialized DAGs are unchanged; tests/e2e/test_dagbag.py).
     dag_params = dag.params
     object.__setattr__(dag, "params", ParamsDict())
     try:

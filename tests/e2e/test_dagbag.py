@@ -158,3 +158,30 @@ def test_a_technology_without_an_adapter_fails_at_execute_saying_so(tmp_path):
     env = Environment(name="production", regions={"r1": {"name": "r1"}})
     with pytest.raises(PermanentError, match="r1/cassandra: no adapter for 'cassandra'"):
         AirflowConnector().open(env, "r1", "cassandra", Domain(name="shop"))
+
+
+def test_each_task_gets_the_dag_params_as_airflow_would_give_them(monkeypatch):
+    """Issue 24: the renderer gives tasks the DAG's params itself (Airflow's per-operator deepcopy was
+    most of the parse time): what Airflow's merge gives, i.e. every DAG param with source "dag", in
+    Param objects of the task's own; the approval form keeps only its own field, as HITLOperator does."""
+    import copy
+
+    from airflow.providers.standard.operators.hitl import HITLOperator
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    bag = dagbag(monkeypatch, SPECS)
+    dag = bag.dags["migrate__social_commerce__production"]
+    expected = copy.deepcopy(dag.params)
+    expected._fill_missing_param_source("dag")
+    seen: set[int] = set()
+    for task in dag.tasks:
+        if isinstance(task, HITLOperator):
+            assert list(task.params.keys()) == ["comment"], task.task_id
+            continue
+        assert task.params.dump() == expected.dump(), task.task_id
+        for name in task.params:
+            param = task.params.get_param(name)
+            assert param.source == "dag" and id(param) not in seen and param is not dag.params.get_param(name)
+            seen.add(id(param))
+    serialized = DagSerialization.to_dict(dag)["dag"]["tasks"]
+    assert all(t["__var"].get("params") for t in serialized)
