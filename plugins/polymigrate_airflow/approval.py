@@ -50,6 +50,9 @@ class ApproveOperator(PolymigrateMixin, ApprovalOperator):
         outcome = request_approval(self.open_run(context), self.upstream(context, "validate"))
         if not isinstance(outcome, dict):
             self.body = outcome.body
+            from polymigrate_airflow import observability  # the approvers' route learns it waits
+
+            observability.approval_requested(self, context, outcome.body or "")
         return self._settle(context, outcome)
 
     def execute_complete(self, context, event: dict[str, Any], approvals: list[dict] | None = None,
@@ -116,6 +119,9 @@ class ApproveContractOperator(ApproveOperator):
                                             {**summary, "changeset_hash": approved_hash or summary.get("changeset_hash")})
         if not isinstance(outcome, dict):
             self.body = outcome.body
+            from polymigrate_airflow import observability  # the approvers' route learns it waits
+
+            observability.approval_requested(self, context, outcome.body or "")
         return self._settle(context, outcome)
 
     def _answer(self, context, event: dict[str, Any], approvals: list[dict], request: dict):
