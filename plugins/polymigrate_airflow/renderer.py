@@ -6,6 +6,7 @@ module only imports the operator classes it names and wires the dependencies it 
 
 from __future__ import annotations
 
+import copy
 import functools
 import importlib
 from datetime import datetime, timedelta, timezone
@@ -71,15 +72,24 @@ def render(bp: DagBlueprint) -> DAG:
         if isinstance(task, HITLOperator):
             continue  # the approval form keeps only its task-sourced fields, as it does when Airflow merges
         own = task.params
-        task.params = _params(bp, source="dag")
+        task.params = ParamsDict({name: _copy(dag_params.get_param(name)) for name in dag_params})
         task.params.update(own)
     return dag
 
 
-def _params(bp: DagBlueprint, source: str | None = None) -> ParamsDict:
-    """Fresh Param objects from the blueprint (a list default copied: nothing is shared between tasks)."""
-    return ParamsDict({name: Param(**{**spec, "default": list(spec["default"])} if isinstance(spec.get("default"), list)
-                                   else spec, source=source) for name, spec in bp.params.items()})
+def _params(bp: DagBlueprint) -> ParamsDict:
+    return ParamsDict({name: Param(**spec) for name, spec in bp.params.items()})
+
+
+def _copy(param: Param) -> Param:
+    """What Airflow's deepcopy gives a task, without checking again that the default is JSON (the DAG's
+    Param did; ``Param.__copy__`` would, and that was most of what is left of this loop): a Param of
+    its own, its default copied, source "dag"; the schema is shared (Airflow only reads it)."""
+    new = Param.__new__(Param)
+    new.__dict__.update(param.__dict__)
+    new.value = copy.deepcopy(param.value)
+    new.source = "dag"
+    return new
 
 
 def _tasks(bp: DagBlueprint, dag: DAG) -> dict[str, BaseOperator]:
