@@ -136,3 +136,28 @@ def test_concurrent_index_targets_are_recorded_for_repair():
 
 def test_a_file_of_comments_only_has_no_statements():
     assert split("-- nothing yet\n") == []
+
+
+# -- which files need the session reset (issue 24) ---------------------------------------------------------------
+
+@pytest.mark.parametrize("sql", [
+    "CREATE TABLE t (id int PRIMARY KEY, name text NOT NULL DEFAULT 'x')", "CREATE INDEX i ON t (name)",
+    "COMMENT ON TABLE t IS 'x'", "ALTER TABLE t ADD COLUMN qty int NOT NULL DEFAULT 0",
+    "DROP TABLE t", "CREATE VIEW v AS SELECT 1", "ALTER TABLE t RENAME TO u",
+])
+def test_plain_ddl_cannot_change_the_session(sql):
+    assert not split(sql)[0].session
+
+
+@pytest.mark.parametrize("sql", [
+    "SET search_path = evil", "SET LOCAL lock_timeout = '1s'", "RESET ALL", "SET ROLE someone",
+    "SET SESSION AUTHORIZATION someone", "CREATE TEMP TABLE s (id int)", "CREATE TEMP VIEW v AS SELECT 1",
+    "LISTEN chan", "PREPARE p AS SELECT 1", "DECLARE c CURSOR WITH HOLD FOR SELECT 1", "DISCARD ALL",
+    "SELECT set_config('search_path', 'evil', false)", "DO $$ BEGIN PERFORM 1; END $$", "CALL p()",
+    "INSERT INTO t VALUES (1)",  # a trigger or a default (nextval sets currval) runs code we do not see
+    "ALTER TABLE t ADD COLUMN id bigserial", "ALTER TABLE t ADD COLUMN id int GENERATED ALWAYS AS IDENTITY",
+    "ALTER TABLE t ADD COLUMN at timestamptz DEFAULT now()", "CREATE INDEX i ON t (lower(name))",
+    "CREATE FUNCTION f() RETURNS int LANGUAGE sql SET search_path = a AS $$ SELECT 1 $$",
+])
+def test_anything_that_may_change_the_session_is_reset_after(sql):
+    assert split(sql)[0].session

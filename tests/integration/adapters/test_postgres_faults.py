@@ -21,7 +21,7 @@ import pytest
 
 from polymigrate.adapters.postgresql.adapter import PostgresAdapter
 from polymigrate.catalog import discover
-from polymigrate.errors import PermanentError, TransientError
+from polymigrate.errors import MigrationError, PermanentError, TransientError
 from polymigrate.executor import migrate
 from polymigrate.ledger import RunContext, Status
 
@@ -242,6 +242,27 @@ def test_search_path_and_role_set_by_one_file_do_not_reach_the_next(pg_url, tmp_
     assert q(pg_url, "SELECT n.nspname, pg_get_userbyid(c.relowner) FROM pg_class c JOIN pg_namespace n "
                      "ON n.oid = c.relnamespace WHERE c.relname = 'orders'") == [("public", "postgres")]
     assert [r[0] for r in q(pg_url, "SELECT installed_by FROM polymigrate.schema_history")] == ["tester@host"] * 2
+
+
+def test_a_session_set_by_a_function_call_is_reset_before_a_plain_ddl_file(pg_url, tmp_path):
+    """Issue 24: only a file none of whose statements can change the session skips the reset; a
+    ``set_config`` call can, so the plain CREATE TABLE after it still lands in ``public``."""
+    folder = write(tmp_path / "sql", {
+        "V1__path.sql": "CREATE SCHEMA evil;\nSELECT set_config('search_path', 'evil', false);\n",
+        "V2__orders.sql": "CREATE TABLE orders (id int);\n",
+        "V3__broken.sql": "CREATE TABLE items (id int);\nCREATE TABLE items (id int);\n",
+    })
+    a = PostgresAdapter.from_url(pg_url, domain="adhoc")
+    try:
+        with pytest.raises(MigrationError) as info:
+            migrate(a, migrations(folder), ctx())
+        assert "V3__broken.sql:2" in str(info.value)
+        # the failed file's transaction was rolled back: the session still works, V3 left nothing
+        assert [e.script for e in a.read_ledger()] == ["V1__path.sql", "V2__orders.sql"]
+    finally:
+        a.close()
+    assert q(pg_url, "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                     "WHERE c.relname IN ('orders', 'items')") == [("public",)]
 
 
 # -- 5. files Flyway applies: explicit COMMIT, BEGIN … COMMIT, DO blocks that commit ------------------------------

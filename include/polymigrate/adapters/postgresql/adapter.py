@@ -361,29 +361,47 @@ class PostgresAdapter(Adapter):
                            record: Callable[[psycopg.Connection], None]) -> int:
         """All statements and ``record(conn)`` in one transaction; returns the elapsed ms.
 
-        Pipelined: the whole file, the session reset, the lock fence, its ledger row and the commit go
-        to the server without waiting for each result (one round trip instead of one per statement),
-        which is what brings a run of many small files near ``psql -1``. The server still stops at the
-        first error and rolls everything back; the first statement without a result is the one that
-        failed.
+        One round trip (issue 24; psycopg's ``transaction()`` in a pipeline costs three more, syncing
+        after BEGIN, before COMMIT and after it): BEGIN, the file, the session reset, the lock fence,
+        its ledger row and COMMIT go to the server behind one Sync, which is what brings a run of
+        many small files near ``psql -1``. The server stops at the first error and skips the rest,
+        COMMIT included; the transaction is then rolled back here. The first statement without a
+        result is the one that failed. The reset is left out only when no statement of the file can
+        change its session (``statements.may_change_session``).
         """
         conn = self.conn
         started = time.monotonic()
         cursors: list[psycopg.Cursor] = []
         try:
-            with conn.pipeline(), conn.transaction():
+            with conn.pipeline():
+                conn.execute("BEGIN")
                 self._set(conn, settings, local=True)
                 for s in statements:
                     cursors.append(conn.execute(s.text))
-                self._reset(conn)  # before the ledger row: it is written as the connecting user
+                if any(s.session for s in statements):
+                    self._reset(conn)  # before the ledger row: it is written as the connecting user
                 self._fence(conn)
                 record(conn)
+                conn.execute("COMMIT")
         except psycopg.Error as exc:
+            self._roll_back(conn)
             failed = next((s for s, c in zip(statements, cursors) if c.pgresult is None), None)
             raise self._error(exc, file=str(migration.path), statement=failed,
                               version=str(migration.version) if migration.version is not None else None,
                               what=None if failed else "the commit failed (a deferred constraint, or the ledger row)") from exc
         return int((time.monotonic() - started) * 1000)
+
+    @staticmethod
+    def _roll_back(conn: psycopg.Connection) -> None:
+        """End the transaction a failed pipeline left open (a failed COMMIT already ended it)."""
+        if conn.closed or conn.broken:
+            return
+        if conn.info.transaction_status in (psycopg.pq.TransactionStatus.INTRANS, psycopg.pq.TransactionStatus.INERROR):
+            try:
+                conn.execute("ROLLBACK")
+            except psycopg.Error:
+                log.warning("could not roll back the failed file's transaction; closing the session", exc_info=True)
+                conn.close()
 
     @contextmanager
     def _begin(self, conn: psycopg.Connection, options: tuple) -> Iterator[None]:

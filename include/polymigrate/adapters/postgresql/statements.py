@@ -58,6 +58,7 @@ class Statement:
     transaction_control: str | None = None  # BEGIN/COMMIT/… found in the file, or None
     index_target: IndexTarget | None = None
     begin_options: tuple[tuple[str, object], ...] = ()  # BEGIN ISOLATION LEVEL …: (name, value) pairs
+    session: bool = True  # may leave state in the session (``may_change_session``): reset after the file
 
     def line_of(self, position: int | None) -> int:
         """The file line of a 1-based character position inside this statement (server error cursor)."""
@@ -116,6 +117,26 @@ def _why_non_transactional(node: str, f: dict, server_version: int,
     return _ALWAYS_OUTSIDE.get(node), None
 
 
+# Statements that can leave nothing in the session when nothing below them runs code (issue 24: the
+# reset after a file that cannot change its session is skipped). Everything else is assumed to:
+# SET/RESET, ROLE, temporary objects, LISTEN, PREPARE, DECLARE, DISCARD, LOAD, DO, CALL, and DML or
+# queries, whose triggers and defaults (nextval sets currval) run code the parse tree does not show.
+_INERT = frozenset({"CreateStmt", "IndexStmt", "CommentStmt", "DropStmt", "CreateSchemaStmt", "AlterTableStmt",
+                    "RenameStmt", "GrantStmt", "ViewStmt", "CreateSeqStmt", "AlterSeqStmt", "CreateEnumStmt",
+                    "AlterEnumStmt", "CompositeTypeStmt", "CreateDomainStmt", "AlterDomainStmt",
+                    "CreateFunctionStmt", "CreateTrigStmt", "AlterOwnerStmt", "AlterObjectSchemaStmt",
+                    "CreatePolicyStmt", "AlterPolicyStmt", "AlterDefaultPrivilegesStmt"})
+# …unless the statement calls a function (a default, a CHECK, an index expression evaluated on existing
+# rows), makes a temporary object, or fills a new column from a sequence (serial, identity).
+_RUNS_CODE = re.compile(r'"(FuncCall|VariableSetStmt|SubLink|CONSTR_IDENTITY|CONSTR_GENERATED)"'
+                        r'|"relpersistence":"t"|"sval":"(small|big)?serial[248]?"')
+
+
+def may_change_session(node: str, f: dict) -> bool:
+    """Whether a statement (pglast's JSON tree) may change its session's state: conservative."""
+    return node not in _INERT or bool(_RUNS_CODE.search(json.dumps(f, separators=(",", ":"))))
+
+
 def _begin_options(f: dict) -> tuple[tuple[str, object], ...]:
     out = []
     for o in f.get("options") or ():
@@ -155,7 +176,7 @@ def split(body: str, *, file: str | Path = "<sql>", server_version: int = 150000
             control = fields["kind"].removeprefix("TRANS_STMT_").replace("_", " ")
             options = _begin_options(fields)
         out.append(Statement(len(out), text.strip(), bisect.bisect_left(newlines, start) + 1, start, node, why,
-                             control, target, options))
+                             control, target, options, may_change_session(node, fields)))
     return out
 
 
