@@ -1,6 +1,6 @@
 """Apply 500 generated versioned files: polymigrate beside psql, on the same server, in one run.
 
-    .venv/bin/python bench/bench_postgres_apply.py [--files 500] [--repeat 3] [--url postgresql://…]
+    .venv/bin/python bench/bench_postgres_apply.py [--files 500] [--repeat 3] [--url postgresql://…] [--before TREE]
 
 Without --url it starts a private PostgreSQL (initdb + pg_ctl on a free port, default settings,
 fsync on) so other people's load on the shared server does not blur the figures. Each contender
@@ -131,10 +131,10 @@ def polymigrate_library(url: str, folder: Path) -> None:
         adapter.close()
 
 
-def polymigrate_cli(url: str, folder: Path) -> None:
+def polymigrate_cli(url: str, folder: Path, root: Path = ROOT) -> None:
     subprocess.run([sys.executable, "-c", "from polymigrate.cli import main; main()", "migrate", "--url", url,
                     "--locations", str(folder), "-d", "bench"], check=True, stdout=subprocess.DEVNULL,
-                   env={**os.environ, "PYTHONPATH": str(ROOT / "include")})
+                   env={**os.environ, "PYTHONPATH": str(root / "include")})
 
 
 def measure(admin_url: str, fn, arg: Path, n: int, repeat: int, ledger: bool) -> list[float]:
@@ -157,6 +157,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--url", help="admin URL of an existing server (default: start a private one)")
     p.add_argument("--skip-per-file", action="store_true", help="skip the slow psql-per-file contender")
+    p.add_argument("--before", type=Path, help="another checkout of polymigrate: its CLI runs beside this one's")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pm_bench_files_"))
     folder = work / "sql"
@@ -177,6 +178,9 @@ def main() -> None:
         contenders = [("psql -1 (one transaction, floor)", psql_single_transaction, concatenated, False),
                       ("polymigrate library (txn + ledger row per file)", polymigrate_library, folder, True),
                       ("polymigrate CLI process (same, + Python start-up)", polymigrate_cli, folder, True)]
+        if args.before:
+            contenders.append(("polymigrate CLI process, --before checkout",
+                               lambda url, folder: polymigrate_cli(url, folder, args.before.resolve()), folder, True))
         if not args.skip_per_file:
             contenders.append(("psql -f per file (500 processes)", psql_per_file, folder, False))
         results: dict[str, list[float]] = {name: [] for name, *_ in contenders}
@@ -188,6 +192,7 @@ def main() -> None:
         print(f"{'contender':52} {'best s':>8} {'median s':>9} {'× floor':>8}")
         for name, times in results.items():
             print(f"{name:52} {min(times):8.3f} {statistics.median(times):9.3f} {min(times) / floor:8.2f}")
+        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if server:
             server.__exit__(None, None, None)
