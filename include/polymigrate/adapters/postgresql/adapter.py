@@ -18,10 +18,10 @@ ledger row: it is applied and recorded exactly once, or not at all. Otherwise (`
 statement, or a transaction the file delimits) commits with its progress, so a retry resumes after
 the last committed step and first repairs what a killed statement left (an INVALID index).
 
-After every file the session is reset (role, search_path and every other setting, temporary
-tables, cursors, prepared statements, LISTEN), as Flyway restores role and search_path: what a
-file changes in its session never reaches the next file, so the result never depends on how files
-were batched into runs.
+After every file that can change its session (``statements.may_change_session``: conservative) the
+session is reset (role, search_path and every other setting, temporary tables, cursors, prepared
+statements, LISTEN), as Flyway restores role and search_path: what a file changes in its session
+never reaches the next file, so the result never depends on how files were batched into runs.
 """
 
 from __future__ import annotations
