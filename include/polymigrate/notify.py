@@ -125,17 +125,18 @@ def failure_message(domain: Domain, env: Environment, *, step: str, error: str, 
                    facts={"step": step, "try_number": try_number, "run_id": run_id, "run_type": run_type})
 
 
-def completed_message(domain: Domain, env: Environment, *, region: str, versions: list[str],
+def completed_message(domain: Domain, env: Environment, *, region: str, versions: dict[str, str | None],
                       link: str | None = None, run_id: str | None = None) -> Message | None:
     """A region verified in an environment promoted from another (production): its owners and
-    on-call learn the release is live there. Rehearsals and development runs tell nobody."""
+    on-call learn the release is live there, at which version per technology (verify's result).
+    Rehearsals and development runs tell nobody."""
     if not env.policy.promotion_from:
         return None
-    shown = ", ".join(versions[:20]) + (f" and {len(versions) - 20} more" if len(versions) > 20 else "")
+    now = ", ".join(f"{tech} {version or '-'}" for tech, version in versions.items())
     lines = [f"Region {region} verified" + (f" (run {run_id})" if run_id else ""),
-             f"Versions: {shown or 'nothing pending'}"]
+             f"Now at: {now or 'nothing to migrate'}"]
     return compose("production_completed", domain, env, lines=lines, region=region, link=link,
-                   facts={"versions": versions[:50], "run_id": run_id})
+                   facts={"versions": dict(versions), "run_id": run_id})
 
 
 def verify_warned_message(domain: Domain, env: Environment, *, region: str, failed: int, checks: int,

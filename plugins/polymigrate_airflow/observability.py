@@ -112,7 +112,7 @@ def verified(op: Any, context: Any, result: dict[str, Any]) -> dict[str, Any]:
             domain, env, region=op.region, failed=int(result["failed"]), checks=int(result.get("checks") or 0),
             link=link, run_id=run_id)), "verify_failed")
     _undelivered(op, notify.send(op, context, lambda domain, env: completed_message(
-        domain, env, region=op.region, versions=list(result.get("versions") or []), link=link, run_id=run_id)),
+        domain, env, region=op.region, versions=dict(result.get("versions") or {}), link=link, run_id=run_id)),
         "production_completed")
     return result
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import socket
 import textwrap
 import threading
@@ -174,3 +175,50 @@ def test_a_failed_run_tells_owners_and_on_call_once_per_failed_task(world):
             assert e.details["delivered"] == ["email:shop-team@example.com,oncall@example.com", "webhook:oncall_hook"]
     failed = [e.event.details["error"] for e in store.query(run_id=dr2.run_id) if e.event.kind == "task_failed"]
     assert len(failed) == 2 and all("orderz" in f for f in failed)
+
+
+def test_a_release_completed_in_production_is_told_and_staging_is_not(tmp_path, make_pg_database, monkeypatch,
+                                                                      airflow_db, smtp_server):
+    from polymigrate_airflow.renderer import build_dags
+
+    smtp_port, mails = smtp_server
+    specs = tmp_path / "specs"
+    write(specs / "environments/staging.yaml", """\
+        regions: {r1: null}
+        policy: {approvals: {required: 0}, retries: 0}
+        notify: {email: [oncall@example.com]}
+        """)
+    write(specs / "environments/production.yaml", """\
+        regions: {r1: null}
+        policy: {approvals: {required: 0}, promotion_from: staging, retries: 0}
+        notify: {email: [oncall@example.com], events: [production_completed]}
+        """)
+    write(specs / "shop/domain.yaml", """\
+        owners: [shop-team@example.com]
+        notify: {events: [run_failed]}
+        technologies: {postgresql: {}}
+        """)
+    write(specs / "shop/postgresql/V1__orders.sql", "CREATE TABLE orders (id bigint PRIMARY KEY);\n")
+    write(specs / "shop/postgresql/V2__lines.sql", "CREATE TABLE lines (id bigint PRIMARY KEY);\n")
+    monkeypatch.setenv("POLYMIGRATE_SPECS", str(specs))
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", make_pg_database("pm_e2e23_done_audit"))
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_STAGING_R1", make_pg_database("pm_e2e23_stg"))
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_R1", make_pg_database("pm_e2e23_prod"))
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps({
+        "conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port,
+        "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "polymigrate@example.com"}}))
+    from polymigrate.audit import PostgresAuditStore
+
+    store = PostgresAuditStore(os.environ["AIRFLOW_CONN_POLYMIGRATE_AUDIT"])
+    store.ensure_schema()
+    store.close()
+
+    dags = build_dags(specs)
+    assert dags["migrate__shop__staging"].test().state == "success"
+    assert mails == []  # staging: no promotion_from, nothing completed "in production"
+    dr = dags["migrate__shop__production"].test()
+    assert dr.state == "success"
+    (rcpts, mail), = mails  # the owners take failures only
+    assert rcpts == ["oncall@example.com"] and mail["Subject"] == "[polymigrate] shop production/r1: completed"
+    text = body_of(mail)
+    assert f"Region r1 verified (run {dr.run_id})" in text and "Now at: postgresql 2" in text and "/tasks/r1.verify" in text

@@ -62,9 +62,9 @@ def test_failure_kinds_verify_and_nightly_rehearsal():
 
 
 def test_completed_only_where_promoted_and_drift_only_when_found():
-    assert completed_message(domain(), env("staging"), region="eu", versions=["1"]) is None
-    m = completed_message(domain(), env(), region="eu", versions=["1", "2"], run_id="r")
-    assert m.event == "production_completed" and "Versions: 1, 2" in m.text
+    assert completed_message(domain(), env("staging"), region="eu", versions={"postgresql": "1"}) is None
+    m = completed_message(domain(), env(), region="eu", versions={"postgresql": "2", "redis": None}, run_id="r")
+    assert m.event == "production_completed" and "Now at: postgresql 2, redis -" in m.text
     assert drift_message(domain(), env(), result={"count": 0, "targets": {}}) is None
     m = drift_message(domain(), env(), result={"count": 2, "targets": {"eu/postgresql": {"differences": 2}}})
     assert "eu/postgresql: 2 difference(s)" in m.text
