@@ -249,6 +249,58 @@ def test_put_mapping_adds_fields_and_refuses_changes_that_need_a_reindex(search_
     assert t.api.get_mapping(alias)[f"{alias}_v1"]["mappings"]["properties"]["price"] == {"type": "float"}
 
 
+def test_a_resumed_create_index_never_adopts_an_index_made_by_hand_with_another_mapping(search_target, tmp_path):
+    """Issue 28 item 2: an index of the same name made by hand (x: integer); the file's create_index
+    (x: text) fails "already exists", and so does every rerun: it is never recorded as created."""
+    t = search_target
+    name = t.name("events")
+    t.api.create_index(name, {"mappings": {"properties": {"x": {"type": "integer"}}}})
+    files = {"1-events.json": step_file({"create_index": {"index": name, "body": {
+        "mappings": {"properties": {"x": {"type": "text"}}}}}})}
+    for attempt in range(2):
+        a = adapter(t)
+        try:
+            with pytest.raises(PermanentError, match="already exists") as info:
+                migrate(a, migrations(tmp_path / f"m{attempt}", files), ctx(run_id=f"run-{attempt}"))
+            (row,) = a.read_ledger()
+        finally:
+            a.close()
+        assert row.status is Status.FAILED, attempt
+        assert "1-events.json" in str(info.value)
+    assert t.api.get_mapping(name)[name]["mappings"]["properties"]["x"] == {"type": "integer"}
+
+
+def test_a_create_index_whose_answer_was_lost_is_adopted_on_retry_as_the_earlier_try_made_it(search_target, tmp_path):
+    """The positive side of item 2: the server created the index but the answer never came back (a
+    connection cut after the request): the retry finds it, created after the recorded request and
+    with the body's mapping, and records the step done instead of failing "already exists"."""
+    from polymigrate.errors import TransientError
+
+    t = search_target
+    name = t.name("events")
+    files = {"1-events.json": step_file({"create_index": {"index": name, "body": {
+        "mappings": {"properties": {"x": {"type": "text"}}}}}})}
+    a = adapter(t)
+    real = a.api.create_index
+
+    def created_then_cut(index, body=None):
+        answer = real(index, body)
+        if index != name:  # the ledger index
+            return answer
+        raise SearchError("connection reset after the request was sent", status=None)
+
+    a.api.create_index = created_then_cut
+    try:
+        with pytest.raises(TransientError):
+            migrate(a, migrations(tmp_path / "m", files), ctx())
+        a.api.create_index = real
+        result = migrate(a, migrations(tmp_path / "m", files), ctx(run_id="run-2"))
+    finally:
+        a.close()
+    assert [x["action"] for x in result.applied] == ["resume"]
+    assert t.api.get_mapping(name)[name]["mappings"]["properties"]["x"]["type"] == "text"
+
+
 def test_raw_requests_in_both_forms(search_target, tmp_path):
     t = search_target
     run(t, tmp_path / "m", {"1-raw.json": step_file(

@@ -268,15 +268,52 @@ def start_and_watch(ctx: StepContext, key: str, body: dict, what: str, *, slices
 
 # --- the simple steps -----------------------------------------------------------------------------
 
+CLOCK_SKEW_MS = 5_000  # how far the cluster's clock may be behind the runner's
+
+
 def create_index(ctx: StepContext, args: formats.CreateIndex) -> None:
     check_index_name(args.index)
+    body = index_body(args.body) if args.body else {}
+    earlier = ctx.state.get("requested_at") if ctx.resuming else None  # an earlier try sent the request
+    if earlier is None:
+        # recorded before the request, so a retry that finds the index knows this step may have made it
+        ctx.state["requested_at"] = int(time.time() * 1000)
+        ctx.checkpoint()
     ctx.fence("create_index")
     try:
-        ctx.api.create_index(args.index, index_body(args.body) if args.body else {})
+        ctx.api.create_index(args.index, body)
     except SearchError as exc:
-        if not (ctx.resuming and exc.type == "resource_already_exists_exception"):
-            raise
-        log.info("%s: index %s already created by the previous try", ctx.label, args.index)
+        if exc.type == "resource_already_exists_exception" and earlier is not None and \
+                made_by_this_step(ctx.api, args.index, body, int(earlier)):
+            log.info("%s: index %s already created by the previous try", ctx.label, args.index)
+            return
+        if not exc.transient:
+            ctx.state.pop("requested_at", None)  # refused: this request created nothing
+        raise
+
+
+def made_by_this_step(api: SearchApi, index: str, body: dict, requested_at: int) -> bool:
+    """Whether an index found in place of the one a step asked for is that step's: created after the
+    step's first request, with every field of the body's mapping as the body says. An index made by
+    hand (or by another file) with the same name is never adopted."""
+    settings = api.get_settings(index).get(index, {}).get("settings", {})
+    if int(settings.get("index.creation_date", 0)) < requested_at - CLOCK_SKEW_MS:
+        return False
+    wanted = _field_types(unwrap_mapping(body.get("mappings") or {}).get("properties") or {})
+    if not wanted:
+        return True
+    live = api.get_mapping(index).get(index, {}).get("mappings") or {}
+    have = _field_types(live.get("properties") or {})
+    return all(have.get(f) == t for f, t in wanted.items())
+
+
+def _field_types(props: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, spec in props.items():
+        if isinstance(spec, dict):
+            out[prefix + name] = spec.get("type") or "object"
+            out.update(_field_types(spec.get("properties") or {}, prefix + name + "."))
+    return out
 
 
 def reindex(ctx: StepContext, args: formats.Reindex) -> dict:
