@@ -46,4 +46,8 @@ class TestMongoConformance(AdapterConformance):
             broken_file=("3-broken.json", BROKEN),
             tmp_path=tmp_path,
             edit=lambda text: text.replace('"description": "', '"description": "edited: ', 1),
+            # the first command refused by the server (a collection that exists): nothing of the file ran
+            nothing_run_file=("3-orders-again.json",
+                              '{"description": "x", "commands": [{"create": "orders"}]}\n',
+                              '{"description": "x", "commands": [{"create": "order_notes"}]}\n'),
         )

@@ -43,10 +43,11 @@ from polymigrate.adapters.mongodb.transform import MigrationContext
 from polymigrate.catalog import Kind, Migration, parse_name
 from polymigrate.checksums import flyway_checksum
 from polymigrate.connections import redact
-from polymigrate.errors import MigrationError, PermanentError, Problem, SpecError
+from polymigrate.errors import MigrationError, PermanentError, Problem, SpecError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 from polymigrate.lint.jsonlines import item_lines
 from polymigrate.reconcile import State, reconcile
+from polymigrate.recovery import UNTOUCHED
 from polymigrate.spec import formats
 
 log = logging.getLogger("polymigrate.mongo")
@@ -288,11 +289,15 @@ class MongoAdapter(Adapter):
                 raise classify(exc, server=self.server, file=migration.path, what="writing the 'started' row") from exc
             started = time.monotonic()
             spent = int(row.get("execution_time") or 0)
+            self._refused_first = False  # _run_json: the server refused the first command, nothing ran
             try:
                 details = self._run(migration, body, ctx, row, lease, "up", resumed)
             except Exception as exc:  # noqa: BLE001  classified, recorded as failed, re-raised
                 error = self._error(exc, migration)
-                self._mark_failed(row, lease, error, spent + int((time.monotonic() - started) * 1000))
+                self._mark_failed(row, lease, error, spent + int((time.monotonic() - started) * 1000),
+                                  # not a transient error: a timed-out command may still have run
+                                  untouched=self._refused_first and not resumed
+                                  and not isinstance(error, TransientError))
                 raise error from exc
             ms = spent + int((time.monotonic() - started) * 1000)
             try:
@@ -305,12 +310,15 @@ class MongoAdapter(Adapter):
                 raise classify(exc, server=self.server, file=migration.path, what="recording success") from exc
         return Applied(ms, statements=details.get("steps", 0), details={**details, "resumed": resumed})
 
-    def _mark_failed(self, row: dict, lease: Lease, error: Exception, ms: int) -> None:
+    def _mark_failed(self, row: dict, lease: Lease, error: Exception, ms: int, untouched: bool = False) -> None:
         if isinstance(error, LeaseLost):
             return  # another run owns the row now
+        # untouched: a fixed file may rerun with its new text (polymigrate.recovery)
+        mark = {f"progress.{UNTOUCHED}": True} if untouched else {}
         try:
             self.ledger.update(row["_id"], lease.token, {"status": Status.FAILED.value, "success": False,  # type: ignore[arg-type]
-                                                          "execution_time": ms, "progress.error": str(error)[:2000]},
+                                                          "execution_time": ms, "progress.error": str(error)[:2000],
+                                                          **mark},
                                what="recording the failure")
         except (perr.PyMongoError, LeaseLost):
             pass  # the row stays 'started', which resumes the same way
@@ -387,12 +395,14 @@ class MongoAdapter(Adapter):
             name = next(iter(cmd))
             statement = json_util.dumps(cmd)[:300]
             what = unsupported(cmd, self.server, database=self.db.name)
+            self._refused_first = i == 0
             if what:
                 raise not_supported_error(what, self.server, file=m.path, line=line, statement=statement)
             lease.assert_held(f"command {i + 1} of {m.script}")
             target = self.client.admin if name == "renameCollection" else self.db
             try:
-                reply = target.command(cmd)
+                reply = target.command(cmd)  # an error reply (ok: 0) did nothing; a write error may follow writes
+                self._refused_first = False
                 _raise_write_errors(reply)
             except perr.OperationFailure as exc:
                 if not (resumed and i == done and exc.code in _DONE_ON_RESUME.get(name, ())):

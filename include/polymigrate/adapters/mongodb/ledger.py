@@ -31,6 +31,7 @@ from pymongo import errors as perr
 from polymigrate.adapters.mongodb.lease import LeaseLost
 from polymigrate.catalog import Migration
 from polymigrate.ledger import LedgerEntry, RunContext, Status
+from polymigrate.recovery import UNTOUCHED
 
 DEFAULT_NAME = "polymigrate_schema_history"
 UNIQUE_INDEX = "domain_version_unique"
@@ -159,10 +160,14 @@ class MongoLedger:
             if status in (Status.SUCCESS.value, Status.BASELINE.value):
                 raise AlreadyApplied(row)
             if status in _OPEN:
-                self.update(rid, token, {"status": Status.STARTED.value, **run}, expect={"status": status},
+                # a try that changed nothing (polymigrate.recovery): start over, with the file as it is now
+                fresh = {"progress": {}, "checksum": migration.checksum, "sha256": migration.sha256,
+                         "script": migration.script, "description": migration.description} \
+                    if (row.get("progress") or {}).get(UNTOUCHED) else {}
+                self.update(rid, token, {"status": Status.STARTED.value, **run, **fresh}, expect={"status": status},
                             what="taking over the unfinished row")
-                row.update(status=Status.STARTED.value, fence=token, **run)
-                return row, True
+                row.update(status=Status.STARTED.value, fence=token, **run, **fresh)
+                return row, not fresh
             # undone or deleted: applied again as a new attempt; the previous one goes to history
             previous = {k: row.get(k) for k in ("status", "attempt", "run_id", "installed_on", "installed_by",
                                                  "checksum", "execution_time")}
