@@ -55,6 +55,26 @@ def test_errors_are_classified():
     assert type(lacking) is PermanentError and "not supported by FerretDB 1.24.2 (MongoDB protocol) at 127.0.0.1:27018" in str(lacking)
 
 
+@pytest.mark.parametrize("errmsg, code, name", [
+    ("context canceled", 1, "InternalError"),                    # FerretDB stopped mid-command (issue 28)
+    ("context deadline exceeded", 1, "InternalError"),
+    ("The server is in quiesce mode and will shut down", 91, "ShutdownInProgress"),
+    ("interrupted at shutdown", 11600, "InterruptedAtShutdown"),
+    ("operation was interrupted because a client disconnected", 279, "ClientDisconnect"),
+])
+def test_a_server_shutting_down_or_a_cancelled_context_is_transient_on_every_mongodb_protocol_server(errmsg, code, name):
+    """The reply as the server sends it ({ok: 0, errmsg, code, codeName}): a retry after the server is
+    back resumes from the ledger, so Airflow must retry it, not fail at once."""
+    exc = perr.OperationFailure(errmsg, code, {"ok": 0, "errmsg": errmsg, "code": code, "codeName": name})
+    assert isinstance(classify(exc), TransientError), errmsg
+
+
+def test_an_internal_error_that_is_not_a_shutdown_stays_permanent():
+    exc = perr.OperationFailure("invalid $inc value", 1, {"ok": 0, "errmsg": "invalid $inc value", "code": 1,
+                                                         "codeName": "InternalError"})
+    assert not isinstance(classify(exc), TransientError)
+
+
 def test_json_files_may_carry_down_and_js_files_are_never_rendered(tmp_path):
     assert formats.check("mongodb", '{"commands": [{"create": "a"}], "down": [{"drop": "a"}]}') is None
     assert "command 1 is empty" in str(formats.check("mongodb", '{"commands": [{"create": "a"}], "down": [{}]}'))

@@ -115,9 +115,9 @@ def run(path: Any, source: str, fn: str, *, url: str, database: str, lease: dict
     if e.get("name") == "SyntaxError" or e.get("code") == "MODULE_NOT_FOUND":
         raise SpecError([Problem(str(path), message, line=e.get("line"), hint="fix the file or install the module")])
     cls = TransientError if transient else PermanentError
-    from polymigrate.adapters.mongodb.server import TRANSIENT_CODES
-    if isinstance(e.get("code"), int) and e["code"] in TRANSIENT_CODES:
-        cls = TransientError
+    from polymigrate.adapters.mongodb.server import SHUTDOWN, TRANSIENT_CODES
+    if isinstance(e.get("code"), int) and e["code"] in TRANSIENT_CODES or SHUTDOWN.search(e.get("message") or ""):
+        cls = TransientError  # the same rule as the Python driver's errors (server.is_transient)
     raise cls(message, file=path, line=e.get("line"), statement=(e.get("stack") or "")[:600] or None,
               hint="retry: the run re-runs up() of this file (migrate-mongo files run whole)" if cls is TransientError
               else None)

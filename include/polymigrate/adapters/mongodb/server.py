@@ -142,11 +142,17 @@ def not_supported_error(what: str, server: ServerInfo, *, file: Any = None, line
 TRANSIENT_CODES = frozenset({
     6, 7, 24, 46, 63, 64, 89, 91, 112, 133, 150, 189, 202, 234, 262, 9001, 10107, 11600, 11602, 13388,
     13435, 13436, 43,  # 43 CursorNotFound: a killed or timed-out cursor; the next try reopens it
+    279,  # ClientDisconnect
 })
 _RETRY_LABELS = ("RetryableWriteError", "TransientTransactionError", "ResumableChangeStreamError")
 NOT_IMPLEMENTED = (238, 59)  # NotImplemented, CommandNotFound
 _INDEX_KIND = re.compile(r"can't find index with key")
 _BUSY = re.compile(r"database is locked|SQLITE_BUSY")
+# A server stopping under a running command: FerretDB answers InternalError (code 1) "context canceled"
+# (its request context ends with the process), others name the shutdown. The server comes back; a retry
+# resumes from the ledger (issue 28).
+SHUTDOWN = re.compile(r"context canceled|context deadline exceeded|shutdown in progress|shutting down|"
+                       r"interrupted at shutdown", re.IGNORECASE)
 
 
 def code_of(exc: BaseException) -> int | None:
@@ -178,6 +184,8 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, perr.PyMongoError) and _BUSY.search(str(exc)):
         return True  # FerretDB on SQLite: another writer held the database past its busy timeout
+    if isinstance(exc, perr.PyMongoError) and SHUTDOWN.search(str(exc)):
+        return True
     if isinstance(exc, perr.PyMongoError) and any(exc.has_error_label(label) for label in _RETRY_LABELS):
         return True
     return isinstance(exc, perr.OperationFailure) and code_of(exc) in TRANSIENT_CODES
