@@ -385,3 +385,23 @@ def test_retention_deletes_the_old_index_only_after_retain_days_and_then_undo_is
         assert list(t.api.alias_targets(alias)) == [f"{alias}_v2"]
     finally:
         a.close()
+
+
+def test_a_run_that_waits_for_the_lock_says_who_holds_it(search_target, caplog):
+    """Issue 28 item 4: like PostgreSQL, MongoDB and Redis, the waiting run names the holder at once."""
+    from polymigrate.errors import LockNotAcquired
+
+    t = search_target
+    holder, waiter = adapter(t, lease_ms=5000), adapter(t)
+    try:
+        with holder.lock("alice@laptop dag=pm_shop_production run=manual__1 try=1", 1):
+            with caplog.at_level(logging.INFO, logger="polymigrate"):
+                with pytest.raises(LockNotAcquired):
+                    with waiter.lock("bob@host", 0.5):
+                        pass
+    finally:
+        holder.close()
+        waiter.close()
+    waiting = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+    assert waiting and "alice@laptop dag=pm_shop_production run=manual__1 try=1" in waiting[0], waiting
+    assert "lease expires in" in waiting[0]

@@ -74,6 +74,7 @@ class Lease:
         seen: tuple | None = None  # (seq_no, primary_term) of the holder's document, and when first seen
         seen_at = 0.0
         delay = 0.05
+        said_at: float | None = None  # when the wait was last logged
         try:
             while True:
                 try:
@@ -95,6 +96,12 @@ class Lease:
                         if self._take_over(held, target):
                             break
                         continue
+                    if said_at is None or time.monotonic() - said_at >= 30:
+                        # as the other engines do: who holds it, from the first moment of the wait
+                        said_at = time.monotonic()
+                        log.info("waiting up to %.0fs for the migration lock on %s held by %s (its lease expires "
+                                 "in %.0f ms unless renewed)", wait_seconds, target, src.get("owner") or "unknown",
+                                 max(0.0, int(src.get("expires_at") or 0) - _now_ms()))
                     if time.monotonic() >= deadline:
                         holder = str(src.get("owner") or "unknown")
                         left = max(0.0, lease_s - unchanged_for)
