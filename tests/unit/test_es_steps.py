@@ -90,3 +90,22 @@ def test_the_flavour_is_read_from_the_root_document():
     assert flavour_of({"version": {"distribution": "opensearch", "number": "2.19.1"}}).label == "OpenSearch 2.19.1"
     es = flavour_of({"version": {"number": "9.2.0", "build_flavor": "default"}, "tagline": "You Know, for Search"})
     assert (es.flavour, es.major) == ("elasticsearch", 9)
+
+
+def test_an_unknown_step_or_a_missing_field_names_its_line(tmp_path):
+    """Issue 28 item 4: the problem names the file's line, not only the path of keys."""
+    from polymigrate.catalog import discover
+
+    unknown = '{\n  "steps": [\n    {"create_index": {"index": "a"}},\n    {"frobnicate": {"x": 1}}\n  ]\n}\n'
+    with pytest.raises(formats.FormatError) as info:
+        formats.parse("elasticsearch", unknown)
+    assert "frobnicate" in str(info.value) and info.value.line == 4
+    missing = '{\n  "steps": [\n    {"create_index": {"index": "a"}},\n    {"put_mapping": {\n      "indx": "a"}}\n  ]\n}\n'
+    with pytest.raises(formats.FormatError) as info:
+        formats.parse("elasticsearch", missing)
+    assert info.value.line == 4
+    folder = tmp_path / "elasticsearch"
+    folder.mkdir()
+    (folder / "1-steps.json").write_text(unknown)
+    [problem] = discover("shop", "elasticsearch", folder).problems
+    assert problem.line == 4

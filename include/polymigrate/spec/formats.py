@@ -245,7 +245,43 @@ def parse(technology: str, text: str) -> _Model:
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "(top level)"
             messages.append(f"unknown key '{where}'" if err["type"] == "extra_forbidden" else f"{where}: {err['msg']}")
-        raise FormatError("; ".join(messages)) from None
+        raise FormatError("; ".join(messages), line=_line_of(text, exc.errors()[0]["loc"])) from None
+
+
+def _line_of(text: str, loc: tuple) -> int | None:
+    """The line of the JSON value (or key) at ``loc``, as far as the path can be followed: the error
+    names the file's line, not only a dotted path (an unknown step, a bad field)."""
+    dec, ws = json.JSONDecoder(), re.compile(r"[ \t\n\r]*")
+
+    def find(i: int, path: tuple) -> int:
+        i = ws.match(text, i).end()
+        if not path:
+            return i
+        head, start = path[0], i
+        if text[i] == "{":
+            i = ws.match(text, i + 1).end()
+            while text[i] == '"':
+                key_at = i
+                key, i = json.decoder.scanstring(text, i + 1)
+                i = ws.match(text, i).end() + 1  # the colon
+                if key == head:
+                    return key_at if len(path) == 1 else find(i, path[1:])
+                _, i = dec.raw_decode(text, ws.match(text, i).end())
+                i = ws.match(text, i).end()
+                i = ws.match(text, i + 1).end() if text[i] == "," else i
+            return start  # a key that is missing (required): the object that lacks it
+        elif text[i] == "[" and isinstance(head, int):
+            i = ws.match(text, i + 1).end()
+            for _ in range(head):
+                _, i = dec.raw_decode(text, i)
+                i = ws.match(text, ws.match(text, i).end() + 1).end()
+            return find(i, path[1:])
+        return start  # the path goes on where the text does not (a union's tag): the nearest value
+
+    try:
+        return text.count("\n", 0, find(0, tuple(loc))) + 1
+    except (ValueError, IndexError):
+        return None
 
 
 def check(technology: str, text: str) -> FormatError | None:
