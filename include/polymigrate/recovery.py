@@ -43,6 +43,10 @@ def what_ran(entry: LedgerEntry) -> str:
     parts = []
     if p.get("statements_done"):
         parts.append(f"{p['statements_done']} statement(s) committed")
+    if p.get("commands_done"):
+        parts.append(f"{p['commands_done']} command(s) done")
+    if p.get("transforms"):
+        parts.append(f"checkpoints of {len(p['transforms'])} transform(s) (their documents changed so far stay)")
     if p.get("steps_done"):
         parts.append(f"step(s) 1–{p['steps_done']} done")
     if p.get("step_state"):
