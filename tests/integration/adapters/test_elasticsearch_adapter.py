@@ -405,3 +405,97 @@ def test_a_run_that_waits_for_the_lock_says_who_holds_it(search_target, caplog):
     waiting = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
     assert waiting and "alice@laptop dag=pm_shop_production run=manual__1 try=1" in waiting[0], waiting
     assert "lease expires in" in waiting[0]
+
+
+class _Proxy:
+    """A TCP proxy to the real server; ``cut()`` closes it and every connection: to the run, the
+    server is down (connection refused), while the server itself goes on for everyone else."""
+
+    def __init__(self, host: str, port: int):
+        import socket
+
+        self.target = (host, port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list = []
+        self.dead = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.dead:  # accept() may still return a connection made while the listener closed
+                client.close()
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def cut(self):
+        import socket
+
+        self.dead = True
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() of the other thread on Linux
+        except OSError:
+            pass
+        self.listener.close()
+        for s in self.sockets:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            except OSError:
+                pass
+
+
+def test_a_server_that_stops_answering_mid_reindex_is_named_unreachable_not_a_lost_lock(search_target, tmp_path,
+                                                                                       caplog):
+    """Issue 28 item 4: with the server unreachable the run says so (and that a retry re-attaches to
+    the task), not "polling task … failed (None)" then only "the migration lock was lost"."""
+    from urllib.parse import urlsplit
+
+    from polymigrate.adapters.elasticsearch.adapter import ElasticsearchAdapter
+    from polymigrate.errors import TransientError
+
+    t = search_target
+    alias = t.name("products")
+    seed(t, alias, 2000)
+    where = urlsplit(t.url)
+    proxy = _Proxy(where.hostname, where.port)
+    url = t.url.replace(f"{where.hostname}:{where.port}", f"127.0.0.1:{proxy.port}")
+    a = ElasticsearchAdapter.from_url(url, domain="shop", settings=t.settings(), lease_ms=1500, poll_seconds=0.2)
+    files = {"1-copy.json": step_file({"create_index": {"index": f"{alias}_copy", "body": {"mappings": PRODUCTS_V2}}},
+                                      {"reindex": {"source": alias, "dest": f"{alias}_copy", "slices": 1,
+                                                   "requests_per_second": 200}})}
+    migs = migrations(tmp_path / "m", files)
+    threading.Timer(3.0, proxy.cut).start()
+    caplog.set_level(logging.WARNING, logger="polymigrate")
+    try:
+        with pytest.raises(TransientError) as info:
+            migrate(a, migs, ctx())
+    finally:
+        a.close()
+    text = str(info.value)
+    assert "not answer" in text and "re-attach" in text, text
+    polls = [r.getMessage() for r in caplog.records if "polling task" in r.getMessage()]
+    assert polls and all("(None)" not in p and "did not answer" in p for p in polls), polls

@@ -177,8 +177,16 @@ def watch_task(ctx: StepContext, task_id: str, what: str) -> dict:
     last_log = last_save = attached
     unreachable_since: float | None = None
     delay = 0.1
+    last_error: SearchError | None = None
     while True:
         if ctx.lease_lost():
+            if unreachable_since is not None and last_error is not None:
+                # the lease was given up because nobody could reach the server to renew it, not taken
+                raise TransientError(f"{ctx.label}: the server did not answer for "
+                                     f"{time.monotonic() - unreachable_since:.0f}s ({last_error}), so the migration "
+                                     f"lock could not be renewed; stopped watching task {task_id}",
+                                     hint="once the server is back, retry: the run re-attaches to the task "
+                                          "(it goes on on the server)")
             raise LeaseLost(f"{ctx.label}: the migration lock was lost while watching task {task_id}; "
                             "stopped (the task continues and the lock's holder re-attaches to it)")
         try:
@@ -190,11 +198,12 @@ def watch_task(ctx: StepContext, task_id: str, what: str) -> dict:
                 raise
             now = time.monotonic()
             unreachable_since = unreachable_since or now
+            last_error = exc
             if now - unreachable_since > UNREACHABLE_SECONDS:
                 raise TransientError(f"{what}: task {task_id} could not be polled for {UNREACHABLE_SECONDS}s: {exc}",
                                      hint="retry: the run re-attaches to the task") from exc
             log.warning("%s: polling task %s failed (%s); the task goes on, polling again", ctx.label, task_id,
-                        exc.type or exc.status)
+                        exc.type or exc.status or f"the server did not answer: {exc}")
             time.sleep(min(5.0, ctx.poll_seconds * 2))
             continue
         unreachable_since = None
