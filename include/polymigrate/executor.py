@@ -182,16 +182,29 @@ def undo_to(adapter: Adapter, migrations: list[Migration], ctx: RunContext, vers
                      "application versions that still need it, so undoing it is refused (docs/phases.md; to bring "
                      "something back, write a new expand migration)"
                      for i in above if i.migration is not None and i.migration.phase == "contract"]
+        fixes = ["undo to a higher version"]  # each refusal adds only the fix that can help it (issue 28)
+        if any(not i.state.succeeded for i in above):
+            fixes.insert(0, "`repair` first (a changed or missing file)")
         for i in above:
             if Version(i.version) not in undo_files:  # type: ignore[arg-type]
                 why = adapter.undo_blocker(i.entry)  # type: ignore[arg-type]
-                if why is not None:
-                    inline = ", or down() in the file" if adapter.technology == "mongodb" else ""
-                    problems.append(f"{i.script}: version {i.version} has no undo file (U{i.version}__….sql{inline})"
-                                    if why == NEEDS_UNDO_FILE else f"{i.script}: version {i.version} cannot be undone: {why}")
+                if why is None:
+                    continue
+                if why != NEEDS_UNDO_FILE:
+                    problems.append(f"{i.script}: version {i.version} cannot be undone: {why}")
+                elif not adapter.capabilities.reversible:
+                    problems.append(f"{i.script}: version {i.version}: {adapter.technology} migrations have no undo "
+                                    "files; to revert it, write a new forward migration")
+                    fixes.insert(0, "write a new forward migration that reverts it")
+                else:
+                    suffix = i.migration.path.suffix if i.migration is not None else ".sql"
+                    inline = (', or its "down" key' if suffix == ".json" else ", or down() in the file") \
+                        if adapter.technology == "mongodb" else ""
+                    problems.append(f"{i.script}: version {i.version} has no undo file (U{i.version}__…{suffix}{inline})")
+                    fixes.insert(0, "write the missing undo files")
         if problems:
             raise PermanentError(f"cannot undo to {version}; nothing was changed:\n  " + "\n  ".join(problems),
-                                 hint="write the missing undo files, `repair` first, or undo to a higher version")
+                                 hint=", or ".join(dict.fromkeys(fixes)))
         values = placeholders_for(ctx)
         for n, info in enumerate(above, 1):
             u = undo_files.get(Version(info.version))  # type: ignore[arg-type]

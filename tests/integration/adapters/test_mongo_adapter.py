@@ -260,3 +260,16 @@ def test_a_connection_that_names_a_database_wins_over_the_domains_setting(make_m
     finally:
         for a in (dev, stg, bare):
             a.close()
+
+
+def test_undo_of_a_json_file_without_down_names_its_down_key(adapter, tmp_path):
+    """Issue 28 item 6: a `.json` file carries its undo under "down", not in a down() function."""
+    no_down = {"description": "customers", "commands": [{"create": "customers"}]}
+    migs = write(tmp_path / "m", {"1-customers.json": no_down})
+    a = adapter()
+    migrate(a, migs, ctx())
+    with pytest.raises(PermanentError) as info:
+        undo_to(a, migs, ctx(run_id="run-2"), "0")
+    text = str(info.value)
+    assert '"down" key' in text and "down()" not in text and "U1__…" in text and ".json" in text, text
+    assert "repair" not in text, text

@@ -191,3 +191,27 @@ def test_a_file_edited_after_it_failed_half_way_is_refused_saying_what_ran_and_r
     resumed = cli(redis_url, folder, "migrate")
     assert resumed.returncode == 0 and "resume" in resumed.stdout, resumed.stdout + resumed.stderr
     assert set(client.mget([f"c:{i}" for i in range(1, TOTAL + 1)])) == {b"1"}
+
+
+def test_undo_on_redis_is_refused_with_the_fix_that_exists(client, redis_url, tmp_path):
+    """Issue 28 item 6: Redis has no undo files (a U file is ignored), so the refusal says to write a
+    new forward migration, not "write the missing undo files (U1__….sql), `repair` first"."""
+    from polymigrate.catalog import discover
+    from polymigrate.errors import PermanentError
+    from polymigrate.executor import migrate, undo_to
+    from polymigrate.ledger import RunContext
+
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    (folder / "1-mark.lua").write_text("redis.call('SET', 'marked', '1')\nreturn 1\n")
+    migs = discover("shop", "redis", folder).applicable("redis")
+    a = RedisAdapter.from_url(redis_url, domain="shop")
+    try:
+        migrate(a, migs, RunContext(domain="shop", actor="a@host"))
+        with pytest.raises(PermanentError) as info:
+            undo_to(a, migs, RunContext(domain="shop", actor="a@host"), "0")
+    finally:
+        a.close()
+    text = str(info.value)
+    assert "1-mark.lua" in text and "new forward migration" in text, text
+    assert ".sql" not in text and "repair" not in text, text
