@@ -364,6 +364,29 @@ def test_undo_points_the_alias_back_and_carries_back_what_was_written_since(sear
         a.close()
 
 
+def test_undo_checks_the_retained_index_exists_before_touching_anything(search_target, tmp_path):
+    """Issue 28 item 6: the index before a switch deleted by hand (not by retention): the dry run
+    refuses, and the real undo changes nothing, naming the missing index, for every version at once."""
+    t = search_target
+    alias = t.name("products")
+    seed(t, alias, 10)
+    files = {"1-products-v2.json": blue_green(alias, body={"mappings": PRODUCTS_V2}, catch_up="none"),
+             "2-products-v3.json": blue_green(alias, body={"mappings": PRODUCTS_V2}, catch_up="none")}
+    migs = migrations(tmp_path / "m", files)
+    a = adapter(t)
+    try:
+        migrate(a, migs, ctx())
+        t.api.delete_index([f"{alias}_v1"])  # by hand: version 1's undo has nowhere to go back to
+        for dry in (True, False):
+            with pytest.raises(PermanentError) as info:
+                undo_to(a, migs, ctx(run_id="run-2"), "0", dry_run=dry)
+            assert f"{alias}_v1" in str(info.value) and "no longer exists" in str(info.value), str(info.value)
+        assert list(t.api.alias_targets(alias)) == [f"{alias}_v3"]  # version 2 was not undone either
+        assert [e.status for e in a.read_ledger()] == [Status.SUCCESS, Status.SUCCESS]
+    finally:
+        a.close()
+
+
 def test_retention_deletes_the_old_index_only_after_retain_days_and_then_undo_is_refused(search_target, tmp_path):
     t = search_target
     alias = t.name("products")

@@ -255,6 +255,13 @@ class ElasticsearchAdapter(Adapter):
                 return f"alias {sw['alias']} was created by it (there is no previous index to go back to)"
             if sw.get("deleted_at"):
                 return f"{sw['from']}, the index before it, was deleted by retention on {sw['deleted_at'][:10]}"
+            # checked before anything is undone (undo's pre-check), not found half way (issue 28)
+            try:
+                gone = not self.api.exists(sw["from"])
+            except SearchError as exc:
+                raise classify(exc)(f"{self.target}: cannot check {sw['from']} before undoing: {exc}") from exc
+            if gone:
+                return f"{sw['from']}, the index before it, no longer exists (deleted outside polymigrate)"
         return None
 
     def undo_recorded(self, entry: LedgerEntry, ctx: RunContext) -> Applied:
