@@ -136,6 +136,8 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
             sink.emit(_event("migration_started", adapter, ctx, info))
             started = time.monotonic()
             resume = info.entry if info.state is State.INCOMPLETE else None
+            # a changed file whose failed try committed nothing runs again from its start (recovery)
+            action = "apply" if resume is None else "resume" if resume.checksum == m.checksum else "rerun"
             try:
                 applied = adapter.apply(m, body, ctx, resume=resume)
             except MigrationError as exc:
@@ -149,7 +151,7 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
             sink.emit(_event("migration_succeeded", adapter, ctx, info, duration_ms=applied.execution_time_ms,
                              details=details))
             result.applied.append({"version": info.version, "script": info.script,
-                                   "ms": applied.execution_time_ms, "action": "resume" if resume else "apply"})
+                                   "ms": applied.execution_time_ms, "action": action})
         result.current_version = current_version(reconcile(migrations, adapter.read_ledger())) if not dry_run \
             else current_version(infos)
     return result

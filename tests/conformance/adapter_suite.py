@@ -70,9 +70,11 @@ class RecoveryConformance:
             with pytest.raises(PermanentError) as info:
                 migrate(a, kit.migrations({**kit.good_files, name: broken}), ctx())
             assert name in str(info.value)
+            # a row of the failed try (engines without a transaction around a file) is run again
+            action = "rerun" if any(e.script == name for e in a.read_ledger()) else "apply"
             migs = kit.migrations({**kit.good_files, name: fixed})
             result = migrate(a, migs, ctx(run_id="run-2"))
-            assert [x["script"] for x in result.applied] == [name]
+            assert [(x["script"], x["action"]) for x in result.applied] == [(name, action)]
             [row] = [e for e in a.read_ledger() if e.script == name]
             assert row.status is Status.SUCCESS and row.checksum == migs[-1].checksum
             assert row.progress.get("untouched") is None and "error" not in row.progress
