@@ -337,6 +337,17 @@ class PostgresAdapter(Adapter):
                 sql.SQL("set_config({}, {}, {})").format(sql.Literal(k), sql.Placeholder(), sql.Literal(local))
                 for k in settings)), list(settings.values()))
 
+    def _reset_quietly(self, conn: psycopg.Connection) -> None:
+        """After a file run outside one transaction (statements, backfills): the reset in one round trip.
+        A session that broke is closed by its owner, and a failing reset must not hide the file's error."""
+        if conn.broken or conn.closed:
+            return
+        try:
+            conn.execute(sql.SQL("; ").join(sql.SQL(x) for x in _RESET))
+            self._set(conn, self._session, local=False)
+        except psycopg.Error:
+            pass
+
     def _reset(self, conn: psycopg.Connection) -> None:
         """Give the session back as it was opened (see the module docstring); works inside a transaction
         and in a pipeline, one statement per execute."""
@@ -493,12 +504,7 @@ class PostgresAdapter(Adapter):
                               what=f"statement {i + 1} of {n} failed ({done} done and committed; "
                                    f"a retry resumes at statement {done + 1})") from exc
         finally:
-            if not conn.broken and not conn.closed:
-                try:
-                    conn.execute(sql.SQL("; ").join(sql.SQL(x) for x in _RESET))
-                    self._set(conn, self._session, local=False)
-                except psycopg.Error:
-                    pass
+            self._reset_quietly(conn)
 
     # -- the protocol ------------------------------------------------------------------------
 
@@ -578,12 +584,7 @@ class PostgresAdapter(Adapter):
                                   "batch before it is committed with its checkpoint; a retry resumes after it)",
                                   version=version) from exc
             finally:
-                if not conn.broken and not conn.closed:
-                    try:
-                        conn.execute(sql.SQL("; ").join(sql.SQL(x) for x in _RESET))
-                        self._set(conn, self._session, local=False)
-                    except psycopg.Error:
-                        pass
+                self._reset_quietly(conn)
         except (PermanentError, TransientError):
             self._mark(rank, {"status": Status.FAILED, "success": False,
                               "execution_time": spent + int((time.monotonic() - started) * 1000)})
