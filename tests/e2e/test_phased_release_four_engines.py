@@ -1,5 +1,6 @@
 """social-commerce's ``full_name`` release as Airflow DAG runs (``dag.test()``) on all four real
-engines — PostgreSQL, FerretDB (MongoDB protocol), OpenSearch and Redis — in two regions.
+engines — PostgreSQL, FerretDB (MongoDB protocol), OpenSearch and Redis — in two regions (r2 without
+OpenSearch: this machine has one node, and two regions on one ledger are refused at plan).
 
 A copy of the sample with a few seed rows, posts, people and cached profiles per region; region r2
 fails in its migrate phase (a step that refuses until the region is ready): its contract never
@@ -41,6 +42,9 @@ def env_yaml(r2_ready: str) -> str:
             placeholders: {{region_ready: "yes"}}
           r2:
             placeholders: {{region_ready: "{r2_ready}"}}
+            # one OpenSearch node here: a second region on it would share r1's ledger, which plan
+            # refuses; regions on their own clusters each run the files
+            technologies: [postgresql, mongodb, redis]
         """)
 
 
@@ -151,7 +155,7 @@ def columns(url: str) -> set[str]:
                                         "WHERE table_schema = 'social_commerce' AND table_name = 'users'")}
 
 
-def assert_phase_major(tis: dict, region: str) -> None:
+def assert_phase_major(tis: dict, region: str, engines: int = 4) -> None:
     """Every expand task ended before any migrate task started, every migrate before the verify
     before contract, and that verify before any contract task."""
     def of(phase):
@@ -159,7 +163,7 @@ def assert_phase_major(tis: dict, region: str) -> None:
 
     expand, migrate, contract = of("expand"), of("migrate"), of("contract")
     gate = tis[f"{region}.verify_before_contract"]
-    assert len(expand) == 4 and len(migrate) == 4 and len(contract) == 2, sorted(tis)
+    assert len(expand) == engines and len(migrate) == engines and len(contract) == 2, sorted(tis)
     assert max(t.end_date for t in expand) <= min(t.start_date for t in migrate)
     assert max(t.end_date for t in migrate) <= gate.start_date
     assert gate.end_date <= min(t.start_date for t in contract)
@@ -178,8 +182,8 @@ def test_the_full_name_release_runs_phase_major_on_four_engines_and_a_failed_mig
     assert_phase_major(tis, "r1")
     assert {"first_name", "last_name"}.isdisjoint(columns(pg["r1"])) and "full_name" in columns(pg["r1"])
     # r2: expand and the PostgreSQL backfill and MongoDB transform ran; the Redis migrate step failed
-    for task in ("expand_postgresql", "expand_mongodb", "expand_redis", "expand_elasticsearch",
-                 "migrate_postgresql", "migrate_mongodb"):
+    assert not any(t.startswith("r2.") and t.endswith("_elasticsearch") for t in states), states
+    for task in ("expand_postgresql", "expand_mongodb", "expand_redis", "migrate_postgresql", "migrate_mongodb"):
         assert states[f"r2.{task}"] == "success", (task, states)
     assert states["r2.migrate_redis"] == "failed"
     assert states["r2.verify_before_contract"] == "upstream_failed"
@@ -201,7 +205,7 @@ def test_the_full_name_release_runs_phase_major_on_four_engines_and_a_failed_mig
     dr, tis = run(specs, "social_commerce")
     states = {k: v.state for k, v in tis.items()}
     assert dr.state == "success", states
-    assert_phase_major(tis, "r2")  # r1 had nothing left: its tasks succeeded without applying anything
+    assert_phase_major(tis, "r2", engines=3)  # r1 had nothing left: its tasks succeeded without applying anything
 
     for region in REGIONS:
         assert {"first_name", "last_name"}.isdisjoint(columns(pg[region])), region
@@ -220,7 +224,7 @@ def test_the_full_name_release_runs_phase_major_on_four_engines_and_a_failed_mig
         assert json.loads(rd[region].get("social:user_profile:1"))["full_name"] == "First1 Last1"
         assert not rd[region].keys("social:user:*:profile")
 
-    # OpenSearch: one server serves both regions here, so r1 ran its files and r2 found them in the ledger
+    # OpenSearch: r1's files made the alias switch (r2 has no OpenSearch of its own here)
     aliases = search.api.request("GET", f"/_alias/{search.prefix}people")
     assert list(aliases) == [f"{search.prefix}people_v2"]
     hits = search.api.request("POST", f"/{search.prefix}people/_search",
