@@ -75,7 +75,8 @@ def test_validator_change_on_a_server_that_cannot_count_keeps_its_default(db, tm
     assert f.severity == "medium" and "could not count" in f.message
 
 
-def test_cli_lint_url_mongodb_reads_each_domains_database(mongo_url, tmp_path):
+@pytest.mark.parametrize("scheme", ["mongodb", "mongo"])  # mongo:// is Airflow's connection URI for MongoDB
+def test_cli_lint_url_mongodb_reads_each_domains_database(mongo_url, tmp_path, scheme):
     specs = tmp_path / "specs"
     shutil.copytree(SPECS, specs)
     client = pymongo.MongoClient(mongo_url)
@@ -88,7 +89,7 @@ def test_cli_lint_url_mongodb_reads_each_domains_database(mongo_url, tmp_path):
         {"phase": "contract",  # after the full_name release's contract files
          "commands": [{"createIndexes": "activity_feed", "indexes": [{"key": {"kind": 1}, "name": "by_kind"}]}]}))
     proc = subprocess.run([sys.executable, "-c", "from polymigrate.cli import main; main()", "lint", str(specs),
-                           "-d", "social-commerce", "--url", mongo_url, "--json"], capture_output=True, text=True,
+                           "-d", "social-commerce", "--url", scheme + mongo_url[mongo_url.index("://"):], "--json"], capture_output=True, text=True,
                           timeout=120)
     report = json.loads(proc.stdout)["domains"]["social-commerce"]
     ttl = [f for f in report["findings"] if f["rule"] == "mongodb-index-without-background" and "6-feed" in f["file"]]

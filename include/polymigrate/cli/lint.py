@@ -12,7 +12,7 @@ from rich.table import Table
 
 from polymigrate.cli.app import DEFAULT_SPECS, app, console, err_console
 from polymigrate.commands import validate_project
-from polymigrate.connections import redact
+from polymigrate.connections import redact, technology_of
 from polymigrate.executor import placeholders_for
 from polymigrate.ledger import RunContext
 from polymigrate.lint import RULES, LintReport, lint_catalog
@@ -22,23 +22,30 @@ _STYLE = {"info": "dim", "low": "cyan", "medium": "yellow", "high": "red", "crit
 
 
 def _connect(url: str):
-    if urlsplit(url).scheme in ("http", "https", "elasticsearch", "opensearch"):  # an Elasticsearch/OpenSearch target
+    tech = technology_of(url)  # every scheme the descriptors name (mongo:// and opensearch:// too)
+    if tech == "elasticsearch":
         from polymigrate.adapters.elasticsearch.api import SearchApi, SearchError
         try:
             return SearchApi.from_url(url)
         except SearchError as exc:
             err_console.print(f"cannot connect to {redact(url)}: {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
-    if url.split("://", 1)[0].split("+")[0] == "mongodb":
+    if tech == "mongodb":
         import pymongo
 
-        client = pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000)
+        from polymigrate.adapters.mongodb.adapter import MongoAdapter
+
+        client = MongoAdapter.from_url(url, domain="lint").client  # Airflow's mongo:// and ?srv= as a run reads them
         try:
             client.admin.command("ping")
         except pymongo.errors.PyMongoError as exc:
             err_console.print(f"cannot connect to {redact(url)}: {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
         return client  # lint only reads collection statistics
+    if tech != "postgresql":
+        err_console.print(f"--url {redact(url)}: lint reads statistics from PostgreSQL, MongoDB or Elasticsearch "
+                          "only (Redis files are linted without a server); drop --url", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     import psycopg
 
     try:
