@@ -179,13 +179,15 @@ def undo_to(adapter: Adapter, migrations: list[Migration], ctx: RunContext, vers
         above = sorted((i for i in infos if i.version is not None and Version(i.version) > floor
                         and i.entry is not None and i.state is not State.UNDONE),
                        key=lambda i: Version(i.version), reverse=True)  # type: ignore[arg-type]
-        problems = [f"{i.script}: version {i.version} is {i.state.value}" for i in above if not i.state.succeeded]
+        # a half-undone version is what this undo resumes (its adapter knows where it stopped)
+        blocked = [i for i in above if not i.state.succeeded and i.state is not State.HALF_UNDONE]
+        problems = [f"{i.script}: version {i.version} is {i.state.value}" for i in blocked]
         problems += [f"{i.script}: version {i.version} is a contract-phase migration: what it removed is gone for the "
                      "application versions that still need it, so undoing it is refused (docs/phases.md; to bring "
                      "something back, write a new expand migration)"
                      for i in above if i.migration is not None and i.migration.phase == "contract"]
         fixes = ["undo to a higher version"]  # each refusal adds only the fix that can help it (issue 28)
-        if any(not i.state.succeeded for i in above):
+        if blocked:
             fixes.insert(0, "`repair` first (a changed or missing file)")
         for i in above:
             if Version(i.version) not in undo_files:  # type: ignore[arg-type]

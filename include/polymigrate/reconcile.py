@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from polymigrate.catalog import Kind, Migration
 from polymigrate.errors import ValidationFailed
 from polymigrate.ledger import LedgerEntry, Status
-from polymigrate.recovery import nothing_committed, what_ran
+from polymigrate.recovery import half_undone, nothing_committed, what_ran, what_was_undone
 from polymigrate.versions import Version
 
 
@@ -35,6 +35,7 @@ class State(str, enum.Enum):
     IGNORED =         ("ignored",         False, False, False, False)  # pending but older than the newest applied
     OUT_OF_ORDER =    ("out_of_order",    True,  False, False, True)   # applied out of order, successfully
     UNDONE =          ("undone",          False, False, True,  False)  # reverted by its undo file; pending again
+    HALF_UNDONE =     ("half_undone",     True,  True,  False, False)  # its undo stopped half way: undo again
 
     applied: bool    # a ledger row says it ran (and was not undone)
     failed: bool     # it ran and stopped half way
@@ -111,6 +112,8 @@ def reconcile(migrations: list[Migration], entries: list[LedgerEntry], *,
                 state = State.BASELINE
         elif e.status is Status.BASELINE:
             state = State.BASELINE
+        elif half_undone(e):
+            state = State.HALF_UNDONE
         elif e.status.incomplete:
             # a changed file whose failed try committed nothing reruns with its new text (recovery)
             state = State.INCOMPLETE if e.checksum == m.checksum or nothing_committed(e) else State.CHANGED
@@ -176,6 +179,12 @@ def validation_problems(infos: list[MigrationInfo], *, out_of_order: bool = Fals
                        f"but the file now has {i.migration.checksum if i.migration else '?'} "
                        "(fix: restore the file as applied and add a new version; or, if the change is cosmetic, "
                        "`polymigrate repair` to realign checksums)")
+        elif i.state is State.HALF_UNDONE and i.entry is not None:
+            # a migrate run would apply the versions above it over a version that is partly reverted
+            out.append(f"{i.script}: version {i.version} is half undone: its undo stopped half way "
+                       f"({what_was_undone(i.entry)}). Fix: run the same `polymigrate undo --to …` again, "
+                       "it resumes where it stopped (if its undo file was wrong: fix the file, `polymigrate "
+                       "repair` to accept it, then undo again); a migrate run is refused until then")
         elif i.state is State.MISSING and i.entry is not None and i.entry.status.incomplete:
             out.append(f"{i.script}: version {i.version or i.description} stopped half way ({what_ran(i.entry)}) "
                        "and its file is gone (fix: restore the file, or `polymigrate repair` to mark its row deleted)")

@@ -21,6 +21,21 @@ if TYPE_CHECKING:
     from polymigrate.catalog import Migration
 
 UNTOUCHED = "untouched"  # progress flag: this row's file changed nothing on the target
+UNDO = "undo"  # progress key: an undo of this applied row began (and has not finished)
+
+
+def half_undone(entry: LedgerEntry) -> bool:
+    """An undo of this applied version began and did not finish: part of what it reverts may be gone,
+    so neither ``success`` nor a migrate run over it is true; the same undo, run again, resumes it.
+    PostgreSQL and MongoDB keep the undo's progress under ``progress.undo``; Elasticsearch under each
+    switch it reverts."""
+    from polymigrate.ledger import Status
+    if entry.status is not Status.SUCCESS:
+        return False
+    p = entry.progress or {}
+    if isinstance(p.get(UNDO), dict):
+        return True
+    return any(isinstance(sw, dict) and sw.get(UNDO) for sw in p.get("switches") or [])
 
 
 def nothing_committed(entry: LedgerEntry) -> bool:
@@ -56,3 +71,17 @@ def what_ran(entry: LedgerEntry) -> str:
     if p.get("called"):
         parts.append("the script was called, and Redis keeps what a script wrote before its error")
     return "; ".join(parts) or "it stopped while running, so part of it may have committed"
+
+
+def what_was_undone(entry: LedgerEntry) -> str:
+    """What of a half-done undo committed, in the words of its progress."""
+    u = (entry.progress or {}).get(UNDO)
+    if isinstance(u, dict):
+        done = LedgerEntry(entry.installed_rank, entry.version, entry.description, entry.type, entry.script,
+                           entry.checksum, progress={k: v for k, v in u.items() if k != "called"})
+        text = what_ran(done)
+        script = u.get("script")
+        return f"{script}: {text}" if script else text
+    switched = [sw.get("alias", "?") for sw in (entry.progress or {}).get("switches") or []
+                if isinstance(sw, dict) and (sw.get(UNDO) or {}).get("phase") in ("switched", "done")]
+    return f"alias(es) {', '.join(switched)} switched back" if switched else "its undo began"

@@ -208,6 +208,13 @@ def test_repeatables_run_after_versioned_in_description_order():
 
 # Table: one scenario per State, so a new State without a scenario fails the last test.
 _VIEW_OLD, _VIEW_NEW = rep("v", "SELECT 1;"), rep("v", "SELECT 2;")
+
+
+def _half_undone(e: LedgerEntry) -> LedgerEntry:
+    e.progress["undo"] = {"script": "U1__a.sql", "statements_done": 1}  # an undo began and stopped
+    return e
+
+
 SCENARIOS = [
     (State.PENDING, [V1], [], {}, "1"),
     (State.SUCCESS, [V1], [row(1, V1)], {}, "1"),
@@ -221,6 +228,7 @@ SCENARIOS = [
     (State.BASELINE, [V1], [row(1, V1, checksum=None, status=Status.BASELINE)], {}, "1"),
     (State.BELOW_BASELINE, [V1, V2], [row(1, V2, checksum=None, status=Status.BASELINE)], {}, "1"),
     (State.UNDONE, [V1], [row(1, V1, status=Status.UNDONE)], {}, "1"),
+    (State.HALF_UNDONE, [V1], [_half_undone(row(1, V1))], {}, "1"),
     (State.OUTDATED, [_VIEW_NEW], [row(1, _VIEW_OLD)], {}, "v"),
     (State.SUPERSEDED, [_VIEW_NEW], [row(1, _VIEW_OLD), row(2, _VIEW_NEW)], {}, "v"),
 ]

@@ -44,10 +44,11 @@ from polymigrate.adapters.postgresql.repair import repair_leftover
 from polymigrate.adapters.postgresql.snapshot import snapshot as take_snapshot
 from polymigrate.adapters.postgresql.statements import (Statement, check_transaction_control, needs_autocommit, split,
                                                         steps)
-from polymigrate.catalog import Migration, applicable
+from polymigrate.catalog import Kind, Migration, applicable
 from polymigrate.errors import LockNotAcquired, PermanentError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 from polymigrate.reconcile import State, reconcile
+from polymigrate.recovery import UNDO
 from polymigrate.versions import Version
 
 log = logging.getLogger(__name__)
@@ -619,24 +620,63 @@ class PostgresAdapter(Adapter):
         target = applied[-1]
         statements = self._statements(undo_migration, body)
         settings = self._settings_for(undo_migration, ctx)
+        kept = {k: v for k, v in (target.progress or {}).items() if k != UNDO}
 
         def record(conn: psycopg.Connection, elapsed: Any = ELAPSED) -> None:
-            self.ledger.update(conn, self.domain, target.installed_rank, {"status": Status.UNDONE})
+            self.ledger.update(conn, self.domain, target.installed_rank, {"status": Status.UNDONE, "progress": kept})
             self.ledger.insert(conn, self._row(undo_migration, ctx, Status.SUCCESS, execution_time=elapsed), rank=False)
 
         if not needs_autocommit(statements, undo_migration.directives.transactional):
             ms = self._run_transactional(undo_migration, statements, settings, record)
-        else:
-            started = time.monotonic()
-            self._run_steps(undo_migration, statements, settings, 0, None)
-            ms = int((time.monotonic() - started) * 1000)
-            try:
-                with self.conn.transaction():
-                    self._fence(self.conn)
-                    record(self.conn, ms)
-            except psycopg.Error as exc:
-                raise self._error(exc, file=str(undo_migration.path), what="recording the undo failed") from exc
-        return Applied(ms, len(statements), {"undone": version})
+            return Applied(ms, len(statements), {"undone": version})
+        started = time.monotonic()
+        done = self._undo_steps(undo_migration, statements, settings, target, kept)
+        ms = int((time.monotonic() - started) * 1000)
+        try:
+            with self.conn.transaction():
+                self._fence(self.conn)
+                record(self.conn, ms)
+        except psycopg.Error as exc:
+            raise self._error(exc, file=str(undo_migration.path), what="recording the undo failed") from exc
+        return Applied(ms, len(statements) - done, {"undone": version, "resumed_at": done + 1 if done else None})
+
+    def _undo_steps(self, u: Migration, statements: list[Statement], settings: dict[str, str], target: LedgerEntry,
+                    kept: dict) -> int:
+        """A ``U`` file outside one transaction, step by step, each step's progress committed in the
+        undone version's row (``progress.undo``), so ``status`` shows it half undone and the same undo,
+        run again, resumes after what committed (issue 28). The statements it skipped."""
+        version = str(u.version)
+        state = (target.progress or {}).get(UNDO) or {}
+        done = int(state.get("statements_done", 0))
+        if state.get("checksum") != u.checksum:
+            if done:
+                raise PermanentError(
+                    f"the undo of version {version} stopped half way ({done} statement(s) of {state.get('script')} "
+                    f"committed) and {u.script} has changed since", file=u.path,
+                    hint=f"restore the undo file as it ran (the undo resumes at statement {done + 1}); or, if the "
+                         f"edit touches only statements after {done}, `polymigrate repair` to accept it, then undo again")
+            done = 0  # nothing of the old text committed: the new text runs from its start
+        base = {"script": u.script, "checksum": u.checksum, "statements": len(statements)}
+
+        def mark(conn: psycopg.Connection, k: int) -> None:
+            self.ledger.update(conn, self.domain, target.installed_rank,
+                               {"progress": {**kept, UNDO: {**base, "statements_done": k}}})
+
+        try:
+            with self.conn.transaction():  # before the first statement: half undone from here on
+                self._fence(self.conn)
+                mark(self.conn, done)
+        except psycopg.Error as exc:
+            raise self._error(exc, file=str(u.path), what="recording the undo's start failed") from exc
+        try:
+            self._run_steps(u, statements, settings, done, mark, resuming=bool(state))
+        except PermanentError as exc:
+            # not "run migrate again": that would apply over a half-undone version
+            exc.hint = ("fix what stopped it, then run the same `polymigrate undo --to …` again: it resumes after "
+                        "the statements already committed (if you fix the undo file itself, `polymigrate repair` "
+                        "first); until then the version is half undone and migrate is refused")
+            raise
+        return done
 
     def baseline(self, version: str, description: str, ctx: RunContext) -> None:
         """Mark everything up to ``version`` as applied without running it (an empty ledger only)."""
@@ -675,6 +715,7 @@ class PostgresAdapter(Adapter):
         # the one-success index, now that this domain's duplicates no longer stand in its way
         self._ensure_ledger(tolerate_duplicates=True)
         infos = reconcile(applicable(migrations), entries, out_of_order=True)
+        undo_files = {m.version: m for m in migrations if m.kind is Kind.UNDO}
         with conn.transaction():
             self._fence(conn)
             for i in infos:
@@ -691,6 +732,14 @@ class PostgresAdapter(Adapter):
                         "success": True, "status": Status.DELETED, "domain": self.domain, "run_id": ctx.run_id,
                         "environment": ctx.environment, "region": ctx.region, "progress": {}})
                     report.removed.append(e.script)
+                elif i.state is State.HALF_UNDONE:
+                    # the undo resumes after what committed, with the fixed undo file (as for a half-done file)
+                    u = undo_files.get(Version(e.version)) if e.version else None
+                    state = e.progress.get(UNDO) or {}
+                    if u is not None and state.get("checksum") not in (None, u.checksum):
+                        self.ledger.update(conn, self.domain, e.installed_rank, {"progress": {
+                            **e.progress, UNDO: {**state, "checksum": u.checksum, "script": u.script}}})
+                        report.realigned.append(u.script)
                 elif i.state is State.CHANGED and i.migration is not None:
                     m = i.migration
                     self.ledger.update(conn, self.domain, e.installed_rank,

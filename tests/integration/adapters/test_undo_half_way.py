@@ -1,0 +1,78 @@
+"""Undo that stops half way (issue 28, item 6), on the real engines: the rerun of the undo resumes
+where it stopped, ``status`` says the version is half undone (not ``success``), a migrate run is
+refused with the fix that helps (finish the undo), and ``repair`` accepts a fixed undo file."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from polymigrate.adapters.postgresql.adapter import PostgresAdapter
+from polymigrate.catalog import Kind, discover
+from polymigrate.errors import PermanentError, ValidationFailed
+from polymigrate.executor import migrate, undo_to
+from polymigrate.ledger import RunContext
+from polymigrate.reconcile import State, reconcile
+
+pytestmark = pytest.mark.integration
+
+
+def ctx() -> RunContext:
+    return RunContext(domain="shop", environment="testing", region="r1", actor="tester@host", run_id="run-1",
+                      lock_wait_seconds=5)
+
+
+def q(url: str, text: str):
+    with psycopg.connect(url, autocommit=True) as c:
+        cur = c.execute(text)
+        return cur.fetchall() if cur.description else None
+
+
+def catalog(root):
+    cat = discover("shop", "postgresql", root)
+    assert not cat.problems, cat.problems
+    return cat.migrations["postgresql"]
+
+
+def states(adapter, root):
+    ms = [m for m in catalog(root) if m.kind is not Kind.UNDO]
+    return {i.version: i.state for i in reconcile(ms, adapter.read_ledger())}
+
+
+def test_a_postgres_undo_file_failing_on_its_second_statement_resumes_there_and_shows_half_undone(pg_url, tmp_path):
+    root = tmp_path / "postgresql"
+    root.mkdir()
+    (root / "V1__a.sql").write_text("CREATE TABLE a (id int);\n")
+    (root / "V2__b.sql").write_text("CREATE TABLE b (id int);\nCREATE TABLE c (id int);\n")
+    # the second statement fails (a typo): the first, DROP TABLE b, is committed on its own
+    (root / "U2__b.sql").write_text("-- polymigrate: transactional=false\nDROP TABLE b;\nDROP TABLE cc;\n")
+    adapter = PostgresAdapter.from_url(pg_url, domain="shop")
+    try:
+        migrate(adapter, [m for m in catalog(root) if m.kind is not Kind.UNDO], ctx())
+        with pytest.raises(PermanentError) as info:
+            undo_to(adapter, catalog(root), ctx(), "1")
+        assert "statement 2 of 2" in str(info.value)
+        assert "migrate again" not in (info.value.hint or "")
+        assert q(pg_url, "SELECT to_regclass('b'), to_regclass('c') IS NOT NULL") == [(None, True)]
+        # status: half undone, not success
+        assert states(adapter, root)["2"] is State.HALF_UNDONE
+        # migrate would re-apply over a half-undone version: refused, saying to finish the undo
+        with pytest.raises(ValidationFailed) as refused:
+            migrate(adapter, [m for m in catalog(root) if m.kind is not Kind.UNDO], ctx())
+        assert "half way" in str(refused.value) and "undo" in str(refused.value)
+        assert "DROP TABLE b" not in str(refused.value) or "1 statement" in str(refused.value)
+        # the undo file is fixed; it changed after part of it committed, so repair accepts it first
+        (root / "U2__b.sql").write_text("-- polymigrate: transactional=false\nDROP TABLE b;\nDROP TABLE c;\n")
+        with pytest.raises(PermanentError, match="repair"):
+            undo_to(adapter, catalog(root), ctx(), "1")
+        report = adapter.repair(catalog(root), ctx())
+        assert report.realigned == ["U2__b.sql"]
+        # the rerun resumes at statement 2: DROP TABLE b is not run again (it would fail: b is gone)
+        done = undo_to(adapter, catalog(root), ctx(), "1")
+        assert [a["version"] for a in done.applied] == ["2"] and done.current_version == "1"
+        assert q(pg_url, "SELECT to_regclass('b'), to_regclass('c')") == [(None, None)]
+        assert states(adapter, root)["2"] is State.UNDONE
+        again = migrate(adapter, [m for m in catalog(root) if m.kind is not Kind.UNDO], ctx())
+        assert [a["version"] for a in again.applied] == ["2"]
+    finally:
+        adapter.close()
