@@ -76,3 +76,40 @@ def test_a_postgres_undo_file_failing_on_its_second_statement_resumes_there_and_
         assert [a["version"] for a in again.applied] == ["2"]
     finally:
         adapter.close()
+
+
+def test_a_mongodb_undo_stopped_half_way_shows_half_undone_and_the_same_undo_resumes_it(mongo_url, tmp_path):
+    import json
+
+    import pymongo
+
+    from polymigrate.adapters.mongodb.adapter import MongoAdapter
+
+    folder = tmp_path / "mongodb"
+    folder.mkdir()
+    (folder / "1-customers.json").write_text(json.dumps({"description": "customers", "commands": [
+        {"create": "customers"}], "down": [{"drop": "customers"},
+                                           {"insert": "undo_log", "documents": [{"_id": "customers dropped"}]}]}))
+    cat = discover("shop", "mongodb", folder)
+    assert not cat.problems, cat.problems
+    migs = cat.applicable("mongodb")
+    client = pymongo.MongoClient(mongo_url)
+    db = client.get_default_database()
+    db.undo_log.insert_one({"_id": "customers dropped"})  # the undo's second command will fail on it
+    a = MongoAdapter.from_url(mongo_url, domain="shop")
+    try:
+        migrate(a, migs, ctx())
+        with pytest.raises(PermanentError):
+            undo_to(a, migs, ctx(), "0")
+        assert "customers" not in db.list_collection_names()  # the first command of down committed
+        assert {i.version: i.state for i in reconcile(migs, a.read_ledger())}["1"] is State.HALF_UNDONE
+        with pytest.raises(ValidationFailed, match="half undone"):
+            migrate(a, migs, ctx())
+        db.undo_log.delete_many({})  # the cause is gone; the same undo resumes at command 2
+        done = undo_to(a, migs, ctx(), "0")
+        assert [x["version"] for x in done.applied] == ["1"]
+        assert [d["_id"] for d in db.undo_log.find()] == ["customers dropped"]
+        assert {i.version: i.state for i in reconcile(migs, a.read_ledger())}["1"] is State.UNDONE
+    finally:
+        a.close()
+        client.close()
