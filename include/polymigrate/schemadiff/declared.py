@@ -1,0 +1,64 @@
+"""Reading a declared-state folder (``<domain>/<technology>/schema/*.yaml``) with pydantic, every
+problem named by file and line, as the spec loader names its own.
+
+Shared by the MongoDB and Elasticsearch generators: each gives its pydantic model of one file; the
+file's stem is the object's name (collection, alias) unless the file names it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from polymigrate.errors import Problem, SpecError
+from polymigrate.spec.loader import _validation_problems
+from polymigrate.spec.reading import read_yaml
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def schema_folder(desired: str | Path, technology: str) -> Path:
+    """The folder of declared files: ``desired`` itself when it holds ``*.yaml``, else its
+    ``schema/`` (a technology folder) or ``<technology>/schema/`` (a domain folder)."""
+    root = Path(desired)
+    for candidate in (root, root / "schema", root / technology / "schema"):
+        if candidate.is_dir() and any(candidate.glob("*.y*ml")):
+            return candidate
+    raise SpecError([Problem(str(root), f"no declared {technology} state here (no *.yaml in it, in schema/ or in "
+                                        f"{technology}/schema/)",
+                             hint=f"declare one file per object in <domain>/{technology}/schema/ (docs/diff.md)")])
+
+
+def load(folder: Path, model: type[M], name_key: str) -> dict[str, tuple[M, Path]]:
+    """name → (declaration, file) of every ``*.yaml``/``*.yml`` in ``folder``; raises SpecError with
+    every problem of every file (file and line), never only the first."""
+    problems: list[Problem] = []
+    out: dict[str, tuple[M, Path]] = {}
+    for path in sorted([*folder.glob("*.yaml"), *folder.glob("*.yml")]):
+        data, node, found = read_yaml(path, folder)
+        problems += found
+        if found:
+            continue
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            problems.append(Problem(str(path), "must be a mapping", line=1,
+                                    hint=f"write `{name_key}:` and the object's keys at the top level"))
+            continue
+        data.setdefault(name_key, path.stem)
+        try:
+            decl = model.model_validate(data)
+        except ValidationError as exc:
+            problems += _validation_problems(exc, str(path), node)
+            continue
+        name = getattr(decl, name_key)
+        if name in out:
+            problems.append(Problem(str(path), f"{name_key} {name!r} is also declared in {out[name][1].name}",
+                                    line=1, hint="declare each object in one file"))
+            continue
+        out[name] = (decl, path)
+    if problems:
+        raise SpecError(problems)
+    return out
