@@ -325,6 +325,8 @@ def json_phase(text: str) -> str | None:
 
 def header_phase(technology: str, head: str) -> str | None:
     """The phase a file declares, from its first few KB (for the DAG's shape at parse time: no full read)."""
+    if "phase" not in head and "\\u" not in head:
+        return None  # most files declare none: every way to declare one spells the word (a JSON key may escape it)
     if head.lstrip("\ufeff").lstrip().startswith("{"):
         phase = json_phase(head)
     else:

@@ -232,3 +232,15 @@ def test_only_the_top_level_phase_key_of_a_json_file_counts(tmp_path):
         {"q": {"phase": "contract"}, "u": {"$set": {"phase": "expand"}}}]}]}))
     [m] = discover("shop", "mongodb", tmp_path / "mongo").applicable("mongodb")
     assert m.phase == "expand" and not m.declares_phase
+
+
+def test_header_phase_skips_parsing_a_head_without_the_word_but_never_misses_a_declaration():
+    """Issue 24: the DAG file reads every file's head at parse time; most declare no phase, and
+    those are answered without parsing. Every spelling that declares one still counts."""
+    from polymigrate.catalog import header_phase
+
+    assert header_phase("postgresql", "-- polymigrate: transactional=false\nCREATE TABLE t (id int);\n") is None
+    assert header_phase("postgresql", "-- polymigrate: phase=contract\nDROP TABLE t;\n") == "contract"
+    assert header_phase("mongodb", '{"phase": "migrate", "steps": []}') == "migrate"
+    assert header_phase("mongodb", '{"ph\\u0061se": "contract", "steps": []}') == "contract"  # an escaped key
+    assert header_phase("mongodb", '{"steps": []}') is None
