@@ -113,3 +113,32 @@ def test_a_mongodb_undo_stopped_half_way_shows_half_undone_and_the_same_undo_res
     finally:
         a.close()
         client.close()
+
+
+@pytest.mark.parametrize("catch_up", ["none", {"field": "updated_at", "overlap": "1s"}], ids=["none", "field"])
+def test_a_document_deleted_through_the_alias_after_a_blue_green_switch_stays_deleted_after_undo(
+        search_target, tmp_path, catch_up):
+    """Issue 28 item 6: undo carries back deletes as well as writes (a deleted product must not come back)."""
+    import time
+
+    from tests.integration.adapters.es_helpers import PRODUCTS_V2, adapter, docs, migrations, seed, step_file
+    from tests.integration.adapters.es_helpers import ctx as es_ctx
+
+    t = search_target
+    alias = t.name("products")
+    seed(t, alias, 20)
+    migs = migrations(tmp_path / "m", {"1-products-v2.json": step_file(
+        {"blue_green": {"alias": alias, "body": {"mappings": PRODUCTS_V2}, "catch_up": catch_up}})})
+    a = adapter(t)
+    try:
+        migrate(a, migs, es_ctx())
+        t.api.request("DELETE", f"/{alias}/_doc/p3", params={"refresh": "true"})
+        t.api.request("PUT", f"/{alias}/_doc/fresh", params={"refresh": "true"},
+                      body={"sku": "fresh", "price": 1.25, "currency": "EUR", "updated_at": int(time.time() * 1000)})
+        undo_to(a, migs, es_ctx(run_id="run-2"), "0")
+        assert list(t.api.alias_targets(alias)) == [f"{alias}_v1"]
+        back = docs(t, alias)
+        assert "p3" not in back, "a document deleted after the switch came back on undo"
+        assert "fresh" in back and len(back) == 20
+    finally:
+        a.close()

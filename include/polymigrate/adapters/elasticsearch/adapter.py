@@ -253,6 +253,10 @@ class ElasticsearchAdapter(Adapter):
         for sw in switches:
             if sw.get("from") is None:
                 return f"alias {sw['alias']} was created by it (there is no previous index to go back to)"
+            if sw.get("skipped"):
+                return (f"its script skipped {sw['skipped']:,} document(s) of {sw['from']} when copying, so a document "
+                        f"missing from {sw['to']} cannot be told from one deleted since the switch: undo would bring "
+                        "deleted documents back")
             if sw.get("deleted_at"):
                 return f"{sw['from']}, the index before it, was deleted by retention on {sw['deleted_at'][:10]}"
             # checked before anything is undone (undo's pre-check), not found half way (issue 28)

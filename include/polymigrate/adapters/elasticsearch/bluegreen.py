@@ -37,10 +37,11 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from urllib.parse import quote
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from polymigrate.adapters.elasticsearch.api import SearchError, check_index_name
+from polymigrate.adapters.elasticsearch.api import SearchError, check_index_name, q
 from polymigrate.adapters.elasticsearch.steps import (StepContext, TaskLost, check_reindex_response, index_body,
                                                       start_and_watch)
 from polymigrate.errors import MigrationError, PermanentError, TransientError
@@ -405,7 +406,7 @@ class BlueGreen:
                 "retain_days": self.args.retain_days, "mode": st["mode"], "field": st.get("field"),
                 "field_kind": st.get("field_kind"), "overlap": st.get("overlap"), "hw": st.get("hw"),
                 "froze": bool(st.get("froze")), "props": st.get("props", {}), "alias_existed": st["alias_existed"],
-                "counts": st.get("counts")}
+                "counts": st.get("counts"), "query": self.args.query, "skipped": int(st.get("skipped") or 0)}
 
     def unfreeze_after_failure(self) -> None:
         st = self.st
@@ -437,7 +438,9 @@ def undo_switch(ctx: StepContext, sw: dict, run: Any = None) -> None:
     * freeze / none / a plain ``switch_alias``: ``to`` is made read-only and copied back whole
       (unchanged documents are skipped by version), then the switch back; ``to`` stays read-only.
 
-    Resumable from ``ctx.state`` like the forward step. Deletions in ``to`` are not carried back.
+    Resumable from ``ctx.state`` like the forward step. Deletions are carried back too
+    (``carry_deletes``): a document of ``from`` (in the copy's scope) that ``to`` no longer has was
+    deleted through the alias after the switch, so undo deletes it rather than bring it back.
     """
     api, st = ctx.api, ctx.state
     alias, old, new = sw["alias"], sw["from"], sw["to"]
@@ -489,6 +492,10 @@ def undo_switch(ctx: StepContext, sw: dict, run: Any = None) -> None:
         api.refresh(new)
         copy_back("copy back", since)
         api.refresh(old)
+        carry_deletes(ctx, sw, None)
+        if by_field:  # writes to old after the switch back carry a higher value of the field
+            st["hw_back"] = _max(api, old, sw["field"])
+            ctx.checkpoint()
         props = {k: v for k, v in (current.get(new) or sw.get("props") or {}).items() if k in ALIAS_PROPS}
         ctx.fence("switch the alias back")
         try:
@@ -504,8 +511,65 @@ def undo_switch(ctx: StepContext, sw: dict, run: Any = None) -> None:
     if by_field:
         api.refresh(new)
         copy_back("last copy back", since)
+        # deletes in the last moments before the switch back; documents written to old since then
+        # have a higher value of the field and are left alone
+        if st.get("hw_back") is not None:
+            bound = {"lte": int(st["hw_back"]), "format": "epoch_millis"} if sw.get("field_kind") == "date" \
+                else {"lte": st["hw_back"]}
+            carry_deletes(ctx, sw, {"range": {sw["field"]: bound}})
     undone = datetime.now(timezone.utc)
     st.update(phase="done", undone_at=undone.isoformat(),
               undo_retain_until=(undone + timedelta(days=float(sw.get("retain_days") or 7))).isoformat())
     ctx.checkpoint()
     log.info("%s: alias %s back on %s (%s retained until %s)", ctx.label, alias, old, new, st["undo_retain_until"][:19])
+
+
+def _max(api: Any, index: str, field: str) -> Any:
+    resp = api.search(index, {"size": 0, "aggs": {"hw": {"max": {"field": field}}}})
+    return ((resp.get("aggregations") or {}).get("hw") or {}).get("value")
+
+
+def carry_deletes(ctx: StepContext, sw: dict, within: dict | None) -> int:
+    """Delete from ``sw['from']`` every document of the copy's scope that ``sw['to']`` no longer has:
+    deleted through the alias after the switch. Each delete names the document's ``seq_no`` as read,
+    so a document written again since (the alias may point at ``from`` by now) is left alone. The
+    number deleted."""
+    api, old, new = ctx.api, sw["from"], sw["to"]
+    query = _and(sw.get("query"), within) or {"match_all": {}}
+    resp = api.request("POST", f"/{q(old)}/_search", params={"scroll": "2m"},
+                       body={"size": ctx.batch_size or 1000, "_source": False, "seq_no_primary_term": True,
+                             "query": query, "sort": ["_doc"]})
+    deleted = 0
+    scroll = resp.get("_scroll_id")
+    try:
+        while True:
+            hits = (resp.get("hits") or {}).get("hits") or []
+            if not hits:
+                break
+            found = api.request("POST", f"/{q(new)}/_mget", params={"_source": "false"},
+                                body={"ids": [h["_id"] for h in hits]})
+            have = {d["_id"] for d in found.get("docs") or [] if d.get("found")}
+            gone = [h for h in hits if h["_id"] not in have]
+            if gone:
+                ctx.fence(f"carry {len(gone)} delete(s) back to {old}")
+            for h in gone:
+                try:
+                    api.request("DELETE", f"/{q(old)}/_doc/{quote(h['_id'], safe='')}",
+                                params={"if_seq_no": h["_seq_no"], "if_primary_term": h["_primary_term"]})
+                    deleted += 1
+                except SearchError as exc:
+                    if exc.status not in (404, 409):  # gone already, or written again since: leave it
+                        raise
+            resp = api.request("POST", "/_search/scroll", body={"scroll": "2m", "scroll_id": scroll})
+            scroll = resp.get("_scroll_id") or scroll
+    finally:
+        if scroll:
+            try:
+                api.request("DELETE", "/_search/scroll", body={"scroll_id": [scroll]})
+            except SearchError:
+                pass  # it expires by itself
+    if deleted:
+        api.refresh(old)
+        log.info("%s: %d document(s) deleted from %s since the switch deleted from %s too", ctx.label, deleted,
+                 new, old)
+    return deleted
