@@ -70,7 +70,8 @@ def audit_client(audit_url: str):
 
     from airflow.api_fastapi.core_api.security import get_user
     from polymigrate.audit import PostgresAuditStore
-    from polymigrate_airflow.ui.app import create_app, get_store
+    from polymigrate_airflow.ui.app import create_app, get_access, get_store
+    from tests.integration.test_audit_access import reads_everything
 
     def store():
         s = PostgresAuditStore(audit_url)
@@ -82,6 +83,7 @@ def audit_client(audit_url: str):
     app = create_app()
     app.dependency_overrides[get_store] = store
     app.dependency_overrides[get_user] = lambda: object()
+    app.dependency_overrides[get_access] = reads_everything()  # who reads what: test_audit_access.py
     return TestClient(app, root_path="/polymigrate")
 
 

@@ -31,7 +31,8 @@ def client(store_url):
     from fastapi.testclient import TestClient
 
     from airflow.api_fastapi.core_api.security import get_user
-    from polymigrate_airflow.ui.app import create_app, get_store
+    from polymigrate_airflow.ui.app import create_app, get_access, get_store
+    from tests.integration.test_audit_access import reads_everything
 
     app = create_app()
 
@@ -42,6 +43,7 @@ def client(store_url):
 
     app.dependency_overrides[get_store] = store
     app.dependency_overrides[get_user] = lambda: object()
+    app.dependency_overrides[get_access] = reads_everything()  # who reads what: test_audit_access.py
     return TestClient(app, root_path="/polymigrate")
 
 

@@ -106,7 +106,7 @@ def client(seeded, pg_url):
     from fastapi.testclient import TestClient
 
     from airflow.api_fastapi.core_api.security import get_user
-    from polymigrate_airflow.ui.app import create_app, get_store
+    from polymigrate_airflow.ui.app import Access, create_app, get_access, get_store
 
     app = create_app()
 
@@ -117,6 +117,8 @@ def client(seeded, pg_url):
 
     app.dependency_overrides[get_store] = store
     app.dependency_overrides[get_user] = lambda: object()
+    # who reads what is tested in test_audit_access.py; these tests read everything
+    app.dependency_overrides[get_access] = lambda: Access("test", frozenset(seeded[0].scopes()))
     return TestClient(app, root_path="/polymigrate")
 
 

@@ -176,7 +176,8 @@ def audit_page(url: str, **filters: str) -> str:
     from fastapi.testclient import TestClient
 
     from airflow.api_fastapi.core_api.security import get_user
-    from polymigrate_airflow.ui.app import create_app, get_store
+    from polymigrate_airflow.ui.app import create_app, get_access, get_store
+    from tests.integration.test_audit_access import reads_everything
 
     app = create_app()
 
@@ -187,6 +188,7 @@ def audit_page(url: str, **filters: str) -> str:
 
     app.dependency_overrides[get_store] = store
     app.dependency_overrides[get_user] = lambda: object()
+    app.dependency_overrides[get_access] = reads_everything()  # who reads what: test_audit_access.py
     response = TestClient(app, root_path="/polymigrate").get("/", params=filters)
     assert response.status_code == 200, response.text
     return response.text

@@ -349,11 +349,14 @@ class PostgresAuditStore:
     def query(self, from_: date | datetime | str | None = None, to: date | datetime | str | None = None, *,
               domain: str | None = None, environment: str | None = None, region: str | None = None,
               kind: str | Iterable[str] | None = None, run_id: str | Iterable[str] | None = None,
-              limit: int | None = None, newest_first: bool = False, technology: str | None = None) -> list[AuditRecord]:
+              limit: int | None = None, newest_first: bool = False, technology: str | None = None,
+              scopes: Iterable[tuple[str, str]] | None = None) -> list[AuditRecord]:
         """Events with ``from_ <= at < to`` matching every filter given (``kind`` and ``run_id`` may
         list several), in chain order.
 
         ``newest_first`` with ``limit`` gives the latest N (still returned oldest first).
+        ``scopes``: only these (domain, environment) pairs (what one reader may see); in the query, so
+        a ``limit`` counts only what they may see. An empty list matches nothing.
         """
         where: list[sql.Composable] = []
         params: list[Any] = []
@@ -369,6 +372,10 @@ class PostgresAuditStore:
         if kind:
             where.append(sql.SQL("kind = ANY(%s)"))
             params.append([kind] if isinstance(kind, str) else list(kind))
+        if scopes is not None:
+            pairs = sorted(set(scopes))
+            where.append(sql.SQL("(domain, environment) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"))
+            params += [[d for d, _ in pairs], [e for _, e in pairs]]
         query = sql.SQL("SELECT id, hash, body FROM {}").format(self._ident("events"))
         if where:
             query += sql.SQL(" WHERE ") + sql.SQL(" AND ").join(where)
@@ -380,6 +387,13 @@ class PostgresAuditStore:
             rows = self._connection().execute(query, params).fetchall()
         records = [AuditRecord(i, h, event_from_body(b)) for i, h, b in rows]
         return records[::-1] if newest_first else records
+
+    def scopes(self) -> set[tuple[str, str]]:
+        """Every (domain, environment) with events: what a reader's access is decided over."""
+        with self._lock:
+            rows = self._connection().execute(sql.SQL("SELECT DISTINCT domain, environment FROM {}")
+                                              .format(self._ident("events"))).fetchall()
+        return {(d, e) for d, e in rows}
 
     def succeeded_scripts(self, *, run_id: str, domain: str, region: str | None, technology: str) -> set[str]:
         """Scripts with a ``migration_succeeded`` event in this run and target (see

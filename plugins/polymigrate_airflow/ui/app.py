@@ -1,6 +1,8 @@
 """The audit page served inside Airflow's API server: state matrix, filtered history, export.
 
-Mounted by the plugin under ``/polymigrate``; every route requires an authenticated Airflow user.
+Mounted by the plugin under ``/polymigrate``; every route requires an authenticated Airflow user,
+and answers for the (domain, environment) pairs whose DAG Airflow's auth manager lets that user read
+(``Access``): a FAB or Keycloak deployment's per-DAG rules hold here as in the rest of the UI.
 The audit store is reached through the ``polymigrate_audit`` Airflow connection, resolved per
 request (never at import, so the API server starts even when the store is down or unconfigured).
 """
@@ -8,6 +10,7 @@ request (never at import, so the API server starts even when the store is down o
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterator
 
@@ -15,11 +18,12 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow.api_fastapi.core_api.security import requires_authenticated
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_authenticated
 from polymigrate.audit import AUDIT_CONN_ID, PostgresAuditStore
 from polymigrate.audit.history import summarize_runs
 from polymigrate.audit.matrix import MATRIX_KINDS, build_matrix
 from polymigrate.audit.report import FORMATS, MEDIA_TYPES, duration_chart_svg, render, select
+from polymigrate.blueprint import dag_id
 from polymigrate.errors import PolymigrateError
 from polymigrate_airflow.ui.page import render_page, render_unavailable
 
@@ -49,6 +53,51 @@ def get_store() -> Iterator[PostgresAuditStore]:
         yield store
     finally:
         store.close()
+
+
+@dataclass(frozen=True)
+class Access:
+    """What one user may read: the (domain, environment) pairs whose migration DAG
+    (``migrate__<domain>__<environment>``) the auth manager lets them read (GET). Runs of the command
+    line and nightly drift reports are under the same pair, so they follow the same DAG's access."""
+
+    user: str
+    readable: frozenset[tuple[str, str]]
+    auth_manager: str = "the auth manager"
+
+
+class NotAllowed(Exception):
+    """A run the user may not read: 403, saying which DAG and how to get access."""
+
+
+def get_access(user: GetUserDep, store: PostgresAuditStore = Depends(get_store)) -> Access:
+    """Ask Airflow's auth manager, once per request, which of the store's pairs this user may read."""
+    from airflow.api_fastapi.app import get_auth_manager
+
+    scopes = _guard(store, store.scopes)
+    manager = get_auth_manager()
+    dags = {dag_id(d, e): (d, e) for d, e in scopes}
+    allowed = manager.filter_authorized_dag_ids(dag_ids=set(dags), user=user, method="GET")
+    return Access(user.get_name(), frozenset(dags[d] for d in allowed if d in dags), type(manager).__name__)
+
+
+class ScopedStore:
+    """The store as one reader sees it: every query limited to the pairs they may read."""
+
+    def __init__(self, store: PostgresAuditStore, access: Access):
+        self._store, self.access = store, access
+
+    def query(self, *args: Any, **kwargs: Any):
+        # Always in the query, even for a reader of everything: a pair whose first event lands after
+        # get_access asked stays hidden until the next request asks about it.
+        return self._store.query(*args, **kwargs, scopes=self.access.readable)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+def readable_store(store: PostgresAuditStore = Depends(get_store), access: Access = Depends(get_access)) -> ScopedStore:
+    return ScopedStore(store, access)
 
 
 class Filters:
@@ -145,19 +194,26 @@ def create_app() -> FastAPI:
             return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
         hint = (SIGN_IN_HINT if exc.status_code == 401 else
                 "your Airflow user is signed in but may not read this page; ask an Airflow admin for access")
-        if request.url.path.rstrip("/").endswith(("/api/matrix", "/api/history", "/export")):
+        if _wants_json(request):
             return JSONResponse({"detail": exc.detail, "hint": hint}, status_code=exc.status_code, headers=headers)
         return HTMLResponse(f"<!doctype html><title>Migration audit: access denied</title><h1>Access denied</h1>"
                             f"<p>{html.escape(hint)}</p>", status_code=exc.status_code, headers=headers)
 
+    @app.exception_handler(NotAllowed)
+    def not_allowed(request, exc: NotAllowed) -> Response:
+        if _wants_json(request):
+            return JSONResponse({"detail": "Forbidden", "reason": str(exc)}, status_code=403)
+        return HTMLResponse(f"<!doctype html><title>Migration audit: access denied</title><h1>Access denied</h1>"
+                            f"<p>{html.escape(str(exc))}</p>", status_code=403)
+
     @app.exception_handler(StoreUnavailable)
     def unavailable(request, exc: StoreUnavailable) -> Response:
-        if request.url.path.rstrip("/").endswith(("/api/matrix", "/api/history")):
+        if "/api/" in request.url.path:
             return JSONResponse({"error": str(exc), "connection": AUDIT_CONN_ID}, status_code=503)
         return HTMLResponse(render_unavailable(str(exc)), status_code=503)
 
     @app.get("/", response_class=HTMLResponse)
-    def page(request: Request, filters: Filters = Depends(), store: PostgresAuditStore = Depends(get_store)) -> str:
+    def page(request: Request, filters: Filters = Depends(), store: ScopedStore = Depends(readable_store)) -> str:
         history = _history(store, filters)
         technologies, rows = _matrix(store, filters)
         runs = summarize_runs(history)
@@ -168,7 +224,7 @@ def create_app() -> FastAPI:
 
     @app.get("/export")
     def export(filters: Filters = Depends(), format: str = Query("csv"),
-               store: PostgresAuditStore = Depends(get_store)) -> Response:
+               store: ScopedStore = Depends(readable_store)) -> Response:
         if format not in FORMATS:
             return JSONResponse({"error": f"format must be one of {', '.join(FORMATS)}"}, status_code=400)
         records, runs = _guard(store, lambda: select(store, **filters.query_kwargs()))
@@ -178,14 +234,46 @@ def create_app() -> FastAPI:
                         headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
     @app.get("/api/matrix")
-    def matrix(filters: Filters = Depends(), store: PostgresAuditStore = Depends(get_store)) -> dict:
+    def matrix(filters: Filters = Depends(), store: ScopedStore = Depends(readable_store)) -> dict:
         technologies, rows = _matrix(store, filters)
         return {"technologies": technologies, "rows": [r.to_dict() for r in rows]}
 
     @app.get("/api/history")
-    def history(filters: Filters = Depends(), store: PostgresAuditStore = Depends(get_store)) -> dict:
+    def history(filters: Filters = Depends(), store: ScopedStore = Depends(readable_store)) -> dict:
         records = _history(store, filters)
         return {"filters": filters.as_dict(), "limit": HISTORY_LIMIT,
                 "events": [{"id": r.id, "hash": r.hash, **r.event.to_dict()} for r in records]}
 
+    def run_records(run_id: str, dag: str | None, store: PostgresAuditStore, access: Access):
+        # Run ids are unique per DAG only (two DAGs triggered in the same second share one): ?dag_id= picks.
+        records = [r for r in _guard(store, lambda: store.query(run_id=run_id))
+                   if not dag or dag_id(r.event.domain, r.event.environment) == dag]
+        if not records:
+            raise StarletteHTTPException(404, f"no run {run_id!r}{f' of {dag}' if dag else ''} in the audit store")
+        denied = sorted({(r.event.domain, r.event.environment) for r in records} - access.readable)
+        if denied:
+            dags = ", ".join(dag_id(d, e) for d, e in denied)
+            raise NotAllowed(f"Airflow user {access.user!r} may not read DAG {dags} ({access.auth_manager} refused "
+                             f"read access to it), so run {run_id!r} is not shown. Ask an Airflow admin for a role "
+                             f"that can read {dags}, or the compliance role (read on all DAGs); see docs/audit.md.")
+        return records
+
+    @app.get("/runs/{run_id:path}", response_class=HTMLResponse)
+    def run_detail(run_id: str, dag: str | None = Query(None, alias="dag_id"),
+                   store: PostgresAuditStore = Depends(get_store), access: Access = Depends(get_access)) -> str:
+        records = run_records(run_id, dag, store, access)
+        return render(records, "html", filters={"run_id": run_id}, runs=summarize_runs(records))
+
+    @app.get("/api/runs/{run_id:path}")
+    def run_detail_json(run_id: str, dag: str | None = Query(None, alias="dag_id"),
+                        store: PostgresAuditStore = Depends(get_store), access: Access = Depends(get_access)) -> Response:
+        records = run_records(run_id, dag, store, access)
+        return Response(render(records, "json", filters={"run_id": run_id}, runs=summarize_runs(records)),
+                        media_type=MEDIA_TYPES["json"])
+
     return app
+
+
+def _wants_json(request: Request) -> bool:
+    path = request.url.path.rstrip("/")
+    return "/api/" in path or path.endswith("/export")

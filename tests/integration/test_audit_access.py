@@ -1,0 +1,140 @@
+"""Who reads which history (issue 27, item 6): the audit app answers each user for the (domain,
+environment) pairs whose DAG they may read, on a real audit store.
+
+``Access`` is what the auth manager answered (asked in ``get_access``; against a real API server
+with FAB roles in tests/e2e/test_audit_access_roles.py); here it is given, so the filtering of every
+view is tested on its own.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from polymigrate.audit import PostgresAuditStore
+from polymigrate.blueprint import dag_id
+from tests.integration.test_audit_ui_app import seed_sample_history
+
+pytestmark = pytest.mark.integration
+
+
+def reads_everything():
+    """A ``get_access`` override for tests of the views: a reader of every pair in the test's store."""
+    from fastapi import Depends
+
+    from polymigrate_airflow.ui.app import Access, get_store
+
+    def access(store=Depends(get_store)) -> Access:
+        return Access("test", frozenset(store.scopes()))
+    return access
+
+
+@pytest.fixture
+def seeded(pg_url):
+    store = PostgresAuditStore(pg_url)
+    store.ensure_schema()
+    expected = seed_sample_history(store)
+    yield store, expected
+    store.close()
+
+
+def client_for(pg_url, access):
+    from fastapi.testclient import TestClient
+
+    from airflow.api_fastapi.core_api.security import get_user
+    from polymigrate_airflow.ui.app import create_app, get_access, get_store
+
+    app = create_app()
+
+    def store():
+        s = PostgresAuditStore(pg_url)
+        yield s
+        s.close()
+
+    app.dependency_overrides[get_store] = store
+    app.dependency_overrides[get_user] = lambda: object()
+    app.dependency_overrides[get_access] = lambda: access
+    return TestClient(app, root_path="/polymigrate")
+
+
+def staging_only(domain: str):
+    from polymigrate_airflow.ui.app import Access
+
+    return Access("wanda", frozenset({(domain, "staging")}), "FabAuthManager")
+
+
+def test_a_user_sees_only_the_history_of_the_dags_they_may_read(seeded, pg_url):
+    store, expected = seeded
+    prod_domain = expected["failed"][0]
+    other = next(d for d in expected["domains"] if d != prod_domain)
+    from polymigrate_airflow.ui.app import Access
+
+    everything = client_for(pg_url, Access("cora", frozenset(store.scopes())))
+    narrow = client_for(pg_url, staging_only(other))
+
+    all_events = everything.get("/polymigrate/api/history").json()["events"]
+    mine = narrow.get("/polymigrate/api/history").json()["events"]
+    assert {(e["domain"], e["environment"]) for e in all_events} >= {(prod_domain, "production"), (other, "staging")}
+    assert mine and {(e["domain"], e["environment"]) for e in mine} == {(other, "staging")}
+    # the limit counts what the user may see: their whole history, not what is left of the newest 500
+    assert len(mine) == len([e for e in all_events if (e["domain"], e["environment"]) == (other, "staging")])
+
+    rows = narrow.get("/polymigrate/api/matrix").json()["rows"]
+    assert rows and {(r["domain"], r["environment"]) for r in rows} == {(other, "staging")}
+
+    page = narrow.get("/polymigrate/").text
+    assert other in page and prod_domain not in page and "lock timeout on table orders" not in page
+    assert "lock timeout on table orders" in everything.get("/polymigrate/").text
+
+
+def test_exports_hold_only_what_the_user_may_read(seeded, pg_url):
+    store, expected = seeded
+    prod_domain = expected["failed"][0]
+    other = next(d for d in expected["domains"] if d != prod_domain)
+    narrow = client_for(pg_url, staging_only(other))
+
+    lines = list(csv.DictReader(io.StringIO(narrow.get("/polymigrate/export?format=csv").text)))
+    assert lines and {(r["domain"], r["environment"]) for r in lines} == {(other, "staging")}
+    report = json.loads(narrow.get("/polymigrate/export?format=json").text)
+    assert {(r["domain"], r["environment"]) for r in report["runs"]} == {(other, "staging")}
+    html = narrow.get("/polymigrate/export?format=html").text
+    assert prod_domain not in html and "lock timeout" not in html
+    # asking for a scope one may not read is an empty selection, never someone else's history
+    asked = narrow.get(f"/polymigrate/export?format=csv&domain={prod_domain}&environment=production").text
+    assert list(csv.DictReader(io.StringIO(asked))) == []
+
+
+def test_run_detail_of_a_dag_the_user_may_not_read_is_403_with_the_reason(seeded, pg_url):
+    store, expected = seeded
+    prod_domain = expected["failed"][0]
+    other = next(d for d in expected["domains"] if d != prod_domain)
+    prod_run = next(r.event.run_id for r in store.query(domain=prod_domain, environment="production"))
+    own_run = next(r.event.run_id for r in store.query(domain=other, environment="staging"))
+    narrow = client_for(pg_url, staging_only(other))
+
+    denied = narrow.get(f"/polymigrate/api/runs/{prod_run}")
+    assert denied.status_code == 403
+    reason = denied.json()["reason"]
+    assert dag_id(prod_domain, "production") in reason and "'wanda'" in reason and "FabAuthManager" in reason
+    assert "compliance role" in reason
+    page = narrow.get(f"/polymigrate/runs/{prod_run}")
+    assert page.status_code == 403 and dag_id(prod_domain, "production") in page.text
+
+    mine = narrow.get(f"/polymigrate/api/runs/{own_run}?dag_id={dag_id(other, 'staging')}")
+    assert mine.status_code == 200
+    assert {(r["domain"], r["environment"]) for r in mine.json()["runs"]} == {(other, "staging")}
+    assert narrow.get(f"/polymigrate/runs/{own_run}").status_code == 200
+    missing = narrow.get("/polymigrate/api/runs/manual__nope")
+    assert missing.status_code == 404 and "manual__nope" in missing.json()["detail"]
+
+
+def test_a_user_who_may_read_no_migration_dag_sees_an_empty_history(seeded, pg_url):
+    from polymigrate_airflow.ui.app import Access
+
+    nobody = client_for(pg_url, Access("nina", frozenset()))
+    assert nobody.get("/polymigrate/api/history").json()["events"] == []
+    assert nobody.get("/polymigrate/api/matrix").json()["rows"] == []
+    assert list(csv.DictReader(io.StringIO(nobody.get("/polymigrate/export?format=csv").text))) == []
