@@ -195,8 +195,8 @@ class MigrationOperator(PolymigrateOperator):
 
     def run(self, context):
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-        from polymigrate.commands.approval import check_approval
-        from polymigrate.commands.gates import window_wait
+        from polymigrate.commands.contract_approval import RecordedApprovals
+        from polymigrate.commands.gates import before_target
         from polymigrate.commands.verbs import migrate_target
 
         params = RunParams.from_context(context)
@@ -207,17 +207,14 @@ class MigrationOperator(PolymigrateOperator):
         if plan_summary is None:
             raise AirflowFailException("no plan in this run: the plan task did not succeed; clear it first")
         run = self.open_run(context)  # opens the audit sink before any target is touched
-        check_approval(run, *self.approved(context))
-        moment = window_wait(run, self.region, self.technology)
-        if self.phase == "contract":  # its separate approval, on record now (clearing only this task skips nothing)
-            from polymigrate.commands.contract_approval import check_contract_approval
-            check_contract_approval(run, self.region)
-        if self.phase == "contract" and moment is None:  # the soak after the earlier phases verified
-            from polymigrate.commands.verbs import contract_gate
-            verified = self.upstream(context, f"{self.region}.verify_before_contract").get("verified_at")
-            moment = contract_gate(run, self.region, datetime.fromisoformat(verified) if verified else None)
-        if moment is not None:  # no worker slot held while waiting; the trigger resumes in execute_after_window
-            self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_after_window")
+        verified = self.upstream(context, f"{self.region}.verify_before_contract").get("verified_at") \
+            if self.phase == "contract" else None
+        # the command layer's gates, in the order the command line passes them too
+        verdict = before_target(run, self.region, self.technology, RecordedApprovals(*self.approved(context)),
+                                phase=self.phase, verified_at=datetime.fromisoformat(verified) if verified else None)
+        if verdict.until is not None:  # no worker slot held while waiting; the trigger resumes in execute_after_window
+            self.log.info("Waiting until %s:\n%s", verdict.until.isoformat(), verdict.message)
+            self.defer(trigger=DateTimeTrigger(moment=verdict.until), method_name="execute_after_window")
         started = time.monotonic()
         result = migrate_target(run, self.region, self.technology, plan_hash=plan_summary.get("hash"), phase=self.phase,
                                 on_progress=lambda n, total, info: self.log.info(
