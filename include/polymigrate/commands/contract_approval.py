@@ -15,8 +15,10 @@ contract files).
 
 from __future__ import annotations
 
-from polymigrate.commands.approval import Pending, change_set, refuse, when
-from polymigrate.commands.context import Run
+from dataclasses import dataclass
+
+from polymigrate.commands.approval import Pending, change_set, check_approval, refuse, when
+from polymigrate.commands.context import Grant, Run
 from polymigrate.errors import PolicyRefused
 from polymigrate.policy import Approval, ChangeSet, Decision, eligible_roles, evaluate
 from polymigrate.spec.approvers import load_approvers
@@ -190,3 +192,19 @@ and writes the new shape only. Nothing of it can be undone by an undo file.
 This needs **{decision.required}** approval(s) from: {who}.{" Then " + format(soak, "g") + " min of soak (policy.contract_soak_minutes) from the verify." if soak else ""}
 Rejecting keeps the earlier phases applied and stops this region's contract.
 """
+
+
+@dataclass
+class RecordedApprovals:
+    """The DAG's approvals (``gates.before_target``): the answers people gave in the approve tasks, read
+    back from the audit store at the moment of the check (a task's XCom only claims which change set
+    was approved)."""
+
+    claimed_hash: str | None
+    summary: dict
+
+    def change_set(self, run: Run) -> Grant:
+        return check_approval(run, self.claimed_hash, self.summary)
+
+    def contract(self, run: Run, region: str) -> None:
+        check_contract_approval(run, region)

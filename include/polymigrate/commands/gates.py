@@ -1,14 +1,32 @@
-"""Gates that read targets before a run proceeds: the promotion gate (production only runs what
-already succeeded in staging), the dependencies of a domain, and the execution window checked
-against rehearsal timings. Composition of adapters and the pure checks in ``policy``; the same
-for a DAG task and the command line.
+"""The gates a run passes, decided here once for the DAG's tasks and the command line.
+
+Run-level, at ``plan`` (``verbs.plan``, the DAG's plan task and the CLI's sequence alike), after the
+change set's approval: the dependencies of the domain (``check_dependencies``), then the promotion
+gate (``check_promotion``: production only runs what already succeeded in staging).
+
+Target-level, before each target is touched (``before_target``, the execute task and the CLI alike),
+in this order:
+
+1. the change set's approval (refuse): re-read from the audit store in Airflow, the policy's own
+   decision on the command line;
+2. the contract phase's separate approval (refuse), contract phase only;
+3. the contract soak (wait; refuse when the earlier phases never verified), contract phase only;
+4. the execution window with the rehearsal estimate (wait; refuse when the estimate is longer than
+   any opening);
+5. the target's lock, taken by the executor itself (``migrate_target``): waits up to the policy's
+   ``lock_wait_seconds``, then fails as transient.
+
+Refusals come before waits: nothing waits hours to be refused by a gate that could refuse now. The
+waits are combined (the latest); the DAG defers until then and checks everything again, the command
+line, which cannot wait, refuses saying when to run again. Composition of adapters and the pure
+checks in ``policy``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, Protocol
 
 from polymigrate.commands.context import EVENT_LIST_CAP, Grant, Run
 from polymigrate.commands.planning import Connect, plan_domain
@@ -231,3 +249,144 @@ def window_wait(run: Run, region: str, technology: str) -> datetime | None:
         run.log.info("Execution window of %s closed or too short for %d pending (%s): not before %s",
                      run.environment.name, len(pending), what, moment.isoformat())
     return moment
+
+
+# --- before a target: the gates of one execute task (the DAG) or one step of the CLI's sequence -------
+
+@dataclass(frozen=True)
+class Wait:
+    """A gate that lets the target start later: which, when, and the sentence both front ends show."""
+
+    gate: str       # "soak" or "window", as the ``refused`` event names it
+    until: datetime
+    reason: str     # short, for the event
+    message: str    # whole, for the log or the refusal
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``before_target``'s answer when nothing refused: go now (no waits), or not before ``until``."""
+
+    grant: Grant
+    waits: tuple[Wait, ...] = ()
+
+    @property
+    def until(self) -> datetime | None:
+        return max((w.until for w in self.waits), default=None)
+
+    @property
+    def message(self) -> str:
+        return "\n".join(w.message for w in self.waits)
+
+
+class Approvals(Protocol):
+    """Where a front end's approvals come from (gates 1 and 2 of ``before_target``): the DAG's,
+    ``contract_approval.RecordedApprovals``; the command line's, ``CommandLineApprovals``."""
+
+    def change_set(self, run: Run) -> Grant: ...
+
+    def contract(self, run: Run, region: str) -> None: ...
+
+
+@dataclass
+class CommandLineApprovals:
+    """The command line's: nobody can answer there, so the policy alone decided at the start of the run
+    (``approval.authorize``: automatic, break glass, or refused), and a contract that needs its own
+    approval stops the run, naming the DAG that asks for it."""
+
+    grant: Grant
+    decided: set[str] = field(default_factory=set)  # regions whose contract is decided: one event each
+
+    def change_set(self, run: Run) -> Grant:
+        return self.grant
+
+    def contract(self, run: Run, region: str) -> None:
+        if region not in self.decided:
+            contract_approval_from_cli(run, region)
+            self.decided.add(region)
+
+
+def before_target(run: Run, region: str, technology: str, approvals: Approvals, *, phase: str | None = None,
+                  verified_at: datetime | None = None) -> Verdict:
+    """The target-level gates in the module's order: ``PolicyRefused`` (recorded as ``refused`` with its
+    gate) for a refusal, else the verdict: go now, or the waits. ``verified_at``: when this run
+    verified the region's earlier phases (the soak counts from the audit trail's first such record)."""
+    grant = approvals.change_set(run)
+    waits = []
+    if phase == "contract":
+        approvals.contract(run, region)
+        soak = contract_gate(run, region, verified_at)
+        if soak is not None:
+            waits.append(Wait("soak", soak, "contract soak",
+                              f"{region}: expand and migrate are applied and verified; the contract phase waits "
+                              f"{run.policy.contract_soak_minutes:g} min of soak (policy.contract_soak_minutes), "
+                              f"until {soak.isoformat()}"))
+    window = window_wait(run, region, technology)
+    if window is not None:
+        reason = f"the execution window of {run.environment.name} is closed or too short for what is pending"
+        waits.append(Wait("window", window, reason, f"{region}/{technology}: {reason}; it opens {window.isoformat()}"))
+    return Verdict(grant, tuple(waits))
+
+
+def refuse_to_wait(run: Run, region: str, technology: str, verdict: Verdict) -> None:
+    """Where nothing can wait (the command line): a wait refuses, on record per gate, saying when."""
+    if verdict.until is None:
+        return
+    for w in verdict.waits:
+        run.emit("refused", region=region, technology=technology,
+                 details={"reason": w.reason, "gate": w.gate, "opens": w.until.isoformat()})
+    raise PolicyRefused(verdict.message, hint=f"run again after {verdict.until.isoformat()} (the DAG waits for it by "
+                                              "itself)")
+
+
+def contract_gate(run: Run, region: str, verified_at: datetime | None) -> datetime | None:
+    """When a region's contract phase may start: ``None`` now, else the moment its soak ends
+    (``policy.contract_soak_minutes`` after the earlier phases verified there as they are now: the
+    audit trail's first such record, else ``verified_at``, this run's verify)."""
+    soak = run.policy.contract_soak_minutes
+    if not soak or run.params.dry_run:
+        return None
+    verified_at = phase_verified_at(run, region) or verified_at
+    if verified_at is None:
+        raise PermanentError(f"{region}: the contract phase needs the earlier phases verified first, and this run "
+                             "has no record of it", hint="clear verify_before_contract of this region, then contract")
+    ends = verified_at + timedelta(minutes=soak)
+    return ends if ends > run.clock() else None
+
+
+def phase_verified_at(run: Run, region: str) -> datetime | None:
+    """When the region's earlier phases last verified before a contract, from the audit store (None
+    without one, or without such a record)."""
+    query = getattr(run.sink, "query", None)
+    if query is None:
+        return None
+    since: datetime | None = None
+    for r in query(domain=run.domain.name, environment=run.environment.name,
+                   kind=["verified", "migration_succeeded"]):
+        e = r.event
+        if e.region != region:
+            continue
+        phase = (e.details or {}).get("phase")
+        if e.kind == "migration_succeeded" and phase != "contract":
+            since = None  # the earlier phases changed: their soak starts again at the next verify
+        elif e.kind == "verified" and phase == "migrate" and since is None:
+            since = e.at
+    return since
+
+
+def contract_approval_from_cli(run: Run, region: str) -> None:
+    """The command line cannot collect the contract phase's separate approval: it stops before the
+    contract, naming the DAG that asks, unless an emergency override breaks the glass (recorded)."""
+    from polymigrate.blueprint import dag_id
+
+    if not run.policy.contract_approval or run.params.dry_run:
+        return
+    if run.params.override:
+        run.emit("overridden", region=region, details={"gate": "contract", "by": run.who.actor, "how": "break_glass",
+                                                       "reason": run.params.override_reason})
+        return
+    run.emit("refused", region=region, details={"gate": "contract", "reason": "contract approval"})
+    raise PolicyRefused(f"{region}: expand and migrate are applied and verified; the contract phase needs a separate "
+                        f"approval (policy.contract_approval), which the command line cannot collect",
+                        hint=f"trigger the DAG {dag_id(run.domain.name, run.environment.name)}: it runs only the "
+                             "contract phase, after its approve_contract task")

@@ -7,7 +7,6 @@ them too. The DAG's tasks and the command line call the same functions, in the s
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from polymigrate.adapters.base import Adapter, Check, RepairReport
@@ -16,7 +15,9 @@ from polymigrate.commands.approval import authorize
 from polymigrate.commands.validation import (  # noqa: F401  (the verbs of a run, in one place)
     changes_between, describe_changes, expectation_suites, file_digests, lint, summarize, validate)
 from polymigrate.commands.context import EVENT_LIST_CAP, Grant, Run, RunParams, UsageError, Who
-from polymigrate.commands.gates import check_dependencies, check_promotion, window_wait
+from polymigrate.commands.gates import (  # noqa: F401  (contract_gate, phase_verified_at, contract_approval_from_cli: their callers' names)
+    CommandLineApprovals, before_target, check_dependencies, check_promotion, contract_approval_from_cli, contract_gate,
+    phase_verified_at, refuse_to_wait, window_wait)
 from polymigrate.commands.planning import plan_domain, plan_table
 from polymigrate.errors import MigrationError, PermanentError, PolicyRefused
 from polymigrate.events import AuditEvent, EventSink, NullSink
@@ -111,21 +112,6 @@ def outcome_line(region: str, technology: str, result: RunResult) -> str:
                 f"{result.skipped} already applied; stays at version {result.current_version or 'none (empty ledger)'}")
     return (f"{region}/{technology}: {len(result.applied)} applied, {result.skipped} already applied, "
             f"now at version {result.current_version or 'none'}")
-
-
-def contract_gate(run: Run, region: str, verified_at: datetime | None) -> datetime | None:
-    """When a region's contract phase may start: ``None`` now, else the moment its soak ends
-    (``policy.contract_soak_minutes`` after the earlier phases verified there as they are now: the
-    audit trail's first such record, else ``verified_at``, this run's verify)."""
-    soak = run.policy.contract_soak_minutes
-    if not soak or run.params.dry_run:
-        return None
-    verified_at = phase_verified_at(run, region) or verified_at
-    if verified_at is None:
-        raise PermanentError(f"{region}: the contract phase needs the earlier phases verified first, and this run "
-                             "has no record of it", hint="clear verify_before_contract of this region, then contract")
-    ends = verified_at + timedelta(minutes=soak)
-    return ends if ends > run.clock() else None
 
 
 def verify_region(run: Run, region: str, technologies: list[str], phase: str | None = None) -> dict[str, Any]:
@@ -247,26 +233,19 @@ def migrate_environment(run: Run, show: Callbacks | None = None) -> list[RunResu
     planned = plan(run, grant)
     results = []
     planned_targets = {(t.region, t.technology) for t in planned.targets}
+    approvals = CommandLineApprovals(grant)
     for region in run.regions():
         techs = [t for t in run.technologies(region.name) if (region.name, t) in planned_targets]
         # phase-major across technologies when the domain declares phases (the DAG's shape)
         steps = [(None, t) for t in techs] if not run.catalog.phased else \
             [(ph, t) for ph in PHASES for t in techs if ph in (run.catalog.phases(t) or ["expand"])]
-        verified = None
+        verified_at = None
         for phase, tech in steps:
-            if phase == "contract" and verified is None:
-                verified = verify_region(run, region.name, techs, phase="migrate")
-                moment = contract_gate(run, region.name, run.clock())
-                if moment is not None:
-                    run.emit("refused", region=region.name, details={"reason": "contract soak", "gate": "soak",
-                                                                     "opens": moment.isoformat()})
-                    raise PolicyRefused(f"{region.name}: expand and migrate are applied and verified; the contract "
-                                        f"phase waits {run.policy.contract_soak_minutes:g} min of soak "
-                                        f"(policy.contract_soak_minutes), until {moment.isoformat()}",
-                                        hint="run migrate again then: it applies only the contract phase")
-                if run.policy.contract_approval and not run.params.dry_run:
-                    contract_approval_from_cli(run, region.name)
-            require_window(run, region.name, tech)
+            if phase == "contract" and verified_at is None:  # the DAG's verify_before_contract task
+                verify_region(run, region.name, techs, phase="migrate")
+                verified_at = run.clock()
+            refuse_to_wait(run, region.name, tech, before_target(run, region.name, tech, approvals, phase=phase,
+                                                                 verified_at=verified_at))
             show.target(f"{region.name}/{tech}{' [' + phase + ']' if phase else ''} "
                         f"({run.environment.connection_id(region.name, tech)})")
             result = migrate_target(run, region.name, tech, plan_hash=planned.hash, on_progress=show.progress,
@@ -276,42 +255,6 @@ def migrate_environment(run: Run, show: Callbacks | None = None) -> list[RunResu
         if techs:
             verify_region(run, region.name, techs)
     return results
-
-
-def contract_approval_from_cli(run: Run, region: str) -> None:
-    """The command line cannot collect the contract phase's separate approval: it stops before the
-    contract, naming the DAG that asks, unless an emergency override breaks the glass (recorded)."""
-    from polymigrate.blueprint import dag_id
-
-    if run.params.override:
-        run.emit("overridden", region=region, details={"gate": "contract", "by": run.who.actor, "how": "break_glass",
-                                                       "reason": run.params.override_reason})
-        return
-    run.emit("refused", region=region, details={"gate": "contract", "reason": "contract approval"})
-    raise PolicyRefused(f"{region}: expand and migrate are applied and verified; the contract phase needs a separate "
-                        f"approval (policy.contract_approval), which the command line cannot collect",
-                        hint=f"trigger the DAG {dag_id(run.domain.name, run.environment.name)}: it runs only the "
-                             "contract phase, after its approve_contract task")
-
-
-def phase_verified_at(run: Run, region: str) -> datetime | None:
-    """When the region's earlier phases last verified before a contract, from the audit store (None
-    without one, or without such a record)."""
-    query = getattr(run.sink, "query", None)
-    if query is None:
-        return None
-    since: datetime | None = None
-    for r in query(domain=run.domain.name, environment=run.environment.name,
-                   kind=["verified", "migration_succeeded"]):
-        e = r.event
-        if e.region != region:
-            continue
-        phase = (e.details or {}).get("phase")
-        if e.kind == "migration_succeeded" and phase != "contract":
-            since = None  # the earlier phases changed: their soak starts again at the next verify
-        elif e.kind == "verified" and phase == "migrate" and since is None:
-            since = e.at
-    return since
 
 
 def require_window(run: Run, region: str, technology: str, *, pending_only: bool = True) -> None:
