@@ -1,0 +1,510 @@
+"""PostgreSQL: the next migration (and its undo) from two catalogs (issue 26, docs/diff.md).
+
+The catalog diff is `results` (djrobstep's maintained successor of migra/schemainspect: psycopg 3,
+dependency-ordered output, constraints added ``NOT VALID`` then validated). What it does not know
+about running on a live server is wrapped here, on its statements parsed with pglast:
+
+* an index on a table that already exists is built ``CONCURRENTLY`` in a file of its own marked
+  ``-- polymigrate: transactional=false`` (with the ``ADD CONSTRAINT … USING INDEX`` and
+  ``VALIDATE CONSTRAINT`` statements that follow it, each then its own short transaction);
+* drops that come with additions go to a later file marked ``phase=contract`` (the additions
+  ``phase=expand``), so the old application keeps working until the contract phase;
+* each U file is made by applying its V file to a copy of the state before it and diffing back;
+  where the way back cannot restore data it refuses, naming the statement.
+
+States are live databases or folders applied to scratch databases (created on the scratch server,
+dropped after): a migrations folder through the project's own PostgreSQL adapter, a declarative
+``schema/`` folder of plain DDL files in name order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+from polymigrate.errors import SpecError
+from polymigrate.schemadiff import Generated, GeneratedFile, NamingContext
+
+log = logging.getLogger(__name__)
+
+SCRATCH_ENV = "POLYMIGRATE_SCRATCH_PG"  # the server scratch databases are made on (an admin URL)
+LEDGER_SCHEMA = "polymigrate"  # the adapter's ledger and lock live here: never part of a diff
+_V_FILE = re.compile(r"^V[0-9][0-9._]*__.+\.sql$", re.IGNORECASE)
+
+
+def _with_db(url: str, dbname: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path="/" + dbname))
+
+
+def _db_of(url: str) -> str:
+    return urlsplit(url).path.lstrip("/") or "postgres"
+
+
+class Scratch:
+    """Scratch databases on one server, every one dropped on ``close`` (``with Scratch(url) as s``)."""
+
+    def __init__(self, admin_url: str):
+        self.admin_url = admin_url
+        self.created: list[str] = []
+
+    def create(self, template: str | None = None) -> str:
+        """A new empty database (or a copy of ``template``, a database of this server nobody is connected to)."""
+        import psycopg
+        from psycopg import sql
+
+        name = f"pm_diff_{uuid.uuid4().hex[:12]}"
+        stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name),
+                                                                   sql.Identifier(_db_of(template)))
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(stmt)
+        self.created.append(name)
+        return _with_db(self.admin_url, name)
+
+    def close(self) -> None:
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            for name in reversed(self.created):
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        self.created.clear()
+
+    def __enter__(self) -> "Scratch":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def scratch_server(current: str | Path, given: str | None = None) -> str:
+    """Where scratch databases go: ``given``, else $POLYMIGRATE_SCRATCH_PG, else the server of the
+    current URL (its ``postgres`` database), else the test server that ``make engines`` started."""
+    if given:
+        return given
+    if os.environ.get(SCRATCH_ENV):
+        return os.environ[SCRATCH_ENV]
+    if isinstance(current, str) and "://" in current:
+        return _with_db(current, "postgres")
+    if os.environ.get("POLYMIGRATE_TEST_PG"):
+        return os.environ["POLYMIGRATE_TEST_PG"]
+    raise SpecError(f"no server for scratch databases: {current} is a folder",
+                    hint=f"pass --scratch postgresql://user@host/postgres or set {SCRATCH_ENV}")
+
+
+# -- loading a state ---------------------------------------------------------------------------------
+
+def is_url(source: str | Path) -> bool:
+    return isinstance(source, str) and "://" in source
+
+
+def migrations_folder(folder: Path) -> bool:
+    """A Flyway-style folder (V…__….sql files anywhere under it), not a declarative one."""
+    return any(_V_FILE.match(p.name) for p in folder.rglob("*.sql"))
+
+
+def apply_migrations(url: str, folder: Path, *, domain: str = "diff", schema: str | None = None,
+                     upto: int | None = None) -> int:
+    """Apply the folder's versioned (and repeatable) files with the project's PostgreSQL adapter, as a
+    real run would (placeholders, transactions, non-transactional files); ``upto``: the first n
+    versioned files only. Returns how many files ran."""
+    from polymigrate.adapters import adapter_class
+    from polymigrate.catalog import Kind, applicable
+    from polymigrate.commands.adhoc import discover_locations
+    from polymigrate.executor import migrate
+    from polymigrate.ledger import RunContext
+    from polymigrate.spec import TechnologyConfig
+
+    found, problems = discover_locations(domain, "postgresql", [folder])
+    if problems:
+        raise SpecError(f"{folder}: {problems[0]}", hint="fix the migration folder first (polymigrate validate)")
+    ms = applicable(found)
+    if upto is not None:
+        versioned = [m for m in ms if m.kind is Kind.VERSIONED][:upto]
+        ms = versioned
+    adapter = adapter_class("postgresql").from_url(url, domain=domain, settings=TechnologyConfig(schema=schema))
+    try:
+        ctx = RunContext(domain=domain, environment="scratch", actor="polymigrate diff",
+                         run_id=uuid.uuid4().hex, lock_wait_seconds=30.0)
+        result = migrate(adapter, ms, ctx)
+    finally:
+        adapter.close()
+    return len(result.applied)
+
+
+def apply_ddl_folder(url: str, folder: Path, *, schema: str | None = None) -> int:
+    """A declarative folder: every .sql file in path order, each in one transaction."""
+    import psycopg
+    from psycopg import sql
+
+    files = sorted(p for p in folder.rglob("*.sql") if p.is_file())
+    if not files:
+        raise SpecError(f"{folder}: no .sql files", hint="put the desired DDL (CREATE TABLE …) in .sql files there")
+    with psycopg.connect(url) as conn:
+        if schema:
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        for path in files:
+            try:
+                conn.execute(path.read_text(encoding="utf-8"))  # no parameters: sent as a simple query
+            except psycopg.Error as exc:
+                raise SpecError(f"{path}: {exc.diag.message_primary or exc}",
+                                hint="the declarative schema must be plain DDL PostgreSQL accepts") from None
+    return len(files)
+
+
+def apply_sql(url: str, text: str) -> None:
+    """One generated file, statement by statement in autocommit (its CONCURRENTLY statements too)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        for stmt in split(text):
+            conn.execute(stmt)
+
+
+def split(text: str) -> list[str]:
+    from pglast import split as pg_split
+
+    return [s for s in pg_split(text, with_parser=True) if s.strip()]
+
+
+def load_state(source: str | Path, scratch: Scratch, *, domain: str = "diff", schema: str | None = None) -> str:
+    """The URL of a database holding ``source``: itself when a URL, else a scratch database."""
+    if is_url(source):
+        return str(source)
+    folder = Path(source)
+    if not folder.is_dir():
+        raise SpecError(f"{folder}: not a folder nor a postgresql:// URL",
+                        hint="give a target URL, a domain's migrations folder or a declarative schema/ folder")
+    url = scratch.create()
+    if migrations_folder(folder):
+        apply_migrations(url, folder, domain=domain, schema=schema)
+    else:
+        apply_ddl_folder(url, folder, schema=schema)
+    return url
+
+
+# -- the diff ----------------------------------------------------------------------------------------
+
+def diff_statements(from_url: str, to_url: str) -> list[str]:
+    """Statements that make ``from_url``'s schema ``to_url``'s, in results' dependency order."""
+    import psycopg
+    from results.dbdiff import Migration
+
+    with psycopg.connect(from_url) as a, psycopg.connect(to_url) as b:
+        m = Migration(a.cursor(), b.cursor(), exclude_schema=LEDGER_SCHEMA)
+        m.set_safety(False)  # drops are wanted; they are flagged by lint and split into contract
+        m.add_all_changes_ordered()
+        return [s.strip() for s in m.statements if s and s.strip()]
+
+
+def catalog(url: str) -> dict:
+    """Tables (columns), indexes and constraints of every user schema: what convergence is judged on."""
+    import psycopg
+
+    from polymigrate.adapters.postgresql.snapshot import snapshot
+
+    with psycopg.connect(url) as conn:
+        schemas = [r[0] for r in conn.execute(
+            "SELECT nspname FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%%' "
+            "AND nspname NOT IN ('information_schema', %s) ORDER BY 1", (LEDGER_SCHEMA,)).fetchall()]
+        out = {}
+        for s in schemas:
+            snap = snapshot(conn, s, [])
+            snap.pop("schema")
+            out[s] = snap
+        return out
+
+
+@dataclass
+class _Stmt:
+    text: str
+    node: str = ""
+    table: str | None = None  # schema.table the statement works on
+    creates: set[str] = field(default_factory=set)
+    drops: set[str] = field(default_factory=set)
+    index_name: str | None = None  # CREATE INDEX name / ADD CONSTRAINT … USING INDEX name
+    uses_index: str | None = None
+    validates: bool = False
+    references: str | None = None  # the table a foreign key points at
+
+
+def _rel(r) -> str:
+    return f"{r.schemaname or 'public'}.{r.relname}"
+
+
+def _classify(text: str) -> _Stmt:
+    from pglast import ast, parse_sql
+    from pglast.enums import AlterTableType, ConstrType, ObjectType
+
+    s = _Stmt(text)
+    try:
+        node = parse_sql(text)[0].stmt
+    except Exception:  # results only emits what PostgreSQL's grammar accepts; keep the text as it is
+        return s
+    s.node = type(node).__name__
+    if isinstance(node, ast.IndexStmt):
+        s.table = _rel(node.relation)
+        s.index_name = node.idxname
+        s.creates.add(f"{node.relation.schemaname or 'public'}.{node.idxname}")
+    elif isinstance(node, ast.CreateStmt):
+        s.table = _rel(node.relation)
+        s.creates.add(s.table)
+    elif isinstance(node, ast.DropStmt):
+        for obj in node.objects or ():
+            names = [getattr(x, "sval", None) for x in (obj if isinstance(obj, (list, tuple)) else [obj])]
+            names = [n for n in names if n]
+            if node.removeType in (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_INDEX, ObjectType.OBJECT_VIEW,
+                                   ObjectType.OBJECT_SEQUENCE, ObjectType.OBJECT_MATVIEW) and names:
+                s.drops.add(".".join(names if len(names) > 1 else ["public", *names]))
+    elif isinstance(node, ast.AlterTableStmt):
+        s.table = _rel(node.relation)
+        for cmd in node.cmds or ():
+            sub = cmd.subtype
+            if sub == AlterTableType.AT_AddColumn:
+                s.creates.add(f"{s.table}.{cmd.def_.colname}")
+            elif sub == AlterTableType.AT_DropColumn:
+                s.drops.add(f"{s.table}.{cmd.name}")
+            elif sub == AlterTableType.AT_DropConstraint:
+                s.drops.add(f"{s.table}.{cmd.name}")
+            elif sub == AlterTableType.AT_AddConstraint:
+                con = cmd.def_
+                s.creates.add(f"{s.table}.{con.conname}")
+                if con.indexname:
+                    s.uses_index = con.indexname
+                if con.contype == ConstrType.CONSTR_FOREIGN and con.pktable is not None:
+                    s.references = _rel(con.pktable)
+            elif sub == AlterTableType.AT_ValidateConstraint:
+                s.validates = True
+    return s
+
+
+_CREATE_INDEX = re.compile(r"^\s*CREATE\s+(UNIQUE\s+)?INDEX\s+(?!CONCURRENTLY)", re.IGNORECASE)
+
+
+@dataclass
+class Layout:
+    """The statements of one diff, sorted into the files they go to."""
+
+    main: list[str] = field(default_factory=list)
+    concurrent: list[str] = field(default_factory=list)  # non-transactional file
+    contract: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.main or self.concurrent or self.contract)
+
+
+def layout(statements: list[str], existing_tables: set[str]) -> Layout:
+    """Sort ``statements`` (results' order kept within each file) into the transactional file, the
+    non-transactional one (indexes built CONCURRENTLY on tables that already exist, constraints
+    attached to them, validations) and the contract file (drops of what the desired state no longer
+    has, when the diff also adds)."""
+    out = Layout()
+    parsed = [_classify(t) for t in statements]
+    created = set().union(*(p.creates for p in parsed)) if parsed else set()
+    adds = any(p.creates for p in parsed)
+    late_tables: set[str] = set()  # tables whose constraints moved to the late file
+    concurrent_indexes: set[str] = set()
+    for p in parsed:
+        if p.node == "IndexStmt" and p.table in existing_tables and _CREATE_INDEX.match(p.text):
+            out.concurrent.append(_CREATE_INDEX.sub(lambda m: f"CREATE {m.group(1) or ''}INDEX CONCURRENTLY ",
+                                                    p.text, count=1))
+            concurrent_indexes.add(p.index_name)
+        elif p.uses_index and p.uses_index in concurrent_indexes:
+            out.concurrent.append(p.text)
+            late_tables.add(p.table)
+        elif p.validates or (p.references and p.references in late_tables):
+            # VALIDATE takes SHARE UPDATE EXCLUSIVE: in its own transaction, after the NOT VALID add
+            # committed, writes go on while it scans. A foreign key to a key built concurrently follows it.
+            out.concurrent.append(p.text)
+        elif adds and p.drops and not (p.drops & created):
+            out.contract.append(p.text)
+        else:
+            out.main.append(p.text)
+    if out.concurrent:
+        out.notes.append(f"{len(out.concurrent)} statement(s) run outside a transaction: indexes on existing tables "
+                         "are built CONCURRENTLY (no write lock), constraints are validated after their NOT VALID add")
+    if out.contract:
+        out.notes.append(f"{len(out.contract)} drop(s) moved to a contract-phase file: they run after the expand "
+                         "phase verified (docs/phases.md)")
+    return out
+
+
+def _versions(next_version: str, count: int) -> list[str]:
+    """``next_version`` then sub-versions of it (5, 5.1, 5.2): the team's next numbers stay free."""
+    return [next_version] + [f"{next_version}.{i}" for i in range(1, count)]
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "generated"
+
+
+def render(lay: Layout, naming: NamingContext, *, source: str) -> list[GeneratedFile]:
+    """The V files of a layout, named in the domain's scheme, each with a header saying what it is."""
+    parts: list[tuple[str, list[str], list[str]]] = []  # (suffix, header directives, statements)
+    phased = bool(lay.contract) and bool(lay.main or lay.concurrent)
+    if lay.main:
+        parts.append(("", ["phase=expand"] if phased else [], lay.main))
+    if lay.concurrent:
+        parts.append(("concurrently", ["transactional=false"] + (["phase=expand"] if phased else []), lay.concurrent))
+    if lay.contract:
+        parts.append(("contract", ["phase=contract"] if phased else [], lay.contract))
+    files = []
+    desc = _slug(naming.description)
+    for version, (suffix, directives, stmts) in zip(_versions(naming.next_version, len(parts)), parts):
+        head = [f"-- polymigrate: {', '.join(directives)}"] if directives else []
+        head.append(f"-- generated by polymigrate diff from {source}; review before committing")
+        name = f"V{version}__{desc}{'_' + suffix if suffix else ''}.sql"
+        files.append(GeneratedFile(name=name, text="\n".join(head) + "\n\n" + "\n\n".join(s.rstrip(";") + ";" for s in stmts) + "\n"))
+    return files
+
+
+# -- undo --------------------------------------------------------------------------------------------
+
+_WIDER = {("smallint", "integer"), ("smallint", "bigint"), ("integer", "bigint"), ("real", "double precision"),
+          ("smallint", "numeric"), ("integer", "numeric"), ("bigint", "numeric"), ("character varying", "text"),
+          ("character", "text"), ("character", "character varying"), ("timestamp without time zone",
+                                                                    "timestamp with time zone")}
+_TYPE = re.compile(r"^(?P<base>[a-z ]+?)(?:\((?P<args>[0-9, ]+)\))?(?P<array>(\[\])*)$")
+
+
+def widens(old: str, new: str) -> bool:
+    """Does every value of type ``old`` fit ``new`` unchanged? (a type change the undo can reverse)."""
+    if old == new:
+        return True
+    a, b = _TYPE.match(old), _TYPE.match(new)
+    if not (a and b) or a["array"] != b["array"]:
+        return False
+    if a["base"] == b["base"]:
+        if b["args"] is None:
+            return True  # varchar(n) → varchar, numeric(p,s) → numeric
+        if a["args"] is None:
+            return False
+        x = [int(v) for v in a["args"].split(",")]
+        y = [int(v) for v in b["args"].split(",")]
+        if len(x) == 2 and len(y) == 2:  # numeric(p, s): integer digits and scale both kept
+            return y[1] >= x[1] and y[0] - y[1] >= x[0] - x[1]
+        return all(q >= p for p, q in zip(x, y))
+    return (a["base"], b["base"]) in _WIDER and b["args"] is None
+
+
+def _columns(cat: dict) -> dict[str, str]:
+    return {f"{s}.{t}.{c}": col["type"] for s, snap in cat.items() for t, tab in snap["tables"].items()
+            if tab["kind"] == "table" for c, col in tab["columns"].items()}
+
+
+def _statement_naming(v_text: str, what: str, *names: str) -> str:
+    """The V statement that did it (on one line), found by the objects' names; else the last name."""
+    for stmt in split(v_text):
+        if re.search(what, stmt, re.IGNORECASE) and all(
+                re.search(r"\b" + re.escape(n) + r"\b", stmt, re.IGNORECASE) for n in names):
+            return " ".join(stmt.split())[:160]
+    return names[-1]
+
+
+def losses(v_text: str, before: dict, after: dict) -> list[str]:
+    """Why the way back from ``after`` to ``before`` cannot keep the data, one reason per object."""
+    out = []
+    cols_b, cols_a = _columns(before), _columns(after)
+    tables_b = {f"{s}.{t}" for s, snap in before.items() for t, tab in snap["tables"].items() if tab["kind"] == "table"}
+    tables_a = {f"{s}.{t}" for s, snap in after.items() for t, tab in snap["tables"].items() if tab["kind"] == "table"}
+    for table in sorted(tables_b - tables_a):
+        stmt = _statement_naming(v_text, r"\bdrop\s+table\b", table.split(".")[-1])
+        out.append(f"table {table} is dropped, with its rows, by `{stmt}`: an undo would bring it back empty")
+    for col in sorted(set(cols_b) - set(cols_a)):
+        if col.rsplit(".", 1)[0] in tables_a:
+            stmt = _statement_naming(v_text, r"\bdrop\b", *col.split(".")[-2:])
+            out.append(f"column {col} is dropped, with its values, by `{stmt}`: an undo would bring it back empty")
+    for col in sorted(set(cols_b) & set(cols_a)):
+        old, new = cols_b[col], cols_a[col]
+        if old == new:
+            continue
+        stmt = _statement_naming(v_text, r"\btype\b", *col.split(".")[-2:])
+        if not widens(old, new):
+            out.append(f"column {col} is narrowed from {old} to {new} by `{stmt}`: values cut on the way there "
+                       "cannot come back")
+        elif not widens(new, old):
+            out.append(f"column {col} is widened from {old} to {new} by `{stmt}`: the way back narrows it again, "
+                       "and values written since may not fit")
+    return out
+
+
+def undo_file(v_name: str, v_text: str, before_url: str, scratch: Scratch) -> tuple[GeneratedFile | None, list[str]]:
+    """The U file of ``v_text`` applied on a copy of ``before_url`` (a database nobody is connected to):
+    diff back from after to before. Refused (None, reasons) where the way back loses data."""
+    work = scratch.create(template=before_url)
+    apply_sql(work, v_text)
+    reasons = losses(v_text, catalog(before_url), catalog(work))
+    if reasons:
+        return None, [f"{v_name}: no undo generated: {r}" for r in reasons]
+    back = diff_statements(work, before_url)
+    u_name = "U" + v_name[1:]
+    notes = ()
+    dropped = [s for s in back if _classify(s).drops]
+    if dropped:
+        notes = (f"{u_name} drops {len(dropped)} object(s) {v_name} created; what was written to them since is lost",)
+    header = (f"-- undo of {v_name}, generated by polymigrate undo-gen: applied to a scratch copy of the state "
+              "before it, then diffed back")
+    # an undo runs as one transaction: indexes are dropped plainly, not CONCURRENTLY
+    body = "\n\n".join(s.rstrip(";") + ";" for s in back) if back else "SELECT 1; -- the file changed no schema"
+    return GeneratedFile(name=u_name, text=f"{header}\n\n{body}\n", kind="undo", notes=notes), []
+
+
+# -- the seam ----------------------------------------------------------------------------------------
+
+@contextmanager
+def _states(current: str | Path, desired: str | Path, scratch: Scratch, *, domain: str,
+            schema: str | None) -> Iterator[tuple[str, str]]:
+    yield (load_state(current, scratch, domain=domain, schema=schema),
+           load_state(desired, scratch, domain=domain, schema=schema))
+
+
+def _copy_of(url: str, scratch: Scratch) -> str:
+    """A scratch database with ``url``'s schema (no rows): a template copy when it is ours, else its DDL."""
+    if _db_of(url) in scratch.created and urlsplit(url).netloc == urlsplit(scratch.admin_url).netloc:
+        return scratch.create(template=url)
+    copy = scratch.create()
+    stmts = diff_statements(copy, url)  # from empty: the whole schema's DDL
+    if stmts:
+        apply_sql(copy, ";\n".join(s.rstrip(";") for s in stmts) + ";")
+    return copy
+
+
+def generate(current: str | Path, desired: str | Path, *, naming: NamingContext, scratch_url: str | None = None,
+             domain: str = "diff", schema: str | None = None, undo: bool = True) -> Generated:
+    """The files that bring ``current`` to ``desired`` (see the module's docstring), and their U files."""
+    out = Generated()
+    with Scratch(scratch_server(current, scratch_url)) as scratch:
+        with _states(current, desired, scratch, domain=domain, schema=schema) as (cur, des):
+            statements = diff_statements(cur, des)
+            if not statements:
+                return out
+            existing = {f"{s}.{t}" for s, snap in catalog(cur).items() for t in snap["tables"]}
+            lay = layout(statements, existing)
+            source = desired if is_url(desired) else Path(desired).name
+            files = render(lay, naming, source=str(source) if not is_url(desired) else "a target database")
+            if files:
+                files[0] = GeneratedFile(files[0].name, files[0].text, files[0].kind, tuple(lay.notes))
+            out.files.extend(files)
+            if undo:
+                state = _copy_of(cur, scratch)
+                for f in files:
+                    u, refused = undo_file(f.name, f.text, state, scratch)
+                    if u:
+                        out.files.append(u)
+                    out.refusals.extend(refused)
+                    nxt = scratch.create(template=state)
+                    apply_sql(nxt, f.text)
+                    state = nxt
+    return out
