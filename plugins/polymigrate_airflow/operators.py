@@ -19,7 +19,7 @@ from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from polymigrate.adapters import TECHNOLOGIES  # descriptors only: no adapter, no driver
-from polymigrate_airflow import observability  # metrics and notifications; nothing there fails a task
+from polymigrate_airflow import lineage, observability  # lineage, metrics, notifications: none fails a task
 
 XCOM_VERSIONS_CAP = 50  # keep execute XComs small even for a 500-migration first run
 
@@ -220,10 +220,13 @@ class MigrationOperator(PolymigrateOperator):
                                 on_progress=lambda n, total, info: self.log.info(
                                     "[%d/%d] %s %s", n, total, "would apply (dry run)" if params.dry_run else "applying", info.script))
         observability.migrated(self, result)
+        self._lineage = lineage.collect(run, self.region, self.technology, result)  # only when OpenLineage is on
         versions = [a["version"] or a["script"] for a in result.applied]
         return {"applied": len(versions), "versions": versions[:XCOM_VERSIONS_CAP],
                 "ms": sum(a["ms"] for a in result.applied), "wall_ms": int((time.monotonic() - started) * 1000),
                 "current_version": result.current_version, "dry_run": params.dry_run}
+
+    get_openlineage_facets_on_complete = lineage.facets_on_complete  # docs/observability.md#lineage
 
     def execute_after_window(self, context, event=None):
         """Resumed by the window's trigger: check everything again (the window, the binding, the ledger)."""
