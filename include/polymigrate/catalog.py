@@ -401,6 +401,9 @@ def load_file(domain: str, technology: str, root: Path, path: Path,
     return mig, problems, []
 
 
+DECLARED_STATE_TECHNOLOGIES = ("mongodb", "elasticsearch")
+
+
 def discover(domain: str, technology: str, folder: Path, tree: Path | None = None) -> DomainCatalog:
     """Every migration of one technology folder (recursively), sorted, with problems collected.
 
@@ -415,6 +418,9 @@ def discover(domain: str, technology: str, folder: Path, tree: Path | None = Non
         for dirpath, dirnames, filenames in os.walk(folder):
             # __pycache__ appears next to MongoDB .py migrations once they have been imported
             dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__pycache__")
+            if dirpath == str(folder) and technology in DECLARED_STATE_TECHNOLOGIES:
+                # schema/ holds the declared state `polymigrate diff` reads (docs/diff.md), not migrations
+                dirnames[:] = [d for d in dirnames if d != "schema"]
             for d in [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
                 link = Path(dirpath) / d
                 if inside(link.resolve(), tree.resolve()):
