@@ -1,0 +1,197 @@
+"""P6 (issue 24): a no-op ``dag.test()`` run of social-commerce in development on the four real
+engines (PostgreSQL, the MongoDB-protocol server, Redis, OpenSearch), after one run applied
+everything, beside a DAG of EmptyOperators with the same task ids, groups and edges (built from
+the polymigrate DAG itself), run the same way in the same process. Prints figures; asserts nothing.
+
+    .venv/bin/python bench/bench_noop_run.py [--repeat 3] [--profile FILE]
+
+Each engine gets fresh names of its own (PostgreSQL databases, MongoDB databases, Redis DB
+numbers 13 and 14, an OpenSearch prefix and ledger), dropped at the end. ``north_africa`` has no
+OpenSearch target: this machine has one node, and two regions on one ledger are refused at plan.
+``--profile FILE`` writes a cProfile of one more no-op run (``python -m pstats FILE``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+REGIONS = {"western_europe": 13, "north_africa": 14}  # region -> Redis DB number
+DOMAINS = ("common", "social-commerce")
+
+
+def prepare_specs(specs: Path, search, ferretdb: bool) -> None:
+    shutil.copytree(ROOT / "migration_specs", specs, ignore=shutil.ignore_patterns("__pycache__"))
+    for p in specs.iterdir():
+        if p.is_dir() and p.name not in ("environments", *DOMAINS):
+            shutil.rmtree(p)
+    for env in (specs / "environments").glob("*.yaml"):
+        if not env.name.startswith("_") and env.stem != "development":
+            env.unlink()
+    (specs / "environments" / "development.yaml").write_text(
+        "regions:\n  western_europe: {}\n  north_africa:\n    technologies: [postgresql, mongodb, redis]\n"
+        "policy:\n  approvals: {required: 0}\n  rollout: {strategy: parallel}\n  lint_block_at: critical\n"
+        "  retries: 0\n")
+    domain = specs / "social-commerce" / "domain.yaml"
+    domain.write_text(domain.read_text().replace("    database: social_commerce\n", "").replace(
+        "  elasticsearch:\n", f"  elasticsearch:\n    ledger: \"{search.ledger}\"\n"))
+    for f in (specs / "social-commerce" / "elasticsearch").glob("*.json"):
+        f.write_text(f.read_text().replace('"people_v1"', f'"{search.prefix}people_v1"').replace(
+            '"alias": "people"', f'"alias": "{search.prefix}people"'))
+    if ferretdb:  # its collMod files run on a real MongoDB only; the demo and the e2e tests leave them out too
+        for name in ("4-require-posts-schema-version-2.json", "5-activity-feed-validator-and-expiry.json"):
+            (specs / "social-commerce" / "mongodb" / "collections" / name).unlink()
+
+
+SHAPE = """
+from datetime import datetime
+from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.sdk import DAG, TaskGroup
+
+TASKS = {tasks!r}  # (full task id, group, trigger rule, upstream full ids): the polymigrate DAG's
+
+with DAG(dag_id="shape_of__{dag_id}", schedule=None, start_date=datetime(2024, 1, 1)) as dag:
+    groups, ops = {{}}, {{}}
+    for tid, group, rule, _ in TASKS:
+        if group and group not in groups:
+            groups[group] = TaskGroup(group)
+        ops[tid] = EmptyOperator(task_id=tid.rpartition(".")[2], task_group=groups.get(group), trigger_rule=rule)
+    for tid, _, _, upstream in TASKS:
+        for up in upstream:
+            ops[up] >> ops[tid]
+"""
+
+
+def write_same_shape(dag, folder: Path) -> Path:
+    """A DAG file of EmptyOperators with the polymigrate DAG's task ids, groups, trigger rules and
+    edges (dag.test() serializes a DAG from its DAG file, so the contender needs one too)."""
+    tasks = [(tid, t.task_group.group_id if t.task_group and t.task_group.group_id else None,
+              str(t.trigger_rule.value if hasattr(t.trigger_rule, "value") else t.trigger_rule),
+              sorted(t.upstream_task_ids)) for tid, t in dag.task_dict.items()]
+    path = folder / "same_shape.py"
+    path.write_text(SHAPE.format(tasks=tasks, dag_id=dag.dag_id))
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--profile", type=Path, help="write a cProfile of one more no-op run here")
+    args = ap.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="pm-bench-noop-"))
+    for k in [k for k in os.environ if k.startswith("AIRFLOW_CONN_")]:
+        del os.environ[k]
+    os.environ.update({"AIRFLOW_HOME": str(home / "airflow"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                       "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+                       "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
+                       "AIRFLOW__LOGGING__LOGGING_LEVEL": "WARNING"})
+    sys.path[:0] = [str(ROOT), str(ROOT / "include"), str(ROOT / "plugins")]
+    import psycopg
+    import pymongo
+    import redis
+    from psycopg import sql
+
+    from tests.conftest import MONGO_URI, OPENSEARCH_URL, PG_ADMIN_URL, REDIS_URL, SearchTarget, mongo_url_for
+
+    subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], check=True,
+                   capture_output=True, env=os.environ.copy())
+    search = SearchTarget("opensearch", OPENSEARCH_URL)
+    specs = home / "specs"
+    from polymigrate.adapters.mongodb.server import server_info
+
+    probe = pymongo.MongoClient(MONGO_URI, serverSelectionTimeoutMS=5000)
+    ferretdb = server_info(probe).is_ferretdb
+    probe.close()
+    prepare_specs(specs, search, ferretdb)
+    (home / "dags").mkdir()
+    shutil.copy(ROOT / "dags" / "polymigrate_dags.py", home / "dags")
+    os.environ["POLYMIGRATE_SPECS"] = str(specs)
+    pg_dbs, mongo_dbs, redis_clients = [], [], []
+    es = urlsplit(search.url)
+    host, _, port = REDIS_URL.removeprefix("redis://").partition(":")
+    base = PG_ADMIN_URL.rpartition("/")[0]
+    try:
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            for region in REGIONS:
+                pg_dbs.append(f"pm_noop_{uuid.uuid4().hex[:10]}")
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(pg_dbs[-1])))
+        for (region, db), pg_db in zip(REGIONS.items(), pg_dbs):
+            mongo_dbs.append(f"pm_noop_{uuid.uuid4().hex[:10]}")
+            m = urlsplit(mongo_url_for(mongo_dbs[-1]))
+            conns = {
+                "POSTGRESQL": f"{base}/{pg_db}",
+                "MONGODB": json.dumps({"conn_type": "mongo", "host": m.hostname, "port": m.port, "schema": m.path[1:]}),
+                "REDIS": json.dumps({"conn_type": "redis", "host": host, "port": int(port or 6379), "extra": {"db": db}}),
+                "ELASTICSEARCH": json.dumps({"conn_type": "opensearch", "host": es.hostname, "port": es.port,
+                                             "schema": es.scheme}),
+            }
+            for tech, value in conns.items():
+                os.environ[f"AIRFLOW_CONN_POLYMIGRATE_{tech}_DEVELOPMENT_{region.upper()}"] = value
+            redis_clients.append(redis.Redis.from_url(f"{REDIS_URL}/{db}"))
+            redis_clients[-1].flushdb()
+        run(args)
+    finally:
+        for c in redis_clients:
+            c.flushdb()
+            c.close()
+        client = pymongo.MongoClient(MONGO_URI, serverSelectionTimeoutMS=5000)
+        for name in mongo_dbs:
+            client.drop_database(name)
+        client.close()
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            for name in pg_dbs:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        search.cleanup()
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run(args) -> None:
+    from polymigrate_airflow.renderer import build_dags
+
+    specs = os.environ["POLYMIGRATE_SPECS"]
+    dags = build_dags(specs)
+    for dag_id in ("migrate__common__development", "migrate__social_commerce__development"):
+        dr = dags[dag_id].test()
+        states = {ti.task_id: ti.state for ti in dr.get_task_instances()}
+        if dr.state != "success":
+            raise SystemExit(f"the first run of {dag_id} did not succeed: {states}")
+    dag = dags["migrate__social_commerce__development"]
+    import runpy
+
+    empty = runpy.run_path(str(write_same_shape(dag, Path(os.environ["AIRFLOW__CORE__DAGS_FOLDER"]))))["dag"]
+    print(f"social-commerce in development: {len(dag.tasks)} tasks, {len(REGIONS)} regions, four engines; "
+          f"after one run applied everything; median of {args.repeat}, alternating")
+    times = {"polymigrate (no-op)": [], "same shape (EmptyOperators)": []}
+    for _ in range(args.repeat):
+        for label, d in (("polymigrate (no-op)", dag), ("same shape (EmptyOperators)", empty)):
+            t = time.perf_counter()
+            dr = d.test()
+            times[label].append(time.perf_counter() - t)
+            if dr.state != "success":
+                raise SystemExit(f"{d.dag_id} did not succeed: {[(ti.task_id, ti.state) for ti in dr.get_task_instances()]}")
+    for label, ts in times.items():
+        print(f"{label:30} median {statistics.median(ts):6.2f} s   runs {' '.join(f'{t:.2f}' for t in ts)}")
+    ratio = statistics.median(times["polymigrate (no-op)"]) / statistics.median(times["same shape (EmptyOperators)"])
+    print(f"ratio {ratio:.2f}× (goal ≤ 1.2×)")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.profile:
+        import cProfile
+
+        cProfile.runctx("dag.test()", globals(), {"dag": dag}, str(args.profile))
+        print(f"profile of one more no-op run: {args.profile}")
+
+
+if __name__ == "__main__":
+    main()
