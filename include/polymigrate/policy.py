@@ -40,6 +40,7 @@ class ChangeSet:
     destructive: bool = False
     destructive_waived: bool = False  # every destructive change carries a reasoned lint suppression
     blocking_findings: int = 0  # unsuppressed lint findings at or above the policy's threshold
+    regulated: int = 0  # labelled data dropped, retyped or moved (docs/governance.md): compliance signs off too
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,15 @@ class Decision:
     ignored: list[str] = field(default_factory=list)   # approvals that did not count, and why
     escalated: bool = False
     override: bool = False
+    compliance_required: bool = False  # a regulated change where the policy names compliance_roles
+    signed_off_by: list[str] = field(default_factory=list)  # holders of a compliance role who approved
 
     def to_dict(self) -> dict:
         return {"status": self.status, "required": self.required, "approved_by": self.approved_by,
                 "reasons": self.reasons, "ignored": self.ignored, "escalated": self.escalated,
-                "override": self.override}
+                "override": self.override,
+                **({"compliance_required": True, "signed_off_by": self.signed_off_by}
+                   if self.compliance_required else {})}
 
 
 def required_approvals(policy: ApprovalPolicy, change: ChangeSet, *, override: bool = False) -> tuple[int, list[str], bool]:
@@ -85,7 +90,8 @@ def evaluate(policy: Policy, change: ChangeSet, approvals: Iterable[Approval], n
     """Approved, waiting or refused, with the reasons a person can act on."""
     ap = policy.approvals
     required, roles, escalated = required_approvals(ap, change, override=override)
-    decision = Decision("waiting", required, escalated=escalated, override=override)
+    decision = Decision("waiting", required, escalated=escalated, override=override,
+                        compliance_required=bool(change.regulated and ap.compliance_roles))
 
     # A reviewed contract step (its drop waived in the file with a reason) is a normal release step,
     # not an emergency: it passes, with the stricter approval that any destructive change needs.
@@ -117,6 +123,11 @@ def evaluate(policy: Policy, change: ChangeSet, approvals: Iterable[Approval], n
         if who == change.triggered_by and not ap.triggerer_may_approve:
             decision.ignored.append(f"{who}: triggered this run and may not approve it (four-eyes)")
             continue
+        signs_off = decision.compliance_required and bool(set(ap.compliance_roles) & set(a.roles))
+        if signs_off and who not in decision.signed_off_by:
+            decision.signed_off_by.append(who)
+        if signs_off and (roles or ap.users) and not (set(roles) & set(a.roles)) and who not in ap.users:
+            continue  # the compliance sign-off, not one of the environment's approvals
         if roles or ap.users:
             if not (set(roles) & set(a.roles)) and who not in ap.users:
                 decision.ignored.append(f"{who}: needs one of the roles {sorted(roles)}"
@@ -128,13 +139,17 @@ def evaluate(policy: Policy, change: ChangeSet, approvals: Iterable[Approval], n
         counted.append(who)
 
     decision.approved_by = counted
-    if len(counted) >= required:
+    signed = not decision.compliance_required or decision.signed_off_by
+    if len(counted) >= required and signed:
         decision.status = "approved"
-    else:
+    if len(counted) < required:
         missing = required - len(counted)
         who = f" with role {' or '.join(sorted(roles))}" if roles else ""
         decision.reasons.append(f"needs {missing} more approval(s){who}"
                                 + ("" if ap.triggerer_may_approve else f", not from {change.triggered_by}"))
+    if not signed:
+        decision.reasons.append(f"needs a compliance sign-off from a holder of role {' or '.join(ap.compliance_roles)}: "
+                                f"the change set makes {change.regulated} regulated change(s) to labelled data")
     return decision
 
 

@@ -16,6 +16,7 @@ from polymigrate.connections import redact, technology_of
 from polymigrate.executor import placeholders_for
 from polymigrate.ledger import RunContext
 from polymigrate.lint import RULES, LintReport, lint_catalog
+from polymigrate.governance.labels import LabelIndex
 from polymigrate.spec.models import SEVERITY_ORDER
 
 _STYLE = {"info": "dim", "low": "cyan", "medium": "yellow", "high": "red", "critical": "bold red"}
@@ -148,7 +149,8 @@ def lint(specs: Path = typer.Argument(Path(DEFAULT_SPECS), help="spec folder"),
             search = conn if type(conn).__name__ == "SearchApi" else None
             reports[name] = lint_catalog(catalog, connection=None if (search or mongo_client is not None) else conn,
                                          search=search, schema=pg.schema_ if pg else None, mongo=mongo,
-                                         placeholders=values_of(name))
+                                         placeholders=values_of(name),
+                                         labels=LabelIndex.of(v.project.domains[name].labels))
     finally:
         if conn is not None:
             conn.close()

@@ -51,7 +51,8 @@ def change_set(run: Run, summary: dict, changeset_hash: str | None = None) -> Ch
                      hash=changeset_hash or summary.get("changeset_hash") or "", triggered_by=run.who.triggered_by,
                      risk=summary.get("risk") or "low", destructive=bool(summary.get("destructive")),
                      destructive_waived=bool(summary.get("destructive_waived")),
-                     blocking_findings=int((summary.get("lint") or {}).get("blocking", 0)))
+                     blocking_findings=int((summary.get("lint") or {}).get("blocking", 0)),
+                     regulated=len(summary.get("regulated") or ()))
 
 
 def recorded_answers(sink: EventSink, domain: str, environment: str, run_id: str | None,
@@ -116,7 +117,8 @@ def check_approval(run: Run, claimed_hash: str | None, summary: dict) -> Grant:
                             hint=CLEAR_APPROVE)
     if current != claimed_hash:
         return changed_since_approval(run, claimed_hash, current, summary)
-    if run.policy.approvals.required == 0 and not run.params.override:
+    if run.policy.approvals.required == 0 and not run.params.override and \
+            not (run.policy.approvals.compliance_roles and summary.get("regulated")):
         return Grant(current)
     decision = approval_status(run, current, summary)
     if decision.status != "approved":
@@ -234,8 +236,16 @@ def request_approval(run: Run, summary: dict) -> dict | Pending:
 
     ap = run.policy.approvals
     exclude = None if ap.triggerer_may_approve else change.triggered_by
-    people = load_approvers(run.project.root).eligible(eligible_roles(ap, change, override=params.override),
-                                                       ap.users, exclude=exclude)
+    approvers = load_approvers(run.project.root)
+    people = approvers.eligible(eligible_roles(ap, change, override=params.override), ap.users, exclude=exclude)
+    if decision.compliance_required:
+        # a regulated change: the compliance sign-off is asked for in the same request
+        compliance = approvers.eligible(ap.compliance_roles, exclude=exclude)
+        if not compliance:
+            refuse(run, [f"the change set makes {change.regulated} regulated change(s) to labelled data, which need a "
+                         f"sign-off from a holder of role {' or '.join(ap.compliance_roles)}, and nobody holds it; add "
+                         "one to migration_specs/approvers.yaml"], base)
+        people = sorted(set(people) | set(compliance))
     if len(people) < decision.required:
         refuse(run, [f"needs {decision.required} distinct approver(s) but only {len(people)} may approve "
                      f"({', '.join(people) or 'nobody'}) under the policy of {run.environment.name}"
@@ -271,6 +281,7 @@ def request_approval(run: Run, summary: dict) -> dict | Pending:
         run.log.info("What the approvers read:\n\n%s", body)
     run.log.info("Waiting for %d approval(s) from %s (Browse → Required Actions)", decision.required, people)
     run.emit("approval_requested", details={**base, "eligible": people, "escalated": decision.escalated,
+                                            **_compliance(decision, summary),
                                             "reason": params.override_reason, **_what_changed(summary),
                                             **({"quote": request["quote"]} if earlier else {}),
                                             # the estimate approvers were shown: the audit page puts the
@@ -327,8 +338,10 @@ def record_answer(run: Run, request: dict, approvals: list[dict], summary: dict)
         raise PolicyRefused("change set rejected:\n  " + "\n  ".join(decision.reasons))
     counted = len(decision.approved_by) > len(before.approved_by)  # this answer, not an earlier one
     why = [i for i in decision.ignored if i.startswith(f"{user}:")]
+    counted = counted or user in decision.signed_off_by and user not in before.signed_off_by
     run.emit("approved", details={**base, "by": user, "counted": counted, "comment": comment,
                                   "approved_by": decision.approved_by, "required": decision.required,
+                                  **_compliance(decision, summary),
                                   **({"not_counted": why[-1]} if not counted and why else {})})
     if decision.status == "refused":
         refuse(run, decision.reasons, base)
@@ -345,7 +358,17 @@ def _granted(run: Run, change: ChangeSet, decision: Decision, request: dict, bas
                                         "gate": "approval", "how": "approvals", "approved_by": decision.approved_by})
     run.log.info("Approved by %s for change set %s", ", ".join(decision.approved_by), change.hash[:12])
     return {"approved": True, "automatic": False, "approved_by": decision.approved_by,
-            "required": decision.required, "decision": decision.status, **base, **_carried(request)}
+            "required": decision.required, "decision": decision.status, **base, **_carried(request),
+            **({"signed_off_by": decision.signed_off_by} if decision.compliance_required else {})}
+
+
+def _compliance(decision: Decision, summary: dict) -> dict:
+    """What an event says about a regulated change: that it needs a compliance sign-off, which changes,
+    and who signed off so far (the compliance report reads it from the audit store)."""
+    if not decision.compliance_required:
+        return {}
+    return {"compliance_required": True, "signed_off_by": decision.signed_off_by,
+            "regulated": summary.get("regulated") or []}
 
 
 # --- where nobody can answer (the command line) ----------------------------------------------------

@@ -41,6 +41,15 @@ def summary_markdown(domain: str, environment: str, summary: dict[str, Any], dec
             lines += [f"- {what}: " + ", ".join(f"`{f}`" for f in changes.get(what, []))
                       for what in ("changed", "added", "removed") if changes.get(what)] or \
                      ["- no file differs (the placeholders did)"]
+    if decision.compliance_required:
+        regulated = s.get("regulated") or []
+        lines.append(f"**Compliance sign-off required**: {len(regulated)} regulated change(s) to labelled data "
+                     "(docs/governance.md); besides the approvals above, one holder of a compliance role must "
+                     "approve" + (f" (signed off so far: {', '.join(decision.signed_off_by)})" if decision.signed_off_by
+                                  else "") + ":")
+        for r in regulated[:10]:
+            lines.append(f"  - {r.get('action')} `{r.get('object')}` ({r.get('kind')}/{r.get('level')}) in "
+                         f"`{r.get('file')}`:{r.get('line')}")
     if decision.escalated:
         lines.append("The bar is raised: " + ("**emergency override** requested" if decision.override else
                      "high risk or destructive change set") + ".")

@@ -14,11 +14,12 @@ from polymigrate.commands.context import EVENT_LIST_CAP, Run
 from polymigrate.errors import PolicyRefused
 
 
-def lint(catalog: DomainCatalog, *, connection: Any = None, schema: str | None = None):
-    """The lint report of a domain (``polymigrate.lint``): findings, risk, destructive, suppressions."""
+def lint(catalog: DomainCatalog, *, connection: Any = None, schema: str | None = None, labels: Any = None):
+    """The lint report of a domain (``polymigrate.lint``): findings, risk, destructive, suppressions.
+    ``labels``: the domain's ``LabelIndex`` (governance rules; it collects the regulated changes)."""
     from polymigrate.lint import lint_catalog  # pglast: imported when linting, not at DAG parse
 
-    return lint_catalog(catalog, connection=connection, schema=schema)
+    return lint_catalog(catalog, connection=connection, schema=schema, labels=labels)
 
 
 FINDINGS_SHOWN = 20  # findings an approver reads in the summary (the validate log has them all)
@@ -49,7 +50,10 @@ def summarize(run: Run) -> tuple[dict[str, Any], list]:
     from polymigrate.lint.model import severity_rank
 
     counts = {tech: len(run.catalog.applicable(tech)) for tech in run.domain.technology_order()}
-    report = lint(run.catalog)
+    from polymigrate.governance.labels import LabelIndex
+
+    labels = LabelIndex.of(run.domain.labels)
+    report = lint(run.catalog, labels=labels)
     blocking = report.blocking(run.policy.lint_block_at)
     for f in report.findings:
         run.log.info("lint: %s", f)
@@ -63,6 +67,9 @@ def summarize(run: Run) -> tuple[dict[str, Any], list]:
     gates = {"soak_minutes": run.policy.contract_soak_minutes, "approval": run.policy.contract_approval}
     return {"migrations": counts, **({"phases": phases, "contract_gates": gates} if phases else {}), "risk": report.risk,
             "destructive": report.destructive, "destructive_waived": waived,
+            # regulated changes (docs/governance.md): a compliance sign-off where the policy names compliance_roles
+            **({"regulated": [{**r, "file": _relative(run, r["file"])} for r in labels.regulated][:EVENT_LIST_CAP]}
+               if labels.regulated else {}),
             "suppressions": _suppressions(run, report.suppressions)[:EVENT_LIST_CAP],
             "changeset_hash": run.changeset_hash(),
             "files": file_digests(run),

@@ -128,19 +128,26 @@ def lint_migration(migration: Migration, *, connection=None, placeholders=None, 
 
 
 def lint_catalog(catalog: DomainCatalog, *, connection=None, placeholders=None, schema: str | None = None,
-                 collisions_check: bool = True, search=None, mongo=None) -> LintReport:
+                 collisions_check: bool = True, search=None, mongo=None, labels=None) -> LintReport:
     """Lint every migration of a domain in the order they apply, plus version collisions.
 
     ``connection``: a psycopg (v3) connection to a PostgreSQL target, for impact-aware risk; only
     read (pg_class statistics). ``schema``: the domain's PostgreSQL schema, tried first for
     unqualified table names. ``search``: a ``SearchApi`` on an Elasticsearch/OpenSearch target, whose
     live mappings, document counts and sizes the Elasticsearch rules read. ``mongo``: a pymongo
-    ``Database`` of the domain's MongoDB target, for collection statistics (read only).
+    ``Database`` of the domain's MongoDB target, for collection statistics (read only). ``labels``: the
+    domain's ``governance.LabelIndex``, shared by every technology's files (a copy into Redis is checked
+    against a PostgreSQL column's label); it collects what is inherited and the regulated changes.
     """
     report = LintReport(connected=connection is not None or search is not None or mongo is not None)
     stats = _stats(connection, schema)
     for technology, migrations in catalog.migrations.items():
         state: dict = _live_state(technology, search, mongo)
+        if labels is not None:
+            state["labels"] = labels
+            if technology == "postgresql" and connection is not None:
+                from polymigrate.governance.sampling import pg_sampler
+                state["value_sampler"] = pg_sampler(connection, schema)
         for m in migrations:
             src = prepare(m, placeholders, state)
             report.extend(lint_source(src, stats if technology == "postgresql" else None))

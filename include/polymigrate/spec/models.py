@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from polymigrate import TECHNOLOGIES
 from polymigrate.errors import Problem
+from polymigrate.spec.governance import Label, ResidencyRule, check_label_key
 
 Technology = Literal["postgresql", "mongodb", "redis", "elasticsearch"]
 Severity = Literal["info", "low", "medium", "high", "critical"]
@@ -46,6 +47,9 @@ class ApprovalPolicy(_Model):
     expiry_hours: float | None = Field(None, gt=0)
     high_risk_required: int | None = Field(None, ge=0, description="approvals needed when risk is high")
     high_risk_roles: list[str] = Field(default_factory=list)
+    compliance_roles: list[str] = Field(default_factory=list, description=(
+        "a regulated change (a labelled column dropped, retyped or moved: docs/governance.md) also needs a "
+        "sign-off from one holder of these roles, besides the approvals above; empty: no extra sign-off"))
 
 
 class Window(_Model):
@@ -114,6 +118,8 @@ class Policy(_Model):
         "null: no drift DAG for this environment"))
     retries: int = Field(2, ge=0)
     retry_delay_seconds: float = Field(30, ge=0)
+    residency: list[ResidencyRule] = Field(default_factory=list, description=(
+        "label kinds forbidden in regions or jurisdictions: plan refuses a change touching such data there"))
 
     @property
     def needs_audit(self) -> bool:
@@ -154,6 +160,9 @@ class Region(_Model):
     placeholders: dict[str, str] = Field(default_factory=dict)
     technologies: list[Technology] | None = Field(
         None, description="technologies this region has servers for (default: the environment's)")
+    jurisdictions: list[str] = Field(default_factory=list, description=(
+        "data-protection regimes the region's data falls under (GDPR, POPIA …): the compliance report's "
+        "regulations, and what residency rules may name"))
     queue: str | None = Field(
         None, pattern=r"^[A-Za-z0-9_.:-]{1,100}$",
         description="the Celery (or Kubernetes) queue of the workers that can reach this region's targets; "
@@ -243,7 +252,17 @@ class Domain(_Model):
     rollout: Rollout | None = None
     drift: DriftSpec = DriftSpec()
     notify: Notify = Field(default_factory=Notify, description="this domain's routes besides its owners' e-mail")
+    labels: dict[str, Label] = Field(default_factory=dict, description=(
+        "classification of columns, fields, key patterns and index fields: '<technology>:<object>' → "
+        "{kind, level, retention} (docs/governance.md)"))
     path: str = ""
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, Label]) -> dict[str, Label]:
+        for key in v:
+            check_label_key(key)
+        return v
 
     @field_validator("name")
     @classmethod
