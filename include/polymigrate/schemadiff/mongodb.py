@@ -103,7 +103,7 @@ class CollectionDecl(BaseModel):
         seen: set[str] = set()
         for ix in v:
             name = ix.document()["name"]
-            if name == "_id_":
+            if name == "_id_" or ix.key == {"_id": 1}:
                 raise ValueError("the _id_ index exists on every collection; do not declare it")
             if name in seen:
                 raise ValueError(f"two indexes are named {name!r}; name one of them")
