@@ -63,8 +63,8 @@ def assert_converged(t, domain: Path, alias: str, decl: dict, version: str) -> N
     assert again.empty and not again.refusals, again.files and again.files[0].text
 
 
-def test_declared_alias_from_empty_then_additive_then_reindex(opensearch_target, tmp_path):
-    t = opensearch_target
+def test_declared_alias_from_empty_then_additive_then_reindex(search_target, tmp_path):
+    t = search_target
     alias = t.name("products")
     domain = tmp_path / "shop"
 
@@ -111,8 +111,8 @@ def test_declared_alias_from_empty_then_additive_then_reindex(opensearch_target,
     assert "index.refresh_interval" not in read_alias(t.api, alias)["settings"]  # no longer declared: default
 
 
-def test_removing_a_setting_resets_it_and_removing_a_field_reindexes(opensearch_target, tmp_path):
-    t = opensearch_target
+def test_removing_a_setting_resets_it_and_removing_a_field_reindexes(search_target, tmp_path):
+    t = search_target
     alias = t.name("products")
     domain = tmp_path / "shop"
     v1 = json.loads(json.dumps(PRODUCTS))
@@ -135,8 +135,8 @@ def test_removing_a_setting_resets_it_and_removing_a_field_reindexes(opensearch_
     assert_converged(t, domain, alias, PRODUCTS, "4")
 
 
-def test_a_blue_green_without_catch_up_is_said_in_the_notes_and_by_lint(opensearch_target, tmp_path):
-    t = opensearch_target
+def test_a_blue_green_without_catch_up_is_said_in_the_notes_and_by_lint(search_target, tmp_path):
+    t = search_target
     alias = t.name("products")
     domain = tmp_path / "shop"
     bare = {k: v for k, v in PRODUCTS.items() if k != "blue_green"}
@@ -153,8 +153,8 @@ def test_a_blue_green_without_catch_up_is_said_in_the_notes_and_by_lint(opensear
     assert "es-blue-green-catch-up-unset" in {x.rule for x in lint_file(m, search=t.api).findings}
 
 
-def test_an_index_where_the_alias_should_be_is_refused_by_name(opensearch_target, tmp_path):
-    t = opensearch_target
+def test_an_index_where_the_alias_should_be_is_refused_by_name(search_target, tmp_path):
+    t = search_target
     alias = t.name("products")
     t.api.create_index(alias, {})
     domain = declare(tmp_path / "shop", alias, PRODUCTS)

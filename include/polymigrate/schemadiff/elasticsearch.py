@@ -40,10 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from polymigrate.schemadiff import Generated, GeneratedFile, NamingContext
 from polymigrate.schemadiff import declared as declared_files
 
-# filled in by the server: never part of a declaration
+# filled in by the server (Elasticsearch sets the tier preference itself): never part of a declaration
 INTERNAL_SETTINGS = ("index.creation_date", "index.uuid", "index.version.", "index.provided_name",
                      "index.replication.type", "index.history.uuid", "index.routing.allocation.initial_recovery.",
-                     "index.resize.")
+                     "index.resize.", "index.routing.allocation.include._tier_preference")
 ALWAYS_PRESENT = ("index.number_of_shards", "index.number_of_replicas")
 # settings fixed at creation or only changeable on a closed index (the index modules reference of
 # Elasticsearch and OpenSearch): a new one means a new index
