@@ -29,14 +29,23 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlsplit, urlunsplit
 
-from polymigrate.errors import SpecError
+from polymigrate.errors import Problem, SpecError
 from polymigrate.schemadiff import Generated, GeneratedFile, NamingContext
 
 log = logging.getLogger(__name__)
 
 SCRATCH_ENV = "POLYMIGRATE_SCRATCH_PG"  # the server scratch databases are made on (an admin URL)
+# every generated file waits this long at most for its locks, then fails as transient and is retried,
+# rather than queueing the application's queries behind it
+LOCK_TIMEOUT = "lock_timeout=5s"
 LEDGER_SCHEMA = "polymigrate"  # the adapter's ledger and lock live here: never part of a diff
 _V_FILE = re.compile(r"^V[0-9][0-9._]*__.+\.sql$", re.IGNORECASE)
+
+
+def _error(message: str, *, hint: str | None = None) -> SpecError:
+    """Bad input, as every other verb reports it: where (the text before the first ': '), what, the fix."""
+    where, sep, what = message.partition(": ")
+    return SpecError([Problem(where, what, hint=hint) if sep else Problem("polymigrate diff", message, hint=hint)])
 
 
 def _with_db(url: str, dbname: str) -> str:
@@ -97,7 +106,7 @@ def scratch_server(current: str | Path, given: str | None = None) -> str:
         return _with_db(current, "postgres")
     if os.environ.get("POLYMIGRATE_TEST_PG"):
         return os.environ["POLYMIGRATE_TEST_PG"]
-    raise SpecError(f"no server for scratch databases: {current} is a folder",
+    raise _error(f"no server for scratch databases: {current} is a folder",
                     hint=f"pass --scratch postgresql://user@host/postgres or set {SCRATCH_ENV}")
 
 
@@ -126,7 +135,7 @@ def apply_migrations(url: str, folder: Path, *, domain: str = "diff", schema: st
 
     found, problems = discover_locations(domain, "postgresql", [folder])
     if problems:
-        raise SpecError(f"{folder}: {problems[0]}", hint="fix the migration folder first (polymigrate validate)")
+        raise _error(f"{folder}: {problems[0]}", hint="fix the migration folder first (polymigrate validate)")
     ms = applicable(found)
     if upto is not None:
         versioned = [m for m in ms if m.kind is Kind.VERSIONED][:upto]
@@ -148,7 +157,7 @@ def apply_ddl_folder(url: str, folder: Path, *, schema: str | None = None) -> in
 
     files = sorted(p for p in folder.rglob("*.sql") if p.is_file())
     if not files:
-        raise SpecError(f"{folder}: no .sql files", hint="put the desired DDL (CREATE TABLE …) in .sql files there")
+        raise _error(f"{folder}: no .sql files", hint="put the desired DDL (CREATE TABLE …) in .sql files there")
     with psycopg.connect(url) as conn:
         if schema:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
@@ -157,7 +166,7 @@ def apply_ddl_folder(url: str, folder: Path, *, schema: str | None = None) -> in
             try:
                 conn.execute(path.read_text(encoding="utf-8"))  # no parameters: sent as a simple query
             except psycopg.Error as exc:
-                raise SpecError(f"{path}: {exc.diag.message_primary or exc}",
+                raise _error(f"{path}: {exc.diag.message_primary or exc}",
                                 hint="the declarative schema must be plain DDL PostgreSQL accepts") from None
     return len(files)
 
@@ -183,7 +192,7 @@ def load_state(source: str | Path, scratch: Scratch, *, domain: str = "diff", sc
         return str(source)
     folder = Path(source)
     if not folder.is_dir():
-        raise SpecError(f"{folder}: not a folder nor a postgresql:// URL",
+        raise _error(f"{folder}: not a folder nor a postgresql:// URL",
                         hint="give a target URL, a domain's migrations folder or a declarative schema/ folder")
     url = scratch.create()
     if migrations_folder(folder):
@@ -318,7 +327,9 @@ def layout(statements: list[str], existing_tables: set[str]) -> Layout:
     concurrent_indexes: set[str] = set()
     for p in parsed:
         if p.node == "IndexStmt" and p.table in existing_tables and _CREATE_INDEX.match(p.text):
-            out.concurrent.append(_CREATE_INDEX.sub(lambda m: f"CREATE {m.group(1) or ''}INDEX CONCURRENTLY ",
+            # IF NOT EXISTS: a retry after a failure mid-file skips what was built (the adapter first
+            # drops an INVALID index left by an interrupted build)
+            out.concurrent.append(_CREATE_INDEX.sub(lambda m: f"CREATE {m.group(1) or ''}INDEX CONCURRENTLY IF NOT EXISTS ",
                                                     p.text, count=1))
             concurrent_indexes.add(p.index_name)
         elif p.uses_index and p.uses_index in concurrent_indexes:
@@ -363,7 +374,7 @@ def render(lay: Layout, naming: NamingContext, *, source: str) -> list[Generated
     files = []
     desc = _slug(naming.description)
     for version, (suffix, directives, stmts) in zip(_versions(naming.next_version, len(parts)), parts):
-        head = [f"-- polymigrate: {', '.join(directives)}"] if directives else []
+        head = [f"-- polymigrate: {', '.join(directives + [LOCK_TIMEOUT])}"]
         head.append(f"-- generated by polymigrate diff from {source}; review before committing")
         name = f"V{version}__{desc}{'_' + suffix if suffix else ''}.sql"
         files.append(GeneratedFile(name=name, text="\n".join(head) + "\n\n" + "\n\n".join(s.rstrip(";") + ";" for s in stmts) + "\n"))
@@ -397,6 +408,28 @@ def widens(old: str, new: str) -> bool:
             return y[1] >= x[1] and y[0] - y[1] >= x[0] - x[1]
         return all(q >= p for p, q in zip(x, y))
     return (a["base"], b["base"]) in _WIDER and b["args"] is None
+
+
+def rewrites(old: str, new: str) -> bool:
+    """Does ALTER COLUMN … TYPE from ``old`` to ``new`` rewrite the table (and its indexes) under
+    ACCESS EXCLUSIVE? Only a longer or unlimited varchar, varchar → text and a numeric keeping its
+    scale with more precision are catalog-only changes."""
+    if old == new:
+        return False
+    a, b = _TYPE.match(old), _TYPE.match(new)
+    if not (a and b) or a["array"] != b["array"]:
+        return True
+    if (a["base"], b["base"]) == ("character varying", "text"):
+        return False
+    if a["base"] != b["base"] or a["base"] not in ("character varying", "numeric", "bit varying"):
+        return True
+    if b["args"] is None:
+        return False
+    if a["args"] is None:
+        return True
+    x = [int(v) for v in a["args"].split(",")]
+    y = [int(v) for v in b["args"].split(",")]
+    return y[0] < x[0] or x[1:] != y[1:]
 
 
 def _columns(cat: dict) -> dict[str, str]:
@@ -454,8 +487,8 @@ def undo_file(v_name: str, v_text: str, before_url: str, scratch: Scratch) -> tu
     dropped = [s for s in back if _classify(s).drops]
     if dropped:
         notes = (f"{u_name} drops {len(dropped)} object(s) {v_name} created; what was written to them since is lost",)
-    header = (f"-- undo of {v_name}, generated by polymigrate undo-gen: applied to a scratch copy of the state "
-              "before it, then diffed back")
+    header = (f"-- polymigrate: {LOCK_TIMEOUT}\n-- undo of {v_name}, generated by polymigrate undo-gen: applied to a "
+              "scratch copy of the state before it, then diffed back")
     # an undo runs as one transaction: indexes are dropped plainly, not CONCURRENTLY
     body = "\n\n".join(s.rstrip(";") + ";" for s in back) if back else "SELECT 1; -- the file changed no schema"
     return GeneratedFile(name=u_name, text=f"{header}\n\n{body}\n", kind="undo", notes=notes), []
@@ -490,8 +523,15 @@ def generate(current: str | Path, desired: str | Path, *, naming: NamingContext,
             statements = diff_statements(cur, des)
             if not statements:
                 return out
-            existing = {f"{s}.{t}" for s, snap in catalog(cur).items() for t in snap["tables"]}
+            cur_cat = catalog(cur)
+            existing = {f"{s}.{t}" for s, snap in cur_cat.items() for t in snap["tables"]}
             lay = layout(statements, existing)
+            before, after = _columns(cur_cat), _columns(catalog(des))
+            for col in sorted(set(before) & set(after)):
+                if rewrites(before[col], after[col]):
+                    lay.notes.append(f"column {col}: {before[col]} → {after[col]} rewrites the table and its indexes "
+                                     "under ACCESS EXCLUSIVE (lint: changing-column-type); on a large table prefer a "
+                                     "new column, a batched backfill, then a contract")
             source = desired if is_url(desired) else Path(desired).name
             files = render(lay, naming, source=str(source) if not is_url(desired) else "a target database")
             if files:
