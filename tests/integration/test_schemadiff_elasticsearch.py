@@ -176,3 +176,22 @@ def test_declared_files_are_checked_with_file_and_line(tmp_path):
     assert "products.yaml:3: blue_green:" in text and "catch_up" in text
     assert "Bad.yaml" in text and "upper-case" in text
     assert AliasDecl.model_validate({"alias": "ok"}).blue_green == {}
+
+
+def test_polymigrate_diff_prints_the_blue_green_with_its_reasons_and_lint(search_target, tmp_path):
+    from typer.testing import CliRunner
+
+    from polymigrate.cli import app
+
+    t = search_target
+    alias = t.name("products")
+    domain = tmp_path / "shop"
+    declare(domain, alias, PRODUCTS)
+    step(t, domain, "1", "products")
+    changed = json.loads(json.dumps(PRODUCTS))
+    changed["mappings"]["properties"]["sku"] = {"type": "text"}
+    declare(domain, alias, changed)
+    out = CliRunner().invoke(app, ["diff", "--current", t.url, "--desired", str(domain), "--description", "sku text"])
+    assert out.exit_code == 0, out.output
+    assert "-- ===== 1-sku-text.json" in out.output and '"blue_green"' in out.output
+    assert "sku:typekeyword→text" in "".join(out.output.split())  # rich wraps long lines

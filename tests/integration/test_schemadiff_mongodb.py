@@ -186,3 +186,27 @@ def test_validator_changes_become_coll_mod_on_a_real_mongodb(mongo_url, real_mon
     want = read_declared(domain)
     assert live(mongo_url, want) == want
     assert generate(mongo_url, domain, naming=NamingContext(migrations, "3", "again")).empty
+
+
+def test_polymigrate_diff_writes_the_next_file_in_the_domains_folder_and_lints_it(mongo_url, tmp_path):
+    migrations = tmp_path / "shop" / "mongodb"
+    migrations.mkdir(parents=True)
+    (migrations / "1-posts.json").write_text(json.dumps(OLD))
+    migrate(mongo_url, migrations, "migrate")
+    domain = declare(tmp_path / "shop", {"posts.yaml": POSTS})
+    runner = CliRunner()
+    args = ["diff", "--current", mongo_url, "--desired", str(domain), "--write", str(migrations),
+            "--description", "posts by kind"]
+
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0, out.output
+    said = "".join(out.output.split())  # rich wraps long lines
+    assert (migrations / "2-posts-by-kind.json").is_file() and "wrote" in said
+    assert "posts.author_recent:changed" in said and "mongodb-drop-index" in said
+    migrate(mongo_url, migrations, "migrate")
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "no difference: nothing to generate" in again.output
+    assert sorted(p.name for p in migrations.glob("*.json")) == ["1-posts.json", "2-posts-by-kind.json"]
+
+    bad = runner.invoke(app, ["diff", "--current", mongo_url.rsplit("/", 1)[0], "--desired", str(domain)])
+    assert bad.exit_code == 1 and "names no database" in " ".join(bad.output.split())

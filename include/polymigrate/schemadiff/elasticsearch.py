@@ -295,18 +295,24 @@ def generate(current: str, desired: str | Path, *, naming: NamingContext) -> Gen
     """The step file that takes the aliases at ``current`` (an http(s)/opensearch/elasticsearch URL,
     as the CLI's ``--url`` takes it) to the declared folder ``desired`` (the domain's,
     its ``elasticsearch/`` or ``elasticsearch/schema/``). Empty when they already agree."""
-    from polymigrate.adapters.elasticsearch.api import SearchApi
+    from polymigrate.adapters.elasticsearch.api import SearchApi, SearchError
     from polymigrate.adapters.elasticsearch.bluegreen import next_number
+    from polymigrate.adapters.elasticsearch.steps import classify
+    from polymigrate.connections import redact
+    from polymigrate.errors import Problem, SpecError
 
     if isinstance(desired, str) and "://" in desired:
-        raise ValueError("for Elasticsearch/OpenSearch the desired state is a declared folder "
-                         "(<domain>/elasticsearch/schema/<alias>.yaml), not a URL")
+        raise SpecError([Problem(redact(desired), "is a URL; for Elasticsearch/OpenSearch the desired state is a "
+                                 "declared folder", hint="pass the domain's folder, with elasticsearch/schema/<alias>.yaml")])
     folder = declared_files.schema_folder(desired, "elasticsearch")
     decls = declared_files.load(folder, AliasDecl, "alias")
     steps: list[dict] = []
     notes: list[str] = []
     refusals: list[str] = []
-    api = SearchApi.from_url(current)
+    try:
+        api = SearchApi.from_url(current)
+    except SearchError as exc:
+        raise classify(exc)(f"reading {redact(current)}: {exc}") from exc
     try:
         for alias in sorted(decls):
             decl, path = decls[alias]
@@ -317,6 +323,8 @@ def generate(current: str, desired: str | Path, *, naming: NamingContext) -> Gen
             steps += s
             notes += n
             refusals += [f"{path}: {x}" for x in r]
+    except SearchError as exc:
+        raise classify(exc)(f"reading {redact(current)}: {exc}") from exc
     finally:
         api.close()
     out = Generated(refusals=refusals)

@@ -292,13 +292,15 @@ def _database(url: str) -> tuple[Any, Any]:
     import pymongo
 
     from polymigrate.connections import redact
+    from polymigrate.errors import Problem, SpecError
 
     client = pymongo.MongoClient(url, serverSelectionTimeoutMS=10_000)
     try:
         db = client.get_default_database()
     except pymongo.errors.ConfigurationError:
         client.close()
-        raise ValueError(f"{redact(url)} names no database: add it to the URL (mongodb://host/DATABASE)") from None
+        raise SpecError([Problem(redact(url), "names no database",
+                                 hint="add the database to the URL: mongodb://host:27017/DATABASE")]) from None
     return client, db
 
 
@@ -306,22 +308,31 @@ def generate(current: str, desired: str | Path, *, naming: NamingContext) -> Gen
     """The command file that takes the database at ``current`` (a mongodb:// URL with its database)
     to ``desired`` (a declared folder: the domain's, its ``mongodb/`` or ``mongodb/schema/``; or
     another database's URL). Empty when they already agree."""
-    from polymigrate.adapters.mongodb.server import server_info
+    import pymongo
 
-    if isinstance(desired, str) and re.match(r"mongodb(\+srv)?://", desired):
-        other, other_db = _database(desired)
-        try:
-            want = read_live(other_db)
-        finally:
-            other.close()
-    else:
-        want = read_declared(desired)
-    client, db = _database(current)
+    from polymigrate.adapters.mongodb.server import classify, server_info
+    from polymigrate.connections import redact
+
+    url = current
     try:
-        server = server_info(client)
-        have = read_live(db, list(want))
-    finally:
-        client.close()
+        if isinstance(desired, str) and re.match(r"mongodb(\+srv)?://", desired):
+            url = desired
+            other, other_db = _database(desired)
+            try:
+                want = read_live(other_db)
+            finally:
+                other.close()
+        else:
+            want = read_declared(desired)
+        url = current
+        client, db = _database(current)
+        try:
+            server = server_info(client)
+            have = read_live(db, list(want))
+        finally:
+            client.close()
+    except pymongo.errors.PyMongoError as exc:
+        raise classify(exc, what=f"reading {redact(url)}") from exc
     commands, down, notes, refusals = plan(have, want, server)
     out = Generated(refusals=refusals)
     if commands:
