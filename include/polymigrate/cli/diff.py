@@ -73,7 +73,7 @@ def diff_command(
             env, sep, region = from_drift.partition("/")
             if not (sep and env and region and domain):
                 raise typer.BadParameter("use --from-drift ENV/REGION -d DOMAIN")
-            outcome = cmd.from_drift(specs, env, region, domain, write_it=write_to is not None, scratch=scratch)
+            outcome = cmd.from_drift(specs, env, region, domain, write_to=write_to, scratch=scratch)
         else:
             if not (current and desired):
                 raise typer.BadParameter("give --current URL|DIR and --desired URL|DIR (or --from-drift ENV/REGION)")

@@ -10,6 +10,7 @@ their rule names, so nothing generated reaches an approver unseen.
 from __future__ import annotations
 
 import importlib
+import re
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -150,7 +151,7 @@ def undo_gen(v_file: Path, *, scratch: str | None = None, schema: str | None = N
     return out
 
 
-def from_drift(specs: Path, environment: str, region: str, domain: str, *, write_it: bool = True,
+def from_drift(specs: Path, environment: str, region: str, domain: str, *, write_to: Path | None = None,
                scratch: str | None = None, audit_url: str | None = None) -> Outcome:
     """What the latest drift report found on ENV/REGION's PostgreSQL target, as the domain's next
     versioned file: the target's applied migrations on a scratch database → the live target."""
@@ -216,15 +217,32 @@ def from_drift(specs: Path, environment: str, region: str, domain: str, *, write
         generated = pg.generate(base, target, naming=naming, scratch_url=s.admin_url, domain=domain,
                                 schema=cfg.schema_)
     header = "".join(f"-- drift {d}\n" for d in diffs[:20])
-    generated.files = [GeneratedFile(f.name, _after_directives(f.text, header) if f.kind == "versioned" else f.text,
-                                     f.kind, f.notes) for f in generated.files]
+    generated.files = [GeneratedFile(f.name, _after_directives(rerunnable(f.text), header) if f.kind == "versioned"
+                                     else f.text, f.kind, f.notes) for f in generated.files]
     out.generated = generated
     out.notes.append(f"{len(diffs)} difference(s) reported at {report.at.isoformat()[:16]} on {environment}/{region}; "
                      f"the scratch database holds the {upto} version(s) the target's ledger lists as applied")
     out.findings = lint_generated(generated.files, "postgresql", domain)
-    if write_it and generated.files:
-        out.written = write(generated.files, folder)
+    if write_to is not None and generated.files:
+        out.written = write(generated.files, write_to)
     return out
+
+
+_RERUNNABLE = [
+    (re.compile(r"(?im)\b(add\s+column)\s+(?!if\s+not\s+exists)"), r"\1 if not exists "),
+    (re.compile(r"(?im)\b(drop\s+column)\s+(?!if\s+exists)"), r"\1 if exists "),
+    (re.compile(r"(?im)^(create\s+table)\s+(?!if\s+not\s+exists)"), r"\1 if not exists "),
+    (re.compile(r"(?im)^(create\s+(?:unique\s+)?index(?:\s+concurrently)?)\s+(?!if\s+not\s+exists|concurrently)"),
+     r"\1 if not exists "),
+]
+
+
+def rerunnable(text: str) -> str:
+    """A captured hand change is already on the drifted target: its file must run there as a no-op
+    (and for real everywhere else), so additions say IF NOT EXISTS and column drops IF EXISTS."""
+    for pattern, repl in _RERUNNABLE:
+        text = pattern.sub(repl, text)
+    return text
 
 
 def _after_directives(text: str, extra: str) -> str:
