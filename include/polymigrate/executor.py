@@ -29,6 +29,7 @@ class RunResult:
     dry_run: bool = False
     current_version: str | None = None
     lock_wait_ms: int = 0  # from asking for the target's migration lock to holding it
+    details: dict = field(default_factory=dict)  # script -> what its adapter reported (rows, keys, calls): for metrics
 
     def to_dict(self) -> dict:
         return {"target": self.target, "technology": self.technology, "applied": self.applied,
@@ -152,6 +153,7 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
                              details=details))
             result.applied.append({"version": info.version, "script": info.script,
                                    "ms": applied.execution_time_ms, "action": action})
+            result.details[info.script] = details
         result.current_version = current_version(reconcile(migrations, adapter.read_ledger())) if not dry_run \
             else current_version(infos)
     return result

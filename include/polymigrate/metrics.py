@@ -24,6 +24,9 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
                                                           "final")),
     "polymigrate.task.retried": ("counter", "tries", ("domain", "environment", "region", "technology", "step")),
     "polymigrate.lock.wait": ("timer", "ms", ("domain", "environment", "region", "technology")),
+    "polymigrate.migration.throughput": ("gauge", "items/s", ("domain", "environment", "region", "technology", "phase",
+                                                               "operation")),
+    "polymigrate.redis.longest_call": ("timer", "ms", ("domain", "environment", "region", "phase")),
     "polymigrate.verify.outcome": ("counter", "regions", ("domain", "environment", "region", "outcome")),
     "polymigrate.verify.failed_checks": ("gauge", "checks", ("domain", "environment", "region")),
     "polymigrate.drift.differences": ("gauge", "differences", ("domain", "environment")),
@@ -48,9 +51,11 @@ def _metric(name: str, value: float, **tags: Any) -> Metric:
 
 
 def migrated(domain: str, environment: str, region: str, technology: str, phase: str | None,
-             applied: list[dict[str, Any]], lock_wait_ms: int | None, *, dry_run: bool = False) -> list[Metric]:
-    """An execute task that succeeded: each applied file's duration and count, and the lock wait.
-    A dry run applied nothing and measures nothing."""
+             applied: list[dict[str, Any]], lock_wait_ms: int | None, *, dry_run: bool = False,
+             details: dict[str, dict[str, Any]] | None = None) -> list[Metric]:
+    """An execute task that succeeded: each applied file's duration and count, and the lock wait;
+    with the adapters' ``details`` (script -> ``Applied.details``) the throughput of the files that
+    move data in batches and the longest Redis script call. A dry run applied nothing and measures nothing."""
     if dry_run:
         return []
     where = {"domain": domain, "environment": environment, "region": region, "technology": technology}
@@ -58,7 +63,32 @@ def migrated(domain: str, environment: str, region: str, technology: str, phase:
     for a in applied:
         out.append(_metric("polymigrate.migration.duration", a.get("ms") or 0, **where, phase=phase or NO_PHASE))
         out.append(_metric("polymigrate.migration.applied", 1, **where, phase=phase or NO_PHASE))
+        d = (details or {}).get(a.get("script")) or {}
+        for operation, items, ms in throughput(technology, d, a.get("ms") or 0):
+            out.append(_metric("polymigrate.migration.throughput", round(items * 1000 / ms, 1), **where,
+                               phase=phase or NO_PHASE, operation=operation))
+        if technology == "redis" and d.get("longest_call_ms") is not None:
+            out.append(_metric("polymigrate.redis.longest_call", d["longest_call_ms"], domain=domain,
+                               environment=environment, region=region, phase=phase or NO_PHASE))
     return out
+
+
+def throughput(technology: str, details: dict[str, Any], ms: int) -> list[tuple[str, int, int]]:
+    """(operation, items, ms) of a file that moved data: a PostgreSQL backfill's rows changed, a
+    MongoDB transform's documents, an Elasticsearch reindex's documents (over the server's own time
+    of its tasks), a batched Redis script's keys. Nothing for a file that moved nothing measurable."""
+    if technology == "postgresql" and isinstance(details.get("backfill"), dict):
+        rows, took = int(details["backfill"].get("rows_changed") or 0), ms
+        return [("backfill", rows, took)] if rows and took else []
+    if technology == "mongodb" and details.get("transforms"):
+        docs = sum(int(t.get("processed") or 0) for t in details["transforms"].values())
+        return [("transform", docs, ms)] if docs and ms else []
+    if technology == "elasticsearch" and isinstance(details.get("reindexed"), dict):
+        docs, took = int(details["reindexed"].get("documents") or 0), int(details["reindexed"].get("ms") or 0)
+        return [("reindex", docs, took)] if docs and took else []
+    if technology == "redis" and int(details.get("processed") or 0) and ms:
+        return [("batched_script", int(details["processed"]), ms)]
+    return []
 
 
 def failed(domain: str, environment: str, region: str | None, technology: str | None, step: str,

@@ -93,7 +93,8 @@ def migrated(op: Any, result: Any) -> None:
 
     domain, env, region, tech = _names(op)
     emit(metrics.migrated(domain, env, region, tech, getattr(op, "phase", None), list(result.applied),
-                          getattr(result, "lock_wait_ms", 0), dry_run=bool(result.dry_run)), op.log)
+                          getattr(result, "lock_wait_ms", 0), dry_run=bool(result.dry_run),
+                          details=getattr(result, "details", None)), op.log)
 
 
 def verified(op: Any, context: Any, result: dict[str, Any]) -> dict[str, Any]:

@@ -46,3 +46,21 @@ def test_docs_list_every_metric_with_its_tags():
         row = next((line for line in text.splitlines() if line.startswith(f"| `{name}` |")), None)
         assert row is not None, f"{name} is not documented in docs/observability.md"
         assert kind in row and all(f"`{t}`" in row for t in tags), row
+
+
+def test_files_that_move_data_report_their_throughput_and_redis_its_longest_call():
+    def of(technology, details, ms=2000):
+        return [(m.name, m.value, m.tags.get("operation")) for m in
+                metrics.migrated("s", "p", "eu", technology, None, [{"script": "f", "ms": ms}], 0, details={"f": details})
+                if m.name in ("polymigrate.migration.throughput", "polymigrate.redis.longest_call")]
+
+    assert of("postgresql", {"backfill": {"rows_changed": 5000}}) == [("polymigrate.migration.throughput", 2500.0, "backfill")]
+    assert of("mongodb", {"transforms": {"a": {"processed": 300}, "b": {"processed": 100}}}) == [
+        ("polymigrate.migration.throughput", 200.0, "transform")]
+    # a reindex's rate is over the server's own task time, not the file's (which waits on polls)
+    assert of("elasticsearch", {"reindexed": {"documents": 1000, "ms": 500}}) == [
+        ("polymigrate.migration.throughput", 2000.0, "reindex")]
+    assert of("redis", {"processed": 40, "batches": 2, "longest_call_ms": 7}) == [
+        ("polymigrate.migration.throughput", 20.0, "batched_script"), ("polymigrate.redis.longest_call", 7, None)]
+    assert of("postgresql", {"transactional": True}) == []  # DDL moves no data: no throughput
+    assert of("elasticsearch", {"steps": 1, "reindexed": {"documents": 0, "ms": 0}}) == []

@@ -68,6 +68,7 @@ class ElasticsearchAdapter(Adapter):
             raise classify(exc)(f"search target {client_where(client)} did not answer GET /: {exc}",
                                 hint="check the connection's host, port and credentials") from exc
         self.index_prefix = getattr(settings, "index_prefix", None) or ""
+        self._reindexed = [0, 0]
         self.ledger = Ledger(self.api, ledger_index(domain, getattr(settings, "ledger", None)))
         self.lease_ms = lease_ms
         self.poll_seconds = poll_seconds
@@ -155,6 +156,7 @@ class ElasticsearchAdapter(Adapter):
             raise PermanentError(f"not a valid elasticsearch migration: {exc}", file=migration.path, line=exc.line,
                                  hint="see docs/elasticsearch.md for the step format") from None
         started = time.monotonic()
+        self._reindexed = [0, 0]  # documents and server ms of this file's reindex tasks (this try's)
         try:
             if resume is not None:
                 entry, new = resume, False
@@ -189,7 +191,8 @@ class ElasticsearchAdapter(Adapter):
                                 file=migration.path) from exc
         switches = progress.get("switches") or []
         return Applied(entry.execution_time, statements=len(spec.steps),
-                       details={"steps": len(spec.steps),
+                       details={"steps": len(spec.steps), "reindexed": {"documents": self._reindexed[0],
+                                                                        "ms": self._reindexed[1]},
                                 **({"switched": [f"{s['alias']}: {s['from']} → {s['to']}" for s in switches]}
                                    if switches else {})})
 
@@ -199,7 +202,8 @@ class ElasticsearchAdapter(Adapter):
         sctx = StepContext(api=self.api, fence=self._fence, checkpoint=lambda: self._write(entry, what=label, checkpoint=True),
                            lease_lost=lambda: bool(self._lease() and self._lease().lost),  # type: ignore[union-attr]
                            state=progress["step_state"], resuming=resuming, label=label, batch_size=self.batch_size,
-                           poll_seconds=self.poll_seconds, log_every_seconds=self.log_every_seconds)
+                           poll_seconds=self.poll_seconds, log_every_seconds=self.log_every_seconds,
+                           reindexed=self._reindexed)
         try:
             if step.kind == "blue_green":
                 progress.setdefault("switches", []).append(BlueGreen(sctx, step.args).run())  # type: ignore[arg-type]

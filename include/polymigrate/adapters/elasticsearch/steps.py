@@ -49,6 +49,7 @@ class StepContext:
     poll_seconds: float = 2.0
     log_every_seconds: float = 10.0
     notes: list[str] = field(default_factory=list)
+    reindexed: list[int] = field(default_factory=lambda: [0, 0])  # [documents, server ms] of the tasks it watched: metrics
 
 
 # --- templates ------------------------------------------------------------------------------------
@@ -218,6 +219,8 @@ def watch_task(ctx: StepContext, task_id: str, what: str) -> dict:
                 raise TaskLost(f"task {task_id} was cancelled ({resp['canceled']})")
             done, total = task_progress(resp)
             log.info("%s: %s done: %s documents in %s", ctx.label, what, f"{done:,}", _clock(resp.get("took", 0) / 1000))
+            ctx.reindexed[0] += done
+            ctx.reindexed[1] += int(resp.get("took") or 0)
             return resp
         status = (t.get("task") or {}).get("status") or {}
         done, total = task_progress(status)

@@ -81,6 +81,7 @@ class RedisAdapter(Adapter):
         self.cluster = isinstance(client, RedisCluster)
         self.namespace = (getattr(settings, "ledger", None) or f"polymigrate:{{{domain}}}").rstrip(":")
         self.key_prefix = getattr(settings, "key_prefix", None) or ""
+        self._longest_call_ms = 0
         if _GLOB.search(self.key_prefix):
             raise PermanentError(f"redis key_prefix {self.key_prefix!r} of domain {domain} contains a glob character",
                                  hint="use a plain prefix such as 'social:'; scripts use it in SCAN MATCH patterns")
@@ -219,6 +220,7 @@ class RedisAdapter(Adapter):
         except rexc.RedisError as exc:
             raise classify(exc, migration, body) from exc
         self._called = False
+        self._longest_call_ms = 0
         try:
             self._run(migration, body, keys, entry, batch, pause)
         except Exception as exc:
@@ -236,7 +238,8 @@ class RedisAdapter(Adapter):
             # The work is done (progress says so); a retry finds done=true and only records success.
             raise classify(exc, migration, body) from exc
         return Applied(entry.execution_time, statements=int(entry.progress.get("batches", 1)),
-                       details={k: entry.progress.get(k) for k in ("processed", "batches")})
+                       details={**{k: entry.progress.get(k) for k in ("processed", "batches")},
+                                "longest_call_ms": self._longest_call_ms})
 
     def _next_rank(self) -> int:
         ranks = [int(text(k)) for k in self.client.hkeys(self.ledger_key)]
@@ -272,11 +275,14 @@ class RedisAdapter(Adapter):
                     raise TransientError("the migration lock lease was lost (renewal failed); stopping before "
                                          "the next batch", file=migration.path, hint="retry; the run resumes")
                 self._called = True
+                called = time.monotonic()
                 try:
                     raw = self._evalsha(sha, keys, [cursor, batch, self.key_prefix], shard)
                 except rexc.NoScriptError:  # the server restarted or flushed its script cache
                     sha = self._load(script, shard)
                     continue
+                # one call blocks every other client of the server for as long as it runs
+                self._longest_call_ms = max(self._longest_call_ms, int((time.monotonic() - called) * 1000))
                 reply = parse_reply(raw)
                 cursor = reply.cursor
                 if not atomic:
