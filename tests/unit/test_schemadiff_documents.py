@@ -173,3 +173,23 @@ def test_elasticsearch_flat_settings_read_every_way_they_are_written():
                              "index.codec": "best_compression"}) == {
         "index.refresh_interval": "5s", "index.blocks.write": "true", "index.number_of_replicas": "0",
         "index.codec": "best_compression"}
+
+
+def test_a_text_index_as_listindexes_shows_it_equals_its_declaration(tmp_path):
+    # what MongoDB 7 answers for createIndex({category: 1, title: "text", body: "text"}, {weights: {title: 5}})
+    live = mongo.normal_index({"v": 2, "key": {"category": 1, "_fts": "text", "_ftsx": 1}, "name": "search",
+                               "weights": {"body": 1, "title": 5}, "default_language": "english",
+                               "language_override": "language", "textIndexVersion": 3})
+    root = _declare(tmp_path, "mongodb", {"posts.yaml": "indexes:\n  - name: search\n    key: {category: 1, title: text, "
+                                                        "body: text}\n    weights: {body: 1, title: 5}\n"})
+    assert mongo.same_index(live, mongo.read_declared(root)["posts"]["indexes"]["search"])
+    plain = mongo.normal_index({"v": 2, "key": {"_fts": "text", "_ftsx": 1}, "name": "t", "weights": {"title": 1},
+                                "default_language": "english", "language_override": "language"})
+    assert plain == {"name": "t", "key": {"title": "text"}}
+
+
+def test_a_pre_7_type_level_in_a_declared_mapping_is_read_through():
+    decl = es.AliasDecl(alias="p", settings={"refresh_interval": "1s"},
+                        mappings={"_doc": {**BASE, "properties": {**BASE["properties"], "barcode": {"type": "keyword"}}}})
+    steps, _, _ = es.plan("p", LIVE, decl)
+    assert steps == [{"put_mapping": {"index": "p", "body": {"properties": {"barcode": {"type": "keyword"}}}}}]

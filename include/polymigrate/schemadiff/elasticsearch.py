@@ -226,12 +226,15 @@ def plan(alias: str, live: dict, decl: AliasDecl) -> tuple[list[dict], list[str]
                 [f"{alias}: created as {index} behind the new alias"], [])
     reindex: list[str] = []
     notes: list[str] = []
+    from polymigrate.adapters.elasticsearch.steps import unwrap_mapping
+
+    declared_props = unwrap_mapping(decl.mappings).get("properties") or {}  # a pre-7 type level dropped
     want_m, have_m = normal_mapping(decl.mappings), live["mappings"]
     put: dict[str, Any] = {}
     for key in sorted((set(want_m) | set(have_m)) - {"properties"}):
         if want_m.get(key) != have_m.get(key):
             if key in UPDATABLE_TOP and key in want_m:
-                put[key] = decl.mappings.get(key, want_m[key]) if key != "_meta" else want_m[key]
+                put[key] = unwrap_mapping(decl.mappings).get(key, want_m[key]) if key != "_meta" else want_m[key]
             else:
                 reindex.append(f"mapping {key}: {have_m.get(key)!r} → {want_m.get(key)!r}")
     props: dict[str, Any] = {}
@@ -240,13 +243,13 @@ def plan(alias: str, live: dict, decl: AliasDecl) -> tuple[list[dict], list[str]
         reindex.append(f"{name}: removed (a field cannot be removed from an index)")
     for name, spec in want_p.items():
         if name not in have_p:
-            props[name] = (decl.mappings.get("properties") or {})[name]
+            props[name] = declared_props[name]
         elif spec != have_p[name]:
             why = _field_changes(name, have_p[name], spec)
             if why:
                 reindex += why
             else:
-                props[name] = (decl.mappings.get("properties") or {})[name]
+                props[name] = declared_props[name]
     want_s = flat_settings(decl.settings)
     have_s = live["settings"]
     dynamic: dict[str, Any] = {}

@@ -38,12 +38,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from polymigrate.schemadiff import Generated, GeneratedFile, NamingContext
 from polymigrate.schemadiff import declared as declared_files
 
-# options an index can be declared with; the rest of listIndexes' answer (v, ns, background) is not
-# part of what the index is
+# options an index can be declared with; the rest of listIndexes' answer (v, ns, background, the
+# text and 2dsphere format versions the server picks) is not part of what the index is
 INDEX_OPTIONS = ("unique", "sparse", "partialFilterExpression", "expireAfterSeconds", "collation", "hidden",
-                 "weights", "default_language", "language_override", "textIndexVersion", "2dsphereIndexVersion",
-                 "wildcardProjection", "bits", "min", "max")
+                 "weights", "default_language", "language_override", "wildcardProjection", "bits", "min", "max")
 _FALSE_DEFAULTS = ("unique", "sparse", "hidden")  # false is the same as absent
+# a text index as listIndexes shows it: what MongoDB fills in when the declaration says nothing
+_TEXT_DEFAULTS = {"default_language": "english", "language_override": "language"}
 LEDGER_PREFIX = "polymigrate_"  # the adapter's ledger and lock collections, never part of a schema
 
 
@@ -62,7 +63,6 @@ class IndexDecl(BaseModel):
     default_language: str | None = None
     language_override: str | None = None
     wildcardProjection: dict[str, Any] | None = None
-    geo_version: int | None = Field(None, alias="2dsphereIndexVersion")
 
     @field_validator("key")
     @classmethod
@@ -132,12 +132,35 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _text_key(key: dict[str, Any], weights: dict[str, Any]) -> dict[str, Any]:
+    """listIndexes shows a text index's fields as ``_fts``/``_ftsx`` plus ``weights``; the key as
+    declared has ``field: "text"`` where ``_fts`` stands (weights in the server's order)."""
+    out: dict[str, Any] = {}
+    for field, kind in key.items():
+        if field == "_fts":
+            out.update({w: "text" for w in weights})
+        elif field != "_ftsx":
+            out[field] = kind
+    return out
+
+
 def normal_index(doc: dict[str, Any]) -> dict[str, Any]:
-    out = {"name": doc["name"], "key": _plain(dict(doc["key"]))}
+    key = _plain(dict(doc["key"]))
+    text = "_fts" in key or "text" in key.values()
+    if "_fts" in key:
+        key = _text_key(key, doc.get("weights") or {})
+    if text:  # the text fields of one index are one _fts entry: their order means nothing
+        items = list(key.items())
+        texts = [i for i, (_, kind) in enumerate(items) if kind == "text"]
+        key = dict(items[:texts[0]] + sorted(items[texts[0]:texts[-1] + 1]) + items[texts[-1] + 1:])
+    out = {"name": doc["name"], "key": key}
     for option in INDEX_OPTIONS:
         value = doc.get(option)
         if value is None or (option in _FALSE_DEFAULTS and value is False):
             continue
+        if text and (_TEXT_DEFAULTS.get(option) == value or
+                     (option == "weights" and all(w == 1 for w in value.values()))):
+            continue  # the server's defaults, written out by listIndexes
         out[option] = _plain(value)
     return out
 
