@@ -113,6 +113,7 @@ class PolymigrateMixin:
         record_failure(getattr(self, "_run", None), error, retryable=retryable, region=getattr(self, "region", None),
                        technology=getattr(self, "technology", None), root=self.specs_root, domain=self.domain,
                        environment=self.environment, who=who(context), audit=audit_conninfo, log=self.log)
+        self.failure_recorded = True  # the failure callbacks (callbacks.py) then record nothing more
         observability.failure(self, context, error, retryable=retryable, who=who(context))  # told on the final try
 
     @staticmethod

@@ -18,6 +18,7 @@ from airflow.sdk.definitions.param import ParamsDict
 
 from polymigrate.blueprint import DagBlueprint, compile_drift, compile_project
 from polymigrate.spec.loader import load_project
+from polymigrate_airflow import callbacks
 from polymigrate_airflow.timetables import timetable_for
 
 
@@ -40,6 +41,10 @@ def _default_args(bp: DagBlueprint) -> dict:
     delay = args.pop("retry_delay_seconds", None)
     if delay is not None:
         args["retry_delay"] = timedelta(seconds=delay)
+    # a try whose worker was killed outright is failed by the scheduler, never by the operator: these
+    # callbacks (run then by the DAG processor) put it on record as the operator would have
+    args.setdefault("on_failure_callback", callbacks.on_failure)
+    args.setdefault("on_retry_callback", callbacks.on_retry)
     return args
 
 

@@ -108,7 +108,7 @@ def test_the_production_bypass_is_refused_and_on_record(world):
     assert "refused by policy" in out.stderr and "destructive changes are not allowed in production" in out.stderr
     assert world.ledger("p1") == []  # nothing ran
     events = world.events("production")
-    assert [e.kind for e in events] == ["triggered", "validated", "refused"]
+    assert [e.kind for e in events] == ["triggered", "validated", "refused", "task_failed"]  # the run failed, on record
     assert events[0].actor == default_actor() and events[0].details["origin"] == "cli"
     assert events[0].details["verb"] == "migrate" and events[0].run_id.startswith("cli-")
 
@@ -136,7 +136,7 @@ def test_break_glass_still_waits_for_the_window(world):
     assert "execution window of production is closed" in out.stderr and "opens" in out.stderr
     assert world.ledger("p1") == []
     kinds = [e.kind for e in world.events("production")]
-    assert kinds == ["triggered", "validated", "overridden", "overridden", "planned", "refused"]
+    assert kinds == ["triggered", "validated", "overridden", "overridden", "planned", "refused", "task_failed"]
 
 
 def test_break_glass_runs_recorded_with_who_and_why_and_the_audit_page_shows_it(world):

@@ -38,6 +38,7 @@ from polymigrate.cli.core import _print_problems, ledger_table
 from polymigrate.commands import EnvironmentConnector, Run, RunParams, UsageError, Who, open_run
 from polymigrate.commands import verbs
 from polymigrate.commands.adhoc import AdhocRun, open_adhoc
+from polymigrate.commands.failures import record_failure
 from polymigrate.connections import AUDIT_CONN_ID, SCHEMES, technology_of, url_for
 from polymigrate.errors import PolicyRefused, PolymigrateError, SpecError, TransientError
 from polymigrate.executor import RunResult
@@ -124,11 +125,15 @@ def _spec_run(sel: Selection, verb: str, *, record: bool = True) -> Iterator[Run
     if not (sel.environment and sel.domain):
         raise _usage("name the targets: -e ENV -d DOMAIN (specs), or --url URL --locations DIR (ad hoc)")
     params, who = sel.params(), Who.cli()
+    audit = (lambda: url_for(AUDIT_CONN_ID)) if record else None
     try:
         run = open_run(sel.specs, sel.domain, sel.environment, params=params, who=who, connector=EnvironmentConnector(),
-                       audit=(lambda: url_for(AUDIT_CONN_ID)) if record else None, lock_wait_seconds=sel.lock_wait,
+                       audit=audit, lock_wait_seconds=sel.lock_wait,
                        trigger=verbs.trigger_details(who, params, verb, by=who.triggered_by) if record else None)
     except PolymigrateError as exc:
+        if record:  # as a DAG task that could not open its run: the environment's store still gets it
+            record_failure(None, exc, root=sel.specs, domain=sel.domain, environment=sel.environment, who=who,
+                           audit=audit)
         raise _fail(exc, f"{sel.domain} in {sel.environment}") from None
     try:
         unknown = set(sel.regions or []) - {r.name for r in run.project.regions_of(run.domain, run.environment)}
@@ -137,7 +142,15 @@ def _spec_run(sel: Selection, verb: str, *, record: bool = True) -> Iterator[Run
                          f"{[r.name for r in run.project.regions_of(run.domain, run.environment)]}")
         yield run
     except PolymigrateError as exc:
+        if record:  # compliance reads a run's outcome from the audit store, wherever it ran
+            record_failure(run, exc, retryable=isinstance(exc, TransientError))
         raise _fail(exc, f"{run.domain.name} in {run.environment.name}") from None
+    except typer.Exit:  # a usage error, already said
+        raise
+    except Exception as exc:  # a driver error or a bug fails the run all the same
+        if record:
+            record_failure(run, exc)
+        raise
     finally:
         run.close()
 
