@@ -193,3 +193,13 @@ def test_a_pre_7_type_level_in_a_declared_mapping_is_read_through():
                         mappings={"_doc": {**BASE, "properties": {**BASE["properties"], "barcode": {"type": "keyword"}}}})
     steps, _, _ = es.plan("p", LIVE, decl)
     assert steps == [{"put_mapping": {"index": "p", "body": {"properties": {"barcode": {"type": "keyword"}}}}}]
+
+
+def test_a_collation_listed_with_its_defaults_equals_the_few_keys_declared():
+    live = mongo.normal_index({"v": 2, "key": {"name": 1}, "name": "n", "collation": {
+        "locale": "fr", "caseLevel": False, "caseFirst": "off", "strength": 2, "numericOrdering": False,
+        "alternate": "non-ignorable", "maxVariable": "punct", "normalization": False, "backwards": False,
+        "version": "57.1"}})
+    assert mongo.same_index(live, _ix("n", {"name": 1}, collation={"locale": "fr", "strength": 2}))
+    assert not mongo.same_index(live, _ix("n", {"name": 1}, collation={"locale": "fr", "strength": 1}))
+    assert not mongo.same_index(live, _ix("n", {"name": 1}))

@@ -166,9 +166,16 @@ def normal_index(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def same_index(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Equal keys in the same order (a compound index's order is what it serves) and equal options."""
+    """Equal keys in the same order (a compound index's order is what it serves) and equal options.
+
+    A collation is listed with every default written out (``strength``, ``caseLevel``, ``version`` …)
+    while a declaration names a few: the keys both give must agree."""
+    ca, cb = a.get("collation"), b.get("collation")
+    if (ca is None) != (cb is None) or (ca and any(ca[k] != cb[k] for k in set(ca) & set(cb))):
+        return False
+    rest = ("key", "collation")
     return list(a["key"].items()) == list(b["key"].items()) and \
-        {k: v for k, v in a.items() if k != "key"} == {k: v for k, v in b.items() if k != "key"}
+        {k: v for k, v in a.items() if k not in rest} == {k: v for k, v in b.items() if k not in rest}
 
 
 def normal_validation(validator: dict | None, level: str | None, action: str | None) -> dict[str, Any]:
