@@ -84,6 +84,8 @@ class RunSummary:
     finished_at: datetime | None = None
     triggered_by: str | None = None
     approvers: list[str] = field(default_factory=list)
+    signed_off_by: list[str] = field(default_factory=list)  # compliance sign-offs of a regulated change
+    regulated: list[dict] = field(default_factory=list)     # what made it regulated (docs/governance.md)
     rejected_by: list[str] = field(default_factory=list)
     overridden_by: list[str] = field(default_factory=list)
     plan_hash: str | None = None
@@ -138,7 +140,8 @@ class RunSummary:
         return {
             "run_id": self.run_id, "dag_id": self.dag_id, "domain": self.domain, "environment": self.environment,
             "run_url": self.run_url, "outcome": self.outcome, "triggered_by": self.triggered_by,
-            "approved_by": self.approvers, "approved_automatically": self.auto_approved, "rejected_by": self.rejected_by, "overridden_by": self.overridden_by,
+            "approved_by": self.approvers, "signed_off_by": self.signed_off_by, "regulated": self.regulated,
+            "approved_automatically": self.auto_approved, "rejected_by": self.rejected_by, "overridden_by": self.overridden_by,
             "plan_hash": self.plan_hash, "regions": self.regions, "verified_regions": self.verified_regions,
             "unverified_regions": self.unverified_regions,
             "started_at": _iso(self.started_at), "finished_at": _iso(self.finished_at), "duration_ms": self.duration_ms,
@@ -220,6 +223,8 @@ def summarize_runs(records: Iterable[AuditRecord]) -> list[RunSummary]:
                 or person(e.details.get("run_type") and f"{e.details['run_type']}{AIRFLOW_SUFFIX}") or person(e.actor)
         elif run.triggered_by is None and e.details.get("triggered_by"):
             run.triggered_by = person(e.details["triggered_by"])
+        if e.kind == "validated" and e.details.get("regulated"):  # the change set the approvers decided on
+            run.regulated = list(e.details["regulated"])
         if e.kind in ("approved", "rejected") and e.details.get("gate") == "contract":
             # a region's go-ahead for the contract phase (docs/phases.md), not an approval of the change set
             if e.details.get("counted") is not False:
@@ -230,8 +235,14 @@ def summarize_runs(records: Iterable[AuditRecord]) -> list[RunSummary]:
             run.auto_approved = str(e.details.get("reason") or "the policy needs no approval")
         elif e.kind == "approved":
             who = _decider(e)
-            # an answer the policy did not count (same person twice, wrong role) approved nothing
-            if who not in run.approvers and e.details.get("counted") is not False:
+            if e.details.get("regulated") and not run.regulated:
+                run.regulated = list(e.details["regulated"])
+            if e.details.get("sign_off") and who not in run.signed_off_by:
+                run.signed_off_by.append(who)
+            # an answer the policy did not count (same person twice, wrong role) approved nothing; a
+            # compliance sign-off alone is not one of the environment's approvals
+            sign_off_only = e.details.get("sign_off") and who not in (e.details.get("approved_by") or [])
+            if who not in run.approvers and e.details.get("counted") is not False and not sign_off_only:
                 run.approvers.append(who)
         elif e.kind == "rejected":
             run.rejected_by.append(_decider(e))

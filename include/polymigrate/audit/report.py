@@ -16,6 +16,7 @@ from typing import Any, Iterable
 
 from jinja2 import Environment
 
+from polymigrate.audit.compliance import compliance
 from polymigrate.audit.history import RunSummary, summarize_runs
 from polymigrate.audit.store import COLUMNS, AuditRecord
 
@@ -87,8 +88,9 @@ def _cell(value: Any) -> Any:
 
 def render_json(records: list[AuditRecord], *, filters: dict[str, Any] | None = None,
                 runs: list[RunSummary] | None = None) -> str:
+    runs = summarize_runs(records) if runs is None else runs
     doc = {"generated_at": _now().isoformat(), "filters": _clean(filters),
-           "runs": [r.to_dict() for r in (summarize_runs(records) if runs is None else runs)],
+           "runs": [r.to_dict() for r in runs], "compliance": compliance(records, runs),
            "events": [{"id": r.id, "hash": r.hash, **r.event.to_dict()} for r in records]}
     return json.dumps(doc, indent=2, ensure_ascii=False, default=str)
 
@@ -98,7 +100,8 @@ def render_html(records: list[AuditRecord], *, filters: dict[str, Any] | None = 
     runs = summarize_runs(records) if runs is None else runs
     return _TEMPLATE.render(
         generated_at=_now(), filters=_clean(filters), runs=list(reversed(runs)), events=len(records),
-        chart=duration_chart_svg(runs), styles=STYLES, fmt_ms=fmt_ms, fmt_time=fmt_time)
+        chart=duration_chart_svg(runs), styles=STYLES, fmt_ms=fmt_ms, fmt_time=fmt_time,
+        compliance=compliance(records, runs))
 
 
 def _clean(filters: dict[str, Any] | None) -> dict[str, str]:
@@ -244,6 +247,32 @@ _TEMPLATE = _env.from_string("""<!doctype html>
 who approved it, what changed in which region, how it ended and how long each change took.</p>
 <h2>How long migrations took, per region</h2>
 {{ chart | safe }}
+<h2 id="compliance">Compliance</h2>
+{% if not compliance.regulations %}<p class="muted">No regulated change (labelled data dropped, retyped or moved) in this selection.</p>{% endif %}
+{% for regulation, changes in compliance.regulations.items() %}
+<h3>{{ regulation }}: {{ changes | length }} regulated change(s)</h3>
+<table class="regulated"><tr><th>Domain</th><th>Where</th><th>Change</th><th>Outcome</th><th>Approved by</th><th>Compliance sign-off</th></tr>
+{% for c in changes %}
+<tr><td>{{ c.domain }}</td><td>{{ c.environment }} / {{ c.region }}</td><td>{{ c.action }} <code>{{ c.object }}</code> ({{ c.kind }})<div class="small">{{ c.file }}:{{ c.line }}</div></td>
+<td>{{ c.outcome }}</td><td>{{ c.approved_by | join(", ") or "–" }}</td><td>{{ c.signed_off_by | join(", ") or "none recorded" }}</td></tr>
+{% endfor %}
+</table>
+{% endfor %}
+{% if compliance.violations %}
+<h3>Violations</h3>
+<table class="violations"><tr><th>What</th><th>Domain</th><th>Where</th><th>Detail</th><th>When</th></tr>
+{% for v in compliance.violations %}
+<tr><td>{{ v.what }}</td><td>{{ v.domain }}</td><td>{{ [v.environment, v.region] | select | join(" / ") }}</td>
+<td class="small">{% if v.rule %}rule {{ v.rule }}: {{ v.label }} in {{ v.script }}{% else %}{{ v.label }}: {{ v.detail }}{% endif %}</td><td>{{ v.at }}</td></tr>
+{% endfor %}
+</table>{% endif %}
+{% if compliance.labelled_objects %}
+<h3>Labelled objects per region</h3>
+<table class="labelled"><tr><th>Where</th><th>Domain</th><th>Object</th><th>Label</th><th>Retention</th></tr>
+{% for where, objects in compliance.labelled_objects.items() %}{% for x in objects %}
+<tr><td>{{ where }}</td><td>{{ x.domain }}</td><td><code>{{ x.object }}</code>{% if x.derived_from %} <span class="small">(from {{ x.derived_from }})</span>{% endif %}</td><td>{{ x.kind }}/{{ x.level }}</td><td>{{ x.retention or "–" }}</td></tr>
+{% endfor %}{% endfor %}
+</table>{% endif %}
 <h2>Runs ({{ runs | length }}, newest first)</h2>
 {% if not runs %}<p class="muted">No runs recorded in this period.</p>{% endif %}
 {% for run in runs %}

@@ -338,8 +338,10 @@ def record_answer(run: Run, request: dict, approvals: list[dict], summary: dict)
         raise PolicyRefused("change set rejected:\n  " + "\n  ".join(decision.reasons))
     counted = len(decision.approved_by) > len(before.approved_by)  # this answer, not an earlier one
     why = [i for i in decision.ignored if i.startswith(f"{user}:")]
-    counted = counted or user in decision.signed_off_by and user not in before.signed_off_by
+    sign_off = user in decision.signed_off_by and user not in before.signed_off_by
+    counted = counted or sign_off  # a sign-off is read back from the store like any counted answer
     run.emit("approved", details={**base, "by": user, "counted": counted, "comment": comment,
+                                  **({"sign_off": True} if sign_off else {}),
                                   "approved_by": decision.approved_by, "required": decision.required,
                                   **_compliance(decision, summary),
                                   **({"not_counted": why[-1]} if not counted and why else {})})

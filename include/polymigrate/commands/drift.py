@@ -18,6 +18,8 @@ from polymigrate.commands.context import Run
 from polymigrate.drift import MAX_DIFFERENCES, Difference, allowed, carry_since, diff, fingerprint
 from polymigrate.errors import MigrationError, PermanentError
 from polymigrate.events import EventSink
+from polymigrate.governance.enforce import retention_checks
+from polymigrate.governance.labels import LabelIndex
 
 DRIFT_SHOWN = 10  # differences listed in an approval summary
 
@@ -66,6 +68,7 @@ def drift_domain(run: Run) -> dict[str, Any]:
     before = (previous[-1].event.details.get("differences") or []) if previous else []
     targets: dict[str, dict[str, Any]] = {}
     found: list[Difference] = []
+    labels = LabelIndex.of(domain.labels)
     errors: list[str] = []
     for region, techs in served(run.project, domain, env).items():
         if not run.params.selects(region):
@@ -77,6 +80,7 @@ def drift_domain(run: Run) -> dict[str, Any]:
                 targets[label] = {"skipped": f"connection '{env.connection_id(region, tech)}' is not configured"}
                 continue
             try:
+                retention = [c for c in retention_checks(adapter, labels) if not c.ok]
                 snap = adapter.snapshot()
                 base = latest_snapshot(store, domain.name, env.name, region, tech)
                 if base is None:  # never verified here: start from today rather than report nothing forever
@@ -93,6 +97,8 @@ def drift_domain(run: Run) -> dict[str, Any]:
             finally:
                 adapter.close()
             kept = [d for d in diffs if not allowed(d, domain.drift.allow)]
+            # retention that stopped being enforced is drift whatever the allowlist says (docs/governance.md)
+            kept += [Difference(tech, region, c.name, "changed", "enforced", c.detail) for c in retention]
             targets[label] = {"baseline_at": base.event.at.isoformat(), "baseline_run": base.event.run_id,
                               "differences": len(kept), "allowlisted": len(diffs) - len(kept)}
             found += kept

@@ -68,7 +68,7 @@ def summarize(run: Run) -> tuple[dict[str, Any], list]:
     return {"migrations": counts, **({"phases": phases, "contract_gates": gates} if phases else {}), "risk": report.risk,
             "destructive": report.destructive, "destructive_waived": waived,
             # regulated changes (docs/governance.md): a compliance sign-off where the policy names compliance_roles
-            **({"regulated": [{**r, "file": _relative(run, r["file"])} for r in labels.regulated][:EVENT_LIST_CAP]}
+            **({"regulated": [_regulated(run, r) for r in labels.regulated][:EVENT_LIST_CAP]}
                if labels.regulated else {}),
             "suppressions": _suppressions(run, report.suppressions)[:EVENT_LIST_CAP],
             "changeset_hash": run.changeset_hash(),
@@ -77,6 +77,16 @@ def summarize(run: Run) -> tuple[dict[str, Any], list]:
                      "shown": [{"rule": f.rule, "severity": f.severity, "file": _relative(run, f.file), "line": f.line,
                                 "blocking": f in blocking} for f in shown[:FINDINGS_SHOWN]]},
             **_drift(run)}, blocking
+
+
+def _regulated(run: Run, change: dict) -> dict:
+    """A regulated change as the audit store keeps it: the file as the repository names it, and the
+    regulations it falls under in each region of this environment (read by the compliance report)."""
+    from polymigrate.governance.enforce import regulations
+
+    return {**change, "file": _relative(run, change["file"]),
+            "regulations": {r.name: regulations(change["kind"], list(r.jurisdictions))
+                            for r in run.project.regions_of(run.domain, run.environment)}}
 
 
 def _drift(run: Run) -> dict[str, Any]:

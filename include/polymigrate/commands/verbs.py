@@ -22,6 +22,8 @@ from polymigrate.commands.planning import plan_domain, plan_table
 from polymigrate.errors import MigrationError, PermanentError, PolicyRefused
 from polymigrate.events import AuditEvent, EventSink, NullSink
 from polymigrate.executor import RunResult, migrate as execute, undo_to
+from polymigrate.governance.enforce import residency_violations, retention_checks
+from polymigrate.governance.labels import LabelIndex
 from polymigrate.ledger import RunContext
 from polymigrate.plan import Plan
 from polymigrate.policy import wait_until
@@ -66,8 +68,32 @@ def plan(run: Run, grant: Grant) -> Plan:
                              hint="; ".join(fixes + ["fix each line, then run again (in Airflow: clear this task)"]))
     check_dependencies(run, result)
     check_promotion(run, result, grant)
+    check_residency(run, result)
     run.emit("planned", details={**result.summary(), "dry_run": params.dry_run})
     return result
+
+
+def check_residency(run: Run, result: Plan) -> None:
+    """Refuse a plan whose pending files touch labelled data the region's policy forbids there
+    (``policy.residency``), naming rule, label and region; recorded as ``refused`` (docs/governance.md)."""
+    if not run.policy.residency or not run.domain.labels:
+        return
+    by_script = {(m.technology, m.script): m for t in run.domain.technology_order() for m in run.catalog.applicable(t)}
+    pending = {(t.region, t.technology): [by_script[(t.technology, s.script)] for s in t.steps
+                                          if (t.technology, s.script) in by_script] for t in result.targets}
+    found = residency_violations(run.environment, LabelIndex.of(run.domain.labels), pending)
+    if not found:
+        return
+    listing = "\n  ".join(str(v) for v in found)
+    if run.params.dry_run:
+        run.log.warning("Dry run: a real run would be refused by residency:\n  %s", listing)
+        return
+    run.emit("refused", details={"reason": "residency", "gate": "residency",
+                                 "violations": [v.to_dict() for v in found][:EVENT_LIST_CAP]})
+    raise PolicyRefused(f"{len(found)} change(s) would place labelled data where the policy of "
+                        f"{run.environment.name} forbids it:\n  " + listing,
+                        hint="run the change only in the regions the rule allows (param regions), or change the "
+                             "residency rule in the environment's policy with the compliance team")
 
 
 def migrate_target(run: Run, region: str, technology: str, *, plan_hash: str | None,
@@ -152,6 +178,7 @@ def verify_region(run: Run, region: str, technologies: list[str], phase: str | N
                 checks += adapter.health_checks(ctx, run.catalog.applicable(tech))
             except PermanentError as exc:  # a check that cannot run proves nothing: it fails
                 checks.append(Check("built-in checks", False, f"could not run: {exc}", technology=tech))
+            checks += retention_checks(adapter, LabelIndex.of(run.domain.labels))  # docs/governance.md
             bound = [s for s in suites if s.applies(tech, region)]
             if bound:
                 try:
@@ -190,6 +217,10 @@ def verify_region(run: Run, region: str, technologies: list[str], phase: str | N
             except MigrationError as exc:  # a missing baseline only weakens tomorrow's drift report
                 run.log.warning("%s/%s: snapshot not recorded: %s", region, tech, exc)
     details.update(expired={t: n for t, n in expired.items() if n}, snapshots={t: s for t, s in snapshots.items() if s})
+    # what labelled data this region holds now: the compliance report's "labelled objects per region"
+    labelled = [x.to_dict() for x in LabelIndex.of(run.domain.labels).all() if x.technology in selected]
+    if labelled:
+        details["labelled"] = labelled[:EVENT_LIST_CAP]
     run.emit("verified", details=details, region=region)
     return {"region": region, "versions": versions, "checks": len(checks), "failed": len(failed),
             "verified_at": verified_at.isoformat()}
