@@ -185,3 +185,22 @@ def test_each_task_gets_the_dag_params_as_airflow_would_give_them(monkeypatch):
             seen.add(id(param))
     serialized = DagSerialization.to_dict(dag)["dag"]["tasks"]
     assert all(t["__var"].get("params") for t in serialized)
+
+
+def test_the_trigger_form_refuses_what_its_schema_forbids_in_the_dialect_it_declares():
+    """The params declare JSON Schema draft 7 (issue 24: Airflow checks each schema on every
+    validation, and 2020-12's metaschema cost 3x); a value the form forbids is still refused."""
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    from polymigrate_airflow.renderer import PARAM_DIALECT, build_dags
+
+    dag = build_dags(SPECS)["migrate__social_commerce__production"]
+    regions = dag.params.get_param("regions")
+    assert regions.schema["$schema"] == PARAM_DIALECT
+    for bad in ([], ["atlantis"], "western_europe"):
+        with pytest.raises(ParamValidationError):
+            regions.resolve(bad)
+    assert regions.resolve(["north_africa"]) == ["north_africa"]
+    with pytest.raises(ParamValidationError):
+        dag.params.get_param("dry_run").resolve("yes")
+    assert dag.params.get_param("target_version").resolve(None) is None
