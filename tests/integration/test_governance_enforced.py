@@ -134,6 +134,10 @@ def test_pii_needs_a_label_then_its_drop_waits_for_compliance_and_the_export_lis
     assert (gdpr["region"], gdpr["action"], gdpr["object"]) == ("r1", "drops", "postgresql:customers.email")
     assert gdpr["approved_by"] == ["ann"] and gdpr["signed_off_by"] == ["cora"] and gdpr["outcome"] == "succeeded"
     assert doc["compliance"]["regulations"]["POPIA"][0]["region"] == "r2"
+    from polymigrate_airflow.ui.page import render_page  # the audit page shows the same section
+    page = render_page(filters={}, technologies=[], rows=[], history=records, chart="", limit=100, runs=runs)
+    assert '<tr data-regulation="GDPR"><td>GDPR</td><td>shop</td><td>production / r1</td>' in page
+    assert "<td>ann</td><td>cora</td>" in page
     [approved] = [r for r in doc["runs"] if r["run_id"] == "manual__1"]
     assert approved["approved_by"] == ["ann"] and approved["signed_off_by"] == ["cora"]
     assert [x["object"] for x in doc["compliance"]["labelled_objects"]["production/r1"]] == \

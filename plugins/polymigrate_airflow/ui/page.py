@@ -8,6 +8,7 @@ from urllib.parse import urlencode
 from jinja2 import Environment
 
 from polymigrate.audit import AUDIT_CONN_ID, run_url
+from polymigrate.audit.compliance import compliance
 from polymigrate.audit.history import person
 from polymigrate.audit.report import STYLES, fmt_ms, fmt_time, outcome_class
 from polymigrate.connections import env_var
@@ -93,6 +94,21 @@ _PAGE = _env.from_string("""<!doctype html>
 {% endfor %}{% if e.details.count > diffs | length %}<tr><td colspan="8" class="small muted">… {{ e.details.count - diffs | length }} more in the event's details (export JSON)</td></tr>{% endif %}{% endif %}
 {% endfor %}
 </table>{% endif %}
+
+<h2 id="compliance-head">Compliance</h2>
+{% set c = compliance %}
+{% if not c.regulations and not c.violations %}<p class="muted" id="compliance-empty">No regulated change and no violation in this scope (docs/governance.md).</p>{% endif %}
+{% if c.regulations %}<table id="regulated"><tr><th>Regulation</th><th>Domain</th><th>Where</th><th>Change</th><th>Approved by</th><th>Compliance sign-off</th></tr>
+{% for regulation, changes in c.regulations.items() %}{% for x in changes %}
+<tr data-regulation="{{ regulation }}"><td>{{ regulation }}</td><td>{{ x.domain }}</td><td>{{ x.environment }} / {{ x.region }}</td>
+<td>{{ x.action }} <code>{{ x.object }}</code> ({{ x.kind }}) <span class="small muted">{{ x.outcome }}</span></td>
+<td>{{ x.approved_by | join(", ") or "–" }}</td><td>{{ x.signed_off_by | join(", ") or "none recorded" }}</td></tr>
+{% endfor %}{% endfor %}</table>{% endif %}
+{% if c.violations %}<table id="violations"><tr><th>Violation</th><th>Domain</th><th>Where</th><th>Detail</th></tr>
+{% for v in c.violations %}<tr><td><span class="badge bad">{{ v.what }}</span></td><td>{{ v.domain }}</td><td>{{ [v.environment, v.region] | select | join(" / ") }}</td>
+<td class="small">{% if v.rule %}rule {{ v.rule }}: {{ v.label }} in {{ v.script }}{% else %}{{ v.label }}: {{ v.detail }}{% endif %}</td></tr>{% endfor %}
+</table>{% endif %}
+{% if c.labelled_objects %}<p class="small">Labelled objects per region: {% for where, objects in c.labelled_objects.items() %}<b>{{ where }}</b> {{ objects | length }}{% if not loop.last %}; {% endif %}{% endfor %} (the exports list each).</p>{% endif %}
 
 <h2>Rehearsal trend</h2>
 {% if not trends %}<p class="muted" id="trend-empty">No approval has shown a rehearsal estimate yet{% if filters.domain or filters.environment %} for this scope{% endif %} (environments with <code>promotion_from</code> or <code>rehearsal_from</code> record one with each approval request).</p>{% else %}
@@ -186,7 +202,7 @@ def render_page(*, filters: dict[str, str], technologies: list[str], rows: list[
     return _PAGE.render(styles=PAGE_STYLES, conn_id=AUDIT_CONN_ID, filters=filters, technologies=technologies,
                         rows=rows, history=history, chart=chart, limit=limit, base=base, kinds=KINDS, qs=_qs,
                         fmt_ms=fmt_ms, fmt_time=fmt_time, drift=list(drift), trends=list(trends),
-                        runs=list(runs))
+                        runs=list(runs), compliance=compliance(history, list(runs)))
 
 
 def render_unavailable(problem: str) -> str:
