@@ -195,3 +195,40 @@ def test_polymigrate_diff_prints_the_blue_green_with_its_reasons_and_lint(search
     assert out.exit_code == 0, out.output
     assert "-- ===== 1-sku-text.json" in out.output and '"blue_green"' in out.output
     assert "sku:typekeyword→text" in "".join(out.output.split())  # rich wraps long lines
+
+
+def _warehousing(t, tmp_path):
+    from tests.conftest import SPECS
+    from tests.integration.adapters.test_elasticsearch_samples import sample_files
+
+    alias = t.prefix + "products"
+    sample = yaml.safe_load((SPECS / "warehousing" / "elasticsearch" / "schema" / "products.yaml").read_text())
+    return alias, sample, declare(tmp_path / "shop", alias, sample), sample_files("warehousing", t.prefix)
+
+
+def test_the_warehousing_sample_declaration_is_what_its_migrations_build(search_target, tmp_path):
+    from tests.integration.adapters.es_helpers import run
+
+    t = search_target
+    alias, sample, domain, files = _warehousing(t, tmp_path)
+    run(t, tmp_path / "all", files)
+    assert generate(t.url, domain, naming=NamingContext(None, "5", "again")).empty
+
+
+def test_from_the_warehousing_samples_first_file_the_diff_is_its_blue_green(search_target, tmp_path):
+    from tests.integration.adapters.es_helpers import run
+
+    t = search_target
+    alias, sample, domain, files = _warehousing(t, tmp_path)
+    run(t, domain / "elasticsearch", {"1-create-products-v1.json": files["1-create-products-v1.json"]})
+    t.bulk({"_index": alias, "_id": f"sku-{i}", "_source": {"sku": f"sku-{i}", "name": f"p {i}", "price": i / 4,
+                                                             "currency": "EUR", "warehouses": ["w1"],
+                                                             "updated_at": PAST_MS + i}} for i in range(200))
+    steps, notes, rules = step(t, domain, "2", "products v2")
+    assert list(steps[0]) == ["blue_green"] and len(steps) == 1
+    assert steps[0]["blue_green"]["catch_up"] == {"field": "updated_at", "overlap": "1m"}
+    why = " ".join(notes)
+    assert "price: type float → scaled_float" in why and "setting index.analysis" in why
+    assert not {"es-blue-green-catch-up-unset", "es-field-type-change-without-reindex"} & rules
+    assert list(t.api.alias_targets(alias)) == [f"{alias}_v2"] and len(docs(t, alias)) == 200
+    assert_converged(t, domain, alias, sample, "3")
