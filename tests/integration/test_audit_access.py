@@ -138,3 +138,98 @@ def test_a_user_who_may_read_no_migration_dag_sees_an_empty_history(seeded, pg_u
     assert nobody.get("/polymigrate/api/history").json()["events"] == []
     assert nobody.get("/polymigrate/api/matrix").json()["rows"] == []
     assert list(csv.DictReader(io.StringIO(nobody.get("/polymigrate/export?format=csv").text))) == []
+
+
+@pytest.fixture
+def reader_url(seeded, pg_url):
+    """A login that is only a member of the reader role, as a compliance officer's would be."""
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+
+    login = f"pm_audit_r_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(login)))
+    seeded[0].ensure_schema(grant_read_to=login)
+    base, _, db = pg_url.rpartition("/")
+    yield base.replace("postgres@", f"{login}@") + "/" + db
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(login)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(login)))
+
+
+def test_the_cli_report_reads_through_the_reader_role(seeded, reader_url, pg_url, tmp_path):
+    import psycopg
+    from typer.testing import CliRunner
+
+    from polymigrate.audit.store import READER_ROLE
+    from polymigrate.cli import app
+    from polymigrate.errors import PermanentError
+    from polymigrate.events import AuditEvent
+
+    store, expected = seeded
+    out = tmp_path / "report.csv"
+    result = CliRunner().invoke(app, ["audit", "report", "--url", reader_url, "--from", "2000-01-01", "--format", "csv",
+                                      "-o", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert len(list(csv.DictReader(io.StringIO(out.read_text())))) == len(store.query())
+    verified = CliRunner().invoke(app, ["audit", "verify", "--url", reader_url], catch_exceptions=False)
+    assert verified.exit_code == 0 and "chain intact" in verified.output
+
+    # the reader login can read and nothing else; the owner's URL read-only reads as the reader role too
+    with psycopg.connect(reader_url, autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO polymigrate_audit.chain_head VALUES (true, 0, 'x')")
+    with PostgresAuditStore(pg_url, read_only=True) as owner_reading:
+        assert owner_reading.query(limit=1) and owner_reading.role == READER_ROLE
+        with pytest.raises(PermanentError, match="read-only transaction"):
+            owner_reading.emit(AuditEvent(kind="triggered", domain="d", environment="e", actor="x"))
+    assert len(store.query()) == len(list(csv.DictReader(io.StringIO(out.read_text()))))  # nothing was added
+
+
+def test_a_login_without_the_reader_role_gets_a_clear_refusal_from_the_cli(seeded, pg_url):
+    import uuid
+
+    import psycopg
+    from psycopg import sql
+    from typer.testing import CliRunner
+
+    from polymigrate.cli import app
+
+    login = f"pm_audit_n_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(login)))
+    try:
+        base, _, db = pg_url.rpartition("/")
+        url = base.replace("postgres@", f"{login}@") + "/" + db
+        result = CliRunner().invoke(app, ["audit", "report", "--url", url, "--format", "csv"], catch_exceptions=False)
+        said = " ".join(result.output.split())
+        assert result.exit_code == 2
+        assert "cannot read the audit store" in said and "permission denied" in said
+        assert "GRANT polymigrate_audit_reader TO <login>" in said and "--grant-read-to" in said
+    finally:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(login)))
+
+
+def test_a_store_initialised_before_the_reader_role_still_reads(pg_url):
+    """The reader role is cluster-wide: another database's init may have made it without grants in this
+    one (a store created by an older polymigrate); a read-only session must not take it there."""
+    from polymigrate.audit.store import READER_ROLE
+
+    import psycopg
+    from psycopg import sql
+
+    with PostgresAuditStore(pg_url) as made:
+        made.ensure_schema()
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as an older polymigrate left it: no reader grants
+        role = sql.Identifier(READER_ROLE)
+        conn.execute(sql.SQL("REVOKE ALL ON polymigrate_audit.events, polymigrate_audit.chain_head FROM {}").format(role))
+        conn.execute(sql.SQL("REVOKE USAGE ON SCHEMA polymigrate_audit FROM {}").format(role))
+    with PostgresAuditStore(pg_url, read_only=True) as old:
+        assert old.query() == [] and old.role is None
+    with PostgresAuditStore(pg_url) as owner:
+        owner.ensure_schema()  # re-running init grants it
+    with PostgresAuditStore(pg_url, read_only=True) as reader:
+        assert reader.query() == [] and reader.role == READER_ROLE

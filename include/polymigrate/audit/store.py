@@ -11,6 +11,8 @@ appending at once wait for each other instead of forking the chain, and ids stay
 Prevention is layered on top of detection: a trigger refuses UPDATE, DELETE and TRUNCATE of the
 events table for everybody (the owner included), and the writer role is granted only INSERT and
 SELECT. A superuser can still disable the trigger; that is exactly what the hash chain detects.
+Readers (reports, the audit page, compliance staff) go through the reader role: SELECT only, in
+read-only sessions (``read_only=True``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from polymigrate.events import AuditEvent
 
 SCHEMA = "polymigrate_audit"
 WRITER_ROLE = "polymigrate_audit_writer"
+READER_ROLE = "polymigrate_audit_reader"
 GENESIS_HASH = "0" * 64
 # Event fields mirrored into columns; verify checks each against the hashed body.
 COLUMNS = ("at", "kind", "domain", "environment", "region", "technology", "version", "script", "checksum",
@@ -118,11 +121,16 @@ class PostgresAuditStore:
     is opened on first use and reused; one process may share a store between threads.
     """
 
-    def __init__(self, conninfo: Conninfo, *, connect_timeout: int = 10):
+    def __init__(self, conninfo: Conninfo, *, connect_timeout: int = 10, read_only: bool = False):
+        """``read_only``: every session is read-only and, when the login is a member of the reader
+        role, runs as that role (SELECT only), whatever else the login may do: a report cannot write
+        even through a bug or an owner's URL."""
         if not conninfo:
             raise ValueError("PostgresAuditStore needs a PostgreSQL URL or psycopg connect arguments")
         self.conninfo = conninfo
         self.connect_timeout = connect_timeout
+        self.read_only = read_only
+        self.role: str | None = None  # the reader role once a read-only session took it
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()
 
@@ -136,8 +144,21 @@ class PostgresAuditStore:
     def _connect(self) -> psycopg.Connection:
         kwargs = {"autocommit": True, "connect_timeout": self.connect_timeout, "application_name": "polymigrate-audit"}
         if isinstance(self.conninfo, str):
-            return psycopg.connect(self.conninfo, **kwargs)
-        return psycopg.connect(**{**kwargs, **self.conninfo, "autocommit": True})
+            conn = psycopg.connect(self.conninfo, **kwargs)
+        else:
+            conn = psycopg.connect(**{**kwargs, **self.conninfo, "autocommit": True})
+        if self.read_only:
+            conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+            # Roles are cluster-wide: the role may exist (another database's init) without grants here,
+            # and taking it then would turn a working read into "permission denied".
+            member = conn.execute("""
+                SELECT pg_has_role(current_user, r.oid, 'MEMBER') AND CASE WHEN to_regclass(%s) IS NULL THEN false
+                       ELSE has_table_privilege(r.oid, to_regclass(%s)::oid, 'SELECT') END
+                FROM pg_roles r WHERE r.rolname = %s""", (f"{SCHEMA}.events",) * 2 + (READER_ROLE,)).fetchone()
+            if member and member[0]:
+                conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(READER_ROLE)))
+                self.role = READER_ROLE
+        return conn
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
@@ -174,14 +195,16 @@ class PostgresAuditStore:
             row = self._connection().execute("SELECT to_regclass(%s) IS NOT NULL", (f"{SCHEMA}.events",)).fetchone()
         return bool(row and row[0])
 
-    def ensure_schema(self, *, grant_to: str | None = None) -> SchemaResult:
-        """Create schema, tables, the append-only triggers and (when allowed) the writer role.
+    def ensure_schema(self, *, grant_to: str | None = None, grant_read_to: str | None = None) -> SchemaResult:
+        """Create schema, tables, the append-only triggers and (when allowed) the writer and reader roles.
 
         Idempotent and safe to run from several processes at once. The writer role
         ``polymigrate_audit_writer`` (NOLOGIN, INSERT and SELECT only) is created when the connecting
         user is a superuser or has CREATEROLE; otherwise an existing role of that name is granted the
         privileges, or the result's ``note`` says what a DBA must run. ``grant_to`` makes a login
-        role a member of the writer role (the user Airflow connects as).
+        role a member of the writer role (the user Airflow connects as). The reader role
+        ``polymigrate_audit_reader`` (NOLOGIN, SELECT only) is made the same way; ``grant_read_to``
+        makes a login role (compliance staff, a reporting job) a member of it.
         """
         events, head = self._ident("events"), self._ident("chain_head")
         with self._lock:
@@ -242,7 +265,37 @@ class PostgresAuditStore:
                     conn.execute(sql.SQL("CREATE OR REPLACE TRIGGER {} BEFORE " + when + " ON {} FOR EACH "
                                          + level + " EXECUTE FUNCTION {}()").format(sql.Identifier(trig), table, refuse))
                 conn.execute(sql.SQL("REVOKE ALL ON {}, {} FROM PUBLIC").format(events, head))
-                return self._ensure_writer_role(conn, grant_to)
+                result = self._ensure_writer_role(conn, grant_to)
+                reader = self._ensure_reader_role(conn, grant_read_to)
+                return replace(result, note=" ".join(n for n in (result.note, reader) if n))
+
+    def _create_role(self, conn: psycopg.Connection, name: str) -> bool:
+        """Create the NOLOGIN role ``name`` unless it exists; False when the user may not create roles."""
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone()
+        if not exists:
+            may = conn.execute("SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user").fetchone()
+            if not (may and may[0]):
+                return False
+            # Roles are cluster-wide: another database's ensure_schema may create it at the same time.
+            try:
+                with conn.transaction():
+                    conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(sql.Identifier(name)))
+            except (psycopg.errors.DuplicateObject, psycopg.errors.UniqueViolation):
+                pass
+        return True
+
+    def _ensure_reader_role(self, conn: psycopg.Connection, grant_to: str | None) -> str:
+        """The reader role's privileges (SELECT only); a note for the DBA when it cannot be made."""
+        if not self._create_role(conn, READER_ROLE):
+            return (f"Role {READER_ROLE} not created either: for readers (reports, the audit page) a DBA runs "
+                    f"CREATE ROLE {READER_ROLE} NOLOGIN; then 'polymigrate audit init' again, and "
+                    f"GRANT {READER_ROLE} TO <reader login>.")
+        role = sql.Identifier(READER_ROLE)
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(SCHEMA), role))
+        conn.execute(sql.SQL("GRANT SELECT ON {}, {} TO {}").format(self._ident("events"), self._ident("chain_head"), role))
+        if grant_to:
+            conn.execute(sql.SQL("GRANT {} TO {}").format(role, sql.Identifier(grant_to)))
+        return ""
 
     def _ensure_writer_role(self, conn: psycopg.Connection, grant_to: str | None) -> SchemaResult:
         role = sql.Identifier(WRITER_ROLE)

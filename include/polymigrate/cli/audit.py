@@ -17,7 +17,7 @@ app.add_typer(audit_app, name="audit")
 UrlOpt = typer.Option(None, "--url", help="audit database URL; default: the AIRFLOW_CONN_POLYMIGRATE_AUDIT variable")
 
 
-def _store(url: str | None):
+def _store(url: str | None, *, read_only: bool = False):
     from polymigrate.audit import AUDIT_CONN_ID, PostgresAuditStore
     from polymigrate.connections import env_var, url_for
 
@@ -26,11 +26,19 @@ def _store(url: str | None):
         err_console.print(f"no audit store given: pass --url postgresql://… or set {env_var(AUDIT_CONN_ID)}",
                           highlight=False)
         raise typer.Exit(2)
-    return PostgresAuditStore(url)
+    # verify and report only read: through the reader role when the login has it (docs/audit.md)
+    return PostgresAuditStore(url, read_only=read_only)
 
 
 def _fail(store, exc: Exception) -> None:
+    import psycopg
+
+    from polymigrate.audit.store import READER_ROLE
+
     err_console.print(f"[red]cannot read the audit store {store.target}:[/] {exc}", highlight=False)
+    if isinstance(exc, psycopg.errors.InsufficientPrivilege):
+        err_console.print(f"fix: the login needs the reader role: GRANT {READER_ROLE} TO <login>, or "
+                          f"'polymigrate audit init --grant-read-to <login>' as the schema owner", highlight=False)
     raise typer.Exit(2)
 
 
@@ -47,11 +55,13 @@ def _when(value: str | None, option: str) -> datetime | None:
 
 @audit_app.command("init")
 def init(url: Optional[str] = UrlOpt,
-         grant_to: Optional[str] = typer.Option(None, "--grant-to", help="login role to make a member of the writer role")) -> None:
-    """Create the audit schema, append-only triggers and writer role (idempotent)."""
+         grant_to: Optional[str] = typer.Option(None, "--grant-to", help="login role to make a member of the writer role"),
+         grant_read_to: Optional[str] = typer.Option(None, "--grant-read-to",
+                                                     help="login role to make a member of the reader role (reports, compliance)")) -> None:
+    """Create the audit schema, append-only triggers, writer and reader roles (idempotent)."""
     store = _store(url)
     try:
-        result = store.ensure_schema(grant_to=grant_to)
+        result = store.ensure_schema(grant_to=grant_to, grant_read_to=grant_read_to)
     except Exception as exc:  # psycopg errors carry the server's reason
         _fail(store, exc)
     finally:
@@ -65,7 +75,7 @@ def init(url: Optional[str] = UrlOpt,
 @audit_app.command("verify")
 def verify(url: Optional[str] = UrlOpt) -> None:
     """Walk the hash chain; exit 1 naming the first broken row if anything was edited or removed."""
-    store = _store(url)
+    store = _store(url, read_only=True)
     try:
         result = store.verify()
     except Exception as exc:
@@ -99,7 +109,7 @@ def report(from_: Optional[str] = typer.Option(None, "--from", help="start (incl
     end = _when(to, "--to")
     if end is not None and to and len(to) == 10:  # '--to 2026-11-30' includes the 30th
         end += timedelta(days=1)
-    store = _store(url)
+    store = _store(url, read_only=True)
     try:
         records, runs = select(store, from_=start, to=end, domain=domain, environment=environment, region=region)
     except Exception as exc:

@@ -46,7 +46,8 @@ def get_store() -> Iterator[PostgresAuditStore]:
     from polymigrate_airflow.connections import build_client
 
     try:
-        store = PostgresAuditStore(build_client("postgresql", AUDIT_CONN_ID))
+        # the page only reads: a read-only session, as the reader role when the login has it
+        store = PostgresAuditStore(build_client("postgresql", AUDIT_CONN_ID), read_only=True)
     except PolymigrateError as exc:
         raise StoreUnavailable(str(exc)) from exc
     try:
