@@ -210,3 +210,33 @@ def test_polymigrate_diff_writes_the_next_file_in_the_domains_folder_and_lints_i
 
     bad = runner.invoke(app, ["diff", "--current", mongo_url.rsplit("/", 1)[0], "--desired", str(domain)])
     assert bad.exit_code == 1 and "names no database" in " ".join(bad.output.split())
+
+
+def test_the_social_commerce_sample_declaration_is_what_its_migrations_build(make_mongo_database, mongo_server,
+                                                                              tmp_path):
+    """After the sample's files the declared posts and activity feed need nothing more on a real MongoDB;
+    on FerretDB, the drop file 4 would have made is generated and what FerretDB lacks is refused by name."""
+    from polymigrate.executor import migrate as apply
+    from tests.conftest import SPECS, mongo_url_for
+    from tests.integration.test_mongo_samples import _runnable, _setup
+
+    migrations, adapter, ctx, db = _setup("social-commerce", make_mongo_database("pm_social"))
+    url = mongo_url_for(db.name)
+    try:
+        ok, _ = _runnable(adapter, migrations, ctx, mongo_server)
+        apply(adapter, ok, ctx)
+    finally:
+        adapter.close()
+    result = generate(url, SPECS / "social-commerce", naming=NamingContext(None, "6", "declared"))
+    if not mongo_server.is_ferretdb:
+        assert result.empty and not result.refusals, result
+        return
+    assert json.loads(result.files[0].text)["commands"] == [{"dropIndexes": "posts", "index": "schema_version"}]
+    assert [r.split(" not generated")[0] for r in result.refusals] == [
+        "activity_feed: validator change", "activity_feed: index expire_after_90_days", "posts: validator change"]
+    out = tmp_path / "generated"
+    out.mkdir()
+    write(result, out)
+    migrate(url, out, "migrate")
+    again = generate(url, SPECS / "social-commerce", naming=NamingContext(None, "7", "again"))
+    assert again.empty and len(again.refusals) == 3

@@ -203,3 +203,10 @@ def test_a_collation_listed_with_its_defaults_equals_the_few_keys_declared():
     assert mongo.same_index(live, _ix("n", {"name": 1}, collation={"locale": "fr", "strength": 2}))
     assert not mongo.same_index(live, _ix("n", {"name": 1}, collation={"locale": "fr", "strength": 1}))
     assert not mongo.same_index(live, _ix("n", {"name": 1}))
+
+
+def test_a_domain_folder_without_declarations_says_where_they_go(tmp_path):
+    (tmp_path / "domain.yaml").write_text("technologies: {mongodb: {}}\n")
+    with pytest.raises(SpecError) as err:
+        mongo.read_declared(tmp_path)
+    assert "no declared mongodb state here" in str(err.value) and "<domain>/mongodb/schema/" in str(err.value)

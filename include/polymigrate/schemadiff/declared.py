@@ -20,11 +20,12 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def schema_folder(desired: str | Path, technology: str) -> Path:
-    """The folder of declared files: ``desired`` itself when it holds ``*.yaml``, else its
-    ``schema/`` (a technology folder) or ``<technology>/schema/`` (a domain folder)."""
+    """The folder of declared files: ``<technology>/schema/`` of a domain folder, ``schema/`` of a
+    technology folder, else ``desired`` itself when it holds ``*.yaml`` (a domain folder's own
+    domain.yaml must not make it the declaration)."""
     root = Path(desired)
-    for candidate in (root, root / "schema", root / technology / "schema"):
-        if candidate.is_dir() and any(candidate.glob("*.y*ml")):
+    for candidate in (root / technology / "schema", root / "schema", root):
+        if candidate.is_dir() and any(candidate.glob("*.y*ml")) and not (candidate / "domain.yaml").exists():
             return candidate
     raise SpecError([Problem(str(root), f"no declared {technology} state here (no *.yaml in it, in schema/ or in "
                                         f"{technology}/schema/)",
