@@ -190,8 +190,12 @@ class MigrationOperator(PolymigrateOperator):
     ui_color = "#d4f0d4"
     template_fields = ("domain", "environment", "region", "technology")
 
-    def __init__(self, *, region: str, technology: str, phase: str | None = None, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, *, specs_root: str, domain: str, environment: str, region: str, technology: str,
+                 phase: str | None = None, **kwargs):
+        # Airflow wraps every __init__ of the class hierarchy in apply_defaults, each merging the
+        # default args and params again: one level here, not PolymigrateOperator's too (issue 24)
+        BaseOperator.__init__(self, **kwargs)
+        self.specs_root, self.domain, self.environment = specs_root, domain, environment
         self.region, self.technology, self.phase = region, technology, phase
 
     def run(self, context):
@@ -264,8 +268,10 @@ class VerifyOperator(PolymigrateOperator):
     ui_color = "#cdeee6"
     template_fields = ("domain", "environment", "region")
 
-    def __init__(self, *, region: str, technologies: list[str], phase: str | None = None, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, *, specs_root: str, domain: str, environment: str, region: str, technologies: list[str],
+                 phase: str | None = None, **kwargs):
+        BaseOperator.__init__(self, **kwargs)  # one apply_defaults level, as MigrationOperator (issue 24)
+        self.specs_root, self.domain, self.environment = specs_root, domain, environment
         self.region, self.technologies, self.phase = region, list(technologies), phase
 
     def run(self, context):
