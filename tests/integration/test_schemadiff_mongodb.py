@@ -240,3 +240,20 @@ def test_the_social_commerce_sample_declaration_is_what_its_migrations_build(mak
     migrate(url, out, "migrate")
     again = generate(url, SPECS / "social-commerce", naming=NamingContext(None, "7", "again"))
     assert again.empty and len(again.refusals) == 3
+
+
+def test_in_a_folder_whose_files_declare_phases_the_generated_file_takes_the_newest(mongo_url, tmp_path):
+    migrations = tmp_path / "shop" / "mongodb"
+    migrations.mkdir(parents=True)
+    (migrations / "1-posts.json").write_text(json.dumps(OLD))
+    (migrations / "2-contract.json").write_text(json.dumps({"phase": "contract", "commands": [
+        {"dropIndexes": "posts", "index": "slug"}]}))
+    migrate(mongo_url, migrations, "migrate")
+    domain = declare(tmp_path / "shop", {"posts.yaml": POSTS})
+    result = generate(mongo_url, domain, naming=NamingContext(migrations, "3", "posts by kind"))
+    assert json.loads(result.files[0].text)["phase"] == "contract"
+    assert any(n.startswith("phase contract: the newest file's") for n in result.files[0].notes)
+    write(result, migrations)
+    assert discover("shop", "mongodb", migrations).problems == []  # an expand file after contract is refused
+    migrate(mongo_url, migrations, "migrate")
+    assert live(mongo_url, ["posts"]) == read_declared(domain)

@@ -63,3 +63,19 @@ def load(folder: Path, model: type[M], name_key: str) -> dict[str, tuple[M, Path
     if problems:
         raise SpecError(problems)
     return out
+
+
+def phase_for(naming, technology: str) -> str | None:
+    """The phase a generated file needs in a folder whose files declare phases (docs/phases.md): the
+    newest file's, as ``polymigrate new`` picks it, since an earlier phase after a later one is refused
+    (phases follow version order within a technology). None where no file declares one."""
+    from polymigrate.catalog import PHASES, Kind, discover
+
+    folder = getattr(naming, "folder", None)
+    if folder is None or not Path(folder).is_dir():
+        return None
+    found = [m for m in discover("diff", technology, Path(folder)).migrations.get(technology, [])
+             if m.kind is Kind.VERSIONED]
+    if not any(m.declares_phase for m in found):
+        return None
+    return max((m.phase for m in found), key=PHASES.index)

@@ -332,7 +332,10 @@ def generate(current: str, desired: str | Path, *, naming: NamingContext) -> Gen
         api.close()
     out = Generated(refusals=refusals)
     if steps:
-        doc = {"description": naming.description, "steps": steps}
+        phase = declared_files.phase_for(naming, "elasticsearch")
+        if phase:
+            notes.append(f"phase {phase}: the newest file's in {naming.folder} (phases follow versions; docs/phases.md)")
+        doc = {**({"phase": phase} if phase else {}), "description": naming.description, "steps": steps}
         out.files.append(GeneratedFile(file_name(naming), json.dumps(doc, indent=2, ensure_ascii=False) + "\n",
                                        notes=tuple(notes)))
     return out

@@ -366,7 +366,11 @@ def generate(current: str, desired: str | Path, *, naming: NamingContext) -> Gen
     commands, down, notes, refusals = plan(have, want, server)
     out = Generated(refusals=refusals)
     if commands:
-        doc = {"description": naming.description, "commands": _plain(commands), "down": _plain(down)}
+        phase = declared_files.phase_for(naming, "mongodb")
+        if phase:
+            notes.append(f"phase {phase}: the newest file's in {naming.folder} (phases follow versions; docs/phases.md)")
+        doc = {**({"phase": phase} if phase else {}), "description": naming.description,
+               "commands": _plain(commands), "down": _plain(down)}
         out.files.append(GeneratedFile(file_name(naming), json.dumps(doc, indent=2, ensure_ascii=False) + "\n",
                                        notes=tuple(notes)))
     return out
