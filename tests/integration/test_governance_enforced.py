@@ -278,3 +278,33 @@ def test_a_mongo_collection_without_a_ttl_index_fails_its_retention_check(shop, 
         records, runs = select(store, environment="production")
     violations = json.loads(render_json(records, runs=runs))["compliance"]["violations"]
     assert [(v["what"], v["region"], v["label"]) for v in violations] == [("retention", "r1", "mongodb:pings.courier_phone")]
+
+
+def test_lint_url_suggests_a_label_from_a_bounded_sample_of_the_values_a_backfill_copies(make_pg_database, tmp_path):
+    """``lint --url``: nothing in the names says card number, the values do (Luhn-valid, python-stdnum)."""
+    from typer.testing import CliRunner
+
+    from polymigrate.cli import app
+
+    url = make_pg_database("pm_gov_lint")
+    with psycopg.connect(url, autocommit=True) as c:
+        c.execute("CREATE SCHEMA shop; CREATE TABLE shop.orders (id bigint PRIMARY KEY, legacy_ref text)")
+        c.execute("INSERT INTO shop.orders SELECT g, CASE WHEN g % 2 = 0 THEN '4111 1111 1111 1111' "
+                  "ELSE '5500 0055 5555 5559' END FROM generate_series(1, 500) g")
+    specs = tmp_path / "specs"
+    (specs / "environments").mkdir(parents=True)
+    (specs / "environments" / "production.yaml").write_text("regions: {r1: null}\n")
+    (specs / "shop" / "postgresql").mkdir(parents=True)
+    (specs / "shop" / "domain.yaml").write_text("technologies: {postgresql: {schema: shop}}\nlabels: {}\n")
+    (specs / "shop" / "postgresql" / "V1__card_ref.sql").write_text(
+        "ALTER TABLE orders ADD COLUMN card_ref text;\nUPDATE orders SET card_ref = legacy_ref;\n")
+    out = CliRunner().invoke(app, ["lint", str(specs), "--url", url, "--json", "--threshold", "critical"])
+    findings = [f for f in json.loads(out.stdout)["domains"]["shop"]["findings"]
+                if f["rule"] == "personal-data-unlabelled"]
+    assert [(f["line"], f["message"]) for f in findings] == [
+        (2, "orders.card_ref is filled from orders.legacy_ref, whose values (200 of 200 sampled) look like card "
+            "numbers (Luhn-valid) (pci), and has no label")]
+    assert "'postgresql:orders.card_ref': {kind: pci, level: critical}" in findings[0]["fix"]
+    offline = CliRunner().invoke(app, ["lint", str(specs), "--json", "--threshold", "critical"])
+    assert not [f for f in json.loads(offline.stdout)["domains"]["shop"]["findings"]
+                if f["rule"] == "personal-data-unlabelled"], "without --url the names alone say nothing here"

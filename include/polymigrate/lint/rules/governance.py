@@ -125,12 +125,41 @@ def _unlabelled(src):
     if src.technology == "postgresql":
         for stmt, table, column in _pg_columns(src):
             yield from _suggest(src, "postgresql", f"{table}.{column}", stmt.line, stmt.short, labels)
+        yield from _backfilled(src, labels)
     elif src.technology == "mongodb" and src.suffix == ".json":
         for line, coll, name in _mongo_fields(src):
             yield from _suggest(src, "mongodb", f"{coll}.{name}", line, f"{coll}.{name}", labels)
     elif src.technology == "elasticsearch":
         for line, index, name in _es_fields(src):
             yield from _suggest(src, "elasticsearch", f"{index}.{name}", line, f"{index}.{name}", labels)
+
+
+def _backfilled(src, labels: LabelIndex):
+    """A backfill filling an unlabelled column from others: with ``lint --url``, a bounded sample of the
+    source columns' values on the target says what the new column will hold (a card number in a
+    column called ``legacy_ref`` has no telling name)."""
+    sampler = src.state.get("value_sampler")
+    if sampler is None:
+        return
+    for stmt in src.statements:
+        node = stmt.node
+        if not isinstance(node, ast.UpdateStmt) or node.relation is None:
+            continue
+        table = node.relation.relname
+        for target in node.targetList or ():
+            if not isinstance(target, ast.ResTarget) or not target.name or by_name(target.name) is not None:
+                continue
+            if labels.column(table, target.name) is not None:
+                continue
+            for col in sorted(_column_refs(target.val)):
+                if labels.column(table, col) is not None:
+                    continue  # labelled: label-not-carried decides about the copy
+                s = sampler(f"{table}.{col}")
+                if s is not None:
+                    key = f"postgresql:{table}.{target.name}"
+                    yield Hit(stmt.line, stmt.short, f"{table}.{target.name} is filled from {table}.{col}, whose "
+                              f"{s.source} look like {s.what} ({s.kind}), and has no label", fix=_label_fix(key, s))
+                    break
 
 
 # --- label-not-carried -------------------------------------------------------------------------------
