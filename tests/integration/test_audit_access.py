@@ -233,3 +233,16 @@ def test_a_store_initialised_before_the_reader_role_still_reads(pg_url):
         owner.ensure_schema()  # re-running init grants it
     with PostgresAuditStore(pg_url, read_only=True) as reader:
         assert reader.query() == [] and reader.role == READER_ROLE
+
+
+def test_each_recent_run_links_to_its_full_report(seeded, pg_url):
+    import html
+    import re
+
+    store, expected = seeded
+    other = next(d for d in expected["domains"] if d != expected["failed"][0])
+    narrow = client_for(pg_url, staging_only(other))
+    links = re.findall(r'href="([^"]+)" class="run-report"', narrow.get("/polymigrate/").text)
+    assert len(links) == 1 and links[0].startswith("/polymigrate/runs/")
+    report = narrow.get(html.unescape(links[0]))
+    assert report.status_code == 200 and other in report.text

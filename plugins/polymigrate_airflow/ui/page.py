@@ -26,6 +26,21 @@ def event_link(e) -> str | None:
 
 _env.globals["event_link"] = event_link
 
+
+def run_report(run) -> str | None:
+    """The run's full report on this page (relative to its base); 403 for those who may not read it."""
+    from urllib.parse import quote
+
+    from polymigrate.audit.history import NO_RUN
+    from polymigrate.blueprint import dag_id
+
+    if run.run_id == NO_RUN:
+        return None
+    return f"runs/{quote(run.run_id, safe='')}?{urlencode({'dag_id': dag_id(run.domain, run.environment)})}"
+
+
+_env.globals["run_report"] = run_report
+
 PAGE_STYLES = STYLES + """
 body { margin: 16px; }
 form.filters { display: flex; flex-wrap: wrap; gap: 8px 12px; align-items: end; margin: 8px 0; }
@@ -70,7 +85,7 @@ _PAGE = _env.from_string("""<!doctype html>
 <tr><th>Run</th><th>Domain</th><th>Environment</th><th>Outcome</th><th>Triggered by</th><th>Approved by</th><th>Why it failed</th></tr>
 {% for run in runs %}
 <tr data-run="{{ run.run_id }}" data-domain="{{ run.domain }}" data-environment="{{ run.environment }}">
-<td>{% if run.run_url %}<a href="{{ run.run_url }}" target="_top" class="small">{{ run.run_id }}</a>{% else %}<span class="small">{{ run.run_id }}</span>{% endif %}<div class="small muted">{{ fmt_time(run.started_at) }}</div></td>
+<td>{% if run.run_url %}<a href="{{ run.run_url }}" target="_top" class="small">{{ run.run_id }}</a>{% else %}<span class="small">{{ run.run_id }}</span>{% endif %}<div class="small muted">{{ fmt_time(run.started_at) }}{% if run_report(run) %} · <a href="{{ base }}{{ run_report(run) }}" class="run-report">report</a>{% endif %}</div></td>
 <td>{{ run.domain }}</td><td>{{ run.environment }}</td>
 <td><span class="badge {{ run.outcome | outcome_class }}">{{ run.outcome }}</span></td>
 <td>{{ run.triggered_by or "–" }}</td>
