@@ -1,6 +1,6 @@
 """Apply 500 generated versioned files: polymigrate beside psql, on the same server, in one run.
 
-    .venv/bin/python bench/bench_postgres_apply.py [--files 500] [--repeat 3] [--url postgresql://…] [--before TREE]
+    .venv/bin/python bench/bench_postgres_apply.py [--files 500|5000] [--repeat 3] [--url postgresql://…] [--before TREE]
 
 Without --url it starts a private PostgreSQL (initdb + pg_ctl on a free port, default settings,
 fsync on) so other people's load on the shared server does not blur the figures. Each contender
@@ -11,7 +11,9 @@ gets a fresh database per repetition; the best of the repetitions is reported.
 * ``psql -1`` of the concatenation: every file in ONE transaction: the floor (no ledger, no
   per-file commit, one process);
 * polymigrate: each file in its own transaction together with its ledger row, as in production,
-  in-process (library) and as a CLI process (Python start-up included).
+  in-process (library) and as a CLI process (Python start-up included);
+* Flyway 13's CLI, when ``make engines`` installed it (``$POLYMIGRATE_FLYWAY_CP``): the same
+  per-file guarantee, a JVM start-up included.
 
 Prints figures only; it never asserts a timing.
 """
@@ -137,6 +139,20 @@ def polymigrate_cli(url: str, folder: Path, root: Path = ROOT) -> None:
                    env={**os.environ, "PYTHONPATH": str(root / "include")})
 
 
+def flyway(url: str, folder: Path) -> None:
+    """Flyway 13's command line (``make engines`` installs it: $POLYMIGRATE_FLYWAY_CP): each file in its
+    own transaction with its row in flyway_schema_history, a JVM start-up included."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    c = conninfo_to_dict(url)
+    out = subprocess.run(["java", "-cp", os.environ["POLYMIGRATE_FLYWAY_CP"], "FlywayCli", "migrate",
+                          f"-url=jdbc:postgresql://{c.get('host', '127.0.0.1')}:{c.get('port', 5432)}/{c['dbname']}",
+                          f"-user={c.get('user', 'postgres')}", f"-locations=filesystem:{folder}"],
+                         capture_output=True, text=True, timeout=3600)
+    if out.returncode:
+        raise SystemExit(f"Flyway failed:\n{(out.stdout + out.stderr)[-3000:]}")
+
+
 def measure(admin_url: str, fn, arg: Path, n: int, repeat: int, ledger: bool) -> list[float]:
     times = []
     for _ in range(repeat):
@@ -145,7 +161,7 @@ def measure(admin_url: str, fn, arg: Path, n: int, repeat: int, ledger: bool) ->
             started = time.perf_counter()
             fn(url, arg)
             times.append(time.perf_counter() - started)
-            check(url, n, ledger)
+            check(url, n + (fn is flyway), ledger)  # Flyway's history table is in public too
         finally:
             drop()
     return times
@@ -181,8 +197,12 @@ def main() -> None:
         if args.before:
             contenders.append(("polymigrate CLI process, --before checkout",
                                lambda url, folder: polymigrate_cli(url, folder, args.before.resolve()), folder, True))
+        if os.environ.get("POLYMIGRATE_FLYWAY_CP") and shutil.which("java"):
+            contenders.append(("Flyway 13 CLI (txn + history row per file)", flyway, folder, False))
+        else:
+            print("Flyway not run: $POLYMIGRATE_FLYWAY_CP or java missing (make engines installs it)")
         if not args.skip_per_file:
-            contenders.append(("psql -f per file (500 processes)", psql_per_file, folder, False))
+            contenders.append((f"psql -f per file ({args.files} processes)", psql_per_file, folder, False))
         results: dict[str, list[float]] = {name: [] for name, *_ in contenders}
         # round-robin, so a burst of load from elsewhere hits every contender alike
         for _ in range(args.repeat):
