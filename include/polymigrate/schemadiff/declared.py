@@ -79,3 +79,21 @@ def phase_for(naming, technology: str) -> str | None:
     if not any(m.declares_phase for m in found):
         return None
     return max((m.phase for m in found), key=PHASES.index)
+
+
+def render(doc: dict, width: int = 100) -> str:
+    """JSON as the sample files are written, for the people who review it: an object or list that fits
+    on its line stays on one line, the rest opens up two spaces deeper."""
+    import json
+
+    def dump(value, indent: int) -> str:
+        flat = json.dumps(value, ensure_ascii=False)
+        if not isinstance(value, (dict, list)) or not value or len(flat) + indent <= width:
+            return flat
+        pad = " " * (indent + 2)
+        if isinstance(value, dict):
+            items = [f"{pad}{json.dumps(k, ensure_ascii=False)}: {dump(v, indent + 2)}" for k, v in value.items()]
+            return "{\n" + ",\n".join(items) + "\n" + " " * indent + "}"
+        return "[\n" + ",\n".join(pad + dump(v, indent + 2) for v in value) + "\n" + " " * indent + "]"
+
+    return dump(doc, 0) + "\n"

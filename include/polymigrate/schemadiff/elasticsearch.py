@@ -30,7 +30,6 @@ are never compared; ``number_of_shards`` and ``number_of_replicas`` only when de
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -336,6 +335,6 @@ def generate(current: str, desired: str | Path, *, naming: NamingContext) -> Gen
         if phase:
             notes.append(f"phase {phase}: the newest file's in {naming.folder} (phases follow versions; docs/phases.md)")
         doc = {**({"phase": phase} if phase else {}), "description": naming.description, "steps": steps}
-        out.files.append(GeneratedFile(file_name(naming), json.dumps(doc, indent=2, ensure_ascii=False) + "\n",
+        out.files.append(GeneratedFile(file_name(naming), declared_files.render(doc),
                                        notes=tuple(notes)))
     return out

@@ -371,6 +371,6 @@ def generate(current: str, desired: str | Path, *, naming: NamingContext) -> Gen
             notes.append(f"phase {phase}: the newest file's in {naming.folder} (phases follow versions; docs/phases.md)")
         doc = {**({"phase": phase} if phase else {}), "description": naming.description,
                "commands": _plain(commands), "down": _plain(down)}
-        out.files.append(GeneratedFile(file_name(naming), json.dumps(doc, indent=2, ensure_ascii=False) + "\n",
+        out.files.append(GeneratedFile(file_name(naming), declared_files.render(doc),
                                        notes=tuple(notes)))
     return out
