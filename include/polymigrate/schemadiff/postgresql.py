@@ -106,6 +106,11 @@ def scratch_server(current: str | Path, given: str | None = None) -> str:
         return _with_db(current, "postgres")
     if os.environ.get("POLYMIGRATE_TEST_PG"):
         return os.environ["POLYMIGRATE_TEST_PG"]
+    engines = Path(".engines/env")  # where `make engines` says its PostgreSQL answers, as the tests read it
+    if engines.is_file():
+        m = re.search(r'POLYMIGRATE_TEST_PG="\$\{POLYMIGRATE_TEST_PG:-([^}"]+)\}"', engines.read_text())
+        if m:
+            return m.group(1)
     raise _error(f"no server for scratch databases: {current} is a folder",
                     hint=f"pass --scratch postgresql://user@host/postgres or set {SCRATCH_ENV}")
 
