@@ -82,3 +82,14 @@ def test_a_captured_drift_file_runs_as_a_no_op_where_the_change_already_is():
         'CREATE UNIQUE INDEX if not exists orders_code ON shop.orders USING btree (code);\n'
         'create table if not exists "shop"."x" ("id" int);\n'
         'alter table "shop"."orders" drop column if exists "old";\n')
+
+
+def test_a_column_dropped_and_one_of_its_type_added_is_named_as_a_possible_rename():
+    from polymigrate.schemadiff.postgresql import possible_renames
+
+    before = {"public.datasets.last_modified": "timestamp with time zone", "public.datasets.name": "text"}
+    after = {"public.datasets.last_modified_at": "timestamp with time zone", "public.datasets.name": "text",
+             "public.datasets.size": "bigint"}
+    [note] = possible_renames(before, after)
+    assert note.startswith("column public.datasets.last_modified is dropped and last_modified_at "
+                           "(timestamp with time zone) added: if this is a rename")

@@ -437,6 +437,23 @@ def rewrites(old: str, new: str) -> bool:
     return y[0] < x[0] or x[1:] != y[1:]
 
 
+def possible_renames(before: dict[str, str], after: dict[str, str]) -> list[str]:
+    """A catalog diff cannot tell a renamed column from a dropped one and a new one: results writes
+    DROP + ADD, which loses the values. Where a table loses one column and gains one of the same type,
+    say so, so the reviewer writes RENAME COLUMN instead."""
+    out = []
+    tables = {c.rsplit(".", 1)[0] for c in after} & {c.rsplit(".", 1)[0] for c in before}
+    for table in sorted(tables):
+        gone = [c for c in before if c.rsplit(".", 1)[0] == table and c not in after]
+        new = [c for c in after if c.rsplit(".", 1)[0] == table and c not in before]
+        for old in gone:
+            same = [n for n in new if after[n] == before[old]]
+            if len(same) == 1:
+                out.append(f"column {old} is dropped and {same[0].rsplit('.', 1)[1]} ({before[old]}) added: if this is a "
+                           f"rename, replace both with ALTER TABLE … RENAME COLUMN, or the values are lost")
+    return out
+
+
 def _columns(cat: dict) -> dict[str, str]:
     return {f"{s}.{t}.{c}": col["type"] for s, snap in cat.items() for t, tab in snap["tables"].items()
             if tab["kind"] == "table" for c, col in tab["columns"].items()}
@@ -532,6 +549,7 @@ def generate(current: str | Path, desired: str | Path, *, naming: NamingContext,
             existing = {f"{s}.{t}" for s, snap in cur_cat.items() for t in snap["tables"]}
             lay = layout(statements, existing)
             before, after = _columns(cur_cat), _columns(catalog(des))
+            lay.notes.extend(possible_renames(before, after))
             for col in sorted(set(before) & set(after)):
                 if rewrites(before[col], after[col]):
                     lay.notes.append(f"column {col}: {before[col]} → {after[col]} rewrites the table and its indexes "
