@@ -30,7 +30,10 @@ TITLES = {
     "production_completed": "completed",
     "override_used": "emergency override used",
     "drift_found": "drift found",
+    "recovered": "recovered",
 }
+# the failures whose telling is recorded (``notified`` audit events): the run's recovery is told only after one
+FAILURE_EVENTS = ("run_failed", "rehearsal_failed", "verify_failed")
 
 
 @dataclass(frozen=True)
@@ -168,3 +171,31 @@ def approval_message(domain: Domain, env: Environment, *, summary: str, link: st
     """An approval waits: those routed for the domain learn it with the summary and the link."""
     lines = [f"Run {run_id} waits for approval." if run_id else "A run waits for approval.", "", summary.strip()]
     return compose("approval_requested", domain, env, lines=lines, link=link, facts={"run_id": run_id})
+
+
+def recovery_due(records: list[Any], task_id: str | None) -> dict[str, Any] | None:
+    """The failure of ``task_id`` this run told its routes, when the run has not told its recovery yet;
+    None otherwise. ``records``: this run's ``notified`` audit events (``AuditRecord`` or ``AuditEvent``),
+    oldest first. One recovery per run, however many tasks or tries failed and then succeeded."""
+    events = [getattr(r, "event", r) for r in records]
+    if any((e.details or {}).get("event") == "recovered" for e in events):
+        return None
+    told = [e for e in events if e.task_id == task_id and (e.details or {}).get("event") in FAILURE_EVENTS]
+    return dict(told[-1].details or {}, try_number=told[-1].try_number) if told else None
+
+
+def recovered_message(domain: Domain, env: Environment, *, step: str, failure: dict[str, Any], try_number: int | None,
+                      region: str | None = None, technology: str | None = None, link: str | None = None,
+                      run_id: str | None = None) -> Message | None:
+    """A task whose failure was told (``failure``: what ``recovery_due`` found) succeeded on a later try
+    of the same run (a retry, or a clear after a fix): the same routes learn it needs nobody now."""
+    lines = [f"Step: {step} succeeded on try {try_number}" + (f" (it failed on try {failure.get('try_number')}"
+                                                              f" and {failure.get('event', 'run_failed')} was sent)"
+                                                              if failure.get("try_number") else ""),
+             f"Domain: {domain.name}  Environment: {env.name}" + (f"  Region: {region}" if region else "")
+             + (f"  Technology: {technology}" if technology else "")]
+    if run_id:
+        lines.append(f"Run: {run_id}")
+    return compose("recovered", domain, env, lines=lines, region=region, technology=technology, link=link,
+                   facts={"step": step, "try_number": try_number, "run_id": run_id,
+                          "failed_try": failure.get("try_number")})

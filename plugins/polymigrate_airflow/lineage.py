@@ -99,8 +99,11 @@ def operator_lineage(found: dict[str, Any] | None, *, domain: str, environment: 
     return OperatorLineage(outputs=outputs, run_facets={"polymigrate": run_facet})
 
 
-def facets_on_complete(operator: Any, task_instance: Any):
-    """``MigrationOperator.get_openlineage_facets_on_complete``: what ``collect`` found in this task's run."""
-    return operator_lineage(getattr(operator, "_lineage", None), domain=operator.domain,
-                            environment=operator.environment, region=operator.region,
-                            technology=operator.technology, phase=operator.phase)
+class Lineage:
+    """Mixed into the execute operators: the provider's ``DefaultExtractor`` calls
+    ``get_openlineage_facets_on_complete`` after a successful ``execute``, on the same object, where
+    ``observability.migrated`` left what ``collect`` found (``_lineage``)."""
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any):
+        return operator_lineage(getattr(self, "_lineage", None), domain=self.domain, environment=self.environment,
+                                region=self.region, technology=self.technology, phase=self.phase)

@@ -82,10 +82,49 @@ def send(op: Any, context: Any, build: Callable[[Any, Any], Message | None], *, 
         message = build(domain, env)
         if message is None:
             return None
-        return deliver(message, log=op.log, record=lambda details: _record(op, who, run, message, details))
+        outcome = deliver(message, log=op.log, record=lambda details: _record(op, who, run, message, details))
+        _told(op, run, message, outcome)
+        return outcome
     except Exception as exc:
         op.log.warning("notification not sent: %s", exc)
         return None
+
+
+def _told(op: Any, run: Any, message: Message, outcome: dict[str, Any]) -> None:
+    """A failure or a recovery told is on record (``notified``): a later try of the same run tells its
+    recovery only after a told failure, and only once (``polymigrate.notify.recovery_due``)."""
+    from polymigrate.notify import FAILURE_EVENTS
+
+    if run is None or message.event not in (*FAILURE_EVENTS, "recovered"):
+        return
+    try:
+        run.emit("notified", region=message.region, technology=message.technology,
+                 details={"event": message.event, "delivered": outcome["delivered"],
+                          "undelivered": [u["route"] for u in outcome["undelivered"]]})
+    except Exception as exc:
+        op.log.warning("could not record the notification in the audit store: %s", exc)
+
+
+def recovered(op: Any, context: Any, *, step: str) -> dict[str, Any] | None:
+    """A task that succeeded on a later try: when this run told its failure, tell its recovery (once
+    per run). Needs the audit store, where the told failure is recorded; never raises."""
+    from polymigrate.commands.drift import store_of
+    from polymigrate.notify import recovered_message, recovery_due
+
+    run = getattr(op, "_run", None)
+    if run is None or (run.who.try_number or 1) <= 1 or store_of(run.sink) is None:
+        return None  # a first try recovers nothing: no audit query on the common path
+    try:
+        failure = recovery_due(store_of(run.sink).query(run_id=run.who.run_id, kind="notified"), run.who.task_id)
+    except Exception as exc:
+        op.log.warning("recovery not checked: %s", exc)
+        return None
+    if failure is None:
+        return None
+    link = getattr((context or {}).get("ti"), "log_url", None)
+    return send(op, context, lambda domain, env: recovered_message(
+        domain, env, step=step, failure=failure, try_number=run.who.try_number, region=getattr(op, "region", None),
+        technology=getattr(op, "technology", None), link=link, run_id=run.who.run_id), who=run.who)
 
 
 def _record(op: Any, who: Any, run: Any, message: Message, details: dict[str, Any]) -> None:

@@ -88,13 +88,18 @@ def retried(op: Any) -> None:
 
 
 def migrated(op: Any, result: Any) -> None:
-    """An execute task that succeeded: each file's duration and count, and how long the lock took."""
+    """An execute task that succeeded: each file's duration and count, and how long the lock took; what
+    its files changed, for OpenLineage (read only when lineage is on); its run's recovery, when told."""
     from polymigrate import metrics
+    from polymigrate_airflow import lineage
 
     domain, env, region, tech = _names(op)
     emit(metrics.migrated(domain, env, region, tech, getattr(op, "phase", None), list(result.applied),
                           getattr(result, "lock_wait_ms", 0), dry_run=bool(result.dry_run),
                           details=getattr(result, "details", None)), op.log)
+    if getattr(op, "_run", None) is not None:
+        op._lineage = lineage.collect(op._run, op.region, op.technology, result)
+    _undelivered(op, notify.recovered(op, None, step="execute"), "recovered")
 
 
 def verified(op: Any, context: Any, result: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +113,7 @@ def verified(op: Any, context: Any, result: dict[str, Any]) -> dict[str, Any]:
         return result
     emit(metrics.verified(op.domain, op.environment, op.region, result), op.log)
     link, run_id = getattr(context.get("ti"), "log_url", None), context.get("run_id")
+    _undelivered(op, notify.recovered(op, context, step="verify"), "recovered")
     if result.get("failed"):
         _undelivered(op, notify.send(op, context, lambda domain, env: verify_warned_message(
             domain, env, region=op.region, failed=int(result["failed"]), checks=int(result.get("checks") or 0),

@@ -179,7 +179,7 @@ class PlanOperator(PolymigrateOperator):
         return {**plan(run, grant).summary(), "dry_run": run.params.dry_run}
 
 
-class MigrationOperator(PolymigrateOperator):
+class MigrationOperator(lineage.Lineage, PolymigrateOperator):
     """Applies one technology's pending migrations in one region through the command layer.
 
     Idempotent: the executor re-reads the ledger under the target's lock, so a retry or a cleared
@@ -225,13 +225,10 @@ class MigrationOperator(PolymigrateOperator):
                                 on_progress=lambda n, total, info: self.log.info(
                                     "[%d/%d] %s %s", n, total, "would apply (dry run)" if params.dry_run else "applying", info.script))
         observability.migrated(self, result)
-        self._lineage = lineage.collect(run, self.region, self.technology, result)  # only when OpenLineage is on
         versions = [a["version"] or a["script"] for a in result.applied]
         return {"applied": len(versions), "versions": versions[:XCOM_VERSIONS_CAP],
                 "ms": sum(a["ms"] for a in result.applied), "wall_ms": int((time.monotonic() - started) * 1000),
                 "current_version": result.current_version, "dry_run": params.dry_run}
-
-    get_openlineage_facets_on_complete = lineage.facets_on_complete  # docs/observability.md#lineage
 
     def execute_after_window(self, context, event=None):
         """Resumed by the window's trigger: check everything again (the window, the binding, the ledger)."""

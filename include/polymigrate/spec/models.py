@@ -138,7 +138,7 @@ class Policy(_Model):
 
 
 NotifyEvent = Literal["run_failed", "rehearsal_failed", "verify_failed", "approval_requested", "production_completed",
-                      "override_used", "drift_found"]
+                      "override_used", "drift_found", "recovered"]
 
 
 class Notify(_Model):
