@@ -308,3 +308,23 @@ def test_lint_url_suggests_a_label_from_a_bounded_sample_of_the_values_a_backfil
     offline = CliRunner().invoke(app, ["lint", str(specs), "--json", "--threshold", "critical"])
     assert not [f for f in json.loads(offline.stdout)["domains"]["shop"]["findings"]
                 if f["rule"] == "personal-data-unlabelled"], "without --url the names alone say nothing here"
+
+
+def test_a_search_index_under_no_ism_policy_fails_its_retention_check(opensearch_target):
+    """This OpenSearch is the minimal distribution: no index-management plugin, so nothing there can
+    delete old documents; the check says so instead of passing."""
+    from polymigrate.governance.enforce import retention_checks
+    from polymigrate.governance.labels import LabelIndex
+    from polymigrate.spec.governance import Label
+    from tests.integration.adapters.es_helpers import adapter as es_adapter
+
+    t = opensearch_target
+    t.api.create_index(t.name("people_v1"), {"aliases": {t.name("people"): {}}})
+    a = es_adapter(t)
+    try:
+        [check] = retention_checks(a, LabelIndex.of({f"elasticsearch:{t.name('people')}.email":
+                                                     Label(kind="pii", retention="30d")}))
+    finally:
+        a.close()
+    assert not check.ok and check.name == f"retention elasticsearch:{t.name('people')}.email"
+    assert "no ISM (index-management plugin) answers" in check.detail or "under no ISM/ILM policy" in check.detail

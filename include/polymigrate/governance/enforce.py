@@ -119,13 +119,18 @@ def _search(adapter, x: Labelled, days: int) -> Check:
 
     api = adapter.api
     container = x.object.split(".", 1)[0]
-    indices = sorted(api.alias_targets(adapter.index_prefix + container) or api.indices(adapter.index_prefix + container))
+    indices = sorted(api.alias_targets(container) or api.indices(container))  # named as the files name it
     if not indices:
         return Check(_name(x), False, f"no index behind {container}", "elasticsearch")
     unmanaged = []
     for index in indices:
         if api.server.flavour == OPENSEARCH:
-            explained = api.request("GET", f"/_plugins/_ism/explain/{index}") or {}
+            try:
+                explained = api.request("GET", f"/_plugins/_ism/explain/{index}") or {}
+            except Exception as exc:  # noqa: BLE001  the minimal distribution has no index-management plugin
+                return Check(_name(x), False, f"the server cannot enforce {x.label.retention}: no ISM "
+                             f"(index-management plugin) answers ({str(exc)[:120]}); install it and attach a "
+                             "policy that deletes older data", "elasticsearch")
             policy = (explained.get(index) or {}).get("index.plugins.index_state_management.policy_id") or \
                 (explained.get(index) or {}).get("policy_id")
         else:
