@@ -328,3 +328,29 @@ def test_a_search_index_under_no_ism_policy_fails_its_retention_check(opensearch
         a.close()
     assert not check.ok and check.name == f"retention elasticsearch:{t.name('people')}.email"
     assert "no ISM (index-management plugin) answers" in check.detail or "under no ISM/ILM policy" in check.detail
+
+
+def test_a_postgresql_retention_is_enforced_by_a_declared_purge_function(shop):
+    shop.labels = {"postgresql:customers.email": {"kind": "pii", "level": "high", "retention": "2y",
+                                                  "purged_by": "shop.purge_customers"}}
+    shop.file("postgresql", "V1__customers.sql", V1 + "ALTER TABLE customers ADD COLUMN closed_at timestamptz;\n"
+              "CREATE FUNCTION purge_customers() RETURNS bigint LANGUAGE sql AS $$\n"
+              "  WITH gone AS (DELETE FROM customers WHERE closed_at < now() - interval '2 years' RETURNING 1)\n"
+              "  SELECT count(*) FROM gone $$;\n")
+    (shop.root / "environments" / "production.yaml").write_text(
+        PRODUCTION.replace("  r2: {jurisdictions: [POPIA]}\n", "") + "  verify_failures: warn\n")
+    run = shop.run()
+    try:
+        migrate_target(run, "r1", "postgresql", plan_hash=None)
+        assert verify_region(run, "r1", ["postgresql"])["failed"] == 0
+        shop.labels["postgresql:customers.email"].pop("purged_by")
+        run2 = shop.run(run_id="manual__2")
+        try:
+            assert verify_region(run2, "r1", ["postgresql"])["failed"] == 1
+        finally:
+            run2.close()
+    finally:
+        run.close()
+    first, second = [{c["name"]: c for c in e.details["checks"]} for e in shop.events("verified")]
+    assert first["retention postgresql:customers.email"]["detail"] == "purged by shop.purge_customers"
+    assert "no purge declared for a 2y retention" in second["retention postgresql:customers.email"]["detail"]
