@@ -53,6 +53,23 @@ def _files(top: Path, tree: Path) -> Iterator[tuple[str, str, bool]]:
             yield entry.name, entry.path, readable
 
 
+def _head(path: str) -> bytes:
+    """A file's first HEAD_BYTES. Issue 24: by descriptor, not ``open()``/``Path.open``: the buffered file
+    object (and the Path) per file were more than half of this walk's wall time (25,000 files: 1.1 s
+    against 0.45 s here)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        head = b""
+        while len(head) < HEAD_BYTES:
+            chunk = os.read(fd, HEAD_BYTES - len(head))
+            if not chunk:
+                break
+            head += chunk
+        return head
+    finally:
+        os.close(fd)
+
+
 def file_phases(domain: Domain, root: Path | None = None,
                 counts: dict[str, tuple[int, str | None]] | None = None) -> dict[str, list[str]] | None:
     """Per technology, the phases its files are in (release order), from each file's first 4 KB; None
@@ -80,8 +97,7 @@ def file_phases(domain: Domain, root: Path | None = None,
             if not readable:
                 continue
             try:
-                with open(path, "rb") as f:  # not Path(path).open: a Path per file was a fifth of this walk
-                    head = f.read(HEAD_BYTES).decode("utf-8", errors="replace")
+                head = _head(path).decode("utf-8", errors="replace")
             except OSError:
                 continue
             phase = header_phase(tech, head)

@@ -249,13 +249,28 @@ def test_compiling_reads_only_the_head_of_each_migration_file(tree, monkeypatch)
             return Counted(real_open(self, mode, *a, **kw))
         return real_open(self, mode, *a, **kw)
 
-    def spy_builtin_open(path, mode="r", *a, **kw):  # the head reader opens by name (issue 24: no Path per file)
-        return spy_open(pathlib.Path(path), mode, *a, **kw)
+    import os
 
-    import polymigrate.filescan as filescan
+    real_os_open, real_os_read = os.open, os.read
+    descriptors: set[int] = set()
+
+    def spy_os_open(path, flags, *a, **kw):  # the head reader reads by descriptor (issue 24)
+        assert flags & (os.O_WRONLY | os.O_RDWR) == 0, (path, flags)
+        fd = real_os_open(path, flags, *a, **kw)
+        heads.append(str(path))
+        descriptors.add(fd)
+        return fd
+
+    def spy_os_read(fd, n):
+        if fd in descriptors:
+            reads.append(n)
+        return real_os_read(fd, n)
+
     monkeypatch.setattr(pathlib.Path, "open", spy_open)
-    monkeypatch.setattr(filescan, "open", spy_builtin_open, raising=False)
+    monkeypatch.setattr(os, "open", spy_os_open)
+    monkeypatch.setattr(os, "read", spy_os_read)
     assert compile_project(tree)
+    monkeypatch.undo()
     assert sorted(heads) == sorted(set(heads)) and heads  # each file once, however many environments
     assert reads and all(0 < n <= HEAD_BYTES for n in reads)
 
