@@ -93,3 +93,18 @@ def test_a_column_dropped_and_one_of_its_type_added_is_named_as_a_possible_renam
     [note] = possible_renames(before, after)
     assert note.startswith("column public.datasets.last_modified is dropped and last_modified_at "
                            "(timestamp with time zone) added: if this is a rename")
+
+
+def test_constraint_index_and_view_drops_stay_in_results_order_only_data_waits_for_contract():
+    # Marquez: the primary key goes before its column may drop NOT NULL; a view before a column it reads changes type
+    stmts = ['drop view if exists "public"."jobs_view"',
+             'alter table "public"."m" drop constraint "m_pkey"',
+             'drop index if exists "public"."m_pkey"',
+             'alter table "public"."m" alter column "job_uuid" drop not null',
+             'alter table "public"."jobs" alter column "created_at" set data type timestamp with time zone',
+             'alter table "public"."m" add column "kind" text',
+             'drop table "public"."old"',
+             'drop sequence if exists "public"."old_id_seq"']
+    lay = layout(stmts, {"public.m", "public.jobs", "public.old"})
+    assert lay.main == stmts[:6]
+    assert lay.contract == stmts[6:]

@@ -249,6 +249,7 @@ class _Stmt:
     index_name: str | None = None  # CREATE INDEX name / ADD CONSTRAINT … USING INDEX name
     uses_index: str | None = None
     validates: bool = False
+    contract: bool = False  # drops a table, sequence or column: what the old application may still use
     references: str | None = None  # the table a foreign key points at
 
 
@@ -280,6 +281,8 @@ def _classify(text: str) -> _Stmt:
             if node.removeType in (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_INDEX, ObjectType.OBJECT_VIEW,
                                    ObjectType.OBJECT_SEQUENCE, ObjectType.OBJECT_MATVIEW) and names:
                 s.drops.add(".".join(names if len(names) > 1 else ["public", *names]))
+                # a view holds no data and may have to go before a column it reads changes type
+                s.contract = s.contract or node.removeType in (ObjectType.OBJECT_TABLE, ObjectType.OBJECT_SEQUENCE)
     elif isinstance(node, ast.AlterTableStmt):
         s.table = _rel(node.relation)
         for cmd in node.cmds or ():
@@ -288,6 +291,7 @@ def _classify(text: str) -> _Stmt:
                 s.creates.add(f"{s.table}.{cmd.def_.colname}")
             elif sub == AlterTableType.AT_DropColumn:
                 s.drops.add(f"{s.table}.{cmd.name}")
+                s.contract = True
             elif sub == AlterTableType.AT_DropConstraint:
                 s.drops.add(f"{s.table}.{cmd.name}")
             elif sub == AlterTableType.AT_AddConstraint:
@@ -322,8 +326,8 @@ class Layout:
 def layout(statements: list[str], existing_tables: set[str]) -> Layout:
     """Sort ``statements`` (results' order kept within each file) into the transactional file, the
     non-transactional one (indexes built CONCURRENTLY on tables that already exist, constraints
-    attached to them, validations) and the contract file (drops of what the desired state no longer
-    has, when the diff also adds)."""
+    attached to them, validations) and the contract file (tables, sequences and columns the desired
+    state no longer has, when the diff also adds)."""
     out = Layout()
     parsed = [_classify(t) for t in statements]
     created = set().union(*(p.creates for p in parsed)) if parsed else set()
@@ -344,7 +348,10 @@ def layout(statements: list[str], existing_tables: set[str]) -> Layout:
             # VALIDATE takes SHARE UPDATE EXCLUSIVE: in its own transaction, after the NOT VALID add
             # committed, writes go on while it scans. A foreign key to a key built concurrently follows it.
             out.concurrent.append(p.text)
-        elif adds and p.drops and not (p.drops & created):
+        elif adds and p.contract and not (p.drops & created):
+            # only what the old application may still read waits for the contract phase; a dropped
+            # constraint or index is a relaxation it does not notice, and later statements of results'
+            # order may need it gone (a column leaving a primary key drops NOT NULL after the key)
             out.contract.append(p.text)
         else:
             out.main.append(p.text)
