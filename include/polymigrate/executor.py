@@ -183,21 +183,35 @@ def undo_to(adapter: Adapter, migrations: list[Migration], ctx: RunContext, vers
                        key=lambda i: Version(i.version), reverse=True)  # type: ignore[arg-type]
         # a half-undone version is what this undo resumes (its adapter knows where it stopped)
         blocked = [i for i in above if not i.state.succeeded and i.state is not State.HALF_UNDONE]
-        problems = [f"{i.script}: version {i.version} is {i.state.value}" for i in blocked]
+        fixes = ["undo to a higher version"]  # each refusal adds only the fix that can help it (issue 28)
+        problems = []
+        for i in blocked:
+            if i.state is State.BASELINE:
+                problems.append(f"{i.script}: version {i.version} is a baseline: it was marked applied without "
+                                "running, so there is nothing of it to undo")
+            elif i.state is State.INCOMPLETE:
+                problems.append(f"{i.script}: version {i.version} stopped half way")
+                fixes.insert(0, "finish the half-done version first (migrate, once what stopped it is fixed)")
+            else:
+                problems.append(f"{i.script}: version {i.version} is {i.state.value}")
+                if i.state in (State.CHANGED, State.MISSING):
+                    fixes.insert(0, "`repair` first (a changed or missing file)")
+        contract = [i for i in above if i.migration is not None and i.migration.phase == "contract"]
         problems += [f"{i.script}: version {i.version} is a contract-phase migration: what it removed is gone for the "
                      "application versions that still need it, so undoing it is refused (docs/phases.md; to bring "
-                     "something back, write a new expand migration)"
-                     for i in above if i.migration is not None and i.migration.phase == "contract"]
-        fixes = ["undo to a higher version"]  # each refusal adds only the fix that can help it (issue 28)
-        if blocked:
-            fixes.insert(0, "`repair` first (a changed or missing file)")
+                     "something back, write a new expand migration)" for i in contract]
+        if contract:
+            fixes.insert(0, "write a new forward (expand) migration that brings back what is needed")
         for i in above:
+            if i.state is State.BASELINE:
+                continue  # nothing ran, so no undo file is missing
             if Version(i.version) not in undo_files:  # type: ignore[arg-type]
                 why = adapter.undo_blocker(i.entry)  # type: ignore[arg-type]
                 if why is None:
                     continue
                 if why != NEEDS_UNDO_FILE:
                     problems.append(f"{i.script}: version {i.version} cannot be undone: {why}")
+                    fixes.insert(0, "write a new forward migration that reverts it")
                 elif not adapter.capabilities.reversible:
                     problems.append(f"{i.script}: version {i.version}: {adapter.technology} migrations have no undo "
                                     "files; to revert it, write a new forward migration")

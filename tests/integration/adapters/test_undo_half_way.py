@@ -142,3 +142,25 @@ def test_a_document_deleted_through_the_alias_after_a_blue_green_switch_stays_de
         assert "fresh" in back and len(back) == 20
     finally:
         a.close()
+
+
+def test_undo_below_a_baseline_or_a_contract_migration_gives_only_the_fix_that_helps(pg_url, tmp_path):
+    """Issue 28 item 6, messages: 'repair first' helps only a changed or missing file; a baseline was
+    never run (nothing to undo) and a contract-phase migration is reverted by a new forward one."""
+    root = tmp_path / "postgresql"
+    root.mkdir()
+    (root / "V1__a.sql").write_text("CREATE TABLE a (id int);\n")
+    (root / "V2__b.sql").write_text("-- polymigrate: phase=contract\nCREATE TABLE b (id int);\n")
+    (root / "U2__b.sql").write_text("DROP TABLE b;\n")
+    adapter = PostgresAdapter.from_url(pg_url, domain="shop")
+    try:
+        adapter.baseline("1", "existing schema", ctx())
+        migrate(adapter, [m for m in catalog(root) if m.kind is not Kind.UNDO], ctx())
+        with pytest.raises(PermanentError) as info:
+            undo_to(adapter, catalog(root), ctx(), "0")
+        text = f"{info.value} {info.value.hint}"
+        assert "repair" not in text, text
+        assert "baseline" in text and "new forward" in (info.value.hint or ""), text
+        assert q(pg_url, "SELECT to_regclass('b') IS NOT NULL") == [(True,)]
+    finally:
+        adapter.close()
