@@ -20,6 +20,7 @@ KINDS = (
     "lock_waiting", "task_retried", "task_failed", "verified", "verify_failed", "baselined", "repaired", "undone",
     "snapshot", "drift",
     "notification_failed",  # a notification (polymigrate.notify) that could not be delivered, and where to
+    "impact_baseline",  # evidence read before a target's files ran, which verify checks (polymigrate.impact)
     "notified",  # a failure told to its routes (run_failed, rehearsal_failed, verify_failed) or its recovery
 )
 

@@ -105,6 +105,12 @@ def migrate_target(run: Run, region: str, technology: str, *, plan_hash: str | N
         run.log.info("%s/%s%s: %s via connection '%s'%s", region, technology, f" [{phase}]" if phase else "",
                      adapter.target, run.environment.connection_id(region, technology),
                      " (dry run)" if params.dry_run else "")
+        if not params.dry_run:  # what verify compares with (polymigrate.impact), read before anything runs
+            from polymigrate import impact
+            baseline = impact.before(adapter, run.catalog.applicable(technology), run.run_context(region).placeholders,
+                                     run.log)
+            if baseline:
+                run.emit("impact_baseline", region=region, technology=technology, details=baseline)
         try:
             result = execute(adapter, run.catalog.applicable(technology), run.run_context(region, plan_hash),
                              target_version=params.target_version, out_of_order=params.allow_out_of_order,
@@ -138,6 +144,21 @@ def outcome_line(region: str, technology: str, result: RunResult) -> str:
                 f"{result.skipped} already applied; stays at version {result.current_version or 'none (empty ledger)'}")
     return (f"{region}/{technology}: {len(result.applied)} applied, {result.skipped} already applied, "
             f"now at version {result.current_version or 'none'}")
+
+
+def impact_checks(run: Run, region: str, technology: str) -> list[Check]:
+    """Verify's performance checks (polymigrate.impact) from this run's ``impact_baseline`` evidence; none
+    without an audit store, where the evidence is kept."""
+    from polymigrate import impact
+    from polymigrate.commands.drift import store_of
+
+    store = store_of(run.sink)
+    if store is None or not run.who.run_id:
+        return []
+    found = store.query(run_id=run.who.run_id, kind="impact_baseline", domain=run.domain.name,
+                        environment=run.environment.name, region=region, technology=technology)
+    return impact.checks([r.event.details or {} for r in found], min_scans=run.policy.dropped_index_min_scans,
+                         technology=technology)
 
 
 def verify_region(run: Run, region: str, technologies: list[str], phase: str | None = None) -> dict[str, Any]:
@@ -179,6 +200,7 @@ def verify_region(run: Run, region: str, technologies: list[str], phase: str | N
             except PermanentError as exc:  # a check that cannot run proves nothing: it fails
                 checks.append(Check("built-in checks", False, f"could not run: {exc}", technology=tech))
             checks += retention_checks(adapter, LabelIndex.of(run.domain.labels))  # docs/governance.md
+            checks += impact_checks(run, region, tech)
             bound = [s for s in suites if s.applies(tech, region)]
             if bound:
                 try:

@@ -109,6 +109,9 @@ class Policy(_Model):
                                     "its earlier phases verified there, for a separate approval by the people "
                                     "`approvals` names (at least one; docs/phases.md)")
     lock_wait_seconds: float = Field(300, ge=0, description="how long to wait for another run's migration lock")
+    dropped_index_min_scans: int = Field(1, ge=1, description=(
+        "verify flags an index a migration dropped that the workload used at least this many times before "
+        "(pg_stat_user_indexes; docs/observability.md#performance-impact); it fails or warns as verify_failures says"))
     verify_failures: Literal["fail", "warn"] = Field("fail", description=(
         "what a failed built-in check of the verify step does (INVALID index, NOT VALID constraint, alias "
         "elsewhere than the ledger says, declared index missing, cursor not finished): fail the region, or warn "

@@ -763,6 +763,14 @@ class PostgresAdapter(Adapter):
         skip = [self.ledger.table, self.ledger.table + "_lock"] if schema == self.ledger.schema else []
         return take_snapshot(conn, schema, skip)
 
+    def index_baseline(self, dropped: list[str]) -> dict[str, Any] | None:
+        """How the workload used the indexes ``dropped`` names, read before they are dropped (polymigrate.impact)."""
+        from polymigrate.impact import pg_baseline
+
+        conn = self._ensure_ledger()
+        schema = self.schema or conn.execute("SELECT current_schema()").fetchone()[0]
+        return pg_baseline(conn, schema, dropped)
+
     def health_checks(self, ctx: RunContext, migrations: list[Migration]) -> list[Check]:
         """No INVALID index in the schema, and no constraint left ``NOT VALID`` unless the domain's
         ``allow_not_valid`` names it (``table.constraint`` patterns: a constraint validated by a later

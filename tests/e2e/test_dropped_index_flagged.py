@@ -1,0 +1,86 @@
+"""Issue 23.4: a migration that drops an index the workload used is flagged by verify.
+
+Two ``dag.test()`` runs on real PostgreSQL with a real audit store: the first creates a table and its
+index, then a workload reads through the index (``pg_stat_user_indexes`` counts it); the second run's
+file drops the index, and that run's verify fails naming the index, how often it was used and what to
+do; a policy threshold above the usage lets it pass. An index nobody used is dropped without a word.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import psycopg
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+
+
+def env_yaml(min_scans: int) -> str:
+    return f"regions: {{r1: null}}\npolicy: {{approvals: {{required: 0}}, retries: 0, lock_wait_seconds: 5, " \
+           f"dropped_index_min_scans: {min_scans}}}\n"
+
+
+def test_verify_flags_a_dropped_index_the_workload_used(tmp_path, make_pg_database, monkeypatch, airflow_db):
+    from polymigrate.audit import PostgresAuditStore
+    from polymigrate_airflow.renderer import build_dags
+
+    specs = tmp_path / "specs"
+    write(specs / "environments/staging.yaml", env_yaml(1))
+    write(specs / "shop/domain.yaml", "technologies: {postgresql: {}}\n")
+    write(specs / "shop/postgresql/V1__orders.sql", """\
+        CREATE TABLE orders (id bigint PRIMARY KEY, customer bigint NOT NULL, note text);
+        CREATE INDEX orders_customer ON orders (customer);
+        CREATE INDEX orders_note ON orders (note);
+        INSERT INTO orders SELECT g, g % 100, NULL FROM generate_series(1, 5000) g;
+        ANALYZE orders;
+        """)
+    target, audit = make_pg_database("pm_e2e23_idx"), make_pg_database("pm_e2e23_idx_audit")
+    monkeypatch.setenv("POLYMIGRATE_SPECS", str(specs))
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", audit)
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_STAGING_R1", target)
+    store = PostgresAuditStore(audit)
+    store.ensure_schema()
+    assert build_dags(specs)["migrate__shop__staging"].test().state == "success"
+
+    with psycopg.connect(target, autocommit=True) as conn:  # the application's reads, through the index
+        for customer in range(7):
+            conn.execute("SELECT count(*) FROM orders WHERE customer = %s", (customer,)).fetchone()
+        conn.execute("SELECT pg_stat_force_next_flush()")  # PostgreSQL 15 flushes a session's counts at its end or after a second
+    # the cleanup of the expand/contract release: both old indexes go
+    write(specs / "shop/postgresql/V2__drop_old_indexes.sql", """\
+        DROP INDEX orders_customer;
+        DROP INDEX IF EXISTS orders_note;
+        """)
+    dr = build_dags(specs)["migrate__shop__staging"].test()
+    tis = {ti.task_id: ti for ti in dr.get_task_instances()}
+    assert tis["r1.postgresql"].state == "success"  # the drop itself ran
+    assert tis["r1.verify"].state == "failed" and dr.state == "failed"
+    (failed,) = [r.event for r in store.query(kind="verify_failed", run_id=dr.run_id)]
+    (check,) = [c for c in failed.details["checks"] if c["name"] == "dropped index used by the workload"]
+    assert not check["ok"]
+    assert check["detail"].startswith("index orders_customer on orders was used 7 time(s) before this run dropped it")
+    assert "CREATE INDEX CONCURRENTLY" in check["detail"] and "orders_note" not in check["detail"]
+    (baseline,) = [r.event for r in store.query(kind="impact_baseline", run_id=dr.run_id)]
+    assert baseline.details["dropped_indexes"]["orders_note"]["scans"] == 0
+
+    # the same evidence under a threshold above it: verify passes, saying what it dropped
+    with psycopg.connect(target, autocommit=True) as conn:
+        conn.execute("CREATE INDEX orders_by_customer ON orders (customer)")
+        for customer in range(3):
+            conn.execute("SELECT count(*) FROM orders WHERE customer = %s", (customer,)).fetchone()
+        conn.execute("SELECT pg_stat_force_next_flush()")
+    write(specs / "shop/postgresql/V3__drop_by_customer.sql", "DROP INDEX orders_by_customer;\n")
+    write(specs / "environments/staging.yaml", env_yaml(50))
+    dr = build_dags(specs)["migrate__shop__staging"].test()
+    assert dr.state == "success"
+    (verified,) = [r.event for r in store.query(kind="verified", run_id=dr.run_id)]
+    (check,) = [c for c in verified.details["checks"] if c["name"] == "dropped index used by the workload"]
+    assert check["ok"] and check["detail"] == "dropped orders_by_customer: used fewer than 50 time(s)"
+    store.close()
