@@ -84,3 +84,77 @@ def test_verify_flags_a_dropped_index_the_workload_used(tmp_path, make_pg_databa
     (check,) = [c for c in verified.details["checks"] if c["name"] == "dropped index used by the workload"]
     assert check["ok"] and check["detail"] == "dropped orders_by_customer: used fewer than 50 time(s)"
     store.close()
+
+
+@pytest.fixture(scope="module")
+def pg_with_statements():
+    """A private PostgreSQL (the engines' binaries) with pg_stat_statements preloaded: the shared test
+    server has no shared_preload_libraries, and it must not be restarted under other tests."""
+    import os
+    import shutil
+    import subprocess
+
+    from scripts.airflow_local import free_port
+
+    bin_dir = Path(os.environ.get("POLYMIGRATE_PG_BIN") or "/usr/lib/postgresql/15/bin")
+    if not (bin_dir / "initdb").exists():
+        pytest.skip(f"no PostgreSQL binaries in {bin_dir} (POLYMIGRATE_PG_BIN)")
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="polymigrate-pgss-"))  # not under pytest's root-only folder: initdb runs as postgres
+    home.chmod(0o777)
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    port = free_port()
+    subprocess.run([*as_postgres, str(bin_dir / "initdb"), "-D", str(home / "data"), "-U", "postgres", "-A", "trust",
+                    "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True, cwd="/")
+    subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(home / "data"), "-l", str(home / "log"), "-w",
+                    "-o", f"-p {port} -k {home} -c listen_addresses=127.0.0.1 "
+                          "-c shared_preload_libraries=pg_stat_statements", "start"],
+                   check=True, capture_output=True, cwd="/")
+    url = f"postgresql://postgres@127.0.0.1:{port}/{{}}".format
+    admin = url("postgres")
+    try:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            for name in ("target", "audit"):
+                conn.execute(f"CREATE DATABASE {name}")
+        with psycopg.connect(url("target"), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION pg_stat_statements")  # what the DBA does where statements should show
+        yield url("target"), url("audit")
+    finally:
+        subprocess.run([*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(home / "data"), "-m", "immediate", "-w",
+                        "stop"], capture_output=True, cwd="/")
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def test_the_finding_names_the_statements_that_used_the_index(tmp_path, monkeypatch, airflow_db, pg_with_statements):
+    from polymigrate.audit import PostgresAuditStore
+    from polymigrate_airflow.renderer import build_dags
+
+    target, audit = pg_with_statements
+    specs = tmp_path / "specs"
+    write(specs / "environments/staging.yaml", env_yaml(1))
+    write(specs / "shop/domain.yaml", "technologies: {postgresql: {}}\n")
+    write(specs / "shop/postgresql/V1__orders.sql", """\
+        CREATE TABLE orders (id bigint PRIMARY KEY, customer bigint NOT NULL);
+        CREATE INDEX orders_customer ON orders (customer);
+        INSERT INTO orders SELECT g, g % 100 FROM generate_series(1, 5000) g;
+        ANALYZE orders;
+        """)
+    monkeypatch.setenv("POLYMIGRATE_SPECS", str(specs))
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", audit)
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_STAGING_R1", target)
+    store = PostgresAuditStore(audit)
+    store.ensure_schema()
+    assert build_dags(specs)["migrate__shop__staging"].test().state == "success"
+    with psycopg.connect(target, autocommit=True) as conn:
+        for customer in range(5):
+            conn.execute("SELECT count(*) FROM orders WHERE customer = %s", (customer,)).fetchone()
+        conn.execute("SELECT pg_stat_force_next_flush()")
+    write(specs / "shop/postgresql/V2__drop_customer_index.sql", "DROP INDEX orders_customer;\n")
+    dr = build_dags(specs)["migrate__shop__staging"].test()
+    assert dr.state == "failed"
+    (failed,) = [r.event for r in store.query(kind="verify_failed", run_id=dr.run_id)]
+    (check,) = [c for c in failed.details["checks"] if c["name"] == "dropped index used by the workload"]
+    assert "index orders_customer on orders was used 5 time(s)" in check["detail"]
+    assert "statements on orders: SELECT count(*) FROM orders WHERE customer = $1 (5 calls, mean " in check["detail"]
+    store.close()
