@@ -126,6 +126,7 @@ def pg_with_statements():
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.mark.engine("postgresql")  # its own server, started by the fixture
 def test_the_finding_names_the_statements_that_used_the_index(tmp_path, monkeypatch, airflow_db, pg_with_statements):
     from polymigrate.audit import PostgresAuditStore
     from polymigrate_airflow.renderer import build_dags
