@@ -4,7 +4,9 @@
 only when waived, promotion from staging), with no emergency override.
 
 ``social-commerce`` holds a waived contract step (the full_name DROP COLUMN): it needs the stricter
-approval, three DBAs. Then a compliance reviewer exports the production runs.
+approval, three DBAs; the columns it drops are labelled personal data, so it is a regulated change
+and a compliance reviewer (cora) signs it off as well. Then a compliance reviewer exports the
+production runs, with the compliance section naming the regulated change and who signed it off.
 
 The spec tree is a copy of migration_specs/ with three test-only changes to the environment files,
 none to the policy: two regions each (time), no execution window (the test runs at any hour), and
@@ -33,7 +35,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = {"admin": "admin-pass-1", "ann": "ann-pass-22", "bob": "bob-pass-333", "cid": "cid-pass-4444",
-         "dev1": "dev1-pass-55555"}
+         "dev1": "dev1-pass-55555", "cora": "cora-pass-666666"}
 REGIONS = ("western_europe", "north_africa")
 REDIS_DBS = {("staging", "western_europe"): 21, ("staging", "north_africa"): 22,
              ("production", "western_europe"): 23, ("production", "north_africa"): 24}
@@ -184,8 +186,10 @@ def test_common_and_social_commerce_rehearse_in_staging_then_pass_production_s_p
     # the waived DROP COLUMN raises the bar, and the approvers read the waiver's reason
     assert "needs **3** approval(s)" in body and "high risk or destructive change set" in body, body
     assert "suppressed `ban-drop-column`" in body and "reads and writes full_name only" in body
+    # the dropped first/last names are labelled pii: the same request asks for the compliance sign-off
+    assert "**Compliance sign-off required**" in body and "drops `postgresql:users.first_name`" in body, body
     api.parks[(dag, run, "approve")] -= 1
-    api.approve(dag, run, ["ann", "cid", "admin"])
+    api.approve(dag, run, ["ann", "cid", "admin", "cora"])
     # the full_name release: each region's contract phase waits for its own approval (policy.contract_approval),
     # the canary region first; until then the old columns are there
     for region in REGIONS:
@@ -209,6 +213,12 @@ def test_common_and_social_commerce_rehearse_in_staging_then_pass_production_s_p
     runs = {x["domain"]: x for x in r.json()["runs"]}
     assert runs["common"]["triggered_by"] == "dev1" and runs["common"]["approved_by"] == ["ann", "bob"]
     assert runs["social-commerce"]["approved_by"] == ["ann", "cid", "admin"]
+    assert runs["social-commerce"]["signed_off_by"] == ["cora"] and not runs["common"]["signed_off_by"]
+    gdpr = r.json()["compliance"]["regulations"]["GDPR"]
+    assert {(c["region"], c["object"], tuple(c["signed_off_by"])) for c in gdpr} >= {
+        ("western_europe", "postgresql:users.first_name", ("cora",)),
+        ("western_europe", "postgresql:users.last_name", ("cora",))}
+    assert {c["region"] for c in r.json()["compliance"]["regulations"]["Egypt PDPL"]} == {"north_africa"}
     assert runs["social-commerce"]["outcome"] == "succeeded" and not runs["social-commerce"]["overridden_by"]
     assert {m["region"] for m in runs["social-commerce"]["migrations"]} == set(REGIONS)
     html = api.call("admin", "GET", "/polymigrate/export?format=html&environment=production&region=north_africa").text
