@@ -130,6 +130,10 @@ def test_pii_needs_a_label_then_its_drop_waits_for_compliance_and_the_export_lis
     with PostgresAuditStore(shop.audit) as store:
         records, runs = select(store, environment="production")
         doc = json.loads(render_json(records, runs=runs))
+    from polymigrate.audit.report import render_html
+    html = render_html(records, runs=runs)
+    assert "<h3>GDPR: 1 regulated change(s)</h3>" in html and "<h3>POPIA: 1 regulated change(s)</h3>" in html
+    assert "<td>ann</td><td>cora</td>" in html
     [gdpr] = doc["compliance"]["regulations"]["GDPR"]
     assert (gdpr["region"], gdpr["action"], gdpr["object"]) == ("r1", "drops", "postgresql:customers.email")
     assert gdpr["approved_by"] == ["ann"] and gdpr["signed_off_by"] == ["cora"] and gdpr["outcome"] == "succeeded"
