@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
+from polymigrate import lineage
 from polymigrate.adapters.base import NEEDS_UNDO_FILE, Adapter
 from polymigrate.catalog import Kind, Migration, applicable, in_phase
 from polymigrate.checksums import flyway_checksum
@@ -149,6 +150,9 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
             details = dict(applied.details or {})
             if m.declares_phase:
                 details["phase"] = m.phase
+            changed = lineage.changed(m, values)  # the datasets it changed: the audit page links the run to them
+            if changed:
+                details["datasets"] = [{"kind": c.kind, "name": c.name, "action": c.action} for c in changed]
             sink.emit(_event("migration_succeeded", adapter, ctx, info, duration_ms=applied.execution_time_ms,
                              details=details))
             result.applied.append({"version": info.version, "script": info.script,

@@ -92,12 +92,13 @@ def test_execute_tasks_report_the_datasets_they_changed(tmp_path, airflow_db, ma
         """)
     rd = redis.Redis.from_url(redis_url)
     rd.set("shop:session:1", "x")
-    pg = make_pg_database("pm_e2e23_lineage")
+    pg, audit = make_pg_database("pm_e2e23_lineage"), make_pg_database("pm_e2e23_lineage_audit")
     mongo, es = urlsplit(make_mongo_database("pm_e2e23_lineage")), urlsplit(opensearch_target.url)
     host, _, port = REDIS_URL.removeprefix("redis://").partition(":")
     events = tmp_path / "lineage.jsonl"
     env = {
         "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_STAGING_R1": pg,
+        "AIRFLOW_CONN_POLYMIGRATE_AUDIT": audit,
         "AIRFLOW_CONN_POLYMIGRATE_MONGODB_STAGING_R1": json.dumps(
             {"conn_type": "mongo", "host": mongo.hostname, "port": mongo.port, "schema": mongo.path[1:]}),
         "AIRFLOW_CONN_POLYMIGRATE_REDIS_STAGING_R1": json.dumps(
@@ -140,4 +141,30 @@ def test_execute_tasks_report_the_datasets_they_changed(tmp_path, airflow_db, ma
     assert keys["facets"]["datasetType"]["datasetType"] == "KEY_PATTERN"
     assert rd.ttl("shop:session:1") > 0  # the migration did run
     rd.close()
+
+    # the audit page links the run to what each file changed (recorded whether lineage is on or not)
+    from fastapi.testclient import TestClient
+
+    from airflow.api_fastapi.core_api.security import get_user
+    from polymigrate.audit import PostgresAuditStore
+    from polymigrate_airflow.ui.app import Access, create_app, get_access, get_store
+
+    store = PostgresAuditStore(audit)
+    succeeded = {r.event.script: r.event.details.get("datasets") for r in store.query(kind="migration_succeeded")}
+    assert succeeded["V2__orders_total.sql"] == [{"kind": "table", "name": "orders", "action": "altered"}]
+    assert succeeded["1-session-ttl.lua"] == [{"kind": "keys", "name": "session:*", "action": "written"}]
+    app = create_app()
+
+    def reader():
+        s = PostgresAuditStore(audit)
+        yield s
+        s.close()
+
+    app.dependency_overrides[get_store] = reader
+    app.dependency_overrides[get_user] = lambda: object()
+    app.dependency_overrides[get_access] = lambda: Access("test", frozenset(store.scopes()))
+    page = TestClient(app, root_path="/polymigrate").get("/").text
+    assert "changed: table <code>orders</code> (altered)" in page
+    assert f"alias <code>{prefix}people</code> (created)" in page
+    store.close()
 
