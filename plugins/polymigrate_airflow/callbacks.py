@@ -10,6 +10,9 @@ callbacks (set on every task by the renderer's ``default_args``).
 
 In the worker, the same callbacks run after every ordinary failure too, where the operator has
 already recorded the failure with its real error: the task says so and nothing is recorded twice.
+Airflow 3.3 may also run them twice for one lost try (the heartbeat timeout sends a callback
+request, then the executor's report of the failed try another): a try already on record in the
+audit store is not recorded again.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def _record(context: dict[str, Any], *, retryable: bool) -> bool:
     kwargs = {"log": log} if log is not None else {}
     return record_failure(None, error, retryable=retryable, region=getattr(task, "region", None),
                           technology=getattr(task, "technology", None), root=task.specs_root, domain=task.domain,
-                          environment=task.environment, who=who(context), audit=audit_conninfo, **kwargs)
+                          environment=task.environment, who=who(context), audit=audit_conninfo, once=True, **kwargs)
 
 
 def on_failure(context: dict[str, Any]) -> None:

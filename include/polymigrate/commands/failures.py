@@ -32,12 +32,14 @@ def failure_details(error: BaseException, *, retryable: bool) -> dict[str, Any]:
 def record_failure(run: Run | None, error: BaseException, *, retryable: bool = False, region: str | None = None,
                    technology: str | None = None, root: Any = None, domain: str = "", environment: str = "",
                    who: Who | None = None, audit: Callable[[], Any] | None = None,
-                   log: logging.Logger = LOG) -> bool:
+                   log: logging.Logger = LOG, once: bool = False) -> bool:
     """Record ``task_failed`` for the step that raised ``error``; True when it reached the sink.
 
     With ``run`` (the step opened it) the event goes to its sink. Without one (the step failed while
     opening it: specs that do not load, a param refused) the environment's policy is read again and
     its sink opened just for this event; ``audit`` resolves the store's connection as ``open_run``'s does.
+    ``once``: nothing is recorded when the store already holds a ``task_failed`` of the same try (Airflow
+    may run a failure callback twice for one lost try: its heartbeat timeout, then the executor's report).
     """
     details = failure_details(error, retryable=retryable)
     try:
@@ -50,6 +52,11 @@ def record_failure(run: Run | None, error: BaseException, *, retryable: bool = F
         env = environment_of(project, environment, root)
         sink = audit_sink(env.policy, audit())
         try:
+            query = getattr(sink, "query", None)
+            if once and query is not None and any(
+                    r.event.task_id == who.task_id and r.event.try_number == who.try_number
+                    for r in query(domain=domain, environment=env.name, run_id=who.run_id, kind="task_failed")):
+                return False
             sink.emit(event(who, domain, env.name, "task_failed", region=region, technology=technology,
                             details=details))
         finally:
