@@ -401,7 +401,7 @@ def load_file(domain: str, technology: str, root: Path, path: Path,
     return mig, problems, []
 
 
-DECLARED_STATE_TECHNOLOGIES = ("mongodb", "elasticsearch")
+DECLARED_STATE_TECHNOLOGIES = ("mongodb", "elasticsearch", "postgresql")  # postgresql/schema/*.sql: plain DDL
 
 
 def discover(domain: str, technology: str, folder: Path, tree: Path | None = None) -> DomainCatalog:

@@ -207,3 +207,20 @@ def test_a_hand_change_found_by_drift_becomes_the_next_versioned_file(runner, tm
     with psycopg.connect(target) as c:
         rows = c.execute("SELECT version, success FROM polymigrate.schema_history ORDER BY installed_rank").fetchall()
     assert [v for v, ok in rows if ok] == ["1", "2", "2.1"]
+
+
+def test_a_domains_declared_postgresql_schema_folder_is_its_desired_state_and_not_a_migration(runner, tmp_path):
+    from polymigrate.catalog import discover
+
+    domain = tmp_path / "shop"
+    (domain / "postgresql" / "schema").mkdir(parents=True)
+    (domain / "domain.yaml").write_text("technologies:\n  postgresql: {}\n")
+    (domain / "postgresql" / "V1__init.sql").write_text(V1)
+    (domain / "postgresql" / "schema" / "tables.sql").write_text(DESIRED)
+    res = runner.invoke(app, ["diff", "--current", str(domain / "postgresql"), "--desired", str(domain),
+                              "--write", str(domain / "postgresql"), "--no-undo"])
+    assert res.exit_code == 0, res.output
+    cat = discover("shop", "postgresql", domain / "postgresql")
+    assert cat.problems == [] and not [n for n in cat.notes if "schema" in str(n)]
+    assert [m.script for m in cat.migrations["postgresql"]] == [
+        "V1__init.sql", "V2__generated.sql", "V2.1__generated_concurrently.sql", "V2.2__generated_contract.sql"]

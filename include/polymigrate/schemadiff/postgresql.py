@@ -196,6 +196,8 @@ def load_state(source: str | Path, scratch: Scratch, *, domain: str = "diff", sc
     if is_url(source):
         return str(source)
     folder = Path(source)
+    if (folder / "domain.yaml").is_file():  # a domain's folder: its declared state, as for the other technologies
+        folder = folder / "postgresql" / "schema"
     if not folder.is_dir():
         raise _error(f"{folder}: not a folder nor a postgresql:// URL",
                         hint="give a target URL, a domain's migrations folder or a declarative schema/ folder")
