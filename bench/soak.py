@@ -25,7 +25,10 @@ hit a real process:
 * ``edit``      a pending file broken on disk (a syntax error), a run, the file restored (the human
                  step), and ``repair`` if the run is refused saying so (counted as a human step too).
 
-Engine stop / restart is left out: the engines are shared with other engineers' tests.
+* ``restart``   kill -9 of the server under the run and a restart on the same files: only on the
+                 soak's own redis-server (``redis-private``: append-only file, fsync always); the
+                 shared engines are never stopped (other engineers' tests use them), so on them this
+                 fault is a kill -9 of the runner and is counted as one.
 
 After the faults, the release is rerun (at most 8 times) until a run exits 0; then the end state
 (counters, ledger versions and statuses, aliases and indices) is compared with the reference run.
@@ -56,7 +59,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
 CLI = [sys.executable, "-c", "from polymigrate.cli import main; main()"]
 LEASE_MS = 1500
-FAULTS = ("kill9", "sigstop", "cut", "second", "edit")
+FAULTS = ("kill9", "sigstop", "cut", "second", "edit", "restart")
 
 
 def load_env() -> None:
@@ -232,6 +235,56 @@ class Redis(Engine):
             self.client.delete(*set(keys))
 
 
+class PrivateRedis(Redis):
+    """A redis-server of the soak's own (append-only file, fsync always), so it can be killed and
+    restarted under a run without touching the shared engines: the ``restart`` fault."""
+    name = "redis-private"
+    DB = 0
+
+    def __init__(self) -> None:
+        import socket
+
+        import redis
+        self.dir = Path(tempfile.mkdtemp(prefix="pmsoak-redis-"))
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.server: subprocess.Popen | None = None
+        self._start()
+        self.base = f"redis://127.0.0.1:{self.port}"
+        self.client = redis.Redis.from_url(f"{self.base}/{self.DB}")
+
+    def _start(self) -> None:
+        import redis
+        self.server = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                redis.Redis(port=self.port, socket_timeout=1).ping()
+                return
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"private redis-server on {self.port} did not start")
+                time.sleep(0.05)
+
+    def restart(self) -> None:
+        """kill -9 of the server under the run, and a new one on the same port and files."""
+        assert self.server is not None
+        self.server.kill()
+        self.server.wait(10)
+        time.sleep(0.3)
+        self._start()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.kill()
+            self.server.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Mongo(Engine):
     name = "mongodb"
 
@@ -392,6 +445,8 @@ def inject(kind: str, engine: Engine, rng: random.Random, folder: Path, files: d
            extra: list[str], tag: str, tally: Tally, log) -> None:
     if kind == "cut" and not engine.session_lock:
         kind = "kill9"  # a lease, no session to cut: counted as what it is
+    if kind == "restart" and not hasattr(engine, "restart"):
+        kind = "kill9"  # a shared engine is never stopped: counted as what it is
     tally.faults[f"{engine.name}:{kind}"] += 1
     if kind == "edit":
         pending = sorted(files)
@@ -421,6 +476,9 @@ def inject(kind: str, engine: Engine, rng: random.Random, folder: Path, files: d
         finish(proc)
     elif kind == "cut":
         engine.cut(tag, url)
+        finish(proc)
+    elif kind == "restart":
+        engine.restart()  # type: ignore[attr-defined]
         finish(proc)
     elif kind == "second":
         other = start(folder, url, extra)
@@ -475,7 +533,8 @@ def normalise(engine: Engine, state: dict, tag: str) -> dict:
 def soak(seed: int, faults: int, minutes: float, engines: list[str], log=print, quick: bool = False) -> Tally:
     load_env()
     rng = random.Random(seed)
-    makers = {"postgresql": Postgres, "redis": Redis, "mongodb": Mongo, "elasticsearch": Search}
+    makers = {"postgresql": Postgres, "redis": Redis, "redis-private": PrivateRedis, "mongodb": Mongo,
+              "elasticsearch": Search}
     live = {name: makers[name]() for name in engines}
     for engine in live.values():
         engine.quick = quick
@@ -519,6 +578,9 @@ def soak(seed: int, faults: int, minutes: float, engines: list[str], log=print, 
             tally.releases += 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        for engine in live.values():
+            if hasattr(engine, "close"):
+                engine.close()
     return tally
 
 
@@ -539,7 +601,7 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--faults", type=int, default=50)
     p.add_argument("--minutes", type=float, default=10)
-    p.add_argument("--engines", default="postgresql,redis,mongodb,elasticsearch")
+    p.add_argument("--engines", default="postgresql,redis,redis-private,mongodb,elasticsearch")
     p.add_argument("--quick", action="store_true", help="shorter files (the CI test's profile)")
     a = p.parse_args()
     t0 = time.monotonic()
