@@ -202,6 +202,62 @@ def worker_of(hostname: str) -> str:
     return hostname.removeprefix("polymigrate-")
 
 
+KILLED_PREFIX = "pmk_e2e"
+
+
+@pytest.fixture
+def small_cluster(tmp_path):
+    """A cluster of its own for one domain in one region of staging, with a file that sleeps 45 s."""
+    specs = tmp_path / "specs"
+    (specs / "environments").mkdir(parents=True)
+    (specs / "environments" / "staging.yaml").write_text(
+        "regions: {r1: {}}\ntechnologies: [postgresql]\n"
+        "policy: {approvals: {required: 0}, retries: 1, retry_delay_seconds: 5}\n")
+    (specs / "shop" / "postgresql").mkdir(parents=True)
+    (specs / "shop" / "domain.yaml").write_text("technologies:\n  postgresql: {}\n")
+    (specs / "shop" / "postgresql" / "V1__slow.sql").write_text("CREATE TABLE slow (id int);\nSELECT pg_sleep(45);\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(POLYMIGRATE_SPECS=str(specs), POLYMIGRATE_CLUSTER_DIR=str(tmp_path / "cluster"),
+               POLYMIGRATE_CLUSTER_DB_PREFIX=KILLED_PREFIX, POLYMIGRATE_CLUSTER_BROKER_DB="27",
+               POLYMIGRATE_CLUSTER_REDIS_DBS="17 19")
+    try:
+        sh("up", env=env)
+        yield Cluster(tmp_path / "cluster", env)
+    finally:
+        sh("down", env=env)
+
+
+def test_a_try_whose_worker_is_killed_outright_is_on_record_as_failed(small_cluster):
+    """Issue 22: the operator never sees this failure; the scheduler fails the try after its heartbeat
+    timeout and the DAG processor runs the task's on_retry_callback, which records it."""
+    c = small_cluster
+    dag, task = "migrate__shop__staging", "r1.postgresql"
+    run = c.trigger(dag)
+    db = f"{KILLED_PREFIX}_staging_r1"
+
+    def sleeping() -> bool:
+        with psycopg.connect(f"postgresql://postgres@{c._pg_host()}/postgres", autocommit=True) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND query LIKE %s",
+                                (db, "%pg_sleep%")).fetchone()[0] > 0
+    c.wait(f"{task} to be inside the slow file", sleeping, 600)
+    victim = c.tis(dag, run)[task]
+    killed_at = time.monotonic()
+    sh("kill", worker_of(victim["hostname"]), env=c.env)
+    tis = c.finish(dag, run, timeout=600)
+    assert tis[task]["try_number"] == 2, tis[task]
+    from polymigrate.audit import PostgresAuditStore
+    store = PostgresAuditStore(f"postgresql://postgres@{c._pg_host()}/{KILLED_PREFIX}_audit")
+    try:
+        failed = [r.event for r in store.query(kind="task_failed", run_id=run)]
+    finally:
+        store.close()
+    assert [(e.task_id, e.try_number, e.details["error_type"], e.details["retryable"]) for e in failed] == [
+        (task, 1, "WorkerLost", True)], [e.details for e in failed]
+    assert "worker stopped before the task reported an outcome" in failed[0].details["error"]
+    print(f"\n{task}: worker killed, try 1 on record as WorkerLost, try 2 succeeded "
+          f"{time.monotonic() - killed_at:.0f} s after the kill")
+
+
 def test_a_release_reaches_production_on_two_workers_through_a_worker_and_a_scheduler_dying(cluster):
     c = cluster
     hosts: set[str] = set()
@@ -263,6 +319,16 @@ def test_a_release_reaches_production_on_two_workers_through_a_worker_and_a_sche
     for region in REGIONS:
         with psycopg.connect(c.pg[("production", region)]) as conn:
             assert conn.execute("SELECT count(*) FROM social_commerce.cluster_applied").fetchone() == (1,), region
+    # the killed try is on record (issue 22): the operator never saw it fail; the scheduler failed it
+    # after its heartbeat timeout and the DAG processor ran the task's on_retry_callback
+    from polymigrate.audit import PostgresAuditStore
+    store = PostgresAuditStore(f"postgresql://postgres@{c._pg_host()}/{PREFIX}_audit")
+    try:
+        lost = [(r.event.try_number, r.event.details.get("error_type"), r.event.details.get("retryable"))
+                for r in store.query(kind="task_failed", run_id=run) if r.event.task_id == task]
+    finally:
+        store.close()
+    assert lost and lost[0][1:] == ("WorkerLost", True) and lost[0][0] < done["try_number"], lost
     from datetime import datetime
     retried = datetime.fromisoformat(done["start_date"]).timestamp() - killed_at
     print(f"\ncluster up in {c.startup_seconds:.0f} s; {task} ran on {done['hostname']} (try {done['try_number']}) "
