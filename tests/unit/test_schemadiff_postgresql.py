@@ -108,3 +108,18 @@ def test_constraint_index_and_view_drops_stay_in_results_order_only_data_waits_f
     lay = layout(stmts, {"public.m", "public.jobs", "public.old"})
     assert lay.main == stmts[:6]
     assert lay.contract == stmts[6:]
+
+
+def test_in_a_folder_whose_newest_file_is_contract_the_additions_take_that_phase(tmp_path):
+    from polymigrate.catalog import discover
+    from polymigrate.schemadiff.postgresql import folder_phase
+
+    (tmp_path / "V1__a.sql").write_text("-- polymigrate: phase=expand\nCREATE TABLE t (id int, old text);\n")
+    (tmp_path / "V2__b.sql").write_text("-- polymigrate: phase=contract\nALTER TABLE t DROP COLUMN old;\n")
+    assert folder_phase(tmp_path) == "contract"
+    lay = layout(['alter table "public"."t" add column "email" text'], {"public.t"})
+    files = render(lay, NamingContext(tmp_path, "3", "email"), source="schema", floor=folder_phase(tmp_path))
+    assert files[0].text.startswith("-- polymigrate: phase=contract, lock_timeout=5s")
+    assert "newest file is in phase contract" in lay.notes[-1]
+    (tmp_path / files[0].name).write_text(files[0].text)
+    assert discover("d", "postgresql", tmp_path).problems == []  # validate accepts the order

@@ -375,14 +375,36 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", text).strip("_").lower() or "generated"
 
 
-def render(lay: Layout, naming: NamingContext, *, source: str) -> list[GeneratedFile]:
-    """The V files of a layout, named in the domain's scheme, each with a header saying what it is."""
+def folder_phase(folder: Path | None) -> str | None:
+    """The phase of the folder's newest versioned file, when its files declare phases: within a
+    technology phases follow version order (docs/phases.md), so nothing generated may go back before it."""
+    from polymigrate.catalog import Kind, discover
+
+    if folder is None or not Path(folder).is_dir():
+        return None
+    ms = [m for m in discover("diff", "postgresql", Path(folder)).migrations.get("postgresql", [])
+          if m.kind is Kind.VERSIONED]
+    if not any(m.declares_phase for m in ms):
+        return None
+    from polymigrate.catalog import PHASES
+
+    return max((m.phase for m in ms), key=PHASES.index)
+
+
+def render(lay: Layout, naming: NamingContext, *, source: str, floor: str | None = None) -> list[GeneratedFile]:
+    """The V files of a layout, named in the domain's scheme, each with a header saying what it is.
+    ``floor``: the folder's newest phase, which an expand file takes when it is later (noted)."""
     parts: list[tuple[str, list[str], list[str]]] = []  # (suffix, header directives, statements)
-    phased = bool(lay.contract) and bool(lay.main or lay.concurrent)
+    phased = (bool(lay.contract) and bool(lay.main or lay.concurrent)) or floor is not None
+    early = floor if floor in ("migrate", "contract") else "expand"
+    if early != "expand" and (lay.main or lay.concurrent):
+        lay.notes.append(f"the folder's newest file is in phase {early}: the additions take phase={early} too (a "
+                         "phase cannot go back within a technology, docs/phases.md); split the release if they "
+                         "must run before it")
     if lay.main:
-        parts.append(("", ["phase=expand"] if phased else [], lay.main))
+        parts.append(("", [f"phase={early}"] if phased else [], lay.main))
     if lay.concurrent:
-        parts.append(("concurrently", ["transactional=false"] + (["phase=expand"] if phased else []), lay.concurrent))
+        parts.append(("concurrently", ["transactional=false"] + ([f"phase={early}"] if phased else []), lay.concurrent))
     if lay.contract:
         parts.append(("contract", ["phase=contract"] if phased else [], lay.contract))
     files = []
@@ -565,7 +587,8 @@ def generate(current: str | Path, desired: str | Path, *, naming: NamingContext,
                                      "under ACCESS EXCLUSIVE (lint: changing-column-type); on a large table prefer a "
                                      "new column, a batched backfill, then a contract")
             source = desired if is_url(desired) else Path(desired).name
-            files = render(lay, naming, source=str(source) if not is_url(desired) else "a target database")
+            files = render(lay, naming, source=str(source) if not is_url(desired) else "a target database",
+                           floor=folder_phase(naming.folder))
             if files:
                 files[0] = GeneratedFile(files[0].name, files[0].text, files[0].kind, tuple(lay.notes))
             out.files.extend(files)
