@@ -224,3 +224,15 @@ def test_a_domains_declared_postgresql_schema_folder_is_its_desired_state_and_no
     assert cat.problems == [] and not [n for n in cat.notes if "schema" in str(n)]
     assert [m.script for m in cat.migrations["postgresql"]] == [
         "V1__init.sql", "V2__generated.sql", "V2.1__generated_concurrently.sql", "V2.2__generated_contract.sql"]
+
+
+def test_placeholders_of_the_applied_migrations_come_from_the_command_line(runner, tmp_path):
+    mig = tmp_path / "postgresql"
+    mig.mkdir()
+    (mig / "V1__t.sql").write_text("CREATE TABLE t (id int PRIMARY KEY, owner text DEFAULT '${owner}');\n")
+    missing = runner.invoke(app, ["diff", "--current", str(mig), "--desired", str(mig)])
+    assert missing.exit_code == 1 and "placeholder ${owner} has no value" in missing.output
+    res = runner.invoke(app, ["diff", "--current", str(mig), "--desired", str(mig), "--placeholder", "owner=ops"])
+    assert res.exit_code == 0 and "no difference" in res.output
+    bad = runner.invoke(app, ["diff", "--current", str(mig), "--desired", str(mig), "--placeholder", "owner"])
+    assert bad.exit_code == 2 and "expected key=value" in bad.output

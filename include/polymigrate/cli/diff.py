@@ -23,6 +23,16 @@ def _source(value: str) -> str | Path:
     return value if "://" in value else Path(value)
 
 
+def _placeholders(items: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not (sep and key):
+            raise typer.BadParameter(f"--placeholder {item!r}: expected key=value")
+        out[key] = value
+    return out
+
+
 def _show(outcome: cmd.Outcome, *, printing: bool) -> None:
     g = outcome.generated
     for note in outcome.notes:
@@ -64,6 +74,7 @@ def diff_command(
     scratch: Optional[str] = typer.Option(None, "--scratch", envvar="POLYMIGRATE_SCRATCH_PG", help="server for scratch databases (admin URL); default: the current target's server"),
     schema: Optional[str] = typer.Option(None, "--schema", help="the domain's PostgreSQL schema (search_path while a folder is applied)"),
     undo: bool = typer.Option(True, "--undo/--no-undo", help="also generate each V file's U file"),
+    placeholder: Optional[list[str]] = typer.Option(None, "--placeholder", help="key=value for ${key} in the migrations applied to a scratch database (repeatable)"),
 ) -> None:
     """Generate the next migration(s) that bring --current to --desired, linted."""
     try:
@@ -78,7 +89,7 @@ def diff_command(
             if not (current and desired):
                 raise typer.BadParameter("give --current URL|DIR and --desired URL|DIR (or --from-drift ENV/REGION)")
             outcome = cmd.diff(_source(current), _source(desired), write_to=write_to, description=description,
-                               scratch=scratch, schema=schema, undo=undo)
+                               scratch=scratch, schema=schema, undo=undo, placeholders=_placeholders(placeholder))
     except typer.BadParameter as exc:
         err_console.print(f"[red]usage:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(2)
@@ -93,10 +104,15 @@ def undo_gen_command(
     scratch: Optional[str] = typer.Option(None, "--scratch", envvar="POLYMIGRATE_SCRATCH_PG", help="server for scratch databases (admin URL); default: the test server of `make engines`"),
     schema: Optional[str] = typer.Option(None, "--schema", help="the domain's PostgreSQL schema"),
     print_only: bool = typer.Option(False, "--print", help="print the U file instead of writing it next to the V file"),
+    placeholder: Optional[list[str]] = typer.Option(None, "--placeholder", help="key=value for ${key} in the earlier files (repeatable)"),
 ) -> None:
     """Write the U file of a PostgreSQL V file; refused, naming the statement, where going back loses data."""
     try:
-        outcome = cmd.undo_gen(file, scratch=scratch, schema=schema, write_it=not print_only)
+        outcome = cmd.undo_gen(file, scratch=scratch, schema=schema, write_it=not print_only,
+                               placeholders=_placeholders(placeholder))
+    except typer.BadParameter as exc:
+        err_console.print(f"[red]usage:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2)
     except PolymigrateError as exc:
         raise _fail(exc, f"undo-gen {file}")
     _show(outcome, printing=print_only)

@@ -103,7 +103,8 @@ def write(files: list[GeneratedFile], folder: Path) -> list[Path]:
 
 
 def diff(current: str | Path, desired: str | Path, *, write_to: Path | None = None, description: str = "generated",
-         scratch: str | None = None, schema: str | None = None, undo: bool = True) -> Outcome:
+         scratch: str | None = None, schema: str | None = None, undo: bool = True,
+         placeholders: dict[str, str] | None = None) -> Outcome:
     """Generate, lint and (with ``write_to``) write the files that bring ``current`` to ``desired``."""
     technology = technology_for(current)
     module = generator(technology)
@@ -111,7 +112,7 @@ def diff(current: str | Path, desired: str | Path, *, write_to: Path | None = No
     naming = naming_for(folder, technology, description)
     kwargs: dict[str, Any] = {}
     if technology == "postgresql":
-        kwargs = {"scratch_url": scratch, "schema": schema, "undo": undo}
+        kwargs = {"scratch_url": scratch, "schema": schema, "undo": undo, "placeholders": placeholders}
     generated: Generated = module.generate(current, desired, naming=naming, **kwargs)
     outcome = Outcome(generated, technology=technology)
     outcome.findings = lint_generated(generated.files, technology)
@@ -121,7 +122,7 @@ def diff(current: str | Path, desired: str | Path, *, write_to: Path | None = No
 
 
 def undo_gen(v_file: Path, *, scratch: str | None = None, schema: str | None = None,
-             write_it: bool = True) -> Outcome:
+             write_it: bool = True, placeholders: dict[str, str] | None = None) -> Outcome:
     """The U file of one PostgreSQL V file: its folder's earlier versions applied to a scratch
     database, the file applied on a copy, diffed back. Refused, naming the statement, where the way
     back loses data."""
@@ -140,7 +141,7 @@ def undo_gen(v_file: Path, *, scratch: str | None = None, schema: str | None = N
     with pg.Scratch(pg.scratch_server(folder, scratch)) as s:
         base = s.create()
         if before:
-            pg.apply_migrations(base, folder, schema=schema, upto=len(before))
+            pg.apply_migrations(base, folder, schema=schema, upto=len(before), placeholders=placeholders)
         u, refused = pg.undo_file(v_file.name, mig.text, base, s)
     out.generated.refusals.extend(refused)
     if u is not None:
@@ -213,7 +214,9 @@ def from_drift(specs: Path, environment: str, region: str, domain: str, *, write
     with pg.Scratch(pg.scratch_server(target, scratch)) as s:
         base = s.create()
         if upto:
-            pg.apply_migrations(base, folder, domain=domain, schema=cfg.schema_, upto=upto)
+            # the region's placeholders, as its runs fill them in
+            pg.apply_migrations(base, folder, domain=domain, schema=cfg.schema_, upto=upto,
+                                placeholders={**env.placeholders, **env.regions[region].placeholders})
         generated = pg.generate(base, target, naming=naming, scratch_url=s.admin_url, domain=domain,
                                 schema=cfg.schema_)
     header = "".join(f"-- drift {d}\n" for d in diffs[:20])

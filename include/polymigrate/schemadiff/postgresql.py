@@ -127,7 +127,7 @@ def migrations_folder(folder: Path) -> bool:
 
 
 def apply_migrations(url: str, folder: Path, *, domain: str = "diff", schema: str | None = None,
-                     upto: int | None = None) -> int:
+                     upto: int | None = None, placeholders: dict[str, str] | None = None) -> int:
     """Apply the folder's versioned (and repeatable) files with the project's PostgreSQL adapter, as a
     real run would (placeholders, transactions, non-transactional files); ``upto``: the first n
     versioned files only. Returns how many files ran."""
@@ -147,8 +147,8 @@ def apply_migrations(url: str, folder: Path, *, domain: str = "diff", schema: st
         ms = versioned
     adapter = adapter_class("postgresql").from_url(url, domain=domain, settings=TechnologyConfig(schema=schema))
     try:
-        ctx = RunContext(domain=domain, environment="scratch", actor="polymigrate diff",
-                         run_id=uuid.uuid4().hex, lock_wait_seconds=30.0)
+        ctx = RunContext(domain=domain, environment="scratch", actor="polymigrate diff", run_id=uuid.uuid4().hex,
+                         lock_wait_seconds=30.0, placeholders=dict(placeholders or {}))
         result = migrate(adapter, ms, ctx)
     finally:
         adapter.close()
@@ -191,7 +191,8 @@ def split(text: str) -> list[str]:
     return [s for s in pg_split(text, with_parser=True) if s.strip()]
 
 
-def load_state(source: str | Path, scratch: Scratch, *, domain: str = "diff", schema: str | None = None) -> str:
+def load_state(source: str | Path, scratch: Scratch, *, domain: str = "diff", schema: str | None = None,
+               placeholders: dict[str, str] | None = None) -> str:
     """The URL of a database holding ``source``: itself when a URL, else a scratch database."""
     if is_url(source):
         return str(source)
@@ -203,7 +204,7 @@ def load_state(source: str | Path, scratch: Scratch, *, domain: str = "diff", sc
                         hint="give a target URL, a domain's migrations folder or a declarative schema/ folder")
     url = scratch.create()
     if migrations_folder(folder):
-        apply_migrations(url, folder, domain=domain, schema=schema)
+        apply_migrations(url, folder, domain=domain, schema=schema, placeholders=placeholders)
     else:
         apply_ddl_folder(url, folder, schema=schema)
     return url
@@ -550,10 +551,10 @@ def undo_file(v_name: str, v_text: str, before_url: str, scratch: Scratch) -> tu
 # -- the seam ----------------------------------------------------------------------------------------
 
 @contextmanager
-def _states(current: str | Path, desired: str | Path, scratch: Scratch, *, domain: str,
-            schema: str | None) -> Iterator[tuple[str, str]]:
-    yield (load_state(current, scratch, domain=domain, schema=schema),
-           load_state(desired, scratch, domain=domain, schema=schema))
+def _states(current: str | Path, desired: str | Path, scratch: Scratch, *, domain: str, schema: str | None,
+            placeholders: dict[str, str] | None) -> Iterator[tuple[str, str]]:
+    yield (load_state(current, scratch, domain=domain, schema=schema, placeholders=placeholders),
+           load_state(desired, scratch, domain=domain, schema=schema, placeholders=placeholders))
 
 
 def _copy_of(url: str, scratch: Scratch) -> str:
@@ -568,11 +569,12 @@ def _copy_of(url: str, scratch: Scratch) -> str:
 
 
 def generate(current: str | Path, desired: str | Path, *, naming: NamingContext, scratch_url: str | None = None,
-             domain: str = "diff", schema: str | None = None, undo: bool = True) -> Generated:
+             domain: str = "diff", schema: str | None = None, undo: bool = True,
+             placeholders: dict[str, str] | None = None) -> Generated:
     """The files that bring ``current`` to ``desired`` (see the module's docstring), and their U files."""
     out = Generated()
     with Scratch(scratch_server(current, scratch_url)) as scratch:
-        with _states(current, desired, scratch, domain=domain, schema=schema) as (cur, des):
+        with _states(current, desired, scratch, domain=domain, schema=schema, placeholders=placeholders) as (cur, des):
             statements = diff_statements(cur, des)
             if not statements:
                 return out
