@@ -116,3 +116,13 @@ def test_labels_in_domain_yaml_are_checked():
         Domain(name="d", labels={"postgresql:users.email": {"kind": "pii", "retention": "a month"}})
     with pytest.raises(ValidationError):
         Domain(name="d", labels={"postgresql:users.email": {"kind": "personal"}})
+
+
+def test_a_cache_key_built_from_labelled_data_needs_the_label(tmp_path):
+    lua = "redis.call('SET', ARGV[3] .. 'user_by_email:' .. ARGV[4], ARGV[5])\nreturn {'0', 1}\n"
+    labels = {"postgresql:users.email": Label(kind="pii", level="high")}
+    found, _ = _findings(tmp_path, "redis", lua, labels, "label-not-carried")
+    assert len(found) == 1 and found[0].line == 1
+    assert "the Redis key pattern user_by_email:, built from email, receives postgresql:users.email" in found[0].message
+    labels["redis:user_by_email:*"] = Label(kind="pii", level="high")
+    assert not _findings(tmp_path, "redis", lua, labels, "label-not-carried")[0]

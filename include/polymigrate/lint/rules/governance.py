@@ -224,6 +224,18 @@ def _redis_copies(src, labels: LabelIndex):
                 line = src.line_of(offset)
                 yield _not_carried_hit(line, f"line {line}: {name}", f"the Redis cache ({keys}) field '{name}'",
                                        f"redis:{patterns[0] if patterns else '<key pattern>'}", source)
+    # a key built from labelled data (user_by_email:<address>) holds it in its very name
+    for offset, pattern in strings:
+        if not _KEYISH.match(pattern) or pattern in seen:
+            continue
+        seen.add(pattern)
+        words = set(re.split(r"[^a-z0-9]+", pattern.lower()))
+        for source in [x for x in labels.all() if x.technology != "redis" and x.label.level != "low"]:
+            if source.name.lower() in words and _weaker(labels.get("redis", pattern), source):
+                line = src.line_of(offset)
+                yield _not_carried_hit(line, f"line {line}: {pattern}", f"the Redis key pattern {pattern}, built "
+                                       f"from {source.name},", f"redis:{pattern}", source)
+                break
 
 
 def _field_copies(src, technology: str, fields, labels: LabelIndex):
