@@ -126,3 +126,14 @@ def test_a_cache_key_built_from_labelled_data_needs_the_label(tmp_path):
     assert "the Redis key pattern user_by_email:, built from email, receives postgresql:users.email" in found[0].message
     labels["redis:user_by_email:*"] = Label(kind="pii", level="high")
     assert not _findings(tmp_path, "redis", lua, labels, "label-not-carried")[0]
+
+
+def test_a_search_index_copying_a_labelled_field_needs_the_label_there(tmp_path):
+    es = ('{"steps": [{"create_index": {"index": "people_v1", "body": {"mappings": {"properties": '
+          '{"email": {"type": "keyword"}, "followers": {"type": "integer"}}}}}}]}')
+    labels = {"postgresql:users.email": Label(kind="pii", level="high")}
+    found, _ = _findings(tmp_path, "elasticsearch", es, labels, "label-not-carried")
+    assert [f.message for f in found] == [
+        "the search index field people_v1.email receives postgresql:users.email (pii/high) without that label"]
+    labels["elasticsearch:people.email"] = Label(kind="pii", level="high")
+    assert not _findings(tmp_path, "elasticsearch", es, labels, "label-not-carried")[0]
