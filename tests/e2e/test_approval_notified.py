@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 import json
-import socket
 import textwrap
 from email import message_from_bytes
 from pathlib import Path
@@ -26,12 +25,6 @@ DAG = "migrate__shop__production"
 USERS = {"olga": "olga-pass-1", "ann": "ann-pass-22"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def mails():
     from aiosmtpd.controller import Controller
@@ -43,7 +36,7 @@ def mails():
             received.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
             return "250 OK"
 
-    controller = Controller(Handler(), hostname="127.0.0.1", port=free_port())
+    controller = Controller(Handler(), hostname="127.0.0.1", port=local.free_port())
     controller.start()
     yield controller.port, received
     controller.stop()

@@ -14,19 +14,15 @@ audit page's own app (the page, the JSON and the HTML export):
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.harness import write
+
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 CONN_P2 = "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_P2"
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
 
 
 @pytest.fixture

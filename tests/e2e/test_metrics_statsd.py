@@ -9,18 +9,14 @@ two files, the next fails on a third (a permanent error).
 from __future__ import annotations
 
 import socket
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.harness import write
+
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
 
 
 @pytest.fixture

@@ -17,8 +17,6 @@ from __future__ import annotations
 import html
 import json
 import os
-import socket
-import textwrap
 import threading
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,18 +24,10 @@ from pathlib import Path
 
 import pytest
 
+from scripts.airflow_local import free_port
+from tests.e2e.harness import write
+
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

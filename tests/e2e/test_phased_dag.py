@@ -6,20 +6,16 @@ the next run completes the release, its contract task deferred (no worker slot) 
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.e2e.harness import write
+
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 DB = 7  # this test's Redis DB number (its own Redis server, see .helper-env / conftest)
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
 
 
 @pytest.fixture

@@ -16,13 +16,14 @@ About 60-90 s on a loaded 2-core machine (seven DAG runs, GX imported once).
 
 from __future__ import annotations
 
-import textwrap
 import threading
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
+
+from tests.e2e.harness import write
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -34,11 +35,6 @@ expectations:
   - expect_column_values_to_not_be_null: {column: full_name}
   - expect_table_row_count_to_be_between: {min_value: 1}
 """
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
 
 
 @pytest.fixture
