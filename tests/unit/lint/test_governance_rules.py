@@ -137,3 +137,15 @@ def test_a_search_index_copying_a_labelled_field_needs_the_label_there(tmp_path)
         "the search index field people_v1.email receives postgresql:users.email (pii/high) without that label"]
     labels["elasticsearch:people.email"] = Label(kind="pii", level="high")
     assert not _findings(tmp_path, "elasticsearch", es, labels, "label-not-carried")[0]
+
+
+def test_a_mongo_transform_copying_a_labelled_name_into_documents_needs_the_label(tmp_path):
+    text = ('def _to_v2(post):\n    return {"$set": {"author.full_name": post["name"], "schemaVersion": 2}}\n\n\n'
+            'def up(db, ctx):\n    ctx.transform("posts", {}, _to_v2, name="v2")\n')
+    labels = {"postgresql:users.full_name": PII}
+    found, _ = _findings(tmp_path, "mongodb", text, labels, "label-not-carried", name="1-v2.py")
+    assert [(f.line, f.message) for f in found] == [
+        (2, "the collection field posts.author.full_name receives postgresql:users.full_name (pii/medium) without that "
+            "label")]
+    labels["mongodb:posts.author.full_name"] = PII
+    assert not _findings(tmp_path, "mongodb", text, labels, "label-not-carried", name="1-v2.py")[0]

@@ -252,6 +252,25 @@ def _field_copies(src, technology: str, fields, labels: LabelIndex):
                 break
 
 
+_TRANSFORM = re.compile(r"""\b(?:transform|collection)\(\s*['"]([\w.-]+)['"]""")
+_SET = re.compile(r"""['"]\$set['"]\s*:\s*\{""")
+_SET_KEY = re.compile(r"""['"]([A-Za-z_][\w.]*)['"]\s*:""")
+
+
+def _transform_fields(src) -> Iterator[tuple[int, str, str]]:
+    """(line, collection, field) a .py/.js transform's ``$set`` writes, when ``up`` works on one
+    collection only (a helper building the update cannot be tied to a call otherwise)."""
+    text, _ = runs_text(src)
+    collections = set(_TRANSFORM.findall(text))
+    if len(collections) != 1:
+        return
+    [coll] = collections
+    for m in _SET.finditer(text):
+        body = text[m.end():text.find("}", m.end())]
+        for k in _SET_KEY.finditer(body):
+            yield src.line_of(m.end() + k.start()), coll, k.group(1)
+
+
 def _not_carried(src):
     labels = _labels(src)
     if labels is None or src.migration.kind is Kind.UNDO:
@@ -264,6 +283,8 @@ def _not_carried(src):
         yield from _field_copies(src, "elasticsearch", _es_fields(src), labels)
     elif src.technology == "mongodb" and src.suffix == ".json":
         yield from _field_copies(src, "mongodb", _mongo_fields(src), labels)
+    elif src.technology == "mongodb":
+        yield from _field_copies(src, "mongodb", _transform_fields(src), labels)
 
 
 # --- labelled-data-regulated-change -----------------------------------------------------------------
