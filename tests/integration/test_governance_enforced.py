@@ -358,3 +358,34 @@ def test_a_postgresql_retention_is_enforced_by_a_declared_purge_function(shop):
     first, second = [{c["name"]: c for c in e.details["checks"]} for e in shop.events("verified")]
     assert first["retention postgresql:customers.email"]["detail"] == "purged by shop.purge_customers"
     assert "no purge declared for a 2y retention" in second["retention postgresql:customers.email"]["detail"]
+
+
+def test_a_redis_retention_verified_then_undone_by_hand_is_reported_by_drift(shop, monkeypatch):
+    """What the MongoDB TTL case shows on a real MongoDB, on this machine's Redis: verified, a key made
+    permanent by hand (PERSIST), the nightly drift names the label."""
+    monkeypatch.setenv(env_var("polymigrate_redis_production_r1"), f"{REDIS_URL}/{REDIS_DB}")
+    client = redis.Redis.from_url(f"{REDIS_URL}/{REDIS_DB}")
+    client.flushdb()
+    client.set("shop:session:1", "a", ex=3600)
+    shop.technologies = {"redis": {"key_prefix": "shop:"}}
+    shop.labels = {"redis:session:*": {"kind": "secret", "level": "high", "retention": "1d"}}
+    shop.file("redis", "1-noop.lua", "return {'0', 0}\n")
+    (shop.root / "environments" / "production.yaml").write_text(PRODUCTION.replace("  r2: {jurisdictions: [POPIA]}\n", ""))
+    run = shop.run()
+    try:
+        migrate_target(run, "r1", "redis", plan_hash=None)
+        assert verify_region(run, "r1", ["redis"])["failed"] == 0
+        client.persist("shop:session:1")  # by hand, outside any migration
+        drift_run = shop.run(run_id="drift__1")
+        try:
+            result = drift_domain(drift_run)
+        finally:
+            drift_run.close()
+    finally:
+        run.close()
+        client.flushdb()
+        client.close()
+    differences = shop.events("drift")[-1].details["differences"]
+    assert result["count"] == 2 and differences[0]["object"] == "shapes.shop:session:* (string).ttl"  # the snapshot's
+    [d] = [d for d in differences if d["object"].startswith("retention")]  # and the label's own line
+    assert d["object"] == "retention redis:session:*" and "1 of 1 key(s) matching shop:session:* never expire" in d["after"]
