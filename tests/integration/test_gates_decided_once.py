@@ -8,6 +8,7 @@ plan); connections are ``AIRFLOW_CONN_*`` variables, which both the hooks and th
 
 from __future__ import annotations
 
+import json
 import re
 import textwrap
 from datetime import datetime, timezone
@@ -160,3 +161,27 @@ def test_refusals_come_before_waits_a_contract_without_its_approval_is_refused_w
     # the expand task of the same run is not refused by it: it waits for the window
     with pytest.raises(TaskDeferred):
         gates.execute("expand")
+
+
+def plan_json(gates: Gates, env: str):
+    out = CliRunner().invoke(app, ["plan", "-e", env, "-s", str(gates.root), "--json"])
+    return out.exit_code, {p["domain"]: p["refused"] for p in json.loads(out.stdout)["plans"]}
+
+
+def test_the_command_line_s_plan_says_what_the_dag_s_plan_task_would_refuse(gates):
+    gates.production("promotion_from: staging\n")
+    (gates.root / "billing" / "postgresql").mkdir(parents=True)
+    (gates.root / "billing" / "domain.yaml").write_text("technologies:\n  postgresql: {}\ndepends_on: [shop]\n")
+    (gates.root / "billing" / "postgresql" / "V1__invoices.sql").write_text("CREATE TABLE invoices (id bigint);\n")
+    code, refused = plan_json(gates, "production")
+    assert code == 1
+    assert len(refused["shop"]) == 1 and "1 migration(s) have not succeeded in staging yet" in refused["shop"][0]
+    assert "'billing' depends on 'shop', which has pending migrations on the same targets" in refused["billing"][0]
+    # the plan task refuses in the same words
+    with pytest.raises(AirflowFailException) as plan_task:
+        gates.plan()
+    assert refused["shop"][0].splitlines()[0] in str(plan_task.value)
+    assert CliRunner().invoke(app, ["migrate", "-e", "staging", "-d", "shop", "-s", str(gates.root)]).exit_code == 0
+    assert CliRunner().invoke(app, ["migrate", "-e", "staging", "-d", "billing", "-s", str(gates.root)]).exit_code == 0
+    code, refused = plan_json(gates, "staging")
+    assert code == 0 and refused == {"shop": [], "billing": []}

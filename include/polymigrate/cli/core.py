@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from polymigrate.adapters import TECHNOLOGIES
 from polymigrate.catalog import EXTENSIONS, PHASES, discover_domain, next_version
 from polymigrate.cli.app import DEFAULT_SPECS, app, console, err_console
 from polymigrate.commands import EnvironmentConnector, RunParams, Who, open_run, plan_domain, validate_project
+from polymigrate.commands.gates import plan_gates
 from polymigrate.connections import AUDIT_CONN_ID, url_for
 from polymigrate.errors import PolymigrateError
 from polymigrate.versions import Version
@@ -72,7 +74,8 @@ def plan(environment: str = typer.Option(..., "--environment", "-e"),
          out_of_order: bool = typer.Option(False, "--out-of-order"),
          specs: Path = SpecsArg,
          as_json: bool = typer.Option(False, "--json")) -> None:
-    """What would run in ENVIRONMENT, per domain, region and technology. Broken domains are listed, not fatal."""
+    """What would run in ENVIRONMENT, per domain, region and technology, and what the DAG's plan task would refuse
+    (dependencies, promotion). Broken domains are listed, not fatal."""
     _check_version("--target", target)
     v = validate_project(specs, domain)
     env = v.project.environments.get(environment)
@@ -80,17 +83,26 @@ def plan(environment: str = typer.Option(..., "--environment", "-e"),
         _print_problems([p for p in v.project.problems if "environments" in p.file] or [],
                         f"environment '{environment}' is not usable; known: {sorted(v.project.environments)}")
         raise typer.Exit(2)
-    plans = []
+    plans, refused = [], {}
     for name in v.good_domains():
         d = v.project.domains[name]
         if env not in v.project.environments_of(d):
             continue
-        plans.append(plan_domain(v.project, d, v.catalogs[name], env, EnvironmentConnector().connect(env, d),
-                                 regions=region, target_version=target, out_of_order=out_of_order))
+        p = plan_domain(v.project, d, v.catalogs[name], env, EnvironmentConnector().connect(env, d),
+                        regions=region, target_version=target, out_of_order=out_of_order)
+        plans.append(p)
+        # the gates the DAG's plan task applies, said here rather than refused (nothing is recorded)
+        run = open_run(specs, name, environment, params=RunParams(regions=region or None), who=Who.cli(),
+                       connector=EnvironmentConnector(), audit=None)
+        try:
+            refused[p.domain] = plan_gates(run, p)
+        finally:
+            run.close()
     broken = {n: [str(p) for p in v.domain_problems(n)] for n in sorted(set(v.project.broken_domains) |
               {n for n, c in v.catalogs.items() if c.problems})}
     if as_json:
-        print(json.dumps({"environment": environment, "plans": [p.to_dict() for p in plans], "broken": broken}, indent=2))
+        print(json.dumps({"environment": environment, "plans": [{**p.to_dict(), "refused": refused.get(p.domain, [])}
+                                                                for p in plans], "broken": broken}, indent=2))
     else:
         for p in plans:
             table = Table(title=f"{p.domain} @ {environment}  plan {p.hash[:12]}", title_justify="left")
@@ -101,12 +113,15 @@ def plan(environment: str = typer.Option(..., "--environment", "-e"),
                 table.add_row(t.region, t.technology, t.current_version or "-", str(len(t.steps)), nxt,
                               "; ".join(t.problems + ([t.error] if t.error else [])))
             console.print(table)
+            for why in refused.get(p.domain, []):
+                err_console.print(f"[red]{p.domain}: its DAG's plan task would refuse this:[/] {escape(why)}",
+                                  highlight=False, soft_wrap=True)
         if broken:
             for name, probs in broken.items():
                 err_console.print(f"[red]domain '{name}' skipped:[/]", highlight=False)
                 for pr in probs:
                     err_console.print(f"  {pr}", highlight=False)
-    if broken:
+    if broken or any(refused.values()):  # as the DAG's plan task would fail
         raise typer.Exit(1)
 
 

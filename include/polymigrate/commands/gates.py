@@ -169,6 +169,24 @@ def check_dependencies(run: Run, plan: Plan) -> None:
                                  hint=f"migrate '{dep}' first (the DAG {dag_id(dep, run.environment.name)}), then run again")
 
 
+def plan_gates(run: Run, plan: Plan) -> list[str]:
+    """What the DAG's plan task would refuse ``plan`` for, in its order (dependencies, then promotion),
+    said instead of refused and recorded: the command line's ``plan`` is a preview of that task."""
+    from polymigrate.blueprint import dag_id
+
+    refused = []
+    try:
+        check_dependencies(run, plan)
+    except PermanentError as exc:
+        refused.append(str(exc))
+    source = run.policy.promotion_from
+    missing = promotion_check(run, plan) if source else []
+    if missing:
+        refused.append(f"{len(missing)} migration(s) have not succeeded in {source} yet:\n  " + "\n  ".join(missing)
+                       + f"\n  fix: run them in {source} first (the DAG {dag_id(run.domain.name, source)})")
+    return refused
+
+
 def rehearsal_estimate(run: Run, technology: str, pending: list[Promotable]) -> tuple[float | None, list[str]]:
     """Seconds the pending files took in the rehearsal environment's ledgers (None: unknown)."""
     name = run.policy.rehearsal
