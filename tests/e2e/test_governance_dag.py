@@ -18,22 +18,17 @@ the no-TTL failure on FerretDB.
 from __future__ import annotations
 
 import json
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.harness import write
 from tests.e2e.test_verify_drift_rehearsal import Approver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 DAG = "migrate__shop__production"
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
 
 
 class Approvers(Approver):
