@@ -82,7 +82,10 @@ class PrivateServer:
         subprocess.run([*run_as, initdb, "-D", str(self.dir / "data"), "-U", "postgres", "-A", "trust", "-E", "UTF8"],
                        check=True, capture_output=True, env=env)
         subprocess.run([*run_as, pg_ctl, "-D", str(self.dir / "data"), "-l", str(self.dir / "log"), "-w", "start",
-                        "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1"],
+                        # psql -1 of 5,000 files holds ~15,000 locks in its one transaction; the default
+                        # lock table (64 per connection) refuses it with "out of shared memory"
+                        "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 "
+                              "-c max_locks_per_transaction=1024"],
                        check=True, capture_output=True, env=env)
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
