@@ -20,6 +20,7 @@ import psycopg
 import pytest
 
 from scripts import airflow_local as local
+from tests.e2e.harness import People
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -56,24 +57,14 @@ def write_specs(root: Path) -> None:
     (pg / "V2__orders.sql").write_text(V2)
 
 
-class Airflow:
-    """The REST calls the people in this test make, each with their own token."""
+class Airflow(People):
+    """The REST calls the people in this test make (``harness.People``), on this test's DAG."""
+
+    reader, default_timeout, settle_timeout = "olga", 180, 120
 
     def __init__(self, base: str, proc: subprocess.Popen, log: Path, dag: str = DAG):
-        self.base, self.proc, self.log, self.dag = base, proc, log, dag
-        self.tokens: dict[str, str] = {}
-        self.parks: dict[str, int] = {}
-
-    def wait(self, what: str, check, timeout: float = 180):
-        return local.wait_until(what, check, timeout, proc=self.proc, log=self.log, ignore=(httpx.HTTPError,))
-
-    def call(self, user: str, method: str, path: str, body=None) -> httpx.Response:
-        if user not in self.tokens:
-            r = httpx.post(f"{self.base}/auth/token", json={"username": user, "password": USERS[user]}, timeout=30)
-            assert r.status_code in (200, 201), r.text
-            self.tokens[user] = r.json()["access_token"]
-        return httpx.request(method, f"{self.base}{path}", json=body, timeout=60,
-                             headers={"Authorization": f"Bearer {self.tokens[user]}"})
+        super().__init__(base, USERS, log, proc=proc)
+        self.dag = dag
 
     def trigger(self, user: str) -> str:
         r = self.call(user, "POST", f"/api/v2/dags/{self.dag}/dagRuns", {"logical_date": None, "conf": {}})
@@ -85,30 +76,14 @@ class Airflow:
         return r.json() if r.status_code == 200 else {}
 
     def hitl(self, run: str) -> dict:
-        return self.call("olga", "GET", f"/api/v2/dags/{self.dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails").json()
+        return self.hitl_detail(self.dag, run)
 
     def answer(self, user: str, run: str, option: str, comment: str | None = None) -> httpx.Response:
         body = {"chosen_options": [option], **({"params_input": {"comment": comment}} if comment else {})}
         return self.call(user, "PATCH", f"/api/v2/dags/{self.dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails", body)
 
-    def awaiting(self, run: str) -> bool:
-        """The approve task is parked for an answer, and its previous answer (if any) was cleared."""
-        return self.ti(run, "approve").get("state") == "awaiting_input" and not self.hitl(run).get("response_received")
-
     def wait_for_request(self, run: str, what: str) -> None:
-        """Wait until the request is open and the scheduler has settled the try that opened it.
-
-        Airflow 3.3.2 race (LocalExecutor): the worker that parked the task reports "success" for the
-        same try a moment later; if an answer has already re-queued the task when the scheduler reads
-        that report, the report removes the re-queued work and the task fails as "state changed
-        externally". People take longer than the scheduler, a test does not: wait for the report.
-        """
-        self.wait(what, lambda: self.awaiting(run))
-        self.parks[run] = self.parks.get(run, 0) + 1
-        mark = f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{self.dag}', " \
-               f"task_id='approve', run_id='{run}'"
-        self.wait(f"the scheduler to settle the parked approve task ({what})",
-                  lambda: self.log.read_text(errors="replace").count(mark) >= self.parks[run], 120)
+        self.settle_request(self.dag, run, what)
 
     def run_state(self, run: str) -> str | None:
         state = self.call("olga", "GET", f"/api/v2/dags/{self.dag}/dagRuns/{run}").json().get("state")

@@ -25,12 +25,11 @@ import subprocess
 import time
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 import yaml
 
-from scripts import airflow_local as local
+from tests.e2e.harness import People
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.cluster,
               pytest.mark.engine("airflow-cluster", "postgresql", "redis")]
@@ -98,39 +97,26 @@ def read_env(path: Path) -> dict[str, str]:
     return out
 
 
-class Cluster:
-    """The REST calls the people of this test make, each with their own token."""
+class Cluster(People):
+    """The REST calls the people of this test make (``harness.People``), on the cluster's scheduler log."""
+
+    default_timeout, settle_timeout = 600, 180
 
     def __init__(self, home: Path, env: dict):
-        self.home, self.env = home, env
         info = read_env(home / "env")
-        self.base = info["AIRFLOW_URL"]
-        self.passwords = {info[f"AIRFLOW_{who}_USER"]: info[f"AIRFLOW_{who}_PASSWORD"]
-                          for who in ("ADMIN", "APPROVER1", "APPROVER2")}
-        conns = read_env(home / "connections.env")
+        super().__init__(info["AIRFLOW_URL"], {info[f"AIRFLOW_{who}_USER"]: info[f"AIRFLOW_{who}_PASSWORD"]
+                                               for who in ("ADMIN", "APPROVER1", "APPROVER2")},
+                         home / "logs" / "scheduler.log", interval=2)
+        self.home, self.env = home, env
         self.pg = {(e, r): f"postgresql://postgres@{self._pg_host()}/{PREFIX}_{e}_{r}"
                    for e in ("staging", "production") for r in REGIONS}
-        self.conns = conns
-        self.tokens: dict[str, str] = {}
-        self.parks: dict[tuple, int] = {}
-        self.scheduler_log = home / "logs" / "scheduler.log"
+        self.conns = read_env(home / "connections.env")
+        self.scheduler_log = self.log
 
     @staticmethod
     def _pg_host() -> str:
         url = os.environ["POLYMIGRATE_TEST_PG"]
         return url.split("@", 1)[1].split("/", 1)[0]
-
-    def wait(self, what: str, check, timeout: float = 600):
-        return local.wait_until(what, check, timeout, log=self.scheduler_log, interval=2, ignore=(httpx.HTTPError,))
-
-    def call(self, user: str, method: str, path: str, body=None) -> httpx.Response:
-        if user not in self.tokens:
-            r = httpx.post(f"{self.base}/auth/token", json={"username": user, "password": self.passwords[user]},
-                           timeout=60)
-            assert r.status_code in (200, 201), r.text
-            self.tokens[user] = r.json()["access_token"]
-        return httpx.request(method, f"{self.base}{path}", json=body, timeout=120,
-                             headers={"Authorization": f"Bearer {self.tokens[user]}"})
 
     def trigger(self, dag: str) -> str:
         self.wait(f"{dag} to be parsed", lambda: self.call("admin", "GET", f"/api/v2/dags/{dag}").status_code == 200)
@@ -152,23 +138,8 @@ class Cluster:
         assert state == "success", (dag, {t: ti["state"] for t, ti in tis.items()})
         return tis
 
-    def hitl(self, dag: str, run: str) -> dict:
-        return self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails").json()
-
-    def awaiting(self, dag: str, run: str) -> bool:
-        ti = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve").json()
-        return ti.get("state") == "awaiting_input" and not self.hitl(dag, run).get("response_received")
-
     def wait_for_request(self, dag: str, run: str, what: str) -> None:
-        """The request is open and the scheduler has settled the try that parked it (an answer that
-        re-queues the task before the executor's report of the parked try is lost in Airflow 3.3.2:
-        see test_approval_flow.py)."""
-        self.wait(what, lambda: self.awaiting(dag, run))
-        self.parks[(dag, run)] = self.parks.get((dag, run), 0) + 1
-        mark = (f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{dag}', "
-                f"task_id='approve', run_id='{run}'")
-        self.wait("the scheduler to settle the parked approve task",
-                  lambda: self.scheduler_log.read_text(errors="replace").count(mark) >= self.parks[(dag, run)], 180)
+        self.settle_request(dag, run, what)
 
     def approve(self, dag: str, run: str, people: list[str], before_answer=None) -> None:
         for user in people:

@@ -146,7 +146,7 @@ def test_production_a_retry_after_a_fix_names_approve_and_clearing_it_asks_again
         assert api.answer(who, run, "Approve").status_code == 200
     assert api.wait("the run to fail on the typo", lambda: api.run_state(run), 300) == "failed"
     first = api.xcom(run, "approve")["changeset_hash"]
-    api.parks[run] += 1  # approve's success is reported like a park: the next park needs one report more
+    api.parks[(api.dag, run, "approve")] += 1  # approve's success is reported like a park: the next park needs one report more
 
     # The on-call fixes the file and clears the failed task: refused, saying which task to clear.
     (api.specs / "shop" / "postgresql" / "V2__items.sql").write_text(FIXED.format(t="shop"))
