@@ -17,7 +17,7 @@
 # caller's environment win over the connections generated for it (scripts/cluster_connections.py).
 # POLYMIGRATE_CLUSTER_DIR (default .cluster/) and POLYMIGRATE_CLUSTER_DB_PREFIX let a test run one
 # beside it. Every `up` starts from nothing: its metadata, broker and target databases are emptied.
-# Writes .cluster/env: AIRFLOW_URL and the users (admin, and approvers ann and bob) with their
+# Writes .cluster/env: AIRFLOW_URL and the users (admin, approvers ann and bob, compliance reviewer cora) with their
 # passwords; .cluster/connections.env: the targets. The settings every component shares are
 # deploy/airflow.env, the same file docker-compose.yaml and the Helm values use.
 set -euo pipefail
@@ -170,12 +170,13 @@ up() {
 
   local port; port=${POLYMIGRATE_CLUSTER_PORT:-$(free_port)}
   AIRFLOW_URL="http://127.0.0.1:$port"
-  local secret pw_admin pw_ann pw_bob
+  local secret pw_admin pw_ann pw_bob pw_cora
   secret=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(32))')
   pw_admin=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(12))')
   pw_ann=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(12))')
   pw_bob=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(12))')
-  printf '{"admin": "%s", "ann": "%s", "bob": "%s"}\n' "$pw_admin" "$pw_ann" "$pw_bob" > "$C/passwords.json"
+  pw_cora=$("$BIN/python" -c 'import secrets; print(secrets.token_urlsafe(12))')
+  printf '{"admin": "%s", "ann": "%s", "bob": "%s", "cora": "%s"}\n' "$pw_admin" "$pw_ann" "$pw_bob" "$pw_cora" > "$C/passwords.json"
   local metadata="postgresql+psycopg2://$PG_U@$PG_H:$PG_P/$METADATA_DB"
 
   # The connections: generated per environment and region, the caller's AIRFLOW_CONN_* winning.
@@ -204,7 +205,7 @@ up() {
     echo "export AIRFLOW__API__PORT=$port"
     echo "export AIRFLOW__API__WORKERS=1"
     echo "export AIRFLOW__CORE__PARALLELISM=16"
-    echo "export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS='admin:admin,ann:admin,bob:admin'"
+    echo "export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS='admin:admin,ann:admin,bob:admin,cora:admin'"
     echo "export AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE='$C/passwords.json'"
     echo "export AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT=$(free_port)"
     echo "export AIRFLOW__LOGGING__LOGGING_LEVEL=INFO"
@@ -229,6 +230,7 @@ export AIRFLOW_URL='$AIRFLOW_URL'
 export AIRFLOW_ADMIN_USER=admin AIRFLOW_ADMIN_PASSWORD='$pw_admin'
 export AIRFLOW_APPROVER1_USER=ann AIRFLOW_APPROVER1_PASSWORD='$pw_ann'
 export AIRFLOW_APPROVER2_USER=bob AIRFLOW_APPROVER2_PASSWORD='$pw_bob'
+export AIRFLOW_COMPLIANCE_USER=cora AIRFLOW_COMPLIANCE_PASSWORD='$pw_cora'
 export POLYMIGRATE_CLUSTER_HOME='$C'
 EOF
   chmod 600 "$C/env" "$C/passwords.json" "$C"/*.env
