@@ -377,7 +377,10 @@ class Search(Engine):
                 aliases[a] = sorted(self.api.alias_targets(a))
             except Exception:  # noqa: BLE001
                 pass
-        return {"counters": counters, "aliases": {k: v for k, v in aliases.items() if v},
+        # documents behind each alias are what the application sees: a double apply or a lost write
+        # shows there; an index that only exists after the faults is listed as left behind
+        served = {a: self.api.count(a) for a, v in aliases.items() if v}
+        return {"counters": served, "indices": counters, "aliases": {k: v for k, v in aliases.items() if v},
                 "ledger": self.ledger(url, tag)}
 
     def adapter(self, url, tag):
@@ -405,6 +408,7 @@ class Tally:
     incomplete: int = 0
     human_steps: int = 0
     runs: int = 0
+    leftovers: int = 0  # objects a killed try left behind that the run without faults does not have
     landed: int = 0  # faults that hit a runner still running (or a file), not one already done
     findings: list = field(default_factory=list)
 
@@ -516,7 +520,11 @@ def compare(ref: dict, got: dict, tally: Tally, where: str) -> None:
     for k in set(got["counters"]) - set(ref["counters"]):
         tally.double_applies += 1
         tally.findings.append(f"{where}: {k} exists only after the faults (a second application)")
-    for key in ("ledger", "aliases"):
+    for name in sorted(set((got.get("indices") or {})) - set((ref.get("indices") or {}))):
+        tally.leftovers += 1
+        tally.findings.append(f"{where}: index {name} ({got['indices'][name]} documents) was left behind; "
+                              f"without faults the indices are {sorted(ref['indices'])}")
+    for key in ("ledger",):
         if ref.get(key) != got.get(key):
             tally.findings.append(f"{where}: {key} {got.get(key)} differs from {ref.get(key)} without faults")
             if key == "ledger":
@@ -591,7 +599,8 @@ def report(t: Tally, seconds: float) -> str:
              f"recoveries (releases completed after their faults) {t.recoveries}",
              f"double applies {t.double_applies}", f"lost writes {t.lost_writes}",
              f"releases not completed or ending unlike the run without faults {t.incomplete}",
-             f"runs needing a human step (a file fixed, or repair) {t.human_steps}"]
+             f"runs needing a human step (a file fixed, or repair) {t.human_steps}",
+             f"objects left behind by a killed try (not served, not counted above) {t.leftovers}"]
     lines += [f"  finding: {f}" for f in t.findings[:50]]
     return "\n".join(lines)
 
