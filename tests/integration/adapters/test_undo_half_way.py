@@ -4,6 +4,8 @@ refused with the fix that helps (finish the undo), and ``repair`` accepts a fixe
 
 from __future__ import annotations
 
+import time
+
 import psycopg
 import pytest
 
@@ -164,3 +166,38 @@ def test_undo_below_a_baseline_or_a_contract_migration_gives_only_the_fix_that_h
         assert q(pg_url, "SELECT to_regclass('b') IS NOT NULL") == [(True,)]
     finally:
         adapter.close()
+
+
+def test_a_blue_green_killed_after_creating_its_index_reuses_it_instead_of_leaving_it_empty(
+        search_target, tmp_path, monkeypatch):
+    """Found by bench/soak.py (issue 28, item 7): a run killed between creating <alias>_v2 and recording
+    it left an empty _v2 behind, and the rerun built _v3."""
+    from polymigrate.adapters.elasticsearch.api import SearchApi
+    from tests.integration.adapters.es_helpers import PRODUCTS_V2, adapter, migrations, seed, step_file
+    from tests.integration.adapters.es_helpers import ctx as es_ctx
+
+    t = search_target
+    alias = t.name("products")
+    seed(t, alias, 20)
+    migs = migrations(tmp_path / "m", {"1-products-v2.json": step_file(
+        {"blue_green": {"alias": alias, "body": {"mappings": PRODUCTS_V2}, "catch_up": "none"}})})
+    real = SearchApi.put_settings
+
+    def killed(self, index, settings):  # the process dies right after the index was created
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(SearchApi, "put_settings", killed)
+    a = adapter(t)
+    with pytest.raises(KeyboardInterrupt):
+        migrate(a, migs, es_ctx())
+    a.close()
+    assert t.api.exists(f"{alias}_v2")
+    monkeypatch.setattr(SearchApi, "put_settings", real)
+    time.sleep(2.5)  # the killed run's lease (es_helpers' adapters use a short one) runs out
+    b = adapter(t)
+    try:
+        migrate(b, migs, es_ctx(run_id="run-2"), )
+        assert list(t.api.alias_targets(alias)) == [f"{alias}_v2"] and t.api.count(alias) == 20
+        assert not t.api.exists(f"{alias}_v3")
+    finally:
+        b.close()

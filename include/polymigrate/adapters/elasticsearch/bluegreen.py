@@ -111,8 +111,11 @@ class BlueGreen:
     def run(self) -> dict:
         while True:
             try:
-                if self.st.get("phase") in (None, "planned"):
+                # a try killed between creating the target and recording it left it, empty: keep its name
+                if self.st.get("phase") is None or (self.st["phase"] == "planned"
+                                                    and not self._ours(self.st.get("target"))):
                     self.plan()
+                if self.st["phase"] == "planned":
                     self.create()
                 if self.st["phase"] == "created":
                     self.freeze()
@@ -199,6 +202,11 @@ class BlueGreen:
         mappings = body.setdefault("mappings", {})
         mappings["_meta"] = {**(mappings.get("_meta") or {}),
                              "polymigrate": {"blue_green": st["marker"], "alias": self.alias, "source": st["source"]}}
+        if self._ours(st["target"]):  # made by a try of this step that died before recording it
+            self.ctx.fence("recreate the index a killed try made")
+            self.api.delete_index([st["target"]])
+            log.info("%s: %s was made by a try that stopped before recording it; made again", self.ctx.label,
+                     st["target"])
         self.ctx.fence("create the new index")
         self.api.create_index(st["target"], body)
         self.api.health(st["target"])
@@ -208,6 +216,14 @@ class BlueGreen:
         st["phase"] = "created"
         self.ctx.checkpoint()
         log.info("%s: created %s for alias %s (copy of %s)", self.ctx.label, st["target"], self.alias, st["source"])
+
+    def _ours(self, target: str | None) -> bool:
+        """``target`` exists, carries this step's ``_meta`` marker and no alias (nothing serves it)."""
+        if not target or not self.api.exists(target):
+            return False
+        meta = (next(iter(self.api.get_mapping(target).values())).get("mappings") or {}).get("_meta") or {}
+        aliases = (self.api.indices(target).get(target) or {}).get("aliases") or {}
+        return (meta.get("polymigrate") or {}).get("blue_green") == self.st.get("marker") and not aliases
 
     def discard_target(self) -> None:
         """Delete a half-built target of this step (recognised by its ``_meta`` marker, never behind an alias)."""
