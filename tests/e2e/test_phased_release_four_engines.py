@@ -104,7 +104,8 @@ def release(tmp_path, make_pg_database, make_mongo_database, mongo_server, opens
     # each region's own MongoDB database (the connection's), this test's own OpenSearch names
     prefix = opensearch_target.prefix
     domain.write_text(domain.read_text().replace("    database: social_commerce\n", "").replace(
-        "  elasticsearch:\n", f"  elasticsearch:\n    ledger: \"{opensearch_target.ledger}\"\n"))
+        "  elasticsearch:\n", f"  elasticsearch:\n    ledger: \"{opensearch_target.ledger}\"\n").replace(
+        "elasticsearch:people.", f"elasticsearch:{prefix}people."))  # the labels follow the renamed index
     for f in (specs / "social-commerce/elasticsearch").glob("*.json"):
         f.write_text(f.read_text().replace('"people_v1"', f'"{prefix}people_v1"').replace(
             '"alias": "people"', f'"alias": "{prefix}people"'))
@@ -112,6 +113,8 @@ def release(tmp_path, make_pg_database, make_mongo_database, mongo_server, opens
     if mongo_server.is_ferretdb:  # its collMod files are tested on a real MongoDB; the demo leaves them out too
         for name in ("4-require-posts-schema-version-2.json", "5-activity-feed-validator-and-expiry.json"):
             (specs / "social-commerce/mongodb/collections" / name).unlink()
+        # ... and with 5- goes the TTL index that enforces activity_feed's retention label
+        domain.write_text(domain.read_text().replace("{kind: pii, level: low, retention: 90d}", "{kind: pii, level: low}"))
     monkeypatch.setenv("POLYMIGRATE_SPECS", str(specs))
 
     pg, mongo, rd = {}, {}, {}
