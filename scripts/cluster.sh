@@ -165,6 +165,11 @@ up() {
   rm -rf "$C"; mkdir -p "$RUN" "$C/logs"
   chmod 700 "$C"  # the JWT secret and the passwords live here
   say "up: $COMPONENTS (workers: $WORKERS); specs: $SPECS"
+  # Celery workers of another cluster still on this broker db would take this cluster's tasks and fail
+  # them ("finished with state failed, but the task instance's state attribute is queued")
+  local others
+  others=$(redis-cli -u "$REDIS_URL" client list | grep -c " db=$BROKER_DB " || true)
+  [ "$others" -eq 0 ] || die "$others client(s) still connected to the broker (db $BROKER_DB of $REDIS_URL): another cluster's workers would take this one's tasks; stop it (\`make cluster-down\` with its POLYMIGRATE_CLUSTER_DIR) or set POLYMIGRATE_CLUSTER_BROKER_DB"
   recreate_db "$METADATA_DB"
   redis-cli -u "$REDIS_URL" -n "$BROKER_DB" flushdb >/dev/null
 
