@@ -7,8 +7,8 @@ store-backed sink, or a ``NullSink`` only where no audit store is required (deve
 from __future__ import annotations
 
 from polymigrate.audit.links import run_url
-from polymigrate.audit.store import (AuditRecord, Conninfo, PostgresAuditStore, SchemaResult, VerifyResult,
-                                     canonical_json, chain_hash)
+from polymigrate.audit.chain import VerifyResult, canonical_json, chain_hash
+from polymigrate.audit.store import AuditRecord, Conninfo, PostgresAuditStore, SchemaResult
 from polymigrate.connections import AUDIT_CONN_ID, env_var
 from polymigrate.errors import PermanentError
 from polymigrate.events import EventSink, NullSink
