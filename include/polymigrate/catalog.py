@@ -37,7 +37,8 @@ from polymigrate.versions import Version
 
 EXTENSIONS = {key: t.extensions for key, t in TECHNOLOGIES.items()}
 _PG_NAME = re.compile(r"^(?P<prefix>[VUR])(?P<version>[^_]*(?:_[^_]+)*?)__(?P<desc>.+)\.sql$")
-_DASH_NAME = re.compile(r"^(?P<version>\d+(?:[._]\d+)*)-(?P<desc>.+)\.(?P<ext>json|py|js|lua)$")
+_DASH_EXTENSIONS = sorted({e[1:] for t in TECHNOLOGIES.values() if t.naming == "dash" for e in t.extensions})
+_DASH_NAME = re.compile(rf"^(?P<version>\d+(?:[._]\d+)*)-(?P<desc>.+)\.(?P<ext>{'|'.join(map(re.escape, _DASH_EXTENSIONS))})$")
 _DIRECTIVE = re.compile(r"^\s*(?:--|#|//)\s*polymigrate:\s+(?P<body>.*)$")
 _COMMENT = re.compile(r"^\s*(?:--|#|//)")
 _PLACEHOLDER = re.compile(r"\$\{(?P<name>[A-Za-z_][\w.:-]*)\}")
@@ -210,7 +211,7 @@ def parse_name(technology: str, filename: str) -> tuple[Kind, Version | None, st
     ext = os.path.splitext(filename)[1].lower()
     if ext not in EXTENSIONS[technology]:
         return None
-    if technology == "postgresql":
+    if TECHNOLOGIES[technology].naming == "flyway":
         m = _PG_NAME.match(filename)
         if not m:
             raise ValueError("expected V<version>__<description>.sql, R__<description>.sql or U<version>__<description>.sql")

@@ -101,7 +101,7 @@ def describe(conninfo: str | dict[str, Any]) -> str:
     if isinstance(conninfo, str):
         return redact(conninfo)
     c = conninfo
-    return f"postgresql://{c.get('user', '')}@{c.get('host', '')}:{c.get('port', 5432)}/{c.get('dbname', '')}"
+    return f"postgresql://{c.get('user', '')}@{c.get('host', '')}:{c.get('port', DEFAULT_PORTS['postgresql'])}/{c.get('dbname', '')}"
 
 
 def _endpoint(url: str) -> tuple[str | None, str, int, str] | None:

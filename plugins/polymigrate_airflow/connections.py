@@ -60,7 +60,7 @@ def search_client(conn_id: str):
     extras = allowed_extras("elasticsearch", conn.extra_dejson or {})
     if conn.conn_type == "https" or str(conn.schema or "").lower() == "https":
         extras["use_ssl"] = True
-    clean = Connection(conn_id=conn.conn_id, conn_type=conn.conn_type, host=conn.host, port=conn.port or 9200,
+    clean = Connection(conn_id=conn.conn_id, conn_type=conn.conn_type, host=conn.host, port=conn.port or TECHNOLOGIES["elasticsearch"].default_port,
                        login=conn.login, password=conn.password, extra=json.dumps(extras))
 
     class _AllowlistedOpenSearchHook(OpenSearchHook):

@@ -20,6 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from polymigrate.adapters import TECHNOLOGIES  # descriptors only: no adapter, no driver
 from polymigrate_airflow import lineage, observability  # lineage, metrics, notifications: none fails a task
+from polymigrate_airflow.init_levels import one_init_level
 
 XCOM_VERSIONS_CAP = 50  # keep execute XComs small even for a 500-migration first run
 
@@ -192,9 +193,7 @@ class MigrationOperator(lineage.Lineage, PolymigrateOperator):
 
     def __init__(self, *, specs_root: str, domain: str, environment: str, region: str, technology: str,
                  phase: str | None = None, **kwargs):
-        # Airflow wraps every __init__ of the class hierarchy in apply_defaults, each merging the
-        # default args and params again: one level here, not PolymigrateOperator's too (issue 24)
-        BaseOperator.__init__(self, **kwargs)
+        BaseOperator.__init__(self, **kwargs)  # the only apply_defaults level (one_init_level below)
         self.specs_root, self.domain, self.environment = specs_root, domain, environment
         self.region, self.technology, self.phase = region, technology, phase
 
@@ -235,28 +234,18 @@ class MigrationOperator(lineage.Lineage, PolymigrateOperator):
         return self.execute(context)
 
 
-class PostgresMigrationOperator(MigrationOperator):
-    """PostgreSQL migrations of one region (connection through ``PostgresHook``)."""
-
-    ui_color = TECHNOLOGIES["postgresql"].ui_color
-
-
-class MongoMigrationOperator(MigrationOperator):
-    """MongoDB migrations of one region (connection through ``MongoHook``)."""
-
-    ui_color = TECHNOLOGIES["mongodb"].ui_color
+def _technology_operator(tech) -> type[MigrationOperator]:
+    """One subclass per technology, named and coloured by its descriptor: Airflow's UI colours a task
+    by its operator class, so each technology needs a class of its own."""
+    return type(MigrationOperator)(tech.operator, (MigrationOperator,), {
+        "__module__": __name__, "__qualname__": tech.operator, "ui_color": tech.ui_color,
+        "__doc__": f"{tech.key} migrations of one region (client from connections.{tech.client_factory})."})
 
 
-class RedisMigrationOperator(MigrationOperator):
-    """Redis Lua migrations of one region (connection through ``RedisHook``)."""
-
-    ui_color = TECHNOLOGIES["redis"].ui_color
-
-
-class ElasticsearchMigrationOperator(MigrationOperator):
-    """Elasticsearch / OpenSearch migrations of one region (connection through the Elasticsearch hook)."""
-
-    ui_color = TECHNOLOGIES["elasticsearch"].ui_color
+# PostgresMigrationOperator, MongoMigrationOperator, RedisMigrationOperator, ElasticsearchMigrationOperator
+for _tech in TECHNOLOGIES.values():
+    globals()[_tech.operator] = _technology_operator(_tech)
+del _tech
 
 
 class VerifyOperator(PolymigrateOperator):
@@ -267,7 +256,7 @@ class VerifyOperator(PolymigrateOperator):
 
     def __init__(self, *, specs_root: str, domain: str, environment: str, region: str, technologies: list[str],
                  phase: str | None = None, **kwargs):
-        BaseOperator.__init__(self, **kwargs)  # one apply_defaults level, as MigrationOperator (issue 24)
+        BaseOperator.__init__(self, **kwargs)  # the only apply_defaults level (one_init_level below)
         self.specs_root, self.domain, self.environment = specs_root, domain, environment
         self.region, self.technologies, self.phase = region, list(technologies), phase
 
@@ -296,3 +285,6 @@ class DriftOperator(PolymigrateOperator):
             raise AirflowSkipException(f"{self.environment} has no audit store configured: drift compares with the "
                                        "snapshots recorded there (configure the polymigrate_audit connection)")
         return observability.drifted(self, context, drift_domain(run))
+
+
+one_init_level(BaseOperator, PolymigrateOperator, MigrationOperator, VerifyOperator)  # issue 24, P4

@@ -90,7 +90,38 @@ def test_the_migration_operators_their_colours_and_the_client_factories():
                                             "mongodb": connections.mongo_client}
 
 
-@pytest.mark.parametrize("module", ["polymigrate.catalog", "polymigrate.adapters", "polymigrate.adapters.base",
+def test_the_file_naming_the_json_formats_and_lints_live_state():
+    from polymigrate.catalog import Kind, parse_name
+    from polymigrate.spec.formats import FORMATS, ElasticsearchStepFile, MongoCommandFile
+
+    assert FORMATS == {"mongodb": MongoCommandFile, "elasticsearch": ElasticsearchStepFile}
+    assert {k: t.naming for k, t in TECHNOLOGIES.items()} == {"postgresql": "flyway", "mongodb": "dash",
+                                                              "redis": "dash", "elasticsearch": "dash"}
+    assert parse_name("postgresql", "U2__drop_x.sql")[0] is Kind.UNDO
+    assert parse_name("redis", "1.2-add-index.lua")[1:] == (parse_name("mongodb", "1.2-add-index.js")[1], "add index")
+    with pytest.raises(ValueError, match="expected <version>-<description>.json"):
+        parse_name("elasticsearch", "V1__x.json")
+    for key, t in TECHNOLOGIES.items():
+        if t.lint_state:  # every named reader exists, under the key the rules read
+            import importlib
+
+            module, _, name = t.lint_state[1].partition(":")
+            assert callable(getattr(importlib.import_module(module), name)), key
+    assert {k: t.lint_state[0] for k, t in TECHNOLOGIES.items() if t.lint_state} == {"mongodb": "mongo_stats",
+                                                                                    "elasticsearch": "es_live"}
+
+
+def test_a_technology_operator_is_a_class_of_its_own_in_the_operators_module():
+    pytest.importorskip("airflow")
+    from polymigrate_airflow import operators
+
+    for t in TECHNOLOGIES.values():
+        cls = getattr(operators, t.operator)
+        assert cls.__module__ == "polymigrate_airflow.operators" and cls.__name__ == t.operator
+        assert issubclass(cls, operators.MigrationOperator) and cls is not operators.MigrationOperator
+
+
+@pytest.mark.parametrize("module", ["polymigrate.catalog", "polymigrate.spec.formats", "polymigrate.lint.engine", "polymigrate.adapters", "polymigrate.adapters.base",
                                     "polymigrate.adapters.redis.templates", "polymigrate.adapters.postgresql.statements",
                                     "polymigrate.connections", "polymigrate.blueprint"])
 def test_each_module_imports_first_in_a_fresh_interpreter_without_a_driver(module):

@@ -5,7 +5,7 @@ Each technology package (``postgresql/``, ``mongodb/``, ``elasticsearch/``, ``re
 them, and every per-technology table is built from that list: the adapter registry, the catalog's
 file extensions, the connection extras, URL schemes and default ports, ``polymigrate new``'s
 templates, the blueprint's migration operators, the Airflow layer's client factories and operator
-colours.
+colours, the file naming, the JSON format models and lint's live state.
 
 This module and the descriptors import no driver and nothing of polymigrate, so the catalog, the CLI
 and the Airflow layer can read them without importing an adapter.
@@ -38,3 +38,13 @@ class Technology:
     """Name of the migration operator class in ``polymigrate_airflow.operators``."""
     ui_color: str
     """That operator's colour in Airflow's UI."""
+    naming: str = "dash"
+    """How a migration file is named: ``"dash"`` (``<version>-<description><ext>``) or ``"flyway"``
+    (``V<version>__<description>.sql``, ``R__…`` repeatable, ``U<version>__…`` undo)."""
+    format_model: str | None = None
+    """Name of the pydantic model in ``polymigrate.spec.formats`` a ``.json`` migration must follow,
+    or None when the technology's files are not JSON documents of a fixed shape."""
+    lint_state: tuple[str, str] | None = None
+    """``(key, "module:Class")``: what lint's rules read of a live target under ``Source.state[key]``,
+    built as ``Class(client)`` from the client lint is given; None when lint reads nothing live that
+    way (PostgreSQL's statistics take the schema as well, see ``lint.risk.StatsReader``)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+
+from polymigrate.adapters import TECHNOLOGIES
 from polymigrate.catalog import DomainCatalog, Migration
 from polymigrate.lint import collisions, suppress
 from polymigrate.lint.model import Finding, LintReport
@@ -97,27 +100,33 @@ def _stats(connection, schema: str | None) -> StatsReader | None:
     return StatsReader(connection, schema) if connection is not None else None
 
 
-def _live_state(technology: str, search=None, mongo=None) -> dict:
-    """The per-technology state the rules share: an Elasticsearch target's live indices, a MongoDB
-    database's collection statistics, when given."""
-    if technology == "elasticsearch" and search is not None:
-        from polymigrate.lint.rules.elasticsearch import LiveIndices
-        return {"es_live": LiveIndices(search)}
-    if technology == "mongodb" and mongo is not None:
-        from polymigrate.lint.mongo_stats import MongoStats
-        return {"mongo_stats": MongoStats(mongo)}
-    return {}
+def _live_state(technology: str, client=None) -> dict:
+    """The per-technology state the rules share, read from the target ``client`` when given: the
+    descriptor's ``lint_state`` (an Elasticsearch target's live indices, a MongoDB database's
+    collection statistics)."""
+    spec = TECHNOLOGIES[technology].lint_state
+    if client is None or spec is None:
+        return {}
+    key, path = spec
+    module, _, name = path.partition(":")
+    return {key: getattr(importlib.import_module(module), name)(client)}
+
+
+def _clients(connection, search, mongo) -> dict[str, object]:
+    """Lint's keyword arguments by the technology whose target each one reads."""
+    return {"postgresql": connection, "elasticsearch": search, "mongodb": mongo}
 
 
 def lint_file(migration: Migration, *, connection=None, placeholders=None, schema: str | None = None,
               state: dict | None = None, search=None, mongo=None) -> LintReport:
     """The full report (findings and impacts) of one migration."""
     stats = _stats(connection, schema) if migration.technology == "postgresql" else None
+    client = _clients(connection, search, mongo).get(migration.technology)
     if state is None:
-        state = _live_state(migration.technology, search, mongo)
+        state = _live_state(migration.technology, client)
     report = lint_source(prepare(migration, placeholders, state), stats)
-    report.connected = report.connected or (search is not None and migration.technology == "elasticsearch") \
-        or (mongo is not None and migration.technology == "mongodb")
+    report.connected = report.connected or (client is not None and TECHNOLOGIES[migration.technology].lint_state
+                                            is not None)
     return report
 
 
@@ -141,8 +150,9 @@ def lint_catalog(catalog: DomainCatalog, *, connection=None, placeholders=None, 
     """
     report = LintReport(connected=connection is not None or search is not None or mongo is not None)
     stats = _stats(connection, schema)
+    clients = _clients(connection, search, mongo)
     for technology, migrations in catalog.migrations.items():
-        state: dict = _live_state(technology, search, mongo)
+        state: dict = _live_state(technology, clients.get(technology))
         if labels is not None:
             state["labels"] = labels
             if technology == "postgresql" and connection is not None:

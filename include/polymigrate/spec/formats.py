@@ -29,6 +29,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from polymigrate.adapters import TECHNOLOGIES
+
 _PLACEHOLDER = re.compile(r"\$\{[A-Za-z_][\w.:-]*\}")
 
 
@@ -229,7 +231,7 @@ class ElasticsearchStepFile(_Model):
     steps: list[Step] = Field(min_length=1)
 
 
-FORMATS: dict[str, type[_Model]] = {"mongodb": MongoCommandFile, "elasticsearch": ElasticsearchStepFile}
+FORMATS: dict[str, type[_Model]] = {key: globals()[t.format_model] for key, t in TECHNOLOGIES.items() if t.format_model}
 
 
 def parse(technology: str, text: str) -> _Model:

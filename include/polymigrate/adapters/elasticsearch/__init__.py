@@ -21,4 +21,6 @@ DESCRIPTOR = Technology(
     client_factory="search_client",
     operator="ElasticsearchMigrationOperator",
     ui_color="#fff2cc",
+    format_model="ElasticsearchStepFile",
+    lint_state=("es_live", "polymigrate.lint.rules.elasticsearch:LiveIndices"),
 )

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 from urllib.parse import parse_qsl, quote, urlsplit, urlunsplit
 
+from polymigrate.adapters.elasticsearch import DESCRIPTOR
 from polymigrate.errors import PermanentError
 
 OPENSEARCH, ELASTICSEARCH = "opensearch", "elasticsearch"
@@ -147,9 +148,9 @@ class SearchApi:
             scheme = "https"
         if scheme not in ("http", "https"):
             raise PermanentError(f"unsupported scheme {parts.scheme!r} for a search target",
-                                 hint="use http://host:9200 or https://host:9200")
+                                 hint=f"use http://host:{DESCRIPTOR.default_port} or https://host:{DESCRIPTOR.default_port}")
         host = parts.hostname or "localhost"
-        port = parts.port or 9200
+        port = parts.port or DESCRIPTOR.default_port
         base = urlunsplit((scheme, f"{'[' + host + ']' if ':' in host else host}:{port}", parts.path.rstrip("/"), "", ""))
         auth = (parts.username or "", parts.password or "") if parts.username else None
         verify = query.get("verify_certs", "true").lower() not in ("false", "0", "no")

@@ -24,4 +24,6 @@ DESCRIPTOR = Technology(
     client_factory="mongo_client",
     operator="MongoMigrationOperator",
     ui_color="#d9ead3",
+    format_model="MongoCommandFile",
+    lint_state=("mongo_stats", "polymigrate.lint.mongo_stats:MongoStats"),
 )

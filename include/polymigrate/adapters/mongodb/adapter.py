@@ -34,6 +34,7 @@ from bson import json_util
 from pymongo import errors as perr
 
 from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, RepairReport
+from polymigrate.adapters.mongodb import DESCRIPTOR
 from polymigrate.adapters.mongodb import js as mongo_js
 from polymigrate.adapters.mongodb.lease import Lease, LeaseLost, ServerClock
 from polymigrate.adapters.mongodb.ledger import AlreadyApplied, MongoLedger
@@ -464,7 +465,7 @@ class MongoAdapter(Adapter):
     def _node_url(self) -> str:
         if self._url:
             return self._url
-        host, port = self.client.address or ("localhost", 27017)
+        host, port = self.client.address or ("localhost", DESCRIPTOR.default_port)
         log.warning("no connection URL for the Node runner: connecting to %s:%s without credentials or TLS "
                     "(build the adapter from a URL or a MongoConnection to pass them)", host, port)
         return f"mongodb://{host}:{port}/?directConnection=true"

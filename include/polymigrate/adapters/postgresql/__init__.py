@@ -21,4 +21,5 @@ DESCRIPTOR = Technology(
     client_factory="postgres_client",
     operator="PostgresMigrationOperator",
     ui_color="#cfe3f3",
+    naming="flyway",
 )

@@ -39,6 +39,7 @@ from redis import exceptions as rexc
 from redis.cluster import RedisCluster
 
 from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, RepairReport, holding
+from polymigrate.adapters.redis import DESCRIPTOR
 from polymigrate.adapters.redis.lease import Lease
 from polymigrate.adapters.redis.scripts import (LEASE_LOST, check_same_slot, classify, declared_keys, is_transient,
                                                 parse_reply, text, wrap)
@@ -121,7 +122,7 @@ class RedisAdapter(Adapter):
             node = self.client.get_default_node()
             return f"redis-cluster://{node.host}:{node.port} {self.namespace}"
         kw = self.client.connection_pool.connection_kwargs
-        where = kw.get("path") or f"{kw.get('host', 'localhost')}:{kw.get('port', 6379)}"
+        where = kw.get("path") or f"{kw.get('host', 'localhost')}:{kw.get('port', DESCRIPTOR.default_port)}"
         return f"redis://{where}/{kw.get('db', 0)} {self.namespace}"
 
     # -- lock -------------------------------------------------------------------------------
