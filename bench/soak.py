@@ -285,6 +285,81 @@ class PrivateRedis(Redis):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(what: str, ready, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not answer within {seconds:.0f} s")
+        time.sleep(0.1)
+
+
+class PrivatePostgres(Postgres):
+    """A postmaster of the soak's own (initdb in a temporary folder, fsync on, the defaults), so the
+    ``restart`` fault can SIGKILL the whole server under a run, backends and all, as a machine losing
+    power would, and start it again on the same files: PostgreSQL's crash recovery, then the rerun."""
+    name = "postgresql-private"
+
+    def __init__(self) -> None:
+        import psycopg
+        self.bin = Path(os.environ.get("POLYMIGRATE_PG_BIN") or "/usr/lib/postgresql/15/bin")
+        self.dir = Path(tempfile.mkdtemp(prefix="pmsoak-pg-"))
+        self.data = self.dir / "data"
+        # postgres refuses to run as root: as root, run it as the postgres user directly (not through
+        # runuser, whose own process would stand between the kill and the postmaster)
+        self.owner = {"user": "postgres", "group": "postgres"} if os.geteuid() == 0 else {}
+        if self.owner:
+            shutil.chown(self.dir, "postgres", "postgres")
+        subprocess.run([str(self.bin / "initdb"), "-D", str(self.data), "-U", "postgres",
+                        "-A", "trust", "-E", "UTF8", "--locale=C.UTF-8"], check=True, capture_output=True,
+                       cwd="/", **self.owner)
+        self.port = _free_port()
+        self.server: subprocess.Popen | None = None
+        self._start()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/pm_soak"
+        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as c:
+            c.execute("CREATE DATABASE pm_soak")
+
+    def _ready(self) -> bool:
+        import psycopg
+        try:
+            psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", connect_timeout=2).close()
+            return True
+        except psycopg.OperationalError:
+            return False
+
+    def _start(self) -> None:
+        # its own process group: the restart kills the postmaster and every backend at once (a
+        # postmaster killed alone leaves backends holding the shared memory, and the new one refuses)
+        self.server = subprocess.Popen(
+            [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port),
+             "-k", str(self.dir), "-c", "listen_addresses=127.0.0.1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd="/", **self.owner)
+        _wait("the private postgres", self._ready)
+
+    def restart(self) -> None:
+        assert self.server is not None
+        os.killpg(self.server.pid, signal.SIGKILL)
+        self.server.wait(10)
+        time.sleep(0.3)
+        self._start()
+
+    def close(self) -> None:
+        if self.server is not None:
+            try:
+                os.killpg(self.server.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.server.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
 class Mongo(Engine):
     name = "mongodb"
 
@@ -325,6 +400,57 @@ class Mongo(Engine):
 
     def drop(self, tag, url):
         self.client.drop_database(tag)
+
+
+class PrivateMongo(Mongo):
+    """A FerretDB of the soak's own (SQLite backend in a temporary folder): the ``restart`` fault
+    SIGKILLs the server under a transform and starts it again on the same files."""
+    name = "mongodb-private"
+
+    def __init__(self) -> None:
+        import pymongo
+        found = sorted((ROOT / ".engines" / "bin").glob("ferretdb-*"))
+        if not found:
+            raise RuntimeError("no FerretDB binary in .engines/bin: run `make engines` first")
+        self.binary = found[-1]
+        self.dir = Path(tempfile.mkdtemp(prefix="pmsoak-ferret-"))
+        (self.dir / "data").mkdir()
+        self.port = _free_port()
+        self.server: subprocess.Popen | None = None
+        self.base = f"mongodb://127.0.0.1:{self.port}"
+        self._start()
+        self.client = pymongo.MongoClient(self.base, serverSelectionTimeoutMS=10_000)
+
+    def _ready(self) -> bool:
+        import pymongo
+        try:
+            with pymongo.MongoClient(self.base, serverSelectionTimeoutMS=1000) as c:
+                c.admin.command("ping")
+            return True
+        except pymongo.errors.PyMongoError:
+            return False
+
+    def _start(self) -> None:
+        self.server = subprocess.Popen(
+            [str(self.binary), "--handler=sqlite", f"--sqlite-url=file:{self.dir}/data/",
+             f"--listen-addr=127.0.0.1:{self.port}", f"--state-dir={self.dir}", "--debug-addr=127.0.0.1:0",
+             "--telemetry=disable", "--log-level=error"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        _wait("the private ferretdb", self._ready)
+
+    def restart(self) -> None:
+        assert self.server is not None
+        self.server.kill()
+        self.server.wait(10)
+        time.sleep(0.3)
+        self._start()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.server is not None:
+            self.server.kill()
+            self.server.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Search(Engine):
@@ -541,7 +667,8 @@ def normalise(engine: Engine, state: dict, tag: str) -> dict:
 def soak(seed: int, faults: int, minutes: float, engines: list[str], log=print, quick: bool = False) -> Tally:
     load_env()
     rng = random.Random(seed)
-    makers = {"postgresql": Postgres, "redis": Redis, "redis-private": PrivateRedis, "mongodb": Mongo,
+    makers = {"postgresql": Postgres, "postgresql-private": PrivatePostgres, "redis": Redis,
+              "redis-private": PrivateRedis, "mongodb": Mongo, "mongodb-private": PrivateMongo,
               "elasticsearch": Search}
     live = {name: makers[name]() for name in engines}
     for engine in live.values():
