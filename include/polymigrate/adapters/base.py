@@ -12,6 +12,8 @@ CLI from a URL) and never reads Airflow connections itself. It offers exactly:
 * ``preflight(items)``: refuse a run before anything is applied (optional);
 * ``undo``, ``baseline``, ``repair``: the maintenance verbs (raise ``PermanentError`` when not
   supported, as ``capabilities`` says);
+* ``adopt(ctx, migrations, source)``: copy the history of the tool the target was migrated with
+  before (Flyway, migrate-mongo; ``capabilities.adopts`` names it) into the ledger;
 * ``snapshot()``: a JSON-able picture of the live schema, for drift detection;
 * ``health_checks(ctx, migrations)``: what the verify step proves beyond the ledger (no INVALID
   index, aliases where the ledger says, indexes as declared, cursors finished), as ``Check``s;
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import abc
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Iterator
 
 from polymigrate.ledger import LedgerEntry, RunContext, Status
@@ -42,6 +44,7 @@ class Capabilities:
     transactional: bool  # a migration and its ledger row commit together
     reversible: bool     # undo files are supported
     resumable: bool      # a long migration records progress and a retry continues from it
+    adopts: str | None = None  # the other tool whose history ``adopt`` copies (flyway, migrate-mongo)
 
 
 @dataclass
@@ -75,6 +78,17 @@ class Check:
 class RepairReport:
     realigned: list[str]
     removed: list[str]
+
+
+@dataclass
+class AdoptReport:
+    """What ``adopt`` copied into the ledger from another tool's history."""
+
+    source: str    # where that history was read (schema.table, database.collection)
+    imported: int  # rows copied; 0 when it was adopted before
+    already: list[str] = field(default_factory=list)  # files the ledger held already
+    changed: list[str] = field(default_factory=list)  # applied from other contents: the next run stops until repair
+    missing: list[str] = field(default_factory=list)  # in the history, no such file here
 
 
 class Adapter(abc.ABC):
@@ -172,6 +186,15 @@ class Adapter(abc.ABC):
     def repair(self, migrations: list[Migration], ctx: RunContext) -> RepairReport:
         from polymigrate.errors import PermanentError
         raise PermanentError(f"repair is not supported for {self.technology}")
+
+    def adopt(self, ctx: RunContext, migrations: list[Migration], *, source: str | None = None) -> AdoptReport:
+        """Copy the history of ``capabilities.adopts`` (at ``source``, else where that tool keeps it by
+        default) into the ledger, so nothing it applied runs again; adopting twice is a no-op. Called
+        under ``lock``."""
+        from polymigrate.errors import PermanentError
+        raise PermanentError(f"{self.technology} adopts no other tool's history",
+                             hint="adopt a Flyway history into PostgreSQL or a migrate-mongo changelog into MongoDB; "
+                                  "elsewhere, `polymigrate baseline --version V`")
 
     def close(self) -> None:
         """Release what the adapter opened itself (not the client it was given)."""

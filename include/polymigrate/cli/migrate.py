@@ -350,7 +350,7 @@ def baseline(version: Optional[str] = typer.Option(None, "--version", help="mark
 
     def act(label: str, adapter: Adapter, ctx, sink) -> None:
         if from_flyway:
-            n = verbs.import_flyway(adapter, ctx, schema=flyway_schema, table=flyway_table, sink=sink)
+            n = verbs.adopt(adapter, [], ctx, tool="flyway", source=f"{flyway_schema}.{flyway_table}", sink=sink).imported
             console.print(f"[green]✓[/] {label}: imported {n} row(s) from {flyway_schema}.{flyway_table}"
                           + ("" if n else " (already imported)"))
         else:

@@ -13,11 +13,10 @@ from typing import Optional
 import typer
 
 from polymigrate.adapters.base import Adapter
-from polymigrate.catalog import Kind
 from polymigrate.cli.app import console, err_console
 from polymigrate.cli.migrate import (DomainOpt, EnvOpt, LocOpt, OverrideOpt, ReasonOpt, RegionOpt, Selection, SkipOpt,
                                      SpecsOpt, TableOpt, UrlOpt, WaitOpt, _maintain, _no_skip, app)
-from polymigrate.errors import PermanentError
+from polymigrate.commands import verbs
 
 
 @app.command("migrate-mongo-import")
@@ -34,11 +33,8 @@ def migrate_mongo_import(collection: str = typer.Option("changelog", "--collecti
                     emergency_override, reason)
 
     def act(label: str, adapter: Adapter, ctx, sink, migrations) -> None:
-        importer = getattr(adapter, "import_migrate_mongo", None)
-        if importer is None:
-            raise PermanentError(f"{label}: a migrate-mongo changelog can only be imported into MongoDB")
-        report = importer(ctx, [m for m in migrations if m.kind is Kind.VERSIONED], collection=collection)
-        console.print(f"[green]✓[/] {label}: imported {len(report.imported)} applied migration(s) from "
+        report = verbs.adopt(adapter, migrations, ctx, tool="migrate-mongo", source=collection, sink=sink)
+        console.print(f"[green]✓[/] {label}: imported {report.imported} applied migration(s) from "
                       f"{collection}" + (f", {len(report.already)} already in the ledger" if report.already else ""),
                       highlight=False)
         for name in report.changed:

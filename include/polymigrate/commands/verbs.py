@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
-from polymigrate.adapters.base import Adapter, Check, RepairReport
+from polymigrate.adapters.base import Adapter, AdoptReport, Check, RepairReport
 from polymigrate.catalog import PHASES, DomainCatalog, Migration, applicable, in_phase, phase_counts, phases_line
 from polymigrate.commands.approval import authorize
 from polymigrate.commands.validation import (  # noqa: F401  (the verbs of a run, in one place)
@@ -413,15 +413,22 @@ def baseline(adapter: Adapter, ctx: RunContext, version: str, description: str,
     (sink or NullSink()).emit(_event("baselined", adapter, ctx, version=version, details={"description": description}))
 
 
-def import_flyway(adapter: Adapter, ctx: RunContext, *, schema: str, table: str, sink: EventSink | None = None) -> int:
-    """Copy a Flyway history into the ledger (rows copied, 0 when already imported); records ``baselined``."""
-    importer = getattr(adapter, "import_flyway", None)
-    if importer is None:
-        raise PermanentError(f"{adapter.technology} has no Flyway history to import")
+def adopt(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, tool: str, source: str | None = None,
+          sink: EventSink | None = None) -> AdoptReport:
+    """Copy the history of ``tool`` (the one the target was migrated with before: ``flyway``,
+    ``migrate-mongo``) into the ledger under the lock; records ``baselined`` with ``adopted`` (the tool),
+    ``adopted_from``, ``rows`` and the files found changed or missing. Refused when the adapter's
+    ``capabilities.adopts`` is another tool."""
+    if adapter.capabilities.adopts != tool:
+        raise PermanentError(f"{adapter.technology} cannot adopt a {tool} history"
+                             + (f" (it adopts {adapter.capabilities.adopts}'s)" if adapter.capabilities.adopts else ""),
+                             hint="adopt a Flyway history into PostgreSQL, a migrate-mongo changelog into MongoDB")
     with adapter.lock(ctx.owner, ctx.lock_wait_seconds):
-        n = importer(ctx, schema=schema, table=table)
-    (sink or NullSink()).emit(_event("baselined", adapter, ctx, details={"from_flyway": f"{schema}.{table}", "rows": n}))
-    return n
+        report = adapter.adopt(ctx, migrations, source=source)
+    (sink or NullSink()).emit(_event("baselined", adapter, ctx, details={
+        "adopted": adapter.capabilities.adopts, "adopted_from": report.source, "rows": report.imported,
+        "changed": report.changed[:EVENT_LIST_CAP], "missing": report.missing[:EVENT_LIST_CAP]}))
+    return report
 
 
 def repair(adapter: Adapter, migrations: list[Migration], ctx: RunContext, sink: EventSink | None = None) -> RepairReport:

@@ -33,7 +33,7 @@ import pymongo
 from bson import json_util
 from pymongo import errors as perr
 
-from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, RepairReport
+from polymigrate.adapters.base import Adapter, AdoptReport, Applied, Capabilities, Check, RepairReport
 from polymigrate.adapters.mongodb import DESCRIPTOR
 from polymigrate.adapters.mongodb import js as mongo_js
 from polymigrate.adapters.mongodb.lease import Lease, LeaseLost, ServerClock
@@ -90,7 +90,7 @@ class MongoAdapter(Adapter):
     """
 
     technology = "mongodb"
-    capabilities = Capabilities(transactional=False, reversible=True, resumable=True)
+    capabilities = Capabilities(transactional=False, reversible=True, resumable=True, adopts="migrate-mongo")
 
     def __init__(self, client: Any, *, domain: str, settings: Any = None, lease_ms: int = DEFAULT_LEASE_MS):
         default_db = None
@@ -545,6 +545,13 @@ class MongoAdapter(Adapter):
         return report
 
     # -- adoption of migrate-mongo ------------------------------------------------------------------
+
+    def adopt(self, ctx: RunContext, migrations: list[Migration], *, source: str | None = None) -> AdoptReport:
+        """migrate-mongo's changelog: ``source`` is the collection (``changelogCollectionName``,
+        default ``changelog``) in this database."""
+        collection = source or "changelog"
+        r = self.import_migrate_mongo(ctx, migrations, collection=collection)
+        return AdoptReport(f"{self.db.name}.{collection}", len(r.imported), r.already, r.changed, r.missing)
 
     def import_migrate_mongo(self, ctx: RunContext, migrations: list[Migration], *,
                              collection: str = "changelog") -> ImportReport:

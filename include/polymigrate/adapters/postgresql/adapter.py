@@ -36,7 +36,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, RepairReport
+from polymigrate.adapters.base import Adapter, AdoptReport, Applied, Capabilities, Check, RepairReport
 from polymigrate.adapters.postgresql import backfill as pg_backfill
 from polymigrate.adapters.postgresql.errors import classify, connect_error
 from polymigrate.adapters.postgresql.ledger import ELAPSED, LedgerTable, parse_ledger_name, row_values
@@ -88,7 +88,7 @@ class PostgresAdapter(Adapter):
     """
 
     technology = "postgresql"
-    capabilities = Capabilities(transactional=True, reversible=True, resumable=True)
+    capabilities = Capabilities(transactional=True, reversible=True, resumable=True, adopts="flyway")
 
     def __init__(self, client: str | dict[str, Any], *, domain: str, settings: Any = None):
         super().__init__(client, domain=domain, settings=settings)
@@ -756,6 +756,12 @@ class PostgresAdapter(Adapter):
         """
         from polymigrate.adapters.postgresql.flyway import import_history
         return import_history(self, ctx, schema=schema, table=table)
+
+    def adopt(self, ctx: RunContext, migrations: list[Migration], *, source: str | None = None) -> AdoptReport:
+        """Flyway's history: ``source`` is ``[schema.]table`` (default ``public.flyway_schema_history``)."""
+        schema, _, table = (source or "flyway_schema_history").rpartition(".")
+        schema = schema or "public"
+        return AdoptReport(f"{schema}.{table}", self.import_flyway(ctx, schema=schema, table=table))
 
     def snapshot(self) -> dict[str, Any]:
         conn = self._ensure_ledger()
