@@ -36,6 +36,8 @@ class AdapterKit:
     # (file name, text the server refuses before anything of it runs, the fixed text): versioned after
     # good_files; None where the technology has no such failure to show
     nothing_run_file: tuple[str, str, str] | None = None
+    # (file name, text): the undo file of the last of good_files, for adapters declaring ``reversible``
+    undo_file: tuple[str, str] | None = None
 
     def folder(self, files: dict[str, str]) -> Path:
         d = self.tmp_path / f"m{len(list(self.tmp_path.iterdir()))}" / self.technology
@@ -123,7 +125,69 @@ class RecoveryConformance:
             a.close()
 
 
-class AdapterConformance(RecoveryConformance):
+class CapabilityConformance:
+    """What each adapter declares it can do (``Adapter.capabilities``), asked and shown on the server:
+    a declared capability is exercised, one not declared is skipped with its name, or its absence is
+    what the user is told."""
+
+    def test_transactional_a_failed_file_leaves_nothing_of_itself_behind(self, kit: AdapterKit):
+        a = kit.make_adapter()
+        try:
+            if not a.capabilities.transactional:
+                pytest.skip(f"{kit.technology}: capability 'transactional' not declared")
+            migrate(a, kit.migrations(kit.good_files), ctx())
+            before = a.snapshot()
+            with pytest.raises(PermanentError):
+                migrate(a, kit.migrations({**kit.good_files, kit.broken_file[0]: kit.broken_file[1]}), ctx(run_id="run-2"))
+            assert a.snapshot() == before  # the statements before the failing one were rolled back with it
+        finally:
+            a.close()
+
+    def test_reversible_decides_whether_undo_reverts_or_asks_for_a_forward_migration(self, kit: AdapterKit):
+        from polymigrate.executor import undo_to
+
+        migs = kit.migrations(kit.good_files)
+        first, last = str(migs[0].version), max(kit.good_files)
+        a = kit.make_adapter()
+        try:
+            if not a.capabilities.reversible:
+                migrate(a, migs, ctx())
+                with pytest.raises(PermanentError, match="no undo files; to revert it, write a new forward migration"):
+                    undo_to(a, migs, ctx(run_id="undo"), first, dry_run=True)
+                return
+            if kit.undo_file is None:
+                pytest.skip(f"{kit.technology}: capability 'reversible' declared; this kit names no undo file")
+            migrate(a, kit.migrations({n: t for n, t in kit.good_files.items() if n != last}), ctx())
+            before = a.snapshot()
+            folder = kit.folder({**kit.good_files, kit.undo_file[0]: kit.undo_file[1]})
+            cat = discover("conformance", kit.technology, folder)
+            migrate(a, cat.applicable(kit.technology), ctx(run_id="run-2"))
+            undone = undo_to(a, cat.migrations[kit.technology], ctx(run_id="undo"), first)
+            assert [x["script"] for x in undone.applied] == [kit.undo_file[0]]
+            assert a.snapshot() == before
+        finally:
+            a.close()
+
+    def test_adopts_names_the_one_tool_whose_history_the_adapter_takes_over(self, kit: AdapterKit):
+        from polymigrate.commands import verbs
+
+        a = kit.make_adapter()
+        try:
+            tool = a.capabilities.adopts
+            with pytest.raises(PermanentError, match=f"{kit.technology} cannot adopt a some-other-tool history"):
+                verbs.adopt(a, [], ctx(), tool="some-other-tool")
+            if tool is None:
+                with pytest.raises(PermanentError, match="adopts no other tool's history"):
+                    a.adopt(ctx(), [])
+            else:  # the history is looked for where it is said to be, and its absence named
+                with pytest.raises(PermanentError, match="nope_history"):
+                    verbs.adopt(a, [], ctx(), tool=tool, source="nope_history")
+            assert a.read_ledger() == []
+        finally:
+            a.close()
+
+
+class AdapterConformance(CapabilityConformance, RecoveryConformance):
     """Inherited by each adapter's integration test class."""
 
     def test_fresh_target_has_empty_ledger_created_on_read(self, kit: AdapterKit):

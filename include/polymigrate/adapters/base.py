@@ -41,6 +41,10 @@ NEEDS_UNDO_FILE = "needs an undo file"  # ``undo_blocker`` of adapters that only
 
 @dataclass(frozen=True)
 class Capabilities:
+    """What the adapter can do: the executor reads ``reversible`` (undo's refusal), ``verbs.adopt``
+    reads ``adopts``, and the conformance suite (tests/conformance) exercises each declared one and
+    skips, naming it, what is not declared."""
+
     transactional: bool  # a migration and its ledger row commit together
     reversible: bool     # undo files are supported
     resumable: bool      # a long migration records progress and a retry continues from it

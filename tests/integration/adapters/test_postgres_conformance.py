@@ -25,4 +25,5 @@ class TestPostgresConformance(AdapterConformance):
             # a transactional file rolls back whole: nothing of it committed
             nothing_run_file=("V3__note.sql", "ALTER TABLE ordres ADD COLUMN note text;\n",
                               "ALTER TABLE orders ADD COLUMN note text;\n"),
+            undo_file=("U2__index_orders.sql", "DROP INDEX orders_total;\n"),
         )
