@@ -159,3 +159,34 @@ def test_spec_mode_without_a_connection_names_the_variable(runner, specs, monkey
     out = runner.invoke(app, ["migrate", "-e", "testing", "-d", "shop", "-s", str(specs), "-r", "r1"])
     assert out.exit_code == 1
     assert "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_TESTING_R1" in out.stderr
+
+
+def test_an_adhoc_run_is_recorded_with_its_failure_and_never_its_password(runner, make_pg_database, tmp_path,
+                                                                          monkeypatch):
+    """With an audit store configured, an ad hoc run is on record as a spec run is: what it applied, the
+    file that failed, and the run's failure (task_failed, as compliance reads outcomes), under
+    environment ``adhoc``, with the URL's password stripped from every event."""
+    from polymigrate.audit import PostgresAuditStore
+
+    audit = make_pg_database("pm_adhoc_audit")
+    monkeypatch.setenv(env_var("polymigrate_audit"), audit)
+    secret = "s3cret-adhoc-pw"
+    url = make_pg_database().replace("postgres@", f"postgres:{secret}@", 1)  # the server trusts; the URL carries one
+    assert secret in url
+    folder = write(tmp_path / "bad", {"V1__ok.sql": "CREATE TABLE a (id int);\n",
+                                      "V2__bad.sql": "ALTER TABLE missing ADD COLUMN x int;\n"})
+    out = runner.invoke(app, ["migrate", "--url", url, "-l", str(folder), "-d", "scratch"])
+    assert out.exit_code == 1, out.output
+    with PostgresAuditStore(audit) as store:
+        events = [r.event for r in store.query(environment="adhoc")]
+        assert "chain intact" in str(store.verify())
+    assert [(e.kind, e.script) for e in events] == [
+        ("triggered", None), ("migration_started", "V1__ok.sql"), ("migration_succeeded", "V1__ok.sql"),
+        ("migration_started", "V2__bad.sql"), ("migration_failed", "V2__bad.sql"), ("task_failed", None)]
+    failed = events[-1]
+    assert failed.domain == "scratch" and failed.technology == "postgresql"
+    assert 'relation "missing" does not exist' in failed.details["error"] and failed.details["adhoc"] is True
+    assert events[0].details["url"] == url.replace(secret, "***")
+    with psycopg.connect(audit) as c:
+        assert c.execute("SELECT count(*) FROM polymigrate_audit.events WHERE body LIKE %s",
+                         (f"%{secret}%",)).fetchone() == (0,)

@@ -178,14 +178,23 @@ def _adhoc(sel: Selection, verb: str, *, record: bool = True) -> Iterator[tuple[
     try:
         if run.problems:
             _print_problems(run.problems, f"{run.label}: migrations are not valid")
+            run.record_failure(SpecError(run.problems))
             raise typer.Exit(1)
         adapter = run.open()
         try:
             yield run, adapter
         finally:
             adapter.close()
-    except PolymigrateError as exc:
+    except PolicyRefused as exc:  # on record already, as `refused`
         raise _fail(exc, run.label) from None
+    except PolymigrateError as exc:  # as a spec run's: the outcome is in the store (with one configured)
+        run.record_failure(exc, retryable=isinstance(exc, TransientError))
+        raise _fail(exc, run.label) from None
+    except typer.Exit:
+        raise
+    except Exception as exc:  # a driver error or a bug fails the run all the same
+        run.record_failure(exc)
+        raise
     finally:
         run.close()
 

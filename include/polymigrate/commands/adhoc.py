@@ -13,11 +13,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 from polymigrate.adapters import adapter_class
 from polymigrate.adapters.base import Adapter
 from polymigrate.catalog import Kind, Migration, discover
-from polymigrate.commands.context import RunParams, Who, audit_sink, event
+from polymigrate.commands.context import LOG, RunParams, Who, audit_sink, event
 from polymigrate.connections import redact, same_target, url_for
 from polymigrate.errors import PolicyRefused, Problem
 from polymigrate.events import AuditEvent, EventSink, NullSink
@@ -116,6 +117,22 @@ class AdhocRun:
             raise PolicyRefused(f"{self.label}: its ledger records runs of '{self.domain}' in {', '.join(named)}, "
                                 "whose policy an ad hoc run would skip",
                                 hint=f"run it with -e {named[0]} -d {self.domain} so that policy applies")
+
+    def record_failure(self, error: BaseException, *, retryable: bool = False) -> None:
+        """``task_failed`` with the error, as a spec run's failure is recorded (commands/failures.py): an
+        ad hoc run's outcome is read from the store too. The URL's password never reaches the event,
+        even where a driver's message quoted it."""
+        from polymigrate.commands.failures import failure_details
+
+        details = {**failure_details(error, retryable=retryable), "adhoc": True, "url": self.label}
+        secret = urlsplit(self.url).password if "://" in self.url else None
+        if secret:
+            details["error"] = details["error"].replace(secret, "***")
+        try:
+            self.sink.emit(AuditEvent(kind="task_failed", domain=self.domain, environment=ADHOC, actor=self.ctx.actor,
+                                      run_id=self.ctx.run_id, technology=self.technology, details=details))
+        except Exception as exc:  # noqa: BLE001  recording never hides the run's own error
+            LOG.error("the ad hoc run's failure could not be recorded in the audit store: %s", exc)
 
     def close(self) -> None:
         close = getattr(self.sink, "close", None)
