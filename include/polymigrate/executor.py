@@ -150,7 +150,8 @@ def migrate(adapter: Adapter, migrations: list[Migration], ctx: RunContext, *, t
             details = dict(applied.details or {})
             if m.declares_phase:
                 details["phase"] = m.phase
-            changed = lineage.changed(m, values)  # the datasets it changed: the audit page links the run to them
+            # the datasets it changed: the audit page links the run to them (the adapter's parse when it has one)
+            changed = list(dict.fromkeys(applied.changed)) if applied.changed is not None else lineage.changed(m, values)
             if changed:
                 details["datasets"] = [{"kind": c.kind, "name": c.name, "action": c.action} for c in changed]
             sink.emit(_event("migration_succeeded", adapter, ctx, info, duration_ms=applied.execution_time_ms,

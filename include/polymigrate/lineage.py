@@ -66,52 +66,71 @@ class TargetLineage:
 
 def changed(migration: Migration, placeholders: dict[str, str] | None = None) -> list[Changed]:
     """The datasets ``migration`` changes, in file order, each once per action."""
-    from polymigrate.lint.source import prepare
+    from polymigrate.lint.source import fill_placeholders, prepare
 
     try:
-        src = prepare(migration, placeholders)
-        found = _READERS[migration.technology](src)
+        if migration.technology == "postgresql":
+            found = postgresql_changes(_pg_statements(fill_placeholders(migration.text, placeholders)))
+        else:
+            found = _READERS[migration.technology](prepare(migration, placeholders))
     except Exception:  # noqa: BLE001  lineage is best effort: an unreadable file reports nothing
         return []
     return list(dict.fromkeys(found))
 
 
-def _postgresql(src) -> list[Changed]:
-    from pglast import ast, enums
+def _pg_statements(text: str) -> list[tuple[str, dict]]:
+    from pglast import parser
 
-    from polymigrate.lint.pgast import dropped_relations, qualified
+    return [next(iter(item["stmt"].items())) for item in json.loads(parser.parse_sql_json(text)).get("stmts", [])]
 
-    OT = enums.ObjectType
+
+def _pg_name(rv: dict | None) -> str:
+    """``schema.table`` of a RangeVar in pglast's JSON tree (just ``table`` without a schema)."""
+    if not rv:
+        return "?"
+    return f"{rv['schemaname']}.{rv.get('relname')}" if rv.get("schemaname") else rv.get("relname", "?")
+
+
+_PG_TABLE_OR_VIEW = {"OBJECT_TABLE": "table", "OBJECT_VIEW": "view", "OBJECT_MATVIEW": "view"}
+
+
+def postgresql_changes(statements) -> list[Changed]:
+    """What PostgreSQL statements change, from pglast's JSON tree: ``(node name, fields)`` per statement,
+    as the adapter's own split already holds them (issue 24: one parse per applied file, not two).
+    In file order; a dataset may repeat (``changed`` keeps each once per action)."""
     out: list[Changed] = []
-    for stmt in src.statements:
-        n = stmt.node
-        if isinstance(n, ast.CreateStmt):
-            out.append(Changed("table", qualified(n.relation), "created"))
-        elif isinstance(n, ast.CreateTableAsStmt):
-            kind = "view" if n.objtype == OT.OBJECT_MATVIEW else "table"
-            out.append(Changed(kind, qualified(n.into.rel), "created"))
-        elif isinstance(n, ast.ViewStmt):
-            out.append(Changed("view", qualified(n.view), "created"))
-        elif isinstance(n, ast.AlterTableStmt) and n.objtype in (OT.OBJECT_TABLE, OT.OBJECT_MATVIEW, OT.OBJECT_VIEW):
-            out.append(Changed("view" if n.objtype != OT.OBJECT_TABLE else "table", qualified(n.relation), "altered"))
-        elif isinstance(n, ast.IndexStmt):  # an index changes how its table is read and written
-            out.append(Changed("table", qualified(n.relation), "altered"))
-        elif isinstance(n, ast.DropStmt) and n.removeType in (OT.OBJECT_TABLE, OT.OBJECT_VIEW, OT.OBJECT_MATVIEW):
-            kind = "table" if n.removeType == OT.OBJECT_TABLE else "view"
-            out += [Changed(kind, qualified(r), "dropped") for r in dropped_relations(n)]
-        elif isinstance(n, ast.RenameStmt) and n.relation is not None and n.renameType in (
-                OT.OBJECT_TABLE, OT.OBJECT_COLUMN, OT.OBJECT_TABCONSTRAINT, OT.OBJECT_VIEW):
-            if n.renameType in (OT.OBJECT_TABLE, OT.OBJECT_VIEW):
-                kind = "table" if n.renameType == OT.OBJECT_TABLE else "view"
-                schema = n.relation.schemaname
-                out.append(Changed(kind, qualified(n.relation), "dropped"))
-                out.append(Changed(kind, f"{schema}.{n.newname}" if schema else n.newname, "renamed"))
+    for node, f in statements:
+        if node == "CreateStmt":
+            out.append(Changed("table", _pg_name(f.get("relation")), "created"))
+        elif node == "CreateTableAsStmt":
+            kind = "view" if f.get("objtype") == "OBJECT_MATVIEW" else "table"
+            out.append(Changed(kind, _pg_name((f.get("into") or {}).get("rel")), "created"))
+        elif node == "ViewStmt":
+            out.append(Changed("view", _pg_name(f.get("view")), "created"))
+        elif node == "AlterTableStmt" and f.get("objtype") in _PG_TABLE_OR_VIEW:
+            out.append(Changed(_PG_TABLE_OR_VIEW[f["objtype"]], _pg_name(f.get("relation")), "altered"))
+        elif node == "IndexStmt":  # an index changes how its table is read and written
+            out.append(Changed("table", _pg_name(f.get("relation")), "altered"))
+        elif node == "DropStmt" and f.get("removeType") in _PG_TABLE_OR_VIEW:
+            kind = _PG_TABLE_OR_VIEW[f["removeType"]]
+            for obj in f.get("objects") or ():
+                names = [x["String"]["sval"] for x in (obj.get("List") or {}).get("items", ()) if "String" in x]
+                if names:
+                    out.append(Changed(kind, ".".join(names[-2:]), "dropped"))
+        elif node == "RenameStmt" and f.get("relation") and f.get("renameType") in (
+                "OBJECT_TABLE", "OBJECT_COLUMN", "OBJECT_TABCONSTRAINT", "OBJECT_VIEW"):
+            rv = f["relation"]
+            if f["renameType"] in ("OBJECT_TABLE", "OBJECT_VIEW"):
+                kind = _PG_TABLE_OR_VIEW[f["renameType"]]
+                schema = rv.get("schemaname")
+                out.append(Changed(kind, _pg_name(rv), "dropped"))
+                out.append(Changed(kind, f"{schema}.{f.get('newname')}" if schema else f.get("newname", "?"), "renamed"))
             else:
-                out.append(Changed("table", qualified(n.relation), "altered"))
-        elif isinstance(n, (ast.InsertStmt, ast.UpdateStmt, ast.DeleteStmt)):
-            out.append(Changed("table", qualified(n.relation), "written"))
-        elif isinstance(n, ast.TruncateStmt):
-            out += [Changed("table", qualified(r), "written") for r in n.relations or ()]
+                out.append(Changed("table", _pg_name(rv), "altered"))
+        elif node in ("InsertStmt", "UpdateStmt", "DeleteStmt"):
+            out.append(Changed("table", _pg_name(f.get("relation")), "written"))
+        elif node == "TruncateStmt":
+            out += [Changed("table", _pg_name(r.get("RangeVar")), "written") for r in f.get("relations") or ()]
     return out
 
 
@@ -241,7 +260,7 @@ def _redis(src) -> list[Changed]:
     return out
 
 
-_READERS = {"postgresql": _postgresql, "mongodb": _mongodb, "elasticsearch": _elasticsearch, "redis": _redis}
+_READERS = {"mongodb": _mongodb, "elasticsearch": _elasticsearch, "redis": _redis}
 
 
 # --- on a live target: names in their namespace, fields after the run --------------------------

@@ -58,6 +58,9 @@ class Applied:
     execution_time_ms: int
     statements: int = 0
     details: dict[str, Any] | None = None
+    # the datasets the file changed (polymigrate.lineage.Changed), from the adapter's own parse of it;
+    # None: the executor reads the file for them
+    changed: list[Any] | None = None
 
 
 @dataclass(frozen=True)

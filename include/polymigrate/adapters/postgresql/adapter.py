@@ -46,6 +46,7 @@ from polymigrate.adapters.postgresql.statements import (Statement, check_transac
                                                         steps)
 from polymigrate.catalog import Kind, Migration, applicable
 from polymigrate.errors import LockNotAcquired, PermanentError, TransientError
+from polymigrate.lineage import postgresql_changes
 from polymigrate.ledger import LedgerEntry, RunContext, Status
 from polymigrate.reconcile import State, reconcile
 from polymigrate.recovery import UNDO
@@ -61,7 +62,7 @@ _LOST_MARK = "polymigrate: migration lock not held"
 # The lock proven at commit time: the holder's session is granted the key again at once (advisory locks
 # are re-entrant per session); any other session is refused while the holder lives. The cast fails only
 # when the lock is elsewhere, aborting the transaction with a message we recognise (no function to create).
-_FENCE = sql.SQL("SELECT CASE WHEN pg_try_advisory_xact_lock({key}) THEN 1 "
+_FENCE = sql.SQL("CASE WHEN pg_try_advisory_xact_lock({key}) THEN 1 "
                  "ELSE ('polymigrate: migration lock not held (pid ' || pg_backend_pid() || ')')::int END")
 # What a file may leave in its session (Flyway restores role and search_path; this restores all of it).
 # Every one of these may run inside a transaction, so a transactional file resets before its ledger row.
@@ -70,6 +71,16 @@ _RESET = ("RESET ALL", "SET SESSION AUTHORIZATION DEFAULT", "CLOSE ALL", "UNLIST
           "DISCARD TEMP", "DISCARD SEQUENCES", "DEALLOCATE ALL")
 # Ledger writes inside a step of a non-transactional file run as the connecting user, whatever role the file set.
 _AS_CONNECTED = "SET LOCAL SESSION AUTHORIZATION DEFAULT"
+_RESET_BYTES = tuple(x.encode() for x in _RESET)  # bytes: psycopg skips converting them, 500 files a run
+
+
+def _changed(statements: list[Statement]) -> list | None:
+    """What the file changed, for lineage and the audit page, from the parse that split it (None: the
+    executor reads the file itself; lineage never fails a file that was applied)."""
+    try:
+        return postgresql_changes((s.node, s.fields) for s in statements)
+    except Exception:  # noqa: BLE001
+        return None
 
 
 def _lock_key(text: str) -> int:
@@ -106,6 +117,7 @@ class PostgresAdapter(Adapter):
         self._session: dict[str, str] = {}  # our own session settings, set again after each reset
         self._ledger_ready = False
         self._schema_ready = False
+        self._queries: dict[tuple, bytes] = {}  # composed once per run, not once per file (issue 24)
 
     @classmethod
     def from_url(cls, url: str, *, domain: str, settings: Any = None) -> "PostgresAdapter":
@@ -349,16 +361,34 @@ class PostgresAdapter(Adapter):
         except psycopg.Error:
             pass
 
-    def _reset(self, conn: psycopg.Connection) -> None:
-        """Give the session back as it was opened (see the module docstring); works inside a transaction
-        and in a pipeline, one statement per execute."""
-        for statement in _RESET:
-            conn.execute(statement)
-        self._set(conn, self._session, local=False)
-
     def _fence(self, conn: psycopg.Connection) -> None:
         """Inside a transaction that writes the ledger: abort it unless this session holds the lock."""
-        conn.execute(_FENCE.format(key=sql.Literal(self._key)))
+        conn.execute(sql.SQL("SELECT {}").format(_FENCE.format(key=sql.Literal(self._key))))
+
+    def _reset_and_fence(self, conn: psycopg.Connection, reset: bool) -> None:
+        """In a file's transaction, before its ledger row: the session given back as it was opened (see the
+        module docstring) when the file may have changed it, then the lock's fence; works in a pipeline,
+        one statement per execute. The session's own settings and the fence share one SELECT (issue 24:
+        each statement of a file's pipeline costs the client as much as the server)."""
+        settings = self._session if reset else {}
+        if reset:
+            for statement in _RESET_BYTES:
+                conn.execute(statement)
+        self._set_cached(conn, settings, local=False, fence=True)
+
+    def _set_cached(self, conn: psycopg.Connection, settings: dict[str, str], *, local: bool,
+                    fence: bool = False) -> None:
+        """``_set`` (plus the fence, when asked) with the SELECT composed once per run, not once per file."""
+        key = (tuple(settings), local, fence, conn.info.encoding)
+        query = self._queries.get(key)
+        if query is None:
+            parts = [sql.SQL("set_config({}, %s, {})").format(sql.Literal(k), sql.Literal(local)) for k in settings]
+            if fence:
+                parts.append(_FENCE.format(key=sql.Literal(self._key)))
+            query = self._queries[key] = sql.SQL("SELECT {}").format(sql.SQL(", ").join(parts)).as_bytes(conn) \
+                if parts else b""
+        if query:
+            conn.execute(query, list(settings.values()))
 
     def _as_connected(self, conn: psycopg.Connection) -> None:
         conn.execute(_AS_CONNECTED)
@@ -386,15 +416,14 @@ class PostgresAdapter(Adapter):
         cursors: list[psycopg.Cursor] = []
         try:
             with conn.pipeline():
-                conn.execute("BEGIN")
-                self._set(conn, settings, local=True)
+                conn.execute(b"BEGIN")
+                self._set_cached(conn, settings, local=True)
                 for s in statements:
                     cursors.append(conn.execute(s.text))
-                if any(s.session for s in statements):
-                    self._reset(conn)  # before the ledger row: it is written as the connecting user
-                self._fence(conn)
+                # the reset before the ledger row: it is written as the connecting user
+                self._reset_and_fence(conn, any(s.session for s in statements))
                 record(conn)
-                conn.execute("COMMIT")
+                conn.execute(b"COMMIT")
         except psycopg.Error as exc:
             self._roll_back(conn)
             failed = next((s for s, c in zip(statements, cursors) if c.pgresult is None), None)
@@ -525,8 +554,10 @@ class PostgresAdapter(Adapter):
                 else:
                     self.ledger.insert(conn, row, rank=False)
             ms = self._run_transactional(migration, statements, settings, record)
-            return Applied(ms, len(statements), {"transactional": True})
-        return self._apply_resumable(migration, statements, settings, ctx, resume)
+            return Applied(ms, len(statements), {"transactional": True}, changed=_changed(statements))
+        applied = self._apply_resumable(migration, statements, settings, ctx, resume)
+        applied.changed = _changed(statements)
+        return applied
 
     def _apply_resumable(self, migration: Migration, statements: list[Statement], settings: dict[str, str],
                          ctx: RunContext, resume: LedgerEntry | None) -> Applied:

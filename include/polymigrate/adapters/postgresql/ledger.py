@@ -15,7 +15,7 @@ by earlier versions get the index on first use.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -105,6 +105,7 @@ class LedgerTable:
 
     schema: str
     table: str
+    _inserts: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def ident(self) -> sql.Composable:
@@ -164,11 +165,15 @@ class LedgerTable:
         keeps the pipeline flowing (fetching a result would wait for the server mid-file).
         """
         cols = [c for c in _COLUMNS if c in values and c != "installed_rank"]
-        q = sql.SQL("INSERT INTO {t} (installed_rank, {cols}) SELECT coalesce(max(installed_rank), 0) + 1, {vals} "
-                    "FROM {t} WHERE domain = %(domain)s{ret}").format(
-            t=self.ident, cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
-            vals=sql.SQL(", ").join(_value(c, values[c]) for c in cols),
-            ret=sql.SQL(" RETURNING installed_rank" if rank else ""))
+        key = (tuple(cols), tuple(isinstance(values[c], _Elapsed) for c in cols), rank, conn.info.encoding)
+        q = self._inserts.get(key)
+        if q is None:  # composed once per shape, not once per file (issue 24)
+            q = self._inserts[key] = sql.SQL(
+                "INSERT INTO {t} (installed_rank, {cols}) SELECT coalesce(max(installed_rank), 0) + 1, {vals} "
+                "FROM {t} WHERE domain = %(domain)s{ret}").format(
+                t=self.ident, cols=sql.SQL(", ").join(map(sql.Identifier, cols)),
+                vals=sql.SQL(", ").join(_value(c, values[c]) for c in cols),
+                ret=sql.SQL(" RETURNING installed_rank" if rank else "")).as_bytes(conn)
         params = {c: _param(c, values[c]) for c in cols if not isinstance(values[c], _Elapsed)}
         cur = conn.execute(q, params)
         if not rank:

@@ -59,6 +59,8 @@ class Statement:
     index_target: IndexTarget | None = None
     begin_options: tuple[tuple[str, object], ...] = ()  # BEGIN ISOLATION LEVEL …: (name, value) pairs
     session: bool = True  # may leave state in the session (``may_change_session``): reset after the file
+    # pglast's JSON tree of the statement, kept so lineage reads the same parse (issue 24: one per file)
+    fields: dict = field(default_factory=dict, repr=False, compare=False)
 
     def line_of(self, position: int | None) -> int:
         """The file line of a 1-based character position inside this statement (server error cursor)."""
@@ -176,7 +178,7 @@ def split(body: str, *, file: str | Path = "<sql>", server_version: int = 150000
             control = fields["kind"].removeprefix("TRANS_STMT_").replace("_", " ")
             options = _begin_options(fields)
         out.append(Statement(len(out), text.strip(), bisect.bisect_left(newlines, start) + 1, start, node, why,
-                             control, target, options, may_change_session(node, fields)))
+                             control, target, options, may_change_session(node, fields), fields))
     return out
 
 
