@@ -6,6 +6,7 @@ A suite is bound to a technology, an object (a table or view) and optionally som
     technology: postgresql
     object: users                 # in the domain's schema unless qualified (common.countries)
     regions: [western_europe]     # optional: every region
+    phases: [migrate, contract]   # optional: at every verify (see ``SuiteSpec.phases``)
     expectations:
       - expect_column_values_to_not_be_null: {column: full_name}
       - expect_table_row_count_to_be_between: {min_value: 1}
@@ -46,6 +47,10 @@ class SuiteSpec(BaseModel):
     object: str = Field(min_length=1, description="table or view (schema-qualified, or in the domain's schema); "
                                                   "MongoDB collection; Elasticsearch index or alias")
     regions: list[str] | None = None
+    # A check that holds only once a release reached a phase (a column the backfill fills, one the
+    # contract drops) would fail every verify before it: bound, it runs only on targets whose newest
+    # applied file is of one of these phases (unphased files are expand). Unbound: at every verify.
+    phases: list[Literal["expand", "migrate", "contract"]] | None = Field(None, min_length=1)
     expectations: list[dict[str, dict[str, Any]]] = Field(min_length=1)
 
     @field_validator("technology")
@@ -82,6 +87,19 @@ class Suite:
 
     def applies(self, technology: str, region: str) -> bool:
         return self.spec.technology == technology and (self.spec.regions is None or region in self.spec.regions)
+
+    def runs_at(self, reached: str | None) -> bool:
+        """Whether the suite runs on a target whose release reached ``reached`` (``reached_phase``)."""
+        return self.spec.phases is None or reached in self.spec.phases
+
+
+def reached_phase(infos: list[Any]) -> str | None:
+    """The phase of the newest versioned file applied on a target (``reconcile``'s infos); None when
+    none is."""
+    from polymigrate.versions import Version
+
+    done = [i for i in infos if i.version and i.migration is not None and i.state.applied and not i.state.failed]
+    return max(done, key=lambda i: Version(i.version)).migration.phase if done else None
 
 
 def load_suites(domain_path: str | Path, regions: list[str] | None = None, domain: str | None = None
@@ -142,8 +160,11 @@ def run_sql_suites(suites: list[Suite], sqlalchemy_url: Any, schema: str | None)
         context.variables.progress_bars = {"globally": False, "metric_calculations": False}
     except Exception:  # noqa: BLE001  cosmetic: progress bars only clutter the task log
         pass
-    source = context.data_sources.add_postgres(name="polymigrate",
-                                               connection_string=sqlalchemy_url.render_as_string(hide_password=False))
+    connection = sqlalchemy_url.render_as_string(hide_password=False)
+    if sqlalchemy_url.host:
+        source = context.data_sources.add_postgres(name="polymigrate", connection_string=connection)
+    else:  # a Unix socket (``?host=/dir``): GX's PostgresDsn refuses a URL without a host; its plain SQL source takes it
+        source = context.data_sources.add_sql(name="polymigrate", connection_string=connection)
     out: list[Outcome] = []
     for suite in suites:
         table_schema, _, table = suite.spec.object.rpartition(".")

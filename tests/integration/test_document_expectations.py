@@ -175,3 +175,55 @@ def test_verify_runs_a_mongodb_suite_and_fails_naming_the_expectation(tmp_path, 
         [failed] = [r.event for r in store.query(kind="verify_failed")]
     assert [c["name"] for c in failed.details["checks"] if not c["ok"]] == [
         "expectation posts: expect_column_values_to_not_be_null"]
+
+
+def test_a_suite_bound_to_phases_waits_for_them_and_a_bad_phase_fails_validate(tmp_path, make_mongo_database,
+                                                                               make_pg_database, monkeypatch, caplog):
+    """A check that holds only once the release's migrate phase ran (every post has full_name) would fail
+    every verify at expand; bound to [migrate, contract] it waits, then runs."""
+    from polymigrate.audit import PostgresAuditStore
+    from polymigrate.commands import EnvironmentConnector, RunParams, Who, open_run
+    from polymigrate.commands.verbs import migrate_target, verify_region
+    from polymigrate.connections import env_var
+
+    root = tmp_path / "specs"
+    (root / "environments").mkdir(parents=True)
+    (root / "environments" / "staging.yaml").write_text("regions:\n  r1: null\n")
+    (root / "feed" / "mongodb").mkdir(parents=True)
+    (root / "feed" / "domain.yaml").write_text("technologies:\n  mongodb: {}\n")
+    (root / "feed" / "mongodb" / "1-posts.json").write_text(
+        '{"phase": "expand", "description": "posts", "commands": [{"create": "posts"}, {"insert": "posts", '
+        '"documents": [{"_id": 1, "first": "Ann"}, {"_id": 2, "first": "Bob"}]}]}')
+    (root / "feed" / "mongodb" / "2-fill.json").write_text(
+        '{"phase": "migrate", "description": "full_name", "commands": [{"update": "posts", "updates": '
+        '[{"q": {}, "u": {"$set": {"full_name": "someone"}}, "multi": true}]}]}')
+    (root / "feed" / "expectations").mkdir()
+    (root / "feed" / "expectations" / "posts.yaml").write_text(
+        "technology: mongodb\nobject: posts\nphases: [migrate, contract]\n"
+        "expectations:\n  - expect_column_values_to_not_be_null: {column: full_name}\n")
+    audit = make_pg_database("pm_docexp_audit")
+    monkeypatch.setenv(env_var("polymigrate_mongodb_staging_r1"), make_mongo_database("pm_docexp"))
+
+    def verify_after(target: str) -> list[str]:
+        run = open_run(root, "feed", "staging", params=RunParams(target_version=target), who=Who.cli(),
+                       connector=EnvironmentConnector(), audit=lambda: audit)
+        try:
+            migrate_target(run, "r1", "mongodb", plan_hash=None)
+            verify_region(run, "r1", ["mongodb"])
+        finally:
+            run.close()
+        with PostgresAuditStore(audit) as store:
+            last = [r.event for r in store.query(kind="verified")][-1]
+        return [c["name"] for c in last.details["checks"] if c["name"].startswith("expectation")]
+
+    with caplog.at_level("INFO", logger="polymigrate"):
+        assert verify_after("1") == []  # expand: the posts have no full_name yet, and that is right
+    assert "expectation suite(s) posts not run: bound to other phases than expand" in caplog.text
+    assert verify_after("2") == ["expectation posts: expect_column_values_to_not_be_null"]
+
+    (root / "feed" / "expectations" / "posts.yaml").write_text(
+        "technology: mongodb\nobject: posts\nphases: [backfill]\n"
+        "expectations:\n  - expect_column_values_to_not_be_null: {column: full_name}\n")
+    found, problems = load_suites(root / "feed", ["r1"], "feed")
+    text = "\n".join(str(p) for p in problems)
+    assert found == [] and "posts.yaml:3" in text and "'expand', 'migrate' or 'contract'" in text, text

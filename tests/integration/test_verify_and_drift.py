@@ -208,7 +208,7 @@ expectations:
 """
 
 
-def test_a_backfill_that_leaves_nulls_fails_verify_naming_the_expectation(world):
+def test_a_backfill_that_leaves_nulls_fails_verify_naming_the_expectation(world, monkeypatch):
     """GX Core through its SQL datasource (importing GX takes seconds: one test covers the cases)."""
     world.file("V2__users.sql", "CREATE TABLE users (id int PRIMARY KEY, first text, full_name text);\n"
                                 "INSERT INTO users VALUES (1, 'Ann', NULL), (2, NULL, NULL);\n")
@@ -227,6 +227,16 @@ def test_a_backfill_that_leaves_nulls_fails_verify_naming_the_expectation(world)
 
     world.file("V4__backfill_rest.sql", "UPDATE users SET full_name = 'unknown' WHERE full_name IS NULL;\n")
     assert world.migrate_and_verify()["failed"] == 0
+
+    # through a Unix socket, as make demo's pgserver is reached (no host in the URL): GX's PostgreSQL
+    # source refused such a URL ("validation errors for PostgresDatasource"), failing every verify there
+    with psycopg.connect(world.target) as c:
+        socket_dir = c.execute("SHOW unix_socket_directories").fetchone()[0].split(",")[0].strip()
+        port = c.execute("SHOW port").fetchone()[0]
+    monkeypatch.setenv(env_var("polymigrate_postgresql_staging_r1"),
+                       f"postgresql://postgres@/{world.target.rsplit('/', 1)[1]}?host={socket_dir}&port={port}")
+    result = world.migrate_and_verify()
+    assert result["failed"] == 0 and result["checks"] >= 5, result
 
     # a suite naming no GX expectation fails verify saying so; a suite with a typo'd key fails validate
     (world.root / "shop" / "expectations" / "typo.yaml").write_text(

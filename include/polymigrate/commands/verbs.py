@@ -21,6 +21,7 @@ from polymigrate.commands.gates import (  # noqa: F401  (contract_gate, phase_ve
 from polymigrate.commands.planning import plan_domain, plan_table
 from polymigrate.errors import MigrationError, PermanentError, PolicyRefused
 from polymigrate.events import AuditEvent, EventSink, NullSink
+from polymigrate.expectations import reached_phase
 from polymigrate.executor import RunResult, migrate as execute, undo_to
 from polymigrate.governance.enforce import residency_violations, retention_checks
 from polymigrate.governance.labels import LabelIndex
@@ -202,6 +203,12 @@ def verify_region(run: Run, region: str, technologies: list[str], phase: str | N
             checks += retention_checks(adapter, LabelIndex.of(run.domain.labels))  # docs/governance.md
             checks += impact_checks(run, region, tech)
             bound = [s for s in suites if s.applies(tech, region)]
+            reached = reached_phase(infos)
+            waiting = [s.name for s in bound if not s.runs_at(reached)]
+            if waiting:
+                run.log.info("%s/%s: expectation suite(s) %s not run: bound to other phases than %s, where this "
+                             "target's release is", region, tech, ", ".join(waiting), reached or "no file applied")
+            bound = [s for s in bound if s.runs_at(reached)]
             if bound:
                 try:
                     checks += adapter.run_expectations(bound)

@@ -838,9 +838,14 @@ class PostgresAdapter(Adapter):
         from sqlalchemy.engine import URL
 
         k = {key: v for key, v in self._given().items() if v not in (None, "")}
-        query = {key: str(v) for key, v in k.items() if key not in ("host", "port", "user", "password", "dbname")}
+        # a Unix socket's folder (pgserver, a local server) is no URL host: libpq takes it, and the port
+        # naming its socket file, as query parameters
+        socket = str(k.get("host", "")).startswith("/")
+        moved = ("user", "password", "dbname") if socket else ("host", "port", "user", "password", "dbname")
+        query = {key: str(v) for key, v in k.items() if key not in moved}
         return URL.create("postgresql+psycopg", username=k.get("user"), password=k.get("password"),
-                          host=k.get("host"), port=int(k["port"]) if k.get("port") else None,
+                          host=None if socket else k.get("host"),
+                          port=int(k["port"]) if k.get("port") and not socket else None,
                           database=k.get("dbname"), query=query)
 
     def run_expectations(self, suites: list[Any]) -> list[Check]:
