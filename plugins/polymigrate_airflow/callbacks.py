@@ -8,6 +8,9 @@ scheduler finds it without a heartbeat after ``[scheduler] task_instance_heartbe
 defines it and a context built from the server's record of the try. These two functions are those
 callbacks (set on every task by the renderer's ``default_args``).
 
+A lost try on record is also counted and, on the task's last try, told to its routes (``run_failed``),
+as a failure the operator raised is.
+
 In the worker, the same callbacks run after every ordinary failure too, where the operator has
 already recorded the failure with its real error: the task says so and nothing is recorded twice.
 Airflow 3.3 may also run them twice for one lost try (the heartbeat timeout sends a callback
@@ -42,9 +45,17 @@ def _record(context: dict[str, Any], *, retryable: bool) -> bool:
     log = getattr(task, "log", None)
     error = WorkerLost(LOST)
     kwargs = {"log": log} if log is not None else {}
-    return record_failure(None, error, retryable=retryable, region=getattr(task, "region", None),
-                          technology=getattr(task, "technology", None), root=task.specs_root, domain=task.domain,
-                          environment=task.environment, who=who(context), audit=audit_conninfo, once=True, **kwargs)
+    by = who(context)
+    recorded = record_failure(None, error, retryable=retryable, region=getattr(task, "region", None),
+                              technology=getattr(task, "technology", None), root=task.specs_root, domain=task.domain,
+                              environment=task.environment, who=by, audit=audit_conninfo, once=True, **kwargs)
+    if recorded:
+        # counted and told as the operator tells its own failures (run_failed on the last try only);
+        # only when this call recorded the try, so a lost try called back twice is told once
+        from polymigrate_airflow import observability
+
+        observability.failure(task, context, error, retryable=retryable, who=by)
+    return recorded
 
 
 def on_failure(context: dict[str, Any]) -> None:

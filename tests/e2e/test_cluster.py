@@ -18,11 +18,14 @@ tested in test_samples_reach_production.py).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
@@ -183,7 +186,8 @@ def small_cluster(tmp_path):
     (specs / "environments").mkdir(parents=True)
     (specs / "environments" / "staging.yaml").write_text(
         "regions: {r1: {}}\ntechnologies: [postgresql]\n"
-        "policy: {approvals: {required: 0}, retries: 1, retry_delay_seconds: 5}\n")
+        "policy: {approvals: {required: 0}, retries: 1, retry_delay_seconds: 5}\n"
+        "notify: {webhooks: [pm_lost_hook], events: [run_failed]}\n")
     (specs / "shop" / "postgresql").mkdir(parents=True)
     (specs / "shop" / "domain.yaml").write_text("technologies:\n  postgresql: {}\n")
     (specs / "shop" / "postgresql" / "V1__slow.sql").write_text("CREATE TABLE slow (id int);\nSELECT pg_sleep(45);\n")
@@ -191,16 +195,37 @@ def small_cluster(tmp_path):
     env.update(POLYMIGRATE_SPECS=str(specs), POLYMIGRATE_CLUSTER_DIR=str(tmp_path / "cluster"),
                POLYMIGRATE_CLUSTER_DB_PREFIX=KILLED_PREFIX, POLYMIGRATE_CLUSTER_BROKER_DB="27",
                POLYMIGRATE_CLUSTER_REDIS_DBS="17 19")
+    # on-call's webhook: a Slack-compatible receiver on loopback (the DAG processor posts to it)
+    posts: list = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            posts.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0))))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    env["AIRFLOW_CONN_PM_LOST_HOOK"] = json.dumps(
+        {"conn_type": "slackwebhook", "password": f"http://127.0.0.1:{server.server_address[1]}/hook"})
     try:
         sh("up", env=env)
-        yield Cluster(tmp_path / "cluster", env)
+        c = Cluster(tmp_path / "cluster", env)
+        c.posts = posts
+        yield c
     finally:
         sh("down", env=env)
+        server.shutdown()
 
 
-def test_a_try_whose_worker_is_killed_outright_is_on_record_as_failed(small_cluster):
+def test_a_try_whose_worker_is_killed_outright_is_on_record_and_the_last_one_is_told(small_cluster):
     """Issue 22: the operator never sees this failure; the scheduler fails the try after its heartbeat
-    timeout and the DAG processor runs the task's on_retry_callback, which records it."""
+    timeout and the DAG processor runs the task's callback (on_retry, then on_failure on the last
+    try), which records each try and tells on-call once, when no try is left."""
     c = small_cluster
     dag, task = "migrate__shop__staging", "r1.postgresql"
     run = c.trigger(dag)
@@ -210,23 +235,44 @@ def test_a_try_whose_worker_is_killed_outright_is_on_record_as_failed(small_clus
         with psycopg.connect(f"postgresql://postgres@{c._pg_host()}/postgres", autocommit=True) as conn:
             return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND query LIKE %s",
                                 (db, "%pg_sleep%")).fetchone()[0] > 0
+
+    def running_try(n: int):
+        ti = c.tis(dag, run)[task]
+        return ti if ti["try_number"] == n and ti["state"] == "running" and ti["hostname"] else None
+
+    # try 1 (a retry is left): killed inside the slow file
     c.wait(f"{task} to be inside the slow file", sleeping, 600)
     victim = c.tis(dag, run)[task]
     killed_at = time.monotonic()
     sh("kill", worker_of(victim["hostname"]), env=c.env)
-    tis = c.finish(dag, run, timeout=600)
-    assert tis[task]["try_number"] == 2, tis[task]
+    # try 2 (the last) starts on the other worker once try 1's heartbeat timed out: killed there too.
+    # Try 1's pg_sleep (45 s) is over by then (the retry comes ~70 s after the kill).
+    second = c.wait(f"{task}'s try 2 to run", lambda: running_try(2), 600)
+    retried_after = time.monotonic() - killed_at
+    assert second["hostname"] != victim["hostname"], (victim["hostname"], second["hostname"])
+    c.wait(f"{task}'s try 2 to be inside the slow file", sleeping, 300)
+    sh("kill", worker_of(second["hostname"]), env=c.env)
+    c.wait(f"{dag} {run} to fail", lambda: c.state(dag, run), 600)
+    assert c.tis(dag, run)[task]["state"] == "failed"
+
     from polymigrate.audit import PostgresAuditStore
     store = PostgresAuditStore(f"postgresql://postgres@{c._pg_host()}/{KILLED_PREFIX}_audit")
     try:
         failed = [r.event for r in store.query(kind="task_failed", run_id=run)]
     finally:
         store.close()
-    assert [(e.task_id, e.try_number, e.details["error_type"], e.details["retryable"]) for e in failed] == [
-        (task, 1, "WorkerLost", True)], [e.details for e in failed]
+    assert sorted((e.task_id, e.try_number, e.details["error_type"], e.details["retryable"]) for e in failed) == [
+        (task, 1, "WorkerLost", True), (task, 2, "WorkerLost", False)], [e.details for e in failed]
     assert "worker stopped before the task reported an outcome" in failed[0].details["error"]
-    print(f"\n{task}: worker killed, try 1 on record as WorkerLost, try 2 succeeded "
-          f"{time.monotonic() - killed_at:.0f} s after the kill")
+    # told once, for the last try only (not for the try Airflow retried), naming the lost worker
+    c.wait("on-call's webhook to receive the failure", lambda: c.posts, 120)
+    time.sleep(5)  # a second callback for the same try (Airflow may send two) would post by now
+    assert len(c.posts) == 1, c.posts
+    text = c.posts[0]["text"]
+    assert "worker stopped before the task reported an outcome" in text and "try 2" in text, text
+    assert run in text and "r1" in text, text
+    print(f"\n{task}: two workers killed in turn; tries 1 and 2 on record as WorkerLost, the retry came "
+          f"{retried_after:.0f} s after the first kill; on-call told once: {text.splitlines()[0]!r}")
 
 
 def test_a_release_reaches_production_on_two_workers_through_a_worker_and_a_scheduler_dying(cluster):
