@@ -18,10 +18,8 @@ end; every one of those writes is fenced by the lock token (``ledger``, ``lease`
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
-import traceback
 import types
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,29 +31,23 @@ import pymongo
 from bson import json_util
 from pymongo import errors as perr
 
-from polymigrate.adapters.base import Adapter, AdoptReport, Applied, Capabilities, Check, RepairReport
-from polymigrate.adapters.mongodb import DESCRIPTOR
+from polymigrate.adapters.base import Adapter, Applied, Capabilities, RepairReport
 from polymigrate.adapters.mongodb import js as mongo_js
+from polymigrate.adapters.mongodb.adoption import ImportReport, MongoAdoption  # noqa: F401  (ImportReport: callers')
+from polymigrate.adapters.mongodb.checks import MongoChecks, declared_indexes  # noqa: F401  (declared_indexes: callers')
 from polymigrate.adapters.mongodb.lease import Lease, LeaseLost, ServerClock
 from polymigrate.adapters.mongodb.ledger import AlreadyApplied, MongoLedger
-from polymigrate.adapters.mongodb.server import (ServerInfo, classify, not_supported_error, server_info,
-                                                 unsupported)
-from polymigrate.adapters.mongodb.transform import MigrationContext
-from polymigrate.catalog import Kind, Migration, parse_name
-from polymigrate.checksums import flyway_checksum
+from polymigrate.adapters.mongodb.runner import MongoRunner, _line_in
+from polymigrate.adapters.mongodb.server import ServerInfo, classify, not_supported_error, server_info, unsupported
+from polymigrate.catalog import Kind, Migration
 from polymigrate.connections import redact
 from polymigrate.errors import MigrationError, PermanentError, Problem, SpecError, TransientError
 from polymigrate.ledger import LedgerEntry, RunContext, Status
-from polymigrate.lint.jsonlines import item_lines
 from polymigrate.reconcile import State, reconcile
 from polymigrate.recovery import UNTOUCHED
-from polymigrate.spec import formats
 
 log = logging.getLogger("polymigrate.mongo")
 DEFAULT_LEASE_MS = 15_000
-# A resumed command that already took effect before the kill: the error it now gets means "done".
-_DONE_ON_RESUME = {"create": (48,), "createIndexes": (85, 86), "dropIndexes": (27,), "drop": (26,),
-                   "renameCollection": (26,)}
 
 
 @dataclass
@@ -71,15 +63,7 @@ class MongoConnection:
         self.client.close()
 
 
-@dataclass
-class ImportReport:
-    imported: list[str]
-    already: list[str]
-    changed: list[str]   # applied by migrate-mongo from different file contents (fileHash differs)
-    missing: list[str]   # in the changelog, no file here
-
-
-class MongoAdapter(Adapter):
+class MongoAdapter(MongoRunner, MongoAdoption, MongoChecks, Adapter):
     """Adapter for one MongoDB database (and one domain in it).
 
     ``client``: a ``pymongo.MongoClient``, a ``MongoConnection`` or a ``mongodb://`` URL. The database is
@@ -358,118 +342,6 @@ class MongoAdapter(Adapter):
             return {"steps": 1, "node_ms": ms}
         raise PermanentError(f"not a MongoDB migration file type: {suffix}", file=m.path)
 
-    # -- .json ------------------------------------------------------------------------------
-
-    def _commands(self, m: Migration, body: str, direction: str) -> list[tuple[int, dict]]:
-        try:
-            formats.parse("mongodb", body)
-        except formats.FormatError as exc:
-            raise SpecError([Problem(str(m.path), f"not a valid MongoDB migration: {exc}", line=exc.line,
-                                     hint="see docs/mongodb.md for the format")]) from None
-        data = json_util.loads(body)
-        key = "commands" if direction == "up" else "down"
-        cmds = [c for c in (data.get(key) or []) if isinstance(c, dict)]
-        start = body.find(f'"{key}"')
-        offset = body.count("\n", 0, start) if start >= 0 else 0
-        lines = item_lines(body[max(start, 0):], [next(iter(c)) for c in cmds])
-        return [(offset + ln, self._qualify(c)) for ln, c in zip(lines, cmds)]
-
-    def _qualify(self, cmd: dict) -> dict:
-        """``renameCollection`` takes full names and runs on admin: a short name means this database."""
-        if next(iter(cmd), None) == "renameCollection":
-            cmd = dict(cmd)
-            for k in ("renameCollection", "to"):
-                if isinstance(cmd.get(k), str) and "." not in cmd[k]:
-                    cmd[k] = f"{self.db.name}.{cmd[k]}"
-        return cmd
-
-    def _run_json(self, m: Migration, body: str, direction: str, progress: dict, checkpoint, lease: Lease,
-                  resumed: bool) -> dict:
-        commands = self._commands(m, body, direction)
-        if not commands:
-            raise PermanentError(f"{m.script} has no {'commands' if direction == 'up' else 'down'} to run", file=m.path,
-                                 hint='add "down": [<commands that revert it>] to make it reversible'
-                                 if direction != "up" else None)
-        done = int(progress.get("commands_done", 0))
-        for i in range(done, len(commands)):
-            line, cmd = commands[i]
-            name = next(iter(cmd))
-            statement = json_util.dumps(cmd)[:300]
-            what = unsupported(cmd, self.server, database=self.db.name)
-            self._refused_first = i == 0
-            if what:
-                raise not_supported_error(what, self.server, file=m.path, line=line, statement=statement)
-            lease.assert_held(f"command {i + 1} of {m.script}")
-            target = self.client.admin if name == "renameCollection" else self.db
-            try:
-                reply = target.command(cmd)  # an error reply (ok: 0) did nothing; a write error may follow writes
-                self._refused_first = False
-                _raise_write_errors(reply)
-            except perr.OperationFailure as exc:
-                if not (resumed and i == done and exc.code in _DONE_ON_RESUME.get(name, ())):
-                    raise classify(exc, server=self.server, file=m.path, line=line, statement=statement,
-                                   what=f"command {i + 1} of {len(commands)} ({name}) failed ({i} done"
-                                        f"{'' if i == 0 else ' and recorded'}; a retry resumes at command {i + 1})") from exc
-                log.info("%s: command %d (%s) had already taken effect before the interruption", m.script, i + 1, name)
-            checkpoint({"commands_done": i + 1, "commands": len(commands)})
-        return {"steps": len(commands) - done, "resumed_at": done + 1 if done else None}
-
-    # -- .py --------------------------------------------------------------------------------
-
-    def _module(self, m: Migration, body: str) -> types.ModuleType:
-        key = (str(m.path), body)
-        if key in self._modules:
-            return self._modules[key]
-        try:
-            code = compile(body, str(m.path), "exec")
-        except SyntaxError as exc:
-            raise SpecError([Problem(str(m.path), f"Python syntax error: {exc.msg}", line=exc.lineno,
-                                     hint="fix the file")]) from None
-        module = types.ModuleType(f"polymigrate_mongo_{m.domain}_{m.version}".replace(".", "_").replace("-", "_"))
-        module.__file__ = str(m.path)
-        try:
-            exec(code, module.__dict__)  # noqa: S102  a migration file of the spec tree, reviewed like code
-        except ImportError as exc:
-            raise SpecError([Problem(str(m.path), f"cannot import {exc.name or exc}: {exc}",
-                                     line=_line_in(exc, m)[0], hint="pip install it where polymigrate runs")]) from None
-        except Exception as exc:  # noqa: BLE001
-            raise SpecError([Problem(str(m.path), f"{type(exc).__name__} while loading: {exc}",
-                                     line=_line_in(exc, m)[0])]) from None
-        self._modules[key] = module
-        return module
-
-    def _run_py(self, m: Migration, body: str, ctx: RunContext, direction: str, row: dict, progress: dict,
-                checkpoint, lease: Lease, resumed: bool) -> dict:
-        fn = getattr(self._module(m, body), direction, None)
-        if not callable(fn):
-            raise PermanentError(f"{m.script} defines no {direction}()", file=m.path,
-                                 hint=f"add def {direction}(db, ctx): …")
-        d = m.directives
-        mctx = MigrationContext(
-            db=self.db, client=self.client, server=self.server, migration=m, direction=direction,
-            attempt=str(row.get("attempt") or row["_id"]), progress=dict(progress.get("transforms") or {}),
-            checkpoint=lambda name, state: checkpoint({f"transforms.{name}": state}),
-            assert_held=lease.assert_held, placeholders=ctx.placeholders,
-            batch_size=d.batch_size or getattr(self.settings, "batch_size", None),
-            pause_ms=d.pause_ms if d.pause_ms is not None else getattr(self.settings, "pause_ms", None),
-            resumed=resumed)
-        params = [p for p in inspect.signature(fn).parameters.values()
-                  if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        if len(params) >= 2:
-            fn(self.db, mctx)
-        else:
-            fn(self.db)
-        return {"steps": max(len(mctx.results), 1),
-                "transforms": {r.name: {"processed": r.processed, "batches": r.batches} for r in mctx.results}}
-
-    def _node_url(self) -> str:
-        if self._url:
-            return self._url
-        host, port = self.client.address or ("localhost", DESCRIPTOR.default_port)
-        log.warning("no connection URL for the Node runner: connecting to %s:%s without credentials or TLS "
-                    "(build the adapter from a URL or a MongoConnection to pass them)", host, port)
-        return f"mongodb://{host}:{port}/?directConnection=true"
-
     # -- undo, baseline, repair ------------------------------------------------------------------
 
     def undo(self, undo_migration: Migration, body: str, ctx: RunContext) -> Applied:
@@ -543,183 +415,3 @@ class MongoAdapter(Adapter):
                                        what="repair")
                     report.realigned.append(m.script)
         return report
-
-    # -- adoption of migrate-mongo ------------------------------------------------------------------
-
-    def adopt(self, ctx: RunContext, migrations: list[Migration], *, source: str | None = None) -> AdoptReport:
-        """migrate-mongo's changelog: ``source`` is the collection (``changelogCollectionName``,
-        default ``changelog``) in this database."""
-        collection = source or "changelog"
-        r = self.import_migrate_mongo(ctx, migrations, collection=collection)
-        return AdoptReport(f"{self.db.name}.{collection}", len(r.imported), r.already, r.changed, r.missing)
-
-    def import_migrate_mongo(self, ctx: RunContext, migrations: list[Migration], *,
-                             collection: str = "changelog") -> ImportReport:
-        """Copy migrate-mongo's changelog (``{fileName, appliedAt, fileHash?, migrationBlock?}``) of this
-        database into the ledger, so nothing migrate-mongo applied runs again (as flyway-import does).
-
-        Each entry matches the file of the same name among ``migrations``; its checksum is that file's,
-        unless migrate-mongo recorded a ``fileHash`` (``useFileHash``) that differs from the file now:
-        then the row says the file changed, and the next run stops until `repair` (Flyway's rule).
-        Entries without a file here are imported as they are (and reported: restore the file or
-        `repair`). Importing twice is a no-op.
-        """
-        report = ImportReport([], [], [], [])
-        by_name = {m.path.name: m for m in migrations if m.kind is Kind.VERSIONED}
-        source = f"{self.db.name}.{collection}"
-        with self._held(ctx) as lease:
-            self._ensure()
-            if collection not in self.db.list_collection_names():
-                raise PermanentError(f"no migrate-mongo changelog collection {source} on {self.target}",
-                                     hint="pass the changelogCollectionName of migrate-mongo-config.js with --collection")
-            entries = sorted(self.db[collection].find({}), key=lambda d: (d.get("appliedAt") or datetime.min,
-                                                                          str(d.get("fileName"))))
-            for e in entries:
-                name = str(e.get("fileName") or "")
-                try:
-                    parsed = parse_name("mongodb", name)
-                except ValueError:
-                    parsed = None
-                if parsed is None:
-                    log.warning("%s: changelog entry %r is not a {version}-{description}.js name; skipped", source, name)
-                    continue
-                _, version, description = parsed
-                m = by_name.get(name)
-                recorded = e.get("fileHash")
-                checksum = m.checksum if m else None
-                if m is not None and recorded and recorded != m.sha256:
-                    checksum = flyway_checksum(f"migrate-mongo fileHash {recorded}")  # never the file's: CHANGED
-                    report.changed.append(name)
-                if m is None:
-                    report.missing.append(name)
-                applied = e.get("appliedAt") if isinstance(e.get("appliedAt"), datetime) else None
-                row = {"_id": self.ledger.row_id(version), "domain": self.domain, "version": str(version),
-                       "description": m.description if m else description, "type": "MONGO_JS",
-                       "script": m.script if m else name, "checksum": checksum, "sha256": recorded or (m.sha256 if m else None),
-                       "installed_rank": self.ledger.next_rank(), "installed_on": applied or datetime.now(timezone.utc).replace(tzinfo=None),
-                       "installed_by": "migrate-mongo", "execution_time": 0, "success": True,
-                       "status": Status.SUCCESS.value, "run_id": ctx.run_id, "environment": ctx.environment,
-                       "region": ctx.region, "plan_hash": ctx.plan_hash, "attempt": None, "fence": lease.token,
-                       "progress": {"imported_from": source, "migration_block": e.get("migrationBlock")},
-                       "history": []}
-                (report.imported if self.ledger.insert_done(row) else report.already).append(name)
-        return report
-
-    # -- snapshot ---------------------------------------------------------------------------
-
-    def snapshot(self) -> dict[str, Any]:
-        """Collections (not polymigrate's own) with their options and indexes: schema, not data."""
-        self._ensure()
-        own = {self.ledger.name, self.ledger.lock_collection.name}
-        out = []
-        try:
-            for info in sorted(self.db.list_collections(), key=lambda c: c["name"]):
-                name = info["name"]
-                if name in own or name.startswith("system."):
-                    continue
-                indexes = []
-                if info.get("type", "collection") == "collection":
-                    for ix in self.db[name].list_indexes():
-                        d = dict(ix)
-                        indexes.append({k: json_util.loads(json_util.dumps(d[k])) for k in
-                                        ("name", "key", "unique", "sparse", "expireAfterSeconds",
-                                         "partialFilterExpression", "collation", "hidden") if k in d})
-                indexes.sort(key=lambda i: i["name"])
-                options = json_util.loads(json_util.dumps(info.get("options") or {}))
-                out.append({"name": name, "type": info.get("type", "collection"), "options": options,
-                            "indexes": indexes})
-        except perr.PyMongoError as exc:
-            raise classify(exc, server=self.server, what="cannot read the schema") from exc
-        return {"database": self.db.name, "server": self.server.label, "collections": out}
-
-    def run_expectations(self, suites: list[Any]) -> list[Check]:
-        """The suites' expectations as server-side counts on the domain's database
-        (``polymigrate.expectations``: the documented subset, up to 5 example values read)."""
-        from polymigrate.expectations import MongoProbe, run_document_suites
-
-        try:
-            outcomes = run_document_suites(suites, MongoProbe(self.db))
-        except perr.PyMongoError as exc:
-            raise classify(exc, server=self.server, what="the expectation suites could not run") from exc
-        return self._expectation_checks(outcomes)
-
-    def health_checks(self, ctx: RunContext, migrations: list[Migration]) -> list[Check]:
-        """Every index the applied ``.json`` files declare (``createIndexes`` net of later
-        ``dropIndexes``/``drop``) is there, with the declared key. Transforms (``.py``/``.js``) declare
-        no index and are not read."""
-        done = {e.script for e in self.read_ledger() if e.status in (Status.SUCCESS, Status.BASELINE)}
-        commands: list[dict] = []
-        for m in migrations:
-            if m.script in done and m.path.suffix == ".json" and m.kind is Kind.VERSIONED:
-                data = json_util.loads(m.render(ctx.placeholders))
-                commands += [c for c in (data.get("commands") or []) if isinstance(c, dict)]
-        declared = declared_indexes(commands)
-        problems: list[str] = []
-        try:
-            present: dict[str, dict[str, Any]] = {}
-            for coll in sorted({c for c, _ in declared}):
-                present[coll] = {ix["name"]: dict(ix["key"]) for ix in self.db[coll].list_indexes()}
-        except perr.PyMongoError as exc:
-            raise classify(exc, server=self.server, what="cannot list the indexes") from exc
-        for (coll, name), key in sorted(declared.items()):
-            have = present.get(coll, {}).get(name)
-            if have is None:
-                problems.append(f"{coll}.{name} missing")
-            elif key is not None and list(have.items()) != list(key.items()):
-                problems.append(f"{coll}.{name} has key {have}, declared {key}")
-        return [Check("declared indexes", not problems, technology=self.technology, detail=(
-            f"{len(problems)} of {len(declared)} declared index(es) not as declared: " + "; ".join(problems)
-            + " (dropped or changed by hand? create it again in a new migration)" if problems
-            else f"{len(declared)} declared index(es) present"))]
-
-
-def _raise_write_errors(reply: dict) -> None:
-    """``insert``/``update``/``delete`` commands report failed writes inside an ``ok: 1`` reply."""
-    errors = reply.get("writeErrors") or []
-    if errors:
-        e = errors[0]
-        raise perr.OperationFailure(f"{e.get('errmsg')} (write {e.get('index')}; {len(errors)} write error(s))",
-                                    e.get("code"), reply)
-    wce = reply.get("writeConcernError")
-    if wce:
-        raise perr.OperationFailure(f"write concern: {wce.get('errmsg')}", wce.get("code"), reply)
-
-
-def _line_in(exc: BaseException, m: Migration) -> tuple[int | None, str | None]:
-    """The line of the migration file where ``exc`` was raised (innermost frame in that file)."""
-    found = (None, None)
-    for frame in traceback.extract_tb(exc.__traceback__):
-        if frame.filename == str(m.path):
-            found = (frame.lineno, frame.line)
-    if found[0] is None and isinstance(exc, SyntaxError) and exc.filename == str(m.path):
-        return exc.lineno, exc.text
-    return found
-
-
-def declared_indexes(commands: list[dict]) -> dict[tuple[str, str], dict | None]:
-    """``(collection, index name) -> key`` after running ``commands`` in order: what the files declare
-    should exist. A ``dropIndexes`` of ``*`` keeps only ``_id_``, which is never declared."""
-    out: dict[tuple[str, str], dict | None] = {}
-    for cmd in commands:
-        verb = next(iter(cmd), None)
-        coll = cmd.get(verb) if verb else None
-        if not isinstance(coll, str):
-            continue
-        if verb == "createIndexes":
-            for ix in cmd.get("indexes") or []:
-                if isinstance(ix, dict) and ix.get("name"):
-                    out[(coll, ix["name"])] = dict(ix["key"]) if isinstance(ix.get("key"), dict) else None
-        elif verb == "dropIndexes":
-            which = cmd.get("index")
-            names = which if isinstance(which, list) else [which]
-            for k in [k for k in out if k[0] == coll]:
-                if which == "*" or k[1] in names or (isinstance(which, dict) and out[k] == which):
-                    del out[k]
-        elif verb == "drop":
-            for k in [k for k in out if k[0] == coll]:
-                del out[k]
-        elif verb == "renameCollection":
-            to = str(cmd.get("to") or "").split(".", 1)[-1]
-            for k in [k for k in out if k[0] == coll.split(".", 1)[-1]]:
-                out[(to, k[1])] = out.pop(k)
-    return out
