@@ -23,6 +23,7 @@ from airflow.sdk.definitions.param import ParamsDict
 from airflow.sdk.exceptions import TaskAwaitingInput
 
 from polymigrate_airflow.operators import PolymigrateMixin
+from polymigrate_airflow.init_levels import one_init_level
 
 
 class ApproveOperator(PolymigrateMixin, ApprovalOperator):
@@ -134,3 +135,6 @@ class ApproveContractOperator(ApproveOperator):
                          "phases stay applied (trigger a new run)"], {"gate": GATE, "changeset_hash": request["changeset_hash"]})
         approvals.append(self._response(event, request))
         return self._settle(context, record_contract_answer(run, self.region, request, approvals))
+
+
+one_init_level(ApprovalOperator, ApproveOperator, ApproveContractOperator)  # issue 24, P4
