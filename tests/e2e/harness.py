@@ -6,8 +6,15 @@ imports another test module for them.
 
 from __future__ import annotations
 
+import itertools
+import json
 import textwrap
+import threading
+import time
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots a reviewer can look at after a run
 
 
 def write(path: Path, text: str) -> None:
@@ -53,6 +60,18 @@ class People:
         return httpx.request(method, f"{self.base}{path}", json=body, timeout=120,
                              headers={"Authorization": f"Bearer {self.tokens[user]}"})
 
+    def get_json(self, path: str):
+        """What the reader GETs at ``path``, which must answer 200."""
+        r = self.call(self.reader, "GET", path)
+        assert r.status_code == 200, (path, r.status_code, r.text)
+        return r.json()
+
+    def unpause(self, dag: str, timeout: float = 300) -> None:
+        """Once the dag-processor has parsed ``dag``: unpaused, as someone would in the UI."""
+        self.wait(f"DAG {dag}", lambda: self.call(self.reader, "GET", f"/api/v2/dags/{dag}").status_code == 200, timeout)
+        r = self.call(self.reader, "PATCH", f"/api/v2/dags/{dag}", {"is_paused": False})
+        assert r.status_code == 200, r.text
+
     def hitl_detail(self, dag: str, run: str, task: str = "approve") -> dict:
         return self.call(self.reader, "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails").json()
 
@@ -77,3 +96,241 @@ class People:
                 f"task_id='{task}', run_id='{run}'")
         self.wait(f"the scheduler to settle the parked {task} task ({what})",
                   lambda: self.log.read_text(errors="replace").count(mark) >= self.parks[key], self.settle_timeout)
+
+
+class DagPeople(People):
+    """``People`` on one DAG of a ``Standalone``: trigger, task states, the approval request, answers."""
+
+    def __init__(self, airflow: Standalone, dag: str, reader: str):
+        super().__init__(airflow.base, airflow.users, airflow.log, proc=airflow.proc)
+        self.dag, self.reader = dag, reader
+
+    def trigger(self, user: str) -> str:
+        r = self.call(user, "POST", f"/api/v2/dags/{self.dag}/dagRuns", {"logical_date": None, "conf": {}})
+        assert r.status_code in (200, 201), r.text
+        return r.json()["dag_run_id"]
+
+    def ti(self, run: str, task: str) -> dict:
+        r = self.call(self.reader, "GET", f"/api/v2/dags/{self.dag}/dagRuns/{run}/taskInstances/{task}")
+        return r.json() if r.status_code == 200 else {}
+
+    def hitl(self, run: str) -> dict:
+        return self.hitl_detail(self.dag, run)
+
+    def answer(self, user: str, run: str, option: str, comment: str | None = None):
+        body = {"chosen_options": [option], **({"params_input": {"comment": comment}} if comment else {})}
+        return self.call(user, "PATCH", f"/api/v2/dags/{self.dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails", body)
+
+    def wait_for_request(self, run: str, what: str) -> None:
+        self.settle_request(self.dag, run, what)
+
+    def run_state(self, run: str) -> str | None:
+        state = self.call(self.reader, "GET", f"/api/v2/dags/{self.dag}/dagRuns/{run}").json().get("state")
+        return state if state in ("success", "failed") else None
+
+    def runs_ended(self) -> bool:
+        """No run of the DAG is queued or running (a DAG runs one at a time: max_active_runs=1)."""
+        r = self.call(self.reader, "GET", f"/api/v2/dags/{self.dag}/dagRuns?state=queued&state=running")
+        return r.status_code == 200 and r.json()["total_entries"] == 0
+
+    def xcom(self, run: str, task: str):
+        r = self.call(self.reader, "GET", f"/api/v2/dags/{self.dag}/dagRuns/{run}/taskInstances/{task}/xcomEntries/return_value")
+        return r.json().get("value") if r.status_code == 200 else None
+
+
+class Standalone:
+    """One ``airflow standalone`` on a free port, its home and log under ``tmp``, for a ``with`` block.
+
+    ``metadata`` is the PostgreSQL database Airflow keeps its state in (a plain ``postgresql://`` URL),
+    ``users`` name -> password, ``extra`` the connections and POLYMIGRATE_* settings. Entering starts
+    it and waits for its API; leaving stops its whole process group and waits for the port to close.
+    """
+
+    def __init__(self, tmp: Path, *, metadata: str, users: dict[str, str], extra: dict[str, str],
+                 timeout: float = 300):
+        from scripts import airflow_local as local
+
+        self.env = local.airflow_env(tmp / "airflow", local.free_port(), dags_folder=ROOT / "dags",
+                                     metadata_url=metadata.replace("postgresql://", "postgresql+psycopg2://"),
+                                     users=users, extra=extra)
+        self.base, self.users, self.timeout = self.env["AIRFLOW__API__BASE_URL"], users, timeout
+        self.log = tmp / "standalone.log"
+        self.proc = None
+
+    def __enter__(self) -> Standalone:
+        from scripts import airflow_local as local
+
+        self.proc = local.start([local.AIRFLOW, "standalone"], self.env, self.log)
+        try:
+            local.wait_healthy(self.base, self.timeout, proc=self.proc, log=self.log)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from scripts import airflow_local as local
+
+        local.stop(self.proc, port=int(self.env["AIRFLOW__API__PORT"]))
+
+
+def ledger(url: str) -> list[tuple[str, str, str]]:
+    """A PostgreSQL target's versioned ledger rows: (version, script, status), in the order applied."""
+    import psycopg
+
+    try:
+        with psycopg.connect(url) as conn:
+            return [tuple(r) for r in conn.execute(
+                "SELECT version, script, status FROM polymigrate.schema_history WHERE version IS NOT NULL "
+                "ORDER BY installed_rank")]
+    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
+        return []
+
+
+def audit_events(url: str, run_id: str) -> list:
+    """What the audit store holds for one DAG run, oldest first."""
+    from polymigrate.audit import PostgresAuditStore
+
+    store = PostgresAuditStore(url)
+    try:
+        return [r.event for r in store.query(run_id=run_id)]
+    finally:
+        store.close()
+
+
+class DevTools:
+    """The few Chrome DevTools protocol calls the test needs, over one page's websocket."""
+
+    def __init__(self, ws_url: str):
+        from websockets.sync.client import connect
+
+        self.ws = connect(ws_url, max_size=64 * 2**20)
+        self.ids = itertools.count(1)
+        self.events: list[dict] = []
+
+    def call(self, method: str, **params):
+        n = next(self.ids)
+        self.ws.send(json.dumps({"id": n, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv(timeout=60))
+            if msg.get("id") == n:
+                if "error" in msg:
+                    raise AssertionError(f"{method}: {msg['error']}")
+                return msg.get("result", {})
+            self.events.append(msg)
+
+    def wait_event(self, method: str, timeout: float = 60) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, e in enumerate(self.events):
+                if e.get("method") == method:
+                    return self.events.pop(i)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no {method} within {timeout}s")
+            self.events.append(json.loads(self.ws.recv(timeout=remaining)))
+
+    def evaluate(self, expression: str):
+        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
+
+    def navigate(self, url: str) -> None:
+        self.events.clear()
+        self.call("Page.navigate", url=url)
+        self.wait_event("Page.loadEventFired")
+
+    def close(self) -> None:
+        self.ws.close()
+
+
+def body_of(mail) -> str:
+    """The text of the e-mail (HTML, its text in <pre>)."""
+    import html
+
+    parts = [mail] if not mail.is_multipart() else [p for p in mail.walk() if not p.is_multipart()]
+    return html.unescape("".join(p.get_payload(decode=True).decode() for p in parts))
+
+
+def lines_of(received: list[str], name: str) -> list[tuple[dict[str, str], str]]:
+    """(tags, value|type) of every packet of the metric ``name`` (InfluxDB-style tags)."""
+    out = []
+    for line in received:
+        head, _, value = line.partition(":")
+        stat, *tags = head.split(",")
+        if stat == f"airflow.{name}":
+            out.append((dict(t.split("=", 1) for t in tags), value))
+    return out
+
+
+class Approver(threading.Thread):
+    """Answers the ``approve`` task of ``dag_id`` in a ``dag.test()`` run once it waits, through the
+    handler of Airflow's ``PATCH …/hitlDetails`` (in this process: ``dag.test()`` has no API server),
+    so the answer is checked as the API checks it (a person the request names, an option it offers,
+    not answered twice) and resumes the task as the API does; keeps the request text the approver
+    was shown. Past ``deadline`` seconds it fails the task instead, so a test that is never asked
+    ends rather than hangs."""
+
+    def __init__(self, dag_id: str, user: str, comment: str, deadline: float = 300):
+        super().__init__(daemon=True)
+        self.dag_id, self.user, self.comment, self.deadline = dag_id, user, comment, deadline
+        self.body: str | None = None
+        self.assigned: list | None = None
+        self.error: BaseException | None = None
+        self.stop = threading.Event()
+
+    def run(self):
+        try:
+            self._answer()
+        except BaseException as exc:  # noqa: BLE001  reported by the test, not lost in a thread
+            self.error = exc
+            self._give_up()
+
+    def _waiting(self, session):
+        from sqlalchemy import select
+
+        from airflow.models.taskinstance import TaskInstance
+        from airflow.utils.state import TaskInstanceState
+
+        return session.scalars(select(TaskInstance).where(
+            TaskInstance.dag_id == self.dag_id, TaskInstance.task_id == "approve",
+            TaskInstance.state == TaskInstanceState.AWAITING_INPUT)).first()
+
+    def _answer(self):
+        from sqlalchemy import select
+
+        from airflow.api_fastapi.app import create_auth_manager
+        from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+        from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+        from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+        from airflow.models.hitl import HITLDetail
+        from airflow.utils.session import create_session
+
+        create_auth_manager()  # the handler asks it whether the user may answer
+        end = time.monotonic() + self.deadline
+        while not self.stop.wait(0.5):
+            if time.monotonic() > end:
+                self._give_up()
+                return
+            with create_session() as session:
+                ti = self._waiting(session)
+                if ti is None:
+                    continue
+                detail = session.scalars(select(HITLDetail).where(HITLDetail.ti_id == ti.id)).first()
+                if detail is None or detail.response_received:
+                    continue
+                self.body, self.assigned = detail.body, [u["name"] for u in detail.assignees or []]
+                update_hitl_detail(
+                    dag_id=ti.dag_id, dag_run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index,
+                    update_hitl_detail_payload=UpdateHITLDetailPayload(
+                        chosen_options=["Approve"], params_input={"comment": self.comment}),
+                    user=SimpleAuthManagerUser(username=self.user, role="admin"), session=session)
+                return
+
+    def _give_up(self):
+        from airflow.utils.session import create_session
+        from airflow.utils.state import TaskInstanceState
+
+        with create_session() as session:
+            ti = self._waiting(session)
+            if ti is not None:
+                ti.state = TaskInstanceState.FAILED
+                session.add(ti)

@@ -11,27 +11,25 @@ Every decision lands in the audit store (the ``polymigrate_audit`` connection).
 
 from __future__ import annotations
 
-import subprocess
 import textwrap
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 
-from scripts import airflow_local as local
-from tests.e2e.harness import People
+from tests.e2e.harness import DagPeople, Standalone, audit_events, ledger
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+# PostgreSQL: the module's databases outlive a test (one Airflow serves them all), so the fixture
+# that counts a test for PostgreSQL (make_pg_database) is not among its fixtures.
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.engine("postgresql")]
 
-ROOT = Path(__file__).resolve().parents[2]
 DAG = "migrate__shop__production"
 USERS = {"olga": "olga-pass-1", "ann": "ann-pass-22", "bob": "bob-pass-333", "dev1": "dev1-pass-4444"}
 V2 = "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint REFERENCES customers (id));\n"
 
 
 def write_specs(root: Path) -> None:
-    (root / "environments").mkdir(parents=True)
+    (root / "environments").mkdir(parents=True, exist_ok=True)
     (root / "environments" / "production.yaml").write_text(textwrap.dedent("""\
         description: Live traffic (test copy).
         regions:
@@ -50,98 +48,44 @@ def write_specs(root: Path) -> None:
         """))
     (root / "approvers.yaml").write_text("users:\n  olga: [dba]\n  ann: [dba]\n  bob: [release_manager]\n  dev1: [developer]\n")
     pg = root / "shop" / "postgresql"
-    pg.mkdir(parents=True)
+    pg.mkdir(parents=True, exist_ok=True)
     (root / "shop" / "domain.yaml").write_text("description: A tiny shop.\nowners: [shop@example.com]\n"
                                                "technologies:\n  postgresql: {}\n")
     (pg / "V1__customers.sql").write_text("CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL);\n")
     (pg / "V2__orders.sql").write_text(V2)
 
 
-class Airflow(People):
-    """The REST calls the people in this test make (``harness.People``), on this test's DAG."""
-
-    reader, default_timeout, settle_timeout = "olga", 180, 120
-
-    def __init__(self, base: str, proc: subprocess.Popen, log: Path, dag: str = DAG):
-        super().__init__(base, USERS, log, proc=proc)
-        self.dag = dag
-
-    def trigger(self, user: str) -> str:
-        r = self.call(user, "POST", f"/api/v2/dags/{self.dag}/dagRuns", {"logical_date": None, "conf": {}})
-        assert r.status_code in (200, 201), r.text
-        return r.json()["dag_run_id"]
-
-    def ti(self, run: str, task: str) -> dict:
-        r = self.call("olga", "GET", f"/api/v2/dags/{self.dag}/dagRuns/{run}/taskInstances/{task}")
-        return r.json() if r.status_code == 200 else {}
-
-    def hitl(self, run: str) -> dict:
-        return self.hitl_detail(self.dag, run)
-
-    def answer(self, user: str, run: str, option: str, comment: str | None = None) -> httpx.Response:
-        body = {"chosen_options": [option], **({"params_input": {"comment": comment}} if comment else {})}
-        return self.call(user, "PATCH", f"/api/v2/dags/{self.dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails", body)
-
-    def wait_for_request(self, run: str, what: str) -> None:
-        self.settle_request(self.dag, run, what)
-
-    def run_state(self, run: str) -> str | None:
-        state = self.call("olga", "GET", f"/api/v2/dags/{self.dag}/dagRuns/{run}").json().get("state")
-        return state if state in ("success", "failed") else None
-
-    def xcom(self, run: str, task: str):
-        r = self.call("olga", "GET", f"/api/v2/dags/{self.dag}/dagRuns/{run}/taskInstances/{task}/xcomEntries/return_value")
-        return r.json().get("value") if r.status_code == 200 else None
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory, module_databases):
+    """One standalone for the module (its start-up is most of a test's time); each test gets fresh
+    targets and the original files from ``airflow`` below."""
+    tmp = tmp_path_factory.mktemp("approval")
+    specs = tmp / "specs"
+    write_specs(specs)
+    r1, r2, audit = (module_databases.make(f"pm_appr_{k}") for k in ("r1", "r2", "audit"))
+    with Standalone(tmp, metadata=module_databases.make("pm_appr_airflow"), users=USERS,
+                    extra={"POLYMIGRATE_SPECS": str(specs),
+                           "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_R1": r1,
+                           "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_R2": r2,
+                           "AIRFLOW_CONN_POLYMIGRATE_AUDIT": audit}) as airflow:
+        api = DagPeople(airflow, DAG, reader="olga")
+        api.default_timeout, api.settle_timeout = 180, 120
+        api.specs, api.r1, api.r2, api.audit = specs, r1, r2, audit
+        api.unpause(DAG)
+        yield api
 
 
 @pytest.fixture
-def airflow(tmp_path, make_pg_database):
-    specs = tmp_path / "specs"
-    write_specs(specs)
-    r1 = make_pg_database("pm_appr_r1")
-    r2 = make_pg_database("pm_appr_r2")
-    with psycopg.connect(r2, autocommit=True) as conn:  # r2 fails on V1 until the on-call drops it
+def airflow(shop, module_databases):
+    """The shared standalone, its earlier runs ended, the files as written, r1 fresh and r2 fresh
+    but for a table the first migration creates (its execute task fails until the on-call drops it)."""
+    shop.wait("the earlier test's run to end", shop.runs_ended, 300)
+    write_specs(shop.specs)
+    for url in (shop.r1, shop.r2):
+        module_databases.recreate(url)
+    with psycopg.connect(shop.r2, autocommit=True) as conn:
         conn.execute("CREATE TABLE customers (legacy text)")
-    audit = make_pg_database("pm_appr_audit")
-    metadata = make_pg_database("pm_appr_airflow")
-    env = local.airflow_env(tmp_path / "airflow", local.free_port(), dags_folder=ROOT / "dags",
-                            metadata_url=metadata.replace("postgresql://", "postgresql+psycopg2://"), users=USERS,
-                            extra={"POLYMIGRATE_SPECS": str(specs),
-                                   "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_R1": r1,
-                                   "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_R2": r2,
-                                   "AIRFLOW_CONN_POLYMIGRATE_AUDIT": audit})
-    base = env["AIRFLOW__API__BASE_URL"]
-    log = tmp_path / "standalone.log"
-    proc = local.start([local.AIRFLOW, "standalone"], env, log)
-    api = Airflow(base, proc, log)
-    api.specs, api.r1, api.r2, api.audit = specs, r1, r2, audit
-    try:
-        local.wait_healthy(base, 300, proc=proc, log=log)
-        api.wait(f"DAG {DAG}", lambda: api.call("olga", "GET", f"/api/v2/dags/{DAG}").status_code == 200, 300)
-        assert api.call("olga", "PATCH", f"/api/v2/dags/{DAG}", {"is_paused": False}).status_code == 200
-        yield api
-    finally:
-        local.stop(proc)
-
-
-def ledger(url: str) -> list[tuple[str, str, str]]:
-    try:
-        with psycopg.connect(url) as conn:
-            return [tuple(r) for r in conn.execute(
-                "SELECT version, script, status FROM polymigrate.schema_history WHERE version IS NOT NULL "
-                "ORDER BY installed_rank")]
-    except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName):
-        return []
-
-
-def audit_events(url: str, run_id: str) -> list:
-    from polymigrate.audit import PostgresAuditStore
-
-    store = PostgresAuditStore(url)
-    try:
-        return [r.event for r in store.query(run_id=run_id)]
-    finally:
-        store.close()
+    return shop
 
 
 def test_four_eyes_two_distinct_approvers_then_an_edited_file_is_refused(airflow):
