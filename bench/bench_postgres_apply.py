@@ -2,6 +2,9 @@
 
     .venv/bin/python bench/bench_postgres_apply.py [--files 500|5000] [--repeat 3] [--url postgresql://…] [--before TREE]
 
+``--before TREE`` (e.g. ``git worktree add /tmp/before <commit>``) runs that checkout's library and CLI
+beside this one's, in the same round-robin, so a before → after comparison comes from one run.
+
 Without --url it starts a private PostgreSQL (initdb + pg_ctl on a free port, default settings,
 fsync on) so other people's load on the shared server does not blur the figures. Each contender
 gets a fresh database per repetition; the best of the repetitions is reported.
@@ -136,6 +139,34 @@ def polymigrate_library(url: str, folder: Path) -> None:
         adapter.close()
 
 
+_LIBRARY_ELSEWHERE = """
+import sys, time
+from pathlib import Path
+from polymigrate.adapters.postgresql.adapter import PostgresAdapter
+from polymigrate.catalog import discover
+from polymigrate.executor import migrate
+from polymigrate.ledger import RunContext
+started = time.perf_counter()
+migrations = discover("bench", "postgresql", Path(sys.argv[2])).applicable("postgresql")
+adapter = PostgresAdapter.from_url(sys.argv[1], domain="bench")
+try:
+    migrate(adapter, migrations, RunContext(domain="bench", actor="bench", run_id="bench"))
+finally:
+    adapter.close()
+print(time.perf_counter() - started)
+"""
+
+
+def polymigrate_library_of(root: Path):
+    """The library of another checkout, timed as ``polymigrate_library`` is (imports excluded), in a
+    process of its own so its modules do not mix with this checkout's."""
+    def run(url: str, folder: Path) -> float:
+        out = subprocess.run([sys.executable, "-c", _LIBRARY_ELSEWHERE, url, str(folder)], check=True,
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root / "include")})
+        return float(out.stdout.strip().splitlines()[-1])
+    return run
+
+
 def polymigrate_cli(url: str, folder: Path, root: Path = ROOT) -> None:
     subprocess.run([sys.executable, "-c", "from polymigrate.cli import main; main()", "migrate", "--url", url,
                     "--locations", str(folder), "-d", "bench"], check=True, stdout=subprocess.DEVNULL,
@@ -162,8 +193,8 @@ def measure(admin_url: str, fn, arg: Path, n: int, repeat: int, ledger: bool) ->
         url, drop = fresh_db(admin_url)
         try:
             started = time.perf_counter()
-            fn(url, arg)
-            times.append(time.perf_counter() - started)
+            inner = fn(url, arg)  # a contender that times itself (imports left out) returns its seconds
+            times.append(inner if isinstance(inner, float) else time.perf_counter() - started)
             check(url, n + (fn is flyway), ledger)  # Flyway's history table is in public too
         finally:
             drop()
@@ -176,7 +207,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--url", help="admin URL of an existing server (default: start a private one)")
     p.add_argument("--skip-per-file", action="store_true", help="skip the slow psql-per-file contender")
-    p.add_argument("--before", type=Path, help="another checkout of polymigrate: its CLI runs beside this one's")
+    p.add_argument("--before", type=Path, help="another checkout of polymigrate: its library and CLI run beside this one's")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pm_bench_files_"))
     folder = work / "sql"
@@ -193,11 +224,13 @@ def main() -> None:
             sync_commit = c.execute("SHOW synchronous_commit").fetchone()[0]
         print(f"PostgreSQL {version} ({'private server' if server else admin}); fsync={fsync}, "
               f"synchronous_commit={sync_commit}; {args.files} files, best of {args.repeat}; "
-              f"{os.cpu_count()} CPUs")
+              f"{os.cpu_count()} CPUs; load average at the start {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         contenders = [("psql -1 (one transaction, floor)", psql_single_transaction, concatenated, False),
                       ("polymigrate library (txn + ledger row per file)", polymigrate_library, folder, True),
                       ("polymigrate CLI process (same, + Python start-up)", polymigrate_cli, folder, True)]
         if args.before:
+            contenders.insert(2, ("polymigrate library, --before checkout", polymigrate_library_of(args.before.resolve()),
+                                  folder, True))
             contenders.append(("polymigrate CLI process, --before checkout",
                                lambda url, folder: polymigrate_cli(url, folder, args.before.resolve()), folder, True))
         if os.environ.get("POLYMIGRATE_FLYWAY_CP") and shutil.which("java"):
@@ -215,7 +248,7 @@ def main() -> None:
         print(f"{'contender':52} {'best s':>8} {'median s':>9} {'× floor':>8}")
         for name, times in results.items():
             print(f"{name:52} {min(times):8.3f} {statistics.median(times):9.3f} {min(times) / floor:8.2f}")
-        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print(f"load average at the end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         if server:
             server.__exit__(None, None, None)

@@ -37,6 +37,39 @@ def test_postgresql_statements_name_their_tables(tmp_path):
         ("table", "legacy_orders", "dropped"), ("view", "open_orders", "created")]
 
 
+def test_postgresql_views_truncates_renames_and_the_adapters_own_parse(tmp_path):
+    """Every statement kind lineage names, from pglast's JSON tree; the adapter's split (the parse that
+    runs the file) yields the same datasets, so an applied file is parsed once (issue 24)."""
+    from polymigrate.adapters.postgresql.statements import split
+
+    text = """
+        ALTER TABLE s.customers RENAME TO clients;
+        ALTER TABLE s.c RENAME COLUMN a TO b;
+        ALTER VIEW v RENAME TO w;
+        ALTER VIEW v ALTER COLUMN a SET DEFAULT 1;
+        ALTER INDEX i SET (fillfactor = 50);
+        DELETE FROM a.b;
+        INSERT INTO x.y SELECT 1;
+        TRUNCATE a, b.c;
+        DROP TABLE IF EXISTS legacy, a.b, c.d.e;
+        DROP VIEW v1; DROP MATERIALIZED VIEW m1; DROP INDEX i1;
+        CREATE MATERIALIZED VIEW mv AS SELECT 1;
+        CREATE TABLE s.ctas AS SELECT 1;
+        CREATE TABLE ${t} (id int);
+    """
+    m = migration(tmp_path, "postgresql", "V2__all.sql", text)
+    expected = [
+        ("table", "s.customers", "dropped"), ("table", "s.clients", "renamed"), ("table", "s.c", "altered"),
+        ("view", "v", "dropped"), ("view", "w", "renamed"), ("view", "v", "altered"), ("table", "a.b", "written"),
+        ("table", "x.y", "written"), ("table", "a", "written"), ("table", "b.c", "written"),
+        ("table", "legacy", "dropped"), ("table", "a.b", "dropped"), ("table", "d.e", "dropped"),
+        ("view", "v1", "dropped"), ("view", "m1", "dropped"), ("view", "mv", "created"),
+        ("table", "s.ctas", "created"), ("table", "orders", "created")]
+    assert names(lineage.changed(m, {"t": "orders"})) == expected
+    statements = split(m.render({"t": "orders"}), file=m.path)
+    assert names(dict.fromkeys(lineage.postgresql_changes((s.node, s.fields) for s in statements))) == expected
+
+
 def test_mongodb_up_only_not_down(tmp_path):
     m = migration(tmp_path, "mongodb", "2-fill.py", '''
 def up(db, ctx):

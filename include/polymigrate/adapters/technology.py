@@ -38,6 +38,10 @@ class Technology:
     """Name of the migration operator class in ``polymigrate_airflow.operators``."""
     ui_color: str
     """That operator's colour in Airflow's UI."""
+    ledger_type: str
+    """The ledger's ``type`` for its files (Flyway's ``SQL`` for PostgreSQL, so a Flyway history
+    validates); ``_<EXT>`` is added when the technology has several extensions, ``UNDO_`` put before
+    it for an undo file."""
     naming: str = "dash"
     """How a migration file is named: ``"dash"`` (``<version>-<description><ext>``) or ``"flyway"``
     (``V<version>__<description>.sql``, ``R__…`` repeatable, ``U<version>__…`` undo)."""

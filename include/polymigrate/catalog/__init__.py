@@ -28,6 +28,7 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from polymigrate.adapters import TECHNOLOGIES
 from polymigrate.catalog.header import (_PLACEHOLDER, Directives, _check_backfill, header_phase, json_phase,
                                         parse_directives)
 from polymigrate.catalog.naming import EXTENSIONS, Kind, next_version, parse_name
@@ -74,10 +75,9 @@ class Migration:
     @property
     def ledger_type(self) -> str:
         """The ``type`` column value; ``SQL`` matches Flyway's so its history validates."""
-        if self.technology == "postgresql":
-            return "UNDO_SQL" if self.kind is Kind.UNDO else "SQL"
-        return {"mongodb": "MONGO", "redis": "LUA", "elasticsearch": "ES"}[self.technology] + \
-            ("_" + self.path.suffix[1:].upper() if self.technology == "mongodb" else "")
+        tech = TECHNOLOGIES[self.technology]
+        kind = tech.ledger_type + ("_" + self.path.suffix[1:].upper() if len(tech.extensions) > 1 else "")
+        return "UNDO_" + kind if self.kind is Kind.UNDO else kind
 
     def render(self, placeholders: dict[str, str]) -> str:
         """The text with ``${name}`` replaced; an unknown placeholder is a SpecError naming the line.

@@ -271,7 +271,7 @@ def new(domain: str = typer.Argument(...), technology: str = typer.Argument(...,
         err_console.print(f"{path} already exists")
         raise typer.Exit(1)
     # JSON templates get the description JSON-escaped, so quotes in it keep the file valid
-    text = description if technology in ("postgresql", "redis") else json.dumps(description)[1:-1]
+    text = json.dumps(description)[1:-1] if TECHNOLOGIES[technology].format_model else description
     body = _TEMPLATES[technology].format(description=text)
     if phase and not undo:
         body = _with_phase(technology, body, phase)

@@ -17,7 +17,7 @@ from polymigrate import TECHNOLOGIES
 from polymigrate.errors import Problem
 from polymigrate.spec.governance import Label, ResidencyRule, check_label_key
 
-Technology = Literal["postgresql", "mongodb", "redis", "elasticsearch"]
+Technology = Literal[TECHNOLOGIES]  # type: ignore[valid-type]  # the registered technologies' keys
 Severity = Literal["info", "low", "medium", "high", "critical"]
 SEVERITY_ORDER = ("info", "low", "medium", "high", "critical")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")

@@ -384,3 +384,37 @@ def test_a_run_whose_lock_session_ends_stops_before_the_next_file(pg_url, adapte
         migrate(adapter, files.applicable(), ctx(), on_progress=cut_lock_session)
     assert [e.version for e in adapter.read_ledger()] == ["1"]  # another run may hold the lock now: stop
     assert [a["script"] for a in migrate(adapter, files.applicable(), ctx()).applied] == ["V2__t2.sql", "V3__t3.sql"]
+
+
+def test_each_applied_files_audit_event_names_the_tables_it_changed(adapter, files, pg_url):
+    """The audit page and lineage link a run to the tables each file changed, read from the parse that
+    ran the file (issue 24: one parse per file), for a file run in one transaction and one run step by
+    step, with the placeholders' values."""
+    from polymigrate.lineage import changed
+
+    files.add("V1__orders.sql", "CREATE TABLE ${table} (id int PRIMARY KEY, sku text);\n"
+                                "INSERT INTO ${table} VALUES (1, 'a');\n")
+    files.add("V2__index.sql", "CREATE INDEX CONCURRENTLY orders_sku ON ${table} (sku);\n"
+                               "ALTER TABLE ${table} RENAME TO purchases;\n")
+
+    class Events:
+        def __init__(self):
+            self.seen = []
+
+        def emit(self, event):
+            self.seen.append(event)
+
+    sink = Events()
+    migrate(adapter, files.applicable(), ctx(placeholders={"table": "orders"}), sink=sink)
+    succeeded = {e.script: e.details["datasets"] for e in sink.seen if e.kind == "migration_succeeded"}
+    assert succeeded == {
+        "V1__orders.sql": [{"kind": "table", "name": "orders", "action": "created"},
+                           {"kind": "table", "name": "orders", "action": "written"}],
+        "V2__index.sql": [{"kind": "table", "name": "orders", "action": "altered"},
+                          {"kind": "table", "name": "orders", "action": "dropped"},
+                          {"kind": "table", "name": "purchases", "action": "renamed"}]}
+    # the same names lineage reads from the file itself (after the run, for OpenLineage's datasets)
+    for m in files.applicable():
+        assert [{"kind": c.kind, "name": c.name, "action": c.action}
+                for c in changed(m, {"table": "orders"})] == succeeded[m.script]
+    assert q(pg_url, "SELECT id FROM purchases") == [(1,)]

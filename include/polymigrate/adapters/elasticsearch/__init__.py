@@ -21,6 +21,7 @@ DESCRIPTOR = Technology(
     client_factory="search_client",
     operator="ElasticsearchMigrationOperator",
     ui_color="#fff2cc",
+    ledger_type="ES",
     format_model="ElasticsearchStepFile",
     lint_state=("es_live", "polymigrate.lint.rules.elasticsearch:LiveIndices"),
 )

@@ -24,6 +24,7 @@ DESCRIPTOR = Technology(
     client_factory="mongo_client",
     operator="MongoMigrationOperator",
     ui_color="#d9ead3",
+    ledger_type="MONGO",
     format_model="MongoCommandFile",
     lint_state=("mongo_stats", "polymigrate.lint.mongo_stats:MongoStats"),
 )

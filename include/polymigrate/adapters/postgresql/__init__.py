@@ -21,5 +21,6 @@ DESCRIPTOR = Technology(
     client_factory="postgres_client",
     operator="PostgresMigrationOperator",
     ui_color="#cfe3f3",
+    ledger_type="SQL",
     naming="flyway",
 )

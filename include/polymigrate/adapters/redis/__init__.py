@@ -20,4 +20,5 @@ DESCRIPTOR = Technology(
     client_factory="redis_client",
     operator="RedisMigrationOperator",
     ui_color="#f6d2cc",
+    ledger_type="LUA",
 )
