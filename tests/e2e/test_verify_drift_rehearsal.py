@@ -16,14 +16,12 @@ About 60-90 s on a loaded 2-core machine (seven DAG runs, GX imported once).
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.e2e.harness import write
+from tests.e2e.harness import Approver, write
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -91,78 +89,6 @@ def run_dag(specs: Path, dag_id: str):
 def sql(url: str, text: str) -> None:
     with psycopg.connect(url, autocommit=True) as c:
         c.execute(text)
-
-
-class Approver(threading.Thread):
-    """Answers the ``approve`` task of ``dag_id`` once it waits, the way Airflow's HITL REST API
-    does (``PATCH …/hitlDetails``: the response on the HITL row, then the task resumed), and keeps
-    the request text the approver was shown. Past ``deadline`` seconds it fails the task instead,
-    so a test that never gets asked ends rather than hangs."""
-
-    def __init__(self, dag_id: str, user: str, comment: str, deadline: float = 300):
-        super().__init__(daemon=True)
-        self.dag_id, self.user, self.comment, self.deadline = dag_id, user, comment, deadline
-        self.body: str | None = None
-        self.assigned: list | None = None
-        self.error: BaseException | None = None
-        self.stop = threading.Event()
-
-    def run(self):
-        try:
-            self._answer()
-        except BaseException as exc:  # noqa: BLE001  reported by the test, not lost in a thread
-            self.error = exc
-            self._give_up()
-
-    def _waiting(self, session):
-        from sqlalchemy import select
-
-        from airflow.models.taskinstance import TaskInstance
-        from airflow.utils.state import TaskInstanceState
-
-        return session.scalars(select(TaskInstance).where(
-            TaskInstance.dag_id == self.dag_id, TaskInstance.task_id == "approve",
-            TaskInstance.state == TaskInstanceState.AWAITING_INPUT)).first()
-
-    def _answer(self):
-        from sqlalchemy import select
-
-        from airflow._shared.timezones import timezone
-        from airflow.models.hitl import HITLDetail
-        from airflow.models.trigger import handle_event_submit
-        from airflow.triggers.base import TriggerEvent
-        from airflow.utils.session import create_session
-
-        end = time.monotonic() + self.deadline
-        while not self.stop.wait(0.5):
-            if time.monotonic() > end:
-                self._give_up()
-                return
-            with create_session() as session:
-                ti = self._waiting(session)
-                if ti is None:
-                    continue
-                detail = session.scalars(select(HITLDetail).where(HITLDetail.ti_id == ti.id)).first()
-                if detail is None or detail.response_received:
-                    continue
-                self.body, self.assigned = detail.body, [u["name"] for u in detail.assignees or []]
-                detail.responded_by = {"id": self.user, "name": self.user}
-                detail.responded_at = timezone.utcnow()
-                detail.chosen_options = ["Approve"]
-                detail.params_input = {"comment": self.comment}
-                session.add(detail)
-                handle_event_submit(TriggerEvent(detail.as_resume_event_payload()), task_instance=ti, session=session)
-                return
-
-    def _give_up(self):
-        from airflow.utils.session import create_session
-        from airflow.utils.state import TaskInstanceState
-
-        with create_session() as session:
-            ti = self._waiting(session)
-            if ti is not None:
-                ti.state = TaskInstanceState.FAILED
-                session.add(ti)
 
 
 def test_verify_names_the_expectation_drift_reports_by_hand_changes_and_production_sees_both(world, capsys):
