@@ -111,6 +111,27 @@ def test_the_file_naming_the_json_formats_and_lints_live_state():
                                                                                     "elasticsearch": "es_live"}
 
 
+def test_the_ledger_types_the_execution_order_and_the_spec_literal(tmp_path):
+    import typing
+
+    import polymigrate
+    from polymigrate.catalog import discover
+    from polymigrate.spec.models import Technology as SpecTechnology
+
+    for tech, name, text in (("postgresql", "V1__a.sql", "SELECT 1;"), ("postgresql", "U1__a.sql", "SELECT 1;"),
+                             ("mongodb", "1-a.js", "module.exports = {};"), ("mongodb", "2-b.py", "def up(db): pass"),
+                             ("mongodb", "3-c.json", '{"commands": [{"create": "x"}]}'), ("redis", "1-a.lua", "return 1"),
+                             ("elasticsearch", "1-a.json", '{"steps": [{"method": "GET", "path": "/"}]}')):
+        (tmp_path / tech).mkdir(exist_ok=True)
+        (tmp_path / tech / name).write_text(text)
+    types = {m.script: m.ledger_type for tech in TECHNOLOGIES for m in
+             discover("d", tech, tmp_path / tech).migrations.get(tech, [])}
+    assert types == {"V1__a.sql": "SQL", "U1__a.sql": "UNDO_SQL", "1-a.js": "MONGO_JS", "2-b.py": "MONGO_PY",
+                     "3-c.json": "MONGO_JSON", "1-a.lua": "LUA", "1-a.json": "ES"}
+    assert polymigrate.TECHNOLOGIES == ("postgresql", "mongodb", "redis", "elasticsearch")  # the registration order
+    assert typing.get_args(SpecTechnology) == polymigrate.TECHNOLOGIES
+
+
 def test_a_technology_operator_is_a_class_of_its_own_in_the_operators_module():
     pytest.importorskip("airflow")
     from polymigrate_airflow import operators
@@ -121,7 +142,7 @@ def test_a_technology_operator_is_a_class_of_its_own_in_the_operators_module():
         assert issubclass(cls, operators.MigrationOperator) and cls is not operators.MigrationOperator
 
 
-@pytest.mark.parametrize("module", ["polymigrate.catalog", "polymigrate.spec.formats", "polymigrate.lint.engine", "polymigrate.adapters", "polymigrate.adapters.base",
+@pytest.mark.parametrize("module", ["polymigrate", "polymigrate.spec.models", "polymigrate.catalog", "polymigrate.spec.formats", "polymigrate.lint.engine", "polymigrate.adapters", "polymigrate.adapters.base",
                                     "polymigrate.adapters.redis.templates", "polymigrate.adapters.postgresql.statements",
                                     "polymigrate.connections", "polymigrate.blueprint"])
 def test_each_module_imports_first_in_a_fresh_interpreter_without_a_driver(module):
