@@ -8,57 +8,11 @@ two files, the next fails on a third (a permanent error).
 
 from __future__ import annotations
 
-import socket
-import time
-from pathlib import Path
-
 import pytest
 
-from tests.e2e.harness import write
+from tests.e2e.harness import lines_of, write
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def statsd(monkeypatch):
-    """A StatsD server: a UDP socket; Airflow's Stats set up for it as a task runner's main() does."""
-    from airflow.sdk._shared.observability.metrics import stats
-    from airflow.sdk.observability.metrics.stats_utils import get_stats_factory
-
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    sock.settimeout(0.2)
-    for key, value in {"STATSD_ON": "True", "STATSD_HOST": "127.0.0.1", "STATSD_PORT": str(sock.getsockname()[1]),
-                       "STATSD_PREFIX": "airflow", "STATSD_INFLUXDB_ENABLED": "True"}.items():
-        monkeypatch.setenv(f"AIRFLOW__METRICS__{key}", value)
-    stats.initialize(factory=get_stats_factory(), export_legacy_names=True)
-    received: list[str] = []
-
-    def drain() -> list[str]:
-        deadline = time.monotonic() + 2
-        while time.monotonic() < deadline:
-            try:
-                received.extend(sock.recv(65535).decode().splitlines())
-            except socket.timeout:
-                if received:
-                    break
-        return received
-
-    yield drain
-    sock.close()
-    # as before this test: the next use initialises Stats again from the configuration it then finds
-    stats._factory, stats._backend = None, None
-
-
-def lines_of(received: list[str], name: str) -> list[tuple[dict[str, str], str]]:
-    """(tags, value|type) of every packet of the metric ``name`` (InfluxDB-style tags)."""
-    out = []
-    for line in received:
-        head, _, value = line.partition(":")
-        stat, *tags = head.split(",")
-        if stat == f"airflow.{name}":
-            out.append((dict(t.split("=", 1) for t in tags), value))
-    return out
 
 
 def test_a_runs_metrics_reach_statsd_with_their_tags(tmp_path, make_pg_database, monkeypatch, airflow_db, statsd):

@@ -4,24 +4,17 @@ call reach a StatsD server with their tags, from a real ``dag.test()`` run on Po
 from __future__ import annotations
 
 import json
-import textwrap
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import REDIS_URL
-from tests.e2e.test_metrics_statsd import lines_of, statsd  # noqa: F401  (statsd: the fixture)
+from tests.e2e.harness import lines_of, write
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-
-
 def test_backfill_and_batched_script_throughput_and_longest_call(tmp_path, make_pg_database, redis_url, monkeypatch,
-                                                                  airflow_db, statsd):  # noqa: F811
+                                                                  airflow_db, statsd):
     import redis
 
     from polymigrate_airflow.renderer import build_dags

@@ -14,40 +14,17 @@ server (aiosmtpd) through ``SmtpNotifier`` and the webhook posts reach a local H
 
 from __future__ import annotations
 
-import html
 import json
 import os
 import threading
-from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
 from scripts.airflow_local import free_port
-from tests.e2e.harness import write
+from tests.e2e.harness import body_of, write
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def smtp_server():
-    """A real SMTP server on loopback; ``mails`` holds every message it accepted."""
-    from aiosmtpd.controller import Controller
-
-    class Handler:
-        mails: list = []
-
-        async def handle_DATA(self, server, session, envelope):
-            self.mails.append((envelope.rcpt_tos, message_from_bytes(envelope.content)))
-            return "250 OK"
-
-    handler = Handler()
-    handler.mails = []
-    controller = Controller(handler, hostname="127.0.0.1", port=free_port())
-    controller.start()
-    yield controller.port, handler.mails
-    controller.stop()
 
 
 @pytest.fixture
@@ -118,12 +95,6 @@ def world(tmp_path, make_pg_database, monkeypatch, airflow_db, smtp_server, webh
     store.ensure_schema()
     yield specs, store, mails, posts, monkeypatch, make_pg_database
     store.close()
-
-
-def body_of(mail) -> str:
-    """The text of the e-mail (HTML, its text in <pre>)."""
-    parts = [mail] if not mail.is_multipart() else [p for p in mail.walk() if not p.is_multipart()]
-    return html.unescape("".join(p.get_payload(decode=True).decode() for p in parts))
 
 
 def test_a_failed_run_tells_owners_and_on_call_once_per_failed_task(world):

@@ -11,23 +11,16 @@ finished run, so each try is the operator's hook with the try number Airflow wou
 from __future__ import annotations
 
 import json
-import textwrap
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_notifications import body_of, smtp_server  # noqa: F401  (smtp_server: the fixture)
+from tests.e2e.harness import body_of, write
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
-
-
 def test_a_told_failure_then_a_successful_try_tells_recovered_once_per_run(tmp_path, make_pg_database, monkeypatch,
-                                                                             airflow_db, smtp_server):  # noqa: F811
+                                                                             airflow_db, smtp_server):
     from polymigrate.audit import PostgresAuditStore
     from polymigrate.commands import RunParams, Who
     from polymigrate.commands.context import EnvironmentConnector, open_run
