@@ -153,3 +153,38 @@ def test_each_module_imports_first_in_a_fresh_interpreter_without_a_driver(modul
             "assert not drivers, drivers\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
+
+
+FIFTH = """
+import typing
+import polymigrate.adapters as adapters
+from polymigrate.adapters.technology import Technology
+
+# what adapters/__init__.py's registration line does for a package polymigrate/adapters/toy/
+toy = Technology(key="toy", adapter="polymigrate.adapters.toy.adapter:ToyAdapter", extensions=(".toy",),
+                 schemes=("toy", "toys"), default_port=7777, extras=frozenset({"tls"}),
+                 template="# {description}\\n", client_factory="toy_client", operator="ToyMigrationOperator",
+                 ui_color="#eeeeee", ledger_type="TOY")
+adapters.TECHNOLOGIES["toy"] = toy
+adapters.REGISTRY["toy"] = toy.adapter
+
+import polymigrate
+from polymigrate import blueprint, connections
+from polymigrate.catalog import EXTENSIONS, discover, parse_name
+from polymigrate.cli.core import _TEMPLATES
+from polymigrate.spec.models import Technology as SpecTechnology
+
+assert EXTENSIONS["toy"] == (".toy",) and parse_name("toy", "1.2-first-table.toy")[2] == "first table"
+assert connections.SCHEMES["toys"] == "toy" and connections.DEFAULT_PORTS["toy"] == 7777
+assert connections.EXTRAS["toy"] == {"tls"}
+assert blueprint.MIGRATION_OPERATORS["toy"] == "polymigrate_airflow.operators.ToyMigrationOperator"
+assert _TEMPLATES["toy"] == "# {description}\\n"
+assert polymigrate.TECHNOLOGIES[-1] == "toy" and "toy" in typing.get_args(SpecTechnology)
+print("ok")
+"""
+
+
+def test_a_fifth_technology_registered_once_reaches_every_table_of_the_core():
+    """docs/adapters.md's worked example: the descriptor, registered, is all the core's tables need."""
+    proc = subprocess.run([sys.executable, "-c", FIFTH], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
