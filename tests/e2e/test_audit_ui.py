@@ -10,11 +10,8 @@ export link and see the file land, and save a screenshot to tests/artifacts/.
 from __future__ import annotations
 
 import base64
-import itertools
-import json
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import httpx
@@ -22,13 +19,12 @@ import pytest
 
 from polymigrate.audit import PostgresAuditStore
 from scripts import airflow_local as local
-from tests.conftest import engine_tool
+from tests.e2e.harness import ARTIFACTS
 from tests.integration.test_audit_ui_app import seed_sample_history
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.engine("chromium")]
 
 ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "tests" / "artifacts"
 PASSWORD = "audit-e2e-password"
 # Neither the API server nor Chromium has running tasks to let finish, unlike standalone.
 QUICK_STOP = ((signal.SIGINT, 15), (signal.SIGKILL, 5))
@@ -62,73 +58,6 @@ def api_server(audit_url, tmp_path):
     try:
         local.wait_healthy(base, 120, proc=proc, log=log, interval=0.3)
         yield base, expected
-    finally:
-        local.stop(proc, QUICK_STOP)
-
-
-class DevTools:
-    """The few Chrome DevTools protocol calls the test needs, over one page's websocket."""
-
-    def __init__(self, ws_url: str):
-        from websockets.sync.client import connect
-
-        self.ws = connect(ws_url, max_size=64 * 2**20)
-        self.ids = itertools.count(1)
-        self.events: list[dict] = []
-
-    def call(self, method: str, **params):
-        n = next(self.ids)
-        self.ws.send(json.dumps({"id": n, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv(timeout=60))
-            if msg.get("id") == n:
-                if "error" in msg:
-                    raise AssertionError(f"{method}: {msg['error']}")
-                return msg.get("result", {})
-            self.events.append(msg)
-
-    def wait_event(self, method: str, timeout: float = 60) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            for i, e in enumerate(self.events):
-                if e.get("method") == method:
-                    return self.events.pop(i)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no {method} within {timeout}s")
-            self.events.append(json.loads(self.ws.recv(timeout=remaining)))
-
-    def evaluate(self, expression: str):
-        return self.call("Runtime.evaluate", expression=expression, returnByValue=True)["result"].get("value")
-
-    def navigate(self, url: str) -> None:
-        self.events.clear()
-        self.call("Page.navigate", url=url)
-        self.wait_event("Page.loadEventFired")
-
-    def close(self) -> None:
-        self.ws.close()
-
-
-@pytest.fixture
-def browser(tmp_path):
-    chromium = engine_tool("chromium", env="POLYMIGRATE_CHROMIUM", names=("chromium",), paths=("/usr/bin/chromium",))
-    profile = tmp_path / "chromium-profile"
-    proc = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                             "--disable-component-update", "--disable-sync", "--no-first-run",
-                             "--remote-debugging-port=0", "--remote-allow-origins=*", f"--user-data-dir={profile}",
-                             "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        port_file = profile / "DevToolsActivePort"
-        port = wait_until(lambda: port_file.exists() and port_file.read_text().split("\n")[0], 30, "chromium")
-        pages = wait_until(lambda: [t for t in httpx.get(f"http://127.0.0.1:{port}/json/list").json()
-                                    if t["type"] == "page"], 30, "a chromium page")
-        tools = DevTools(pages[0]["webSocketDebuggerUrl"])
-        browser_ws = httpx.get(f"http://127.0.0.1:{port}/json/version").json()["webSocketDebuggerUrl"]
-        top = DevTools(browser_ws)
-        yield tools, top
-        tools.close()
-        top.close()
     finally:
         local.stop(proc, QUICK_STOP)
 
