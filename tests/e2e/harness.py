@@ -238,6 +238,26 @@ class DevTools:
         self.call("Page.navigate", url=url)
         self.wait_event("Page.loadEventFired")
 
+    def wait_for(self, what: str, expression: str, timeout: float = 60):
+        """The value of ``expression`` once truthy, evaluated again until then: a wait on the page's
+        DOM (a single-page app renders after its load event, from API calls of its own)."""
+        from scripts import airflow_local as local
+
+        return local.wait_until(what, lambda: self.evaluate(expression), timeout, interval=0.3)
+
+    def type_into(self, selector: str, text: str) -> None:
+        """``text`` typed into the field as a keyboard would: a React form sees its input events."""
+        assert self.evaluate(f"(e => e ? (e.focus(), true) : false)(document.querySelector({json.dumps(selector)}))"), selector
+        self.call("Input.insertText", text=text)
+
+    def screenshot(self, path: Path) -> None:
+        """The whole page as a PNG at ``path``, below the fold included."""
+        import base64
+
+        shot = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(base64.b64decode(shot["data"]))
+
     def close(self) -> None:
         self.ws.close()
 
