@@ -18,20 +18,15 @@ from __future__ import annotations
 
 import json
 import textwrap
-import uuid
 from pathlib import Path
 
-import psycopg
 import pytest
-from psycopg import sql
 
-from scripts import airflow_local as local
-from tests.conftest import PG_ADMIN_URL, _pg_url
-from tests.e2e.test_approval_flow import USERS, Airflow, audit_events, ledger
+from tests.e2e.harness import DagPeople, Standalone, audit_events, ledger
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
+USERS = {"olga": "olga-pass-1", "ann": "ann-pass-22", "bob": "bob-pass-333"}
 DEV, PROD = "migrate__cart__development", "migrate__shop__production"
 TYPO = "CREATE TABLE {t}_items (id bigint PRIMARY KEY, {t}_id bigint REFERENCES {t} (id));\n"  # {t}s exists
 FIXED = "CREATE TABLE {t}_items (id bigint PRIMARY KEY, {t}_id bigint REFERENCES {t}s (id));\n"
@@ -61,41 +56,26 @@ def write_specs(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def airflow(tmp_path_factory):
+def airflow(tmp_path_factory, module_databases):
     tmp = tmp_path_factory.mktemp("oncall")
     specs = tmp / "specs"
     write_specs(specs)
-    names = {k: f"pm_oncall_{k}_{uuid.uuid4().hex[:8]}" for k in ("dev", "prod", "audit", "airflow")}
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-        for name in names.values():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    urls = {k: _pg_url(n) for k, n in names.items()}
-    env = local.airflow_env(tmp / "airflow", local.free_port(), dags_folder=ROOT / "dags",
-                            metadata_url=urls["airflow"].replace("postgresql://", "postgresql+psycopg2://"),
-                            users=USERS, extra={"POLYMIGRATE_SPECS": str(specs),
-                                                "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_DEVELOPMENT_D1": urls["dev"],
-                                                "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_P1": urls["prod"],
-                                                "AIRFLOW_CONN_POLYMIGRATE_AUDIT": urls["audit"]})
-    log = tmp / "standalone.log"
-    proc = local.start([local.AIRFLOW, "standalone"], env, log)
-    apis = {dag: Airflow(env["AIRFLOW__API__BASE_URL"], proc, log, dag) for dag in (DEV, PROD)}
-    for api in apis.values():
-        api.specs, api.audit = specs, urls["audit"]
-    apis[DEV].target, apis[PROD].target = urls["dev"], urls["prod"]
-    try:
-        local.wait_healthy(env["AIRFLOW__API__BASE_URL"], 300, proc=proc, log=log)
+    urls = {k: module_databases.make(f"pm_oncall_{k}") for k in ("dev", "prod", "audit")}
+    with Standalone(tmp, metadata=module_databases.make("pm_oncall_airflow"), users=USERS,
+                    extra={"POLYMIGRATE_SPECS": str(specs),
+                           "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_DEVELOPMENT_D1": urls["dev"],
+                           "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_P1": urls["prod"],
+                           "AIRFLOW_CONN_POLYMIGRATE_AUDIT": urls["audit"]}) as standalone:
+        apis = {dag: DagPeople(standalone, dag, reader="olga") for dag in (DEV, PROD)}
         for dag, api in apis.items():
-            api.wait(f"DAG {dag}", lambda: api.call("olga", "GET", f"/api/v2/dags/{dag}").status_code == 200, 300)
-            assert api.call("olga", "PATCH", f"/api/v2/dags/{dag}", {"is_paused": False}).status_code == 200
+            api.default_timeout, api.settle_timeout = 180, 120
+            api.specs, api.audit = specs, urls["audit"]
+            api.unpause(dag)
+        apis[DEV].target, apis[PROD].target = urls["dev"], urls["prod"]
         yield apis
-    finally:
-        local.stop(proc)
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            for name in names.values():
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def clear(api: Airflow, run: str, task: str) -> None:
+def clear(api: DagPeople, run: str, task: str) -> None:
     """What the on-call does in the grid: the task → Clear, "Downstream" selected (the dialog's default)."""
     r = api.call("olga", "POST", f"/api/v2/dags/{api.dag}/clearTaskInstances",
                  {"dry_run": False, "dag_run_id": run, "task_ids": [task], "include_downstream": True,
@@ -103,7 +83,7 @@ def clear(api: Airflow, run: str, task: str) -> None:
     assert r.status_code == 200, r.text
 
 
-def wait_for_try(api: Airflow, run: str, task: str, n: int) -> str:
+def wait_for_try(api: DagPeople, run: str, task: str, n: int) -> str:
     """The state ``task`` ended in on try ``n``."""
     def ended():
         ti = api.ti(run, task)
@@ -111,7 +91,7 @@ def wait_for_try(api: Airflow, run: str, task: str, n: int) -> str:
     return api.wait(f"{task} try {n} to end", ended, 300)
 
 
-def task_log(api: Airflow, run: str, task: str, n: int) -> str:
+def task_log(api: DagPeople, run: str, task: str, n: int) -> str:
     r = api.call("olga", "GET", f"/api/v2/dags/{api.dag}/dagRuns/{run}/taskInstances/{task}/logs/{n}?full_content=true")
     assert r.status_code == 200, r.text
     return json.dumps(r.json())
