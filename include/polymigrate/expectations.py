@@ -164,7 +164,11 @@ def run_sql_suites(suites: list[Suite], sqlalchemy_url: Any, schema: str | None)
     if sqlalchemy_url.host:
         source = context.data_sources.add_postgres(name="polymigrate", connection_string=connection)
     else:  # a Unix socket (``?host=/dir``): GX's PostgresDsn refuses a URL without a host; its plain SQL source takes it
-        source = context.data_sources.add_sql(name="polymigrate", connection_string=connection)
+        import warnings
+
+        with warnings.catch_warnings():  # its advice to use the PostgreSQL source, which cannot take this URL
+            warnings.filterwarnings("ignore", message="You are using a generic SQLDatasource")
+            source = context.data_sources.add_sql(name="polymigrate", connection_string=connection)
     out: list[Outcome] = []
     for suite in suites:
         table_schema, _, table = suite.spec.object.rpartition(".")
