@@ -109,6 +109,8 @@ def release(tmp_path, make_pg_database, make_mongo_database, mongo_server, opens
     for f in (specs / "social-commerce/elasticsearch").glob("*.json"):
         f.write_text(f.read_text().replace('"people_v1"', f'"{prefix}people_v1"').replace(
             '"alias": "people"', f'"alias": "{prefix}people"'))
+    suite = specs / "social-commerce/expectations/people.yaml"  # the sample's suite follows the renamed alias
+    suite.write_text(suite.read_text().replace("object: people\n", f"object: {prefix}people\n"))
     seed_files(specs, prefix)
     if mongo_server.is_ferretdb:  # its collMod files are tested on a real MongoDB; the demo leaves them out too
         for name in ("4-require-posts-schema-version-2.json", "5-activity-feed-validator-and-expiry.json"):
