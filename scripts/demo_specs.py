@@ -105,9 +105,11 @@ def drop_retention_enforced_by(domain_yaml: Path, tech: str, removed: str, scrip
     domain_yaml.write_text("".join(lines), encoding="utf-8")
 
 
-def write_copy(source: Path, copy: Path, project, left_out: dict[str, dict[str, str]], available: set[str]) -> Path:
-    """The copy under ``copy`` (rebuilt on every start): files left out removed, and each environment
-    the demo serves saying what it serves and what it leaves out."""
+def write_copy(source: Path, copy: Path, project, left_out: dict[str, dict[str, str]], available: set[str],
+               seed_skip: dict[str, str] | None = None) -> Path:
+    """The copy under ``copy`` (rebuilt on every start): files left out removed, the sample's seed files
+    added (scripts/demo_seed.py; not those of ``seed_skip``), and each environment the demo serves
+    saying what it serves and what it leaves out."""
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__"))
     files = {k for keys in left_out.values() for k in keys if k.count("/") >= 2}
@@ -117,6 +119,9 @@ def write_copy(source: Path, copy: Path, project, left_out: dict[str, dict[str, 
         removed = (folder / script).read_text(encoding="utf-8")
         (folder / script).unlink()
         drop_retention_enforced_by(copy / domain / "domain.yaml", tech, removed, script)
+    import demo_seed  # the sample's data, written by its first run (scripts/demo_seed.py says why there)
+
+    demo_seed.write_seed_files(copy, seed_skip)
     order = ("postgresql", "mongodb", "elasticsearch", "redis")
     for env_file in sorted((copy / "environments").glob("*.yaml")):
         if env_file.name.startswith("_"):

@@ -86,6 +86,24 @@ def test_demo_once_runs_common_then_social_commerce_fills_the_audit_store_and_st
     assert text.index("western_europe.migrate_postgresql") < text.index("western_europe.verify_before_contract") \
         < text.index("western_europe.contract_postgresql"), text
     assert "Airflow UI: http://127.0.0.1:" in text and "login: admin / " in text
+    # issue 22.5: seeded data gives the release's migrate phase work, with progress in the task logs
+    # (scripts/demo_seed.py), and the sample domains' expectation suites pass in every phase they are
+    # bound to, on seeded (social-commerce) and empty (the other domains' tables) data alike
+    for region in ("western_europe", "north_africa"):
+        assert f"{region}/postgresql tables/V1.10__backfill_users_full_name.sql: backfill, 400,000 rows scanned" \
+            in text, text
+        assert f"{region}/redis 1-rename-profile-keys.lua: 2,000 keys changed" in text, text
+        if "mongodb: using the server" in text or "mongodb: starting" in text:
+            assert f"{region}/mongodb transforms/3-posts-author-full-name.py: transform posts-v2, 300 documents" \
+                in text, text
+    logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "demo" / "airflow" / "logs").rglob("*.log"))
+    assert re.search(r"backfill users [\d,]+/~[\d,]+ rows \([\d.]+%\).*ETA", logs), "no backfill progress in the logs"
+    for env, suites in (("development", ("users", "users_contract", "users_full_name")),
+                        ("staging", ("countries", "deliveries", "stock_levels", "users_full_name"))):
+        line = next((x for x in text.splitlines() if x.startswith(f"[demo] expectations in {env}: ")), "")
+        passed, total = re.search(r": (\d+) of (\d+) checks passed", line).groups() if line else (0, 1)
+        assert passed == total and "failed" not in line, (env, line, text)
+        assert all(re.search(rf"\b{s}\b", line) for s in suites), (env, line)
     # what it cannot run, it says, with the reason (no adapter yet, or no Go/Java here)
     for tech in ("mongodb", "elasticsearch"):
         assert f"[demo] skipping {tech}: " in text or f"{tech}: using the server" in text or f"{tech}: starting" in text
