@@ -137,6 +137,8 @@ def passed_without_seed(project, targets: dict[str, list[str]]) -> dict[str, str
             continue
         seed = Version(SEED_FILES[tech][0])
         for url in urls:
+            if tech == "mongodb" and not _mongo_database_exists(url):  # opening its ledger would create it
+                continue
             adapter = adapter_class(tech).from_url(url, domain=DOMAIN, settings=domain.technologies.get(tech))
             try:
                 versions = [Version(e.version) for e in adapter.read_ledger() if e.version]
@@ -148,6 +150,17 @@ def passed_without_seed(project, targets: dict[str, list[str]]) -> dict[str, str
                              "that target, to seed it)")
                 break
     return out
+
+
+def _mongo_database_exists(url: str) -> bool:
+    import pymongo
+    from urllib.parse import urlsplit
+
+    client = pymongo.MongoClient(url, serverSelectionTimeoutMS=5000)
+    try:
+        return urlsplit(url).path.strip("/") in client.list_database_names()
+    finally:
+        client.close()
 
 
 def write_seed_files(copy: Path, skip: dict[str, str] | None = None) -> list[str]:
