@@ -21,19 +21,16 @@ import re
 import shutil
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 import redis
 import yaml
 
-from scripts import airflow_local as local
 from tests.conftest import REDIS_URL
-from tests.e2e.test_audit_ui import ARTIFACTS, browser  # noqa: F401  (the headless Chromium fixture)
+from tests.e2e.harness import ARTIFACTS, ROOT, People, Standalone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 USERS = {"admin": "admin-pass-1", "ann": "ann-pass-22", "bob": "bob-pass-333", "cid": "cid-pass-4444",
          "dev1": "dev1-pass-55555", "cora": "cora-pass-666666"}
 REGIONS = ("western_europe", "north_africa")
@@ -55,26 +52,16 @@ def copy_specs(dest: Path) -> Path:
     return dest
 
 
-class Airflow:
-    def __init__(self, base: str, proc, log: Path):
-        self.base, self.proc, self.log = base, proc, log
-        self.tokens: dict[str, str] = {}
-        self.parks: dict[tuple[str, str], int] = {}
+class Release(People):
+    """``People`` on the sample DAGs: triggers, whole runs, approvals given in turn."""
 
-    def wait(self, what, check, timeout: float = 600):
-        return local.wait_until(what, check, timeout, proc=self.proc, log=self.log, interval=2, ignore=(httpx.HTTPError,))
+    reader, default_timeout = "admin", 600
 
-    def call(self, user: str, method: str, path: str, body=None) -> httpx.Response:
-        if user not in self.tokens:
-            r = httpx.post(f"{self.base}/auth/token", json={"username": user, "password": USERS[user]}, timeout=60)
-            assert r.status_code in (200, 201), r.text
-            self.tokens[user] = r.json()["access_token"]
-        return httpx.request(method, f"{self.base}{path}", json=body, timeout=120,
-                             headers={"Authorization": f"Bearer {self.tokens[user]}"})
+    def __init__(self, airflow: Standalone):
+        super().__init__(airflow.base, airflow.users, airflow.log, proc=airflow.proc, interval=2)
 
     def trigger(self, user: str, dag: str) -> str:
-        self.wait(f"{dag} to be parsed", lambda: self.call(user, "GET", f"/api/v2/dags/{dag}").status_code == 200)
-        assert self.call(user, "PATCH", f"/api/v2/dags/{dag}", {"is_paused": False}).status_code == 200
+        self.unpause(dag, self.default_timeout)
         r = self.call(user, "POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": {}})
         assert r.status_code in (200, 201), r.text
         return r.json()["dag_run_id"]
@@ -100,27 +87,9 @@ class Airflow:
                 out.append(f"--- {task}: {r.text[-2500:]}")
         return "\n".join(out)
 
-    def hitl(self, dag: str, run: str, task: str = "approve") -> dict:
-        return self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails").json()
-
-    def awaiting(self, dag: str, run: str, task: str = "approve") -> bool:
-        ti = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}").json()
-        return ti.get("state") == "awaiting_input" and not self.hitl(dag, run, task).get("response_received")
-
-    def wait_for_request(self, dag: str, run: str, what: str, task: str = "approve") -> None:
-        """The request is open and the scheduler has settled the try that parked it (Airflow 3.3.2
-        reports the parked try's success a moment later; an answer that re-queued the task before
-        that report is lost: see test_approval_flow.py)."""
-        self.wait(what, lambda: self.awaiting(dag, run, task))
-        self.parks[(dag, run, task)] = self.parks.get((dag, run, task), 0) + 1
-        mark = (f"Received executor event with state success for task instance TaskInstanceKey(dag_id='{dag}', "
-                f"task_id='{task}', run_id='{run}'")
-        self.wait(f"the scheduler to settle the parked {task} task",
-                  lambda: self.log.read_text(errors="replace").count(mark) >= self.parks[(dag, run, task)], 180)
-
     def approve(self, dag: str, run: str, people: list[str], task: str = "approve") -> None:
-        for n, user in enumerate(people):
-            self.wait_for_request(dag, run, f"the {task} request for {user}", task)
+        for user in people:
+            self.settle_request(dag, run, f"the {task} request for {user}", task)
             r = self.call(user, "PATCH", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails",
                           {"chosen_options": ["Approve"], "params_input": {"comment": f"reviewed by {user}"}})
             assert r.status_code == 200, (user, r.status_code, r.text)
@@ -143,18 +112,14 @@ def airflow(tmp_path, make_pg_database):
         c.flushdb()
         c.set("social:user:1:profile", '{"name": "ada"}')  # something for the sample Lua migration to move
     audit = make_pg_database("pm_prod_audit")
-    env = local.airflow_env(tmp_path / "airflow", local.free_port(), dags_folder=ROOT / "dags",
-                            metadata_url=make_pg_database("pm_prod_airflow").replace("postgresql://", "postgresql+psycopg2://"),
-                            users=USERS, extra={"POLYMIGRATE_SPECS": str(specs), "AIRFLOW_CONN_POLYMIGRATE_AUDIT": audit, **conns})
-    log = tmp_path / "standalone.log"
-    proc = local.start([local.AIRFLOW, "standalone"], env, log)
-    api = Airflow(env["AIRFLOW__API__BASE_URL"], proc, log)
-    api.dbs, api.audit = dbs, audit
     try:
-        local.wait_healthy(api.base, 600, proc=proc, log=log)
-        yield api
+        with Standalone(tmp_path, metadata=make_pg_database("pm_prod_airflow"), users=USERS, timeout=600,
+                        extra={"POLYMIGRATE_SPECS": str(specs), "AIRFLOW_CONN_POLYMIGRATE_AUDIT": audit, **conns}
+                        ) as standalone:
+            api = Release(standalone)
+            api.dbs, api.audit = dbs, audit
+            yield api
     finally:
-        local.stop(proc)
         for c in caches:
             c.flushdb()
             c.close()
@@ -170,8 +135,8 @@ def test_common_and_social_commerce_rehearse_in_staging_then_pass_production_s_p
     # 2. Production, triggered by a developer; approvers chosen by production's policy.
     dag = "migrate__common__production"
     run = api.trigger("dev1", dag)
-    api.wait_for_request(dag, run, "common's approval request")
-    body = api.hitl(dag, run)["body"]
+    api.settle_request(dag, run, "common's approval request")
+    body = api.hitl_detail(dag, run)["body"]
     assert "needs **2** approval(s)" in body and "already succeeded in staging: **everything pending**" in body, body
     api.parks[(dag, run, "approve")] -= 1  # approve() waits for the same open request again
     api.approve(dag, run, ["ann", "bob"])
@@ -181,8 +146,8 @@ def test_common_and_social_commerce_rehearse_in_staging_then_pass_production_s_p
 
     dag = "migrate__social_commerce__production"
     run = api.trigger("dev1", dag)
-    api.wait_for_request(dag, run, "social-commerce's approval request")
-    body = api.hitl(dag, run)["body"]
+    api.settle_request(dag, run, "social-commerce's approval request")
+    body = api.hitl_detail(dag, run)["body"]
     # the waived DROP COLUMN raises the bar, and the approvers read the waiver's reason
     assert "needs **3** approval(s)" in body and "high risk or destructive change set" in body, body
     assert "suppressed `ban-drop-column`" in body and "reads and writes full_name only" in body
@@ -194,8 +159,8 @@ def test_common_and_social_commerce_rehearse_in_staging_then_pass_production_s_p
     # the canary region first; until then the old columns are there
     for region in REGIONS:
         task = f"{region}.approve_contract"
-        api.wait_for_request(dag, run, f"{region}'s contract approval request", task)
-        body = api.hitl(dag, run, task)["body"]
+        api.settle_request(dag, run, f"{region}'s contract approval request", task)
+        body = api.hitl_detail(dag, run, task)["body"]
         assert f"Contract phase of social-commerce in production / {region}" in body, body
         assert "`tables/V3__drop_users_first_last_name.sql`" in body and "needs **2** approval(s)" in body, body
         with psycopg.connect(api.dbs[("production", region)]) as c:
