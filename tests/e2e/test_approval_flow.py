@@ -7,17 +7,30 @@ a table the first migration creates, so its execute task fails. The on-call late
 and clears the task, after someone edited a migration: execution must refuse instead of applying
 a file nobody approved.
 Every decision lands in the audit store (the ``polymigrate_audit`` connection).
+
+The last test walks the same request in Airflow's own UI, as the second approver would (headless
+Chromium over the DevTools protocol): bob logs in through the simple auth manager's login form,
+opens the approve task's Required Actions tab, reads polymigrate's summary there (domain,
+environment, who triggered, approvals needed and from whom, lint risk, the staging estimate with
+each file's name, the change-set hash), types a comment and presses Approve. The answer counts (the
+run goes on to apply both regions) and is on record under bob's name with his comment. Screenshots:
+tests/artifacts/approver-request.png and approver-answered.png.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
+from urllib.parse import quote
 
 import psycopg
 import pytest
 
-from tests.e2e.harness import DagPeople, Standalone, audit_events, ledger
+from tests.e2e.harness import ARTIFACTS, DagPeople, Standalone, audit_events, ledger
 
 # PostgreSQL: the module's databases outlive a test (one Airflow serves them all), so the fixture
 # that counts a test for PostgreSQL (make_pg_database) is not among its fixtures.
@@ -62,15 +75,17 @@ def shop(tmp_path_factory, module_databases):
     tmp = tmp_path_factory.mktemp("approval")
     specs = tmp / "specs"
     write_specs(specs)
-    r1, r2, audit = (module_databases.make(f"pm_appr_{k}") for k in ("r1", "r2", "audit"))
+    r1, r2, audit, staging = (module_databases.make(f"pm_appr_{k}") for k in ("r1", "r2", "audit", "s1"))
     with Standalone(tmp, metadata=module_databases.make("pm_appr_airflow"), users=USERS,
                     extra={"POLYMIGRATE_SPECS": str(specs),
                            "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_R1": r1,
                            "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_R2": r2,
-                           "AIRFLOW_CONN_POLYMIGRATE_AUDIT": audit}) as airflow:
+                           "AIRFLOW_CONN_POLYMIGRATE_AUDIT": audit,
+                           # only the UI test's specs have a staging environment (rehearsal estimates)
+                           "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_STAGING_S1": staging}) as airflow:
         api = DagPeople(airflow, DAG, reader="olga")
         api.default_timeout, api.settle_timeout = 180, 120
-        api.specs, api.r1, api.r2, api.audit = specs, r1, r2, audit
+        api.specs, api.r1, api.r2, api.audit, api.staging = specs, r1, r2, audit, staging
         api.unpause(DAG)
         yield api
 
@@ -209,3 +224,94 @@ def test_a_forged_approval_does_not_let_the_run_through(airflow):
     assert ledger(api.r1) == [] and ledger(api.r2) == []
     refused = [e for e in audit_events(api.audit, run) if e.kind == "refused"]
     assert refused and refused[-1].details["reason"] == "no valid approval on record"
+
+
+STAGING = """\
+    regions: {s1: null}
+    policy: {approvals: {required: 0}, retries: 0, lock_wait_seconds: 5}
+    """
+
+
+@pytest.mark.engine("chromium")
+def test_the_second_approver_reads_the_summary_and_approves_in_airflows_ui(airflow, module_databases, browser):
+    api = airflow
+    # Production estimates from staging: staging has applied both files (its ledger holds their durations).
+    staging_yaml = api.specs / "environments" / "staging.yaml"
+    staging_yaml.write_text(textwrap.dedent(STAGING))
+    production = api.specs / "environments" / "production.yaml"
+    production.write_text(production.read_text().replace("policy:\n", "policy:\n  rehearsal_from: staging\n", 1))
+    module_databases.recreate(api.staging)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+    env["AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_STAGING_S1"] = api.staging
+    done = subprocess.run([str(Path(sys.executable).with_name("polymigrate")), "migrate", "-e", "staging", "-d", "shop",
+                           "-s", str(api.specs)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    with psycopg.connect(api.r2, autocommit=True) as conn:
+        conn.execute("DROP TABLE customers")  # this run is meant to go through in both regions
+
+    try:
+        run = api.trigger("olga")
+        api.wait_for_request(run, "the approval request")
+        validate = api.xcom(run, "validate")
+        assert api.answer("ann", run, "Approve", "schema reviewed").status_code == 200
+        api.wait_for_request(run, "the request to reopen for the second approver")
+
+        tools, _ = browser
+        tools.call("Page.enable")
+        tools.call("Emulation.setDeviceMetricsOverride", width=1440, height=1400, deviceScaleFactor=1, mobile=False)
+        task_path = f"/dags/{DAG}/runs/{quote(run, safe='')}/tasks/approve/required_actions"
+        # bob signs in through the simple auth manager's form, which sends him on to the task's tab
+        tools.navigate(f"{api.base}/auth/login?next={quote(task_path, safe='')}")
+        tools.wait_for("the login form", "!!document.querySelector('input[name=password]')")
+        tools.type_into("input[name=username]", "bob")
+        tools.type_into("input[name=password]", USERS["bob"])
+        tools.evaluate("document.querySelector('button[type=submit]').click()")
+        summary = "shop in production, triggered by olga: needs 2 approval(s) from distinct people (ann, bob)."
+        text = tools.wait_for("the approval summary under Required Actions",
+                              f"document.body.innerText.includes({summary!r}) && document.body.innerText", 90)
+        assert tools.evaluate("location.pathname") == task_path
+        risk = validate["risk"]
+        for line in (f"lint risk: {risk}",
+                     "measured in staging (slowest successful run of the same files), per region:",
+                     f"change-set hash: {validate['changeset_hash']}"):
+            assert line in text, (line, text)
+        for region in ("r1", "r2"):  # each region's estimate names every file (both were rehearsed)
+            [estimate] = [ln for ln in text.splitlines() if ln.strip().startswith(f"{region}: ~")]
+            assert "postgresql V1__customers.sql" in estimate and "postgresql V2__orders.sql" in estimate, estimate
+        tools.wait_for("the Approve button", "[...document.querySelectorAll('button')]"
+                                             ".some(b => b.innerText.trim() === 'Approve' && !b.disabled)")
+        tools.screenshot(ARTIFACTS / "approver-request.png")
+
+        # bob's comment goes in the form's Comment field (the input in the row labelled so), then Approve
+        tools.wait_for("the Comment field", """(() => {
+            const label = [...document.querySelectorAll('label, span, p, div')]
+                .find(e => e.childElementCount === 0 && e.innerText.trim() === 'Comment');
+            let row = label;
+            while (row && !row.querySelector('input, textarea')) row = row.parentElement;
+            const field = row && row.querySelector('input, textarea');
+            if (field) field.setAttribute('data-pm-field', 'comment');
+            return !!field; })()""")
+        comment = "reviewed in the UI: FK on customers"
+        tools.type_into("[data-pm-field=comment]", comment)
+        assert tools.evaluate("document.querySelector('[data-pm-field=comment]').value") == comment
+        tools.evaluate("[...document.querySelectorAll('button')].find(b => b.innerText.trim() === 'Approve').click()")
+        tools.wait_for("the UI to confirm bob's answer", "document.body.innerText.includes('approve response successful')")
+        # counted: the run goes on and applies both regions; recorded: under bob's name, with his comment
+        assert api.wait("the run to finish", lambda: api.run_state(run), 300) == "success"
+        approved = api.xcom(run, "approve")
+        assert approved["approved_by"] == ["ann", "bob"]
+        assert [v for v, _, s in ledger(api.r1) if s == "success"] == ["1", "2"]
+        assert [v for v, _, s in ledger(api.r2) if s == "success"] == ["1", "2"]
+        # what bob sees on the task's tab afterwards: the task done, his answer on it
+        tools.navigate(f"{api.base}{task_path}")
+        answered = tools.wait_for("the answer on the Required Actions tab",
+                                  "document.body.innerText.includes('Response received at') && document.body.innerText", 60)
+        tools.screenshot(ARTIFACTS / "approver-answered.png")
+        assert re.search(r"Response received at [\d-]+ [\d:]+ from bob\b", answered), answered
+        assert tools.evaluate(f"[...document.querySelectorAll('input, textarea')].some(f => f.value === {comment!r})")
+        approvals = [(e.details.get("by"), e.details.get("counted"), e.details.get("comment"))
+                     for e in audit_events(api.audit, run) if e.kind == "approved"]
+        assert approvals == [("ann", True, "schema reviewed"), ("bob", True, comment)], approvals
+    finally:
+        staging_yaml.unlink(missing_ok=True)  # the module's other tests know production only
+        write_specs(api.specs)
