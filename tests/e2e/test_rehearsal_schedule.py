@@ -15,17 +15,15 @@ import textwrap
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import httpx
 import psycopg
 import pytest
 import redis
 
-from scripts import airflow_local as local
 from tests.conftest import REDIS_URL
+from tests.e2e.harness import People, Standalone
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "rehearsal-e2e-pass"
 NIGHTLY, EVERY_MINUTE = "migrate__shop__staging", "migrate__shop__ci"
 REDIS_DB = 27  # this test's own DB number on the test Redis
@@ -71,23 +69,15 @@ def airflow(tmp_path, make_pg_database):
     host, port = REDIS_URL.split("//")[1].split(":")
     conns.update({f"AIRFLOW_CONN_POLYMIGRATE_REDIS_{env.upper()}_R1": json.dumps(  # Airflow reads a URI's /N as schema, not db
         {"conn_type": "redis", "host": host, "port": int(port), "extra": {"db": REDIS_DB}}) for env in ("staging", "ci")})
-    env = local.airflow_env(tmp_path / "airflow", local.free_port(), dags_folder=ROOT / "dags",
-                            metadata_url=make_pg_database("pm_sched_airflow").replace("postgresql://", "postgresql+psycopg2://"),
-                            users={"admin": PASSWORD},
-                            extra={"POLYMIGRATE_SPECS": str(specs), "AIRFLOW_CONN_POLYMIGRATE_AUDIT": audit, **conns})
-    base = env["AIRFLOW__API__BASE_URL"]
-    log = tmp_path / "standalone.log"
-    proc = local.start([local.AIRFLOW, "standalone"], env, log)
-    api = local.Client(base)
     try:
-        local.wait_healthy(base, 300, proc=proc, log=log)
-        api.login("admin", PASSWORD)
-        api.wait = lambda what, check, timeout=300: local.wait_until(what, check, timeout, proc=proc, log=log, interval=2,
-                                                                     ignore=(OSError, httpx.HTTPError))
-        api.dbs, api.cache = dbs, cache
-        yield api
+        with Standalone(tmp_path, metadata=make_pg_database("pm_sched_airflow"), users={"admin": PASSWORD},
+                        extra={"POLYMIGRATE_SPECS": str(specs), "AIRFLOW_CONN_POLYMIGRATE_AUDIT": audit, **conns}
+                        ) as standalone:
+            api = People(standalone.base, standalone.users, standalone.log, proc=standalone.proc, interval=2)
+            api.default_timeout = 300
+            api.dbs, api.cache = dbs, cache
+            yield api
     finally:
-        local.stop(proc)
         cache.flushdb()
 
 
@@ -95,16 +85,16 @@ def failed_logs(api, dag: str, run_id: str, states: dict[str, str]) -> str:
     out = []
     for task, state in states.items():
         if state == "failed":
-            status, body = api.get(f"/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances/{task}/logs/1?full_content=true")
-            out.append(f"--- {task}: {str(body)[-3000:]}")
+            r = api.call(api.reader, "GET", f"/api/v2/dags/{dag}/dagRuns/{run_id}/taskInstances/{task}/logs/1?full_content=true")
+            out.append(f"--- {task}: {r.text[-3000:]}")
     return "\n".join(out)
 
 
 def test_nightly_rehearsal_starts_unpaused_without_a_surprise_run_and_a_scheduled_run_skips_what_is_not_served(airflow):
     api = airflow
     for dag in (NIGHTLY, EVERY_MINUTE):
-        api.wait(f"{dag} to be parsed", lambda: api.get(f"/api/v2/dags/{dag}")[0] == 200)
-    nightly = api.get(f"/api/v2/dags/{NIGHTLY}")[1]
+        api.wait(f"{dag} to be parsed", lambda: api.call(api.reader, "GET", f"/api/v2/dags/{dag}").status_code == 200)
+    nightly = api.get_json(f"/api/v2/dags/{NIGHTLY}")
     assert nightly["is_paused"] is False  # nobody unpaused it: the policy did
     next_run = datetime.fromisoformat(nightly["next_dagrun_run_after"])
     assert next_run > datetime.now(timezone.utc) + timedelta(hours=11), next_run  # tonight, not now
@@ -113,18 +103,18 @@ def test_nightly_rehearsal_starts_unpaused_without_a_surprise_run_and_a_schedule
     # (A run the scheduler starts in standalone's first seconds can fail before the API server
     # listens, an Airflow startup race unrelated to the DAG: the next minute's run is the one judged.)
     def scheduled_run():
-        runs = api.get(f"/api/v2/dags/{EVERY_MINUTE}/dagRuns?run_type=scheduled&order_by=logical_date")[1]["dag_runs"]
+        runs = api.get_json(f"/api/v2/dags/{EVERY_MINUTE}/dagRuns?run_type=scheduled&order_by=logical_date")["dag_runs"]
         ok = [r for r in runs if r["state"] == "success"]
         failed = [r for r in runs if r["state"] == "failed"]
         return (ok or failed[2:] or [None])[0]
 
     run = api.wait("a scheduled run to succeed", scheduled_run, 420)
     tis = {t["task_id"]: t["state"] for t in
-           api.get(f"/api/v2/dags/{EVERY_MINUTE}/dagRuns/{run['dag_run_id']}/taskInstances")[1]["task_instances"]}
+           api.get_json(f"/api/v2/dags/{EVERY_MINUTE}/dagRuns/{run['dag_run_id']}/taskInstances")["task_instances"]}
     assert run["state"] == "success", (tis, failed_logs(api, EVERY_MINUTE, run["dag_run_id"], tis))
     assert "r2.redis" not in tis and tis["r1.redis"] == "success"  # r2 has no Redis: no task at all
     assert not [t for t in tis if t.endswith(".mongodb")]  # ci serves no MongoDB
-    plan = api.get(f"/api/v2/dags/{EVERY_MINUTE}/dagRuns/{run['dag_run_id']}/taskInstances/plan/xcomEntries/return_value")[1]["value"]
+    plan = api.get_json(f"/api/v2/dags/{EVERY_MINUTE}/dagRuns/{run['dag_run_id']}/taskInstances/plan/xcomEntries/return_value")["value"]
     assert sorted(plan["targets"]) == ["r1/postgresql", "r1/redis", "r2/postgresql"]
     assert any(line.startswith("mongodb: ci does not serve mongodb") for line in plan["skipped"]), plan["skipped"]
     assert any(line.startswith("redis in r2: region r2 of ci does not serve redis") for line in plan["skipped"])
@@ -134,4 +124,4 @@ def test_nightly_rehearsal_starts_unpaused_without_a_surprise_run_and_a_schedule
     assert api.cache.get("shop:flag") == b"1"
 
     # A whole scheduler cycle later the nightly DAG still has no run.
-    assert api.get(f"/api/v2/dags/{NIGHTLY}/dagRuns")[1]["total_entries"] == 0
+    assert api.get_json(f"/api/v2/dags/{NIGHTLY}/dagRuns")["total_entries"] == 0
