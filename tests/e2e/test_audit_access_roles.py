@@ -23,7 +23,7 @@ import pytest
 from polymigrate.audit import PostgresAuditStore
 from polymigrate.blueprint import dag_id
 from scripts import airflow_local as local
-from tests.integration.test_audit_ui_app import seed_sample_history
+from tests.audit_seed import seed_sample_history
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 

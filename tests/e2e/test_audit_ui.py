@@ -20,7 +20,7 @@ import pytest
 from polymigrate.audit import PostgresAuditStore
 from scripts import airflow_local as local
 from tests.e2e.harness import ARTIFACTS
-from tests.integration.test_audit_ui_app import seed_sample_history
+from tests.audit_seed import seed_sample_history
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.engine("chromium")]
 

@@ -67,7 +67,7 @@ def audit_client(audit_url: str):
     from airflow.api_fastapi.core_api.security import get_user
     from polymigrate.audit import PostgresAuditStore
     from polymigrate_airflow.ui.app import create_app, get_access, get_store
-    from tests.integration.test_audit_access import reads_everything
+    from tests.audit_seed import reads_everything
 
     def store():
         s = PostgresAuditStore(audit_url)

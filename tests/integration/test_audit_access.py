@@ -16,20 +16,9 @@ import pytest
 
 from polymigrate.audit import PostgresAuditStore
 from polymigrate.blueprint import dag_id
-from tests.integration.test_audit_ui_app import seed_sample_history
+from tests.audit_seed import seed_sample_history
 
 pytestmark = pytest.mark.integration
-
-
-def reads_everything():
-    """A ``get_access`` override for tests of the views: a reader of every pair in the test's store."""
-    from fastapi import Depends
-
-    from polymigrate_airflow.ui.app import Access, get_store
-
-    def access(store=Depends(get_store)) -> Access:
-        return Access("test", frozenset(store.scopes()))
-    return access
 
 
 @pytest.fixture

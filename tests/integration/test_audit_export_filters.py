@@ -32,7 +32,7 @@ def client(store_url):
 
     from airflow.api_fastapi.core_api.security import get_user
     from polymigrate_airflow.ui.app import create_app, get_access, get_store
-    from tests.integration.test_audit_access import reads_everything
+    from tests.audit_seed import reads_everything
 
     app = create_app()
 
