@@ -96,3 +96,15 @@ class RunContext:
         if self.try_number is not None:
             parts.append(f"try={self.try_number}")
         return " ".join(parts)
+
+
+def fingerprint(entries: list[LedgerEntry]) -> str:
+    """One hash of every row as read (versions, checksums, states, progress, who and when): plan
+    records it per target so an execute task can tell, with one read and no file, that the ledger
+    is still the one plan found nothing pending against. Any difference at all means "changed"."""
+    import json
+
+    from polymigrate.checksums import sha256
+
+    rows = sorted((e.to_dict() for e in entries), key=lambda d: (d["installed_rank"], d["script"]))
+    return sha256(json.dumps(rows, sort_keys=True, separators=(",", ":"), default=str))

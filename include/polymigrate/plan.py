@@ -59,6 +59,8 @@ class Plan:
     environment: str
     targets: list[TargetPlan] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # what the run does not touch, and why (not hashed)
+    # "region/technology" -> ledger.fingerprint of the rows planned against (not hashed, not in to_dict)
+    ledgers: dict[str, str] = field(default_factory=dict)
 
     @property
     def hash(self) -> str:

@@ -173,11 +173,12 @@ class PlanOperator(PolymigrateOperator):
 
     def run(self, context):
         from polymigrate.commands.approval import check_approval
+        from polymigrate.commands.noop import plan_record
         from polymigrate.commands.verbs import plan
 
         run = self.open_run(context)
         grant = check_approval(run, *self.approved(context))
-        return {**plan(run, grant).summary(), "dry_run": run.params.dry_run}
+        return {**(result := plan(run, grant)).summary(), "dry_run": run.params.dry_run, **plan_record(result, grant)}
 
 
 class MigrationOperator(lineage.Lineage, PolymigrateOperator):
@@ -201,7 +202,9 @@ class MigrationOperator(lineage.Lineage, PolymigrateOperator):
         from airflow.providers.standard.triggers.temporal import DateTimeTrigger
         from polymigrate.commands.contract_approval import RecordedApprovals
         from polymigrate.commands.gates import before_target
+        from polymigrate.commands.noop import nothing_to_do
         from polymigrate.commands.verbs import migrate_target
+        from polymigrate_airflow.connections import AirflowConnector
 
         params = RunParams.from_context(context)
         if not params.selects(self.region, self.technology):
@@ -210,19 +213,25 @@ class MigrationOperator(lineage.Lineage, PolymigrateOperator):
         plan_summary = context["ti"].xcom_pull(task_ids="plan")
         if plan_summary is None:
             raise AirflowFailException("no plan in this run: the plan task did not succeed; clear it first")
-        run = self.open_run(context)  # opens the audit sink before any target is touched
-        verified = self.upstream(context, f"{self.region}.verify_before_contract").get("verified_at") \
-            if self.phase == "contract" else None
-        # the command layer's gates, in the order the command line passes them too
-        verdict = before_target(run, self.region, self.technology, RecordedApprovals(*self.approved(context)),
-                                phase=self.phase, verified_at=datetime.fromisoformat(verified) if verified else None)
-        if verdict.until is not None:  # no worker slot held while waiting; the trigger resumes in execute_after_window
-            self.log.info("Waiting until %s:\n%s", verdict.until.isoformat(), verdict.message)
-            self.defer(trigger=DateTimeTrigger(moment=verdict.until), method_name="execute_after_window")
-        started = time.monotonic()
-        result = migrate_target(run, self.region, self.technology, plan_hash=plan_summary.get("hash"), phase=self.phase,
-                                on_progress=lambda n, total, info: self.log.info(
-                                    "[%d/%d] %s %s", n, total, "would apply (dry run)" if params.dry_run else "applying", info.script))
+        started = time.monotonic()  # one ledger read where plan found nothing pending, no file (commands.noop)
+        result = nothing_to_do(self.specs_root, self.domain, self.environment, self.region, self.technology, plan_summary,
+                               connector=AirflowConnector(), run_id=context.get("run_id"), try_number=context["ti"].try_number,
+                               approved_hash=lambda: self.upstream(context, "approve").get("changeset_hash"), phase=self.phase,
+                               dry_run=params.dry_run, log=self.log)
+        if result is None:  # today's full path: gates, approval re-check, lock, fence, the plan-hash check
+            run = self.open_run(context)  # opens the audit sink before any target is touched
+            verified = self.upstream(context, f"{self.region}.verify_before_contract").get("verified_at") \
+                if self.phase == "contract" else None
+            # the command layer's gates, in the order the command line passes them too
+            verdict = before_target(run, self.region, self.technology, RecordedApprovals(*self.approved(context)),
+                                    phase=self.phase, verified_at=datetime.fromisoformat(verified) if verified else None)
+            if verdict.until is not None:  # no worker slot held while waiting; the trigger resumes in execute_after_window
+                self.log.info("Waiting until %s:\n%s", verdict.until.isoformat(), verdict.message)
+                self.defer(trigger=DateTimeTrigger(moment=verdict.until), method_name="execute_after_window")
+            started = time.monotonic()
+            result = migrate_target(run, self.region, self.technology, plan_hash=plan_summary.get("hash"), phase=self.phase,
+                                    on_progress=lambda n, total, info: self.log.info(
+                                        "[%d/%d] %s %s", n, total, "would apply (dry run)" if params.dry_run else "applying", info.script))
         observability.migrated(self, result)
         versions = [a["version"] or a["script"] for a in result.applied]
         return {"applied": len(versions), "versions": versions[:XCOM_VERSIONS_CAP],

@@ -8,7 +8,7 @@ from typing import Callable
 from polymigrate.adapters.base import Adapter
 from polymigrate.catalog import DomainCatalog
 from polymigrate.executor import plan_target
-from polymigrate.ledger import LedgerEntry
+from polymigrate.ledger import LedgerEntry, fingerprint
 from polymigrate.plan import Plan, TargetPlan
 from polymigrate.reconcile import current_version, reconcile
 from polymigrate.spec import Domain, Environment, Project
@@ -45,6 +45,7 @@ def plan_domain(project: Project, domain: Domain, catalog: DomainCatalog, enviro
             else:
                 try:
                     entries = adapter.read_ledger()
+                    plan.ledgers[f"{region.name}/{tech}"] = fingerprint(entries)
                     tp = plan_target(adapter, applicable, region.name, target_version=target_version,
                                      out_of_order=out_of_order, entries=entries)
                     tp.target = conn_id
