@@ -8,18 +8,14 @@ do; a policy threshold above the usage lets it pass. An index nobody used is dro
 
 from __future__ import annotations
 
-import textwrap
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.e2e.harness import write
+
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
-
-
-def write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text), encoding="utf-8")
 
 
 def env_yaml(min_scans: int) -> str:
