@@ -108,3 +108,52 @@ def test_the_core_imports_nothing_of_the_airflow_layer():
 def test_operators_stay_thin():
     lines = (PACKAGES["polymigrate_airflow"] / "operators.py").read_text().count("\n")
     assert lines < 300, f"operators.py has {lines} lines: policy belongs in polymigrate.commands"
+
+
+# The core must be importable (DAG parsing, the CLI's lint and plan, the scheduler) without loading a
+# database driver: parse time stays small, and a machine without one technology's driver still runs
+# the others. These modules load their driver at import time by design; everything else must not.
+DRIVERS = ("psycopg", "pymongo", "redis", "opensearchpy", "elasticsearch")
+DRIVER_MODULES = {
+    # each technology's connection, ledger, lock and step code (Elasticsearch/OpenSearch speaks HTTP
+    # through polymigrate's own client, so none of its modules is here)
+    *(f"polymigrate.adapters.postgresql.{m}" for m in (
+        "adapter", "backfill", "checks", "errors", "flyway", "ledger", "lock", "repair", "session", "snapshot",
+        "steps")),
+    *(f"polymigrate.adapters.mongodb.{m}" for m in (
+        "adapter", "checks", "lease", "ledger", "runner", "server", "transform")),
+    *(f"polymigrate.adapters.redis.{m}" for m in ("adapter", "lease", "scripts")),
+    # the audit trail is a PostgreSQL store; the package's __init__ imports it, so every audit module
+    # brings psycopg
+    "polymigrate.audit", "polymigrate.audit.store", "polymigrate.audit.chain", "polymigrate.audit.compliance",
+    "polymigrate.audit.history", "polymigrate.audit.links", "polymigrate.audit.matrix", "polymigrate.audit.report",
+    "polymigrate.audit.trend",
+}
+
+
+def _drivers_loaded_by(names: list[str]) -> list[str]:
+    """The drivers in ``sys.modules`` of a fresh interpreter after importing ``names``."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import importlib, json, sys\n"
+            f"for m in {names!r}: importlib.import_module(m)\n"
+            f"print(json.dumps(sorted(d for d in {DRIVERS!r} if d in sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_the_core_loads_no_database_driver_at_import_time():
+    core = sorted(m for m in modules() if m.startswith("polymigrate.") or m == "polymigrate")
+    core = [m for m in core if m not in DRIVER_MODULES]
+    assert _drivers_loaded_by(core) == [], (
+        "some module of include/polymigrate loads a database driver at import time: "
+        + ", ".join(f"{m} → {d}" for m in core for d in _drivers_loaded_by([m]))
+        + "; import the driver inside the function that connects, or, for an adapter's driver module, "
+          "add it to DRIVER_MODULES")
+
+
+def test_the_driver_check_sees_a_driver_and_lists_only_real_modules():
+    assert _drivers_loaded_by(["polymigrate.adapters.postgresql.session"]) == ["psycopg"]
+    assert DRIVER_MODULES <= set(modules()), "DRIVER_MODULES names a module that no longer exists"
