@@ -25,10 +25,12 @@ hit a real process:
 * ``edit``      a pending file broken on disk (a syntax error), a run, the file restored (the human
                  step), and ``repair`` if the run is refused saying so (counted as a human step too).
 
-* ``restart``   kill -9 of the server under the run and a restart on the same files: only on the
-                 soak's own redis-server (``redis-private``: append-only file, fsync always); the
-                 shared engines are never stopped (other engineers' tests use them), so on them this
-                 fault is a kill -9 of the runner and is counted as one.
+* ``restart``   kill -9 of the server under the run and a restart on the same files: on the soak's
+                 own servers (``postgresql-private``: initdb in a temporary folder, the whole process
+                 group killed; ``mongodb-private``: a FerretDB on SQLite files; ``redis-private``:
+                 append-only file, fsync always); the shared engines are never stopped (other
+                 engineers' tests use them), so on them this fault is a kill -9 of the runner and is
+                 counted as one.
 
 After the faults, the release is rerun (at most 8 times) until a run exits 0; then the end state
 (counters, ledger versions and statuses, aliases and indices) is compared with the reference run.
@@ -302,8 +304,9 @@ def _wait(what: str, ready, seconds: float = 60) -> None:
 
 class PrivatePostgres(Postgres):
     """A postmaster of the soak's own (initdb in a temporary folder, fsync on, the defaults), so the
-    ``restart`` fault can SIGKILL the whole server under a run, backends and all, as a machine losing
-    power would, and start it again on the same files: PostgreSQL's crash recovery, then the rerun."""
+    ``restart`` fault can SIGKILL the whole server under a run, backends and all (a server crash: what
+    was written but not checkpointed is replayed from the WAL), and start it again on the same files:
+    PostgreSQL's crash recovery, then the rerun."""
     name = "postgresql-private"
 
     def __init__(self) -> None:
