@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 KINDS = (
     "triggered", "validated", "approval_requested", "approved", "rejected", "overridden", "refused",
-    "planned", "migration_started", "migration_succeeded", "migration_failed", "migration_skipped",
-    "lock_waiting", "task_retried", "task_failed", "verified", "verify_failed", "baselined", "repaired", "undone",
+    "planned", "migration_started", "migration_succeeded", "migration_failed",
+    "task_retried", "task_failed", "verified", "verify_failed", "baselined", "repaired", "undone",
     "snapshot", "drift",
     "notification_failed",  # a notification (polymigrate.notify) that could not be delivered, and where to
     "impact_baseline",  # evidence read before a target's files ran, which verify checks (polymigrate.impact)

@@ -45,7 +45,7 @@ class MigrationOutcome:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     duration_ms: int | None = None
-    outcome: str = "started"  # started | succeeded | failed | skipped
+    outcome: str = "started"  # started | succeeded | failed
     error: str | None = None
     attempts: int = 0
 
@@ -179,7 +179,7 @@ def _outcome(kinds: list[str], migrations: list[MigrationOutcome], verified: boo
         return "failed"
     if any(m.outcome == "started" for m in migrations):
         return "in progress"
-    if verified or (migrations and all(m.outcome in ("succeeded", "skipped") for m in migrations)):
+    if verified or (migrations and all(m.outcome == "succeeded" for m in migrations)):
         return "succeeded"
     if "approval_requested" in kinds and not ({"approved", "overridden"} & set(kinds)):
         return "awaiting approval"
@@ -332,8 +332,6 @@ def _advance(m: MigrationOutcome, e: AuditEvent) -> None:
         m.duration_ms = e.duration_ms if e.duration_ms is not None else _elapsed(m.started_at, e.at)
         m.error = str(e.details.get("error") or "")
         m.attempts = max(m.attempts, 1)
-    elif e.kind == "migration_skipped":
-        m.outcome = "skipped"
 
 
 def _elapsed(start: datetime | None, end: datetime) -> int | None:
