@@ -1,7 +1,9 @@
 """The adapter protocol every technology implements, all in the same shape.
 
 An adapter is given a ready client (built by the Airflow layer through a provider hook, or by the
-CLI from a URL) and never reads Airflow connections itself. It offers exactly:
+CLI from a URL) and never reads Airflow connections itself. Five members are abstract (``target``,
+``lock``, ``read_ledger``, ``apply``, ``snapshot``); the others have defaults (nothing to do, or a
+``PermanentError`` saying the technology cannot) that an adapter overrides where its engine can do more:
 
 * ``lock(owner, wait_seconds)``: the target's migration lock, as a context manager; raises
   ``LockNotAcquired`` naming the holder when it cannot be had in time;
@@ -17,7 +19,10 @@ CLI from a URL) and never reads Airflow connections itself. It offers exactly:
 * ``snapshot()``: a JSON-able picture of the live schema, for drift detection;
 * ``health_checks(ctx, migrations)``: what the verify step proves beyond the ledger (no INVALID
   index, aliases where the ledger says, indexes as declared, cursors finished), as ``Check``s;
-* ``target``: a description of the target without credentials.
+* ``target``: a description of the target without credentials;
+* also ``from_url`` (the CLI's way in) and ``close``; ``inline_undo``, ``undo_blocker``,
+  ``undo_recorded`` and ``expire_retained`` (undo without a ``U`` file, and what it retains);
+  ``run_expectations`` (the domain's expectation suites, for verify).
 
 Errors are classified by the adapter: ``TransientError`` for what a retry may fix, otherwise
 ``PermanentError`` naming the file and statement.
