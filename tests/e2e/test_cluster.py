@@ -23,9 +23,7 @@ import os
 import re
 import shutil
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
@@ -180,7 +178,7 @@ KILLED_PREFIX = "pmk_e2e"
 
 
 @pytest.fixture
-def small_cluster(tmp_path):
+def small_cluster(tmp_path, webhook_server):
     """A cluster of its own for one domain in one region of staging, with a file that sleeps 45 s."""
     specs = tmp_path / "specs"
     (specs / "environments").mkdir(parents=True)
@@ -196,22 +194,9 @@ def small_cluster(tmp_path):
                POLYMIGRATE_CLUSTER_DB_PREFIX=KILLED_PREFIX, POLYMIGRATE_CLUSTER_BROKER_DB="27",
                POLYMIGRATE_CLUSTER_REDIS_DBS="17 19")
     # on-call's webhook: a Slack-compatible receiver on loopback (the DAG processor posts to it)
-    posts: list = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            posts.append(json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0))))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook_port, posts = webhook_server
     env["AIRFLOW_CONN_PM_LOST_HOOK"] = json.dumps(
-        {"conn_type": "slackwebhook", "password": f"http://127.0.0.1:{server.server_address[1]}/hook"})
+        {"conn_type": "slackwebhook", "password": f"http://127.0.0.1:{hook_port}/hook"})
     try:
         sh("up", env=env)
         c = Cluster(tmp_path / "cluster", env)
@@ -219,7 +204,6 @@ def small_cluster(tmp_path):
         yield c
     finally:
         sh("down", env=env)
-        server.shutdown()
 
 
 def test_a_try_whose_worker_is_killed_outright_is_on_record_and_the_last_one_is_told(small_cluster):
@@ -268,7 +252,7 @@ def test_a_try_whose_worker_is_killed_outright_is_on_record_and_the_last_one_is_
     c.wait("on-call's webhook to receive the failure", lambda: c.posts, 120)
     time.sleep(5)  # a second callback for the same try (Airflow may send two) would post by now
     assert len(c.posts) == 1, c.posts
-    text = c.posts[0]["text"]
+    text = c.posts[0][1]["text"]
     assert "worker stopped before the task reported an outcome" in text and "try 2" in text, text
     assert run in text and "r1" in text, text
     print(f"\n{task}: two workers killed in turn; tries 1 and 2 on record as WorkerLost, the retry came "

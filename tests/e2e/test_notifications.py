@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -25,28 +23,6 @@ from scripts.airflow_local import free_port
 from tests.e2e.harness import body_of, write
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture
-def webhook_server():
-    """A Slack-compatible incoming webhook on loopback: answers 200 "ok", keeps each JSON body."""
-    posts: list = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            posts.append((self.path, json.loads(body)))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1], posts
-    server.shutdown()
 
 
 @pytest.fixture
