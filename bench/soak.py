@@ -237,56 +237,6 @@ class Redis(Engine):
             self.client.delete(*set(keys))
 
 
-class PrivateRedis(Redis):
-    """A redis-server of the soak's own (append-only file, fsync always), so it can be killed and
-    restarted under a run without touching the shared engines: the ``restart`` fault."""
-    name = "redis-private"
-    DB = 0
-
-    def __init__(self) -> None:
-        import socket
-
-        import redis
-        self.dir = Path(tempfile.mkdtemp(prefix="pmsoak-redis-"))
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
-        self.server: subprocess.Popen | None = None
-        self._start()
-        self.base = f"redis://127.0.0.1:{self.port}"
-        self.client = redis.Redis.from_url(f"{self.base}/{self.DB}")
-
-    def _start(self) -> None:
-        import redis
-        self.server = subprocess.Popen(
-            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                redis.Redis(port=self.port, socket_timeout=1).ping()
-                return
-            except redis.RedisError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"private redis-server on {self.port} did not start")
-                time.sleep(0.05)
-
-    def restart(self) -> None:
-        """kill -9 of the server under the run, and a new one on the same port and files."""
-        assert self.server is not None
-        self.server.kill()
-        self.server.wait(10)
-        time.sleep(0.3)
-        self._start()
-
-    def close(self) -> None:
-        if self.server is not None:
-            self.server.kill()
-            self.server.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 def _free_port() -> int:
     import socket
     with socket.socket() as sock:
@@ -302,7 +252,65 @@ def _wait(what: str, ready, seconds: float = 60) -> None:
         time.sleep(0.1)
 
 
-class PrivatePostgres(Postgres):
+class PrivateServer:
+    """A server of the soak's own in its own process group (``_start`` sets ``server``), so the
+    ``restart`` fault can SIGKILL it under a run, every process of it at once, and start it again on
+    the same files; ``close`` kills it and deletes its folder."""
+    server: subprocess.Popen | None
+    dir: Path
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _kill(self) -> None:
+        if self.server is not None:
+            try:
+                os.killpg(self.server.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.server.wait(10)
+
+    def restart(self) -> None:
+        self._kill()
+        time.sleep(0.3)
+        self._start()
+
+    def close(self) -> None:
+        self._kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class PrivateRedis(PrivateServer, Redis):
+    """A redis-server of the soak's own (append-only file, fsync always), so it can be killed and
+    restarted under a run without touching the shared engines: the ``restart`` fault."""
+    name = "redis-private"
+    DB = 0
+
+    def __init__(self) -> None:
+        import redis
+        self.dir = Path(tempfile.mkdtemp(prefix="pmsoak-redis-"))
+        self.port = _free_port()
+        self.server: subprocess.Popen | None = None
+        self._start()
+        self.base = f"redis://127.0.0.1:{self.port}"
+        self.client = redis.Redis.from_url(f"{self.base}/{self.DB}")
+
+    def _start(self) -> None:
+        import redis
+
+        def ready() -> bool:
+            try:
+                return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+            except redis.RedisError:
+                return False
+        self.server = subprocess.Popen(
+            [shutil.which("redis-server") or "redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.dir), "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        _wait(f"private redis-server on {self.port}", ready, 20)
+
+
+class PrivatePostgres(PrivateServer, Postgres):
     """A postmaster of the soak's own (initdb in a temporary folder, fsync on, the defaults), so the
     ``restart`` fault can SIGKILL the whole server under a run, backends and all (a server crash: what
     was written but not checkpointed is replayed from the WAL), and start it again on the same files:
@@ -346,21 +354,6 @@ class PrivatePostgres(Postgres):
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, cwd="/", **self.owner)
         _wait("the private postgres", self._ready)
 
-    def restart(self) -> None:
-        assert self.server is not None
-        os.killpg(self.server.pid, signal.SIGKILL)
-        self.server.wait(10)
-        time.sleep(0.3)
-        self._start()
-
-    def close(self) -> None:
-        if self.server is not None:
-            try:
-                os.killpg(self.server.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.server.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class Mongo(Engine):
@@ -405,7 +398,7 @@ class Mongo(Engine):
         self.client.drop_database(tag)
 
 
-class PrivateMongo(Mongo):
+class PrivateMongo(PrivateServer, Mongo):
     """A FerretDB of the soak's own (SQLite backend in a temporary folder): the ``restart`` fault
     SIGKILLs the server under a transform and starts it again on the same files."""
     name = "mongodb-private"
@@ -441,19 +434,9 @@ class PrivateMongo(Mongo):
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         _wait("the private ferretdb", self._ready)
 
-    def restart(self) -> None:
-        assert self.server is not None
-        self.server.kill()
-        self.server.wait(10)
-        time.sleep(0.3)
-        self._start()
-
     def close(self) -> None:
         self.client.close()
-        if self.server is not None:
-            self.server.kill()
-            self.server.wait(10)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        super().close()
 
 
 class Search(Engine):
