@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from polymigrate.audit import PostgresAuditStore
 from polymigrate.cli import app as cli
-from tests.unit.test_audit_history import overridden_production_run, scheduled_staging_run
+from tests.audit_seed import overridden_production_run, scheduled_staging_run
 
 pytestmark = pytest.mark.integration
 

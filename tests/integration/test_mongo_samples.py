@@ -10,13 +10,10 @@ import pymongo
 import pytest
 from bson import Int64
 
-from polymigrate.adapters.mongodb.adapter import MongoAdapter
-from polymigrate.commands import validate_project
 from polymigrate.errors import PermanentError
-from polymigrate.executor import migrate, placeholders_for, undo_to
-from polymigrate.ledger import RunContext, Status
-from polymigrate.spec import TechnologyConfig
-from tests.conftest import SPECS
+from polymigrate.executor import migrate, undo_to
+from polymigrate.ledger import Status
+from tests.mongo_samples import runnable, sample_on
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine("node")]
 
@@ -28,31 +25,6 @@ NEEDS_REAL_MONGODB = {
 }
 
 
-def _setup(domain: str, url: str):
-    v = validate_project(SPECS, [domain])
-    assert not v.problems, v.problems
-    d = v.project.domains[domain]
-    cfg = d.technologies["mongodb"]
-    db = pymongo.MongoClient(url).get_default_database()
-    # the domain's settings, on this test's own database
-    settings = TechnologyConfig(database=db.name, batch_size=7, pause_ms=cfg.pause_ms)
-    adapter = MongoAdapter.from_url(url, domain=domain, settings=settings)
-    ctx = RunContext(domain=domain, environment="testing", region="western_europe", actor="tester", run_id="run-1")
-    return v.catalogs[domain].applicable("mongodb"), adapter, ctx, db
-
-
-def _runnable(adapter, migrations, ctx, server):
-    """Each file the server can run; the others with the refusal the adapter gives before running them."""
-    ok, refused = [], {}
-    for m in migrations:
-        try:
-            adapter.preflight([(m, m.render(placeholders_for(ctx)))])
-            ok.append(m)
-        except PermanentError as exc:
-            refused[m.script] = str(exc)
-    return ok, refused
-
-
 def _seed_posts(db, n: int = 40):
     db.posts.insert_many([{"author": {"user_id": i, "first_name": "Ada", "last_name": f"L{i}"}, "body": "hi",
                            "created_at": datetime(2024, 1, 1, tzinfo=timezone.utc), **({"schemaVersion": 1} if i % 2 else {})}
@@ -60,9 +32,9 @@ def _seed_posts(db, n: int = 40):
 
 
 def test_social_commerce_posts_transform_and_what_needs_real_mongodb(make_mongo_database, mongo_server):
-    migrations, adapter, ctx, db = _setup("social-commerce", make_mongo_database("pm_social"))
+    migrations, adapter, ctx, db = sample_on("social-commerce", make_mongo_database("pm_social"))
     try:
-        ok, refused = _runnable(adapter, migrations, ctx, mongo_server)
+        ok, refused = runnable(adapter, migrations, ctx, mongo_server)
         if mongo_server.is_ferretdb:
             assert {k: v.split(" is not supported")[0].split(": ", 1)[-1] for k, v in refused.items()} == \
                 NEEDS_REAL_MONGODB["social-commerce"]
@@ -110,9 +82,9 @@ def test_social_commerce_posts_transform_and_what_needs_real_mongodb(make_mongo_
 
 
 def test_courier_services_proof_of_delivery_and_the_adopted_js_file(make_mongo_database, mongo_server):
-    migrations, adapter, ctx, db = _setup("courier-services", make_mongo_database("pm_courier"))
+    migrations, adapter, ctx, db = sample_on("courier-services", make_mongo_database("pm_courier"))
     try:
-        ok, refused = _runnable(adapter, migrations, ctx, mongo_server)
+        ok, refused = runnable(adapter, migrations, ctx, mongo_server)
         expected = NEEDS_REAL_MONGODB["courier-services"] if mongo_server.is_ferretdb else {}
         assert {k: v.split(" is not supported")[0].split(": ", 1)[-1] for k, v in refused.items()} == expected
         migrate(adapter, [m for m in ok if "photo" not in m.script], ctx, out_of_order=True)

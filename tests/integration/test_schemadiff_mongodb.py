@@ -218,12 +218,12 @@ def test_the_social_commerce_sample_declaration_is_what_its_migrations_build(mak
     on FerretDB, the drop file 4 would have made is generated and what FerretDB lacks is refused by name."""
     from polymigrate.executor import migrate as apply
     from tests.conftest import SPECS, mongo_url_for
-    from tests.integration.test_mongo_samples import _runnable, _setup
+    from tests.mongo_samples import runnable, sample_on
 
-    migrations, adapter, ctx, db = _setup("social-commerce", make_mongo_database("pm_social"))
+    migrations, adapter, ctx, db = sample_on("social-commerce", make_mongo_database("pm_social"))
     url = mongo_url_for(db.name)
     try:
-        ok, _ = _runnable(adapter, migrations, ctx, mongo_server)
+        ok, _ = runnable(adapter, migrations, ctx, mongo_server)
         apply(adapter, ok, ctx)
     finally:
         adapter.close()

@@ -3,7 +3,7 @@ Airflow operators record them (a scheduled staging run, an overridden production
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import pytest
 
@@ -12,60 +12,11 @@ from polymigrate.audit.matrix import build_matrix
 from polymigrate.audit.report import render_html
 from polymigrate.audit.store import AuditRecord
 from polymigrate.events import AuditEvent
-
-T0 = datetime(2026, 11, 30, 2, 0, tzinfo=timezone.utc)
-OLD_BASE = "http://127.0.0.1:41111"  # the demo's port when the events were written
+from tests.audit_seed import OLD_BASE, T0, overridden_production_run, scheduled_staging_run
 
 
 def records(events: list[AuditEvent]) -> list[AuditRecord]:
     return [AuditRecord(i, f"{i:064x}", e) for i, e in enumerate(events, 1)]
-
-
-def scheduled_staging_run(run_id: str = "scheduled__2026-11-30T02:00:00+00:00", *, apply: bool = True,
-                          domain: str = "common") -> list[AuditEvent]:
-    """A nightly rehearsal as the operators emit it: no triggering user, run_type an enum's str()."""
-    clock = iter(T0 + timedelta(seconds=n) for n in range(1000))
-    dag = f"migrate__{domain}__staging"
-    base = dict(domain=domain, environment="staging", run_id=run_id, dag_id=dag, actor="DagRunType.SCHEDULED@airflow",
-                details={"run_url": f"{OLD_BASE}/dags/{dag}/runs/{run_id}"})
-
-    def ev(kind, **kw):
-        details = {**base["details"], **kw.pop("details", {})}
-        return AuditEvent(kind=kind, at=next(clock), details=details, **{k: v for k, v in base.items() if k != "details"}, **kw)
-
-    out = [ev("triggered", task_id="validate", details={"by": None, "run_type": "DagRunType.SCHEDULED", "params": {}}),
-           ev("validated", task_id="validate"),
-           ev("approved", task_id="approve", details={"automatic": True, "reason": "approvals.required: 0", "by": "policy"}),
-           ev("planned", task_id="plan", details={"hash": "ab" * 32, "pending": 3 if apply else 0, "problems": 0,
-                                                  "targets": {"western_europe/postgresql": 3 if apply else 0,
-                                                              "north_africa/postgresql": 0}})]
-    if apply:
-        for v, script in (("1", "V1__create_money_types.sql"), ("2", "V2__create_app_role.sql"),
-                          ("2.1", "V2.1__create_countries.sql")):
-            kw = dict(region="western_europe", technology="postgresql", version=v, script=script, task_id="western_europe.postgresql")
-            out += [ev("migration_started", **kw), ev("migration_succeeded", duration_ms=120, **kw)]
-    for region in ("western_europe", "north_africa"):
-        out.append(ev("verified", region=region, task_id=f"{region}.verify",
-                      details={"region": region, "versions": {"postgresql": "2.1"}}))
-    return out
-
-
-def overridden_production_run() -> list[AuditEvent]:
-    """An emergency override: the approve task and the plan's promotion gate each record who approved it."""
-    run_id = "manual__2026-11-30T03:00:00+00:00"
-    base = dict(domain="common", environment="production", run_id=run_id, dag_id="migrate__common__production",
-                actor="admin@airflow")
-    at = T0 + timedelta(hours=1)
-    return [
-        AuditEvent("triggered", at=at, details={"by": "admin", "run_type": "DagRunType.MANUAL"}, **base),
-        AuditEvent("approved", at=at, details={"by": "ann", "counted": True}, **base),
-        AuditEvent("approved", at=at, details={"by": "cid", "counted": True}, **base),
-        AuditEvent("approved", at=at, details={"by": "admin", "counted": False}, **base),
-        AuditEvent("overridden", at=at, details={"by": "ann, cid, bob", "approved_by": ["ann", "cid", "bob"],
-                                                 "reason": "INC-4242 hotfix"}, **base),
-        AuditEvent("overridden", at=at, details={"by": "ann, cid, bob", "gate": "promotion", "reason": "INC-4242 hotfix",
-                                                 "missing": ["postgresql 2.1 V2.1__create_countries.sql"]}, **base),
-    ]
 
 
 def test_a_scheduled_run_is_triggered_by_the_schedule_not_an_enum():
