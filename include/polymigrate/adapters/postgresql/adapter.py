@@ -404,7 +404,8 @@ class PostgresAdapter(PostgresSession, PostgresLock, PostgresSteps, PostgresChec
         same CRC32 the catalog computes) validate. Importing twice is a no-op.
         """
         from polymigrate.adapters.postgresql.flyway import import_history
-        return import_history(self, ctx, schema=schema, table=table)
+        return import_history(self.conn, self.ledger, self.read_ledger(), self._fence, ctx, target=self.target,
+                              domain=self.domain, schema=schema, table=table)
 
     def adopt(self, ctx: RunContext, migrations: list[Migration], *, source: str | None = None) -> AdoptReport:
         """Flyway's history: ``source`` is ``[schema.]table`` (default ``public.flyway_schema_history``)."""

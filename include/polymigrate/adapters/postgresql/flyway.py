@@ -13,17 +13,17 @@ succeeding twice (two Flyway runs that raced) keeps its first row; the later one
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import psycopg
 from psycopg import sql
 
 from polymigrate.adapters.postgresql.errors import classify
 from polymigrate.errors import PermanentError
-from polymigrate.ledger import RunContext, Status
+from polymigrate.ledger import LedgerEntry, RunContext, Status
 
 if TYPE_CHECKING:
-    from polymigrate.adapters.postgresql.adapter import PostgresAdapter
+    from polymigrate.adapters.postgresql.ledger import LedgerTable
 
 # Flyway types polymigrate has files for; other applied rows (JDBC, SCRIPT, …) are kept as baselines
 log = logging.getLogger(__name__)
@@ -32,14 +32,15 @@ _FLYWAY_COLUMNS = ("installed_rank", "version", "description", "type", "script",
                    "installed_on", "execution_time", "success")
 
 
-def import_history(adapter: "PostgresAdapter", ctx: RunContext, *, schema: str, table: str) -> int:
-    """See ``PostgresAdapter.import_flyway``."""
+def import_history(conn: psycopg.Connection, ledger: "LedgerTable", existing: list[LedgerEntry],
+                   fence: Callable[[psycopg.Connection], None], ctx: RunContext, *, target: str, domain: str,
+                   schema: str, table: str) -> int:
+    """See ``PostgresAdapter.import_flyway``: ``existing`` is the ledger read before, and ``fence`` is
+    called inside the import's transaction so a runner whose lock was taken over writes nothing."""
     source = f"{schema}.{table}"
-    conn = adapter.conn
-    existing = adapter.read_ledger()
     try:
         if conn.execute("SELECT to_regclass(%s)", (sql.Identifier(schema, table).as_string(conn),)).fetchone()[0] is None:
-            raise PermanentError(f"no Flyway history table {source} in {adapter.target}",
+            raise PermanentError(f"no Flyway history table {source} in {target}",
                                  hint="pass the schema/table Flyway used (flyway.defaultSchema / flyway.table)")
         rows = conn.execute(sql.SQL("SELECT {} FROM {} ORDER BY installed_rank").format(
             sql.SQL(", ").join(map(sql.Identifier, _FLYWAY_COLUMNS)), sql.Identifier(schema, table))).fetchall()
@@ -49,8 +50,8 @@ def import_history(adapter: "PostgresAdapter", ctx: RunContext, *, schema: str, 
     if existing and {r[0] for r in rows} <= imported:
         return 0  # already imported
     if any(e.status is not Status.DELETED for e in existing):
-        raise PermanentError(f"the ledger of {adapter.domain} already has {len(existing)} row(s); "
-                             f"importing {source} would mix two histories", file=adapter.ledger.qualified,
+        raise PermanentError(f"the ledger of {domain} already has {len(existing)} row(s); "
+                             f"importing {source} would mix two histories", file=ledger.qualified,
                              hint="import into a fresh ledger (set a different `ledger:` table), or drop the "
                                   "polymigrate rows of this domain first")
     values: list[dict] = []
@@ -63,15 +64,15 @@ def import_history(adapter: "PostgresAdapter", ctx: RunContext, *, schema: str, 
         elif kind == "DELETE" or (kind.startswith("UNDO") and d["success"]):
             _mark_previous(values, d["version"], d["description"], Status.DELETED if kind == "DELETE" else Status.UNDONE)
             status = Status.DELETED if kind == "DELETE" else Status.SUCCESS
-        values.append({**d, "status": status, "domain": adapter.domain, "run_id": ctx.run_id,
+        values.append({**d, "status": status, "domain": domain, "run_id": ctx.run_id,
                        "environment": ctx.environment, "region": ctx.region,
                        "progress": {"imported_from": source}})
     _keep_first_success(values, source)
     try:
         with conn.transaction():
-            adapter._fence(conn)
+            fence(conn)
             for v in values:
-                adapter.ledger.insert_raw(conn, v)
+                ledger.insert_raw(conn, v)
     except psycopg.Error as exc:
         raise classify(exc, file=source, what="cannot import the Flyway history") from exc
     return len(values)
