@@ -7,10 +7,16 @@ outcome into theirs (an exit code, an Airflow exception). Nothing here imports A
 * ``project``: loading specs, one domain's catalog, one environment;
 * ``planning``: plans read from each target's ledger;
 * ``context``: ``Run`` (scope, ``RunParams``, ``Who``, audit sink, ``Connector``), ``Grant``;
-* ``gates``: promotion, dependencies, execution window (with rehearsal estimates);
+* ``gates``: the gates a target passes, in one order (``before_target``: approval, contract approval,
+  contract soak, window), promotion and dependencies;
 * ``approval``: asking, each answer, the re-check from the audit store, the command line's authority;
-* ``verbs``: validate, lint, plan, migrate, verify, undo, baseline, repair, info, and the whole
+  ``contract_approval``: the contract phase's own approval; ``summary``: the text an approver reads;
+* ``validation``: the validate step (files and lint as the approval summary);
+* ``verbs``: validate, lint, plan, migrate, verify, undo, baseline, repair, adopt, info, and the whole
   DAG sequence in one process (``migrate_environment``);
+* ``noop``: what plan hands to execute tasks with nothing pending (one ledger read, no specs);
+* ``failures``: a failed step on record, so a run's outcome reads failed;
+* ``drift``: schema snapshots and drift kept in the audit store; ``diff``: generated migrations;
 * ``adhoc``: ``--url`` runs, refused against the targets of a policy-bound environment.
 """
 
