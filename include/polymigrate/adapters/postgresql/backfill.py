@@ -321,7 +321,8 @@ class Backfill:
             log.info("%s: backfill of %s resumes after %s = %r (%s rows scanned, %s changed)", self.migration.script,
                      self.spec.display, key, last, f"{scanned:,}", f"{updated:,}")
         size = int(st.get("batch_size") or self.s.batch_size)
-        started = last_log = time.monotonic()
+        started = time.monotonic()
+        last_log = None  # the first full batch is logged at once: the operator sees a rate and an ETA early
         scanned_here = retries = streak = 0
         paused = 0.0
         settings = {"lock_timeout": self.s.lock_timeout, "synchronous_commit": "off"}
@@ -363,10 +364,11 @@ class Backfill:
             st = new
             last, scanned, updated, batches = st["last_key"], st["scanned"], st["updated"], st["batches"]
             scanned_here += n
-            if n >= size:  # a short batch (the end of the table) says nothing about the rate
+            full = n >= size
+            if full:  # a short batch (the end of the table) says nothing about the rate
                 size = self._next_size(size, n, elapsed)
             now = time.monotonic()
-            if now - last_log >= PROGRESS_EVERY_S:
+            if (last_log is None and full) or (last_log is not None and now - last_log >= PROGRESS_EVERY_S):
                 last_log = now
                 rate = scanned_here / max(now - started - paused, 1e-6)
                 pct = min(100.0, 100.0 * scanned / total)
