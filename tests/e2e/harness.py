@@ -12,6 +12,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots a reviewer can look at after a run
@@ -21,6 +22,61 @@ def write(path: Path, text: str) -> None:
     """A spec or migration file, its folders made, the test's indented text dedented."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text), encoding="utf-8")
+
+
+PG_DOMAIN = "technologies: {postgresql: {}}\n"
+# A release whose second file names a table that does not exist (orderz): PostgreSQL refuses it in
+# every region, a permanent error, while the first file applies.
+TYPO_RELEASE = {
+    "V1__orders.sql": "CREATE TABLE orders (id bigint PRIMARY KEY);\n",
+    "V2__order_lines.sql": "CREATE TABLE order_lines (id bigint PRIMARY KEY, order_id bigint REFERENCES orderz (id));\n",
+}
+
+
+def shop_specs(specs: Path, environments: dict[str, str], migrations: dict[str, str], *,
+               domain: str = PG_DOMAIN) -> Path:
+    """The spec tree most e2e tests release: ``environments`` (name -> YAML), the ``shop`` domain
+    (``domain.yaml``) and its PostgreSQL files (name -> SQL); each text dedented as ``write`` does."""
+    for name, text in environments.items():
+        write(specs / "environments" / f"{name}.yaml", text)
+    write(specs / "shop" / "domain.yaml", domain)
+    for name, sql in migrations.items():
+        write(specs / "shop" / "postgresql" / name, sql)
+    return specs
+
+
+def audit_store(monkeypatch, url: str):
+    """The audit store at ``url``, its schema made, as the tasks of this process find it
+    (AIRFLOW_CONN_POLYMIGRATE_AUDIT); the test closes it."""
+    from polymigrate.audit import PostgresAuditStore
+
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", url)
+    store = PostgresAuditStore(url)
+    store.ensure_schema()
+    return store
+
+
+def smtp_connection(port: int, **extra) -> str:
+    """Airflow's ``smtp_default`` connection (JSON) for the plain SMTP server on loopback at ``port``."""
+    return json.dumps({"conn_type": "smtp", "host": "127.0.0.1", "port": port,
+                       "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "polymigrate@example.com",
+                                 **extra}})
+
+
+class TaskInstance(SimpleNamespace):
+    """What an operator reads from its task instance when a test calls ``execute`` itself: who it is
+    and its upstream XComs."""
+
+    def xcom_pull(self, task_ids: str):
+        return self.xcoms.get(task_ids)
+
+
+def task_context(dag_id: str, task: str, run_id: str, params: dict, xcoms: dict | None = None, *,
+                 triggered_by: str | None, run_type) -> dict:
+    """The context Airflow passes to ``execute`` for try 1 of ``task`` in run ``run_id``."""
+    ti = TaskInstance(task_id=task, dag_id=dag_id, try_number=1, xcoms=xcoms or {})
+    return {"ti": ti, "task_instance": ti, "run_id": run_id, "params": params,
+            "dag_run": SimpleNamespace(triggering_user_name=triggered_by, run_type=run_type)}
 
 
 class People:

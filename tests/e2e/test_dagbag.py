@@ -96,14 +96,20 @@ def test_hostile_domains_never_hide_the_other_dags(monkeypatch, tmp_path):
     assert len(bag.dags["migrate__hostile_link__development"].tasks) > 3
 
 
+def samples_with_a_broken_domain(tmp_path: Path, bad_keys: str) -> tuple[Path, Path]:
+    """(a copy of the sample specs, its social-commerce domain.yaml ending in ``bad_keys``)."""
+    specs = tmp_path / "specs"
+    shutil.copytree(SPECS, specs)
+    domain_yaml = specs / "social-commerce" / "domain.yaml"
+    domain_yaml.write_text(domain_yaml.read_text() + bad_keys)
+    return specs, domain_yaml
+
+
 def test_broken_dag_validate_task_fails_naming_every_problem(monkeypatch, tmp_path, airflow_db):
     from airflow.sdk.exceptions import AirflowFailException
     from polymigrate_airflow.renderer import build_dags
 
-    specs = tmp_path / "specs"
-    shutil.copytree(SPECS, specs)
-    domain_yaml = specs / "social-commerce" / "domain.yaml"
-    domain_yaml.write_text(domain_yaml.read_text() + "aprovals: 2\nrollout: {strategy: sideways}\n")
+    specs, domain_yaml = samples_with_a_broken_domain(tmp_path, "aprovals: 2\nrollout: {strategy: sideways}\n")
     dag = build_dags(specs)["migrate__social_commerce__development"]
     task = dag.get_task("validate")
     with pytest.raises(AirflowFailException) as err:
@@ -118,10 +124,7 @@ def test_a_broken_domains_drift_task_fails_naming_its_problems_beside_the_others
     from airflow.sdk.exceptions import AirflowFailException
     from polymigrate_airflow.renderer import build_dags
 
-    specs = tmp_path / "specs"
-    shutil.copytree(SPECS, specs)
-    domain_yaml = specs / "social-commerce" / "domain.yaml"
-    domain_yaml.write_text(domain_yaml.read_text() + "aprovals: 2\n")
+    specs, _ = samples_with_a_broken_domain(tmp_path, "aprovals: 2\n")
     dag = build_dags(specs)["drift__development"]
     assert {"warehousing", "common", "social_commerce"} <= set(dag.task_ids)
     with pytest.raises(AirflowFailException) as err:

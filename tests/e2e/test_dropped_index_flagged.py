@@ -13,7 +13,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.e2e.harness import write
+from tests.e2e.harness import audit_store, shop_specs, write
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -23,26 +23,25 @@ def env_yaml(min_scans: int) -> str:
            f"dropped_index_min_scans: {min_scans}}}\n"
 
 
+def staging_release(tmp_path: Path, monkeypatch, target: str, audit: str, v1: str):
+    """(specs, audit store): the shop domain's first file ``v1`` for staging's one region at ``target``."""
+    specs = shop_specs(tmp_path / "specs", {"staging": env_yaml(1)}, {"V1__orders.sql": v1})
+    monkeypatch.setenv("POLYMIGRATE_SPECS", str(specs))
+    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_STAGING_R1", target)
+    return specs, audit_store(monkeypatch, audit)
+
+
 def test_verify_flags_a_dropped_index_the_workload_used(tmp_path, make_pg_database, monkeypatch, airflow_db):
-    from polymigrate.audit import PostgresAuditStore
     from polymigrate_airflow.renderer import build_dags
 
-    specs = tmp_path / "specs"
-    write(specs / "environments/staging.yaml", env_yaml(1))
-    write(specs / "shop/domain.yaml", "technologies: {postgresql: {}}\n")
-    write(specs / "shop/postgresql/V1__orders.sql", """\
+    target = make_pg_database("pm_e2e23_idx")
+    specs, store = staging_release(tmp_path, monkeypatch, target, make_pg_database("pm_e2e23_idx_audit"), """\
         CREATE TABLE orders (id bigint PRIMARY KEY, customer bigint NOT NULL, note text);
         CREATE INDEX orders_customer ON orders (customer);
         CREATE INDEX orders_note ON orders (note);
         INSERT INTO orders SELECT g, g % 100, NULL FROM generate_series(1, 5000) g;
         ANALYZE orders;
         """)
-    target, audit = make_pg_database("pm_e2e23_idx"), make_pg_database("pm_e2e23_idx_audit")
-    monkeypatch.setenv("POLYMIGRATE_SPECS", str(specs))
-    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", audit)
-    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_STAGING_R1", target)
-    store = PostgresAuditStore(audit)
-    store.ensure_schema()
     assert build_dags(specs)["migrate__shop__staging"].test().state == "success"
 
     with psycopg.connect(target, autocommit=True) as conn:  # the application's reads, through the index
@@ -124,24 +123,15 @@ def pg_with_statements():
 
 @pytest.mark.engine("postgresql")  # its own server, started by the fixture
 def test_the_finding_names_the_statements_that_used_the_index(tmp_path, monkeypatch, airflow_db, pg_with_statements):
-    from polymigrate.audit import PostgresAuditStore
     from polymigrate_airflow.renderer import build_dags
 
     target, audit = pg_with_statements
-    specs = tmp_path / "specs"
-    write(specs / "environments/staging.yaml", env_yaml(1))
-    write(specs / "shop/domain.yaml", "technologies: {postgresql: {}}\n")
-    write(specs / "shop/postgresql/V1__orders.sql", """\
+    specs, store = staging_release(tmp_path, monkeypatch, target, audit, """\
         CREATE TABLE orders (id bigint PRIMARY KEY, customer bigint NOT NULL);
         CREATE INDEX orders_customer ON orders (customer);
         INSERT INTO orders SELECT g, g % 100 FROM generate_series(1, 5000) g;
         ANALYZE orders;
         """)
-    monkeypatch.setenv("POLYMIGRATE_SPECS", str(specs))
-    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", audit)
-    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_STAGING_R1", target)
-    store = PostgresAuditStore(audit)
-    store.ensure_schema()
     assert build_dags(specs)["migrate__shop__staging"].test().state == "success"
     with psycopg.connect(target, autocommit=True) as conn:
         for customer in range(5):

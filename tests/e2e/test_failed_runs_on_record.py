@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import write
+from tests.e2e.harness import TYPO_RELEASE, audit_store, shop_specs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -27,28 +27,19 @@ CONN_P2 = "AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_P2"
 
 @pytest.fixture
 def world(tmp_path, make_pg_database, monkeypatch, airflow_db):
-    from polymigrate.audit import PostgresAuditStore
-
-    specs = tmp_path / "specs"
-    write(specs / "environments/production.yaml", """\
+    specs = shop_specs(tmp_path / "specs", {"production": """\
         regions: {p1: null, p2: null}
         policy:
           approvals: {required: 0}
           rollout: {strategy: sequential, halt_on_failure: true}
           retries: 0
           lock_wait_seconds: 5
-        """)
-    write(specs / "shop/domain.yaml", "technologies: {postgresql: {}}\n")
-    write(specs / "shop/postgresql/V1__orders.sql", "CREATE TABLE orders (id bigint PRIMARY KEY);\n")
-    write(specs / "shop/postgresql/V2__order_lines.sql",  # the typo: orderz
-          "CREATE TABLE order_lines (id bigint PRIMARY KEY, order_id bigint REFERENCES orderz (id));\n")
+        """}, TYPO_RELEASE)
     audit = make_pg_database("pm_e2e22_audit")
     monkeypatch.setenv("POLYMIGRATE_SPECS", str(specs))
-    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", audit)
     monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_P1", make_pg_database("pm_e2e22_p1"))
     monkeypatch.delenv(CONN_P2, raising=False)
-    store = PostgresAuditStore(audit)
-    store.ensure_schema()
+    store = audit_store(monkeypatch, audit)
     yield specs, store, audit, monkeypatch, make_pg_database
     store.close()
 

@@ -15,24 +15,20 @@ server (aiosmtpd) through ``SmtpNotifier`` and the webhook posts reach a local H
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
 from scripts.airflow_local import free_port
-from tests.e2e.harness import body_of, write
+from tests.e2e.harness import TYPO_RELEASE, audit_store, body_of, shop_specs, smtp_connection
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture
 def world(tmp_path, make_pg_database, monkeypatch, airflow_db, smtp_server, webhook_server):
-    from polymigrate.audit import PostgresAuditStore
-
     smtp_port, mails = smtp_server
     hook_port, posts = webhook_server
-    specs = tmp_path / "specs"
-    write(specs / "environments/production.yaml", """\
+    specs = shop_specs(tmp_path / "specs", {"production": """\
         regions: {p1: null, p2: null}
         policy:
           approvals: {required: 0}
@@ -44,31 +40,21 @@ def world(tmp_path, make_pg_database, monkeypatch, airflow_db, smtp_server, webh
           email: [oncall@example.com]
           webhooks: [oncall_hook, dead_hook]
           events: [run_failed, verify_failed, production_completed]
-        """)
-    write(specs / "shop/domain.yaml", """\
+        """}, TYPO_RELEASE, domain="""\
         owners: [shop-team@example.com]
         technologies: {postgresql: {}}
         """)
-    write(specs / "shop/postgresql/V1__orders.sql", "CREATE TABLE orders (id bigint PRIMARY KEY);\n")
-    write(specs / "shop/postgresql/V2__order_lines.sql",  # the typo: orderz
-          "CREATE TABLE order_lines (id bigint PRIMARY KEY, order_id bigint REFERENCES orderz (id));\n")
-    audit = make_pg_database("pm_e2e23_audit")
     monkeypatch.setenv("POLYMIGRATE_SPECS", str(specs))
-    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", audit)
     monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_P1", make_pg_database("pm_e2e23_p1"))
     # nothing listens there: connection refused, a transient error Airflow retries
     monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_P2",
                        f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere?connect_timeout=2")
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps({
-        "conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port,
-        "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "polymigrate@example.com",
-                  "retry_limit": 1, "timeout": 10}}))
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp_connection(smtp_port, retry_limit=1, timeout=10))
     monkeypatch.setenv("AIRFLOW_CONN_ONCALL_HOOK", json.dumps(
         {"conn_type": "slackwebhook", "password": f"http://127.0.0.1:{hook_port}/services/oncall"}))
     monkeypatch.setenv("AIRFLOW_CONN_DEAD_HOOK", json.dumps(
         {"conn_type": "slackwebhook", "password": f"http://127.0.0.1:{free_port()}/services/dead"}))
-    store = PostgresAuditStore(audit)
-    store.ensure_schema()
+    store = audit_store(monkeypatch, make_pg_database("pm_e2e23_audit"))
     yield specs, store, mails, posts, monkeypatch, make_pg_database
     store.close()
 
@@ -119,36 +105,28 @@ def test_a_release_completed_in_production_is_told_and_staging_is_not(tmp_path, 
     from polymigrate_airflow.renderer import build_dags
 
     smtp_port, mails = smtp_server
-    specs = tmp_path / "specs"
-    write(specs / "environments/staging.yaml", """\
-        regions: {r1: null}
-        policy: {approvals: {required: 0}, retries: 0}
-        notify: {email: [oncall@example.com]}
-        """)
-    write(specs / "environments/production.yaml", """\
-        regions: {r1: null}
-        policy: {approvals: {required: 0}, promotion_from: staging, retries: 0}
-        notify: {email: [oncall@example.com], events: [production_completed]}
-        """)
-    write(specs / "shop/domain.yaml", """\
+    specs = shop_specs(tmp_path / "specs", {
+        "staging": """\
+            regions: {r1: null}
+            policy: {approvals: {required: 0}, retries: 0}
+            notify: {email: [oncall@example.com]}
+            """,
+        "production": """\
+            regions: {r1: null}
+            policy: {approvals: {required: 0}, promotion_from: staging, retries: 0}
+            notify: {email: [oncall@example.com], events: [production_completed]}
+            """}, {
+        "V1__orders.sql": "CREATE TABLE orders (id bigint PRIMARY KEY);\n",
+        "V2__lines.sql": "CREATE TABLE lines (id bigint PRIMARY KEY);\n"}, domain="""\
         owners: [shop-team@example.com]
         notify: {events: [run_failed]}
         technologies: {postgresql: {}}
         """)
-    write(specs / "shop/postgresql/V1__orders.sql", "CREATE TABLE orders (id bigint PRIMARY KEY);\n")
-    write(specs / "shop/postgresql/V2__lines.sql", "CREATE TABLE lines (id bigint PRIMARY KEY);\n")
     monkeypatch.setenv("POLYMIGRATE_SPECS", str(specs))
-    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", make_pg_database("pm_e2e23_done_audit"))
+    audit_store(monkeypatch, make_pg_database("pm_e2e23_done_audit")).close()
     monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_STAGING_R1", make_pg_database("pm_e2e23_stg"))
     monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_R1", make_pg_database("pm_e2e23_prod"))
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps({
-        "conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port,
-        "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "polymigrate@example.com"}}))
-    from polymigrate.audit import PostgresAuditStore
-
-    store = PostgresAuditStore(os.environ["AIRFLOW_CONN_POLYMIGRATE_AUDIT"])
-    store.ensure_schema()
-    store.close()
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp_connection(smtp_port))
 
     dags = build_dags(specs)
     assert dags["migrate__shop__staging"].test().state == "success"

@@ -10,18 +10,15 @@ finished run, so each try is the operator's hook with the try number Airflow wou
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.e2e.harness import body_of, write
+from tests.e2e.harness import audit_store, body_of, shop_specs, smtp_connection
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 
 def test_a_told_failure_then_a_successful_try_tells_recovered_once_per_run(tmp_path, make_pg_database, monkeypatch,
                                                                              airflow_db, smtp_server):
-    from polymigrate.audit import PostgresAuditStore
     from polymigrate.commands import RunParams, Who
     from polymigrate.commands.context import EnvironmentConnector, open_run
     from polymigrate.errors import PermanentError, TransientError
@@ -31,22 +28,13 @@ def test_a_told_failure_then_a_successful_try_tells_recovered_once_per_run(tmp_p
     from polymigrate_airflow.operators import PostgresMigrationOperator
 
     smtp_port, mails = smtp_server
-    specs = tmp_path / "specs"
-    write(specs / "environments/production.yaml", """\
+    specs = shop_specs(tmp_path / "specs", {"production": """\
         regions: {p1: null}
         policy: {approvals: {required: 0}, retries: 1, lock_wait_seconds: 5}
         notify: {email: [oncall@example.com], events: [run_failed, recovered]}
-        """)
-    write(specs / "shop/domain.yaml", "technologies: {postgresql: {}}\n")
-    write(specs / "shop/postgresql/V1__orders.sql", "CREATE TABLE orders (id bigint PRIMARY KEY);\n")
-    audit = make_pg_database("pm_e2e23_recovered")
-    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", audit)
-    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps({
-        "conn_type": "smtp", "host": "127.0.0.1", "port": smtp_port,
-        "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "polymigrate@example.com",
-                  "retry_limit": 1, "timeout": 10}}))
-    store = PostgresAuditStore(audit)
-    store.ensure_schema()
+        """}, {"V1__orders.sql": "CREATE TABLE orders (id bigint PRIMARY KEY);\n"})
+    store = audit_store(monkeypatch, make_pg_database("pm_e2e23_recovered"))
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", smtp_connection(smtp_port, retry_limit=1, timeout=10))
 
     def attempt(run_id: str, try_number: int, outcome: BaseException | None):
         """One try of the execute task p1.postgresql: its failure path or its success path."""

@@ -8,10 +8,9 @@ state rewrote to name only ``mallory``. The ``overridden`` event must name ann, 
 
 from __future__ import annotations
 
-import textwrap
-from types import SimpleNamespace
-
 import pytest
+
+from tests.e2e.harness import audit_store, shop_specs, task_context, write
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -19,38 +18,20 @@ RUN_ID = "manual__2026-11-09T00:50:00+00:00"
 REASON = "INC-4711 checkout is down, fix needs the new column"
 
 
-class TaskInstance(SimpleNamespace):
-    """What the plan task reads from its task instance: who it is and its upstream XComs."""
-
-    def xcom_pull(self, task_ids: str):
-        return self.xcoms.get(task_ids)
-
-
 @pytest.fixture
 def world(tmp_path, make_pg_database, monkeypatch, airflow_db):
-    from polymigrate.audit import PostgresAuditStore
-
-    root = tmp_path / "specs"
-    (root / "environments").mkdir(parents=True)
-    (root / "environments" / "staging.yaml").write_text("regions:\n  s1: null\n")
-    (root / "environments" / "production.yaml").write_text(textwrap.dedent("""\
+    root = shop_specs(tmp_path / "specs", {"staging": "regions:\n  s1: null\n", "production": """\
         regions:
           p1: null
         policy:
           approvals: {required: 2, roles: [dba], triggerer_may_approve: false}
           promotion_from: staging
           lint_block_at: critical
-        """))
-    (root / "approvers.yaml").write_text("users:\n  ann: [dba]\n  bob: [dba]\n  carl: [dba]\n  mallory: [developer]\n")
-    (root / "shop" / "postgresql").mkdir(parents=True)
-    (root / "shop" / "domain.yaml").write_text("technologies:\n  postgresql: {}\n")
-    (root / "shop" / "postgresql" / "V1__customers.sql").write_text("CREATE TABLE customers (id bigint PRIMARY KEY);\n")
-    audit = make_pg_database("pm_override_audit")
-    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", audit)
+        """}, {"V1__customers.sql": "CREATE TABLE customers (id bigint PRIMARY KEY);\n"})
+    write(root / "approvers.yaml", "users:\n  ann: [dba]\n  bob: [dba]\n  carl: [dba]\n  mallory: [developer]\n")
+    store = audit_store(monkeypatch, make_pg_database("pm_override_audit"))
     monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_PRODUCTION_P1", make_pg_database("pm_override_p1"))
     monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_STAGING_S1", make_pg_database("pm_override_s1"))
-    store = PostgresAuditStore(audit)
-    store.ensure_schema()
     yield root, store
     store.close()
 
@@ -73,10 +54,9 @@ def test_the_overridden_event_names_the_recorded_approvers_not_the_xcom(world):
     xcoms = {"validate": {"changeset_hash": changeset, "risk": "low", "destructive": False,
                           "lint": {"findings": 0, "blocking": 0}},
              "approve": {"approved": True, "changeset_hash": changeset, "approved_by": ["mallory"], "override": True}}
-    ti = TaskInstance(task_id="plan", dag_id="migrate__shop__production", try_number=1, xcoms=xcoms)
-    context = {"ti": ti, "task_instance": ti, "run_id": RUN_ID,
-               "dag_run": SimpleNamespace(triggering_user_name="olga", run_type="manual"),
-               "params": {"emergency_override": True, "emergency_reason": REASON}}
+    context = task_context("migrate__shop__production", "plan", RUN_ID,
+                           {"emergency_override": True, "emergency_reason": REASON}, xcoms,
+                           triggered_by="olga", run_type="manual")
     summary = plan.execute(context)
     assert summary["pending"] == 1  # the override let the unrehearsed file through the promotion gate
 

@@ -6,10 +6,10 @@ a dry run never reads like a real run, and a scheduled run is "scheduled" on rec
 from __future__ import annotations
 
 import logging
-import textwrap
-from types import SimpleNamespace
 
 import pytest
+
+from tests.e2e.harness import audit_store, shop_specs, task_context
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -17,32 +17,17 @@ RUN_ID = "scheduled__2026-11-30T02:00:00+00:00"
 DAG = "migrate__shop__development"
 
 
-class TaskInstance(SimpleNamespace):
-    def xcom_pull(self, task_ids: str):
-        return self.xcoms.get(task_ids)
-
-
 @pytest.fixture
 def world(tmp_path, make_pg_database, monkeypatch, airflow_db):
-    from polymigrate.audit import PostgresAuditStore
     from polymigrate_airflow.renderer import build_dags
 
-    root = tmp_path / "specs"
-    (root / "environments").mkdir(parents=True)
-    (root / "environments" / "development.yaml").write_text(textwrap.dedent("""\
+    root = shop_specs(tmp_path / "specs", {"development": """\
         regions: {d1: null, d2: null}
         policy: {approvals: {required: 0}}
-        """))
-    (root / "shop" / "postgresql").mkdir(parents=True)
-    (root / "shop" / "domain.yaml").write_text("technologies:\n  postgresql: {}\n")
-    for n in (1, 2):
-        (root / "shop" / "postgresql" / f"V{n}__t{n}.sql").write_text(f"CREATE TABLE t{n} (id bigint PRIMARY KEY);\n")
-    audit = make_pg_database("pm_clarity_audit")
-    monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_AUDIT", audit)
+        """}, {f"V{n}__t{n}.sql": f"CREATE TABLE t{n} (id bigint PRIMARY KEY);\n" for n in (1, 2)})
+    store = audit_store(monkeypatch, make_pg_database("pm_clarity_audit"))
     monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_DEVELOPMENT_D1", make_pg_database("pm_clarity_d1"))
     monkeypatch.setenv("AIRFLOW_CONN_POLYMIGRATE_POSTGRESQL_DEVELOPMENT_D2", make_pg_database("pm_clarity_d2"))
-    store = PostgresAuditStore(audit)
-    store.ensure_schema()
     yield build_dags(root)[DAG], store
     store.close()
 
@@ -50,9 +35,7 @@ def world(tmp_path, make_pg_database, monkeypatch, airflow_db):
 def context(task: str, params: dict, xcoms: dict | None = None) -> dict:
     from airflow.utils.types import DagRunType
 
-    ti = TaskInstance(task_id=task, dag_id=DAG, try_number=1, xcoms=xcoms or {})
-    return {"ti": ti, "task_instance": ti, "run_id": RUN_ID, "params": params,
-            "dag_run": SimpleNamespace(triggering_user_name=None, run_type=DagRunType.SCHEDULED)}
+    return task_context(DAG, task, RUN_ID, params, xcoms, triggered_by=None, run_type=DagRunType.SCHEDULED)
 
 
 class Lines(logging.Handler):
