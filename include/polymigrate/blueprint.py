@@ -9,22 +9,22 @@ The shape of a healthy DAG::
     validate >> approve >> plan >> <region groups per rollout>
     region group: <technology tasks in domain order> >> verify
 
-When some file of the domain declares a release phase (docs/phases.md), a region group runs
-phase-major across technologies instead::
+When the domain spec declares release phases (``technologies.<t>.phases``, docs/phases.md), a
+region group runs phase-major across technologies instead::
 
     expand_<tech>… >> migrate_<tech>… >> verify_before_contract [>> approve_contract] >> contract_<tech>… >> verify
 
-(only the phases and technologies that have files; ``contract`` only after the earlier phases
-verified, and, with ``policy.contract_approval``, a separate approval in each region). Domains
-without phases keep the shape above exactly.
+(the declared phases of each technology, ``expand`` for one that declares none; ``contract`` only
+after the earlier phases verified, and, with ``policy.contract_approval``, a separate approval in
+each region). Domains without phases keep the shape above exactly.
 
 A broken domain (or a domain in a broken environment file) still gets a DAG, holding only
 ``validate``: that task fails naming every problem with file and line, and ``doc_md`` lists them,
 so one bad file never hides the other DAGs nor silently drops its own.
 
-Parse-time budget: this module reads spec YAML only (through ``load_project``), lists migration
-file *names* for the description and reads the first 4 KB of each migration file for the phase it
-declares (the DAG's shape depends on it); it never touches a database.
+Parse-time budget: this module reads spec YAML only (through ``load_project``) and lists migration
+file *names* for the description; it opens no migration file (the phases come from the domain spec,
+and validate refuses a file whose phase the spec does not declare) and never touches a database.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any
 
 from polymigrate.adapters import TECHNOLOGIES
 from polymigrate.catalog import PHASES
-from polymigrate.filescan import HEAD_BYTES, file_phases  # noqa: F401  (HEAD_BYTES: tests)
+from polymigrate.filescan import file_counts
 from polymigrate.errors import Problem
 from polymigrate.spec.loader import ENVIRONMENTS_DIR, load_project
 from polymigrate.spec.models import Domain, Environment, Project, Rollout, slug
@@ -141,10 +141,9 @@ def compile_project(root: str | Path, project: Project | None = None) -> list[Da
     out: list[DagBlueprint] = []
     env_broken = _broken_environment_files(project)
     for domain in project.domains.values():
-        files: dict[str, tuple[int, str | None]] = {}  # per technology: file count, newest version
-        phases = file_phases(domain, root, counts=files)  # one walk of the domain for every environment
+        files = file_counts(domain, root)  # one walk of the domain's file names for every environment
         for env in project.environments_of(domain):
-            out.append(compile_dag(project, domain, env, root, files, phases))
+            out.append(compile_dag(project, domain, env, root, files))
         for env_name, problems in env_broken.items():
             if domain.environments is None or env_name in domain.environments:
                 out.append(broken_dag(domain.name, env_name, problems, root, owners=domain.owners))
@@ -212,11 +211,8 @@ def _default_args(env: Environment, owners: list[str]) -> dict[str, Any]:
             "retry_delay_seconds": p.retry_delay_seconds, "retry_exponential_backoff": True}
 
 
-_UNREAD = object()
-
-
 def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
-                files: dict[str, tuple[int, str | None]] | None = None, phases: Any = _UNREAD) -> DagBlueprint:
+                files: dict[str, tuple[int, str | None]] | None = None) -> DagBlueprint:
     """The blueprint of one healthy (domain, environment) DAG."""
     from polymigrate.serving import default_technologies, served, skipped
 
@@ -235,13 +231,12 @@ def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
     ]
     groups = [RegionGroup(r.name, r.title, tuple(declared[r.name])) for r in regions]
     entry_upstream = _region_entries([g.name for g in groups], rollout)
-    if phases is _UNREAD:
-        phases = file_phases(domain, root)
+    phases = domain.declared_phases()  # the spec's, never the files' (validate holds the files to it)
     for g in groups:
         queue = env.regions[g.name].queue  # only workers that reach the region's targets take its tasks
         previous: tuple[str, ...] = ()
         steps: list[tuple[str | None, str]] = [(None, tech) for tech in g.technologies] if phases is None else \
-            [(ph, tech) for ph in PHASES for tech in g.technologies if ph in (phases.get(tech) or ["expand"])]
+            [(ph, tech) for ph in PHASES for tech in g.technologies if ph in phases[tech]]
         for i, (phase, tech) in enumerate(steps):
             if i == 0:
                 after, rule = entry_upstream[g.name]

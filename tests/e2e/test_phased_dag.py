@@ -33,7 +33,8 @@ def release(tmp_path, make_pg_database, monkeypatch, airflow_db):
         regions:
           r1: {}
         """)
-    write(specs / "release/domain.yaml", "technologies: {postgresql: {schema: shop}, redis: {key_prefix: 'rel:'}}\n")
+    write(specs / "release/domain.yaml", "technologies: {postgresql: {schema: shop, phases: [expand, migrate, contract]},"
+                                         " redis: {key_prefix: 'rel:', phases: [expand, migrate]}}\n")
     write(specs / "release/postgresql/V1__users.sql",
           "CREATE TABLE users (id bigint PRIMARY KEY, first_name text, last_name text);\n"
           "INSERT INTO users SELECT g, 'f' || g, 'l' || g FROM generate_series(1, 300) g;\n")

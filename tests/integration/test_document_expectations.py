@@ -190,7 +190,7 @@ def test_a_suite_bound_to_phases_waits_for_them_and_a_bad_phase_fails_validate(t
     (root / "environments").mkdir(parents=True)
     (root / "environments" / "staging.yaml").write_text("regions:\n  r1: null\n")
     (root / "feed" / "mongodb").mkdir(parents=True)
-    (root / "feed" / "domain.yaml").write_text("technologies:\n  mongodb: {}\n")
+    (root / "feed" / "domain.yaml").write_text("technologies:\n  mongodb: {phases: [expand, migrate]}\n")
     (root / "feed" / "mongodb" / "1-posts.json").write_text(
         '{"phase": "expand", "description": "posts", "commands": [{"create": "posts"}, {"insert": "posts", '
         '"documents": [{"_id": 1, "first": "Ann"}, {"_id": 2, "first": "Bob"}]}]}')

@@ -91,7 +91,7 @@ def gates(tmp_path, make_pg_database, monkeypatch, audit_url) -> Gates:
     (root / "environments").mkdir(parents=True)
     (root / "environments" / "staging.yaml").write_text("regions: {s1: null}\n")
     (root / "shop" / "postgresql").mkdir(parents=True)
-    (root / "shop" / "domain.yaml").write_text("technologies:\n  postgresql: {}\n")
+    (root / "shop" / "domain.yaml").write_text("technologies:\n  postgresql: {phases: [expand, contract]}\n")
     (root / "shop" / "postgresql" / "V1__customers.sql").write_text(V1)
     urls = {"audit": audit_url}
     for env, region in (("staging", "s1"), ("production", "p1")):

@@ -31,8 +31,9 @@ def release(tmp_path, make_pg_database, monkeypatch):
     prefix = f"t{uuid.uuid4().hex[:8]}:"
     domain = f"shop{uuid.uuid4().hex[:6]}"  # the Redis ledger is per domain: one of its own per test
     write(root / "environments", {"testing.yaml": "regions:\n  r1: {}\npolicy:\n  approvals: {required: 0}\n"})
-    write(root / domain, {"domain.yaml": "technologies:\n  postgresql: {schema: shop}\n"
-                                         f"  redis: {{key_prefix: '{prefix}'}}\norder: [postgresql, redis]\n"})
+    write(root / domain, {"domain.yaml": "technologies:\n  postgresql: {schema: shop, phases: [expand, migrate, contract]}\n"
+                                         f"  redis: {{key_prefix: '{prefix}', phases: [expand, migrate]}}\n"
+                                         "order: [postgresql, redis]\n"})
     write(root / domain / "postgresql", {
         "V1__users.sql": "CREATE TABLE users (id bigint PRIMARY KEY, first_name text, last_name text);\n"
                          "INSERT INTO users SELECT g, 'f' || g, 'l' || g FROM generate_series(1, 500) g;\n",

@@ -396,6 +396,7 @@ def test_where_approval_is_automatic_clearing_approve_after_a_fix_approves_the_n
 def phased(specs: Path, soak: float) -> None:
     path = specs / "environments" / "production.yaml"
     path.write_text(path.read_text() + f"  contract_soak_minutes: {soak}\n")
+    (specs / "shop" / "domain.yaml").write_text("technologies:\n  postgresql: {phases: [expand, contract]}\n")
     (specs / "shop" / "postgresql" / "V1__customers.sql").write_text(
         "-- polymigrate: phase=expand\nCREATE TABLE customers (id bigint PRIMARY KEY, first_name text);\n")
     (specs / "shop" / "postgresql" / "V2__drop_first_name.sql").write_text(

@@ -56,7 +56,7 @@ def run(tmp_path: Path):
         policy: {approvals: {required: 0}, contract_soak_minutes: 30, contract_approval: true}
         """))
     (root / "shop" / "postgresql").mkdir(parents=True)
-    (root / "shop" / "domain.yaml").write_text("technologies:\n  postgresql: {}\n")
+    (root / "shop" / "domain.yaml").write_text("technologies:\n  postgresql: {phases: [expand, contract]}\n")
     (root / "shop" / "postgresql" / "V1__add.sql").write_text("-- polymigrate: phase=expand\nCREATE TABLE t (a int);\n")
     (root / "shop" / "postgresql" / "V2__drop.sql").write_text("-- polymigrate: phase=contract\nDROP TABLE t;\n")
 

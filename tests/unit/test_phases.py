@@ -11,8 +11,8 @@ from contextlib import contextmanager
 import pytest
 
 from polymigrate.adapters.base import Adapter, Applied, Capabilities
-from polymigrate.blueprint import ALL_SUCCESS, NONE_FAILED, compile_project, file_phases
-from polymigrate.catalog import discover, in_phase
+from polymigrate.blueprint import ALL_SUCCESS, NONE_FAILED, compile_project
+from polymigrate.catalog import discover, discover_domain, in_phase
 from polymigrate.errors import PermanentError
 from polymigrate.executor import migrate, undo_to
 from polymigrate.ledger import LedgerEntry, RunContext, Status
@@ -97,7 +97,13 @@ def tree(tmp_path):
           rollout: {strategy: sequential, halt_on_failure: true}
           contract_soak_minutes: 30
     """)
-    write(tmp_path / "shop/domain.yaml", "technologies: {postgresql: {}, mongodb: {}, elasticsearch: {}, redis: {}}\n")
+    write(tmp_path / "shop/domain.yaml", """
+        technologies:
+          postgresql: {phases: [expand, migrate, contract]}
+          mongodb: {phases: [migrate]}
+          elasticsearch: {phases: [migrate]}
+          redis: {}   # declares none: expand
+    """)
     write(tmp_path / "shop/postgresql/V1__add_full_name.sql", "-- polymigrate: phase=expand\nALTER TABLE u ADD COLUMN f text;\n")
     write(tmp_path / "shop/postgresql/V2__backfill.sql", "-- polymigrate: phase=migrate, backfill=true\nUPDATE u SET f = a || b;\n")
     write(tmp_path / "shop/postgresql/V3__drop_old.sql", "-- polymigrate: phase=contract\nALTER TABLE u DROP COLUMN a;\n")
@@ -154,12 +160,53 @@ def test_a_domain_without_phases_keeps_one_block_per_technology(tree):
     assert "none declared" in bp.doc_md
 
 
-def test_file_phases_reads_headers_only(tree):
+def spec_problems(root: pathlib.Path, domain: str) -> list[str]:
+    """What validate says of a domain's files (every command loads them through ``discover_domain``)."""
     from polymigrate.spec import load_project
-    project = load_project(tree)
-    assert file_phases(project.domains["shop"]) == {"postgresql": ["expand", "migrate", "contract"], "mongodb": ["migrate"],
-                                                     "elasticsearch": ["migrate"], "redis": ["expand"]}
-    assert file_phases(project.domains["plain"]) is None
+    return [str(p) for p in discover_domain(load_project(root).domains[domain]).problems]
+
+
+def test_the_dag_follows_the_phases_domain_yaml_declares_not_the_files(tree):
+    """Issue 24: parse reads no migration file, so the shape is the spec's. A file whose phase the
+    spec does not declare never silently gets no task of its phase: validate refuses it (below)."""
+    write(tree / "shop/domain.yaml", """
+        technologies:
+          postgresql: {phases: [contract, expand, migrate]}   # any order: the release's
+          mongodb: {phases: [migrate, contract]}              # contract declared before its file exists
+          elasticsearch: {phases: [migrate]}
+          redis: {}
+    """)
+    bp = {b.domain: b for b in compile_project(tree)}["shop"]
+    assert [t.task_id for t in bp.tasks if t.group == "r1"] == [
+        "expand_postgresql", "expand_redis", "migrate_postgresql", "migrate_mongodb", "migrate_elasticsearch",
+        "verify_before_contract", "contract_postgresql", "contract_mongodb", "verify"]
+    assert spec_problems(tree, "shop") == []  # a declared phase without files is a task with nothing to do
+
+
+def test_a_file_in_a_phase_domain_yaml_does_not_declare_fails_validate_naming_the_file_and_the_fix(tree):
+    write(tree / "shop/redis/2-drop-old-keys.lua", "-- drop what the old application read\n"
+                                                    "-- polymigrate: phase=contract\nreturn 1\n")
+    write(tree / "shop/mongodb/0.5-index.json", json.dumps({"commands": [{"createIndexes": "x", "indexes": []}]}))
+    found = spec_problems(tree, "shop")
+    assert len(found) == 2, found
+    redis = next(p for p in found if "2-drop-old-keys.lua" in p)
+    assert "2-drop-old-keys.lua:2: declares phase contract" in redis
+    assert "technologies.redis declares no phases (so expand only)" in redis
+    assert "set technologies.redis.phases: [expand, contract]" in redis and "domain.yaml" in redis
+    mongo = next(p for p in found if "0.5-index.json" in p)  # no phase is expand, which mongodb leaves out
+    assert "declares no phase (so expand)" in mongo and "technologies.mongodb.phases lists migrate" in mongo
+    assert "set technologies.mongodb.phases: [expand, migrate]" in mongo
+
+
+def test_a_domain_declaring_no_phases_refuses_a_file_that_declares_one(tree):
+    write(tree / "plain/postgresql/V2__backfill.sql", "-- polymigrate: phase=migrate\nUPDATE t SET a = 1;\n")
+    [problem] = spec_problems(tree, "plain")
+    assert "plain/postgresql/V2__backfill.sql:1: declares phase migrate, but" in problem
+    assert "declares no release phases" in problem
+    assert "under technologies.postgresql: phases: [expand, migrate]" in problem
+    # unchanged without any phase: one block per technology, nothing refused
+    (tree / "plain/postgresql/V2__backfill.sql").unlink()
+    assert spec_problems(tree, "plain") == []
 
 
 # --- what a phase run applies; undo of a contract ----------------------------------------------------
@@ -234,13 +281,9 @@ def test_only_the_top_level_phase_key_of_a_json_file_counts(tmp_path):
     assert m.phase == "expand" and not m.declares_phase
 
 
-def test_header_phase_skips_parsing_a_head_without_the_word_but_never_misses_a_declaration():
-    """Issue 24: the DAG file reads every file's head at parse time; most declare no phase, and
-    those are answered without parsing. Every spelling that declares one still counts."""
-    from polymigrate.catalog import header_phase
+def test_an_unknown_phase_in_domain_yaml_breaks_the_domain_naming_the_key(tree):
+    from polymigrate.spec import load_project
 
-    assert header_phase("postgresql", "-- polymigrate: transactional=false\nCREATE TABLE t (id int);\n") is None
-    assert header_phase("postgresql", "-- polymigrate: phase=contract\nDROP TABLE t;\n") == "contract"
-    assert header_phase("mongodb", '{"phase": "migrate", "steps": []}') == "migrate"
-    assert header_phase("mongodb", '{"ph\\u0061se": "contract", "steps": []}') == "contract"  # an escaped key
-    assert header_phase("mongodb", '{"steps": []}') is None
+    write(tree / "shop/domain.yaml", "technologies:\n  postgresql: {phases: [expand, cleanup]}\n")
+    found = [str(p) for p in load_project(tree).broken_domains["shop"]]
+    assert any("shop/domain.yaml" in p and "phases" in p and "cleanup" in p for p in found), found

@@ -29,10 +29,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from polymigrate.adapters import TECHNOLOGIES
-from polymigrate.catalog.header import (_PLACEHOLDER, Directives, _check_backfill, header_phase, json_phase,
+from polymigrate.catalog.header import (_PLACEHOLDER, Directives, _check_backfill, json_phase,
                                         parse_directives)
 from polymigrate.catalog.naming import EXTENSIONS, Kind, next_version, parse_name
-from polymigrate.catalog.phases import PHASES, in_phase, phase_counts, phase_order_problems, phases_line
+from polymigrate.catalog.phases import (PHASES, in_phase, phase_counts, phase_order_problems, phases_line,
+                                        undeclared_phase_problems)
 from polymigrate.checksums import flyway_checksum, sha256
 from polymigrate.errors import Problem, SpecError
 from polymigrate.spec import formats
@@ -40,8 +41,9 @@ from polymigrate.spec.reading import MAX_MIGRATION_BYTES, inside, read_bytes
 from polymigrate.versions import Version
 
 __all__ = ["DECLARED_STATE_TECHNOLOGIES", "EXTENSIONS", "PHASES", "Directives", "DomainCatalog", "Kind", "Migration",
-           "applicable", "discover", "discover_domain", "header_phase", "in_phase", "json_phase", "load_file",
-           "next_version", "parse_directives", "parse_name", "phase_counts", "phase_order_problems", "phases_line"]
+           "applicable", "discover", "discover_domain", "in_phase", "json_phase", "load_file",
+           "next_version", "parse_directives", "parse_name", "phase_counts", "phase_order_problems", "phases_line",
+           "undeclared_phase_problems"]
 
 
 @dataclass(frozen=True)
@@ -256,4 +258,5 @@ def discover_domain(domain) -> DomainCatalog:
         cat.migrations[tech] = part.migrations.get(tech, [])
         cat.problems += part.problems
         cat.notes += part.notes
+    cat.problems += undeclared_phase_problems(cat, domain)
     return cat

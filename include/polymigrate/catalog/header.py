@@ -125,8 +125,8 @@ _JSON_PHASE = re.compile(r'"phase"\s*:\s*"(?P<phase>[A-Za-z]+)"')
 
 
 def json_phase(text: str) -> str | None:
-    """The top-level ``"phase"`` of a JSON migration (validated by its format model). A head cut at
-    4 KB (the blueprint's read) does not parse: then the first ``"phase": "…"`` in it."""
+    """The top-level ``"phase"`` of a JSON migration (validated by its format model). A text that
+    does not parse: the first ``"phase": "…"`` in it."""
     try:
         data = json.loads(_PLACEHOLDER.sub("0", text))
     except ValueError:
@@ -135,13 +135,3 @@ def json_phase(text: str) -> str | None:
     phase = data.get("phase") if isinstance(data, dict) else None
     return phase.lower() if isinstance(phase, str) else None
 
-
-def header_phase(technology: str, head: str) -> str | None:
-    """The phase a file declares, from its first few KB (for the DAG's shape at parse time: no full read)."""
-    if "phase" not in head and "\\u" not in head:
-        return None  # most files declare none: every way to declare one spells the word (a JSON key may escape it)
-    if head.lstrip("\ufeff").lstrip().startswith("{"):
-        phase = json_phase(head)
-    else:
-        phase = parse_directives(head.lstrip("\ufeff"), "")[0].phase
-    return phase if phase in PHASES else None

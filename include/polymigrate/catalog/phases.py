@@ -62,3 +62,51 @@ def phase_order_problems(migrations: list[Migration], domain: str) -> list[Probl
         elif highest is None or PHASES.index(m.phase) > PHASES.index(highest.phase):
             highest = m
     return out
+
+
+def _phase_line(m: Migration) -> int | None:
+    """The line that declares the file's phase (a header directive or a JSON key), if spelled plainly."""
+    for i, line in enumerate(m.text.splitlines()[:200], 1):
+        if "phase" in line:
+            return i
+    return None
+
+
+def undeclared_phase_problems(catalog: "DomainCatalog", domain) -> list[Problem]:
+    """Files whose phase the domain spec does not declare (``technologies.<t>.phases``).
+
+    The DAG's tasks follow the declared phases, not the files (parse reads no migration file, issue
+    24), so a file in an undeclared phase would have no task of its phase: a contract file would run
+    in no contract task, after no ``verify_before_contract``. Validate refuses it instead, naming the
+    file and the line of the spec to change. ``domain`` is the ``spec.Domain``."""
+    declared = domain.declared_phases()
+    spec = f"{domain.path}/domain.yaml" if domain.path else "domain.yaml"
+    out: list[Problem] = []
+    for tech, migrations in catalog.migrations.items():
+        files = [m for m in migrations if m.kind is not Kind.UNDO]
+        if declared is None:
+            used = [p for p in PHASES if any(m.declares_phase and m.phase == p for m in files)]
+            if not used:
+                continue
+            want = [p for p in PHASES if p in used or (p == "expand" and any(not m.declares_phase for m in files))]
+            for m in files:
+                if m.declares_phase:
+                    out.append(Problem(str(m.path), f"declares phase {m.phase}, but {spec} declares no release phases",
+                                       line=_phase_line(m), domain=catalog.domain,
+                                       hint=f"declare them in {spec} under technologies.{tech}: phases: "
+                                            f"[{', '.join(want)}] (the DAG's tasks follow the declared phases, "
+                                            "docs/phases.md), or remove the file's phase"))
+            continue
+        allowed = declared.get(tech) or ["expand"]
+        for m in files:
+            if m.phase in allowed:
+                continue
+            what = f"declares phase {m.phase}" if m.declares_phase else "declares no phase (so expand)"
+            listed = (f"technologies.{tech}.phases lists {', '.join(allowed)}"
+                      if domain.technologies[tech].phases else f"technologies.{tech} declares no phases (so expand only)")
+            want = [p for p in PHASES if p in allowed or p == m.phase]
+            out.append(Problem(str(m.path), f"{what}, which {spec} does not declare: {listed}",
+                               line=_phase_line(m) if m.declares_phase else None, domain=catalog.domain,
+                               hint=f"set technologies.{tech}.phases: [{', '.join(want)}] in {spec} (the DAG has a "
+                                    "task only for declared phases, docs/phases.md), or change the file's phase"))
+    return out

@@ -19,6 +19,8 @@ from polymigrate.spec.governance import Label, ResidencyRule, check_label_key
 
 Technology = Literal[TECHNOLOGIES]  # type: ignore[valid-type]  # the registered technologies' keys
 Severity = Literal["info", "low", "medium", "high", "critical"]
+Phase = Literal["expand", "migrate", "contract"]  # release phases, in release order (docs/phases.md)
+PHASE_ORDER = ("expand", "migrate", "contract")
 SEVERITY_ORDER = ("info", "low", "medium", "high", "critical")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -231,8 +233,18 @@ class TechnologyConfig(_Model):
     allow_not_valid: list[str] = Field(default_factory=list, description=(
         "PostgreSQL constraints left NOT VALID on purpose ('table.constraint' or fnmatch patterns): the verify "
         "step fails on any other NOT VALID constraint"))
+    phases: list[Phase] | None = Field(None, min_length=1, description=(
+        "the release phases this technology's files are in (docs/phases.md): the DAG has a task per declared "
+        "phase, and validate refuses a file whose phase is not listed; none declared by any technology: "
+        "one block per technology"))
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("phases")
+    @classmethod
+    def _phases(cls, v: list[str] | None) -> list[str] | None:
+        # release order whatever order they are written in: the DAG runs them in that order anyway
+        return None if v is None else [p for p in PHASE_ORDER if p in v]
 
 
 class DriftSpec(_Model):
@@ -280,6 +292,15 @@ class Domain(_Model):
         used = list(self.technologies)
         ordered = [t for t in self.order if t in used]
         return ordered + [t for t in TECHNOLOGIES if t in used and t not in ordered]
+
+    def declared_phases(self) -> dict[str, list[str]] | None:
+        """Per technology, the phases ``technologies.<t>.phases`` declares (release order; ``expand``
+        where a technology declares none); None when no technology declares any (one block per
+        technology). The DAG's shape follows this, so parse reads no migration file (issue 24);
+        validate holds the files to it (``catalog.undeclared_phase_problems``)."""
+        if not any(cfg.phases for cfg in self.technologies.values()):
+            return None
+        return {t: list(self.technologies[t].phases or ["expand"]) for t in self.technology_order()}  # type: ignore[index]
 
     def technology_dir(self, technology: str) -> Path:
         cfg = self.technologies.get(technology)  # type: ignore[call-overload]
