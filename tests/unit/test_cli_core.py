@@ -119,6 +119,12 @@ def test_new_creates_the_next_numbered_files(specs):
     assert "-- polymigrate: phase=migrate, batch_size=100\n" in (specs / "social-commerce/redis/5-warm-caches.lua").read_text()
     assert run("new", "social-commerce", "redis", "x", "--phase", "later", "--specs", str(specs)).returncode == 2
     assert run("validate", str(specs), "-d", "social-commerce").returncode == 0
+    # a phase domain.yaml does not declare: the DAG would have no task for it, so new says what to declare
+    # and validate refuses the file until then
+    r = run("new", "social-commerce", "redis", "drop old keys", "--phase", "contract", "--specs", str(specs))
+    assert "technologies.redis.phases: [expand, migrate, contract]" in " ".join(r.stdout.split()), r.stdout
+    r = run("validate", str(specs), "-d", "social-commerce")
+    assert r.returncode == 1 and "6-drop-old-keys.lua" in r.stderr and "declares phase contract" in " ".join(r.stderr.split())
 
 
 def test_new_keeps_timestamp_versions(specs):

@@ -27,9 +27,10 @@ def _print_problems(problems, title: str) -> None:
     err_console.print(f"[bold red]{title}[/]")
     for p in problems:
         where = p.file if p.line is None else f"{p.file}:{p.line}"
-        err_console.print(f"  [red]✗[/] [bold]{where}[/]: {p.message}", highlight=False)
+        # escaped: a hint such as ``phases: [expand, migrate]`` is text, not console markup (it vanished)
+        err_console.print(f"  [red]✗[/] [bold]{escape(where)}[/]: {escape(p.message)}", highlight=False)
         if p.hint:
-            err_console.print(f"      fix: {p.hint}", highlight=False, style="dim")
+            err_console.print(f"      fix: {escape(p.hint)}", highlight=False, style="dim")
 
 
 def _check_version(flag: str, value: str | None) -> None:
@@ -277,3 +278,9 @@ def new(domain: str = typer.Argument(...), technology: str = typer.Argument(...,
         body = _with_phase(technology, body, phase)
     path.write_text(body, encoding="utf-8")
     console.print(f"[green]created[/] {path}")
+    declared = (d.declared_phases() or {}).get(technology) or (["expand"] if d.declared_phases() else [])
+    if phase and not undo and phase not in declared:
+        # the DAG's tasks follow domain.yaml's phases: validate refuses the file until they list it
+        want = [p for p in PHASES if p in declared or p == phase]
+        console.print(f"declare the phase in {Path(d.path) / 'domain.yaml'}: technologies.{technology}.phases: "
+                      f"\\[{', '.join(want)}] (docs/phases.md)", highlight=False)
