@@ -3,12 +3,15 @@ engines (PostgreSQL, the MongoDB-protocol server, Redis, OpenSearch), after one 
 everything, beside a DAG of EmptyOperators with the same task ids, groups and edges (built from
 the polymigrate DAG itself), run the same way in the same process. Prints figures; asserts nothing.
 
-    .venv/bin/python bench/bench_noop_run.py [--repeat 3] [--profile FILE]
+    .venv/bin/python bench/bench_noop_run.py [--repeat 3] [--profile FILE] [--per-task]
 
 Each engine gets fresh names of its own (PostgreSQL databases, MongoDB databases, Redis DB
 numbers 13 and 14, an OpenSearch prefix and ledger), dropped at the end. ``north_africa`` has no
 OpenSearch target: this machine has one node, and two regions on one ledger are refused at plan.
 ``--profile FILE`` writes a cProfile of one more no-op run (``python -m pstats FILE``).
+``--per-task`` runs each DAG once more and prints, per task id, its wall and CPU time (the whole
+task as ``dag.test()`` runs it: Airflow's supervisor, execution API and XComs included) side by
+side: what each polymigrate task costs beyond the EmptyOperator with its id.
 """
 
 from __future__ import annotations
@@ -92,6 +95,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--profile", type=Path, help="write a cProfile of one more no-op run here")
+    ap.add_argument("--profile-clock", choices=("wall", "cpu"), default="wall",
+                    help="what the profile counts: wall time, or this process's CPU time (waits on the engines left out)")
+    ap.add_argument("--per-task", action="store_true", help="print each task's wall and CPU time, both DAGs")
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="pm-bench-noop-"))
@@ -190,11 +196,54 @@ def run(args) -> None:
     ratio = statistics.median(times["polymigrate (no-op)"]) / statistics.median(times["same shape (EmptyOperators)"])
     print(f"ratio {ratio:.2f}× (goal ≤ 1.2×)")
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.per_task:
+        per_task(dag, empty)
     if args.profile:
         import cProfile
 
-        cProfile.runctx("dag.test()", globals(), {"dag": dag}, str(args.profile))
-        print(f"profile of one more no-op run: {args.profile}")
+        prof = cProfile.Profile(time.process_time) if args.profile_clock == "cpu" else cProfile.Profile()
+        prof.runcall(dag.test)
+        prof.dump_stats(str(args.profile))
+        print(f"profile ({args.profile_clock} time) of one more no-op run: {args.profile}")
+
+
+def per_task(dag, empty) -> None:
+    """One more run of each DAG, timing every task as dag.test() runs it (``_run_task``: the
+    in-process supervisor, the execution API, the task, its XCom push). CPU is the process's, which
+    is the task's: dag.test() runs one task at a time."""
+    from airflow.sdk.definitions import dag as dag_module
+
+    inner, spent = dag_module._run_task, {}
+
+    def timed(*, ti, task, **kw):
+        w, c = time.perf_counter(), time.process_time()
+        try:
+            return inner(ti=ti, task=task, **kw)
+        finally:
+            spent[(task.dag_id, ti.task_id)] = (time.perf_counter() - w, time.process_time() - c)
+
+    dag_module._run_task = timed
+    try:
+        totals = {}
+        for d in (dag, empty):
+            w, c = time.perf_counter(), time.process_time()
+            d.test()
+            totals[d.dag_id] = (time.perf_counter() - w, time.process_time() - c)
+    finally:
+        dag_module._run_task = inner
+    print(f"\nper task, one more run of each (ms): {'task':38} {'wall':>7} {'cpu':>7}   {'empty wall':>10} {'cpu':>7}")
+    rows = [(tid, spent.get((dag.dag_id, tid), (0, 0)), spent.get((empty.dag_id, tid), (0, 0)))
+            for tid in dag.task_dict]
+    for tid, (pw, pc), (ew, ec) in sorted(rows, key=lambda r: -r[1][1]):
+        print(f"{'':35} {tid:38} {pw * 1e3:7.0f} {pc * 1e3:7.0f}   {ew * 1e3:10.0f} {ec * 1e3:7.0f}")
+    for label, d in (("sum of tasks", None), ("whole run", "run")):
+        if d is None:
+            p = [sum(x[1][i] for x in rows) for i in (0, 1)]
+            e = [sum(x[2][i] for x in rows) for i in (0, 1)]
+        else:
+            p, e = totals[dag.dag_id], totals[empty.dag_id]
+        print(f"{'':35} {label:38} {p[0] * 1e3:7.0f} {p[1] * 1e3:7.0f}   {e[0] * 1e3:10.0f} {e[1] * 1e3:7.0f}")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
 if __name__ == "__main__":
