@@ -272,11 +272,11 @@ class VerifyOperator(PolymigrateOperator):
     def run(self, context):
         from polymigrate.commands.verbs import verify_region
 
-        if not RunParams.from_context(context).selects(self.region):
-            self.skip(f"region {self.region} is not selected in this run (param regions: "
-                      f"{RunParams.from_context(context).regions})")
-        result = verify_region(self.open_run(context), self.region, self.technologies, phase=self.phase)
-        return observability.verified(self, context, result)
+        params, before = RunParams.from_context(context), f"{self.region}.verify_before_contract"
+        if not params.selects(self.region):
+            self.skip(f"region {self.region} is not selected in this run (param regions: {params.regions})")
+        proved = self.upstream(context, before) if self.phase is None and before in self.dag.task_dict else None  # not proved twice
+        return observability.verified(self, context, verify_region(self.open_run(context), self.region, self.technologies, phase=self.phase, proved=proved))
 
 
 class DriftOperator(PolymigrateOperator):

@@ -162,7 +162,8 @@ def impact_checks(run: Run, region: str, technology: str) -> list[Check]:
                          technology=technology)
 
 
-def verify_region(run: Run, region: str, technologies: list[str], phase: str | None = None) -> dict[str, Any]:
+def verify_region(run: Run, region: str, technologies: list[str], phase: str | None = None,
+                  proved: dict[str, Any] | None = None) -> dict[str, Any]:
     """After a region's targets ran, prove them: every ledger equals the plan (the files up to the
     target version, nothing pending, checksums as applied), then each adapter's built-in checks
     (``Adapter.health_checks``). A ledger that disagrees fails; a failed built-in check fails or
@@ -170,8 +171,16 @@ def verify_region(run: Run, region: str, technologies: list[str], phase: str | N
     ``verify_failed``); retention runs (``expire_retained``) and each target's snapshot becomes the
     drift baseline. With ``phase`` (the check before contract): every file of that phase and the
     earlier ones is applied, later ones may be pending; retention and the baseline wait for the
-    final verify."""
+    final verify.
+
+    ``proved``: what the verify before contract of this same run returned. A target whose ledger
+    is still the one it proved (same fingerprint: no file applied, rolled back or edited there
+    since, so the contract phase changed nothing on it) is not checked twice in one run: its ledger
+    is compared with the catalog again, and the built-in, retention, impact and expectation checks
+    that verify ran on it are carried into this one, saying so in the log. A retried or cleared
+    verify (``who.try_number`` > 1: someone wants it checked again) runs every check."""
     from polymigrate.commands.drift import record_snapshot
+    from polymigrate.ledger import fingerprint
 
     params = run.params
     versions: dict[str, str | None] = {}
@@ -181,9 +190,14 @@ def verify_region(run: Run, region: str, technologies: list[str], phase: str | N
     ctx = run.run_context(region)
     selected = [t for t in technologies if params.selects(region, t)]
     suites = expectation_suites(run)
+    ledgers: dict[str, str] = {}
+    target_checks: dict[str, list[dict[str, Any]]] = {}
+    earlier, carried_over = (proved or {}) if (run.who.try_number or 1) == 1 else {}, []
     for tech in selected:
         with run.target(region, tech) as adapter:
-            infos = reconcile(run.catalog.applicable(tech), adapter.read_ledger(),
+            entries = adapter.read_ledger()
+            ledgers[tech] = fingerprint(entries)
+            infos = reconcile(run.catalog.applicable(tech), entries,
                               target_version=params.target_version, out_of_order=params.allow_out_of_order)
             versions[tech] = current_version(infos)
             problems = validation_problems(infos, out_of_order=params.allow_out_of_order)
@@ -196,6 +210,16 @@ def verify_region(run: Run, region: str, technologies: list[str], phase: str | N
                          f" up to phase {phase}" if phase else "")
             if params.dry_run:
                 continue
+            carried = (earlier.get("target_checks") or {}).get(tech)
+            if carried is not None and (earlier.get("ledgers") or {}).get(tech) == ledgers[tech]:
+                run.log.info("%s/%s: built-in, retention, impact and expectation checks not run again: the verify "
+                             "before contract ran them at %s on this same ledger (no file applied there since); "
+                             "carried: %d check(s), %d failed", region, tech, earlier.get("verified_at"),
+                             len(carried), sum(1 for c in carried if not c.get("ok")))
+                checks += [Check(**c) for c in carried]
+                carried_over.append(tech)
+                continue
+            first = len(checks)
             try:
                 checks += adapter.health_checks(ctx, run.catalog.applicable(tech))
             except PermanentError as exc:  # a check that cannot run proves nothing: it fails
@@ -214,12 +238,16 @@ def verify_region(run: Run, region: str, technologies: list[str], phase: str | N
                     checks += adapter.run_expectations(bound)
                 except PermanentError as exc:
                     checks.append(Check("expectations", False, f"could not run: {exc}", technology=tech))
+            target_checks[tech] = [c.to_dict() for c in checks[first:]]
     for c in checks:
         (run.log.info if c.ok else run.log.warning)("%s/%s", region, c)
     failed = [c for c in checks if not c.ok]
     hard = [c for c in failed if c.name == LEDGER_CHECK or run.policy.verify_failures == "fail"]
     details: dict[str, Any] = {"region": region, "versions": versions, "checks": [c.to_dict() for c in checks],
                                "failed": len(failed), **({"phase": phase} if phase else {})}
+    if carried_over:  # the trail says which checks this verify took from the one before contract
+        details["carried"] = {"from": "verify_before_contract", "verified_at": earlier.get("verified_at"),
+                              "technologies": carried_over}
     if hard:
         if not params.dry_run:
             run.emit("verify_failed", details=details, region=region)
@@ -237,7 +265,8 @@ def verify_region(run: Run, region: str, technologies: list[str], phase: str | N
     if phase:  # before contract: retention and the drift baseline wait for the final verify
         run.emit("verified", details=details, region=region)
         return {"region": region, "versions": versions, "checks": len(checks), "failed": len(failed),
-                "verified_at": verified_at.isoformat(), "phase": phase}
+                "verified_at": verified_at.isoformat(), "phase": phase,
+                "ledgers": ledgers, "target_checks": target_checks}  # what the final verify need not prove again
     for tech in selected:  # retention, and the baseline drift compares with: what this run left
         with run.target(region, tech) as adapter:
             expired[tech] = _retention(run, adapter, ctx)
@@ -252,7 +281,7 @@ def verify_region(run: Run, region: str, technologies: list[str], phase: str | N
         details["labelled"] = labelled[:EVENT_LIST_CAP]
     run.emit("verified", details=details, region=region)
     return {"region": region, "versions": versions, "checks": len(checks), "failed": len(failed),
-            "verified_at": verified_at.isoformat()}
+            "verified_at": verified_at.isoformat(), **({"carried": details["carried"]} if carried_over else {})}
 
 
 LEDGER_CHECK = "ledger equals plan"
@@ -299,10 +328,10 @@ def migrate_environment(run: Run, show: Callbacks | None = None) -> list[RunResu
         # phase-major across technologies when the domain declares phases (the DAG's shape)
         steps = [(None, t) for t in techs] if not run.catalog.phased else \
             [(ph, t) for ph in PHASES for t in techs if ph in (run.catalog.phases(t) or ["expand"])]
-        verified_at = None
+        verified_at, proved = None, None
         for phase, tech in steps:
             if phase == "contract" and verified_at is None:  # the DAG's verify_before_contract task
-                verify_region(run, region.name, techs, phase="migrate")
+                proved = verify_region(run, region.name, techs, phase="migrate")
                 verified_at = run.clock()
             refuse_to_wait(run, region.name, tech, before_target(run, region.name, tech, approvals, phase=phase,
                                                                  verified_at=verified_at))
@@ -313,7 +342,7 @@ def migrate_environment(run: Run, show: Callbacks | None = None) -> list[RunResu
             results.append(result)
             show.result(result)
         if techs:
-            verify_region(run, region.name, techs)
+            verify_region(run, region.name, techs, proved=proved)
     return results
 
 
