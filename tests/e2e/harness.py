@@ -45,6 +45,15 @@ def shop_specs(specs: Path, environments: dict[str, str], migrations: dict[str, 
     return specs
 
 
+def one_region_environment(specs: Path, name: str, **policy) -> None:
+    """``environments/<name>.yaml``: one region, r1, that runs without approvals or retries, and the
+    rest of its policy from ``policy`` (key -> value, as in the file)."""
+    import yaml
+
+    write(specs / "environments" / f"{name}.yaml", yaml.safe_dump(
+        {"policy": {"approvals": {"required": 0}, "retries": 0, **policy}, "regions": {"r1": {}}}, sort_keys=False))
+
+
 def audit_store(monkeypatch, url: str):
     """The audit store at ``url``, its schema made, as the tasks of this process find it
     (AIRFLOW_CONN_POLYMIGRATE_AUDIT); the test closes it."""

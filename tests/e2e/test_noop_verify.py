@@ -10,10 +10,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from tests.e2e.harness import write
+from tests.e2e.harness import one_region_environment, write
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
-
 
 
 @pytest.fixture
@@ -23,15 +22,7 @@ def phased(tmp_path, make_pg_database, monkeypatch, airflow_db):
     from polymigrate_airflow.renderer import build_dags
 
     specs = tmp_path / "specs"
-    write(specs / "environments/e2e.yaml", """\
-        policy:
-          approvals: {required: 0}
-          retries: 0
-          lint_block_at: critical
-          contract_soak_minutes: 0.01
-        regions:
-          r1: {}
-        """)
+    one_region_environment(specs, "e2e", lint_block_at="critical", contract_soak_minutes=0.01)
     write(specs / "release/domain.yaml", "technologies: {postgresql: {schema: shop, phases: [expand, migrate, contract]}}\n")
     write(specs / "release/postgresql/V1__users.sql",
           "CREATE TABLE users (id bigint PRIMARY KEY, first_name text, full_name text);\n"

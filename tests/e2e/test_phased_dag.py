@@ -11,7 +11,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.e2e.harness import write
+from tests.e2e.harness import one_region_environment, write
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
@@ -24,15 +24,7 @@ def release(tmp_path, make_pg_database, monkeypatch, airflow_db):
     from tests.conftest import REDIS_URL
 
     specs = tmp_path / "specs"
-    write(specs / "environments/e2e.yaml", """\
-        policy:
-          approvals: {required: 0}
-          retries: 0
-          lock_wait_seconds: 5
-          contract_soak_minutes: 0.05
-        regions:
-          r1: {}
-        """)
+    one_region_environment(specs, "e2e", lock_wait_seconds=5, contract_soak_minutes=0.05)
     write(specs / "release/domain.yaml", "technologies: {postgresql: {schema: shop, phases: [expand, migrate, contract]},"
                                          " redis: {key_prefix: 'rel:', phases: [expand, migrate]}}\n")
     write(specs / "release/postgresql/V1__users.sql",
