@@ -188,8 +188,9 @@ def watch_task(ctx: StepContext, task_id: str, what: str) -> dict:
                                      f"lock could not be renewed; stopped watching task {task_id}",
                                      hint="once the server is back, retry: the run re-attaches to the task "
                                           "(it goes on on the server)")
-            raise LeaseLost(f"{ctx.label}: the migration lock was lost while watching task {task_id}; "
-                            "stopped (the task continues and the lock's holder re-attaches to it)")
+            # lost without an unreachable server means the lock document changed under us (409/404)
+            raise LeaseLost(f"{ctx.label}: the migration lock was taken over by another run while this one watched "
+                            f"task {task_id}; stopped (the task continues and the lock's holder re-attaches to it)")
         try:
             t = ctx.api.task(task_id)
         except SearchError as exc:
