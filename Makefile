@@ -29,8 +29,10 @@ cluster: install engines
 cluster-down:
 	bash scripts/cluster.sh down
 
+# Three pytest-xdist workers on two cores: the suite mostly waits on servers and Airflow start-ups.
+# --dist loadfile keeps a module's tests (and the Airflow a module shares) on one worker.
 test: install engines
-	. .engines/env && $(BIN)/pytest -q -p no:cacheprovider --durations=25 tests
+	. .engines/env && $(BIN)/pytest -q -p no:cacheprovider -n 3 --dist loadfile --durations=25 tests
 
 demo: install
 	$(BIN)/python scripts/demo.py

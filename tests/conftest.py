@@ -37,7 +37,11 @@ def _load_engines_env(path: Path = ROOT / ".engines" / "env") -> None:
 _load_engines_env()
 PG_ADMIN_URL = os.environ.get("POLYMIGRATE_TEST_PG", "postgresql://postgres@127.0.0.1:54329/postgres")
 REDIS_URL = os.environ.get("POLYMIGRATE_TEST_REDIS", "redis://127.0.0.1:63790")
-REDIS_DB = int(os.environ.get("POLYMIGRATE_TEST_REDIS_DB", "15"))  # the DB the tests may flush
+# The DB the tests may flush: one per pytest-xdist worker, so workers never flush each other's keys
+# (the other numbers below 32 belong to e2e modules that name their own DBs).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+REDIS_DB = int(os.environ.get("POLYMIGRATE_TEST_REDIS_DB")
+               or ((4, 5, 6, 8, 9, 10)[int(_WORKER.removeprefix("gw")) % 6] if _WORKER else 15))
 OPENSEARCH_URL = os.environ.get("OPENSEARCH_URL", "http://127.0.0.1:9250")
 ES_URL = os.environ.get("ES_URL")  # a real Elasticsearch 8/9; nothing here starts one
 sys.path.insert(0, str(ROOT))  # tests.conformance
@@ -303,15 +307,21 @@ def engines_of(item) -> set[str]:
 
 
 def pytest_runtest_logreport(report):
+    # user_properties, not attributes of our own: pytest-xdist sends only those from its workers
+    props = dict(report.user_properties)
+    ENGINE_LABELS.update({k: v for k, v in props.get("polymigrate_labels", {}).items() if k not in ENGINE_LABELS})
     if report.when == "call" and report.passed:
-        for engine in getattr(report, "polymigrate_engines", ()):
+        for engine in props.get("polymigrate_engines", ()):
             _engine_counts[engine] += 1
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
-    outcome.get_result().polymigrate_engines = sorted(engines_of(item))
+    if call.when == "call":
+        report = outcome.get_result()
+        report.user_properties.append(("polymigrate_engines", sorted(engines_of(item))))
+        report.user_properties.append(("polymigrate_labels", dict(ENGINE_LABELS)))
 
 
 def pytest_terminal_summary(terminalreporter):
