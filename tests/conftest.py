@@ -299,6 +299,19 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "engine(name, ...): the test talks to this engine (counted in the summary)")
 
 
+# The modules that take minutes run first, so under pytest-xdist each starts on a worker of its own
+# at once instead of one of them starting last and holding the suite's end back.
+# (Only these two: xdist hands each worker two modules at the start, and the second waits behind the first.)
+SLOW_FIRST = ("tests/e2e/test_demo.py", "tests/e2e/test_cluster.py")
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
+    items.sort(key=rank)  # stable: every other test keeps its order
+
+
 def engines_of(item) -> set[str]:
     found = {ENGINE_FIXTURES[f] for f in getattr(item, "fixturenames", ()) if f in ENGINE_FIXTURES}
     for mark in item.iter_markers("engine"):
