@@ -212,34 +212,58 @@ def wait_healthy(base: str, timeout: float, *, proc: subprocess.Popen | None = N
                ignore=(OSError, http.client.HTTPException))
 
 
+class Reply:
+    """One answer of the API as a caller checks it: ``status_code``, ``text`` and ``json()``."""
+
+    def __init__(self, status_code: int, text: str):
+        self.status_code, self.text = status_code, text
+
+    def json(self) -> Any:
+        return json.loads(self.text or "null")
+
+
 class Client:
-    """Airflow's REST API with one user's token: JSON in, (status, JSON or error text) out."""
+    """Airflow's REST API with the token of the user it logged in as: JSON in, (status, JSON or error
+    text) out. ``send`` is the one request every caller makes, with whichever token it is given (the
+    e2e tests' ``People`` keep one per person)."""
+
+    timeout = 30.0  # seconds a request may take
 
     def __init__(self, base: str):
         self.base, self.token = base, None
 
-    def login(self, username: str, password: str) -> None:
-        status, body = self.post("/auth/token", {"username": username, "password": password})
-        if status not in (200, 201):
-            raise LoginFailed(f"login as {username} failed: HTTP {status} {body}")
-        self.token = body["access_token"]
+    def fetch_token(self, username: str, password: str) -> str:
+        reply = self.send("POST", "/auth/token", {"username": username, "password": password})
+        if reply.status_code not in (200, 201):
+            raise LoginFailed(f"login as {username} failed: HTTP {reply.status_code} {reply.text[:500]}")
+        return reply.json()["access_token"]
 
-    def call(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+    def login(self, username: str, password: str) -> None:
+        self.token = self.fetch_token(username, password)
+
+    def send(self, method: str, path: str, body: dict | None = None, *, token: str | None = None) -> Reply:
+        """One request; an HTTP error status is an answer all the same (the caller decides)."""
         req = urllib.request.Request(self.base + path, method=method,
                                      data=json.dumps(body).encode() if body is not None else None,
                                      headers={"Content-Type": "application/json",
-                                              **({"Authorization": f"Bearer {self.token}"} if self.token else {})})
+                                              **({"Authorization": f"Bearer {token}"} if token else {})})
         try:
-            with _opener.open(req, timeout=30) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:  # an answer all the same: the caller decides
-            return exc.code, exc.read().decode(errors="replace")[:500]
+            with _opener.open(req, timeout=self.timeout) as resp:
+                return Reply(resp.status, resp.read().decode(errors="replace"))
+        except urllib.error.HTTPError as exc:
+            return Reply(exc.code, exc.read().decode(errors="replace"))
+
+    def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+        reply = self.send(method, path, body, token=self.token)
+        if 200 <= reply.status_code < 300:
+            return reply.status_code, reply.json()
+        return reply.status_code, reply.text[:500]
 
     def get(self, path: str) -> tuple[int, Any]:
-        return self.call("GET", path)
+        return self.request("GET", path)
 
     def post(self, path: str, body: dict) -> tuple[int, Any]:
-        return self.call("POST", path, body)
+        return self.request("POST", path, body)
 
     def patch(self, path: str, body: dict) -> tuple[int, Any]:
-        return self.call("PATCH", path, body)
+        return self.request("PATCH", path, body)

@@ -14,6 +14,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from scripts.airflow_local import Client
+
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots a reviewer can look at after a run
 
@@ -88,42 +90,41 @@ def task_context(dag_id: str, task: str, run_id: str, params: dict, xcoms: dict 
             "dag_run": SimpleNamespace(triggering_user_name=triggered_by, run_type=run_type)}
 
 
-class People:
-    """Airflow's public REST API as the people of a test call it, each with a token of their own, and
-    the wait for an approval request that Airflow 3.3.2 needs (``settle_request``).
+class People(Client):
+    """Airflow's public REST API as the people of a test call it, each with a token of their own
+    (``airflow_local.Client``'s requests, one token per person), and the wait for an approval
+    request that Airflow 3.3.2 needs (``settle_request``).
 
     ``log`` is where the scheduler writes (the standalone's log, or a cluster's scheduler.log); with
     ``proc`` a wait stops as soon as that process exits. ``reader`` reads states for the checks.
     """
 
     reader = "admin"
+    timeout = 120.0          # seconds one request may take (a busy 2-core machine)
     default_timeout = 180.0  # a wait's timeout when the test gives none
     settle_timeout = 180.0   # how long the scheduler may take to settle a parked approval
 
     def __init__(self, base: str, passwords: dict[str, str], log: Path, *, proc=None, interval: float = 1.0):
-        self.base, self.passwords, self.log, self.proc, self.interval = base, passwords, log, proc, interval
+        super().__init__(base)
+        self.passwords, self.log, self.proc, self.interval = passwords, log, proc, interval
         self.tokens: dict[str, str] = {}
         self.parks: dict[tuple[str, str, str], int] = {}
 
     def wait(self, what: str, check, timeout: float | None = None):
-        import httpx
+        import http.client
 
         from scripts import airflow_local as local
 
+        # refused connections and timeouts (OSError) and broken answers count as "not yet"
         return local.wait_until(what, check, timeout or self.default_timeout, proc=self.proc, log=self.log,
-                                interval=self.interval, ignore=(httpx.HTTPError,))
+                                interval=self.interval, ignore=(OSError, http.client.HTTPException))
 
     def call(self, user: str, method: str, path: str, body=None):
-        """One request as ``user`` (an ``httpx.Response``; the caller checks its status)."""
-        import httpx
-
+        """One request as ``user`` (a ``Reply``: ``status_code``, ``text``, ``json()``; the caller checks
+        its status)."""
         if user not in self.tokens:
-            r = httpx.post(f"{self.base}/auth/token", json={"username": user, "password": self.passwords[user]},
-                           timeout=60)
-            assert r.status_code in (200, 201), r.text
-            self.tokens[user] = r.json()["access_token"]
-        return httpx.request(method, f"{self.base}{path}", json=body, timeout=120,
-                             headers={"Authorization": f"Bearer {self.tokens[user]}"})
+            self.tokens[user] = self.fetch_token(user, self.passwords[user])
+        return self.send(method, path, body, token=self.tokens[user])
 
     def get_json(self, path: str):
         """What the reader GETs at ``path``, which must answer 200."""
@@ -137,8 +138,39 @@ class People:
         r = self.call(self.reader, "PATCH", f"/api/v2/dags/{dag}", {"is_paused": False})
         assert r.status_code == 200, r.text
 
+    def start_run(self, user: str, dag: str) -> str:
+        """A run of ``dag`` triggered by ``user`` (its id)."""
+        r = self.call(user, "POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": {}})
+        assert r.status_code in (200, 201), r.text
+        return r.json()["dag_run_id"]
+
+    def ended_state(self, dag: str, run: str) -> str | None:
+        """"success" or "failed" once the run has ended, else None."""
+        state = self.call(self.reader, "GET", f"/api/v2/dags/{dag}/dagRuns/{run}").json().get("state")
+        return state if state in ("success", "failed") else None
+
+    def task_instances(self, dag: str, run: str) -> dict[str, dict]:
+        body = self.call(self.reader, "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances?limit=200").json()
+        return {t["task_id"]: t for t in body["task_instances"]}
+
     def hitl_detail(self, dag: str, run: str, task: str = "approve") -> dict:
         return self.call(self.reader, "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails").json()
+
+    def answer_request(self, user: str, dag: str, run: str, option: str, comment: str | None = None,
+                       task: str = "approve"):
+        """``user``'s answer to the request ``task`` waits on, as the UI's Required Actions sends it."""
+        body = {"chosen_options": [option], **({"params_input": {"comment": comment}} if comment else {})}
+        return self.call(user, "PATCH", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails", body)
+
+    def approve_in_turn(self, dag: str, run: str, people: list[str], task: str = "approve", before_answer=None) -> None:
+        """Each of ``people`` in turn approves the request once it is open and settled (``before_answer``
+        runs just before each answer)."""
+        for user in people:
+            self.settle_request(dag, run, f"the {task} request for {user}", task)
+            if before_answer:
+                before_answer()
+            r = self.answer_request(user, dag, run, "Approve", f"reviewed by {user}", task)
+            assert r.status_code == 200, (user, r.status_code, r.text)
 
     def awaiting_input(self, dag: str, run: str, task: str = "approve") -> bool:
         """The task is parked for an answer, and its previous answer (if any) was cleared."""
@@ -171,9 +203,7 @@ class DagPeople(People):
         self.dag, self.reader = dag, reader
 
     def trigger(self, user: str) -> str:
-        r = self.call(user, "POST", f"/api/v2/dags/{self.dag}/dagRuns", {"logical_date": None, "conf": {}})
-        assert r.status_code in (200, 201), r.text
-        return r.json()["dag_run_id"]
+        return self.start_run(user, self.dag)
 
     def ti(self, run: str, task: str) -> dict:
         r = self.call(self.reader, "GET", f"/api/v2/dags/{self.dag}/dagRuns/{run}/taskInstances/{task}")
@@ -183,15 +213,13 @@ class DagPeople(People):
         return self.hitl_detail(self.dag, run)
 
     def answer(self, user: str, run: str, option: str, comment: str | None = None):
-        body = {"chosen_options": [option], **({"params_input": {"comment": comment}} if comment else {})}
-        return self.call(user, "PATCH", f"/api/v2/dags/{self.dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails", body)
+        return self.answer_request(user, self.dag, run, option, comment)
 
     def wait_for_request(self, run: str, what: str) -> None:
         self.settle_request(self.dag, run, what)
 
     def run_state(self, run: str) -> str | None:
-        state = self.call(self.reader, "GET", f"/api/v2/dags/{self.dag}/dagRuns/{run}").json().get("state")
-        return state if state in ("success", "failed") else None
+        return self.ended_state(self.dag, run)
 
     def runs_ended(self) -> bool:
         """No run of the DAG is queued or running (a DAG runs one at a time: max_active_runs=1)."""

@@ -74,10 +74,9 @@ def fab_airflow(pg_url, tmp_path):
 
 
 def session(base: str, user: str) -> httpx.Client:
-    answer = httpx.post(f"{base}/auth/token", json={"username": user, "password": PASSWORD}, timeout=60)
-    assert answer.status_code in (200, 201), answer.text
+    """The audit pages as ``user`` reads them, signed in through Airflow's API (``airflow_local.Client``)."""
     return httpx.Client(base_url=f"{base}/polymigrate", timeout=60,
-                        headers={"Authorization": f"Bearer {answer.json()['access_token']}"})
+                        headers={"Authorization": f"Bearer {local.Client(base).fetch_token(user, PASSWORD)}"})
 
 
 def pairs(rows) -> set[tuple[str, str]]:

@@ -14,7 +14,6 @@ import signal
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
 from polymigrate.audit import PostgresAuditStore
@@ -67,9 +66,11 @@ def test_audit_page_in_the_api_server_shows_the_matrix_and_exports(api_server, b
     page_url = f"{base}/polymigrate/"
 
     # Airflow's authentication guards the page and its export.
-    assert httpx.get(page_url).status_code in (401, 403)
-    assert httpx.get(f"{base}/polymigrate/export?format=csv").status_code in (401, 403)
-    token = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": PASSWORD}).json()["access_token"]
+    api = local.Client(base)
+    assert api.send("GET", "/polymigrate/").status_code in (401, 403)
+    assert api.send("GET", "/polymigrate/export?format=csv").status_code in (401, 403)
+    api.login("admin", PASSWORD)
+    token = api.token
 
     tools, top = browser
     downloads = tmp_path / "downloads"
@@ -107,7 +108,8 @@ def test_audit_page_in_the_api_server_shows_the_matrix_and_exports(api_server, b
     assert len(text.strip().splitlines()) > 10
 
     # The nav entry Airflow's own UI shows for the plugin, embedding the page.
-    plugins = httpx.get(f"{base}/api/v2/plugins", headers={"Authorization": f"Bearer {token}"}).json()
+    status, plugins = api.get("/api/v2/plugins")
+    assert status == 200, plugins
     views = [v for p in plugins["plugins"] for v in p["external_views"]]
     assert {"name": "Migration audit", "href": "/polymigrate/"}.items() <= views[0].items()
     tools.navigate(f"{base}/plugin/polymigrate-audit")

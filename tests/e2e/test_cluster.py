@@ -121,35 +121,13 @@ class Cluster(People):
 
     def trigger(self, dag: str) -> str:
         self.wait(f"{dag} to be parsed", lambda: self.call("admin", "GET", f"/api/v2/dags/{dag}").status_code == 200)
-        r = self.call("admin", "POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": {}})
-        assert r.status_code in (200, 201), r.text
-        return r.json()["dag_run_id"]
-
-    def state(self, dag: str, run: str) -> str | None:
-        s = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}").json().get("state")
-        return s if s in ("success", "failed") else None
-
-    def tis(self, dag: str, run: str) -> dict[str, dict]:
-        body = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances?limit=200").json()
-        return {t["task_id"]: t for t in body["task_instances"]}
+        return self.start_run("admin", dag)
 
     def finish(self, dag: str, run: str, timeout: float = 900) -> dict[str, dict]:
-        state = self.wait(f"{dag} {run} to finish", lambda: self.state(dag, run), timeout)
-        tis = self.tis(dag, run)
+        state = self.wait(f"{dag} {run} to finish", lambda: self.ended_state(dag, run), timeout)
+        tis = self.task_instances(dag, run)
         assert state == "success", (dag, {t: ti["state"] for t, ti in tis.items()})
         return tis
-
-    def wait_for_request(self, dag: str, run: str, what: str) -> None:
-        self.settle_request(dag, run, what)
-
-    def approve(self, dag: str, run: str, people: list[str], before_answer=None) -> None:
-        for user in people:
-            self.wait_for_request(dag, run, f"the approval request for {user}")
-            if before_answer:
-                before_answer()
-            r = self.call(user, "PATCH", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve/-1/hitlDetails",
-                          {"chosen_options": ["Approve"], "params_input": {"comment": f"reviewed by {user}"}})
-            assert r.status_code == 200, (user, r.status_code, r.text)
 
 
 @pytest.fixture(scope="module")
@@ -221,12 +199,12 @@ def test_a_try_whose_worker_is_killed_outright_is_on_record_and_the_last_one_is_
                                 (db, "%pg_sleep%")).fetchone()[0] > 0
 
     def running_try(n: int):
-        ti = c.tis(dag, run)[task]
+        ti = c.task_instances(dag, run)[task]
         return ti if ti["try_number"] == n and ti["state"] == "running" and ti["hostname"] else None
 
     # try 1 (a retry is left): killed inside the slow file
     c.wait(f"{task} to be inside the slow file", sleeping, 600)
-    victim = c.tis(dag, run)[task]
+    victim = c.task_instances(dag, run)[task]
     killed_at = time.monotonic()
     sh("kill", worker_of(victim["hostname"]), env=c.env)
     # try 2 (the last) starts on the other worker once try 1's heartbeat timed out: killed there too.
@@ -236,8 +214,8 @@ def test_a_try_whose_worker_is_killed_outright_is_on_record_and_the_last_one_is_
     assert second["hostname"] != victim["hostname"], (victim["hostname"], second["hostname"])
     c.wait(f"{task}'s try 2 to be inside the slow file", sleeping, 300)
     sh("kill", worker_of(second["hostname"]), env=c.env)
-    c.wait(f"{dag} {run} to fail", lambda: c.state(dag, run), 600)
-    assert c.tis(dag, run)[task]["state"] == "failed"
+    c.wait(f"{dag} {run} to fail", lambda: c.ended_state(dag, run), 600)
+    assert c.task_instances(dag, run)[task]["state"] == "failed"
 
     from polymigrate.audit import PostgresAuditStore
     store = PostgresAuditStore(f"postgresql://postgres@{c._pg_host()}/{KILLED_PREFIX}_audit")
@@ -277,8 +255,8 @@ def test_a_release_reaches_production_on_two_workers_through_a_worker_and_a_sche
         sh("kill", "triggerer", "TERM", env=c.env)
         sh("start", "triggerer", env=c.env)
     restarted = []
-    c.approve(dag, run, ["ann", "bob"],
-              before_answer=lambda: restarted or (restart_triggerer(), restarted.append(1)))
+    c.approve_in_turn(dag, run, ["ann", "bob"],
+                      before_answer=lambda: restarted or (restart_triggerer(), restarted.append(1)))
     c.finish(dag, run)
     assert c.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve/xcomEntries/return_value"
                   ).json()["value"]["approved_by"] == ["ann", "bob"]
@@ -288,7 +266,7 @@ def test_a_release_reaches_production_on_two_workers_through_a_worker_and_a_sche
     dag = "migrate__social_commerce__production"
     run = c.trigger(dag)
     # its contract drops users.first_name/last_name, labelled pii: a regulated change, signed off by compliance
-    c.approve(dag, run, ["ann", "bob", "cora"])
+    c.approve_in_turn(dag, run, ["ann", "bob", "cora"])
     slow_db = c.pg[("production", SLOW_REGION)]
 
     def sleeping() -> bool:
@@ -297,7 +275,7 @@ def test_a_release_reaches_production_on_two_workers_through_a_worker_and_a_sche
                                 (slow_db.rsplit("/", 1)[1], "%pg_sleep%")).fetchone()[0] > 0
     c.wait("north_africa to be inside the slow file", sleeping, 600)
     task = f"{SLOW_REGION}.migrate_postgresql"
-    victim = c.tis(dag, run)[task]
+    victim = c.task_instances(dag, run)[task]
     assert victim["state"] == "running", victim
     killed = worker_of(victim["hostname"])
     killed_at = time.time()

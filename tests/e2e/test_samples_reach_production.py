@@ -62,20 +62,13 @@ class Release(People):
 
     def trigger(self, user: str, dag: str) -> str:
         self.unpause(dag, self.default_timeout)
-        r = self.call(user, "POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": {}})
-        assert r.status_code in (200, 201), r.text
-        return r.json()["dag_run_id"]
-
-    def state(self, dag: str, run: str) -> str | None:
-        s = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}").json().get("state")
-        return s if s in ("success", "failed") else None
+        return self.start_run(user, dag)
 
     def tis(self, dag: str, run: str) -> dict[str, str]:
-        body = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances?limit=100").json()
-        return {t["task_id"]: t["state"] for t in body["task_instances"]}
+        return {task: ti["state"] for task, ti in self.task_instances(dag, run).items()}
 
     def finish(self, dag: str, run: str) -> str:
-        state = self.wait(f"{dag} {run} to finish", lambda: self.state(dag, run), 900)
+        state = self.wait(f"{dag} {run} to finish", lambda: self.ended_state(dag, run), 900)
         assert state == "success", (dag, self.tis(dag, run), self.failed_logs(dag, run))
         return state
 
@@ -86,13 +79,6 @@ class Release(People):
                 r = self.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/logs/1?full_content=true")
                 out.append(f"--- {task}: {r.text[-2500:]}")
         return "\n".join(out)
-
-    def approve(self, dag: str, run: str, people: list[str], task: str = "approve") -> None:
-        for user in people:
-            self.settle_request(dag, run, f"the {task} request for {user}", task)
-            r = self.call(user, "PATCH", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails",
-                          {"chosen_options": ["Approve"], "params_input": {"comment": f"reviewed by {user}"}})
-            assert r.status_code == 200, (user, r.status_code, r.text)
 
 
 @pytest.fixture
@@ -139,7 +125,7 @@ def test_common_and_social_commerce_rehearse_in_staging_then_pass_production_s_p
     body = api.hitl_detail(dag, run)["body"]
     assert "needs **2** approval(s)" in body and "already succeeded in staging: **everything pending**" in body, body
     api.parks[(dag, run, "approve")] -= 1  # approve() waits for the same open request again
-    api.approve(dag, run, ["ann", "bob"])
+    api.approve_in_turn(dag, run, ["ann", "bob"])
     api.finish(dag, run)
     assert api.call("admin", "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/approve/xcomEntries/return_value"
                     ).json()["value"]["approved_by"] == ["ann", "bob"]
@@ -154,7 +140,7 @@ def test_common_and_social_commerce_rehearse_in_staging_then_pass_production_s_p
     # the dropped first/last names are labelled pii: the same request asks for the compliance sign-off
     assert "**Compliance sign-off required**" in body and "drops `postgresql:users.first_name`" in body, body
     api.parks[(dag, run, "approve")] -= 1
-    api.approve(dag, run, ["ann", "cid", "admin", "cora"])
+    api.approve_in_turn(dag, run, ["ann", "cid", "admin", "cora"])
     # the full_name release: each region's contract phase waits for its own approval (policy.contract_approval),
     # the canary region first; until then the old columns are there
     for region in REGIONS:
@@ -167,7 +153,7 @@ def test_common_and_social_commerce_rehearse_in_staging_then_pass_production_s_p
             assert c.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'social_commerce' "
                              "AND table_name = 'users' AND column_name = 'first_name'").fetchone() == (1,)
         api.parks[(dag, run, task)] -= 1
-        api.approve(dag, run, ["ann", "bob"], task)
+        api.approve_in_turn(dag, run, ["ann", "bob"], task)
     api.finish(dag, run)
     tis = api.tis(dag, run)
     assert tis["western_europe.contract_postgresql"] == tis["north_africa.migrate_redis"] == "success"
