@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import signal
 import textwrap
 import threading
 import time
@@ -265,6 +266,46 @@ class Standalone:
         from scripts import airflow_local as local
 
         local.stop(self.proc, port=int(self.env["AIRFLOW__API__PORT"]))
+
+
+class ApiServer:
+    """A lone ``airflow api-server`` (no scheduler: nothing runs, pages only read) in ``tmp``, its
+    metadata in SQLite and its DAGs folder empty, for a ``with`` block. Made ready (``db migrate``)
+    on creation, so a test may set up users in ``env`` before entering starts it; leaving stops it.
+
+    ``users`` name -> password for the simple auth manager, ``extra`` the auth manager and connections.
+    """
+
+    # Neither the API server nor a browser has running tasks to let finish, unlike standalone.
+    QUICK_STOP = ((signal.SIGINT, 15), (signal.SIGKILL, 5))
+
+    def __init__(self, tmp: Path, *, extra: dict[str, str], users: dict[str, str] | None = None):
+        import subprocess
+
+        from scripts import airflow_local as local
+
+        home = tmp / "airflow"
+        (home / "dags").mkdir(parents=True)
+        self.env = local.airflow_env(home, local.free_port(), dags_folder=home / "dags",
+                                     metadata_url=f"sqlite:///{home / 'airflow.db'}", users=users, extra=extra)
+        self.base, self.log, self.proc = self.env["AIRFLOW__API__BASE_URL"], tmp / "api-server.log", None
+        subprocess.run([str(local.AIRFLOW), "db", "migrate"], env=self.env, check=True, capture_output=True, timeout=240)
+
+    def __enter__(self) -> ApiServer:
+        from scripts import airflow_local as local
+
+        self.proc = local.start([local.AIRFLOW, "api-server"], self.env, self.log)  # host, port, workers: from env
+        try:
+            local.wait_healthy(self.base, 180, proc=self.proc, log=self.log, interval=0.3)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from scripts import airflow_local as local
+
+        local.stop(self.proc, self.QUICK_STOP)
 
 
 def ledger(url: str) -> list[tuple[str, str, str]]:

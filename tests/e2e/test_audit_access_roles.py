@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -24,13 +23,13 @@ from polymigrate.audit import PostgresAuditStore
 from polymigrate.blueprint import dag_id
 from scripts import airflow_local as local
 from tests.audit_seed import seed_sample_history
+from tests.e2e.harness import ApiServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 PASSWORD = "access-e2e-password"
-QUICK_STOP = ((signal.SIGINT, 15), (signal.SIGKILL, 5))
 
 
 @pytest.fixture
@@ -44,12 +43,7 @@ def fab_airflow(pg_url, tmp_path):
              "prod_run": next(r.event.run_id for r in store.query(domain=prod, environment="production"))}
     store.close()
 
-    home = tmp_path / "airflow"
-    (home / "dags").mkdir(parents=True)
-    env = local.airflow_env(home, local.free_port(), dags_folder=home / "dags",
-                            metadata_url=f"sqlite:///{home / 'airflow.db'}",
-                            extra={"AIRFLOW__CORE__AUTH_MANAGER": FAB, "AIRFLOW_CONN_POLYMIGRATE_AUDIT": pg_url})
-    subprocess.run([str(local.AIRFLOW), "db", "migrate"], env=env, check=True, capture_output=True, timeout=240)
+    server = ApiServer(tmp_path, extra={"AIRFLOW__CORE__AUTH_MANAGER": FAB, "AIRFLOW_CONN_POLYMIGRATE_AUDIT": pg_url})
     staging_of_other, prod_of_prod, staging_of_prod = dag_id(other, "staging"), dag_id(prod, "production"), dag_id(prod, "staging")
     spec = {"dags": [staging_of_other, prod_of_prod, staging_of_prod],
             "roles": {"OtherStaging": [["can_read", f"DAG:{staging_of_other}"]],
@@ -58,19 +52,13 @@ def fab_airflow(pg_url, tmp_path):
             "users": {"ward": {"role": "OtherStaging", "password": PASSWORD},
                       "sofia": {"role": "ProdTeam", "password": PASSWORD},
                       "cora": {"role": "Compliance", "password": PASSWORD}}}
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "fab_access.py")], input=json.dumps(spec), env=env,
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "fab_access.py")], input=json.dumps(spec), env=server.env,
                           capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     assert PASSWORD not in done.stdout + done.stderr
 
-    log = tmp_path / "api-server.log"
-    proc = local.start([local.AIRFLOW, "api-server"], env, log)
-    try:
-        base = env["AIRFLOW__API__BASE_URL"]
-        local.wait_healthy(base, 180, proc=proc, log=log, interval=0.3)
-        yield base, facts
-    finally:
-        local.stop(proc, QUICK_STOP)
+    with server:
+        yield server.base, facts
 
 
 def session(base: str, user: str) -> httpx.Client:

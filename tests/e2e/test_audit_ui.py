@@ -10,23 +10,19 @@ export link and see the file land, and save a screenshot to tests/artifacts/.
 from __future__ import annotations
 
 import base64
-import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from polymigrate.audit import PostgresAuditStore
 from scripts import airflow_local as local
-from tests.e2e.harness import ARTIFACTS
+from tests.e2e.harness import ARTIFACTS, ApiServer
 from tests.audit_seed import seed_sample_history
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.engine("chromium")]
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "audit-e2e-password"
-# Neither the API server nor Chromium has running tasks to let finish, unlike standalone.
-QUICK_STOP = ((signal.SIGINT, 15), (signal.SIGKILL, 5))
 
 
 def wait_until(check, timeout: float, what: str):
@@ -45,20 +41,8 @@ def audit_url(pg_url):
 @pytest.fixture
 def api_server(audit_url, tmp_path):
     url, expected = audit_url
-    home = tmp_path / "airflow"
-    (home / "dags").mkdir(parents=True)
-    env = local.airflow_env(home, local.free_port(), dags_folder=home / "dags",
-                            metadata_url=f"sqlite:///{home / 'airflow.db'}", users={"admin": PASSWORD},
-                            extra={"AIRFLOW_CONN_POLYMIGRATE_AUDIT": url})
-    base = env["AIRFLOW__API__BASE_URL"]
-    subprocess.run([str(local.AIRFLOW), "db", "migrate"], env=env, check=True, capture_output=True, timeout=180)
-    log = tmp_path / "api-server.log"
-    proc = local.start([local.AIRFLOW, "api-server"], env, log)  # host, port, workers: from env
-    try:
-        local.wait_healthy(base, 120, proc=proc, log=log, interval=0.3)
-        yield base, expected
-    finally:
-        local.stop(proc, QUICK_STOP)
+    with ApiServer(tmp_path, users={"admin": PASSWORD}, extra={"AIRFLOW_CONN_POLYMIGRATE_AUDIT": url}) as server:
+        yield server.base, expected
 
 
 def test_audit_page_in_the_api_server_shows_the_matrix_and_exports(api_server, browser, tmp_path):
