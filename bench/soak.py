@@ -177,7 +177,7 @@ class Postgres(Engine):
 
 class Redis(Engine):
     name, session_lock = "redis", True
-    DB = 7
+    DB = 25  # a DB no test names (tests/e2e/test_phased_dag uses 7), so a soak beside the suite flushes nothing of it
 
     def __init__(self) -> None:
         import redis
