@@ -30,9 +30,11 @@ cluster-down:
 	bash scripts/cluster.sh down
 
 # Three pytest-xdist workers on two cores: the suite mostly waits on servers and Airflow start-ups.
-# --dist loadfile keeps a module's tests (and the Airflow a module shares) on one worker.
+# --dist loadfile keeps a module's tests (and the Airflow a module shares) on one worker;
+# --no-loadscope-reorder keeps conftest's order (the longest modules first) instead of xdist's own
+# (modules with the most tests first), which started the demo's and the cluster's modules last.
 test: install engines
-	. .engines/env && $(BIN)/pytest -q -p no:cacheprovider -n 3 --dist loadfile --durations=25 tests
+	. .engines/env && $(BIN)/pytest -q -p no:cacheprovider -n 3 --dist loadfile --no-loadscope-reorder --durations=25 tests
 
 demo: install
 	$(BIN)/python scripts/demo.py

@@ -301,8 +301,9 @@ def pytest_configure(config):
 
 # The modules that take minutes run first, so under pytest-xdist each starts on a worker of its own
 # at once instead of one of them starting last and holding the suite's end back.
-# (Only these two: xdist hands each worker two modules at the start, and the second waits behind the first.)
-SLOW_FIRST = ("tests/e2e/test_demo.py", "tests/e2e/test_cluster.py")
+# (One per worker: xdist hands the three workers the first three modules, then one more each, which
+# waits behind the first; Makefile's --no-loadscope-reorder keeps this order.)
+SLOW_FIRST = ("tests/e2e/test_demo.py", "tests/e2e/test_cluster.py", "tests/integration/test_soak_short.py")
 
 
 def pytest_collection_modifyitems(items):
