@@ -194,13 +194,17 @@ down_postgresql() {
 up_redis() {
   command -v redis-server >/dev/null || apt_install redis-server
   if alive "$RUN/redis.pid" && redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping >/dev/null 2>&1; then
-    say "redis already running on 127.0.0.1:$REDIS_PORT"; return 0
+    local dbs; dbs=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" config get databases | tail -1)
+    if [ "${dbs:-0}" -ge 64 ]; then say "redis already running on 127.0.0.1:$REDIS_PORT"; return 0; fi
+    # test modules run side by side (xdist) and each flushes Redis DBs of its own: they need 64
+    say "redis: restarting with 64 databases (it has $dbs); it holds test data only"
+    stop_pid redis
   fi
   need_port redis "$REDIS_PORT" POLYMIGRATE_REDIS_PORT
   mkdir -p "$E/redis"
   say "redis: starting $(redis-server --version | cut -d' ' -f3) on 127.0.0.1:$REDIS_PORT"
   redis-server --daemonize yes --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
-    --dir "$E/redis" --pidfile "$RUN/redis.pid" --logfile "$LOGS/redis.log" --databases 32
+    --dir "$E/redis" --pidfile "$RUN/redis.pid" --logfile "$LOGS/redis.log" --databases 64
   wait_for 20 redis redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping || die "redis did not answer (see $LOGS/redis.log)"
 }
 down_redis() { stop_pid redis; }

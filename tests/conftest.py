@@ -37,8 +37,11 @@ def _load_engines_env(path: Path = ROOT / ".engines" / "env") -> None:
 _load_engines_env()
 PG_ADMIN_URL = os.environ.get("POLYMIGRATE_TEST_PG", "postgresql://postgres@127.0.0.1:54329/postgres")
 REDIS_URL = os.environ.get("POLYMIGRATE_TEST_REDIS", "redis://127.0.0.1:63790")
-# The DB the tests may flush: one per pytest-xdist worker, so workers never flush each other's keys
-# (the other numbers below 32 belong to e2e modules that name their own DBs).
+# The DB the tests may flush: one per pytest-xdist worker, so workers never flush each other's keys.
+# Modules that run side by side must never share a DB either; those that name their own: test_dag_runs
+# 1-3, test_phased_dag 7, test_phased_release_four_engines 11-12, test_samples_reach_production 21-24,
+# test_rehearsal_schedule 27, test_cluster 40-53 (targets and brokers); benches 13-14 and 25
+# (scripts/engines.sh starts Redis with 64 DBs).
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
 REDIS_DB = int(os.environ.get("POLYMIGRATE_TEST_REDIS_DB")
                or ((4, 5, 6, 8, 9, 10)[int(_WORKER.removeprefix("gw")) % 6] if _WORKER else 15))

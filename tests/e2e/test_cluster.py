@@ -136,8 +136,8 @@ def cluster(tmp_path_factory):
     specs = copy_specs(tmp / "specs")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(POLYMIGRATE_SPECS=str(specs), POLYMIGRATE_CLUSTER_DIR=str(tmp / "cluster"),
-               POLYMIGRATE_CLUSTER_DB_PREFIX=PREFIX, POLYMIGRATE_CLUSTER_BROKER_DB="29",
-               POLYMIGRATE_CLUSTER_REDIS_DBS="20 28")
+               POLYMIGRATE_CLUSTER_DB_PREFIX=PREFIX, POLYMIGRATE_CLUSTER_BROKER_DB="49",
+               POLYMIGRATE_CLUSTER_REDIS_DBS="40 48")
     started = time.monotonic()
     try:
         sh("up", env=env)
@@ -169,8 +169,8 @@ def small_cluster(tmp_path, webhook_server):
     (specs / "shop" / "postgresql" / "V1__slow.sql").write_text("CREATE TABLE slow (id int);\nSELECT pg_sleep(45);\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(POLYMIGRATE_SPECS=str(specs), POLYMIGRATE_CLUSTER_DIR=str(tmp_path / "cluster"),
-               POLYMIGRATE_CLUSTER_DB_PREFIX=KILLED_PREFIX, POLYMIGRATE_CLUSTER_BROKER_DB="27",
-               POLYMIGRATE_CLUSTER_REDIS_DBS="17 19")
+               POLYMIGRATE_CLUSTER_DB_PREFIX=KILLED_PREFIX, POLYMIGRATE_CLUSTER_BROKER_DB="53",
+               POLYMIGRATE_CLUSTER_REDIS_DBS="50 52")
     # on-call's webhook: a Slack-compatible receiver on loopback (the DAG processor posts to it)
     hook_port, posts = webhook_server
     env["AIRFLOW_CONN_PM_LOST_HOOK"] = json.dumps(
