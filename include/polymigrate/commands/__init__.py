@@ -14,6 +14,7 @@ outcome into theirs (an exit code, an Airflow exception). Nothing here imports A
 * ``validation``: the validate step (files and lint as the approval summary);
 * ``verbs``: validate, lint, plan, migrate, verify, undo, baseline, repair, adopt, info, and the whole
   DAG sequence in one process (``migrate_environment``);
+* ``verification``: the verify step (``verify_region``: ledgers against the plan, then each target's checks);
 * ``noop``: what plan hands to execute tasks with nothing pending (one ledger read, no specs);
 * ``failures``: a failed step on record, so a run's outcome reads failed;
 * ``drift``: schema snapshots and drift kept in the audit store; ``diff``: generated migrations;
