@@ -538,7 +538,7 @@ def main() -> int:
 
     import demo_specs
     from polymigrate.blueprint import dag_id
-    from polymigrate.serving import default_technologies
+    from polymigrate.targets import default_technologies
     from polymigrate.spec import load_project
 
     project = load_project(ROOT / "migration_specs")

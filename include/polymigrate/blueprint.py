@@ -214,7 +214,7 @@ def _default_args(env: Environment, owners: list[str]) -> dict[str, Any]:
 def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
                 files: dict[str, tuple[int, str | None]] | None = None) -> DagBlueprint:
     """The blueprint of one healthy (domain, environment) DAG."""
-    from polymigrate.serving import default_technologies, served, skipped
+    from polymigrate.targets import default_technologies, served, skipped
 
     regions = project.regions_of(domain, env)
     techs = domain.technology_order()

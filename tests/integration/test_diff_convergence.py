@@ -32,7 +32,7 @@ def _versioned(folder: Path) -> list[Path]:
 
 
 def _readable(a: dict, b: dict) -> str:
-    from polymigrate.drift import diff
+    from polymigrate.snapshot_diff import diff
 
     lines = []
     for schema in sorted(set(a) | set(b)):

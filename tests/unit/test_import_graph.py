@@ -118,7 +118,7 @@ DRIVER_MODULES = {
     # each technology's connection, ledger, lock and step code (Elasticsearch/OpenSearch speaks HTTP
     # through polymigrate's own client, so none of its modules is here)
     *(f"polymigrate.adapters.postgresql.{m}" for m in (
-        "adapter", "backfill", "checks", "errors", "flyway", "ledger", "lock", "repair", "session", "snapshot",
+        "adapter", "backfill", "checks", "errors", "flyway", "ledger", "leftovers", "lock", "session", "snapshot",
         "steps")),
     *(f"polymigrate.adapters.mongodb.{m}" for m in (
         "adapter", "checks", "lease", "ledger", "runner", "server", "transform")),

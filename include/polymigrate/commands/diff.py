@@ -160,7 +160,7 @@ def from_drift(specs: Path, environment: str, region: str, domain: str, *, write
     from polymigrate.commands.context import audit_sink
     from polymigrate.commands.drift import store_of
     from polymigrate.connections import AUDIT_CONN_ID, url_for
-    from polymigrate.drift import Difference
+    from polymigrate.snapshot_diff import Difference
     from polymigrate.ledger import Status
     from polymigrate.schemadiff import postgresql as pg
     from polymigrate.spec import load_project

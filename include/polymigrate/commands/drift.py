@@ -15,7 +15,7 @@ from typing import Any
 
 from polymigrate.adapters.base import Adapter
 from polymigrate.commands.context import Run
-from polymigrate.drift import MAX_DIFFERENCES, Difference, allowed, carry_since, diff, fingerprint
+from polymigrate.snapshot_diff import MAX_DIFFERENCES, Difference, allowed, carry_since, diff, fingerprint
 from polymigrate.errors import MigrationError, PermanentError
 from polymigrate.events import EventSink
 from polymigrate.governance.enforce import retention_checks
@@ -56,7 +56,7 @@ def drift_domain(run: Run) -> dict[str, Any]:
     """Compare every served target of the domain in this environment with its baseline; record one
     ``drift`` event (also when nothing drifted: the report of that night). A target that cannot be
     read is named in the event, and fails the task after the others were compared."""
-    from polymigrate.serving import served
+    from polymigrate.targets import served
 
     store = store_of(run.sink)
     if store is None:

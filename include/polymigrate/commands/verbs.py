@@ -46,7 +46,7 @@ def plan(run: Run, grant: Grant) -> Plan:
     unknown = [r for r in params.regions or [] if r not in env.regions]
     if unknown:
         raise UsageError(f"param regions: {unknown} not in {env.name} ({sorted(env.regions)})")
-    from polymigrate.serving import left_out_files, served, skipped
+    from polymigrate.targets import left_out_files, served, skipped
 
     # a target the environment cannot serve (not listed for the region, no adapter installed) is
     # skipped and said why, never a failure: scheduled runs select every technology by default

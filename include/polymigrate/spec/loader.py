@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from polymigrate import TECHNOLOGIES
 from polymigrate.errors import Problem
-from polymigrate.secrets import URL_WITH_PASSWORD, token_in
+from polymigrate.credential_patterns import URL_WITH_PASSWORD, token_in
 from polymigrate.spec.models import Domain, Environment, Project
 from polymigrate.spec.reading import inside, read_yaml
 

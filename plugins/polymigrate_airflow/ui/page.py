@@ -187,7 +187,7 @@ _UNAVAILABLE = _env.from_string("""<!doctype html>
 
 def drift_what(d: dict[str, Any]) -> str:
     """A difference as one line: what it was and what it is."""
-    from polymigrate.drift import short
+    from polymigrate.snapshot_diff import short
 
     if d.get("change") == "added":
         return short(d.get("after"))

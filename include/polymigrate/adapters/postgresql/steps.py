@@ -13,7 +13,7 @@ import psycopg
 
 from polymigrate.adapters.postgresql.errors import classify
 from polymigrate.adapters.postgresql.lock import _LOST_MARK
-from polymigrate.adapters.postgresql.repair import repair_leftover
+from polymigrate.adapters.postgresql.leftovers import repair_leftover
 from polymigrate.adapters.postgresql.statements import Statement, check_transaction_control, split, steps
 from polymigrate.catalog import Migration
 from polymigrate.errors import PermanentError, TransientError

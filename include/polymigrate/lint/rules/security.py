@@ -8,7 +8,7 @@ from pglast import ast, enums
 
 from polymigrate.lint.pgast import AT, alter_cmds, qualified
 from polymigrate.lint.rule import Hit, Rule
-from polymigrate.secrets import TOKENS, URL_WITH_PASSWORD
+from polymigrate.credential_patterns import TOKENS, URL_WITH_PASSWORD
 
 # Each pattern names what it found; values themselves are never copied into a finding.
 _SECRETS = (
@@ -16,7 +16,7 @@ _SECRETS = (
     ("a credential assignment", re.compile(
         r"""(?i)\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?key|auth[_-]?token|token)\b["']?\s*[:=]\s*["'](?!\$\{)[^"'\s]{6,}["']""")),
     ("a URL with a password", URL_WITH_PASSWORD),
-    *TOKENS,  # the same credential shapes the spec loader rejects (polymigrate.secrets)
+    *TOKENS,  # the same credential shapes the spec loader rejects (polymigrate.credential_patterns)
 )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from polymigrate.serving import default_technologies, served, skipped
+from polymigrate.targets import default_technologies, served, skipped
 from polymigrate.spec import load_project
 
 
@@ -48,7 +48,7 @@ def test_skipped_says_what_and_why(tmp_path):
 
 
 def test_what_the_specs_leave_out_is_said_with_why(tmp_path):
-    from polymigrate.serving import left_out_files
+    from polymigrate.targets import left_out_files
 
     write(tmp_path / "environments/staging.yaml", """
         regions: {west: {}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from polymigrate.drift import Difference, allowed, carry_since, diff
+from polymigrate.snapshot_diff import Difference, allowed, carry_since, diff
 
 SPECS = Path(__file__).resolve().parents[2] / "migration_specs"
 
