@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING
 
 from polymigrate.catalog.naming import Kind
 from polymigrate.errors import Problem
+from polymigrate.spec.models import PHASES
 
 if TYPE_CHECKING:
     from polymigrate.catalog import DomainCatalog, Migration
-
-PHASES = ("expand", "migrate", "contract")
 
 
 def phase_counts(catalog: "DomainCatalog", technologies: list[str]) -> dict[str, dict[str, int]]:

@@ -19,8 +19,9 @@ from polymigrate.spec.governance import Label, ResidencyRule, check_label_key
 
 Technology = Literal[TECHNOLOGIES]  # type: ignore[valid-type]  # the registered technologies' keys
 Severity = Literal["info", "low", "medium", "high", "critical"]
-Phase = Literal["expand", "migrate", "contract"]  # release phases, in release order (docs/phases.md)
-PHASE_ORDER = ("expand", "migrate", "contract")
+# release phases, in release order (docs/phases.md); the one definition, which catalog.phases imports
+PHASES = ("expand", "migrate", "contract")
+Phase = Literal[PHASES]  # type: ignore[valid-type]
 SEVERITY_ORDER = ("info", "low", "medium", "high", "critical")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
 _DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -244,7 +245,7 @@ class TechnologyConfig(_Model):
     @classmethod
     def _phases(cls, v: list[str] | None) -> list[str] | None:
         # release order whatever order they are written in: the DAG runs them in that order anyway
-        return None if v is None else [p for p in PHASE_ORDER if p in v]
+        return None if v is None else [p for p in PHASES if p in v]
 
 
 class DriftSpec(_Model):

@@ -16,8 +16,6 @@ by the Airflow provider hooks) or a ``SearchApi``; ``from_url`` reads the flavou
 from __future__ import annotations
 
 import getpass
-import hashlib
-import json
 import logging
 import time
 from contextlib import AbstractContextManager
@@ -29,6 +27,7 @@ from polymigrate.adapters.base import Adapter, Applied, Capabilities, Check, Rep
 from polymigrate.adapters.elasticsearch.api import SearchApi, SearchError, client_where
 from polymigrate.adapters.elasticsearch.bluegreen import BlueGreen, undo_switch
 from polymigrate.adapters.elasticsearch.lease import Lease, LeaseLost
+from polymigrate.adapters.elasticsearch.snapshot import snapshot
 from polymigrate.adapters.elasticsearch.ledger import Ledger, ledger_index
 from polymigrate.adapters.elasticsearch.steps import StepContext, classify, run_simple, short
 from polymigrate.catalog import Migration
@@ -391,28 +390,7 @@ class ElasticsearchAdapter(Adapter):
     def snapshot(self) -> dict[str, Any]:
         """Indices (under the domain's ``index_prefix``, hidden ones left out) with their fields and
         aliases, and the index/component templates under the same prefix."""
-        pattern = f"{self.index_prefix}*"
-        mappings = self.api.request("GET", f"/{pattern}/_mapping", params={"expand_wildcards": "open"})
-        aliases = self.api.indices(pattern)
-        indices = {}
-        for name, m in sorted(mappings.items()):
-            if name.startswith("."):
-                continue
-            mp = m.get("mappings") or {}
-            indices[name] = {"fields": _fields(mp.get("properties") or {}), "dynamic": mp.get("dynamic"),
-                             "aliases": sorted((aliases.get(name) or {}).get("aliases") or {})}
-        out: dict[str, Any] = {"server": self.api.server.label, "indices": indices}
-        for kind, path, key in (("index_templates", "_index_template", "index_templates"),
-                                ("component_templates", "_component_template", "component_templates")):
-            try:
-                found = self.api.request("GET", f"/{path}/{pattern}").get(key) or []
-            except SearchError as exc:
-                if exc.status != 404:
-                    raise
-                found = []
-            out[kind] = {t["name"]: hashlib.sha256(json.dumps(t, sort_keys=True).encode()).hexdigest()[:16]
-                         for t in found}
-        return out
+        return snapshot(self.api, self.index_prefix)
 
     # -- recovery verbs (polymigrate.recovery) ----------------------------------------------
 
@@ -438,15 +416,3 @@ class ElasticsearchAdapter(Adapter):
             lease.release()
         self._leases.clear()
         self.api.close()
-
-
-def _fields(props: dict, prefix: str = "") -> dict[str, str]:
-    out = {}
-    for name, spec in sorted(props.items()):
-        if not isinstance(spec, dict):
-            continue
-        out[prefix + name] = spec.get("type") or "object"
-        out.update(_fields(spec.get("properties") or {}, prefix + name + "."))
-        out.update(_fields(spec.get("fields") or {}, prefix + name + "."))
-    return out
-
