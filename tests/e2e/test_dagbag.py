@@ -54,6 +54,19 @@ def test_every_sample_dag_loads_without_connections(monkeypatch):
     assert staging.is_paused_upon_creation is False  # nightly rehearsal, unpaused from the start
 
 
+def test_a_task_process_builds_only_the_dag_it_runs(monkeypatch):
+    """Airflow's task runner parses the DAG file with the parsing context naming the DAG it runs: the
+    file builds that DAG alone (the others' operators were most of a task's parse, issue 24); a DAG id
+    the tree does not have builds everything, so Airflow's own lookup decides as before."""
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "migrate__common__staging")
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "validate")
+    one = dagbag(monkeypatch, SPECS)
+    assert one.import_errors == {} and set(one.dags) == {"migrate__common__staging"}
+    assert one.dags["migrate__common__staging"].get_task("validate")
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "migrate__gone__staging")
+    assert len(dagbag(monkeypatch, SPECS).dags) == 24
+
+
 def test_broken_domain_is_its_own_failing_dag_while_the_others_load(monkeypatch, tmp_path):
     specs = tmp_path / "specs"
     shutil.copytree(SPECS, specs)
