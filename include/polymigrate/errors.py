@@ -72,6 +72,15 @@ class PermanentError(MigrationError):
     """Retrying will not help; a person must change something first."""
 
 
+class DependencyPending(PermanentError):
+    """A ``depends_on`` domain has pending migrations on our targets: refused, unless (in Airflow) that
+    domain's own DAG is running right now, which the plan then waits for. ``domains``: the ones pending."""
+
+    def __init__(self, message: str, *, domains: list[str], **kw):
+        self.domains = domains
+        super().__init__(message, **kw)
+
+
 class TransientError(MigrationError):
     """Worth retrying with backoff (lost connection, lock timeout, serialization failure)."""
 

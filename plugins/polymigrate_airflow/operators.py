@@ -12,7 +12,7 @@ Constructors only store strings, so parsing a DAG file never loads a migration o
 from __future__ import annotations
 
 import time
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 from airflow.sdk import BaseOperator
@@ -171,14 +171,44 @@ class PlanOperator(PolymigrateOperator):
 
     ui_color = "#e3d7f5"
 
+    # How often a plan waiting for a dependency's running DAG looks again (no worker slot held between)
+    DEPENDENCY_POLL = timedelta(seconds=60)
+
     def run(self, context):
         from polymigrate.commands.approval import check_approval
         from polymigrate.commands.noop import plan_record
         from polymigrate.commands.verbs import plan
+        from polymigrate.errors import DependencyPending
 
         run = self.open_run(context)
         grant = check_approval(run, *self.approved(context))
-        return {**(result := plan(run, grant)).summary(), "dry_run": run.params.dry_run, **plan_record(result, grant)}
+        try:
+            result = plan(run, grant)
+        except DependencyPending as exc:
+            # A nightly schedule starts every domain's rehearsal at the same minute: a domain whose
+            # dependency is being migrated right now waits for that run instead of failing tonight's
+            # rehearsal. A dependency nobody is running is refused at once, as on the command line.
+            running = self.running_dependencies(context, exc.domains)
+            if not running:
+                raise
+            from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+            self.log.info("Waiting for %s to finish (checking again every %d s, no worker slot held):\n%s",
+                          ", ".join(running), self.DEPENDENCY_POLL.total_seconds(), exc)
+            self.defer(trigger=DateTimeTrigger(moment=datetime.now(timezone.utc) + self.DEPENDENCY_POLL),
+                       method_name="execute_after_wait")
+        return {**result.summary(), "dry_run": run.params.dry_run, **plan_record(result, grant)}
+
+    def running_dependencies(self, context, domains: list[str]) -> list[str]:
+        """The DAGs of ``domains`` in this environment with a run queued or running (Airflow's record)."""
+        from polymigrate.blueprint import dag_id
+
+        ids = [dag_id(d, self.environment) for d in domains]
+        return [i for i in ids if context["ti"].get_dr_count(dag_id=i, states=["queued", "running"])]
+
+    def execute_after_wait(self, context, event=None):
+        """Resumed by the wait's trigger: plan again from the start (approval, ledgers, dependencies)."""
+        return self.execute(context)
 
 
 class MigrationOperator(lineage.Lineage, PolymigrateOperator):

@@ -186,6 +186,58 @@ def test_plan_refuses_while_a_dependency_has_pending_migrations(e2e):
     assert e2e.ledger("social-commerce", "postgresql", "western_europe") == []
 
 
+def test_a_plan_waits_while_its_dependency_s_dag_is_running_and_runs_once_that_applied(e2e, monkeypatch):
+    """The nightly schedule starts every staging rehearsal at the same minute: social-commerce's plan
+    finds common pending while common's own DAG run is still going, waits for that run (deferred: no
+    worker slot held), and goes on once common applied. With no common run going, it refuses at once
+    (the test above)."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    from datetime import datetime, timedelta, timezone
+
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+    from airflow.utils.state import DagRunState
+    from polymigrate_airflow.operators import PlanOperator
+
+    (e2e.root / "environments" / "e2e.yaml").write_text(env_yaml({**CURRENCY, "eastern_europe": "PLN"}))
+    # common's DAG run as the scheduler started it beside social-commerce's, still applying
+    with create_session() as session:
+        session.add(DagRun(dag_id="migrate__common__e2e", run_id="scheduled__tonight", run_type="scheduled",
+                           state=DagRunState.RUNNING, run_after=datetime.now(timezone.utc), conf={}))
+    monkeypatch.setattr(PlanOperator, "DEPENDENCY_POLL", timedelta(seconds=2))
+    seen, looked = [], threading.Event()
+    running = PlanOperator.running_dependencies
+
+    def spied(self, context, domains):  # Airflow's own answer, noted for the assertions below
+        seen.append(found := running(self, context, domains))
+        looked.set()
+        return found
+
+    monkeypatch.setattr(PlanOperator, "running_dependencies", spied)
+    applied = []
+
+    def common_run_finishes():
+        looked.wait(600)
+        out = subprocess.run([str(Path(sys.executable).with_name("polymigrate")), "migrate", "-e", "e2e", "-d", "common",
+                              "--specs", str(e2e.root)], env=os.environ.copy(), capture_output=True, text=True, timeout=600)
+        applied.append(out)
+        with create_session() as session:
+            session.query(DagRun).filter(DagRun.run_id == "scheduled__tonight").update({"state": DagRunState.SUCCESS})
+
+    finisher = threading.Thread(target=common_run_finishes)
+    finisher.start()
+    dr, states = e2e.run("social_commerce")
+    finisher.join(600)
+    assert applied and applied[0].returncode == 0, applied and applied[0].stdout + applied[0].stderr
+    assert dr.state == "success", states
+    assert seen and all(s == ["migrate__common__e2e"] for s in seen), seen  # it waited for that run, then planned
+    for region in REGIONS:
+        assert e2e.ledger("social-commerce", "postgresql", region), region
+
+
 def test_dry_run_changes_nothing(e2e):
     (e2e.root / "environments" / "e2e.yaml").write_text(env_yaml({**CURRENCY, "eastern_europe": "PLN"}))
     dr, states = e2e.run("common", {"dry_run": True})

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from polymigrate.commands.context import EVENT_LIST_CAP, Grant, Run
 from polymigrate.commands.planning import Connect, plan_domain
 from polymigrate.commands.project import load_domain
-from polymigrate.errors import PermanentError, PolicyRefused, PolymigrateError
+from polymigrate.errors import DependencyPending, PermanentError, PolicyRefused, PolymigrateError
 from polymigrate.ledger import LedgerEntry
 from polymigrate.plan import Plan
 from polymigrate.policy import Promotable, estimate_seconds, promotion_missing, wait_until
@@ -150,10 +150,13 @@ def check_promotion(run: Run, plan: Plan, grant: Grant) -> list[str]:
 
 
 def check_dependencies(run: Run, plan: Plan) -> None:
-    """Refuse while a ``depends_on`` domain has pending migrations on one of our targets."""
+    """Refuse while a ``depends_on`` domain has pending migrations on one of our targets
+    (``DependencyPending``, naming each such domain: the DAG's plan waits instead while that domain's
+    DAG is running, as when a nightly schedule starts every domain's rehearsal at the same minute)."""
     from polymigrate.blueprint import dag_id
 
     ours = {(t.region, t.technology) for t in plan.targets}
+    pending: dict[str, list[str]] = {}
     for dep in run.domain.depends_on:
         dep_project, dep_domain, dep_catalog = load_domain(run.project.root, dep, project=run.project)
         connect = run.connector.connect(run.environment, dep_domain, sorted({tech for _, tech in ours}))
@@ -164,9 +167,12 @@ def check_dependencies(run: Run, plan: Plan) -> None:
                    for t in dep_targets if t.steps]
         waiting += [f"{t.region}/{t.technology}: {e}" for t in dep_targets for e in ([t.error] if t.error else []) + t.problems]
         if waiting:
-            raise PermanentError(f"'{run.domain.name}' depends on '{dep}', which has pending migrations on the same "
-                                 "targets:\n  " + "\n  ".join(waiting),
-                                 hint=f"migrate '{dep}' first (the DAG {dag_id(dep, run.environment.name)}), then run again")
+            pending[dep] = waiting
+    if pending:  # every dependency named at once, so a wait covers them all
+        lines = [f"'{run.domain.name}' depends on '{dep}', which has pending migrations on the same targets:\n  "
+                 + "\n  ".join(waiting) for dep, waiting in pending.items()]
+        raise DependencyPending("\n".join(lines), domains=list(pending), hint="migrate " + ", then ".join(
+            f"'{dep}' (the DAG {dag_id(dep, run.environment.name)})" for dep in pending) + " first, then run again")
 
 
 def plan_gates(run: Run, plan: Plan) -> list[str]:
