@@ -296,6 +296,18 @@ _ENGINE_DEFAULT_LABELS = {"postgresql": "PostgreSQL", "redis": "Redis", "mongodb
                           "airflow-cluster": "Airflow cluster (CeleryExecutor, 2 workers)",
                           "chromium": "Chromium"}
 _engine_counts: Counter = Counter()
+_module_cpu: Counter = Counter()  # CPU seconds per test module: the process and its finished children
+_module_wall: Counter = Counter()
+
+
+def _cpu_now() -> float:
+    import resource
+
+    return sum(resource.getrusage(who).ru_utime + resource.getrusage(who).ru_stime
+               for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+
+
+_cpu_last = [None]
 
 
 def pytest_configure(config):
@@ -327,6 +339,9 @@ def pytest_runtest_logreport(report):
     # user_properties, not attributes of our own: pytest-xdist sends only those from its workers
     props = dict(report.user_properties)
     ENGINE_LABELS.update({k: v for k, v in props.get("polymigrate_labels", {}).items() if k not in ENGINE_LABELS})
+    for module, cpu, wall in props.get("polymigrate_cpu", ()):
+        _module_cpu[module] += cpu
+        _module_wall[module] += wall
     if report.when == "call" and report.passed:
         for engine in props.get("polymigrate_engines", ()):
             _engine_counts[engine] += 1
@@ -335,6 +350,13 @@ def pytest_runtest_logreport(report):
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
+    # the suite is CPU-bound on two cores (three workers): what each module costs in CPU, Airflow's and
+    # the engines' client processes included once they have exited, is what bounds its time
+    now = _cpu_now()
+    if _cpu_last[0] is not None:
+        outcome.get_result().user_properties.append(
+            ("polymigrate_cpu", [(item.nodeid.split("::", 1)[0], now - _cpu_last[0], call.duration)]))
+    _cpu_last[0] = now
     if call.when == "call":
         report = outcome.get_result()
         report.user_properties.append(("polymigrate_engines", sorted(engines_of(item))))
@@ -342,6 +364,12 @@ def pytest_runtest_makereport(item, call):
 
 
 def pytest_terminal_summary(terminalreporter):
+    if _module_cpu:
+        terminalreporter.section("CPU per test module (the test processes and their exited children)")
+        terminalreporter.write_line(f"total {sum(_module_cpu.values()):,.0f} s of CPU in {len(_module_cpu)} modules; "
+                                    f"the 20 costliest (CPU s, time s):")
+        for module, cpu in _module_cpu.most_common(20):
+            terminalreporter.write_line(f"{cpu:>8.1f} {_module_wall[module]:>8.1f}  {module}")
     if not _engine_counts:
         return
     terminalreporter.section("tests that passed, per engine")
