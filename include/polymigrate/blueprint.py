@@ -134,23 +134,27 @@ def dag_id(domain: str, environment: str) -> str:
     return f"{DAG_PREFIX}__{clean(domain)}__{clean(environment)}"
 
 
-def compile_project(root: str | Path, project: Project | None = None) -> list[DagBlueprint]:
-    """Every DAG of the project: one per (domain, environment), broken ones included."""
+def compile_project(root: str | Path, project: Project | None = None, only: str | None = None) -> list[DagBlueprint]:
+    """Every DAG of the project: one per (domain, environment), broken ones included; with ``only``
+    (a DAG id), that DAG alone, or none (a task process needs the DAG it runs, nothing more)."""
     root = Path(root).resolve()
     project = project or load_project(root)
     out: list[DagBlueprint] = []
     env_broken = _broken_environment_files(project)
+    wanted = lambda domain, env: only is None or dag_id(domain, env) == only  # noqa: E731
     for domain in project.domains.values():
-        files = file_counts(domain, root)  # one walk of the domain's file names for every environment
-        for env in project.environments_of(domain):
-            out.append(compile_dag(project, domain, env, root, files))
+        envs = [env for env in project.environments_of(domain) if wanted(domain.name, env.name)]
+        if envs:
+            files = file_counts(domain, root)  # one walk of the domain's file names for every environment
+            out += [compile_dag(project, domain, env, root, files) for env in envs]
         for env_name, problems in env_broken.items():
-            if domain.environments is None or env_name in domain.environments:
+            if (domain.environments is None or env_name in domain.environments) and wanted(domain.name, env_name):
                 out.append(broken_dag(domain.name, env_name, problems, root, owners=domain.owners))
     for name, problems in project.broken_domains.items():
         envs = sorted(set(project.environments) | set(env_broken))
         for env_name in envs:
-            out.append(broken_dag(name, env_name, problems + env_broken.get(env_name, []), root))
+            if wanted(name, env_name):
+                out.append(broken_dag(name, env_name, problems + env_broken.get(env_name, []), root))
     return sorted(out, key=lambda b: b.dag_id)
 
 
@@ -340,19 +344,20 @@ def _clean(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", slug(name))
 
 
-def compile_drift(root: str | Path, project: Project | None = None) -> list[DagBlueprint]:
+def compile_drift(root: str | Path, project: Project | None = None, only: str | None = None) -> list[DagBlueprint]:
     """One ``drift__<environment>`` DAG per environment whose policy has a ``drift_schedule``: a task
     per domain deployed there, side by side (one domain's failure or broken spec never stops the
     others' comparison), each comparing every target with its last recorded snapshot.
 
     A broken domain keeps its task, which fails naming the problems, as its migrate DAG's validate
     does; an environment whose own file is broken has no drift DAG (its migrate DAGs say why).
+    ``only``: as in ``compile_project``.
     """
     root = Path(root).resolve()
     project = project or load_project(root)
     out: list[DagBlueprint] = []
     for env in project.environments.values():
-        if not env.policy.drift_schedule:
+        if not env.policy.drift_schedule or only not in (None, drift_dag_id(env.name)):
             continue
         domains = [d for d in project.domains.values() if env.name in [e.name for e in project.environments_of(d)]]
         names = list(dict.fromkeys([d.name for d in domains] + sorted(project.broken_domains)))

@@ -63,6 +63,8 @@ def test_a_task_process_builds_only_the_dag_it_runs(monkeypatch):
     one = dagbag(monkeypatch, SPECS)
     assert one.import_errors == {} and set(one.dags) == {"migrate__common__staging"}
     assert one.dags["migrate__common__staging"].get_task("validate")
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "drift__staging")
+    assert set(dagbag(monkeypatch, SPECS).dags) == {"drift__staging"}
     monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "migrate__gone__staging")
     assert len(dagbag(monkeypatch, SPECS).dags) == 24
 

@@ -291,3 +291,19 @@ def test_scheduled_environments_start_unpaused_unless_the_policy_says_otherwise(
     assert bps["qa"].start_paused is True
     assert (bps["prod"].schedule, bps["prod"].start_paused) == (None, None)
     assert "never starts a catch-up run" in bps["dev"].doc_md
+
+
+def test_only_compiles_the_one_dag_asked_for_broken_ones_included(tmp_path):
+    """A task process compiles the DAG it runs and no other (issue 24): a healthy one, a broken
+    domain's, a drift DAG; an id the tree does not have compiles nothing."""
+    from polymigrate.blueprint import compile_drift
+
+    specs = tmp_path / "specs"
+    shutil.copytree(pathlib.Path(__file__).resolve().parents[2] / "migration_specs", specs)
+    (specs / "warehousing" / "domain.yaml").write_text("technologies: {nosuch: {}}\n")
+    everything = {b.dag_id: b for b in compile_project(specs) + compile_drift(specs)}
+    for wanted in ("migrate__social_commerce__production", "migrate__warehousing__staging", "drift__development"):
+        got = compile_project(specs, only=wanted) + compile_drift(specs, only=wanted)
+        assert [b.dag_id for b in got] == [wanted] and got[0] == everything[wanted], wanted
+    assert [t.task_id for t in everything["migrate__warehousing__staging"].tasks] == ["validate"]  # broken, compiled
+    assert compile_project(specs, only="migrate__gone__staging") + compile_drift(specs, only="migrate__gone__staging") == []
