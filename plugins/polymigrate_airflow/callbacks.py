@@ -36,7 +36,8 @@ def _record(context: dict[str, Any], *, retryable: bool) -> bool:
     """Record the lost try once; True when this call recorded it."""
     from polymigrate.commands.failures import record_failure
     from polymigrate_airflow.connections import audit_conninfo
-    from polymigrate_airflow.operators import PolymigrateMixin, who
+    from polymigrate_airflow.operators import PolymigrateMixin
+    from polymigrate_airflow.task_context import who
 
     ti = context.get("ti")
     task = getattr(ti, "task", None) or context.get("task")

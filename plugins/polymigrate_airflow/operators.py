@@ -4,7 +4,8 @@ layer (``polymigrate.commands``) and the outcome into what Airflow expects.
 Every policy and gate decision is made in the core, the same as for the command line; here are only
 Airflow's ways: params and XComs in, XComs out, ``TransientError`` → an ordinary failure that burns
 a retry with backoff, any other polymigrate error → ``AirflowFailException`` (fail at once with the
-file, statement and fix), a closed window → deferral, an unselected target → skip.
+file, statement and fix), a closed window or a dependency being migrated → deferral, an unselected
+target → skip.
 
 Constructors only store strings, so parsing a DAG file never loads a migration or a connection.
 """
@@ -21,35 +22,9 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from polymigrate.adapters import TECHNOLOGIES  # descriptors only: no adapter, no driver
 from polymigrate_airflow import lineage, observability  # lineage, metrics, notifications: none fails a task
 from polymigrate_airflow.init_levels import one_init_level
+from polymigrate_airflow.task_context import RunParams, who
 
 XCOM_VERSIONS_CAP = 50  # keep execute XComs small even for a 500-migration first run
-
-
-class RunParams:
-    """The run's params as the command layer takes them (``polymigrate.commands.RunParams``)."""
-
-    @staticmethod
-    def from_context(context):
-        """From the task's context; a bad param fails the task at once, naming it."""
-        from polymigrate.commands import RunParams as Params, UsageError  # not at DAG parse time
-
-        try:
-            return Params.from_params(context.get("params") or {})
-        except UsageError as exc:
-            raise AirflowFailException(str(exc)) from None
-
-
-def who(context):
-    """Who runs this task: the triggering user (or the run type) as Airflow knows it."""
-    from polymigrate.commands import Who
-
-    run, ti = context.get("dag_run"), context.get("ti")
-    user = getattr(run, "triggering_user_name", None)
-    run_type = getattr(run, "run_type", None) or "unknown"
-    run_type = str(getattr(run_type, "value", run_type))  # "scheduled", not "DagRunType.SCHEDULED"
-    return Who(f"{user}@airflow" if user else f"{run_type}@airflow", user or run_type, context.get("run_id"),
-               origin="airflow", run_type=run_type, dag_id=getattr(ti, "dag_id", None),
-               task_id=getattr(ti, "task_id", None), try_number=getattr(ti, "try_number", None))
 
 
 class PolymigrateMixin:
@@ -148,6 +123,19 @@ class PolymigrateOperator(PolymigrateMixin, BaseOperator):
     def run(self, context) -> Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def wait_until(self, moment: datetime, why: str):
+        """Defer until ``moment`` (no worker slot held meanwhile); the trigger then resumes the task."""
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        self.log.info("Waiting until %s:\n%s", moment.isoformat(), why)
+        self.defer(trigger=DateTimeTrigger(moment=moment), method_name="resume")
+
+    def resume(self, context, event=None):
+        """Resumed after a wait: the task runs again from the start, every check made again."""
+        return self.execute(context)
+
+    execute_after_window = resume  # the name tasks deferred by an earlier release resume through
+
 
 class ValidateOperator(PolymigrateOperator):
     """Loads the domain, checks its catalog and lint findings; fails with the full list."""
@@ -184,19 +172,11 @@ class PlanOperator(PolymigrateOperator):
         grant = check_approval(run, *self.approved(context))
         try:
             result = plan(run, grant)
-        except DependencyPending as exc:
-            # A nightly schedule starts every domain's rehearsal at the same minute: a domain whose
-            # dependency is being migrated right now waits for that run instead of failing tonight's
-            # rehearsal. A dependency nobody is running is refused at once, as on the command line.
+        except DependencyPending as exc:  # a nightly schedule starts dependents beside their dependencies
             running = self.running_dependencies(context, exc.domains)
             if not running:
-                raise
-            from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-
-            self.log.info("Waiting for %s to finish (checking again every %d s, no worker slot held):\n%s",
-                          ", ".join(running), self.DEPENDENCY_POLL.total_seconds(), exc)
-            self.defer(trigger=DateTimeTrigger(moment=datetime.now(timezone.utc) + self.DEPENDENCY_POLL),
-                       method_name="execute_after_wait")
+                raise  # nobody is migrating it: refused at once, as on the command line
+            self.wait_until(datetime.now(timezone.utc) + self.DEPENDENCY_POLL, f"{', '.join(running)} running; {exc}")
         return {**result.summary(), "dry_run": run.params.dry_run, **plan_record(result, grant)}
 
     def running_dependencies(self, context, domains: list[str]) -> list[str]:
@@ -205,10 +185,6 @@ class PlanOperator(PolymigrateOperator):
 
         ids = [dag_id(d, self.environment) for d in domains]
         return [i for i in ids if context["ti"].get_dr_count(dag_id=i, states=["queued", "running"])]
-
-    def execute_after_wait(self, context, event=None):
-        """Resumed by the wait's trigger: plan again from the start (approval, ledgers, dependencies)."""
-        return self.execute(context)
 
 
 class MigrationOperator(lineage.Lineage, PolymigrateOperator):
@@ -229,7 +205,6 @@ class MigrationOperator(lineage.Lineage, PolymigrateOperator):
         self.region, self.technology, self.phase = region, technology, phase
 
     def run(self, context):
-        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
         from polymigrate.commands.contract_approval import RecordedApprovals
         from polymigrate.commands.gates import before_target
         from polymigrate.commands.noop import nothing_to_do
@@ -255,9 +230,8 @@ class MigrationOperator(lineage.Lineage, PolymigrateOperator):
             # the command layer's gates, in the order the command line passes them too
             verdict = before_target(run, self.region, self.technology, RecordedApprovals(*self.approved(context)),
                                     phase=self.phase, verified_at=datetime.fromisoformat(verified) if verified else None)
-            if verdict.until is not None:  # no worker slot held while waiting; the trigger resumes in execute_after_window
-                self.log.info("Waiting until %s:\n%s", verdict.until.isoformat(), verdict.message)
-                self.defer(trigger=DateTimeTrigger(moment=verdict.until), method_name="execute_after_window")
+            if verdict.until is not None:  # a window, a soak: waited for by the triggerer
+                self.wait_until(verdict.until, verdict.message)
             started = time.monotonic()
             result = migrate_target(run, self.region, self.technology, plan_hash=plan_summary.get("hash"), phase=self.phase,
                                     on_progress=lambda n, total, info: self.log.info(
@@ -267,10 +241,6 @@ class MigrationOperator(lineage.Lineage, PolymigrateOperator):
         return {"applied": len(versions), "versions": versions[:XCOM_VERSIONS_CAP],
                 "ms": sum(a["ms"] for a in result.applied), "wall_ms": int((time.monotonic() - started) * 1000),
                 "current_version": result.current_version, "dry_run": params.dry_run}
-
-    def execute_after_window(self, context, event=None):
-        """Resumed by the window's trigger: check everything again (the window, the binding, the ledger)."""
-        return self.execute(context)
 
 
 def _technology_operator(tech) -> type[MigrationOperator]:
