@@ -310,6 +310,20 @@ def _cpu_now() -> float:
 _cpu_last = [None]
 
 
+def _machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, every core, from /proc/stat."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields) - idle) / tick, sum(fields) / tick
+
+
+_machine_start = _machine_cpu()
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "engine(name, ...): the test talks to this engine (counted in the summary)")
 
@@ -365,9 +379,13 @@ def pytest_runtest_makereport(item, call):
 
 def pytest_terminal_summary(terminalreporter):
     if _module_cpu:
+        busy, total = (now - then for now, then in zip(_machine_cpu(), _machine_start))
         terminalreporter.section("CPU per test module (the test processes and their exited children)")
+        if total:
+            terminalreporter.write_line(f"the machine's cores were busy {busy / total:.0%} of the run ({busy:,.0f} CPU s, the "
+                                        "engines' servers and Airflow's daemons included, which the modules' figures leave out)")
         terminalreporter.write_line(f"total {sum(_module_cpu.values()):,.0f} s of CPU in {len(_module_cpu)} modules; "
-                                    f"the 20 costliest (CPU s, time s):")
+                                    f"the 20 costliest (CPU s, time s; a process counts once its parent waited for it)")
         for module, cpu in _module_cpu.most_common(20):
             terminalreporter.write_line(f"{cpu:>8.1f} {_module_wall[module]:>8.1f}  {module}")
     if not _engine_counts:
