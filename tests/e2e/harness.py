@@ -449,14 +449,8 @@ class Approver(threading.Thread):
             TaskInstance.state == TaskInstanceState.AWAITING_INPUT)).first()
 
     def _answer(self):
-        from sqlalchemy import select
-
         from airflow.api_fastapi.app import create_auth_manager
-        from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
-        from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
-        from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
-        from airflow.models.hitl import HITLDetail
-        from airflow.utils.session import create_session
+        from sqlalchemy.exc import OperationalError
 
         create_auth_manager()  # the handler asks it whether the user may answer
         end = time.monotonic() + self.deadline
@@ -464,20 +458,40 @@ class Approver(threading.Thread):
             if time.monotonic() > end:
                 self._give_up()
                 return
-            with create_session() as session:
-                ti = self._waiting(session)
-                if ti is None:
-                    continue
-                detail = session.scalars(select(HITLDetail).where(HITLDetail.ti_id == ti.id)).first()
-                if detail is None or detail.response_received:
-                    continue
-                self.body, self.assigned = detail.body, [u["name"] for u in detail.assignees or []]
-                update_hitl_detail(
-                    dag_id=ti.dag_id, dag_run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index,
-                    update_hitl_detail_payload=UpdateHITLDetailPayload(
-                        chosen_options=["Approve"], params_input={"comment": self.comment}),
-                    user=SimpleAuthManagerUser(username=self.user, role="admin"), session=session)
-                return
+            try:
+                if self._answer_once():
+                    return
+            except OperationalError as exc:
+                # dag.test() writes the same SQLite file from the test's own thread: under load this
+                # thread can find it locked past SQLite's timeout. The request is still open: ask again.
+                if "locked" not in str(exc):
+                    raise
+
+    def _answer_once(self) -> bool:
+        """Answers the open request, if there is one; True once answered."""
+        from sqlalchemy import select
+
+        from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+        from airflow.api_fastapi.core_api.datamodels.hitl import UpdateHITLDetailPayload
+        from airflow.api_fastapi.core_api.routes.public.hitl import update_hitl_detail
+        from airflow.models.hitl import HITLDetail
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            ti = self._waiting(session)
+            if ti is None:
+                return False
+            detail = session.scalars(select(HITLDetail).where(HITLDetail.ti_id == ti.id)).first()
+            if detail is None or detail.response_received:
+                return False
+            body, assigned = detail.body, [u["name"] for u in detail.assignees or []]
+            update_hitl_detail(
+                dag_id=ti.dag_id, dag_run_id=ti.run_id, task_id=ti.task_id, map_index=ti.map_index,
+                update_hitl_detail_payload=UpdateHITLDetailPayload(
+                    chosen_options=["Approve"], params_input={"comment": self.comment}),
+                user=SimpleAuthManagerUser(username=self.user, role="admin"), session=session)
+        self.body, self.assigned = body, assigned  # kept once the answer is committed
+        return True
 
     def _give_up(self):
         from airflow.utils.session import create_session

@@ -150,7 +150,7 @@ def test_labels_rules_compliance_sign_off_residency_and_the_export(world, capsys
     domain(specs, labels)
     capsys.readouterr()
     dr, states, approvers = run_dag(specs, ["ann", "cora"])
-    assert dr.state == "failed" and states["plan"] == "failed", states
+    assert dr.state == "failed" and states["plan"] == "failed", (states, approvers.error, approvers.bodies)
     log = capsys.readouterr().out
     assert "residency rule 'pci-scope' forbids pci data in region p2: postgresql V3__payments.sql touches " \
            "postgresql:payments.pan (PCI DSS scope covers p1 only)" in log, log[-3000:]
