@@ -36,7 +36,6 @@ from typing import Any
 
 from polymigrate.adapters import TECHNOLOGIES
 from polymigrate.catalog import PHASES
-from polymigrate.filescan import file_counts
 from polymigrate.errors import Problem
 from polymigrate.spec.loader import ENVIRONMENTS_DIR, load_project
 from polymigrate.spec.models import Domain, Environment, Project, Rollout, slug
@@ -144,9 +143,7 @@ def compile_project(root: str | Path, project: Project | None = None, only: str 
     wanted = lambda domain, env: only is None or dag_id(domain, env) == only  # noqa: E731
     for domain in project.domains.values():
         envs = [env for env in project.environments_of(domain) if wanted(domain.name, env.name)]
-        if envs:
-            files = file_counts(domain, root)  # one walk of the domain's file names for every environment
-            out += [compile_dag(project, domain, env, root, files) for env in envs]
+        out += [compile_dag(project, domain, env, root) for env in envs]
         for env_name, problems in env_broken.items():
             if (domain.environments is None or env_name in domain.environments) and wanted(domain.name, env_name):
                 out.append(broken_dag(domain.name, env_name, problems, root, owners=domain.owners))
@@ -215,8 +212,7 @@ def _default_args(env: Environment, owners: list[str]) -> dict[str, Any]:
             "retry_delay_seconds": p.retry_delay_seconds, "retry_exponential_backoff": True}
 
 
-def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
-                files: dict[str, tuple[int, str | None]] | None = None) -> DagBlueprint:
+def compile_dag(project: Project, domain: Domain, env: Environment, root: Path) -> DagBlueprint:
     """The blueprint of one healthy (domain, environment) DAG."""
     from polymigrate.targets import default_technologies, served, skipped
 
@@ -273,7 +269,7 @@ def compile_dag(project: Project, domain: Domain, env: Environment, root: Path,
     return DagBlueprint(
         dag_id=dag_id(domain.name, env.name), domain=domain.name, environment=env.name, specs_root=str(root),
         description=(domain.description or f"Migrations of {domain.name}")[:200] + f" ({env.name})",
-        doc_md=_doc(domain, env, [g.title for g in groups], techs, rollout, files or {}, skips, phases),
+        doc_md=_doc(domain, env, [g.title for g in groups], techs, rollout, root, skips, phases),
         tags=tuple(dict.fromkeys(["polymigrate", f"domain:{domain.name}", f"env:{env.name}", *techs, *domain.tags])),
         owners=tuple(domain.owners), schedule=env.policy.schedule,
         start_paused=(not env.policy.start_unpaused) if env.policy.schedule else None,

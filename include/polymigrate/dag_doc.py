@@ -6,12 +6,15 @@ Kept apart from ``blueprint`` so that module stays about the DAG's shape; ``blue
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from polymigrate.catalog import PHASES
 from polymigrate.spec.models import Domain, Environment, Rollout
 
 
 def dag_doc(domain: Domain, env: Environment, regions: list[str], techs: list[str], rollout: Rollout,
-            files: dict[str, tuple[int, str | None]], unserved: list[str] = (),
+            root: Path, unserved: list[str] = (),
             phases: dict[str, list[str]] | None = None) -> str:
     approvals = env.policy.approvals
     if approvals.required == 0:
@@ -35,7 +38,9 @@ def dag_doc(domain: Domain, env: Environment, regions: list[str], techs: list[st
     if env.policy.promotion_from:
         how += (f"\n\n**Promotion gate**: only migrations that already succeeded in every "
                 f"{env.policy.promotion_from} region run here.")
-    rows = "\n".join(f"| {t} | {files.get(t, (0, None))[0]} | {files.get(t, (0, None))[1] or '-'} |" for t in techs)
+    # Folders, not counts: listing them would make every task's parse grow with the number of files
+    # (issue 24); what is pending where is the plan's, read from the ledgers.
+    rows = "\n".join(f"| {t} | `{os.path.relpath(domain.technology_dir(t), root)}/` |" for t in techs)
     strategy = rollout.strategy + (f" (canary: {rollout.canary_region})" if rollout.strategy == "canary" else "") + \
         ("" if rollout.halt_on_failure else ", continues after a failed region")
     return f"""### {domain.name} in {env.name}
@@ -51,11 +56,12 @@ def dag_doc(domain: Domain, env: Environment, regions: list[str], techs: list[st
 - **Skipped by default**: {"; ".join(unserved) or "nothing: every technology is served"}
 - **Depends on**: {", ".join(domain.depends_on) or "-"} (their DAGs must run first)
 
-| technology | migration files | newest version |
-|---|---|---|
+| technology | migration folder |
+|---|---|
 {rows}
 
-**Pending work** per region is computed by the `plan` task from each target's ledger (see its log).
+**Pending work** per region is computed by the `plan` task from each target's ledger (see its log);
+`validate` lists every file it checked.
 
 **Approval**: {how}
 

@@ -176,14 +176,14 @@ def test_domain_region_subset_and_environment_subset(tree):
     assert "migrate__base__prod" in bps
 
 
-def test_doc_describes_domain_regions_files_and_approval(tree):
+def test_doc_describes_domain_regions_folders_and_approval(tree):
     write(tree / "environments/prod.yaml", """
         regions: {r1: {}}
         policy: {approvals: {required: 2, roles: [dba]}}
     """)
     bps = by_id(compile_project(tree))
     doc = bps["migrate__shop__dev"].doc_md
-    assert "| postgresql | 2 | 1.10 |" in doc and "| redis | 1 | 1 |" in doc
+    assert "| postgresql | `shop/postgresql/` |" in doc and "| redis | `shop/redis/` |" in doc
     assert "R1, R2, R3" in doc and "Approval is automatic" in doc
     prod = bps["migrate__shop__prod"].doc_md
     assert "Needs 2 approval(s) by dba" in prod and "Required Actions" in prod
