@@ -61,7 +61,7 @@ def dag_doc(domain: Domain, env: Environment, regions: list[str], techs: list[st
 {rows}
 
 **Pending work** per region is computed by the `plan` task from each target's ledger (see its log);
-`validate` lists every file it checked.
+`validate`'s log counts each technology's files.
 
 **Approval**: {how}
 
