@@ -26,8 +26,8 @@ HZ = os.sysconf("SC_CLK_TCK")
 KINDS = [
     (r"(^|/)postgres[: ]", "PostgreSQL"),
     (r"api[-_]server", "Airflow API servers"),
-    (r"airflow worker", "Airflow task processes (LocalExecutor)"),
-    (r"celery|airflow celery", "Airflow Celery workers"),
+    (r"airflow worker", "Airflow task processes"),  # the task supervisors LocalExecutor forks
+    (r"celery", "Airflow Celery workers"),
     (r"airflow scheduler", "Airflow schedulers"),
     (r"dag[-_]processor", "Airflow DAG processors"),
     (r"airflow triggerer", "Airflow triggerers"),
