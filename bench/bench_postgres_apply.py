@@ -13,6 +13,9 @@ gets a fresh database per repetition; the best of the repetitions is reported.
   without a tool applies a folder);
 * ``psql -1`` of the concatenation: every file in ONE transaction: the floor (no ledger, no
   per-file commit, one process);
+* ``psql`` of the concatenation with each file between ``BEGIN`` and ``COMMIT``: one process, one
+  session, one transaction per file and no ledger: what a durable commit per file costs on the
+  server alone, the part of polymigrate's figure that is the guarantee and not its own overhead;
 * polymigrate: each file in its own transaction together with its ledger row, as in production,
   in-process (library) and as a CLI process (Python start-up included);
 * Flyway 13's CLI, when ``make engines`` installed it (``$POLYMIGRATE_FLYWAY_CP``): the same
@@ -130,6 +133,11 @@ def psql_single_transaction(url: str, concatenated: Path) -> None:
                    check=True, stdout=subprocess.DEVNULL)
 
 
+def psql_transaction_per_file(url: str, per_file: Path) -> None:
+    subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", url, "-f", str(per_file)],
+                   check=True, stdout=subprocess.DEVNULL)
+
+
 def polymigrate_library(url: str, folder: Path) -> None:
     migrations = discover("bench", "postgresql", folder).applicable("postgresql")
     adapter = PostgresAdapter.from_url(url, domain="bench")
@@ -213,8 +221,10 @@ def main() -> None:
     folder = work / "sql"
     generate(folder, args.files)
     concatenated = work / "all.sql"
-    concatenated.write_text("".join(
-        f.read_text() for f in sorted(folder.glob("V*.sql"), key=lambda p: int(p.name[1:].split("__")[0]))))
+    ordered = [f.read_text() for f in sorted(folder.glob("V*.sql"), key=lambda p: int(p.name[1:].split("__")[0]))]
+    concatenated.write_text("".join(ordered))
+    per_file = work / "per_file.sql"
+    per_file.write_text("".join(f"BEGIN;\n{body}\nCOMMIT;\n" for body in ordered))
     server = None if args.url else PrivateServer()
     admin = args.url or server.__enter__()
     try:
@@ -226,6 +236,7 @@ def main() -> None:
               f"synchronous_commit={sync_commit}; {args.files} files, best of {args.repeat}; "
               f"{os.cpu_count()} CPUs; load average at the start {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         contenders = [("psql -1 (one transaction, floor)", psql_single_transaction, concatenated, False),
+                      ("psql, BEGIN/COMMIT per file (one session)", psql_transaction_per_file, per_file, False),
                       ("polymigrate library (txn + ledger row per file)", polymigrate_library, folder, True),
                       ("polymigrate CLI process (same, + Python start-up)", polymigrate_cli, folder, True)]
         if args.before:
