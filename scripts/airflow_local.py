@@ -47,6 +47,10 @@ class LoginFailed(RuntimeError):
     pass
 
 
+class RequestFailed(RuntimeError):
+    """The API answered a request of a DAG run with an error status."""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -225,12 +229,21 @@ class Reply:
 class Client:
     """Airflow's REST API with the token of the user it logged in as: JSON in, (status, JSON or error
     text) out. ``send`` is the one request every caller makes, with whichever token it is given (the
-    e2e tests' ``People`` keep one per person)."""
+    e2e tests' ``People`` keep one per person, through ``token_for``).
 
-    timeout = 30.0  # seconds a request may take
+    A DAG run as the UI starts and follows one (``unpause``, ``start_run``, ``ended_state``,
+    ``task_instances``) is written here once, for the demo and the e2e tests alike. Their waits stop
+    as soon as ``proc`` exits, and say what ``log`` ends with.
+    """
 
-    def __init__(self, base: str):
+    timeout = 30.0          # seconds a request may take
+    default_timeout = 180.0  # a wait's timeout when the caller gives none
+    reader: str | None = None  # whose token reads states (None: the one this client logged in with)
+
+    def __init__(self, base: str, *, proc: subprocess.Popen | None = None, log: Path | None = None,
+                 interval: float = 1.0):
         self.base, self.token = base, None
+        self.proc, self.log, self.interval = proc, log, interval
 
     def fetch_token(self, username: str, password: str) -> str:
         reply = self.send("POST", "/auth/token", {"username": username, "password": password})
@@ -253,6 +266,14 @@ class Client:
         except urllib.error.HTTPError as exc:
             return Reply(exc.code, exc.read().decode(errors="replace"))
 
+    def token_for(self, user: str | None) -> str | None:
+        """The token a request as ``user`` carries: here the one of ``login``, whoever is named."""
+        return self.token
+
+    def call(self, user: str | None, method: str, path: str, body: dict | None = None) -> Reply:
+        """One request as ``user`` (the caller checks its status)."""
+        return self.send(method, path, body, token=self.token_for(user))
+
     def request(self, method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
         reply = self.send(method, path, body, token=self.token)
         if 200 <= reply.status_code < 300:
@@ -267,3 +288,40 @@ class Client:
 
     def patch(self, path: str, body: dict) -> tuple[int, Any]:
         return self.request("PATCH", path, body)
+
+    def wait(self, what: str, check: Callable[[], Any], timeout: float | None = None) -> Any:
+        """``wait_until`` on this client's process and log; refused connections, timeouts and
+        broken answers count as "not yet"."""
+        return wait_until(what, check, timeout or self.default_timeout, proc=self.proc, log=self.log,
+                          interval=self.interval, ignore=(OSError, http.client.HTTPException))
+
+    # -- a DAG run, as the UI starts and follows one --------------------------------------------------
+
+    def unpause(self, dag: str, timeout: float | None = None) -> None:
+        """Once the DAG processor has parsed ``dag``: unpaused, as someone would in the UI."""
+        self.wait(f"DAG {dag} to be parsed", lambda: self.call(self.reader, "GET", f"/api/v2/dags/{dag}").status_code == 200,
+                  timeout)
+        self._ok(self.call(self.reader, "PATCH", f"/api/v2/dags/{dag}", {"is_paused": False}), f"unpause {dag}")
+
+    def start_run(self, user: str | None, dag: str, conf: dict | None = None) -> str:
+        """A run of ``dag`` triggered by ``user`` with ``conf`` (its run id)."""
+        reply = self._ok(self.call(user, "POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": conf or {}}),
+                         f"trigger {dag}")
+        return reply.json()["dag_run_id"]
+
+    def ended_state(self, dag: str, run: str) -> str | None:
+        """"success" or "failed" once the run has ended, else None."""
+        state = self.call(self.reader, "GET", f"/api/v2/dags/{dag}/dagRuns/{run}").json().get("state")
+        return state if state in ("success", "failed") else None
+
+    def task_instances(self, dag: str, run: str) -> dict[str, dict]:
+        """The run's task instances by task id (group prefix included)."""
+        reply = self._ok(self.call(self.reader, "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances?limit=200"),
+                         f"read the tasks of {dag} {run}")
+        return {t["task_id"]: t for t in reply.json()["task_instances"]}
+
+    @staticmethod
+    def _ok(reply: Reply, what: str) -> Reply:
+        if not 200 <= reply.status_code < 300:
+            raise RequestFailed(f"could not {what}: HTTP {reply.status_code} {reply.text[:500]}")
+        return reply

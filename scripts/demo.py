@@ -349,10 +349,6 @@ def stop_airflow(proc: subprocess.Popen) -> None:
     local.stop(proc)
 
 
-def wait(what: str, check, timeout: float, proc: subprocess.Popen):
-    return local.wait_until(what, check, timeout, proc=proc, log=LOG, interval=2, ignore=(OSError,))
-
-
 def demo_users(project) -> dict[str, str]:
     """Every user approvers.yaml names, with a password kept under .demo/ (the same on every start):
     the approvers the sample policies need exist, so four-eyes works without adding anyone."""
@@ -379,31 +375,24 @@ def print_users(project, users: dict[str, str]) -> None:
         print(f"         {name:8} {pw:14} {', '.join(roles.get(name, [])) or 'Airflow admin'}", flush=True)
 
 
-def trigger(api: local.Client, dag_id: str, conf: dict, proc) -> str:
+def trigger(api: local.Client, dag_id: str, conf: dict) -> str:
     """Unpauses and triggers ``dag_id`` once it is parsed; its run's id."""
-    wait(f"DAG {dag_id} to be parsed", lambda: api.get(f"/api/v2/dags/{dag_id}")[0] == 200, 300, proc)
-    api.patch(f"/api/v2/dags/{dag_id}", {"is_paused": False})
-    status, run = api.post(f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf})
-    if status not in (200, 201):
-        raise SystemExit(f"could not trigger {dag_id}: HTTP {status} {run}")
-    say(f"triggered {dag_id} ({run['dag_run_id']}) with conf {json.dumps(conf)}")
-    return run["dag_run_id"]
+    api.unpause(dag_id, 300)
+    run_id = api.start_run(None, dag_id, conf)
+    say(f"triggered {dag_id} ({run_id}) with conf {json.dumps(conf)}")
+    return run_id
 
 
-def finish(api: local.Client, dag_id: str, run_id: str, proc) -> tuple[str, list[dict]]:
+def finish(api: local.Client, dag_id: str, run_id: str) -> tuple[str, list[dict]]:
     """Waits for the run to end; its state and task instances, the plan's skips printed."""
-    def finished():
-        s, r = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
-        return r["state"] if s == 200 and r["state"] in ("success", "failed") else None
-
-    state = wait(f"{dag_id} to finish", finished, 900, proc)
+    state = api.wait(f"{dag_id} to finish", lambda: api.ended_state(dag_id, run_id), 900)
     status, plan = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/plan/xcomEntries/return_value"
                            "?deserialize=true&stringify=false")
     value = (plan or {}).get("value") if status == 200 and isinstance(plan, dict) else None
     for line in (value or {}).get("skipped", []) if isinstance(value, dict) else []:
         print(f"         plan skipped {line}", flush=True)  # what the plan's log says, reasons included
-    _, tis = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")
-    return state, sorted(tis["task_instances"], key=lambda t: (t.get("start_date") or "~", t["task_id"]))
+    tis = api.task_instances(dag_id, run_id).values()
+    return state, sorted(tis, key=lambda t: (t.get("start_date") or "~", t["task_id"]))
 
 
 def print_run(dag_id: str, state: str, tis: list[dict]) -> None:
@@ -607,7 +596,7 @@ def main() -> int:
             airflow_env["POLYMIGRATE_SPECS"] = str(specs)
             users = demo_users(project)
             proc, base, home = start_airflow(stack, airflow_env, pg_socket, ui_port(args.port), users)
-            api = local.Client(base)
+            api = local.Client(base, proc=proc, log=LOG, interval=2)
             local.wait_healthy(base, 600, proc=proc, log=LOG, interval=2)
             user, pw = "admin", users["admin"]
             api.login(user, pw)
@@ -616,7 +605,7 @@ def main() -> int:
                 if not techs:
                     continue
                 dag = dag_id(name, ENVIRONMENT)
-                state, tis = finish(api, dag, trigger(api, dag, {}, proc), proc)
+                state, tis = finish(api, dag, trigger(api, dag, {}))
                 print_run(dag, state, tis)
                 if state != "success":
                     ok = False
@@ -626,13 +615,13 @@ def main() -> int:
                 # a domain's plan waits while a domain it depends on runs (its log says so)
                 rehearsed = [name for name in plan_domains(served, sorted(served.domains))
                              if default_technologies(served, served.domains[name], served.environments["staging"])]
-                started = {name: trigger(api, dag_id(name, "staging"), {}, proc) for name in rehearsed}
+                started = {name: trigger(api, dag_id(name, "staging"), {}) for name in rehearsed}
                 for name, run_id in started.items():
-                    state, tis = finish(api, dag_id(name, "staging"), run_id, proc)
+                    state, tis = finish(api, dag_id(name, "staging"), run_id)
                     print_run(dag_id(name, "staging"), state, tis)
                     ok = ok and state == "success"
             print_audit(pg_socket, base)
-            say(f"staging DAGs rehearse nightly at 02:00 UTC (unpaused; never a catch-up run)")
+            say("staging DAGs rehearse nightly at 02:00 UTC (unpaused; never a catch-up run)")
             print_users(project, users)
             say(f"Airflow UI: {base}  login: {user} / {pw}")
             if args.once:
@@ -642,7 +631,7 @@ def main() -> int:
                 time.sleep(1)
             say("airflow standalone exited on its own: stopping the rest")
             return 1
-        except (local.NotReady, local.LoginFailed) as exc:  # a message with the log's end, not a traceback
+        except (local.NotReady, local.LoginFailed, local.RequestFailed) as exc:  # a message with the log's end, not a traceback
             say(str(exc))
             return 1
         except Shutdown:

@@ -93,8 +93,8 @@ def task_context(dag_id: str, task: str, run_id: str, params: dict, xcoms: dict 
 
 class People(Client):
     """Airflow's public REST API as the people of a test call it, each with a token of their own
-    (``airflow_local.Client``'s requests, one token per person), and the wait for an approval
-    request that Airflow 3.3.2 needs (``settle_request``).
+    (``airflow_local.Client``'s requests and DAG runs, one token per person), and the wait for an
+    approval request that Airflow 3.3.2 needs (``settle_request``).
 
     ``log`` is where the scheduler writes (the standalone's log, or a cluster's scheduler.log); with
     ``proc`` a wait stops as soon as that process exits. ``reader`` reads states for the checks.
@@ -106,53 +106,21 @@ class People(Client):
     settle_timeout = 180.0   # how long the scheduler may take to settle a parked approval
 
     def __init__(self, base: str, passwords: dict[str, str], log: Path, *, proc=None, interval: float = 1.0):
-        super().__init__(base)
-        self.passwords, self.log, self.proc, self.interval = passwords, log, proc, interval
+        super().__init__(base, proc=proc, log=log, interval=interval)
+        self.passwords = passwords
         self.tokens: dict[str, str] = {}
         self.parks: dict[tuple[str, str, str], int] = {}
 
-    def wait(self, what: str, check, timeout: float | None = None):
-        import http.client
-
-        from scripts import airflow_local as local
-
-        # refused connections and timeouts (OSError) and broken answers count as "not yet"
-        return local.wait_until(what, check, timeout or self.default_timeout, proc=self.proc, log=self.log,
-                                interval=self.interval, ignore=(OSError, http.client.HTTPException))
-
-    def call(self, user: str, method: str, path: str, body=None):
-        """One request as ``user`` (a ``Reply``: ``status_code``, ``text``, ``json()``; the caller checks
-        its status)."""
+    def token_for(self, user: str | None) -> str | None:
         if user not in self.tokens:
             self.tokens[user] = self.fetch_token(user, self.passwords[user])
-        return self.send(method, path, body, token=self.tokens[user])
+        return self.tokens[user]
 
     def get_json(self, path: str):
         """What the reader GETs at ``path``, which must answer 200."""
         r = self.call(self.reader, "GET", path)
         assert r.status_code == 200, (path, r.status_code, r.text)
         return r.json()
-
-    def unpause(self, dag: str, timeout: float = 300) -> None:
-        """Once the dag-processor has parsed ``dag``: unpaused, as someone would in the UI."""
-        self.wait(f"DAG {dag}", lambda: self.call(self.reader, "GET", f"/api/v2/dags/{dag}").status_code == 200, timeout)
-        r = self.call(self.reader, "PATCH", f"/api/v2/dags/{dag}", {"is_paused": False})
-        assert r.status_code == 200, r.text
-
-    def start_run(self, user: str, dag: str) -> str:
-        """A run of ``dag`` triggered by ``user`` (its id)."""
-        r = self.call(user, "POST", f"/api/v2/dags/{dag}/dagRuns", {"logical_date": None, "conf": {}})
-        assert r.status_code in (200, 201), r.text
-        return r.json()["dag_run_id"]
-
-    def ended_state(self, dag: str, run: str) -> str | None:
-        """"success" or "failed" once the run has ended, else None."""
-        state = self.call(self.reader, "GET", f"/api/v2/dags/{dag}/dagRuns/{run}").json().get("state")
-        return state if state in ("success", "failed") else None
-
-    def task_instances(self, dag: str, run: str) -> dict[str, dict]:
-        body = self.call(self.reader, "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances?limit=200").json()
-        return {t["task_id"]: t for t in body["task_instances"]}
 
     def hitl_detail(self, dag: str, run: str, task: str = "approve") -> dict:
         return self.call(self.reader, "GET", f"/api/v2/dags/{dag}/dagRuns/{run}/taskInstances/{task}/-1/hitlDetails").json()
