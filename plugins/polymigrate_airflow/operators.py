@@ -13,16 +13,18 @@ Constructors only store strings, so parsing a DAG file never loads a migration o
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any, Callable
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from polymigrate.adapters import TECHNOLOGIES  # descriptors only: no adapter, no driver
+from polymigrate.blueprint import dag_id as dag_id_of
 from polymigrate_airflow import lineage, observability  # lineage, metrics, notifications: none fails a task
 from polymigrate_airflow.init_levels import one_init_level
 from polymigrate_airflow.task_context import RunParams, who
+from polymigrate_airflow.triggers import ACTIVE, DependencyRunsEnded
 
 XCOM_VERSIONS_CAP = 50  # keep execute XComs small even for a 500-migration first run
 
@@ -159,8 +161,7 @@ class PlanOperator(PolymigrateOperator):
 
     ui_color = "#e3d7f5"
 
-    # How often a plan waiting for a dependency's running DAG looks again (no worker slot held between)
-    DEPENDENCY_POLL = timedelta(seconds=60)
+    DEPENDENCY_POLL = timedelta(seconds=10)  # how often the triggerer looks at a dependency's runs (triggers.py)
 
     def run(self, context):
         from polymigrate.commands.approval import check_approval
@@ -176,15 +177,13 @@ class PlanOperator(PolymigrateOperator):
             running = self.running_dependencies(context, exc.domains)
             if not running:
                 raise  # nobody is migrating it: refused at once, as on the command line
-            self.wait_until(datetime.now(timezone.utc) + self.DEPENDENCY_POLL, f"{', '.join(running)} running; {exc}")
+            self.log.info("Waiting until %s no longer run(s), then planning again:\n%s", ", ".join(running), exc)
+            self.defer(trigger=DependencyRunsEnded(running, self.DEPENDENCY_POLL.total_seconds()), method_name="resume")
         return {**result.summary(), "dry_run": run.params.dry_run, **plan_record(result, grant)}
 
     def running_dependencies(self, context, domains: list[str]) -> list[str]:
         """The DAGs of ``domains`` in this environment with a run queued or running (Airflow's record)."""
-        from polymigrate.blueprint import dag_id
-
-        ids = [dag_id(d, self.environment) for d in domains]
-        return [i for i in ids if context["ti"].get_dr_count(dag_id=i, states=["queued", "running"])]
+        return [i for i in (dag_id_of(d, self.environment) for d in domains) if context["ti"].get_dr_count(dag_id=i, states=ACTIVE)]
 
 
 class MigrationOperator(lineage.Lineage, PolymigrateOperator):
