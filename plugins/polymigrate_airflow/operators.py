@@ -24,7 +24,6 @@ from polymigrate.blueprint import dag_id as dag_id_of
 from polymigrate_airflow import lineage, observability  # lineage, metrics, notifications: none fails a task
 from polymigrate_airflow.init_levels import one_init_level
 from polymigrate_airflow.task_context import RunParams, who
-from polymigrate_airflow.triggers import ACTIVE, DependencyRunsEnded
 
 XCOM_VERSIONS_CAP = 50  # keep execute XComs small even for a 500-migration first run
 
@@ -177,13 +176,14 @@ class PlanOperator(PolymigrateOperator):
             running = self.running_dependencies(context, exc.domains)
             if not running:
                 raise  # nobody is migrating it: refused at once, as on the command line
+            from polymigrate_airflow.triggers import DependencyRunsEnded  # the triggerer's side: not imported at parse
             self.log.info("Waiting until %s no longer run(s), then planning again:\n%s", ", ".join(running), exc)
             self.defer(trigger=DependencyRunsEnded(running, self.DEPENDENCY_POLL.total_seconds()), method_name="resume")
         return {**result.summary(), "dry_run": run.params.dry_run, **plan_record(result, grant)}
 
     def running_dependencies(self, context, domains: list[str]) -> list[str]:
         """The DAGs of ``domains`` in this environment with a run queued or running (Airflow's record)."""
-        return [i for i in (dag_id_of(d, self.environment) for d in domains) if context["ti"].get_dr_count(dag_id=i, states=ACTIVE)]
+        return [i for i in (dag_id_of(d, self.environment) for d in domains) if context["ti"].get_dr_count(dag_id=i, states=["queued", "running"])]
 
 
 class MigrationOperator(lineage.Lineage, PolymigrateOperator):
