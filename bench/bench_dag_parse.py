@@ -154,6 +154,11 @@ def main() -> None:
               f"{extra:+.2f} s vs trivial DAGs, "
               f"{results['polymigrate'] - results['same shape (EmptyOperators)']:+.2f} s vs same-shape EmptyOperator DAGs; "
               f"{results['polymigrate'] / results['same shape (EmptyOperators)']:.2f}× the same-shape DAGs")
+        # each round parses every file back to back: its ratio holds better than one of medians taken at
+        # different moments on a VM whose CPU speed moves within a minute
+        paired = statistics.median(p["parse_s"] / e["parse_s"]
+                                   for p, e in zip(runs["polymigrate"], runs["same shape (EmptyOperators)"]))
+        print(f"median of the rounds' ratios to the same-shape DAGs: {paired:.2f}×")
         if args.before:
             print(f"--before {args.before}: {results['polymigrate (--before)']:.2f} s = "
                   f"{results['polymigrate (--before)'] / results['same shape (EmptyOperators)']:.2f}× the same-shape DAGs")

@@ -178,32 +178,39 @@ def test_a_technology_without_an_adapter_fails_at_execute_saying_so(tmp_path):
         AirflowConnector().open(env, "r1", "cassandra", Domain(name="shop"))
 
 
-def test_each_task_gets_the_dag_params_as_airflow_would_give_them(monkeypatch):
-    """Issue 24: the renderer gives tasks the DAG's params itself (Airflow's per-operator deepcopy was
-    most of the parse time): what Airflow's merge gives, i.e. every DAG param with source "dag", in
-    Param objects of the task's own; the approval form keeps only its own field, as HITLOperator does."""
-    import copy
-
+def test_each_task_runs_with_the_dag_params_without_a_copy_of_its_own(monkeypatch):
+    """Issue 24: Airflow's per-operator deepcopy of the DAG's params was most of the parse time, so the
+    renderer builds tasks without them. What a task sees at run time is unchanged: Airflow's
+    ``process_params`` gives every task the DAG's params, then a run's conf over them; the approval
+    form keeps only its own field; serialized tasks no longer repeat the DAG's params."""
     from airflow.providers.standard.operators.hitl import HITLOperator
+    from airflow.sdk.definitions.param import process_params
     from airflow.serialization.serialized_objects import DagSerialization
 
     bag = dagbag(monkeypatch, SPECS)
     dag = bag.dags["migrate__social_commerce__production"]
-    expected = copy.deepcopy(dag.params)
-    expected._fill_missing_param_source("dag")
-    seen: set[int] = set()
+    defaults = dag.params.dump()
+    assert {"dry_run", "target_version", "regions", "technologies", "allow_out_of_order"} <= set(defaults)
     for task in dag.tasks:
+        seen = process_params(dag, task, None, suppress_exception=False)
         if isinstance(task, HITLOperator):
             assert list(task.params.keys()) == ["comment"], task.task_id
+            assert seen == {**defaults, "comment": None}, task.task_id
             continue
-        assert task.params.dump() == expected.dump(), task.task_id
-        for name in task.params:
-            param = task.params.get_param(name)
-            assert param.source == "dag" and id(param) not in seen and param is not dag.params.get_param(name)
-            seen.add(id(param))
-    serialized = DagSerialization.to_dict(dag)["dag"]["tasks"]
-    assert all(t["__var"].get("params") for t in serialized)
-
+        assert len(task.params) == 0, task.task_id
+        assert seen == defaults, task.task_id
+    # a run's conf reaches a task over the DAG's params, and a value the schema forbids is refused there
+    # (last: Airflow resolves the conf into the DAG's Param objects, as it did into each task's copies)
+    plan = dag.get_task("plan")
+    with pytest.raises(Exception, match="regions|north_pole"):
+        process_params(dag, plan, {"regions": ["north_pole"]}, suppress_exception=False)
+    assert process_params(dag, plan, {"dry_run": True, "regions": ["north_africa"]}, suppress_exception=False) == {
+        **defaults, "dry_run": True, "regions": ["north_africa"]}
+    serialized = DagSerialization.to_dict(dag)["dag"]
+    assert serialized["params"], "the trigger form reads the DAG's params"
+    carrying = {t["__var"]["task_id"]: [name for name, _ in t["__var"].get("params") or []] for t in serialized["tasks"]}
+    assert {task: names for task, names in carrying.items() if names} == {
+        task.task_id: ["comment"] for task in dag.tasks if isinstance(task, HITLOperator)}
 
 def test_the_trigger_form_refuses_what_its_schema_forbids_in_the_dialect_it_declares():
     """The params declare JSON Schema draft 7 (issue 24: Airflow checks each schema on every
