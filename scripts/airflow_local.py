@@ -297,10 +297,14 @@ class Client:
 
     # -- a DAG run, as the UI starts and follows one --------------------------------------------------
 
-    def unpause(self, dag: str, timeout: float | None = None) -> None:
-        """Once the DAG processor has parsed ``dag``: unpaused, as someone would in the UI."""
+    def wait_parsed(self, dag: str, timeout: float | None = None) -> None:
+        """Until the DAG processor has parsed ``dag`` and the API knows it."""
         self.wait(f"DAG {dag} to be parsed", lambda: self.call(self.reader, "GET", f"/api/v2/dags/{dag}").status_code == 200,
                   timeout)
+
+    def unpause(self, dag: str, timeout: float = 300) -> None:
+        """Once the DAG processor has parsed ``dag``: unpaused, as someone would in the UI."""
+        self.wait_parsed(dag, timeout)
         self._ok(self.call(self.reader, "PATCH", f"/api/v2/dags/{dag}", {"is_paused": False}), f"unpause {dag}")
 
     def start_run(self, user: str | None, dag: str, conf: dict | None = None) -> str:

@@ -377,7 +377,7 @@ def print_users(project, users: dict[str, str]) -> None:
 
 def trigger(api: local.Client, dag_id: str, conf: dict) -> str:
     """Unpauses and triggers ``dag_id`` once it is parsed; its run's id."""
-    api.unpause(dag_id, 300)
+    api.unpause(dag_id)
     run_id = api.start_run(None, dag_id, conf)
     say(f"triggered {dag_id} ({run_id}) with conf {json.dumps(conf)}")
     return run_id

@@ -120,7 +120,7 @@ class Cluster(People):
         return url.split("@", 1)[1].split("/", 1)[0]
 
     def trigger(self, dag: str) -> str:
-        self.wait(f"{dag} to be parsed", lambda: self.call("admin", "GET", f"/api/v2/dags/{dag}").status_code == 200)
+        self.wait_parsed(dag)
         return self.start_run("admin", dag)
 
     def finish(self, dag: str, run: str, timeout: float = 900) -> dict[str, dict]:

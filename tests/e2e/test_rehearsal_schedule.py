@@ -93,7 +93,7 @@ def failed_logs(api, dag: str, run_id: str, states: dict[str, str]) -> str:
 def test_nightly_rehearsal_starts_unpaused_without_a_surprise_run_and_a_scheduled_run_skips_what_is_not_served(airflow):
     api = airflow
     for dag in (NIGHTLY, EVERY_MINUTE):
-        api.wait(f"{dag} to be parsed", lambda: api.call(api.reader, "GET", f"/api/v2/dags/{dag}").status_code == 200)
+        api.wait_parsed(dag)
     nightly = api.get_json(f"/api/v2/dags/{NIGHTLY}")
     assert nightly["is_paused"] is False  # nobody unpaused it: the policy did
     next_run = datetime.fromisoformat(nightly["next_dagrun_run_after"])
