@@ -24,6 +24,7 @@ naming the file and line.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -150,37 +151,34 @@ class Outcome:
     detail: str
 
 
-_GX_LEVEL_OURS = False  # the level on GX's logger is the one _quiet_gx_logs set, not a deployer's
+@functools.cache
+def _gx_levels_ours() -> bool:
+    """Whether GX's log levels are ours to set: nobody who deploys it set one on its logger (decided
+    at the first suite, before we set any)."""
+    return logging.getLogger("great_expectations").level == logging.NOTSET
 
 
-def _quiet_gx_logs():
+def _quiet_gx_logs() -> None:
     """GX logs its own workings at INFO: importing it alone wrote 214 "Skipping registering function"
     lines into a verify task's log of 254, burying the checks on-call reads. Its warnings still show.
-    Left alone where whoever deploys it set a level on the ``great_expectations`` logger. Returns what
-    to call once GX is imported: some of its modules set their own logger to INFO then."""
-    global _GX_LEVEL_OURS
-    root = logging.getLogger("great_expectations")
-    if root.level != logging.NOTSET and not _GX_LEVEL_OURS:
-        return lambda: None
-    root.setLevel(logging.WARNING)
-    _GX_LEVEL_OURS = True
-
-    def after_import() -> None:
-        for name, logger in list(logging.Logger.manager.loggerDict.items()):
-            if name.startswith("great_expectations.") and isinstance(logger, logging.Logger) \
-                    and logger.level != logging.NOTSET and logger.level < logging.WARNING:
-                logger.setLevel(logging.WARNING)
-    return after_import
+    Called before GX's import and again after it: some of its modules set their own logger to INFO."""
+    if not _gx_levels_ours():
+        return
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if name.startswith("great_expectations.") and isinstance(logger, logging.Logger) \
+                and logging.NOTSET < logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
 
 
 def run_sql_suites(suites: list[Suite], sqlalchemy_url: Any, schema: str | None) -> list[Outcome]:
     """Run ``suites`` with GX Core against the database at ``sqlalchemy_url`` (a SQLAlchemy ``URL``;
     its password stays in memory, in an ephemeral GX context that writes nothing to disk)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # machines are offline; GX must not phone home
-    quiet = _quiet_gx_logs()
+    _quiet_gx_logs()
     import great_expectations as gx
 
-    quiet()
+    _quiet_gx_logs()
 
     context = gx.get_context(mode="ephemeral")
     try:
