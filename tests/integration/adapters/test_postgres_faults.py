@@ -166,10 +166,13 @@ def test_two_runs_that_both_bypass_the_lock_still_apply_a_file_once(pg_url, tmp_
     assert isinstance(error, TransientError) and "already applied" in str(error)
 
 
-@pytest.mark.parametrize("header", ["", "-- polymigrate: transactional=false\n"])
-def test_a_session_that_does_not_hold_the_lock_cannot_commit_a_file(pg_url, tmp_path, header):
-    """The fence in the file's own transaction: only the session holding the lock may record a file."""
-    folder = write(tmp_path / "sql", {"V1__a.sql": header + "CREATE TABLE a (id int);\n"})
+@pytest.mark.parametrize("header, insert", [("", ""), ("", "INSERT INTO a VALUES (1);\n"),
+                                            ("-- polymigrate: transactional=false\n", "")],
+                         ids=["transactional", "transactional, reset before the fence", "step by step"])
+def test_a_session_that_does_not_hold_the_lock_cannot_commit_a_file(pg_url, tmp_path, header, insert):
+    """The fence in the file's own transaction: only the session holding the lock may record a file,
+    whether or not the file's session is reset before the fence (a file that may change it is)."""
+    folder = write(tmp_path / "sql", {"V1__a.sql": header + "CREATE TABLE a (id int);\n" + insert})
     [m] = migrations(folder)
     holder, intruder = (PostgresAdapter.from_url(pg_url, domain="adhoc") for _ in range(2))
     try:
@@ -226,12 +229,18 @@ def evil_role(pg_url):
 
 
 def test_search_path_and_role_set_by_one_file_do_not_reach_the_next(pg_url, tmp_path, evil_role):
+    """Everything a file can leave in its session is gone before the next file: role, search_path, a
+    setting, a temporary table, a LISTEN, a prepared statement, a cursor held past the commit."""
     folder = write(tmp_path / "sql", {
         "V1__evil.sql": f"CREATE SCHEMA evil;\nGRANT CREATE, USAGE ON SCHEMA public, evil TO {evil_role};\n"
                         f"SET search_path = evil;\nSET ROLE {evil_role};\nCREATE TEMP TABLE scratch (id int);\n"
+                        "LISTEN orders_changed;\nPREPARE p AS SELECT 1;\nDECLARE c CURSOR WITH HOLD FOR SELECT 1;\n"
                         f"SET statement_timeout = '50ms';\n",
         "V2__orders.sql": "CREATE TABLE orders (id int);\nSELECT pg_sleep(0.2);\n"
-                          "CREATE TEMP TABLE scratch (id int);\n",  # V1's temp table is gone
+                          "CREATE TEMP TABLE scratch (id int);\n"  # V1's temp table is gone
+                          "PREPARE p AS SELECT 2;\nDECLARE c CURSOR WITH HOLD FOR SELECT 2;\n"  # so are p and c
+                          "DO $$BEGIN IF EXISTS (SELECT pg_listening_channels()) THEN RAISE 'still listening'; "
+                          "END IF; END$$;\n",
     })
     a = PostgresAdapter.from_url(pg_url, domain="adhoc")
     try:
