@@ -52,6 +52,8 @@ def prepare_specs(specs: Path, search, ferretdb: bool) -> None:
     for f in (specs / "social-commerce" / "elasticsearch").glob("*.json"):
         f.write_text(f.read_text().replace('"people_v1"', f'"{search.prefix}people_v1"').replace(
             '"alias": "people"', f'"alias": "{search.prefix}people"'))
+    suite = specs / "social-commerce" / "expectations" / "people.yaml"  # the suite follows the renamed alias
+    suite.write_text(suite.read_text().replace("object: people\n", f"object: {search.prefix}people\n"))
     if ferretdb:  # its collMod files run on a real MongoDB only; the demo and the e2e tests leave them out too
         for name in ("4-require-posts-schema-version-2.json", "5-activity-feed-validator-and-expiry.json"):
             (specs / "social-commerce" / "mongodb" / "collections" / name).unlink()
