@@ -38,6 +38,19 @@ class Files:
         return [m for m in self.all() if m.kind is not Kind.UNDO]
 
 
+class Events:
+    """An audit sink that keeps what the run emitted."""
+
+    def __init__(self):
+        self.seen = []
+
+    def emit(self, event):
+        self.seen.append(event)
+
+    def of(self, script: str) -> list[str]:
+        return [e.kind for e in self.seen if e.script == script]
+
+
 @pytest.fixture
 def files(tmp_path) -> Files:
     return Files(tmp_path)
@@ -369,6 +382,27 @@ def test_an_unknown_placeholder_in_a_later_file_stops_the_run_before_the_first_f
     assert adapter.read_ledger() == [] and q(pg_url, "SELECT to_regclass('a')") == [(None,)]
 
 
+@pytest.mark.parametrize("bad, line, message", [
+    ("CREATE TABLE b (id int);\nCREATE TABLE c (id int,);\n", 2, "SQL does not parse"),
+    ("CREATE TABLE b (id int);\nROLLBACK;\n", 2, "explicit ROLLBACK is not allowed"),
+])
+def test_a_file_that_cannot_run_after_a_good_one_fails_on_its_own_turn(pg_url, adapter, files, bad, line, message):
+    """Each file's pipeline parses the next while the server commits it (issue 24): a next file that does
+    not parse, or that no transaction plan can honour, changes nothing for the file before it, and fails
+    on its own turn naming its file and line, as a file parsed on its turn does."""
+    files.add("V1__a.sql", "CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n")
+    files.add("V2__b.sql", bad)
+    files.add("V3__d.sql", "CREATE TABLE d (id int);\n")
+    sink = Events()
+    with pytest.raises(PermanentError, match=message) as info:
+        migrate(adapter, files.applicable(), ctx(), sink=sink)
+    assert f"V2__b.sql:{line}" in str(info.value)
+    assert (sink.of("V1__a.sql"), sink.of("V2__b.sql"), sink.of("V3__d.sql")) == (
+        ["migration_started", "migration_succeeded"], ["migration_started", "migration_failed"], [])
+    assert [e.script for e in adapter.read_ledger()] == ["V1__a.sql"]
+    assert q(pg_url, "SELECT to_regclass('a') IS NOT NULL, to_regclass('b'), to_regclass('d')") == [(True, None, None)]
+
+
 def test_a_run_whose_lock_session_ends_stops_before_the_next_file(pg_url, adapter, files):
     from polymigrate.errors import TransientError
 
@@ -396,13 +430,6 @@ def test_each_applied_files_audit_event_names_the_tables_it_changed(adapter, fil
                                 "INSERT INTO ${table} VALUES (1, 'a');\n")
     files.add("V2__index.sql", "CREATE INDEX CONCURRENTLY orders_sku ON ${table} (sku);\n"
                                "ALTER TABLE ${table} RENAME TO purchases;\n")
-
-    class Events:
-        def __init__(self):
-            self.seen = []
-
-        def emit(self, event):
-            self.seen.append(event)
 
     sink = Events()
     migrate(adapter, files.applicable(), ctx(placeholders={"table": "orders"}), sink=sink)

@@ -91,6 +91,8 @@ class PostgresAdapter(PostgresSession, PostgresLock, PostgresSteps, PostgresChec
         self._ledger_ready = False
         self._schema_ready = False
         self._queries: dict[tuple, bytes] = {}  # composed once per run, not once per file (issue 24)
+        self._upcoming: dict[str, tuple[Migration, str] | None] = {}  # each file of the run → the next (preflight)
+        self._parsed: tuple[str, str, list[Statement]] | None = None  # the next file, parsed ahead
 
     @classmethod
     def from_url(cls, url: str, *, domain: str, settings: Any = None) -> "PostgresAdapter":
