@@ -5,11 +5,11 @@ It adds the audit page to the API server (``fastapi_apps``, mounted under ``/pol
 registers the rehearsal timetable scheduled environments use (``timetables``).
 Plugins load when the API server starts; the page reads the audit store per request.
 
-Every other Airflow process loads the plugins too: each task process (for its template context's
-macros), each DAG parse (for the timetable), the scheduler and the triggerer. Only the API server
-reads ``fastapi_apps``, so the audit app is built when that attribute is first read, not when this
-module is imported: building it imports FastAPI and Airflow's API stack, 1.7 s of CPU that every task
-of every DAG in the deployment paid before.
+Other Airflow processes load the plugins too: a task process (for its template context's macros),
+a DAG parse (for the timetable), the scheduler. Only the API server reads ``fastapi_apps``, so the
+audit app is built when that attribute is first read, not when this module is imported: building it
+imports FastAPI and Airflow's API stack, 1.7 s of CPU for each process that is the first to load the
+plugins (one whose parent did not).
 """
 
 from airflow.sdk.plugins_manager import AirflowPlugin
