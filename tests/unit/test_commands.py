@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from polymigrate.audit.store import AuditRecord
 from polymigrate.commands import Connector, RunParams, UsageError, Who, open_run
 from polymigrate.commands.adhoc import bound_environment
 from polymigrate.commands.approval import authorize, check_approval, record_answer, request_approval
@@ -23,27 +22,9 @@ from polymigrate.commands.verbs import summarize, validate
 from polymigrate.errors import PermanentError, PolicyRefused
 from polymigrate.events import AuditEvent
 from polymigrate.spec import load_project
+from tests.recording import RecordingSink
 
 NOW = datetime(2026, 11, 9, 0, 54, tzinfo=timezone.utc)  # a Monday, six minutes before the window
-
-
-class Recorder:
-    """An event sink that keeps what it was given and answers ``query`` like the audit store."""
-
-    def __init__(self) -> None:
-        self.events: list[AuditEvent] = []
-
-    def emit(self, event: AuditEvent) -> None:
-        self.events.append(event)
-
-    def query(self, *, domain=None, environment=None, run_id=None, kind=None, **_):
-        kinds = [kind] if isinstance(kind, str) else kind
-        return [AuditRecord(n, "", e) for n, e in enumerate(self.events, 1)
-                if (domain is None or e.domain == domain) and (environment is None or e.environment == environment)
-                and (run_id is None or e.run_id == run_id) and (kinds is None or e.kind in kinds)]
-
-    def kinds(self) -> list[str]:
-        return [e.kind for e in self.events]
 
 
 class NoTargets(Connector):
@@ -89,7 +70,7 @@ def production(specs: Path, *, emergency_cli: bool) -> None:
 
 
 def run_in(specs: Path, environment: str, params: RunParams | None = None, who: Who | None = None):
-    sink = Recorder()
+    sink = RecordingSink()
     run = open_run(specs, "shop", environment, params=params or RunParams(),
                    who=who or Who("ann@laptop", "ann@laptop", "cli-1", origin="cli"), connector=NoTargets(), audit=None,
                    clock=lambda: NOW)
@@ -165,7 +146,7 @@ def test_blocking_lint_refuses_at_validate_and_an_override_carries_it_to_approva
     assert validate(run)["lint"]["blocking"] >= 1 and sink.kinds() == ["validated"]
 
 
-def record_approval(sink: Recorder, who: str, changeset: str, at: datetime = NOW, run_id: str = "manual__1") -> None:
+def record_approval(sink: RecordingSink, who: str, changeset: str, at: datetime = NOW, run_id: str = "manual__1") -> None:
     sink.emit(AuditEvent(kind="approved", domain="shop", environment="production", run_id=run_id, at=at,
                          details={"by": who, "counted": True, "changeset_hash": changeset}))
 
@@ -248,7 +229,7 @@ def test_outside_the_window_the_command_line_refuses_saying_when_it_opens(specs)
 
 # --- the on-call retry after a fix (issue 16.1) ------------------------------------------------------
 
-def reopen(specs: Path, environment: str, sink: Recorder, who: Who):
+def reopen(specs: Path, environment: str, sink: RecordingSink, who: Who):
     """The next task of the same run: it reads the files as they are now, into the same audit store."""
     run, _ = run_in(specs, environment, who=who)
     run.sink = sink

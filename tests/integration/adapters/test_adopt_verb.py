@@ -18,16 +18,9 @@ from polymigrate.commands import verbs
 from polymigrate.errors import PermanentError
 from polymigrate.ledger import RunContext, Status
 from tests.integration.adapters.test_postgres_flyway import FLYWAY_DDL
+from tests.recording import RecordingSink
 
 pytestmark = pytest.mark.integration
-
-
-class Recorded:
-    def __init__(self):
-        self.events = []
-
-    def emit(self, event) -> None:
-        self.events.append(event)
 
 
 def ctx() -> RunContext:
@@ -40,7 +33,7 @@ def test_a_flyway_history_is_adopted_through_the_command_layer_and_audited(pg_ur
         c.execute("INSERT INTO legacy.flyway_schema_history VALUES "
                   "(1, '1', 'a', 'SQL', 'V1__a.sql', 42, 'f', now(), 5, true),"
                   "(2, '2', 'b', 'SQL', 'V2__b.sql', 43, 'f', now(), 5, true)")
-    sink = Recorded()
+    sink = RecordingSink()
     a = PostgresAdapter.from_url(pg_url, domain="shop")
     try:
         report = verbs.adopt(a, [], ctx(), tool="flyway", source="legacy.flyway_schema_history", sink=sink)
@@ -64,7 +57,7 @@ def test_a_migrate_mongo_changelog_is_adopted_through_the_command_layer_and_audi
         client.get_default_database()["migrations_log"].insert_many([
             {"fileName": "20240101000000-create.js", "appliedAt": datetime(2024, 1, 1)},
             {"fileName": "20231231000000-gone.js", "appliedAt": datetime(2023, 12, 31)}])
-    sink = Recorded()
+    sink = RecordingSink()
     a = MongoAdapter.from_url(mongo_url, domain="shop")
     try:
         migrations = discover("shop", "mongodb", folder).applicable("mongodb")
@@ -81,7 +74,7 @@ def test_a_migrate_mongo_changelog_is_adopted_through_the_command_layer_and_audi
 
 
 def test_another_tools_history_is_refused_before_anything_is_read(pg_url, redis_url):
-    sink = Recorded()
+    sink = RecordingSink()
     a = PostgresAdapter.from_url(pg_url, domain="shop")
     try:
         with pytest.raises(PermanentError, match="postgresql cannot adopt a migrate-mongo history .it adopts flyway's"):

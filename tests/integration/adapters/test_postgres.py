@@ -14,6 +14,7 @@ from polymigrate.errors import LockNotAcquired, PermanentError, TransientError, 
 from polymigrate.executor import migrate, undo_to
 from polymigrate.ledger import RunContext, Status
 from polymigrate.spec import TechnologyConfig
+from tests.recording import RecordingSink
 
 pytestmark = pytest.mark.integration
 
@@ -36,19 +37,6 @@ class Files:
 
     def applicable(self):
         return [m for m in self.all() if m.kind is not Kind.UNDO]
-
-
-class Events:
-    """An audit sink that keeps what the run emitted."""
-
-    def __init__(self):
-        self.seen = []
-
-    def emit(self, event):
-        self.seen.append(event)
-
-    def of(self, script: str) -> list[str]:
-        return [e.kind for e in self.seen if e.script == script]
 
 
 @pytest.fixture
@@ -393,7 +381,7 @@ def test_a_file_that_cannot_run_after_a_good_one_fails_on_its_own_turn(pg_url, a
     files.add("V1__a.sql", "CREATE TABLE a (id int);\nINSERT INTO a VALUES (1);\n")
     files.add("V2__b.sql", bad)
     files.add("V3__d.sql", "CREATE TABLE d (id int);\n")
-    sink = Events()
+    sink = RecordingSink()
     with pytest.raises(PermanentError, match=message) as info:
         migrate(adapter, files.applicable(), ctx(), sink=sink)
     assert f"V2__b.sql:{line}" in str(info.value)
@@ -431,9 +419,9 @@ def test_each_applied_files_audit_event_names_the_tables_it_changed(adapter, fil
     files.add("V2__index.sql", "CREATE INDEX CONCURRENTLY orders_sku ON ${table} (sku);\n"
                                "ALTER TABLE ${table} RENAME TO purchases;\n")
 
-    sink = Events()
+    sink = RecordingSink()
     migrate(adapter, files.applicable(), ctx(placeholders={"table": "orders"}), sink=sink)
-    succeeded = {e.script: e.details["datasets"] for e in sink.seen if e.kind == "migration_succeeded"}
+    succeeded = {e.script: e.details["datasets"] for e in sink.events if e.kind == "migration_succeeded"}
     assert succeeded == {
         "V1__orders.sql": [{"kind": "table", "name": "orders", "action": "created"},
                            {"kind": "table", "name": "orders", "action": "written"}],
