@@ -20,7 +20,10 @@ ratio to the floor in the same round, as the median over the rounds.
 * polymigrate: each file in its own transaction together with its ledger row, as in production,
   in-process (library) and as a CLI process (Python start-up included);
 * Flyway 13's CLI, when ``make engines`` installed it (``$POLYMIGRATE_FLYWAY_CP``): the same
-  per-file guarantee, a JVM start-up included.
+  per-file guarantee, a JVM start-up included;
+* with ``--attribute``, the library again with its guarantees taken away one at a time (the session
+  reset; then the lock's fence too; then the ledger row too): what each costs, so the figure's gap
+  to the floor can be read as guarantees and the tool's own overhead. Never a way to run it.
 
 Prints figures only; it never asserts a timing.
 """
@@ -166,6 +169,28 @@ print(time.perf_counter() - started)
 """
 
 
+def _without(*guarantees: str):
+    """The library with ``guarantees`` ("reset", "fence", "ledger") left out of each file's transaction,
+    patched for the duration of one run (``--attribute``)."""
+    def run(url: str, folder: Path) -> None:
+        patched = {"_reset_and_fence": PostgresAdapter._reset_and_fence,
+                   "_run_transactional": PostgresAdapter._run_transactional}
+        reset_and_fence, transactional = patched.values()
+        if "fence" in guarantees:
+            PostgresAdapter._reset_and_fence = lambda self, conn, reset: None
+        elif "reset" in guarantees:
+            PostgresAdapter._reset_and_fence = lambda self, conn, reset: reset_and_fence(self, conn, False)
+        if "ledger" in guarantees:
+            PostgresAdapter._run_transactional = lambda self, m, statements, settings, record: \
+                transactional(self, m, statements, settings, lambda conn: None)
+        try:
+            polymigrate_library(url, folder)
+        finally:
+            for name, fn in patched.items():
+                setattr(PostgresAdapter, name, fn)
+    return run
+
+
 def polymigrate_library_of(root: Path):
     """The library of another checkout, timed as ``polymigrate_library`` is (imports excluded), in a
     process of its own so its modules do not mix with this checkout's."""
@@ -221,6 +246,8 @@ def main() -> None:
     p.add_argument("--url", help="admin URL of an existing server (default: start a private one)")
     p.add_argument("--skip-per-file", action="store_true", help="skip the slow psql-per-file contender")
     p.add_argument("--before", type=Path, help="another checkout of polymigrate: its library and CLI run beside this one's")
+    p.add_argument("--attribute", action="store_true", help="also the library without the session reset, without "
+                   "the fence as well, and without the ledger row as well: what each guarantee costs")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pm_bench_files_"))
     folder = work / "sql"
@@ -249,6 +276,11 @@ def main() -> None:
                                   folder, True))
             contenders.append(("polymigrate CLI process, --before checkout",
                                lambda url, folder: polymigrate_cli(url, folder, args.before.resolve()), folder, True))
+        if args.attribute:
+            at = contenders.index(next(c for c in contenders if c[1] is polymigrate_library)) + 1
+            contenders[at:at] = [("  the same, without the session reset", _without("reset"), folder, True),
+                                 ("  … and without the lock's fence", _without("reset", "fence"), folder, True),
+                                 ("  … and without the ledger row", _without("reset", "fence", "ledger"), folder, False)]
         if os.environ.get("POLYMIGRATE_FLYWAY_CP") and shutil.which("java"):
             contenders.append(("Flyway 13 CLI (txn + history row per file)", flyway, folder, False))
         else:
