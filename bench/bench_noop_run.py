@@ -66,30 +66,42 @@ def prepare_specs(specs: Path, search, ferretdb: bool) -> None:
 SHAPE = """
 from datetime import datetime
 from airflow.providers.standard.operators.empty import EmptyOperator
+from airflow.providers.standard.operators.python import PythonOperator
 from airflow.sdk import DAG, TaskGroup
 
 TASKS = {tasks!r}  # (full task id, group, trigger rule, upstream full ids): the polymigrate DAG's
 
-with DAG(dag_id="shape_of__{dag_id}", schedule=None, start_date=datetime(2024, 1, 1)) as dag:
+
+def nothing():
+    pass
+
+
+def task(**kw):
+    return EmptyOperator(**kw) if {empty!r} else PythonOperator(python_callable=nothing, **kw)
+
+
+with DAG(dag_id="{prefix}__{dag_id}", schedule=None, start_date=datetime(2024, 1, 1)) as dag:
     groups, ops = {{}}, {{}}
     for tid, group, rule, _ in TASKS:
         if group and group not in groups:
             groups[group] = TaskGroup(group)
-        ops[tid] = EmptyOperator(task_id=tid.rpartition(".")[2], task_group=groups.get(group), trigger_rule=rule)
+        ops[tid] = task(task_id=tid.rpartition(".")[2], task_group=groups.get(group), trigger_rule=rule)
     for tid, _, _, upstream in TASKS:
         for up in upstream:
             ops[up] >> ops[tid]
 """
 
 
-def write_same_shape(dag, folder: Path) -> Path:
-    """A DAG file of EmptyOperators with the polymigrate DAG's task ids, groups, trigger rules and
-    edges (dag.test() serializes a DAG from its DAG file, so the contender needs one too)."""
+def write_same_shape(dag, folder: Path, *, empty: bool = True) -> Path:
+    """A DAG file of EmptyOperators (else PythonOperators calling a function that does nothing) with the
+    polymigrate DAG's task ids, groups, trigger rules and edges (dag.test() serializes a DAG from its
+    DAG file, so the contender needs one too)."""
     tasks = [(tid, t.task_group.group_id if t.task_group and t.task_group.group_id else None,
               str(t.trigger_rule.value if hasattr(t.trigger_rule, "value") else t.trigger_rule),
               sorted(t.upstream_task_ids)) for tid, t in dag.task_dict.items()]
-    path = folder / "same_shape.py"
-    path.write_text(SHAPE.format(tasks=tasks, dag_id=dag.dag_id))
+    path = folder / ("same_shape.py" if empty else "same_shape_python.py")
+    path.write_text(SHAPE.format(tasks=tasks, dag_id=dag.dag_id, empty=empty,
+                                 prefix="shape_of" if empty else "python_shape_of"))
     return path
 
 
@@ -100,6 +112,7 @@ def main() -> None:
     ap.add_argument("--profile-clock", choices=("wall", "cpu"), default="wall",
                     help="what the profile counts: wall time, or this process's CPU time (waits on the engines left out)")
     ap.add_argument("--per-task", action="store_true", help="print each task's wall and CPU time, both DAGs")
+    ap.add_argument("--airflow", action="store_true", help="run both DAGs on an airflow standalone instead of dag.test()")
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="pm-bench-noop-"))
@@ -153,7 +166,14 @@ def main() -> None:
                 os.environ[f"AIRFLOW_CONN_POLYMIGRATE_{tech}_DEVELOPMENT_{region.upper()}"] = value
             redis_clients.append(redis.Redis.from_url(f"{REDIS_URL}/{db}"))
             redis_clients[-1].flushdb()
-        run(args)
+        if args.airflow:
+            metadata = f"pm_noop_{uuid.uuid4().hex[:10]}"
+            pg_dbs.append(metadata)
+            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(metadata)))
+            on_airflow(args, home, f"{base}/{metadata}")
+        else:
+            run(args)
     finally:
         for c in redis_clients:
             c.flushdb()
@@ -210,6 +230,73 @@ def run(args) -> None:
         prof.runcall(dag.test)
         prof.dump_stats(str(args.profile))
         print(f"profile ({args.profile_clock} time) of one more no-op run: {args.profile}")
+
+
+def _machine_cpu() -> float:
+    with open("/proc/stat") as f:
+        user, nice, system = (int(x) for x in f.readline().split()[1:4])
+    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
+
+
+def on_airflow(args, home: Path, metadata: str) -> None:
+    """``--airflow``: both DAGs on a standalone Airflow, triggered and followed through its REST API."""
+    from datetime import datetime
+
+    from polymigrate_airflow.renderer import build_dags
+    from scripts import airflow_local as local
+
+    dag = build_dags(os.environ["POLYMIGRATE_SPECS"])["migrate__social_commerce__development"]
+    write_same_shape(dag, home / "dags")
+    write_same_shape(dag, home / "dags", empty=False)
+    extra = {k: v for k, v in os.environ.items() if k.startswith(("AIRFLOW_CONN_", "POLYMIGRATE_"))}
+    env = local.airflow_env(home / "standalone", local.free_port(), dags_folder=home / "dags",
+                            metadata_url=metadata.replace("postgresql://", "postgresql+psycopg2://"),
+                            users={"admin": "bench"}, extra=extra)
+    log = home / "standalone.log"
+    proc = local.start([local.AIRFLOW, "standalone"], env, log)
+    try:
+        api = local.Client(env["AIRFLOW__API__BASE_URL"], proc=proc, log=log, interval=0.2)
+        local.wait_healthy(api.base, 600, proc=proc, log=log)
+        api.login("admin", "bench")
+        shape, python_shape = f"shape_of__{dag.dag_id}", f"python_shape_of__{dag.dag_id}"
+        for d in ("migrate__common__development", dag.dag_id, shape, python_shape):
+            api.unpause(d)
+
+        def one(dag_id: str) -> tuple[float, float]:
+            cpu = _machine_cpu()
+            run_id = api.start_run(None, dag_id)
+            state = api.wait(f"{dag_id} {run_id} to end", lambda: api.ended_state(dag_id, run_id), 900)
+            used = _machine_cpu() - cpu
+            if state != "success":
+                raise SystemExit(f"{dag_id} {run_id}: {state}; see {log} and the task logs under {home}")
+            r = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")[1]
+            took = (datetime.fromisoformat(r["end_date"]) - datetime.fromisoformat(r["start_date"])).total_seconds()
+            return took, used
+
+        one("migrate__common__development")
+        one(dag.dag_id)  # applies everything: what follows are no-op runs
+        # Airflow's scheduler marks an EmptyOperator done without running it: no process, no worker.
+        # A PythonOperator calling a function that does nothing is what any real task costs at least.
+        contenders = {"polymigrate (no-op)": dag.dag_id, "same shape (EmptyOperators)": shape,
+                      "same shape (no-op PythonOperators)": python_shape}
+        times = {label: [] for label in contenders}
+        for _ in range(args.repeat):
+            for label, dag_id in contenders.items():
+                times[label].append(one(dag_id))
+        print(f"social-commerce in development on airflow standalone (LocalExecutor, parallelism "
+              f"{env['AIRFLOW__CORE__PARALLELISM']}): {len(dag.tasks)} tasks; median of {args.repeat}, alternating")
+        for label, ts in times.items():
+            print(f"{label:36} run {statistics.median(t for t, _ in ts):6.2f} s   machine CPU "
+                  f"{statistics.median(c for _, c in ts):6.2f} s   runs {' '.join(f'{t:.1f}' for t, _ in ts)}")
+        pm = times["polymigrate (no-op)"]
+        for label in list(contenders)[1:]:
+            other = times[label]
+            print(f"polymigrate ÷ {label}, median of the rounds: run "
+                  f"{statistics.median(p[0] / e[0] for p, e in zip(pm, other)):.2f}×, machine CPU "
+                  f"{statistics.median(p[1] / e[1] for p, e in zip(pm, other)):.2f}× (goal ≤ 1.2×)")
+        print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    finally:
+        local.stop(proc, port=int(env["AIRFLOW__API__PORT"]))
 
 
 def per_task(dag, empty) -> None:
