@@ -1,5 +1,5 @@
 """What a verify task pays to run a PostgreSQL suite: GX's import, without scipy.stats until an
-expectation needs it (``expectations._defer_scipy_stats``)."""
+expectation needs it (``expectations_gx._defer_scipy_stats``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 CHECK = """
 import sys
-from polymigrate.expectations import _defer_scipy_stats
+from polymigrate.expectations_gx import _defer_scipy_stats
 _defer_scipy_stats()
 import great_expectations
 print("loaded before use:", "scipy.stats._stats_py" in sys.modules)

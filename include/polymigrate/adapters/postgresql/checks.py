@@ -72,7 +72,7 @@ class PostgresChecks:
 
     def run_expectations(self, suites: list[Any]) -> list[Check]:
         """The suites through GX Core's SQL datasource; unqualified tables are in the domain's schema."""
-        from polymigrate.expectations import run_sql_suites
+        from polymigrate.expectations_gx import run_sql_suites
 
         if not suites:
             return []
