@@ -232,18 +232,13 @@ def run(args) -> None:
         print(f"profile ({args.profile_clock} time) of one more no-op run: {args.profile}")
 
 
-def _machine_cpu() -> float:
-    with open("/proc/stat") as f:
-        user, nice, system = (int(x) for x in f.readline().split()[1:4])
-    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
-
-
 def on_airflow(args, home: Path, metadata: str) -> None:
     """``--airflow``: both DAGs on a standalone Airflow, triggered and followed through its REST API."""
     from datetime import datetime
 
     from polymigrate_airflow.renderer import build_dags
     from scripts import airflow_local as local
+    from tests.conftest import _machine_cpu  # (busy, total) CPU seconds of the machine since boot
 
     dag = build_dags(os.environ["POLYMIGRATE_SPECS"])["migrate__social_commerce__development"]
     write_same_shape(dag, home / "dags")
@@ -263,10 +258,10 @@ def on_airflow(args, home: Path, metadata: str) -> None:
             api.unpause(d)
 
         def one(dag_id: str) -> tuple[float, float]:
-            cpu = _machine_cpu()
+            cpu = _machine_cpu()[0]
             run_id = api.start_run(None, dag_id)
             state = api.wait(f"{dag_id} {run_id} to end", lambda: api.ended_state(dag_id, run_id), 900)
-            used = _machine_cpu() - cpu
+            used = _machine_cpu()[0] - cpu
             if state != "success":
                 raise SystemExit(f"{dag_id} {run_id}: {state}; see {log} and the task logs under {home}")
             r = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")[1]
