@@ -3,7 +3,8 @@ against the same release run without faults (issue 28, item 7).
 
     .venv/bin/python bench/soak.py --seed 7 --faults 1000 --minutes 60
 
-Seeded (the same seed gives the same releases, faults and timings to inject them), bounded by
+Seeded (the same seed gives each engine the same releases, faults and timings to inject them; the
+engines' streams run side by side, each with an equal share of the faults), bounded by
 ``--faults`` and ``--minutes``, loopback only: it uses the engines of ``make engines`` (read from
 ``.engines/env``) under names of its own (a PostgreSQL database ``pm_soak``, Redis database 7 with
 keys and ledgers under a per-release domain, a MongoDB database and OpenSearch indices per release,
@@ -52,10 +53,11 @@ import sys
 import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 import shutil
 import tempfile
+import threading
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "include"))
@@ -651,58 +653,100 @@ def normalise(engine: Engine, state: dict, tag: str) -> dict:
 
 
 def soak(seed: int, faults: int, minutes: float, engines: list[str], log=print, quick: bool = False) -> Tally:
+    """The engines' releases run side by side, one stream per engine (a thread driving its own
+    subprocesses and servers): releases on different engines share nothing, and a stream mostly
+    waits on its runners, its faults' timing and its servers' restarts. Each stream has a random
+    generator of its own, seeded from ``seed`` and its engine's name, and an equal share of
+    ``faults``, so a seed still gives each engine the same releases and faults."""
     load_env()
-    rng = random.Random(seed)
     makers = {"postgresql": Postgres, "postgresql-private": PrivatePostgres, "redis": Redis,
               "redis-private": PrivateRedis, "mongodb": Mongo, "mongodb-private": PrivateMongo,
               "elasticsearch": Search}
     live = {name: makers[name]() for name in engines}
     for engine in live.values():
         engine.quick = quick
-    tally = Tally()
     deadline = time.monotonic() + minutes * 60
     work = Path(tempfile.mkdtemp(prefix="pmsoak-"))
+    names = sorted(live)
+    shares = {name: faults // len(names) + int(i < faults % len(names)) for i, name in enumerate(names)}
+    tallies = {name: Tally() for name in names}
+    errors: dict[str, BaseException] = {}
+
+    def stream(name: str) -> None:
+        try:
+            _stream(live[name], random.Random(f"{seed}:{name}"), seed, shares[name], deadline, work, tallies[name],
+                    log)
+        except BaseException as exc:  # re-raised in the caller's thread, after every stream ended
+            errors[name] = exc
+
+    threads = [threading.Thread(target=stream, args=(name,), name=f"soak-{name}") for name in names]
     try:
-        while tally.injected < faults and time.monotonic() < deadline:
-            engine = live[rng.choice(sorted(live))]
-            rid = f"s{seed}r{tally.releases}{uuid.uuid4().hex[:4]}"
-            files = engine.files(rng, "TAG", rng.randint(2, 4))
-            n_faults = min(rng.randint(1, 3), faults - tally.injected)
-            plan = [rng.choice(FAULTS) for _ in range(n_faults)]
-            log(f"release {tally.releases} on {engine.name}: {len(files)} files, faults {plan}")
-            states = {}
-            for tag, faulty in ((rid + "ref", False), (rid + "f", True)):
-                tagged = {name: text.replace("TAG", tag) for name, text in files.items()}
-                folder = work / tag / engine.name
-                folder.mkdir(parents=True)
-                for name, text in tagged.items():
-                    (folder / name).write_text(text)
-                url, extra = engine.target(tag)
-                engine.seed(tag, url, tagged)
-                try:
-                    if faulty:
-                        for kind in plan:
-                            inject(kind, engine, rng, folder, tagged, url, extra, tag, tally, log)
-                        ok = complete(folder, url, extra, tally, log)
-                        tally.recoveries += int(ok)
-                        if not ok:
-                            tally.incomplete += 1
-                            tally.findings.append(f"{engine.name} {tag}: never completed after {plan}")
-                    else:
-                        code, text = run(folder, url, extra, tally)
-                        if code != 0:
-                            raise RuntimeError(f"the run without faults failed: {text[-2000:]}")
-                    states[faulty] = normalise(engine, engine.state(tag, url), tag)
-                finally:
-                    engine.drop(tag, url)
-            compare(states[False], states[True], tally, f"{engine.name} release {tally.releases} {plan}")
-            tally.releases += 1
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     finally:
         shutil.rmtree(work, ignore_errors=True)
         for engine in live.values():
             if hasattr(engine, "close"):
                 engine.close()
-    return tally
+    if errors:
+        name, exc = next(iter(errors.items()))
+        raise RuntimeError(f"the {name} stream stopped: {exc}") from exc
+    return merge(tallies.values())
+
+
+def merge(tallies) -> Tally:
+    total = Tally()
+    for t in tallies:
+        for f in fields(Tally):
+            mine, theirs = getattr(total, f.name), getattr(t, f.name)
+            if isinstance(mine, Counter):
+                mine.update(theirs)
+            elif isinstance(mine, list):
+                mine.extend(theirs)
+            else:
+                setattr(total, f.name, mine + theirs)
+    return total
+
+
+def _stream(engine: Engine, rng: random.Random, seed: int, faults: int, deadline: float, work: Path, tally: Tally,
+            log) -> None:
+    """One engine's releases, each run once without faults and once with, until its share of faults
+    is injected or the deadline passes."""
+    while tally.injected < faults and time.monotonic() < deadline:
+        rid = f"s{seed}r{tally.releases}{uuid.uuid4().hex[:4]}"
+        files = engine.files(rng, "TAG", rng.randint(2, 4))
+        n_faults = min(rng.randint(1, 3), faults - tally.injected)
+        plan = [rng.choice(FAULTS) for _ in range(n_faults)]
+        log(f"release {tally.releases} on {engine.name}: {len(files)} files, faults {plan}")
+        states = {}
+        for tag, faulty in ((rid + "ref", False), (rid + "f", True)):
+            tagged = {name: text.replace("TAG", tag) for name, text in files.items()}
+            folder = work / tag / engine.name
+            folder.mkdir(parents=True)
+            for name, text in tagged.items():
+                (folder / name).write_text(text)
+            url, extra = engine.target(tag)
+            engine.seed(tag, url, tagged)
+            try:
+                if faulty:
+                    for kind in plan:
+                        inject(kind, engine, rng, folder, tagged, url, extra, tag, tally, log)
+                    ok = complete(folder, url, extra, tally, log)
+                    tally.recoveries += int(ok)
+                    if not ok:
+                        tally.incomplete += 1
+                        tally.findings.append(f"{engine.name} {tag}: never completed after {plan}")
+                else:
+                    code, text = run(folder, url, extra, tally)
+                    if code != 0:
+                        raise RuntimeError(f"the run without faults failed: {text[-2000:]}")
+                states[faulty] = normalise(engine, engine.state(tag, url), tag)
+            finally:
+                engine.drop(tag, url)
+        compare(states[False], states[True], tally, f"{engine.name} release {tally.releases} {plan}")
+        tally.releases += 1
 
 
 def report(t: Tally, seconds: float) -> str:

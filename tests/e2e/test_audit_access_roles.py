@@ -25,15 +25,17 @@ from scripts import airflow_local as local
 from tests.audit_seed import seed_sample_history
 from tests.e2e.harness import ApiServer
 
-pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.engine("postgresql")]
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
 PASSWORD = "access-e2e-password"
 
 
-@pytest.fixture
-def fab_airflow(pg_url, tmp_path):
+@pytest.fixture(scope="module")
+def fab_airflow(module_databases, tmp_path_factory):
+    """One API server for the module: both tests only read what it serves (issue 25.4)."""
+    pg_url = module_databases.make("pm_fab_audit")
     store = PostgresAuditStore(pg_url)
     store.ensure_schema()
     expected = seed_sample_history(store)
@@ -43,7 +45,7 @@ def fab_airflow(pg_url, tmp_path):
              "prod_run": next(r.event.run_id for r in store.query(domain=prod, environment="production"))}
     store.close()
 
-    server = ApiServer(tmp_path, extra={"AIRFLOW__CORE__AUTH_MANAGER": FAB, "AIRFLOW_CONN_POLYMIGRATE_AUDIT": pg_url})
+    server = ApiServer(tmp_path_factory.mktemp("fab"), extra={"AIRFLOW__CORE__AUTH_MANAGER": FAB, "AIRFLOW_CONN_POLYMIGRATE_AUDIT": pg_url})
     staging_of_other, prod_of_prod, staging_of_prod = dag_id(other, "staging"), dag_id(prod, "production"), dag_id(prod, "staging")
     spec = {"dags": [staging_of_other, prod_of_prod, staging_of_prod],
             "roles": {"OtherStaging": [["can_read", f"DAG:{staging_of_other}"]],
