@@ -25,8 +25,10 @@ import re
 from pathlib import Path
 
 DOMAIN = "social-commerce"
-USERS = 400_000          # the backfill (V1.10) runs for several seconds: progress lines with % and ETA
-POSTS = 300              # FerretDB: the transform (3) takes seconds at its update rate, in batches
+USERS = 100_000          # the backfill (V1.10): 20 batches of 5,000, a progress line with % and ETA
+                         # (400,000 until 2026-12-07: the six regions' seeds and backfills were a sixth
+                         # of the demo's CPU, and it ran its DAGs ~2 minutes longer)
+POSTS = 150              # FerretDB: the transform (3) takes seconds at its update rate, in batches of 100
 FEED = 300
 PEOPLE = 120             # OpenSearch documents people_v1 holds before the blue-green switch to people_v2
 PROFILES = 2_000         # Redis: cached profiles under the old key name (1 renames, 4 adds full_name)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from scripts import airflow_local as local
+from scripts import demo_seed
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = [sys.executable, str(ROOT / "scripts" / "demo.py")]
@@ -90,11 +91,11 @@ def test_demo_once_runs_common_then_social_commerce_fills_the_audit_store_and_st
     # (scripts/demo_seed.py), and the sample domains' expectation suites pass in every phase they are
     # bound to, on seeded (social-commerce) and empty (the other domains' tables) data alike
     for region in ("western_europe", "north_africa"):
-        assert f"{region}/postgresql tables/V1.10__backfill_users_full_name.sql: backfill, 400,000 rows scanned" \
+        assert f"{region}/postgresql tables/V1.10__backfill_users_full_name.sql: backfill, {demo_seed.USERS:,} rows scanned" \
             in text, text
         assert f"{region}/redis 1-rename-profile-keys.lua: 2,000 keys changed" in text, text
         if "mongodb: using the server" in text or "mongodb: starting" in text:
-            assert f"{region}/mongodb transforms/3-posts-author-full-name.py: transform posts-v2, 300 documents" \
+            assert f"{region}/mongodb transforms/3-posts-author-full-name.py: transform posts-v2, {demo_seed.POSTS} documents" \
                 in text, text
     logs = "\n".join(p.read_text(errors="replace") for p in (tmp_path / "demo" / "airflow" / "logs").rglob("*.log"))
     assert re.search(r"backfill users [\d,]+/~[\d,]+ rows \([\d.]+%\).*ETA", logs), "no backfill progress in the logs"
