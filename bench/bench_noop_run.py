@@ -113,6 +113,8 @@ def main() -> None:
                     help="what the profile counts: wall time, or this process's CPU time (waits on the engines left out)")
     ap.add_argument("--per-task", action="store_true", help="print each task's wall and CPU time, both DAGs")
     ap.add_argument("--airflow", action="store_true", help="run both DAGs on an airflow standalone instead of dag.test()")
+    ap.add_argument("--no-preload", action="store_true", help="with --airflow: tasks forked as Airflow does by default "
+                    "(fork from the scheduler, no polymigrate_airflow.preload)")
     args = ap.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="pm-bench-noop-"))
@@ -244,6 +246,8 @@ def on_airflow(args, home: Path, metadata: str) -> None:
     write_same_shape(dag, home / "dags")
     write_same_shape(dag, home / "dags", empty=False)
     extra = {k: v for k, v in os.environ.items() if k.startswith(("AIRFLOW_CONN_", "POLYMIGRATE_"))}
+    if args.no_preload:
+        extra.update(AIRFLOW__SCHEDULER__MP_START_METHOD="", AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD="")
     env = local.airflow_env(home / "standalone", local.free_port(), dags_folder=home / "dags",
                             metadata_url=metadata.replace("postgresql://", "postgresql+psycopg2://"),
                             users={"admin": "bench"}, extra=extra)
@@ -279,7 +283,9 @@ def on_airflow(args, home: Path, metadata: str) -> None:
             for label, dag_id in contenders.items():
                 times[label].append(one(dag_id))
         print(f"social-commerce in development on airflow standalone (LocalExecutor, parallelism "
-              f"{env['AIRFLOW__CORE__PARALLELISM']}): {len(dag.tasks)} tasks; median of {args.repeat}, alternating")
+              f"{env['AIRFLOW__CORE__PARALLELISM']}, tasks forked from "
+              f"{'the scheduler' if args.no_preload else 'a forkserver that preloaded polymigrate'}): "
+              f"{len(dag.tasks)} tasks; median of {args.repeat}, alternating")
         for label, ts in times.items():
             print(f"{label:36} run {statistics.median(t for t, _ in ts):6.2f} s   machine CPU "
                   f"{statistics.median(c for _, c in ts):6.2f} s   runs {' '.join(f'{t:.1f}' for t, _ in ts)}")

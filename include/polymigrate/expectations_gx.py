@@ -65,15 +65,22 @@ def _defer_heavy_imports() -> None:
             sys.modules[name] = _Deferred(name, spec)
 
 
-def run_sql_suites(suites: list[Suite], sqlalchemy_url: Any, schema: str | None) -> list[Outcome]:
-    """Run ``suites`` with GX Core against the database at ``sqlalchemy_url`` (a SQLAlchemy ``URL``;
-    its password stays in memory, in an ephemeral GX context that writes nothing to disk)."""
+def import_gx():
+    """GX, imported quietly without ``DEFERRED`` (a task's first call pays for it; a preloaded
+    process, ``polymigrate_airflow.preload``, has it already)."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # machines are offline; GX must not phone home
     _quiet_gx_logs()
     _defer_heavy_imports()
     import great_expectations as gx
 
     _quiet_gx_logs()
+    return gx
+
+
+def run_sql_suites(suites: list[Suite], sqlalchemy_url: Any, schema: str | None) -> list[Outcome]:
+    """Run ``suites`` with GX Core against the database at ``sqlalchemy_url`` (a SQLAlchemy ``URL``;
+    its password stays in memory, in an ephemeral GX context that writes nothing to disk)."""
+    gx = import_gx()
 
     context = gx.get_context(mode="ephemeral")
     try:
