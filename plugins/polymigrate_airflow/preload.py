@@ -22,7 +22,6 @@ this whole module on an ImportError too, silently; the imports are guarded one b
 from __future__ import annotations
 
 import importlib
-import os
 
 # Airflow's own task path first (under fork the workers inherit it from the scheduler), then the DAG
 # file's imports, then what a task opens: the command layer, the provider hooks and drivers.
@@ -55,11 +54,10 @@ def preload() -> list[str]:
             importlib.import_module(name)
         except ImportError:
             missing.append(name)
-    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")  # as run_sql_suites sets it: offline machines
     try:
         from polymigrate.expectations_gx import import_gx
 
-        import_gx()
+        import_gx()  # with GX_ANALYTICS_ENABLED=false and quiet logs, as the verify imports it
     except ImportError:
         missing.append("great_expectations")
     return missing
