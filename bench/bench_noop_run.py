@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -261,11 +262,17 @@ def on_airflow(args, home: Path, metadata: str) -> None:
         for d in ("migrate__common__development", dag.dag_id, shape, python_shape):
             api.unpause(d)
 
-        def one(dag_id: str) -> tuple[float, float]:
-            cpu = _machine_cpu()[0]
+        by_component: dict[str, list[Counter]] = {label: [] for label in ("polymigrate (no-op)",
+                                                                          "same shape (no-op PythonOperators)")}
+
+        def one(dag_id: str, label: str | None = None) -> tuple[float, float]:
+            cpu, parts = _machine_cpu()[0], component_cpu(proc)
             run_id = api.start_run(None, dag_id)
             state = api.wait(f"{dag_id} {run_id} to end", lambda: api.ended_state(dag_id, run_id), 900)
             used = _machine_cpu()[0] - cpu
+            if label in by_component:
+                after = component_cpu(proc)
+                by_component[label].append(Counter({k: after[k] - parts.get(k, 0) for k in after}))
             if state != "success":
                 raise SystemExit(f"{dag_id} {run_id}: {state}; see {log} and the task logs under {home}")
             r = api.get(f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")[1]
@@ -281,7 +288,7 @@ def on_airflow(args, home: Path, metadata: str) -> None:
         times = {label: [] for label in contenders}
         for _ in range(args.repeat):
             for label, dag_id in contenders.items():
-                times[label].append(one(dag_id))
+                times[label].append(one(dag_id, label))
         print(f"social-commerce in development on airflow standalone (LocalExecutor, parallelism "
               f"{env['AIRFLOW__CORE__PARALLELISM']}, tasks forked from "
               f"{'the scheduler' if args.no_preload else 'a forkserver that preloaded polymigrate'}): "
@@ -295,9 +302,34 @@ def on_airflow(args, home: Path, metadata: str) -> None:
             print(f"polymigrate ÷ {label}, median of the rounds: run "
                   f"{statistics.median(p[0] / e[0] for p, e in zip(pm, other)):.2f}×, machine CPU "
                   f"{statistics.median(p[1] / e[1] for p, e in zip(pm, other)):.2f}× (goal ≤ 1.2×)")
+        print("CPU s of each of Airflow's processes (tasks and their workers included), median of the rounds:")
+        for label, rounds in by_component.items():
+            names = sorted({k for r in rounds for k in r}, key=lambda k: -statistics.median(r[k] for r in rounds))
+            print(f"  {label:36} " + "  ".join(f"{k} {statistics.median(r[k] for r in rounds):.2f}" for k in names))
         print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         local.stop(proc, port=int(env["AIRFLOW__API__PORT"]))
+
+
+COMPONENTS = ("api-server", "api_server", "scheduler", "dag-processor", "triggerer", "forkserver", "LocalExecutor",
+              "serve-logs", "standalone")
+
+
+def component_cpu(proc) -> Counter:
+    """CPU seconds so far of each process of the standalone started as ``proc``, by component (a task's
+    process counts in its LocalExecutor worker's figure once the worker has waited for it)."""
+    import psutil
+
+    out: Counter = Counter()
+    root = psutil.Process(proc.pid)
+    for p in [root, *root.children(recursive=True)]:
+        try:
+            cmd, t = " ".join(p.cmdline()), p.cpu_times()
+        except psutil.Error:
+            continue
+        name = next((c for c in COMPONENTS if c in cmd), "other")
+        out[name.replace("api_server", "api-server")] += t.user + t.system + t.children_user + t.children_system
+    return out
 
 
 def per_task(dag, empty) -> None:

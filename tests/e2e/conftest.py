@@ -121,28 +121,11 @@ def browser(tmp_path):
 
 @pytest.fixture
 def webhook_server():
-    """A Slack-compatible incoming webhook on loopback: answers 200 "ok", keeps each (path, JSON body)."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    """A Slack-compatible incoming webhook on loopback (``harness.webhook_receiver``): (port, posts)."""
+    from tests.e2e.harness import webhook_receiver
 
-    posts: list = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            posts.append((self.path, json.loads(body)))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1], posts
-    server.shutdown()
+    with webhook_receiver() as server:
+        yield server
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import signal
 import textwrap
 import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -349,7 +350,17 @@ class DevTools:
         DOM (a single-page app renders after its load event, from API calls of its own)."""
         from scripts import airflow_local as local
 
-        return local.wait_until(what, lambda: self.evaluate(expression), timeout, interval=0.3)
+        def check():
+            try:
+                return self.evaluate(expression)
+            except AssertionError as e:
+                # a form's submit or the app's own redirect replaced the page under the evaluation
+                # (seen after the login form, on a loaded machine): evaluate again in the new page
+                if "navigated or closed" in str(e) or "context was destroyed" in str(e):
+                    return None
+                raise
+
+        return local.wait_until(what, check, timeout, interval=0.3)
 
     def type_into(self, selector: str, text: str) -> None:
         """``text`` typed into the field as a keyboard would: a React form sees its input events."""
@@ -474,3 +485,30 @@ class Approver(threading.Thread):
             if ti is not None:
                 ti.state = TaskInstanceState.FAILED
                 session.add(ti)
+
+
+@contextmanager
+def webhook_receiver():
+    """A Slack-compatible incoming webhook on loopback for a ``with`` block: answers 200 "ok", keeps
+    each (path, JSON body) in ``posts``; yields (port, posts)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    posts: list = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            posts.append((self.path, json.loads(body)))
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1], posts
+    finally:
+        server.shutdown()

@@ -13,7 +13,10 @@ task to the other worker, the retry resumes under the target's lock: every file 
 Test-only changes to the copied specs: regions run in parallel in staging (production keeps its
 canary first), no execution window, and production's approvals are what two people can give
 (two of dba/release_manager, no third for high risk, no per-region contract approval: those are
-tested in test_samples_reach_production.py).
+tested in test_samples_reach_production.py). A domain of its own, ``shop``, runs in ``testing``
+(one region, one retry, on-call's webhook told of failed runs), for the test that kills both
+workers in turn. Both tests share one cluster (its start-up is a minute of a loaded machine); each
+starts with every component running again.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import psycopg
 import pytest
 import yaml
 
-from tests.e2e.harness import People
+from tests.e2e.harness import People, webhook_receiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.slow, pytest.mark.cluster,
               pytest.mark.engine("airflow-cluster", "postgresql", "redis")]
@@ -39,13 +42,14 @@ ROOT = Path(__file__).resolve().parents[2]
 REGIONS = ("western_europe", "eastern_europe", "north_africa", "sub_saharan_africa")
 PREFIX = "pmc_e2e"
 SLOW_REGION = "north_africa"
-# Sleeps only in production's north_africa: long enough to kill its worker in the middle.
+# Sleeps only in production's north_africa: long enough to kill its worker in the middle (the kill comes
+# a few seconds into it), and each try after it sleeps as long again.
 SLOW_FILE = f"""\
 -- polymigrate: phase=migrate
 -- Test only: adds one row each time it is applied, so "applied once" is visible in the data.
 CREATE TABLE cluster_applied (applied_at timestamptz NOT NULL DEFAULT now());
 INSERT INTO cluster_applied DEFAULT VALUES;
-SELECT pg_sleep(CASE WHEN current_database() = '{PREFIX}_production_{SLOW_REGION}' THEN 45 ELSE 0 END);
+SELECT pg_sleep(CASE WHEN current_database() = '{PREFIX}_production_{SLOW_REGION}' THEN 25 ELSE 0 END);
 """
 
 
@@ -79,6 +83,19 @@ def copy_specs(dest: Path) -> Path:
             policy["approvals"].update(high_risk_required=2, high_risk_roles=["dba", "release_manager"])
             policy["contract_approval"] = False
         path.write_text(yaml.safe_dump(data, sort_keys=False))
+    for domain in ("common", "social-commerce"):
+        path = dest / domain / "domain.yaml"
+        data = yaml.safe_load(path.read_text())
+        data["environments"] = ["staging", "production"]
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+    # on-call's environment: one region, one retry, failed runs told to on-call's webhook
+    (dest / "environments" / "testing.yaml").write_text(
+        "regions: {r1: {}}\ntechnologies: [postgresql]\n"
+        "policy: {approvals: {required: 0}, retries: 1, retry_delay_seconds: 5}\n"
+        "notify: {webhooks: [pm_lost_hook], events: [run_failed]}\n")
+    (dest / "shop" / "postgresql").mkdir(parents=True)
+    (dest / "shop" / "domain.yaml").write_text("technologies:\n  postgresql: {}\nenvironments: [testing]\n")
+    (dest / "shop" / "postgresql" / "V1__slow.sql").write_text("CREATE TABLE slow (id int);\nSELECT pg_sleep(45);\n")
     return dest
 
 
@@ -131,7 +148,7 @@ class Cluster(People):
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def started_cluster(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("cluster")
     specs = copy_specs(tmp / "specs")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
@@ -139,59 +156,51 @@ def cluster(tmp_path_factory):
                POLYMIGRATE_CLUSTER_DB_PREFIX=PREFIX, POLYMIGRATE_CLUSTER_BROKER_DB="49",
                POLYMIGRATE_CLUSTER_REDIS_DBS="40 48")
     started = time.monotonic()
-    try:
-        sh("up", env=env)
-        c = Cluster(tmp / "cluster", env)
-        c.startup_seconds = time.monotonic() - started
-        yield c
-    finally:
-        sh("down", env=env)
+    # on-call's webhook: a Slack-compatible receiver on loopback (the DAG processor posts to it)
+    with webhook_receiver() as (hook_port, posts):
+        env["AIRFLOW_CONN_PM_LOST_HOOK"] = json.dumps(
+            {"conn_type": "slackwebhook", "password": f"http://127.0.0.1:{hook_port}/hook"})
+        try:
+            sh("up", env=env)
+            c = Cluster(tmp / "cluster", env)
+            c.startup_seconds, c.posts = time.monotonic() - started, posts
+            yield c
+        finally:
+            sh("down", env=env)
+
+
+@pytest.fixture
+def cluster(started_cluster):
+    """The module's cluster with every component running: what an earlier test killed is started again."""
+    c = started_cluster
+    stopped = [name for name, _, state in (line.partition(": ") for line in sh("status", env=c.env).splitlines())
+               if state == "stopped"]
+
+    def ready_lines(name: str) -> int:  # Celery logs "... ready." each time it starts taking tasks
+        return (c.home / "logs" / f"{name}.log").read_text(errors="replace").count("ready.")
+    before = {name: ready_lines(name) for name in stopped if name.startswith("worker-")}
+    for name in stopped:  # all at once: a Celery worker takes 10-20 s to start on a loaded machine
+        sh("start", name, env=c.env)
+    for name, n in before.items():
+        c.wait(f"{name} to be ready again", lambda: ready_lines(name) > n, 180)
+    c.wait("every component to report healthy", lambda: all(
+        v.get("status") == "healthy" for k, v in c.call("admin", "GET", "/api/v2/monitor/health").json().items()
+        if k in ("metadatabase", "scheduler", "triggerer", "dag_processor")), 240)
+    return c
 
 
 def worker_of(hostname: str) -> str:
     return hostname.removeprefix("polymigrate-")
 
 
-KILLED_PREFIX = "pmk_e2e"
-
-
-@pytest.fixture
-def small_cluster(tmp_path, webhook_server):
-    """A cluster of its own for one domain in one region of staging, with a file that sleeps 45 s."""
-    specs = tmp_path / "specs"
-    (specs / "environments").mkdir(parents=True)
-    (specs / "environments" / "staging.yaml").write_text(
-        "regions: {r1: {}}\ntechnologies: [postgresql]\n"
-        "policy: {approvals: {required: 0}, retries: 1, retry_delay_seconds: 5}\n"
-        "notify: {webhooks: [pm_lost_hook], events: [run_failed]}\n")
-    (specs / "shop" / "postgresql").mkdir(parents=True)
-    (specs / "shop" / "domain.yaml").write_text("technologies:\n  postgresql: {}\n")
-    (specs / "shop" / "postgresql" / "V1__slow.sql").write_text("CREATE TABLE slow (id int);\nSELECT pg_sleep(45);\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(POLYMIGRATE_SPECS=str(specs), POLYMIGRATE_CLUSTER_DIR=str(tmp_path / "cluster"),
-               POLYMIGRATE_CLUSTER_DB_PREFIX=KILLED_PREFIX, POLYMIGRATE_CLUSTER_BROKER_DB="53",
-               POLYMIGRATE_CLUSTER_REDIS_DBS="50 52")
-    # on-call's webhook: a Slack-compatible receiver on loopback (the DAG processor posts to it)
-    hook_port, posts = webhook_server
-    env["AIRFLOW_CONN_PM_LOST_HOOK"] = json.dumps(
-        {"conn_type": "slackwebhook", "password": f"http://127.0.0.1:{hook_port}/hook"})
-    try:
-        sh("up", env=env)
-        c = Cluster(tmp_path / "cluster", env)
-        c.posts = posts
-        yield c
-    finally:
-        sh("down", env=env)
-
-
-def test_a_try_whose_worker_is_killed_outright_is_on_record_and_the_last_one_is_told(small_cluster):
+def test_a_try_whose_worker_is_killed_outright_is_on_record_and_the_last_one_is_told(cluster):
     """Issue 22: the operator never sees this failure; the scheduler fails the try after its heartbeat
     timeout and the DAG processor runs the task's callback (on_retry, then on_failure on the last
     try), which records each try and tells on-call once, when no try is left."""
-    c = small_cluster
-    dag, task = "migrate__shop__staging", "r1.postgresql"
+    c = cluster
+    dag, task = "migrate__shop__testing", "r1.postgresql"
     run = c.trigger(dag)
-    db = f"{KILLED_PREFIX}_staging_r1"
+    db = f"{PREFIX}_testing_r1"
 
     def sleeping() -> bool:
         with psycopg.connect(f"postgresql://postgres@{c._pg_host()}/postgres", autocommit=True) as conn:
@@ -218,7 +227,7 @@ def test_a_try_whose_worker_is_killed_outright_is_on_record_and_the_last_one_is_
     assert c.task_instances(dag, run)[task]["state"] == "failed"
 
     from polymigrate.audit import PostgresAuditStore
-    store = PostgresAuditStore(f"postgresql://postgres@{c._pg_host()}/{KILLED_PREFIX}_audit")
+    store = PostgresAuditStore(f"postgresql://postgres@{c._pg_host()}/{PREFIX}_audit")
     try:
         failed = [r.event for r in store.query(kind="task_failed", run_id=run)]
     finally:
