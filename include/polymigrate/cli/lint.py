@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from urllib.parse import urlsplit
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.table import Table
@@ -15,9 +15,10 @@ from polymigrate.commands import validate_project
 from polymigrate.connections import redact, technology_of
 from polymigrate.executor import placeholders_for
 from polymigrate.ledger import RunContext
-from polymigrate.lint import RULES, LintReport, lint_catalog
-from polymigrate.governance.labels import LabelIndex
 from polymigrate.spec.models import SEVERITY_ORDER
+
+if TYPE_CHECKING:
+    from polymigrate.lint import LintReport
 
 _STYLE = {"info": "dim", "low": "cyan", "medium": "yellow", "high": "red", "critical": "bold red"}
 
@@ -59,6 +60,8 @@ def _connect(url: str):
 
 
 def _print_rules() -> None:
+    from polymigrate.lint import RULES
+
     table = Table(title="lint rules", title_justify="left")
     for col in ("rule", "technology", "severity", "what"):
         table.add_column(col)
@@ -132,6 +135,10 @@ def lint(specs: Path = typer.Argument(Path(DEFAULT_SPECS), help="spec folder"),
     if threshold not in SEVERITY_ORDER:
         err_console.print(f"--threshold {threshold!r}: use one of {', '.join(SEVERITY_ORDER)}")
         raise typer.Exit(2)
+    # pglast and the rules: imported by the verb that lints, not by every `polymigrate` command
+    from polymigrate.governance.labels import LabelIndex
+    from polymigrate.lint import lint_catalog
+
     v = validate_project(specs, domain)
     values_of = _placeholders(v.project, environment, region, placeholder)
     conn = _connect(url) if url else None
