@@ -427,9 +427,11 @@ class Approver(threading.Thread):
         from airflow.models.taskinstance import TaskInstance
         from airflow.utils.state import TaskInstanceState
 
+        # newest first: a run an earlier test left waiting must not stand in front of this one's
         return session.scalars(select(TaskInstance).where(
             TaskInstance.dag_id == self.dag_id, TaskInstance.task_id == "approve",
-            TaskInstance.state == TaskInstanceState.AWAITING_INPUT)).first()
+            TaskInstance.state == TaskInstanceState.AWAITING_INPUT).order_by(
+            TaskInstance.start_date.desc().nulls_last())).all()
 
     def _answer(self):
         from airflow.api_fastapi.app import create_auth_manager
@@ -461,11 +463,12 @@ class Approver(threading.Thread):
         from airflow.utils.session import create_session
 
         with create_session() as session:
-            ti = self._waiting(session)
-            if ti is None:
-                return False
-            detail = session.scalars(select(HITLDetail).where(HITLDetail.ti_id == ti.id)).first()
-            if detail is None or detail.response_received:
+            # the first waiting request nobody answered yet (an answered one may still show its task
+            # awaiting input until dag.test()'s loop resumes it)
+            ti, detail = next(((ti, d) for ti in self._waiting(session)
+                               for d in session.scalars(select(HITLDetail).where(HITLDetail.ti_id == ti.id))
+                               if not d.response_received), (None, None))
+            if detail is None:
                 return False
             body, assigned = detail.body, [u["name"] for u in detail.assignees or []]
             update_hitl_detail(
@@ -481,10 +484,10 @@ class Approver(threading.Thread):
         from airflow.utils.state import TaskInstanceState
 
         with create_session() as session:
-            ti = self._waiting(session)
-            if ti is not None:
-                ti.state = TaskInstanceState.FAILED
-                session.add(ti)
+            waiting = self._waiting(session)
+            if waiting:
+                waiting[0].state = TaskInstanceState.FAILED
+                session.add(waiting[0])
 
 
 @contextmanager
