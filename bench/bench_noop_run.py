@@ -311,14 +311,13 @@ def on_airflow(args, home: Path, metadata: str) -> None:
         local.stop(proc, port=int(env["AIRFLOW__API__PORT"]))
 
 
-COMPONENTS = ("api-server", "api_server", "scheduler", "dag-processor", "triggerer", "forkserver", "LocalExecutor",
-              "serve-logs", "standalone")
-
-
 def component_cpu(proc) -> Counter:
-    """CPU seconds so far of each process of the standalone started as ``proc``, by component (a task's
-    process counts in its LocalExecutor worker's figure once the worker has waited for it)."""
+    """CPU seconds so far of each process of the standalone started as ``proc``, by kind as
+    bench_suite_cpu.py names them (a task's process counts in its LocalExecutor worker's figure once
+    the worker has waited for it)."""
     import psutil
+
+    from bench.bench_suite_cpu import kind
 
     out: Counter = Counter()
     root = psutil.Process(proc.pid)
@@ -327,8 +326,7 @@ def component_cpu(proc) -> Counter:
             cmd, t = " ".join(p.cmdline()), p.cpu_times()
         except psutil.Error:
             continue
-        name = next((c for c in COMPONENTS if c in cmd), "other")
-        out[name.replace("api_server", "api-server")] += t.user + t.system + t.children_user + t.children_system
+        out[kind(cmd)] += t.user + t.system + t.children_user + t.children_system
     return out
 
 

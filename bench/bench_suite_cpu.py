@@ -27,6 +27,8 @@ KINDS = [
     (r"(^|/)postgres[: ]", "PostgreSQL"),
     (r"api[-_]server", "Airflow API servers"),
     (r"airflow worker", "Airflow task processes"),  # the task supervisors LocalExecutor forks
+    # LocalExecutor's forkserver (polymigrate_airflow.preload): before "polymigrate", which its command names
+    (r"multiprocessing\.forkserver", "Airflow task processes"),
     (r"celery", "Airflow Celery workers"),
     (r"airflow scheduler", "Airflow schedulers"),
     (r"dag[-_]processor", "Airflow DAG processors"),
