@@ -9,7 +9,8 @@
 #   scripts/cluster.sh down            stop exactly what `up` started (by recorded process groups)
 #   scripts/cluster.sh status          one line per component
 #   scripts/cluster.sh kill NAME [SIG] signal one component's whole process group (default KILL)
-#   scripts/cluster.sh start NAME      start one component again, with the environment `up` gave it
+#   scripts/cluster.sh start NAME…     start components again, with the environment `up` gave them, and wait
+#                                      until they answer as `up` waits (a worker: until it logs "ready." again)
 #   scripts/cluster.sh reset-targets   empty every target database again (PostgreSQL and Redis)
 #
 # Needs `make engines` first (PostgreSQL and Redis; FerretDB and OpenSearch are used when up).
@@ -156,7 +157,26 @@ import json, sys
 h = json.load(sys.stdin)
 sys.exit(0 if all(h.get(k, {}).get("status") == "healthy" for k in ("metadatabase", "scheduler", "triggerer", "dag_processor")) else 1)'
 }
-worker_ready() { grep -q "ready\." "$C/logs/$1.log"; }
+ready_lines() { grep -c "ready\." "$C/logs/$1.log" 2>/dev/null || true; }  # Celery logs "… ready." at each start
+worker_ready() { local n; n=$(ready_lines "$1"); [ "${n:-0}" -gt "${2:-0}" ]; }  # worker_ready NAME [READY_LINES_BEFORE]
+
+start_and_wait() { # start_and_wait NAME…: what is stopped started at once, then each waited for as `up` does
+  local n; declare -A before=()
+  for n in "$@"; do
+    command_of "$n" >/dev/null
+    if alive "$n"; then say "$n already running (pid $(cat "$RUN/$n.pid"))"; continue; fi
+    before[$n]=$(ready_lines "$n"); before[$n]=${before[$n]:-0}
+    start_component "$n"
+  done
+  # shellcheck disable=SC1091
+  . "$C/env"  # AIRFLOW_URL, for `healthy`
+  for n in "${!before[@]}"; do
+    case $n in
+      worker-*) wait_for 180 "$n" worker_ready "$n" "${before[$n]}" ;;
+      *) wait_for 240 "the API server and its scheduler, triggerer and DAG processor" healthy ;;
+    esac
+  done
+}
 
 up() {
   engines_env
@@ -276,6 +296,6 @@ case "$cmd" in
           *) kill "-$sig" -- "-$(cat "$RUN/$1.pid")" ;;  # STOP, CONT…: it stays recorded
         esac ;;
   reset-targets) engines_env; reset_targets; say "targets emptied" ;;
-  start) [ $# -ge 1 ] || die "usage: scripts/cluster.sh start NAME"; engines_env; start_component "$1" ;;
-  *) die "usage: scripts/cluster.sh up | down | status | kill NAME [SIGNAL] | start NAME | reset-targets" ;;
+  start) [ $# -ge 1 ] || die "usage: scripts/cluster.sh start NAME…"; engines_env; start_and_wait "$@" ;;
+  *) die "usage: scripts/cluster.sh up | down | status | kill NAME [SIGNAL] | start NAME… | reset-targets" ;;
 esac
